@@ -1,0 +1,1 @@
+"""momentcast: self-hosted, location- and context-aware Web Push for micro-moments."""

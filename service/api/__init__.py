@@ -1,0 +1,37 @@
+"""The HTTP API (aiohttp): one module per group of routes, assembled here."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from aiohttp import web
+
+from service.api import health
+from service.api.common import CONTEXT, json_response
+from service.api.middleware import error_middleware
+from service.api.openapi import Op, build_spec, document
+from service.context import Context
+
+try:
+    VERSION = version("momentcast")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    VERSION = "0.0.0"
+
+openapi_routes = web.RouteTableDef()
+
+
+@document(Op("get", "/openapi.json", "This OpenAPI 3.1 document", tags=["operations"]))
+@openapi_routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(build_spec(VERSION))
+
+
+def create_app(ctx: Context) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=ctx.settings.max_body_bytes,
+    )
+    app[CONTEXT] = ctx
+    app.add_routes(health.routes)
+    app.add_routes(openapi_routes)
+    return app

@@ -1,0 +1,93 @@
+"""Helpers the route modules share: the app context key, JSON in and out, authentication."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from service.context import Context
+from service.errors import BadRequest, Unauthorized, Unprocessable, UnsupportedMediaType
+
+CONTEXT = web.AppKey("context", Context)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, default=str),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def validation_details(
+    exc: ValidationError, prefix: tuple[str | int, ...] = ()
+) -> list[dict[str, Any]]:
+    """Pydantic errors as ``{"field": "signals.3.lat", "message": ...}`` entries."""
+    details = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = [*prefix, *err["loc"]]
+        details.append(
+            {
+                "field": ".".join(str(p) for p in loc) or "(body)",
+                "message": err["msg"].removeprefix("Value error, "),
+                "type": err["type"],
+            }
+        )
+    return details
+
+
+def invalid(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> Unprocessable:
+    details = validation_details(exc, prefix)
+    first = details[0]
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    return Unprocessable(f"{first['field']}: {first['message']}{more}", details=details)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON: 415 for another content type, 400 for malformed JSON."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(
+            f"expected Content-Type: application/json, got {request.content_type or 'none'}"
+        )
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+
+
+async def read_model(request: web.Request, model: type[M]) -> M:
+    data = await read_json(request)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid(exc) from None
+
+
+def bearer_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        raise Unauthorized("missing Authorization: Bearer token",
+                           headers={"WWW-Authenticate": "Bearer"})
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("malformed Authorization header; expected 'Bearer <token>'",
+                           headers={"WWW-Authenticate": "Bearer"})
+    return token.strip()
+
+
+def is_admin(request: web.Request, token: str) -> bool:
+    return request.app[CONTEXT].keys.admin.check(token)
+
+
+def require_admin(request: web.Request) -> None:
+    if not is_admin(request, bearer_token(request)):
+        raise Unauthorized("invalid admin token", headers={"WWW-Authenticate": "Bearer"})

@@ -1,0 +1,108 @@
+"""Middlewares every route shares: JSON errors, metrics and a privacy-preserving access log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_response import StreamResponse
+
+from service.errors import ApiError, PayloadTooLarge
+from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+log = logging.getLogger("momentcast.api")
+
+Handler = Callable[[web.Request], Awaitable[StreamResponse]]
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    408: "request_timeout",
+    409: "conflict",
+    411: "length_required",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    details: list[object] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body = {
+        "error": {
+            "code": code or _HTTP_CODES.get(status, "error"),
+            "message": message,
+            "details": details or [],
+        }
+    }
+    return web.Response(
+        status=status,
+        text=json.dumps(body),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _route_name(request: web.Request) -> str:
+    # The route template, never the concrete path: paths carry subscription ids.
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> StreamResponse:
+    started = time.perf_counter()
+    route = _route_name(request)
+    try:
+        limit = request.app._client_max_size
+        if request.content_length is not None and request.content_length > limit:
+            # Refuse before reading a byte of it.
+            raise PayloadTooLarge(f"request body too large (limit {limit} bytes)")
+        response = await handler(request)
+    except ApiError as exc:
+        response = error_response(
+            exc.status, exc.message, code=exc.code, details=exc.details, headers=exc.headers
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.reason
+        if exc.status == 413:
+            message = f"request body too large (limit {request.app._client_max_size} bytes)"
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        response = error_response(exc.status, message, headers=headers)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, route)
+        response = error_response(500, "internal server error")
+    HTTP_REQUESTS.labels(request.method, route, str(response.status)).inc()
+    HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+    return response
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Method, route template, status and time: no query strings, bodies, ids or tokens."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        route = "unmatched"
+        if isinstance(request, web.Request):
+            route = _route_name(request)
+        self.logger.info(
+            "%s %s %s %.1fms", request.method, route, response.status, time * 1000
+        )

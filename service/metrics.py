@@ -1,0 +1,29 @@
+"""Prometheus metrics, one registry for the process, served at /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+HTTP_REQUESTS = Counter(
+    "momentcast_http_requests_total",
+    "HTTP requests answered, by route and status",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+HTTP_LATENCY = Histogram(
+    "momentcast_http_request_seconds",
+    "HTTP request latency by route",
+    ["route"],
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+RULES_LOADED = Gauge(
+    "momentcast_rules_loaded", "Rules in the active rule set", registry=REGISTRY
+)
+RULES_LOAD_ERRORS = Counter(
+    "momentcast_rules_load_errors_total",
+    "Rule reloads rejected because the new set had errors",
+    registry=REGISTRY,
+)

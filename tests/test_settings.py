@@ -1,0 +1,82 @@
+"""Settings: defaults, .env, and one clear line per bad value."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from service.errors import ConfigError
+from service.settings import DEFAULT_PUSH_HOSTS, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("MOMENTCAST_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_are_documented_values() -> None:
+    s = load_settings()
+    assert s.database_url is None
+    assert s.data_dir == Path(".momentcast")
+    assert (s.host, s.port) == ("127.0.0.1", 8080)
+    assert s.signal_retention == timedelta(hours=24)
+    assert s.push_hosts == list(DEFAULT_PUSH_HOSTS)
+    assert s.vapid_subject.startswith("mailto:")
+
+
+def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("MOMENTCAST_PORT=9090\nMOMENTCAST_SIGNAL_RETENTION=2h\n")
+    monkeypatch.setenv("MOMENTCAST_PUSH_HOSTS", "fcm.googleapis.com, http://127.0.0.1:9000")
+    s = load_settings()
+    assert s.port == 9090
+    assert s.signal_retention == timedelta(hours=2)
+    assert s.push_hosts == ["fcm.googleapis.com", "http://127.0.0.1:9000"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("PORT", "eighty", "MOMENTCAST_PORT"),
+        ("PORT", "70000", "MOMENTCAST_PORT: Input should be less than or equal to 65535"),
+        ("SIGNAL_RETENTION", "forever", "MOMENTCAST_SIGNAL_RETENTION: expected a duration"),
+        ("VAPID_SUBJECT", "mailto:ops@localhost", "Apple rejects"),
+        ("VAPID_SUBJECT", "https://push.local", "Apple rejects"),
+        ("VAPID_SUBJECT", "ops@example.com", "must start with mailto: or https://"),
+        ("DATABASE_URL", "mysql://x", "MOMENTCAST_DATABASE_URL: must be a postgresql:// URL"),
+        ("ADMIN_TOKEN", "short", "MOMENTCAST_ADMIN_TOKEN"),
+        ("PUSH_HOSTS", "https://fcm.googleapis.com/x", "MOMENTCAST_PUSH_HOSTS"),
+        ("LOG_LEVEL", "loud", "MOMENTCAST_LOG_LEVEL: must be one of"),
+        ("WORKER_BATCH_SIZE", "0", "MOMENTCAST_WORKER_BATCH_SIZE"),
+    ],
+)
+def test_bad_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv("MOMENTCAST_" + name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert expected in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_reports_one_line_without_traceback(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "MOMENTCAST_PORT": "eighty",
+           "MOMENTCAST_DATA_DIR": str(tmp_path / "d")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", "serve"], env=env, capture_output=True, text=True,
+        cwd=tmp_path, timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("momentcast: configuration error: MOMENTCAST_PORT:")
+    assert "Traceback" not in proc.stderr
