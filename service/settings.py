@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".momentcast")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str | None = None
     rules_dir: Path = Path("rules")
     rules_poll_interval: Duration = timedelta(seconds=2)
     vapid_private_key: str | None = None
@@ -124,6 +125,16 @@ class Settings(BaseSettings):
         if upper not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return upper
+
+    @property
+    def base_url(self) -> str:
+        """Where clients reach this service (events_url in push payloads)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if host in ("0.0.0.0", "[::]"):  # noqa: S104 - formatting, not binding
+            host = "localhost"
+        return f"http://{host}:{self.port}"
 
     @property
     def pg_dir(self) -> Path:

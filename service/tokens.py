@@ -52,3 +52,13 @@ def load_admin_token(data_dir: Path, configured: str | None) -> str:
 def load_secret_key(data_dir: Path) -> bytes:
     """A server-side key for HMACs (event tokens); generated once into DATA_DIR."""
     return read_or_create_secret(data_dir / SECRET_KEY_FILE, secrets.token_bytes(32))
+
+
+def event_token(secret_key: bytes, delivery_id: int) -> str:
+    """The per-delivery token that lets a device report shown/clicked for that delivery only."""
+    mac = hmac.new(secret_key, f"delivery:{delivery_id}".encode(), hashlib.sha256).digest()
+    return b64url(mac[:24])
+
+
+def check_event_token(secret_key: bytes, delivery_id: int, token: str) -> bool:
+    return hmac.compare_digest(event_token(secret_key, delivery_id), token)
