@@ -24,14 +24,17 @@ _QUERY_NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 @cache
 def queries() -> dict[str, str]:
-    """The named queries of ``service/sql/queries.sql`` (``-- name: foo`` starts query ``foo``)."""
-    text = resources.files("service").joinpath("sql/queries.sql").read_text(encoding="utf-8")
-    parts = _QUERY_NAME.split(text)
+    """Every named query of ``service/sql/*.sql`` (``-- name: foo`` starts query ``foo``)."""
     named: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        if name in named:
-            raise DatabaseError(f"queries.sql: query {name!r} is defined twice")
-        named[name] = body.strip()
+    sql_dir = resources.files("service").joinpath("sql")
+    for entry in sorted(sql_dir.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        parts = _QUERY_NAME.split(entry.read_text(encoding="utf-8"))
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in named:
+                raise DatabaseError(f"{entry.name}: query {name!r} is defined twice")
+            named[name] = body.strip()
     return named
 
 
