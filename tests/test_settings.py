@@ -80,3 +80,11 @@ def test_cli_reports_one_line_without_traceback(tmp_path: Path) -> None:
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("momentcast: configuration error: MOMENTCAST_PORT:")
     assert "Traceback" not in proc.stderr
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    from service.settings import Settings
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`MOMENTCAST_{name.upper()}`" in doc, name

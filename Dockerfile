@@ -1,0 +1,31 @@
+# momentcast: `docker build -t momentcast . && docker run -p 8080:8080 momentcast`
+# Point it at PostgreSQL with MOMENTCAST_DATABASE_URL (see compose.yaml); without it the
+# embedded PostgreSQL keeps its data under /data/pg, so mount a volume there.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MOMENTCAST_HOST=0.0.0.0 \
+    MOMENTCAST_PORT=8080 \
+    MOMENTCAST_DATA_DIR=/data \
+    MOMENTCAST_RULES_DIR=/app/rules
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY service ./service
+COPY migrations ./migrations
+COPY rules ./rules
+
+RUN pip install --no-cache-dir . \
+    && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin momentcast \
+    && mkdir -p /data \
+    && chown momentcast /data
+
+USER 10001
+VOLUME ["/data"]
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
+CMD ["momentcast", "serve"]

