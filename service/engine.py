@@ -1,0 +1,309 @@
+"""Decisions: from evaluated signals to at most one push per signal.
+
+Pure logic, no I/O and no clock: the caller loads `SubscriberState` for the
+subscriptions in a batch, calls `decide`, stores the returned decisions and
+the mutated states in one transaction per subscriber. The replay and the
+simulator run the very same code on in-memory state.
+
+Presence is kept per (subscription, rule id, place id) and only while inside:
+an absent entry means outside.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from service.rules.core import Evaluation, Match, evaluate
+from service.rules.ruleset import CompiledRule, CompiledVariant, Ruleset
+from service.rules.signals import Profile, Signal, SignalBatch
+from service.rules.templates import attribute_value, text_value
+
+__all__ = [
+    "Decision", "Outcome", "Presence", "Profile", "Sent", "Signal", "SubscriberState",
+    "Suppression", "choose_variant", "decide", "simulate",
+]
+
+SUPPRESSION_REASONS = ("gone", "paused", "quiet_hours", "global_cap", "min_gap", "rule_cap",
+                       "place_cooldown")
+
+
+@dataclass
+class Presence:
+    entered_at: datetime
+    dwell_fired: bool = False
+
+
+@dataclass(frozen=True)
+class Sent:
+    rule_id: str
+    place_id: str
+    sent_at: datetime
+
+
+@dataclass
+class SubscriberState:
+    """What the engine remembers per subscription between batches."""
+
+    subscription_id: str
+    last_signal_at: datetime | None = None
+    presence: dict[tuple[str, str], Presence] = field(default_factory=dict)
+    history: list[Sent] = field(default_factory=list)  # decisions, oldest first
+
+
+@dataclass(frozen=True)
+class Decision:
+    rule_id: str
+    place_id: str
+    distance_m: float
+    variant: str
+    priority: int
+    payload: dict[str, str]  # title, body and the set ones of url, icon, image, tag
+    ttl_s: int
+    urgency: str
+    topic: str | None
+    dedupe_key: str
+
+
+@dataclass(frozen=True)
+class Suppression:
+    rule_id: str
+    place_id: str
+    reason: str
+
+
+@dataclass
+class Outcome:
+    signal: Signal
+    applied: bool  # False: older than the last applied signal, changed nothing
+    stale: bool = False
+    local_offset_s: float | None = None  # known when the signal was near a place
+    entered: list[tuple[str, str]] = field(default_factory=list)
+    left: list[tuple[str, str]] = field(default_factory=list)
+    fired: list[Match] = field(default_factory=list)
+    decision: Decision | None = None
+    suppressed: list[Suppression] = field(default_factory=list)
+
+
+def choose_variant(subscription_id: str, rule: CompiledRule) -> CompiledVariant:
+    """Deterministic per (subscription, rule): a stable hash picks a point on
+    the cumulative weights, so a subscriber always sees the same variant."""
+    total = sum(v.weight for v in rule.variants)
+    digest = hashlib.sha256(f"{subscription_id}\0{rule.id}".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") % total
+    for variant in rule.variants:
+        if point < variant.weight:
+            return variant
+        point -= variant.weight
+    return rule.variants[-1]
+
+
+def _history_window(ruleset: Ruleset) -> timedelta:
+    spans = [timedelta(0)]
+    lim = ruleset.policy.limits
+    if lim.per_subscriber:
+        spans.append(lim.per_subscriber.period)
+    if lim.min_gap:
+        spans.append(lim.min_gap)
+    for r in ruleset.rules:
+        spans.extend(x.period for x in (r.per_subscriber, r.per_place) if x is not None)
+    return max(spans)
+
+
+def decide(ruleset: Ruleset, signals: Sequence[Signal], profiles: Mapping[str, Profile],
+           states: MutableMapping[str, SubscriberState],
+           now: datetime | None = None) -> list[Outcome]:
+    """Apply a batch of signals; one Outcome per signal, in `at` order per
+    subscription. `states` is updated in place (missing ones are created).
+    `now=None` means "each signal is evaluated at its own time" (replay)."""
+    order = sorted(range(len(signals)), key=lambda i: (signals[i].subscription_id,
+                                                        signals[i].at))
+    ordered = [signals[i] for i in order]
+    ev = evaluate(ruleset, SignalBatch.build(ordered, profiles))
+    keep = _history_window(ruleset)
+    out: list[Outcome] = []
+    for i, sig in enumerate(ordered):
+        profile = profiles.get(sig.subscription_id) or Profile(id=sig.subscription_id)
+        state = states.get(sig.subscription_id)
+        if state is None:
+            state = states[sig.subscription_id] = SubscriberState(sig.subscription_id)
+        out.append(_apply(ruleset, ev, i, sig, profile, state, now, keep))
+    return out
+
+
+def _apply(rs: Ruleset, ev: Evaluation, i: int, sig: Signal, profile: Profile,
+           state: SubscriberState, now: datetime | None, keep: timedelta) -> Outcome:
+    if state.last_signal_at is not None and sig.at < state.last_signal_at:
+        return Outcome(signal=sig, applied=False)
+    state.last_signal_at = sig.at
+    stale = now is not None and now - sig.at > rs.policy.stale_after
+    outcome = Outcome(signal=sig, applied=True, stale=stale)
+    pairs = ev.pair_range(i)
+    if len(pairs):
+        outcome.local_offset_s = float(ev.local_offset[pairs.start])
+    seen: set[tuple[str, str]] = set()
+    entered: set[int] = set()
+    for k in pairs:
+        f = int(ev.fence[k])
+        key = (rs.rules[int(rs.fence_rule[f])].id, rs.places[int(rs.fence_place[f])].id)
+        seen.add(key)
+        if not ev.accurate[k] or not ev.inside[k]:
+            continue  # imprecise fixes and the hysteresis band change nothing
+        if key not in state.presence:
+            state.presence[key] = Presence(entered_at=sig.at)
+            entered.add(k)
+            outcome.entered.append(key)
+    _leave(rs, sig, state, seen, outcome)
+    matched = ev.matched
+    candidates: list[Match] = []
+    for k in pairs:
+        if not matched[k]:
+            continue
+        m = ev.match_at(k)
+        pres = state.presence[(m.rule.id, m.place_id)]
+        if m.rule.trigger == "enter":
+            fires = k in entered
+        elif m.rule.trigger == "dwell":
+            fires = not pres.dwell_fired and \
+                (sig.at - pres.entered_at).total_seconds() >= m.rule.dwell_s
+            # A stale signal leaves the dwell to fire on a later fresh one.
+            if fires and not stale:
+                pres.dwell_fired = True
+        else:
+            fires = True
+        if fires and not stale:
+            candidates.append(m)
+    outcome.fired = candidates
+    if not candidates:
+        return outcome
+    candidates.sort(key=lambda m: (-m.rule.priority, m.distance_m, m.rule.id, m.place_id))
+    cutoff = sig.at - keep
+    state.history = [h for h in state.history if h.sent_at > cutoff]
+    quiet = bool(ev.quiet[pairs.start])
+    for m in candidates:
+        reason = _suppressed(rs, m, sig.at, profile, state.history, quiet)
+        if reason is not None:
+            outcome.suppressed.append(Suppression(m.rule.id, m.place_id, reason))
+            continue
+        outcome.decision = _render(m, sig, profile, state)
+        state.history.append(Sent(m.rule.id, m.place_id, sig.at))
+        break
+    return outcome
+
+
+def _leave(rs: Ruleset, sig: Signal, state: SubscriberState, seen: set[tuple[str, str]],
+           outcome: Outcome) -> None:
+    """Presence entries not within reach of this fix are left, unless the
+    fix is too imprecise for that fence to judge."""
+    for key in [k for k in state.presence if k not in seen]:
+        fence = rs.fence_by_ids.get(key)
+        if fence is None:  # rule or place gone after a reload
+            del state.presence[key]
+            continue
+        gate = float(rs.fence_gate[fence])
+        if sig.accuracy_m is not None and sig.accuracy_m > gate:
+            continue
+        del state.presence[key]
+        outcome.left.append(key)
+
+
+def _count(history: list[Sent], since: datetime, rule: str | None = None,
+           place: str | None = None) -> int:
+    return sum(1 for h in history if h.sent_at > since and (rule is None or h.rule_id == rule)
+               and (place is None or h.place_id == place))
+
+
+def _suppressed(rs: Ruleset, m: Match, at: datetime, profile: Profile, history: list[Sent],
+                quiet: bool) -> str | None:
+    if profile.gone:
+        return "gone"
+    if profile.paused:
+        return "paused"
+    if quiet:
+        return "quiet_hours"
+    lim = rs.policy.limits
+    if lim.per_subscriber and _count(history, at - lim.per_subscriber.period) \
+            >= lim.per_subscriber.count:
+        return "global_cap"
+    if lim.min_gap and history and max(h.sent_at for h in history) > at - lim.min_gap:
+        return "min_gap"
+    rc = m.rule.per_subscriber
+    if rc and _count(history, at - rc.period, rule=m.rule.id) >= rc.count:
+        return "rule_cap"
+    pc = m.rule.per_place
+    if pc and _count(history, at - pc.period, rule=m.rule.id, place=m.place_id) >= pc.count:
+        return "place_cooldown"
+    return None
+
+
+def _render(m: Match, sig: Signal, profile: Profile, state: SubscriberState) -> Decision:
+    rule = m.rule
+    variant = choose_variant(sig.subscription_id, rule)
+    values: dict[tuple[str, str], str] = {("distance_m", ""): str(round(m.distance_m)),
+                                         ("rule", "id"): rule.id}
+    for tpl in variant.templates.values():
+        for root, name in tpl.fields:
+            if root == "place":
+                values[(root, name)] = text_value(_place_value(m, name))
+            elif root == "attributes":
+                values[(root, name)] = attribute_value(profile.attributes.get(name))
+    payload = {name: tpl.render(values) for name, tpl in variant.templates.items()}
+    msg = rule.model.message
+    ttl = msg.ttl.total_seconds()
+    if m.ttl_left_s is not None:
+        ttl = min(ttl, m.ttl_left_s)
+    pres = state.presence[(rule.id, m.place_id)]
+    visit = int(pres.entered_at.timestamp())
+    key = f"{sig.subscription_id}:{rule.id}:{m.place_id}:{visit}"
+    if rule.trigger == "inside":
+        # Several pushes per visit are allowed; each signal time is one decision.
+        key += f":{int(sig.at.timestamp() * 1000)}"
+    return Decision(rule_id=rule.id, place_id=m.place_id, distance_m=round(m.distance_m, 1),
+                    variant=variant.name, priority=rule.priority, payload=payload,
+                    ttl_s=max(0, math.ceil(ttl)), urgency=msg.urgency, topic=msg.topic,
+                    dedupe_key=key)
+
+
+def _place_value(m: Match, name: str) -> Any:
+    place = m.place
+    if name == "id":
+        return place.id
+    if name == "name":
+        return place.name
+    return place.properties.get(name)
+
+
+def simulate(ruleset: Ruleset, signal: Signal, profile: Profile,
+             now: datetime | None = None) -> dict[str, Any]:
+    """Explain one signal for a fresh subscriber: the decision, and per rule
+    whether it matched and, if it was not chosen, why."""
+    states: dict[str, SubscriberState] = {}
+    profiles = {signal.subscription_id: profile}
+    ordered = [signal]
+    ev = evaluate(ruleset, SignalBatch.build(ordered, profiles))
+    reasons = ev.reasons(0)
+    outcome = decide(ruleset, ordered, profiles, states, now)[0]
+    suppressed = {s.rule_id: s.reason for s in outcome.suppressed}
+    fired = {m.rule.id for m in outcome.fired}
+    rules = []
+    for rule in ruleset.rules:
+        reason = reasons[rule.id]
+        matched = reason is None
+        if matched:
+            if outcome.stale:
+                reason = "stale"
+            elif rule.id in suppressed:
+                reason = suppressed[rule.id]
+            elif rule.id not in fired:
+                reason = "dwell_pending" if rule.trigger == "dwell" else "not_triggered"
+            elif outcome.decision is None or outcome.decision.rule_id != rule.id:
+                reason = "outranked"
+        rules.append({"rule": rule.id, "matched": matched, "reason": reason})
+    d = outcome.decision
+    decision = None if d is None else {"rule": d.rule_id, "place": d.place_id,
+                                       "distance_m": d.distance_m, "variant": d.variant}
+    return {"decision": decision, "rules": rules}

@@ -1,0 +1,68 @@
+"""The active rule set, swapped atomically on a successful reload only."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .loader import RuleLoadError, load_ruleset
+from .ruleset import Ruleset
+
+
+class RulesHolder:
+    """Holds the rule set in use. `reload()` loads the directory again and
+    swaps only a set without errors, so a half-edited file never takes a
+    working set down; the errors stay in `last_errors` for GET /v1/rules."""
+
+    def __init__(self, path: str | Path, load_now: bool = True) -> None:
+        self.path = Path(path)
+        self.current: Ruleset | None = None
+        self.last_errors: list[str] = []
+        self.last_warnings: list[str] = []
+        self.loaded_at: datetime | None = None
+        self.failed_reloads = 0
+        self._fingerprint = ""
+        self._lock = threading.Lock()
+        if load_now:
+            self.reload()
+
+    def reload(self) -> list[str]:
+        """Load the directory; returns its errors (empty: swapped in)."""
+        with self._lock:
+            fingerprint = self.fingerprint()
+            try:
+                ruleset = load_ruleset(self.path)
+            except RuleLoadError as exc:
+                self.last_errors = list(exc.errors)
+                self.last_warnings = list(exc.warnings)
+                self.failed_reloads += 1
+                self._fingerprint = fingerprint
+                return self.last_errors
+            # One reference assignment: readers see the old or the new set.
+            self.current = ruleset
+            self.loaded_at = ruleset.loaded_at or datetime.now(UTC)
+            self.last_errors = []
+            self.last_warnings = list(ruleset.warnings)
+            self._fingerprint = fingerprint
+            return []
+
+    def fingerprint(self) -> str:
+        """Cheap change detector for polling: names, sizes and mtimes."""
+        h = hashlib.sha256()
+        if self.path.is_dir():
+            for p in sorted(self.path.rglob("*")):
+                if p.is_file() and p.suffix in (".yaml", ".yml", ".geojson"):
+                    st = p.stat()
+                    h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
+    def changed(self) -> bool:
+        return self.fingerprint() != self._fingerprint
+
+    def poll(self) -> list[str] | None:
+        """Reload when files changed since the last attempt; None if unchanged."""
+        if not self.changed():
+            return None
+        return self.reload()

@@ -1,0 +1,418 @@
+"""Loading a rules directory into a Ruleset, collecting every error.
+
+Every message is `path:line: message` with the path as the directory was
+given, so editors and terminals can jump straight to it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .models import RULE_ID, PolicyModel, RuleModel
+from .places import Place, PlaceError, make_place
+from .ruleset import MESSAGE_FIELDS, CompiledRule, CompiledVariant, Ruleset
+from .source import Located, SourceError, load_located
+from .templates import (
+    Template,
+    TemplateError,
+    json_bytes,
+    longest_place_values,
+    parse_template,
+    text_value,
+    worst_case_bytes,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+# RFC 8291: a 4096-byte record minus the aes128gcm header and padding
+# delimiter leaves 3993 bytes of plaintext for the payload.
+MAX_PAYLOAD_BYTES = 3993
+# Worst-case `data` block the sender adds; documented in docs/rules.md.
+EVENTS_URL_BUDGET = 256
+_DATA_WORST = {
+    "delivery_id": "0" * 36,
+    "rule": "",
+    "variant": "",
+    "events_url": "x" * EVENTS_URL_BUDGET,
+    "event_token": "x" * 64,
+}
+
+
+class RuleLoadError(Exception):
+    """The rule set has errors; `errors` holds every `file:line: message`."""
+
+    def __init__(self, errors: list[str], warnings: list[str] | None = None) -> None:
+        super().__init__(f"{len(errors)} error(s) in rules:\n" + "\n".join(errors))
+        self.errors = errors
+        self.warnings = warnings or []
+
+
+@dataclass
+class _Load:
+    root: Path
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    digest: Any = field(default_factory=hashlib.sha256)
+
+    def err(self, file: Path | str, line: int, message: str) -> None:
+        self.errors.append(f"{file}:{line}: {message}")
+
+    def warn(self, file: Path | str, line: int, message: str) -> None:
+        self.warnings.append(f"{file}:{line}: warning: {message}")
+
+    def read(self, path: Path) -> str | None:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            self.err(path, 1, f"cannot read: {exc.strerror}")
+            return None
+        self.digest.update(str(path.relative_to(self.root)).encode() + b"\0" + raw + b"\0")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            self.err(path, line, "not UTF-8 text")
+            return None
+
+    def located(self, path: Path) -> Located | None:
+        text = self.read(path)
+        if text is None:
+            return None
+        try:
+            loc = load_located(text)
+        except SourceError as exc:
+            self.err(path, exc.line, exc.message)
+            return None
+        for line, msg in loc.duplicates:
+            self.err(path, line, msg)
+        return loc
+
+
+def _dotted(path: Sequence[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _validate(load: _Load, file: Path, loc: Located, model: type[M]) -> M | None:
+    data = loc.data if loc.data is not None else {}
+    if not isinstance(data, dict):
+        load.err(file, 1, "the file must be a mapping of keys to values")
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        seen: set[tuple[str | int, ...]] = set()
+        for e in exc.errors():
+            path, kind = _data_path(data, e["loc"]), e["type"]
+            if kind == "extra_forbidden":
+                fields = _fields_at(model, path[:-1])
+                hint = difflib.get_close_matches(str(path[-1]), fields, n=1)
+                msg = f"unknown key {path[-1]!r}" + (f" (did you mean {hint[0]!r}?)" if hint
+                                                     else f" (allowed: {', '.join(fields)})")
+                where = _dotted(path[:-1])
+            elif kind == "missing":
+                msg, where = f"missing required key {path[-1]!r}", _dotted(path[:-1])
+            else:
+                msg = str(e["msg"]).removeprefix("Value error, ")
+                where = _dotted(path)
+            if tuple(path) in seen:
+                continue  # a union reports each alternative; the first says enough
+            seen.add(tuple(path))
+            load.err(file, loc.line_of(path), f"{where}: {msg}" if where else msg)
+        return None
+
+
+def _data_path(data: Any, loc: Sequence[str | int]) -> list[str | int]:
+    """Drop pydantic's union/validator tags so the path follows the file."""
+    out: list[str | int] = []
+    cur = data
+    for i, part in enumerate(loc):
+        in_dict = isinstance(cur, dict) and isinstance(part, str) and part in cur
+        in_list = isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur)
+        if in_dict or in_list:
+            out.append(part)
+            cur = cur[part]
+        elif i == len(loc) - 1 and isinstance(part, str) and isinstance(cur, dict):
+            out.append(part)  # a missing key
+    return out
+
+
+def _fields_at(model: type[BaseModel], path: Sequence[str | int]) -> list[str]:
+    current: Any = model
+    for part in path:
+        if isinstance(part, int) or current is None:
+            continue
+        info = current.model_fields.get(part)
+        current = None
+        if info is not None:
+            for arg in _type_args(info.annotation):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    current = arg
+    return sorted(current.model_fields) if current is not None else []
+
+
+def _type_args(annotation: Any) -> list[Any]:
+    args = getattr(annotation, "__args__", None)
+    if not args:
+        return [annotation]
+    return [a for arg in args for a in _type_args(arg)]
+
+
+def _load_places(load: _Load, files: list[Path]) -> dict[Path, list[Place]]:
+    out: dict[Path, list[Place]] = {}
+    seen_ids: dict[str, str] = {}
+    for path in files:
+        text = load.read(path)
+        if text is None:
+            continue
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            load.err(path, exc.lineno, f"not valid JSON: {exc.msg}")
+            continue
+        if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" \
+                or not isinstance(doc.get("features"), list):
+            load.err(path, 1, "a places file must be a GeoJSON FeatureCollection")
+            continue
+        lines: Located | None = None
+
+        def line(i: int, key: str | None = None, text: str = text) -> int:
+            # Line numbers are only needed for errors, so the slower
+            # line-aware parse runs only then.
+            nonlocal lines
+            if lines is None:
+                lines = load_located(text)
+            return lines.line_of(("features", i) if key is None else ("features", i, key))
+
+        places: list[Place] = []
+        for i, feature in enumerate(doc["features"]):
+            try:
+                place = make_place(str(path), i, feature, path.stem)
+            except PlaceError as exc:
+                load.err(path, line(i, "geometry"), str(exc))
+                continue
+            if place.id in seen_ids:
+                load.err(path, line(i, "properties"),
+                         f"feature {i}: duplicate place id {place.id!r} "
+                         f"(also {seen_ids[place.id]})")
+                continue
+            seen_ids[place.id] = f"{path} feature {place.index}"
+            places.append(place)
+        if not doc["features"]:
+            load.warn(path, 1, "no features")
+        out[path] = places
+    return out
+
+
+def load_ruleset(path: str | Path) -> Ruleset:
+    """Load and check a rules directory; raises RuleLoadError with all errors."""
+    root = Path(path)
+    load = _Load(root=root)
+    if not root.is_dir():
+        raise RuleLoadError([f"{root}:1: rules directory not found"])
+    policy_file = root / "policy.yaml"
+    policy: PolicyModel | None = None
+    if policy_file.is_file():
+        ploc = load.located(policy_file)
+        if ploc is not None:
+            policy = _validate(load, policy_file, ploc, PolicyModel)
+    else:
+        load.err(policy_file, 1, "policy.yaml is missing (dayparts, quiet_hours, limits)")
+    place_files = sorted((root / "places").glob("*.geojson")) if (root / "places").is_dir() else []
+    rule_files = sorted(p for p in [*root.glob("*.yaml"), *root.glob("*.yml")]
+                        if p.name not in ("policy.yaml", "policy.yml"))
+    parsed: list[tuple[Path, Located, RuleModel]] = []
+    for rf in rule_files:
+        loc = load.located(rf)
+        if loc is None:
+            continue
+        model = _validate(load, rf, loc, RuleModel)
+        if model is not None:
+            parsed.append((rf, loc, model))
+            for extra in model.where.files:
+                target = (root / extra).resolve()
+                if target.suffix == ".geojson" and target.is_file() \
+                        and target not in [p.resolve() for p in place_files]:
+                    place_files.append(root / extra)
+    by_file = _load_places(load, place_files)
+    resolved = {p.resolve(): v for p, v in by_file.items()}
+    all_places: list[Place] = [p for v in by_file.values() for p in v]
+    index_of = {id(p): i for i, p in enumerate(all_places)}
+    rules: list[CompiledRule] = []
+    ids: dict[str, Path] = {}
+    for rf, loc, model in parsed:
+        rule = _compile_rule(load, root, rf, loc, model, policy, resolved, index_of, len(rules))
+        if rule is None:
+            continue
+        if rule.id in ids:
+            load.err(rf, loc.line_of(("id",)),
+                     f"duplicate rule id {rule.id!r} (also {ids[rule.id]})")
+            continue
+        ids[rule.id] = rf
+        rules.append(rule)
+    if not rule_files:
+        load.warn(root, 1, "no rule files (*.yaml) found")
+    _priority_ties(load, rules, {r.id: (f, loc) for f, loc, _ in parsed
+                                  for r in rules if r.file == str(f)})
+    if load.errors or policy is None:
+        raise RuleLoadError(load.errors, load.warnings)
+    return Ruleset(rules=rules, policy=policy, places=all_places,
+                   version=load.digest.hexdigest()[:16], root=str(root),
+                   warnings=load.warnings, loaded_at=datetime.now(UTC))
+
+
+def _compile_rule(load: _Load, root: Path, rf: Path, loc: Located, model: RuleModel,
+                  policy: PolicyModel | None, places_by_file: dict[Path, list[Place]],
+                  index_of: dict[int, int], index: int) -> CompiledRule | None:
+    before = len(load.errors)
+    rule_id = model.id or rf.stem
+    if model.id is None and not _valid_id(rule_id):
+        load.err(rf, 1, f"the file name gives rule id {rule_id!r}; use lower-case letters, "
+                 "digits, - and _ or set id:")
+    # Places and filter.
+    chosen: list[Place] = []
+    for i, name in enumerate(model.where.files):
+        key: tuple[str | int, ...] = ("where", "places")
+        if isinstance(model.where.places, list):
+            key = (*key, i)
+        target = (root / name).resolve()
+        if target not in places_by_file:
+            exists = target.is_file()
+            load.err(rf, loc.line_of(key), f"where.places: {name!r} "
+                     + ("has errors (see above)" if exists else "not found under " + str(root)))
+            continue
+        chosen.extend(places_by_file[target])
+    flt = model.where.filter or {}
+    matched = [p for p in chosen
+               if all(k in p.properties and p.properties[k] == v for k, v in flt.items())]
+    if flt and chosen and not matched:
+        present = sorted({text_value(p.properties.get(k)) for p in chosen for k in flt})[:8]
+        load.err(rf, loc.line_of(("where", "filter")),
+                 f"where.filter {flt} matches none of the {len(chosen)} places "
+                 f"(values present: {', '.join(present)})")
+    unsized = [p.id for p in matched if p.kind == "point" and p.radius_m is None]
+    if unsized and model.where.radius_m is None:
+        load.err(rf, loc.line_of(("where",)),
+                 f"where: {len(unsized)} point places have no radius_m (e.g. {unsized[0]!r}); "
+                 "set where.radius_m")
+    # Time windows.
+    windows = list(model.when.windows) if model.when else []
+    if model.when and model.when.dayparts:
+        known = policy.dayparts if policy else {}
+        for i, name in enumerate(model.when.dayparts):
+            if name in known:
+                windows.append(known[name])
+            elif policy is not None:
+                load.err(rf, loc.line_of(("when", "dayparts", i)),
+                         f"when.dayparts[{i}]: unknown daypart {name!r} "
+                         f"(policy.yaml defines: {', '.join(sorted(known)) or 'none'})")
+    # Templates and payload size.
+    values: list[dict[str, Any]] = [{**p.properties, "id": p.id, "name": p.name}
+                                    for p in matched]
+    variants = _variants(load, rf, loc, model, rule_id, values,
+                         max((p.radius_m or model.where.radius_m or 0.0) for p in matched)
+                         if matched else 0.0)
+    if len(load.errors) > before:
+        return None
+    return CompiledRule(id=rule_id, index=index, file=str(rf), model=model,
+                        place_idx=[index_of[id(p)] for p in matched], windows=windows,
+                        variants=variants)
+
+
+def _valid_id(rule_id: str) -> bool:
+    return RULE_ID.match(rule_id) is not None
+
+
+def _variants(load: _Load, rf: Path, loc: Located, model: RuleModel, rule_id: str,
+              values: list[dict[str, Any]], max_radius: float) -> list[CompiledVariant]:
+    base: dict[str, Template] = {}
+    for name in MESSAGE_FIELDS:
+        text = getattr(model.message, name)
+        if text is not None:
+            tpl = _template(load, rf, loc, ("message", name), text, values)
+            if tpl is not None:
+                base[name] = tpl
+    specs = model.variants or []
+    out: list[CompiledVariant] = []
+    if not specs:
+        out.append(CompiledVariant(name="default", weight=1, templates=base))
+    for i, spec in enumerate(specs):
+        merged = dict(base)
+        if spec.message is not None:
+            for name in MESSAGE_FIELDS:
+                text = getattr(spec.message, name)
+                if text is not None:
+                    tpl = _template(load, rf, loc, ("variants", i, "message", name), text, values)
+                    if tpl is not None:
+                        merged[name] = tpl
+        out.append(CompiledVariant(name=spec.name, weight=spec.weight, templates=merged))
+    digits = len(str(int(max_radius + 0.5))) + 1
+    for i, variant in enumerate(out):
+        names = {f[1] for t in variant.templates.values() for f in t.fields if f[0] == "place"}
+        longest = longest_place_values(names, values)
+        size = _worst_payload(variant, longest, digits, rule_id)
+        if size > MAX_PAYLOAD_BYTES:
+            key: tuple[str | int, ...] = ("variants", i) if specs else ("message",)
+            load.err(rf, loc.line_of(key),
+                     f"{'variant ' + variant.name if specs else 'message'}: the push payload "
+                     f"can reach {size} bytes with the longest place values (limit "
+                     f"{MAX_PAYLOAD_BYTES}); shorten the texts or the place names")
+    return out
+
+
+def _worst_payload(variant: CompiledVariant, longest: dict[str, int], digits: int,
+                   rule_id: str) -> int:
+    skeleton: dict[str, Any] = dict.fromkeys(variant.templates, "")
+    skeleton["data"] = {**_DATA_WORST, "rule": rule_id, "variant": variant.name}
+    size = len(json.dumps(skeleton, ensure_ascii=False, separators=(",", ":")).encode())
+    return size + sum(worst_case_bytes(t, longest, digits, rule_id)
+                      for t in variant.templates.values())
+
+
+def _template(load: _Load, rf: Path, loc: Located, key: tuple[str | int, ...], text: str,
+              values: list[dict[str, Any]]) -> Template | None:
+    where = _dotted(key)
+    try:
+        tpl = parse_template(text)
+    except TemplateError as exc:
+        load.err(rf, loc.line_of(key), f"{where}: {exc}")
+        return None
+    for root_name, name in tpl.fields:
+        if root_name != "place":
+            continue
+        missing = [v["id"] for v in values if name not in v]
+        if missing:
+            load.err(rf, loc.line_of(key),
+                     f"{where}: template field {{place.{name}}} is missing on {len(missing)} "
+                     f"of {len(values)} places (e.g. {missing[0]!r})")
+            return None
+    return tpl
+
+
+def _priority_ties(load: _Load, rules: list[CompiledRule],
+                   where: dict[str, tuple[Path, Located]]) -> None:
+    for i, a in enumerate(rules):
+        for b in rules[i + 1:]:
+            if a.priority != b.priority:
+                continue
+            shared = set(a.place_idx) & set(b.place_idx)
+            if shared:
+                f, loc = where[b.id]
+                load.warn(f, loc.line_of(("priority",)),
+                          f"rule {b.id!r} ties with {a.id!r} at priority {a.priority} on "
+                          f"{len(shared)} shared places; the nearer place, then the rule id "
+                          "decides - give them different priorities")
+
+
+__all__ = ["MAX_PAYLOAD_BYTES", "RuleLoadError", "json_bytes", "load_ruleset"]

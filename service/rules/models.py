@@ -1,0 +1,210 @@
+"""The rule file and policy file formats as pydantic models.
+
+`extra="forbid"` everywhere: a misspelt key (`dayparts` as `dayparst`) would
+otherwise silently widen a rule, which is the worst kind of mistake here.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+
+from .units import (
+    DURATION_PATTERN,
+    LIMIT_PATTERN,
+    WINDOW_PATTERN,
+    Limit,
+    Window,
+    parse_duration,
+    parse_limit,
+    parse_window,
+)
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["30s", "20m"]}),
+]
+LimitText = Annotated[
+    Limit,
+    BeforeValidator(parse_limit),
+    WithJsonSchema({"type": "string", "pattern": LIMIT_PATTERN, "examples": ["1/day", "3/week"]}),
+]
+WindowText = Annotated[
+    Window,
+    BeforeValidator(parse_window),
+    WithJsonSchema({"type": "string", "pattern": WINDOW_PATTERN, "examples": ["11:30-14:00"]}),
+]
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Moment = Literal["know", "go", "do", "buy"]
+MOMENTS: tuple[Moment, ...] = ("know", "go", "do", "buy")
+Scalar = str | int | float | bool
+# RFC 8030 section 5.4: at most 32 characters of the URL-safe base64 alphabet.
+_TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Campaign(_Strict):
+    start: date | None = Field(None, description="First local date the rule may fire")
+    end: date | None = Field(None, description="Last local date the rule may fire (inclusive)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Campaign:
+        if self.start and self.end and self.end < self.start:
+            raise ValueError(f"campaign ends ({self.end}) before it starts ({self.start})")
+        return self
+
+
+class Where(_Strict):
+    places: str | list[str] = Field(
+        description="GeoJSON file(s) under rules/, e.g. places/restaurants.geojson"
+    )
+    filter: dict[str, Scalar] | None = Field(
+        None, description="Feature properties that must all be equal, e.g. {category: restaurant}"
+    )
+    radius_m: float | None = Field(
+        None, gt=0, le=50_000, description="Radius around Point features; a feature's radius_m wins"
+    )
+
+    @property
+    def files(self) -> list[str]:
+        return [self.places] if isinstance(self.places, str) else list(self.places)
+
+
+class When(_Strict):
+    dayparts: list[str] | None = Field(None, description="Names from policy.yaml dayparts")
+    between: WindowText | list[WindowText] | None = Field(
+        None, description='Local time windows such as "11:30-14:00" or "22:00-02:00"'
+    )
+    days: list[Day] | None = Field(None, description="Local weekdays (a window that crosses "
+                                   "midnight belongs to the day it starts on)")
+
+    @property
+    def windows(self) -> list[Window]:
+        if self.between is None:
+            return []
+        return [self.between] if isinstance(self.between, Window) else list(self.between)
+
+
+class Who(_Strict):
+    topics: list[str] | None = Field(None, description="At least one in common with the subscriber")
+    attributes: dict[str, Scalar] | None = Field(
+        None, description="Subscriber attributes that must all be equal"
+    )
+    moments: list[Moment] | None = Field(None, description="The signal's declared intent")
+    max_speed_mps: float | None = Field(None, gt=0, description="Ignore faster subscribers")
+    max_accuracy_m: float | None = Field(
+        None, gt=0, description="Fixes less precise than this neither enter nor leave a place"
+    )
+
+
+Urgency = Literal["very-low", "low", "normal", "high"]
+
+
+class MessageOverride(_Strict):
+    """A variant's changes to the rule's message; unset fields are inherited."""
+
+    title: str | None = Field(None, min_length=1)
+    body: str | None = None
+    url: str | None = None
+    icon: str | None = None
+    image: str | None = None
+    tag: str | None = None
+
+
+class Message(_Strict):
+    title: str = Field(min_length=1, description="Template, e.g. 'Lunch at {place.name}?'")
+    body: str = Field("", description="Template with place.*, distance_m, rule.id, attributes.*")
+    url: str | None = Field(None, description="Opened on click (template)")
+    icon: str | None = None
+    image: str | None = None
+    tag: str | None = Field(None, description="Notifications with the same tag replace each other")
+    ttl: Duration = Field(timedelta(hours=1), description="How long the push service keeps it")
+    urgency: Urgency = "normal"
+    topic: str | None = Field(None, description="RFC 8030 Topic: up to 32 of A-Z a-z 0-9 _ -")
+
+    @model_validator(mode="after")
+    def _topic(self) -> Message:
+        if self.topic is not None and not _TOPIC.match(self.topic):
+            raise ValueError(f"topic {self.topic!r} must be 1-32 characters of A-Z a-z 0-9 _ -")
+        if self.ttl > timedelta(days=28):
+            raise ValueError("ttl longer than 28d is not kept by push services")
+        return self
+
+
+class Variant(_Strict):
+    name: str = Field(min_length=1, max_length=32)
+    weight: int = Field(ge=0, le=10_000)
+    message: MessageOverride | None = None
+
+
+class Limits(_Strict):
+    per_subscriber: LimitText | None = Field(None, description="e.g. 1/day for this rule")
+    per_place: LimitText | None = Field(None, description="e.g. 1/week per subscriber and place")
+
+
+class RuleModel(_Strict):
+    id: str | None = Field(None, description="Defaults to the file name without .yaml")
+    description: str = ""
+    priority: int = Field(0, description="Higher wins when several rules match one signal")
+    campaign: Campaign | None = None
+    trigger: Literal["enter", "dwell", "inside"] = "enter"
+    dwell: Duration | None = Field(None, description="Needed by trigger: dwell, e.g. 3m")
+    where: Where
+    when: When | None = None
+    who: Who | None = None
+    message: Message
+    variants: list[Variant] | None = None
+    limits: Limits | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RuleModel:
+        if self.id is not None and not RULE_ID.match(self.id):
+            raise ValueError(f"id {self.id!r}: use lower-case letters, digits, - and _")
+        if self.trigger == "dwell" and self.dwell is None:
+            raise ValueError("trigger: dwell needs a dwell time, e.g. dwell: 3m")
+        if self.trigger != "dwell" and self.dwell is not None:
+            raise ValueError(f"dwell is only used with trigger: dwell (trigger is {self.trigger})")
+        if self.variants is not None:
+            names = [v.name for v in self.variants]
+            if len(set(names)) != len(names):
+                raise ValueError("variant names must be unique")
+            if sum(v.weight for v in self.variants) <= 0:
+                raise ValueError("variant weights must add up to more than 0")
+        return self
+
+
+class PolicyLimits(_Strict):
+    per_subscriber: LimitText | None = Field(None, description="All rules together, e.g. 3/day")
+    min_gap: Duration | None = Field(None, description="Minimum time between two pushes, e.g. 1h")
+
+
+class PolicyModel(_Strict):
+    dayparts: dict[str, WindowText] = Field(default_factory=dict)
+    quiet_hours: WindowText | None = None
+    limits: PolicyLimits = Field(default_factory=lambda: PolicyLimits.model_validate({}))
+    stale_after: Duration = timedelta(minutes=10)
+    hysteresis_m: float = Field(30.0, ge=0, le=5000)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of a rule file, for yaml-language-server and other editors."""
+    schema = RuleModel.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "momentcast rule file"
+    return schema
+
+
+def policy_json_schema() -> dict[str, Any]:
+    schema = PolicyModel.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "momentcast policy.yaml"
+    return schema
