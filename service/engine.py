@@ -116,13 +116,16 @@ def _history_window(ruleset: Ruleset) -> timedelta:
 
 def decide(ruleset: Ruleset, signals: Sequence[Signal], profiles: Mapping[str, Profile],
            states: MutableMapping[str, SubscriberState],
-           now: datetime | None = None) -> list[Outcome]:
+           now: datetime | None = None, arrival_order: bool = False) -> list[Outcome]:
     """Apply a batch of signals; one Outcome per signal, in `at` order per
     subscription. `states` is updated in place (missing ones are created).
-    `now=None` means "each signal is evaluated at its own time" (replay)."""
-    order = sorted(range(len(signals)), key=lambda i: (signals[i].subscription_id,
-                                                        signals[i].at))
-    ordered = [signals[i] for i in order]
+    `now=None` means "each signal is evaluated at its own time" (replay).
+    `arrival_order=True` applies signals exactly as given, so a late one is
+    seen as out of order (replay of a recorded stream)."""
+    if arrival_order:
+        ordered = list(signals)
+    else:
+        ordered = sorted(signals, key=lambda s: (s.subscription_id, s.at))
     ev = evaluate(ruleset, SignalBatch.build(ordered, profiles))
     keep = _history_window(ruleset)
     out: list[Outcome] = []

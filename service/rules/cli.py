@@ -1,0 +1,197 @@
+"""`momentcast rules check|schema|replay` - the marketer's tools."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections import Counter
+from datetime import timedelta, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from service.engine import Outcome, SubscriberState, decide
+
+from .loader import RuleLoadError, load_ruleset
+from .localtime import local_datetime
+from .models import json_schema, policy_json_schema
+from .ruleset import Ruleset
+from .signals import Profile
+from .source import SourceError, load_located
+from .trace import TraceError, read_trace
+
+_LOCATED = re.compile(r"^(?P<file>.*?):(?P<line>\d+): (?P<message>.*)$", re.S)
+
+
+def _default_dir() -> str:
+    return os.environ.get("MOMENTCAST_RULES_DIR") or "rules"
+
+
+def _split(entry: str) -> dict[str, Any]:
+    m = _LOCATED.match(entry)
+    if not m:
+        return {"file": None, "line": None, "message": entry}
+    return {"file": m["file"], "line": int(m["line"]), "message": m["message"]}
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="momentcast rules",
+                                 description="Check, describe and replay rule files.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="load every file and report all errors")
+    check.add_argument("dir", nargs="?", default=None, help="rules directory "
+                       "(default: $MOMENTCAST_RULES_DIR or rules)")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    schema = sub.add_parser("schema", help="print the JSON Schema of rule files")
+    schema.add_argument("--policy", action="store_true", help="the schema of policy.yaml")
+    replay = sub.add_parser("replay", help="what a recorded trace would have triggered")
+    replay.add_argument("trace", help=".gpx, .geojson or .csv (lat,lon,time[,accuracy_m,"
+                        "speed_mps,moment])")
+    replay.add_argument("--profile", help="YAML/JSON subscriber profile: timezone, topics, "
+                        "attributes, paused")
+    replay.add_argument("--rules", default=None, help="rules directory")
+    replay.add_argument("--json", action="store_true", help="machine-readable output")
+    return ap
+
+
+def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
+    stdout = out or sys.stdout
+    stderr = err or sys.stderr
+    args = _parser().parse_args(argv)
+    if args.command == "schema":
+        doc = policy_json_schema() if args.policy else json_schema()
+        stdout.write(json.dumps(doc, indent=2) + "\n")
+        return 0
+    if args.command == "check":
+        return _check(args.dir or _default_dir(), args.json, stdout, stderr)
+    return _replay(args, stdout, stderr)
+
+
+def _check(directory: str, as_json: bool, out: TextIO, err: TextIO) -> int:
+    try:
+        rs = load_ruleset(directory)
+    except RuleLoadError as exc:
+        if as_json:
+            out.write(json.dumps({"ok": False, "errors": [_split(e) for e in exc.errors],
+                                  "warnings": [_split(w) for w in exc.warnings]}, indent=2)
+                      + "\n")
+        else:
+            for line in [*exc.errors, *exc.warnings]:
+                err.write(line + "\n")
+            err.write(f"{len(exc.errors)} error(s); nothing was changed\n")
+        return 1
+    if as_json:
+        out.write(json.dumps({
+            "ok": True, "version": rs.version, "errors": [],
+            "warnings": [_split(w) for w in rs.warnings],
+            "rules": [{"id": r.id, "priority": r.priority, "trigger": r.trigger,
+                       "places": len(r.place_idx), "summary": r.summary(rs.places)}
+                      for r in rs.rules]}, indent=2) + "\n")
+        return 0
+    for w in rs.warnings:
+        err.write(w + "\n")
+    for r in rs.rules:
+        out.write(r.summary(rs.places) + "\n")
+    return 0
+
+
+def load_profile(path: str | None) -> Profile:
+    if path is None:
+        return Profile(id="replay")
+    try:
+        data = load_located(Path(path).read_text(encoding="utf-8")).data or {}
+    except (OSError, SourceError) as exc:
+        raise TraceError(f"{path}: cannot read the profile: {exc}") from None
+    if not isinstance(data, dict):
+        raise TraceError(f"{path}: a profile is a mapping (timezone, topics, attributes, paused)")
+    allowed = {"id", "timezone", "locale", "topics", "attributes", "paused"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise TraceError(f"{path}: unknown profile keys {unknown}; allowed: {sorted(allowed)}")
+    return Profile(id=str(data.get("id", "replay")), timezone=data.get("timezone"),
+                   locale=data.get("locale"), topics=frozenset(data.get("topics") or []),
+                   attributes=dict(data.get("attributes") or {}),
+                   paused=bool(data.get("paused", False)))
+
+
+def replay_rows(rs: Ruleset, outcomes: list[Outcome], profile: Profile) -> list[dict[str, Any]]:
+    rows = []
+    for o in outcomes:
+        s = o.signal
+        if o.local_offset_s is not None:
+            local = s.at.astimezone(timezone(timedelta(seconds=o.local_offset_s)))
+        else:
+            local = local_datetime(s.at, s.lat, s.lon, profile.timezone)
+        d = o.decision
+        rows.append({
+            "time": local.isoformat(), "lat": s.lat, "lon": s.lon,
+            "entered": [f"{r}@{p}" for r, p in o.entered],
+            "left": [f"{r}@{p}" for r, p in o.left],
+            "decision": None if d is None else {
+                "rule": d.rule_id, "place": d.place_id, "distance_m": d.distance_m,
+                "variant": d.variant, "ttl_s": d.ttl_s, **d.payload},
+            "suppressed": [{"rule": x.rule_id, "place": x.place_id, "reason": x.reason}
+                           for x in o.suppressed],
+            "note": "out_of_order" if not o.applied else ("stale" if o.stale else None),
+        })
+    return rows
+
+
+def replay(rules_dir: str, trace: str, profile_path: str | None) -> dict[str, Any]:
+    """The replay report as a JSON-ready document (also what tests compare)."""
+    rs = load_ruleset(rules_dir)
+    profile = load_profile(profile_path)
+    signals = read_trace(trace, profile.id)
+    states: dict[str, SubscriberState] = {}
+    outcomes = decide(rs, signals, {profile.id: profile}, states, now=None, arrival_order=True)
+    rows = replay_rows(rs, outcomes, profile)
+    reasons = Counter(x["reason"] for r in rows for x in r["suppressed"])
+    return {"rules_version": rs.version, "profile": profile.id, "rows": rows,
+            "summary": {"signals": len(rows), "sent": sum(1 for r in rows if r["decision"]),
+                        "suppressed": dict(sorted(reasons.items()))}}
+
+
+def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        report = replay(args.rules or _default_dir(), args.trace, args.profile)
+    except RuleLoadError as exc:
+        for line in exc.errors:
+            err.write(line + "\n")
+        err.write("fix the rules first (momentcast rules check)\n")
+        return 1
+    except (TraceError, OSError) as exc:
+        err.write(f"{args.trace}: {exc}\n")
+        return 1
+    if args.json:
+        out.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        return 0
+    out.write(format_report(report))
+    return 0
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = []
+    for r in report["rows"]:
+        head = f"{r['time'][:19].replace('T', ' ')}  {r['lat']:.5f},{r['lon']:.5f}  "
+        events = " ".join([*(f"+{x}" for x in r["entered"]), *(f"-{x}" for x in r["left"])])
+        d = r["decision"]
+        if d is not None:
+            what = (f"SEND {d['rule']} @ {d['place']} ({d['distance_m']:.0f} m, variant "
+                    f"{d['variant']}, ttl {d['ttl_s']}s): {d['title']}")
+        elif r["note"]:
+            what = f"({r['note']}: nothing triggered)"
+        else:
+            what = "-"
+        supp = "; ".join(f"{x['rule']}@{x['place']}: {x['reason']}" for x in r["suppressed"])
+        lines.append(head + what + (f"  [suppressed {supp}]" if supp else "")
+                     + (f"  {events}" if events else ""))
+    s = report["summary"]
+    why = ", ".join(f"{k} {v}" for k, v in s["suppressed"].items()) or "none"
+    lines.append(f"{s['signals']} signals, {s['sent']} pushes, suppressed: {why}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
