@@ -21,7 +21,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("serve", help="run the API, the worker and the sender in one process")
     sub.add_parser("api", help="run the HTTP API only")
-    sub.add_parser("worker", help="run the worker and the sender (no HTTP)")
+    worker = sub.add_parser("worker", help="run the worker and the sender (no HTTP)")
+    worker.add_argument(
+        "--no-sender", action="store_true", help="only decide; leave sending to other processes"
+    )
     sub.add_parser("migrate", help="apply pending database migrations and exit")
     vapid_cmd = sub.add_parser("vapid", help="print the VAPID public key")
     vapid_cmd.add_argument(
@@ -104,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "api": [runtime.API, runtime.MAINTENANCE],
             "worker": [runtime.WORKER, runtime.SENDER],
         }[args.command]
+        if getattr(args, "no_sender", False):
+            components.remove(runtime.SENDER)
         runtime.run_blocking(settings, components)
         return 0
     except ConfigError as exc:

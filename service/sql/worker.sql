@@ -1,0 +1,85 @@
+-- Named queries of the worker (service/worker.py).
+
+-- name: claim_signals
+-- A lease, not a lock held across the batch: a worker that dies leaves rows that become
+-- claimable again when claimed_until passes.
+WITH picked AS (
+    SELECT id FROM signals
+    WHERE processed_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
+    ORDER BY id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE signals s SET claimed_until = now() + $2::interval
+FROM picked WHERE s.id = picked.id
+RETURNING s.subscription_id
+
+-- name: lock_subscriptions
+-- Serialises work per subscriber. SKIP LOCKED: a subscriber another worker holds is left to
+-- it (that worker processes all of its pending signals), so workers never wait on each other.
+SELECT id, timezone, locale, topics, attributes, paused, status, last_signal_at
+FROM subscriptions
+WHERE id = ANY($1::uuid[])
+ORDER BY id
+FOR UPDATE SKIP LOCKED
+
+-- name: pending_signals_of
+SELECT id, subscription_id, at, lat, lon, accuracy_m, speed_mps, moment, context
+FROM signals
+WHERE subscription_id = ANY($1::uuid[]) AND processed_at IS NULL
+ORDER BY subscription_id, at, id
+
+-- name: presence_of
+SELECT subscription_id, rule_id, place_id, entered_at, dwell_fired
+FROM presence
+WHERE subscription_id = ANY($1::uuid[]) AND inside
+
+-- name: history_of
+SELECT subscription_id, rule_id, place_id, decided_at
+FROM deliveries
+WHERE subscription_id = ANY($1::uuid[]) AND decided_at > $2
+ORDER BY decided_at
+
+-- name: release_claims
+UPDATE signals SET claimed_until = NULL
+WHERE subscription_id = ANY($1::uuid[]) AND processed_at IS NULL
+
+-- name: delete_presence_of
+DELETE FROM presence WHERE subscription_id = ANY($1::uuid[])
+
+-- name: insert_presence
+INSERT INTO presence (subscription_id, rule_id, place_id, inside, entered_at, dwell_fired,
+                      visit, updated_at)
+SELECT s, r, p, true, e, d, 0, now()
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::bool[]) AS t(s, r, p, e, d)
+
+-- name: set_last_signal_at
+UPDATE subscriptions AS sub SET last_signal_at = t.at
+FROM unnest($1::uuid[], $2::timestamptz[]) AS t(id, at)
+WHERE sub.id = t.id
+
+-- name: mark_processed
+UPDATE signals SET processed_at = now(), claimed_until = NULL WHERE id = ANY($1::bigint[])
+
+-- name: insert_deliveries
+-- The dedupe key makes a decision at most once even if a batch runs twice.
+INSERT INTO deliveries (subscription_id, signal_id, rule_id, variant, place_id, dedupe_key,
+                        payload, distance_m, local_hour, ttl_s, urgency, topic, decided_at,
+                        expires_at)
+SELECT s, sig, r, v, p, k, pl, dm, lh, ttl, u, tp, at, at + make_interval(secs => ttl)
+FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::jsonb[], $8::real[], $9::smallint[], $10::int[], $11::text[], $12::text[],
+            $13::timestamptz[])
+     AS t(s, sig, r, v, p, k, pl, dm, lh, ttl, u, tp, at)
+ON CONFLICT (dedupe_key) DO NOTHING
+RETURNING id
+
+-- name: bump_counters
+-- Keys arrive sorted so concurrent workers lock counter rows in one order (no deadlock).
+INSERT INTO rule_counters (rule_id, variant, counter, n)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+ON CONFLICT (rule_id, variant, counter) DO UPDATE SET n = rule_counters.n + excluded.n
+
+-- name: processing_lag
+SELECT coalesce(extract(epoch FROM now() - min(received_at)), 0)::float8
+FROM signals WHERE processed_at IS NULL

@@ -1,0 +1,121 @@
+"""Fixtures for the worker: a small rule set of our own and direct database inserts."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from service.context import Context, Keys
+from service.rules import RulesHolder
+from service.settings import Settings
+from tests.conftest import make_settings
+
+# Two cafés 200 m apart near Berlin's Alexanderplatz, and a point far from both.
+CAFE_A = (52.5219, 13.4132)
+CAFE_B = (52.5219, 13.4162)
+FAR = (52.5000, 13.3000)
+
+POLICY = """
+dayparts: {lunch: "11:30-14:00"}
+limits: {per_subscriber: 3/day, min_gap: 10m}
+stale_after: 10m
+hysteresis_m: 30
+"""
+
+PLACES = {
+    "type": "FeatureCollection",
+    "features": [
+        {"type": "Feature", "properties": {"id": "a", "name": "Café A", "category": "cafe"},
+         "geometry": {"type": "Point", "coordinates": [CAFE_A[1], CAFE_A[0]]}},
+        {"type": "Feature", "properties": {"id": "b", "name": "Café B", "category": "cafe"},
+         "geometry": {"type": "Point", "coordinates": [CAFE_B[1], CAFE_B[0]]}},
+    ],
+}
+
+COFFEE = """
+priority: 10
+trigger: enter
+where: {places: places/cafes.geojson, radius_m: 60}
+message: {title: "Coffee at {place.name}", body: "{distance_m} m away", ttl: 20m, topic: coffee}
+limits: {per_place: 1/week}
+"""
+
+STAMP = """
+priority: 1
+trigger: dwell
+dwell: 3m
+where: {places: places/cafes.geojson, radius_m: 60}
+message: {title: "Stamp card at {place.name}", ttl: 1h}
+"""
+
+
+def write_rules(root: Path, *, policy: str = POLICY, rules: dict[str, str] | None = None) -> Path:
+    (root / "places").mkdir(parents=True, exist_ok=True)
+    (root / "places" / "cafes.geojson").write_text(json.dumps(PLACES))
+    (root / "policy.yaml").write_text(policy)
+    for name, text in (rules if rules is not None else {"coffee": COFFEE}).items():
+        (root / f"{name}.yaml").write_text(text)
+    return root
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    return write_rules(tmp_path / "rules")
+
+
+def context_for(settings: Settings, pool: asyncpg.Pool, rules_dir: Path) -> Context:
+    holder = RulesHolder(rules_dir)
+    assert holder.last_errors == [], holder.last_errors
+    return Context(settings=settings, pool=pool, keys=Keys.load(settings), rules=holder)
+
+
+@pytest.fixture
+def wctx(data_dir: Path, database_url: str, clean_db: asyncpg.Pool, rules_dir: Path) -> Context:
+    settings = make_settings(data_dir, database_url, worker_batch_size=3)
+    return context_for(settings, clean_db, rules_dir)
+
+
+async def add_subscription(pool: asyncpg.Pool, **profile: Any) -> str:
+    sid = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO subscriptions (id, endpoint, p256dh, auth, token_hash, topics, paused)"
+        " VALUES ($1, $2, 'k', 'a', $3, $4, $5)",
+        sid, f"https://fcm.googleapis.com/fcm/send/{sid}", sid.bytes,
+        profile.get("topics", []), profile.get("paused", False),
+    )
+    return str(sid)
+
+
+@dataclass
+class Fix:
+    at: datetime
+    lat: float
+    lon: float
+    accuracy_m: float | None = 10.0
+
+
+async def add_signals(pool: asyncpg.Pool, sub: str, fixes: Sequence[Fix]) -> None:
+    await pool.executemany(
+        "INSERT INTO signals (subscription_id, at, lat, lon, accuracy_m) VALUES ($1,$2,$3,$4,$5)",
+        [(uuid.UUID(sub), f.at, f.lat, f.lon, f.accuracy_m) for f in fixes],
+    )
+
+
+def offset(point: tuple[float, float], metres_east: float) -> tuple[float, float]:
+    """A point ``metres_east`` of ``point`` (good to centimetres at these distances)."""
+    import math
+
+    lat, lon = point
+    return lat, lon + metres_east / (111_320.0 * math.cos(math.radians(lat)))
+
+
+def walk(start: datetime, points: Sequence[tuple[float, float]], step: timedelta) -> list[Fix]:
+    return [Fix(start + i * step, lat, lon) for i, (lat, lon) in enumerate(points)]
