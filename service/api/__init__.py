@@ -6,8 +6,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
-from service.api import health
+from service.api import health, signals, subscriptions
 from service.api.common import CONTEXT, json_response
+from service.api.cors import cors_middleware
 from service.api.middleware import error_middleware
 from service.api.openapi import Op, build_spec, document
 from service.context import Context
@@ -28,10 +29,14 @@ async def openapi(request: web.Request) -> web.Response:
 
 def create_app(ctx: Context) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware],
+        # CORS outermost, so error answers carry its headers too.
+        middlewares=[cors_middleware, error_middleware],
         client_max_size=ctx.settings.max_body_bytes,
     )
     app[CONTEXT] = ctx
     app.add_routes(health.routes)
     app.add_routes(openapi_routes)
+    app.add_routes(subscriptions.routes)
+    app.add_routes(signals.routes)
+    app.cleanup_ctx.append(signals.signal_ingest)
     return app

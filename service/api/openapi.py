@@ -50,6 +50,10 @@ class Op:
     tags: list[str] = field(default_factory=list)
     content_type: str = "application/json"
     request_schema: dict[str, Any] | None = None
+    # Several accepted body shapes (``oneOf``), each a model that validates it.
+    request_models: tuple[type[BaseModel], ...] = ()
+    # Other success answers than ``status`` (e.g. 200 for an update of an existing resource).
+    extra_responses: dict[int, type[BaseModel]] = field(default_factory=dict)
 
 
 def document(op: Op) -> Callable[[F], F]:
@@ -66,6 +70,8 @@ def build_spec(version: str) -> dict[str, Any]:
     models: set[type[BaseModel]] = set()
     for op in _OPERATIONS:
         models.update(m for m in (op.request, op.response) if m is not None)
+        models.update(op.request_models)
+        models.update(op.extra_responses.values())
     ordered = sorted(models, key=lambda m: m.__name__)
     keyed, schema = models_json_schema(
         [(m, "validation") for m in ordered], ref_template="#/components/schemas/{model}"
@@ -90,8 +96,16 @@ def build_spec(version: str) -> dict[str, Any]:
         ]
         if params:
             operation["parameters"] = params
-        if op.request is not None or op.request_schema is not None:
-            body_schema = op.request_schema if op.request_schema is not None else ref(op.request)  # type: ignore[arg-type]
+        has_body = (
+            op.request is not None or op.request_schema is not None or bool(op.request_models)
+        )
+        if has_body:
+            if op.request_models:
+                body_schema = {"oneOf": [ref(m) for m in op.request_models]}
+            elif op.request_schema is not None:
+                body_schema = op.request_schema
+            else:
+                body_schema = ref(op.request)  # type: ignore[arg-type]
             operation["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": body_schema}},
@@ -101,8 +115,13 @@ def build_spec(version: str) -> dict[str, Any]:
             schema_ = ref(op.response) if op.response is not None else {}
             ok["content"] = {op.content_type: {"schema": schema_}}
         responses: dict[str, Any] = {str(op.status): ok}
+        for status, model in op.extra_responses.items():
+            responses[str(status)] = {
+                "description": "OK",
+                "content": {"application/json": {"schema": ref(model)}},
+            }
         errors = set(op.errors)
-        if op.request is not None or op.request_schema is not None:
+        if has_body:
             errors |= {400, 413, 415, 422}
         if op.auth:
             errors |= {401}

@@ -1,0 +1,105 @@
+"""POST /v1/signals: validate, rate-limit, then wait for the group commit that stores them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from service import tokens
+from service.api.common import CONTEXT, bearer_token, is_admin, json_response
+from service.api.models import SIGNAL_BODY, Accepted, Signal, SignalBatch
+from service.api.openapi import Op, document
+from service.errors import (
+    BadRequest,
+    Forbidden,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+    Unprocessable,
+    UnsupportedMediaType,
+)
+from service.ingest import IngestUnavailable, SignalRow, SignalWriter
+from service.ratelimit import TokenBucketLimiter
+
+routes = web.RouteTableDef()
+
+WRITER = web.AppKey("signal_writer", SignalWriter)
+LIMITER = web.AppKey("signal_limiter", TokenBucketLimiter)
+
+
+async def signal_ingest(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the writer lives exactly as long as the app serves requests."""
+    ctx = app[CONTEXT]
+    writer = SignalWriter(ctx.pool)
+    app[WRITER] = writer
+    app[LIMITER] = TokenBucketLimiter(
+        ctx.settings.signal_rate_burst, ctx.settings.signal_rate_per_second
+    )
+    await writer.start()
+    yield
+    # aiohttp runs this after in-flight requests finished (or the grace ran out).
+    await writer.stop()
+
+
+def _invalid(exc: ValidationError) -> BadRequest | Unprocessable:
+    errors = exc.errors(include_url=False, include_input=False)
+    if errors and errors[0]["type"] == "json_invalid":
+        return BadRequest(f"malformed JSON: {errors[0]['msg'].removeprefix('Invalid JSON: ')}")
+    details = []
+    for err in errors:
+        # The first location element is the union tag ("single"/"batch"): not a field.
+        loc = err["loc"][1:]
+        details.append({
+            "field": ".".join(str(p) for p in loc) or "(body)",
+            "message": err["msg"].removeprefix("Value error, "),
+            "type": err["type"],
+        })
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    first = details[0]
+    return Unprocessable(f"{first['field']}: {first['message']}{more}", details=details)
+
+
+def _rows(body: Signal | SignalBatch) -> list[SignalRow]:
+    now = datetime.now(UTC)
+    signals = body.signals if isinstance(body, SignalBatch) else [body]
+    return [
+        SignalRow(s.at or now, s.lat, s.lon, s.accuracy_m, s.speed_mps, s.moment, s.context)
+        for s in signals
+    ]
+
+
+@document(Op("post", "/v1/signals", "Send one signal or a batch of up to 500",
+             request_models=(Signal, SignalBatch), response=Accepted, status=202,
+             auth="device", errors=[429, 503], tags=["signals"]))
+@routes.post("/v1/signals")
+async def post_signals(request: web.Request) -> web.Response:
+    token = bearer_token(request)
+    if is_admin(request, token):
+        raise Forbidden("signals come from a device; the admin token has no subscription")
+    digest = tokens.hash_token(token)
+    wait = request.app[LIMITER].acquire(digest)
+    if wait:
+        raise TooManyRequests(
+            "too many signal requests from this device; slow down",
+            headers={"Retry-After": TokenBucketLimiter.retry_after(wait)},
+        )
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(
+            f"expected Content-Type: application/json, got {request.content_type or 'none'}"
+        )
+    try:
+        body = SIGNAL_BODY.validate_json(await request.read())
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    rows = _rows(body)
+    try:
+        # The token is checked inside the batch statement: one round trip for all requests.
+        result = await request.app[WRITER].submit(digest, rows)
+    except IngestUnavailable as exc:
+        raise ServiceUnavailable(str(exc), headers={"Retry-After": "1"}) from None
+    if not result.known:
+        raise Unauthorized("unknown device token", headers={"WWW-Authenticate": "Bearer"})
+    return json_response({"accepted": len(rows)}, status=202)

@@ -1,0 +1,227 @@
+"""POST /v1/subscriptions and GET|PATCH|DELETE /v1/subscriptions/{id}."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import http_ece
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import ValidationError
+
+from service import tokens
+from service.api.common import CONTEXT, bearer_token, invalid, is_admin, json_response
+from service.api.models import (
+    Profile,
+    ProfilePatch,
+    PushSubscriptionJSON,
+    SubscriptionCreate,
+    SubscriptionCreated,
+    b64url_bytes,
+)
+from service.api.openapi import Op, document
+from service.db import q
+from service.endpoints import EndpointRefused, check_endpoint
+from service.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    Unprocessable,
+    UnsupportedMediaType,
+)
+
+routes = web.RouteTableDef()
+
+_PROBE = b"momentcast key check"
+
+
+async def read_body(request: web.Request, model: type[Any]) -> Any:
+    """Validate the raw body against ``model``: 415, 400 (malformed JSON) or 422 (invalid)."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(
+            f"expected Content-Type: application/json, got {request.content_type or 'none'}"
+        )
+    raw = await request.read()
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+
+
+def _validation_error(exc: ValidationError) -> BadRequest | Unprocessable:
+    errors = exc.errors(include_url=False, include_input=False)
+    if errors and errors[0]["type"] == "json_invalid":
+        return BadRequest(f"malformed JSON: {errors[0]['msg'].removeprefix('Invalid JSON: ')}")
+    return invalid(exc)
+
+
+def prove_keys_usable(keys_p256dh: str, keys_auth: str) -> None:
+    """Encrypt a test message to the keys (RFC 8291), as a real push would be.
+
+    Validation already proved the point is on the curve; this catches whatever else would make
+    every later push fail, at the moment the client can still be told.
+    """
+    try:
+        http_ece.encrypt(
+            _PROBE,
+            private_key=ec.generate_private_key(ec.SECP256R1()),
+            dh=b64url_bytes(keys_p256dh),
+            auth_secret=b64url_bytes(keys_auth),
+            version="aes128gcm",
+        )
+    except Exception as exc:
+        raise Unprocessable(
+            "subscription.keys: the keys cannot encrypt a push message",
+            details=[{"field": "subscription.keys", "message": str(exc) or type(exc).__name__,
+                      "type": "unusable_keys"}],
+        ) from None
+
+
+def _check_endpoint(request: web.Request, sub: PushSubscriptionJSON) -> None:
+    try:
+        check_endpoint(sub.endpoint, request.app[CONTEXT].settings.push_hosts)
+    except EndpointRefused as exc:
+        raise Unprocessable(
+            f"subscription.endpoint: {exc.message}",
+            details=[{"field": "subscription.endpoint", "message": exc.message,
+                      "type": "endpoint_refused"}],
+        ) from None
+
+
+def _profile(row: asyncpg.Record) -> dict[str, Any]:
+    return Profile.model_validate(dict(row)).model_dump(mode="json")
+
+
+@dataclass
+class Caller:
+    admin: bool
+    subscription_id: uuid.UUID | None
+
+
+async def authenticate(request: web.Request) -> Caller:
+    """The admin, or the subscription a device token belongs to; 401 for anything else."""
+    token = bearer_token(request)
+    if is_admin(request, token):
+        return Caller(admin=True, subscription_id=None)
+    # The lookup is by SHA-256 of the token: learning how much of a hash matched tells an
+    # attacker nothing about a token. The final comparison is constant time regardless.
+    digest = tokens.hash_token(token)
+    row = await request.app[CONTEXT].pool.fetchrow(q("subscription_auth"), digest)
+    if row is None or not tokens.tokens_equal(token, bytes(row["token_hash"])):
+        raise Unauthorized("unknown device token", headers={"WWW-Authenticate": "Bearer"})
+    return Caller(admin=False, subscription_id=row["id"])
+
+
+def _path_id(request: web.Request) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(request.match_info["id"])
+    except ValueError:
+        return None
+
+
+async def own_subscription(request: web.Request, *, admin_ok: bool = False) -> uuid.UUID:
+    """The path's subscription id if the caller may act on it (401, 403, 404 otherwise)."""
+    caller = await authenticate(request)
+    wanted = _path_id(request)
+    if caller.admin:
+        if not admin_ok:
+            raise Forbidden("the admin token does not open device endpoints; use the device token")
+        if wanted is None:
+            raise NotFound("no such subscription")
+        return wanted
+    # Another device's id, existing or not, is 403: a device learns nothing about other ids.
+    if wanted is None or wanted != caller.subscription_id:
+        raise Forbidden("this device token does not open that subscription")
+    return wanted
+
+
+@document(Op("post", "/v1/subscriptions", "Register a browser push subscription",
+             request=SubscriptionCreate, response=SubscriptionCreated, status=201,
+             tags=["subscriptions"], errors=[], extra_responses={200: SubscriptionCreated}))
+@routes.post("/v1/subscriptions")
+async def create_subscription(request: web.Request) -> web.Response:
+    body: SubscriptionCreate = await read_body(request, SubscriptionCreate)
+    sub = body.subscription
+    _check_endpoint(request, sub)
+    prove_keys_usable(sub.keys.p256dh, sub.keys.auth)
+    token = tokens.new_token()
+    row = await request.app[CONTEXT].pool.fetchrow(
+        q("subscription_upsert"),
+        sub.endpoint,
+        sub.keys.p256dh,
+        sub.keys.auth,
+        tokens.hash_token(token),
+        body.timezone,
+        body.locale,
+        body.topics,
+        body.attributes,
+        body.location_consent,
+    )
+    assert row is not None
+    # 200 tells a re-registering browser it kept its id; its old token no longer works.
+    status = 201 if row["created"] else 200
+    created = SubscriptionCreated(id=row["id"], token=token)
+    return json_response(created.model_dump(mode="json"), status=status)
+
+
+@document(Op("get", "/v1/subscriptions/{id}", "This device's profile (never its keys)",
+             response=Profile, auth="device", tags=["subscriptions"]))
+@routes.get("/v1/subscriptions/{id}")
+async def get_subscription(request: web.Request) -> web.Response:
+    sub_id = await own_subscription(request)
+    row = await request.app[CONTEXT].pool.fetchrow(q("subscription_profile"), sub_id)
+    if row is None:  # erased between the token check and now
+        raise NotFound("no such subscription")
+    return json_response(_profile(row))
+
+
+@document(Op("patch", "/v1/subscriptions/{id}", "Change this device's profile",
+             request=ProfilePatch, response=Profile, auth="device", tags=["subscriptions"]))
+@routes.patch("/v1/subscriptions/{id}")
+async def patch_subscription(request: web.Request) -> web.Response:
+    sub_id = await own_subscription(request)
+    patch: ProfilePatch = await read_body(request, ProfilePatch)
+    given = patch.model_fields_set
+    row = await request.app[CONTEXT].pool.fetchrow(
+        q("subscription_patch"),
+        sub_id,
+        "timezone" in given, patch.timezone,
+        "locale" in given, patch.locale,
+        "topics" in given, patch.topics,
+        "attributes" in given, patch.attributes,
+        "paused" in given, patch.paused,
+        "location_consent" in given, bool(patch.location_consent),
+    )
+    if row is None:
+        raise NotFound("no such subscription")
+    return json_response(_profile(row))
+
+
+@document(Op("delete", "/v1/subscriptions/{id}",
+             "Unsubscribe and erase: the subscription, its signals, presence and the "
+             "personal fields of its deliveries", status=204, auth="device_or_admin",
+             errors=[404], tags=["subscriptions"]))
+@routes.delete("/v1/subscriptions/{id}")
+async def delete_subscription(request: web.Request) -> web.Response:
+    sub_id = await own_subscription(request, admin_ok=True)
+    if not await erase(request.app[CONTEXT].pool, sub_id):
+        raise NotFound("no such subscription")
+    return web.Response(status=204)
+
+
+async def erase(pool: asyncpg.Pool, sub_id: uuid.UUID) -> bool:
+    """Erase one subscriber in one transaction; False if there was no such subscription."""
+    async with pool.acquire() as conn, conn.transaction():
+        # Lock the row first so a concurrent signal batch or worker waits for the erasure.
+        found = await conn.fetchval(q("erase_lock"), sub_id)
+        if not found:
+            return False
+        for name in ("erase_presence", "erase_signals", "erase_deliveries",
+                     "erase_subscription"):
+            await conn.execute(q(name), sub_id)
+    return True
+

@@ -1,0 +1,189 @@
+"""Durable group commit for signals: one writer per process, one INSERT + COMMIT per batch.
+
+Requests hand their rows to :class:`SignalWriter` and wait. The writer takes everything that
+queued up while the previous batch was committing, stores it with a single ``unnest`` INSERT
+and one COMMIT, and only then answers each waiting request. So every 202 means "committed",
+yet the cost of a commit (and of its fsync) is shared by all requests that arrived meanwhile.
+A batch is all-or-nothing: if its COMMIT fails, every request in it gets the error and none of
+their rows exist. The rows of one request never span two batches.
+
+One ``NOTIFY momentcast_signals`` per committed batch wakes the workers (PostgreSQL delivers
+it at COMMIT, never for a rolled-back batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+
+from service.db import q
+from service.worker import NOTIFY_CHANNEL
+
+log = logging.getLogger(__name__)
+
+# Upper bound of rows per statement: keeps one statement's parameters and latency bounded.
+MAX_BATCH_ROWS = 20_000
+# How long a batch may take before its requests are told to retry.
+COMMIT_TIMEOUT_S = 10.0
+
+
+@dataclass(slots=True)
+class SignalRow:
+    at: datetime
+    lat: float
+    lon: float
+    accuracy_m: float | None
+    speed_mps: float | None
+    moment: str | None
+    context: Mapping[str, object]
+
+
+@dataclass(slots=True)
+class IngestResult:
+    known: bool  # the token belongs to a subscription
+    stored: bool  # False when that subscription is paused
+
+
+@dataclass(slots=True)
+class _Pending:
+    token_hash: bytes
+    rows: Sequence[SignalRow]
+    done: asyncio.Future[IngestResult] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class IngestUnavailable(Exception):
+    """The batch holding these rows was not committed; nothing of it is stored."""
+
+
+class SignalWriter:
+    """The single writer task of a process; start it before and stop it after serving."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._queue: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        # Observability for tests and the benchmark.
+        self.batches = 0
+        self.rows = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="signal-writer")
+
+    async def stop(self) -> None:
+        """Commit what is queued, then end the task."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def submit(self, token_hash: bytes, rows: Sequence[SignalRow]) -> IngestResult:
+        """Queue one request's rows; return once the COMMIT holding them succeeded."""
+        if self._closing or self._task is None:
+            raise IngestUnavailable("the signal writer is not running")
+        pending = _Pending(token_hash, rows)
+        self._queue.append(pending)
+        self._wake.set()
+        return await asyncio.shield(pending.done)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = self._take()
+                await self._commit(batch)
+            if self._closing and not self._queue:
+                return
+
+    def _take(self) -> list[_Pending]:
+        # Everything queued so far, up to MAX_BATCH_ROWS; a request is never split.
+        end, count = 0, 0
+        while end < len(self._queue):
+            size = len(self._queue[end].rows)
+            if end and count + size > MAX_BATCH_ROWS:
+                break
+            count += size
+            end += 1
+        taken = self._queue[:end]
+        del self._queue[:end]
+        return taken
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        columns = _columns(batch)
+        try:
+            async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                known, paused, stored = await self._execute(columns)
+        except Exception as exc:
+            log.warning(
+                "signal batch of %d requests not committed: %s", len(batch), type(exc).__name__
+            )
+            error = IngestUnavailable("signals could not be stored; retry later")
+            for item in batch:
+                if not item.done.done():
+                    item.done.set_exception(error)
+                    # Mark retrieved: a request cancelled by its client would log it otherwise.
+                    item.done.exception()
+            return
+        self.batches += 1
+        self.rows += stored
+        for item in batch:
+            if not item.done.done():
+                is_known = item.token_hash in known
+                stored_here = is_known and item.token_hash not in paused
+                item.done.set_result(IngestResult(is_known, stored_here))
+
+    async def _execute(self, columns: list[list[object]]) -> tuple[set[bytes], set[bytes], int]:
+        for attempt in range(2):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    row = await conn.fetchrow(q("ingest_signals"), *columns)
+                    assert row is not None
+                    if row["stored"]:
+                        await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
+                # Leaving the transaction block without an exception means COMMIT succeeded.
+                return (
+                    {bytes(h) for h in row["known"]},
+                    {bytes(h) for h in row["paused"]},
+                    int(row["stored"]),
+                )
+            except asyncpg.ForeignKeyViolationError:
+                # A subscription was erased between the join and the insert; the retry's
+                # join no longer sees it, so its rows are dropped like an unknown token's.
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def _columns(batch: list[_Pending]) -> list[list[object]]:
+    token_hash: list[object] = []
+    at: list[object] = []
+    lat: list[object] = []
+    lon: list[object] = []
+    accuracy: list[object] = []
+    speed: list[object] = []
+    moment: list[object] = []
+    context: list[object] = []
+    for item in batch:
+        for row in item.rows:
+            token_hash.append(item.token_hash)
+            at.append(row.at)
+            lat.append(row.lat)
+            lon.append(row.lon)
+            accuracy.append(row.accuracy_m)
+            speed.append(row.speed_mps)
+            moment.append(row.moment)
+            context.append(json.dumps(row.context) if row.context else "{}")
+    return [token_hash, at, lat, lon, accuracy, speed, moment, context]
