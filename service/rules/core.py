@@ -207,16 +207,20 @@ def _conditions(rule: CompiledRule, batch: SignalBatch, sig: IntArray, day: Floa
     day_ok = ((mask >> weekday) & 1).astype(bool)
     if rule.windows:
         hit = np.zeros(len(sig), dtype=bool)
+        in_any = np.zeros(len(sig), dtype=bool)
         left = np.full(len(sig), np.nan)
         for w in rule.windows:
             inw = _in_window(w.start, w.end, sec)
+            in_any |= inw
             # A window across midnight belongs to the day it started on.
             started = weekday - ((sec < w.end) & w.crosses_midnight).astype(np.intp)
             both = inw & ((mask >> (started % 7)) & 1).astype(bool)
             end = np.where(w.crosses_midnight & (sec >= w.start), w.end + 86400.0, float(w.end))
             left = np.where(both, np.fmax(left, end - sec), left)
             hit |= both
-        day_fail = ~hit & ~day_ok
+        # In a window that started on an excluded day, or on an excluded day
+        # at all: the day is the reason; otherwise the time of day is.
+        day_fail = ~hit & (in_any | ~day_ok)
         time_fail = ~hit
         ttl_left[m] = left
     else:

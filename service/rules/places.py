@@ -167,7 +167,8 @@ def make_place(file: str, index: int, feature: Any, stem: str) -> Place:
         raise PlaceError(f"{where}: geometry type {gtype!r} is not supported "
                          "(use Point, Polygon or MultiPolygon)")
     lons = [lon for poly in polys for ring in poly for lon, _ in ring]
-    if max(lons) - min(lons) > 180.0:
+    unwrapped = max(lons) - min(lons) > 180.0
+    if unwrapped:
         # Parts on both sides of +-180: unwrap the western side by +360.
         polys = [[[(lon + 360.0 if lon < 0 else lon, lat) for lon, lat in ring] for ring in poly]
                  for poly in polys]
@@ -175,12 +176,21 @@ def make_place(file: str, index: int, feature: Any, stem: str) -> Place:
         if max(lons) - min(lons) > 180.0:
             raise PlaceError(f"{where}: polygon spans more than 180 degrees of longitude")
     lats = [lat for poly in polys for ring in poly for _, lat in ring]
-    lonlat = shapely.MultiPolygon([(p[0], p[1:]) for p in polys]) if len(polys) > 1 \
-        else shapely.Polygon(polys[0][0], polys[0][1:])
-    if not shapely.is_valid(lonlat):
-        reason = shapely.is_valid_reason(lonlat)
-        raise PlaceError(f"{where}: invalid polygon: {reason} "
-                         "(rings must not cross themselves or each other)")
+    parts = [shapely.Polygon(p[0], p[1:]) for p in polys]
+    for part in parts:
+        if not shapely.is_valid(part):
+            raise PlaceError(f"{where}: invalid polygon: {shapely.is_valid_reason(part)} "
+                             "(rings must not cross themselves or each other)")
+    if len(parts) == 1:
+        lonlat: BaseGeometry = parts[0]
+    elif unwrapped:
+        # Parts split at +-180 share that edge; once unwrapped they are one area.
+        lonlat = shapely.union_all(parts)
+    else:
+        lonlat = shapely.MultiPolygon(parts)
+        if not shapely.is_valid(lonlat):
+            raise PlaceError(f"{where}: invalid polygon: {shapely.is_valid_reason(lonlat)} "
+                             "(the parts of a MultiPolygon must not overlap)")
     minx, miny, maxx, maxy = min(lons), min(lats), max(lons), max(lats)
     lon0, lat0 = (minx + maxx) / 2.0, (miny + maxy) / 2.0
     local = _to_local(lonlat, lon0, lat0)

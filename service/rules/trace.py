@@ -74,8 +74,8 @@ def _gpx(text: str, sub: str) -> list[Signal]:
     except gpxpy.gpx.GPXException as exc:
         raise TraceError(f"not valid GPX: {exc}") from None
     out = []
-    points = [pt for trk in doc.tracks for seg in trk.segments for pt in seg.points]
-    points += list(doc.waypoints)
+    points: list[Any] = [pt for trk in doc.tracks for seg in trk.segments for pt in seg.points]
+    points += doc.waypoints
     for i, pt in enumerate(points):
         where = f"point {i}"
         acc = pt.horizontal_dilution
