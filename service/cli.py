@@ -103,9 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "vapid":
             return _vapid(settings, args.generate, args.private)
         components = {
-            "serve": [runtime.API, runtime.WORKER, runtime.SENDER, runtime.MAINTENANCE],
-            "api": [runtime.API, runtime.MAINTENANCE],
-            "worker": [runtime.WORKER, runtime.SENDER],
+            "serve": [runtime.API, runtime.WORKER, runtime.SENDER, runtime.MAINTENANCE,
+                      runtime.RULES_WATCH],
+            "api": [runtime.API, runtime.MAINTENANCE, runtime.RULES_WATCH],
+            "worker": [runtime.WORKER, runtime.SENDER, runtime.RULES_WATCH],
         }[args.command]
         if getattr(args, "no_sender", False):
             components.remove(runtime.SENDER)

@@ -28,15 +28,17 @@ API = "api"
 WORKER = "worker"
 SENDER = "sender"
 MAINTENANCE = "maintenance"
+RULES_WATCH = "rules-watch"
 
 
 def background_components(names: Iterable[str]) -> dict[str, Component]:
     """The coroutine of each requested non-HTTP component."""
-    from service import maintenance, worker
+    from service import maintenance, reloader, worker
 
     available: dict[str, Component] = {
         WORKER: worker.run,
         MAINTENANCE: maintenance.run,
+        RULES_WATCH: reloader.watch,
     }
     try:
         from service import sender  # type: ignore[attr-defined,unused-ignore]
@@ -70,15 +72,9 @@ def _banner(ctx: Context, out: TextIO, listening: str | None) -> None:
 
 async def load_rules(ctx: Context) -> None:
     """Load rules/ into the context; a broken set is reported but does not stop the process."""
-    try:
-        from service.rules import RulesHolder  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:  # the rules package is optional while it is being built
-        return
-    holder = RulesHolder(ctx.settings.rules_dir)
-    errors = holder.reload()
-    for line in errors:
-        log.error("rules: %s", line)
-    ctx.rules = holder
+    from service import reloader
+
+    reloader.load(ctx)
 
 
 async def run(

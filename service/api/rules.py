@@ -1,0 +1,151 @@
+"""Admin routes for rules: what is loaded, reload, and the simulator."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import AwareDatetime, BaseModel, Field
+
+from service.api.common import CONTEXT, json_response, read_model, require_admin
+from service.api.models import Attributes, Signal, Strict, Timezone, Topics
+from service.api.openapi import Op, document
+from service.context import Context
+from service.errors import ServiceUnavailable, Unprocessable
+from service.reloader import reload_rules
+from service.rules import Profile as EngineProfile
+from service.rules import RulesHolder, simulate
+from service.rules import Signal as EngineSignal
+
+routes = web.RouteTableDef()
+
+
+class RuleInfo(BaseModel):
+    id: str
+    description: str
+    priority: int
+    trigger: str
+    file: str
+    places: int
+
+
+class RulesStatus(BaseModel):
+    rules: list[RuleInfo]
+    loaded_at: datetime | None
+    status: str = Field(description="'ok', 'errors' (old set still active) or 'not loaded'")
+    errors: list[str] = Field(description="file:line: message of the last failed load")
+    warnings: list[str]
+
+
+class SimulatedSignal(Signal):
+    # Simulations may ask about any moment (tomorrow's lunch), unlike live signals.
+    at: AwareDatetime | None = None
+
+
+class SimulatedProfile(Strict):
+    id: str = Field("simulation", max_length=64,
+                    description="A subscription id: decides the A/B variant shown")
+    timezone: Timezone | None = None
+    topics: Topics = Field(default_factory=list)
+    attributes: Attributes = Field(default_factory=dict)
+    paused: bool = False
+
+
+class SimulateRequest(Strict):
+    signal: SimulatedSignal
+    profile: SimulatedProfile = Field(default_factory=lambda: SimulatedProfile())
+
+
+class SimulatedDecision(BaseModel):
+    rule: str
+    place: str
+    distance_m: float
+    variant: str
+
+
+class RuleVerdict(BaseModel):
+    rule: str
+    matched: bool
+    reason: str | None
+
+
+class SimulateResult(BaseModel):
+    decision: SimulatedDecision | None
+    rules: list[RuleVerdict]
+
+
+def _holder(ctx: Context) -> RulesHolder:
+    holder = ctx.rules
+    if holder is None:
+        raise ServiceUnavailable("rules are not loaded")
+    assert isinstance(holder, RulesHolder)
+    return holder
+
+
+def status(holder: RulesHolder) -> dict[str, Any]:
+    ruleset = holder.current
+    rules = []
+    if ruleset is not None:
+        rules = [
+            {"id": r.id, "description": r.description, "priority": r.priority,
+             "trigger": r.trigger, "file": r.file, "places": len(r.place_idx)}
+            for r in ruleset.rules
+        ]
+    state = "not loaded" if ruleset is None else ("errors" if holder.last_errors else "ok")
+    return {
+        "rules": rules,
+        "loaded_at": holder.loaded_at.isoformat() if holder.loaded_at else None,
+        "status": state,
+        "errors": holder.last_errors,
+        "warnings": holder.last_warnings,
+    }
+
+
+@document(Op("get", "/v1/rules", "Loaded rules, their status and the last load errors",
+             response=RulesStatus, auth="admin", tags=["rules"]))
+@routes.get("/v1/rules")
+async def get_rules(request: web.Request) -> web.Response:
+    require_admin(request)
+    return json_response(status(_holder(request.app[CONTEXT])))
+
+
+@document(Op("post", "/v1/rules/reload", "Reload rules/; an invalid set keeps the old one",
+             response=RulesStatus, auth="admin", errors=[422], tags=["rules"]))
+@routes.post("/v1/rules/reload")
+async def post_reload(request: web.Request) -> web.Response:
+    require_admin(request)
+    holder = _holder(request.app[CONTEXT])
+    errors = reload_rules(holder)
+    if errors:
+        raise Unprocessable(
+            f"rules not reloaded: {len(errors)} error(s); the previous set stays active",
+            details=errors,
+        )
+    return json_response(status(holder))
+
+
+@document(Op("post", "/v1/simulate", "What one signal of one profile would trigger, and why",
+             request=SimulateRequest, response=SimulateResult, auth="admin", tags=["rules"]))
+@routes.post("/v1/simulate")
+async def post_simulate(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await read_model(request, SimulateRequest)
+    holder = _holder(request.app[CONTEXT])
+    ruleset = holder.current
+    if ruleset is None:
+        raise ServiceUnavailable("no valid rule set is loaded")
+    now = datetime.now(UTC)
+    s = body.signal
+    subject = body.profile.id
+    signal = EngineSignal(
+        subscription_id=subject, lat=s.lat, lon=s.lon, at=s.at or now,
+        accuracy_m=s.accuracy_m, speed_mps=s.speed_mps, moment=s.moment, context=s.context,
+    )
+    p = body.profile
+    profile = EngineProfile(
+        id=subject, timezone=p.timezone, topics=frozenset(p.topics),
+        attributes=p.attributes, paused=p.paused,
+    )
+    # Judged at the signal's own time, so a simulated lunchtime is not "stale".
+    return json_response(simulate(ruleset, signal, profile, signal.at))

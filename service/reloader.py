@@ -1,0 +1,70 @@
+"""Hot reload of rules/: polling for changes, SIGHUP, and the admin endpoint share this."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from service.context import Context
+from service.metrics import RULES_LOAD_ERRORS, RULES_LOADED
+from service.rules import RulesHolder
+
+log = logging.getLogger(__name__)
+
+
+def _account(holder: RulesHolder, errors: list[str]) -> None:
+    if errors:
+        RULES_LOAD_ERRORS.inc()
+        log.error("rules reload rejected, previous set stays active (%d errors)", len(errors))
+        for line in errors:
+            log.error("rules: %s", line)
+    elif holder.current is not None:
+        log.info("rules loaded: %d rules", len(holder.current.rules))
+    if holder.current is not None:
+        RULES_LOADED.set(len(holder.current.rules))
+
+
+def reload_rules(holder: RulesHolder) -> list[str]:
+    """Reload now; the old set stays active when the new one has errors."""
+    errors = holder.reload()
+    _account(holder, errors)
+    return errors
+
+
+def load(ctx: Context) -> RulesHolder:
+    holder = RulesHolder(ctx.settings.rules_dir, load_now=False)
+    reload_rules(holder)
+    ctx.rules = holder
+    return holder
+
+
+async def watch(ctx: Context, stop: asyncio.Event) -> None:
+    """Reload when files under RULES_DIR change, and on SIGHUP."""
+    holder = ctx.rules
+    if not isinstance(holder, RulesHolder):
+        return
+    hup = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGHUP, hup.set)
+    interval = ctx.settings.rules_poll_interval.total_seconds()
+    try:
+        while not stop.is_set():
+            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(hup.wait())]
+            await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            for task in waiters:
+                task.cancel()
+            if stop.is_set():
+                break
+            if hup.is_set():
+                hup.clear()
+                reload_rules(holder)
+                continue
+            # File scanning is blocking I/O; keep it off the event loop.
+            if await asyncio.to_thread(holder.changed):
+                reload_rules(holder)
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGHUP)
