@@ -44,7 +44,7 @@ class SimulatedSignal(Signal):
 
 
 class SimulatedProfile(Strict):
-    id: str = Field("simulation", max_length=64,
+    id: str = Field(default="simulation", max_length=64,
                     description="A subscription id: decides the A/B variant shown")
     timezone: Timezone | None = None
     topics: Topics = Field(default_factory=list)
