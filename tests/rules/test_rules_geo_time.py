@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -85,7 +86,7 @@ def test_polygon_distance_matches_aeqd(lat: float, lon: float, n: int, size: flo
     # signal with an exact-distance projection, measure with shapely.
     dense = []
     closed = [*coords, coords[0]]
-    for (x0, y0), (x1, y1) in zip(closed, closed[1:], strict=False):
+    for (x0, y0), (x1, y1) in itertools.pairwise(closed):
         steps = 200
         for k in range(steps):
             t = k / steps
