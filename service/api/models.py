@@ -11,6 +11,7 @@ string and refuses a bare number.
 from __future__ import annotations
 
 import binascii
+import math
 import re
 import time
 import uuid
@@ -28,8 +29,10 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PlainValidator,
     Tag,
     TypeAdapter,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -65,10 +68,34 @@ def _no_nul(value: str) -> str:
 Text = Annotated[str, Field(max_length=MAX_STRING), AfterValidator(_no_nul)]
 Key = Annotated[str, Field(pattern=_KEY_RE.pattern)]
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-Int64 = Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
 Bool = Annotated[bool, Field(strict=True)]
-# bool first: a JSON true must stay a bool, never become 1.
-FlatValue = Bool | Int64 | Finite | Text
+
+
+def _flat_value(value: Any) -> bool | int | float | str:
+    # One check with one message: a union of strict types would report a failure per member.
+    if isinstance(value, bool):  # before int: a JSON true must stay a bool, never become 1
+        return value
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise ValueError("integer out of the 64-bit range")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_STRING:
+            raise ValueError(f"must be at most {MAX_STRING} characters")
+        return _no_nul(value)
+    raise ValueError("must be a string, number or boolean (no objects, arrays or null)")
+
+
+FlatValue = Annotated[
+    bool | int | float | str,
+    PlainValidator(_flat_value),
+    WithJsonSchema({"anyOf": [{"type": "string", "maxLength": MAX_STRING},
+                              {"type": "number"}, {"type": "boolean"}]}),
+]
 
 
 class Strict(BaseModel):

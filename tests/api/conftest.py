@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import aiohttp
+import asyncpg
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from tests.conftest import LiveApi
+from service.api import create_app
+from service.context import Context, Keys
+from tests.conftest import LiveApi, make_settings, start_app
 
 
 def b64url(raw: bytes) -> str:
@@ -57,3 +64,40 @@ async def device(api: LiveApi) -> Device:
 @pytest.fixture
 async def other_device(api: LiveApi) -> Device:
     return await register(api)
+
+
+@pytest.fixture
+async def api_with(
+    data_dir: Path, database_url: str, clean_db: asyncpg.Pool
+) -> AsyncIterator[Callable[..., Awaitable[LiveApi]]]:
+    """Start the live API with settings overrides (e.g. a larger signal burst)."""
+    runners: list[web.AppRunner] = []
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def start(pool: asyncpg.Pool | None = None, **overrides: Any) -> LiveApi:
+        settings = make_settings(data_dir, database_url, **overrides)
+        ctx = Context(settings=settings, pool=pool or clean_db, keys=Keys.load(settings))
+        runner, url = await start_app(create_app(ctx))
+        runners.append(runner)
+        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        sessions.append(http)
+        return LiveApi(url, http, ctx)
+
+    yield start
+    for http in sessions:
+        await http.close()
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def count_rows(pool: asyncpg.Pool, *tables: str) -> dict[str, int]:
+    names = tables or ("subscriptions", "signals", "presence", "deliveries", "events")
+    return {t: await pool.fetchval(f"SELECT count(*) FROM {t}") for t in names}
+
+
+def assert_error(body: dict[str, Any], status: int, code: str, mentions: str) -> None:
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert error["code"] == code, (status, error)
+    assert mentions in error["message"], error
+    assert isinstance(error["details"], list)
