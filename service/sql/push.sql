@@ -1,0 +1,60 @@
+-- Named queries of the push sender (service/sender.py).
+
+-- name: push_claim
+-- Due pending deliveries, oldest first, leased to this sender until $2 seconds from now.
+-- SKIP LOCKED lets any number of senders claim side by side; the lease hands a row to
+-- another sender if this one dies mid-send.
+WITH due AS (
+    SELECT id
+    FROM deliveries
+    WHERE status = 'pending'
+      AND not_before <= now()
+      AND (claimed_until IS NULL OR claimed_until < now())
+    ORDER BY not_before, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE deliveries d
+    SET claimed_until = now() + make_interval(secs => $2)
+    FROM due
+    WHERE d.id = due.id
+    RETURNING d.id, d.subscription_id, d.rule_id, d.variant, d.payload, d.ttl_s, d.urgency,
+              d.topic, d.expires_at, d.attempts
+)
+SELECT c.id, c.subscription_id, c.rule_id, c.variant, c.payload, c.ttl_s, c.urgency,
+       c.topic, c.expires_at, c.attempts, s.endpoint, s.p256dh, s.auth,
+       s.status AS subscription_status, s.paused, now() AS db_now
+FROM claimed c
+LEFT JOIN subscriptions s ON s.id = c.subscription_id
+ORDER BY c.id
+
+-- name: push_record
+-- One statement for a whole batch of outcomes. A row stays 'pending' for a retry (then
+-- not_before says when); the status guard keeps a concurrent cancellation in place.
+UPDATE deliveries d
+SET status = u.status,
+    attempts = d.attempts + u.attempted,
+    last_status = COALESCE(u.http_status, d.last_status),
+    last_error = u.error,
+    not_before = COALESCE(now() + make_interval(secs => u.delay_s), d.not_before),
+    finished_at = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END,
+    claimed_until = NULL
+FROM unnest($1::bigint[], $2::text[], $3::int[], $4::int[], $5::text[], $6::float8[])
+     AS u(id, status, attempted, http_status, error, delay_s)
+WHERE d.id = u.id AND d.status = 'pending'
+
+-- name: push_mark_gone
+-- The push service said the endpoint no longer exists: stop using it.
+UPDATE subscriptions SET status = 'gone', updated_at = now()
+WHERE id = ANY($1::uuid[]) AND status <> 'gone'
+
+-- name: push_cancel_for_gone
+UPDATE deliveries
+SET status = 'cancelled', last_error = 'subscription gone', finished_at = now(),
+    claimed_until = NULL
+WHERE subscription_id = ANY($1::uuid[]) AND status = 'pending'
+
+-- name: push_release
+-- Give claimed rows back at shutdown so another sender takes them at once.
+UPDATE deliveries SET claimed_until = NULL
+WHERE id = ANY($1::bigint[]) AND status = 'pending'
