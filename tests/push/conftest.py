@@ -59,9 +59,12 @@ async def sender(ctx: Context) -> AsyncIterator[Sender]:
 async def insert_subscription(
     pool: asyncpg.Pool, sub: BrowserSubscription | None = None, *, endpoint: str | None = None
 ) -> uuid.UUID:
-    """A subscriptions row as the API would store it (the API is not needed for this)."""
+    """A subscriptions row as the API would store it (the API is not needed for this).
+
+    ``endpoint`` overrides the subscription's own, to plant rows the API would refuse.
+    """
     if sub is not None:
-        endpoint, p256dh, auth = sub.endpoint, sub.p256dh, sub.auth
+        endpoint, p256dh, auth = endpoint or sub.endpoint, sub.p256dh, sub.auth
     else:
         assert endpoint is not None
         p256dh, auth = "BAAA", "AAAA"
