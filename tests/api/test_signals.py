@@ -1,0 +1,283 @@
+"""POST /v1/signals over real HTTP against real PostgreSQL: validation, auth, group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from service import migrations
+from service.db import create_pool
+from service.worker import NOTIFY_CHANNEL
+from tests.api.conftest import Device, assert_error, count_rows, register
+from tests.conftest import LiveApi, PgServer
+
+BERLIN = {"lat": 52.52, "lon": 13.405}
+
+
+def _ago(**delta: float) -> str:
+    return (datetime.now(UTC) - timedelta(**delta)).isoformat()
+
+
+BAD_SIGNALS: list[tuple[str, Any, str]] = [
+    ("lat above 90", {"lat": 90.5, "lon": 0}, "lat"),
+    ("lat below -90", {"lat": -91, "lon": 0}, "lat"),
+    ("lon above 180", {"lat": 0, "lon": 180.01}, "lon"),
+    ("lat as a string", {"lat": "52.5", "lon": 13}, "lat"),
+    ("lat a bool", {"lat": True, "lon": 13}, "lat"),
+    ("lon missing", {"lat": 52.5}, "lon"),
+    ("accuracy negative", {**BERLIN, "accuracy_m": -1}, "accuracy_m"),
+    ("speed negative", {**BERLIN, "speed_mps": -0.5}, "speed_mps"),
+    ("at without offset", {**BERLIN, "at": "2030-01-01T12:00:00"}, "at"),
+    ("at a number", {**BERLIN, "at": 1700000000}, "at"),
+    ("at in the future", {**BERLIN, "at": _ago(minutes=-10)}, "at"),
+    ("at too old", {**BERLIN, "at": _ago(hours=25)}, "at"),
+    ("moment unknown", {**BERLIN, "moment": "eat"}, "moment"),
+    ("context nested", {**BERLIN, "context": {"a": [1]}}, "context.a"),
+    ("context too big", {**BERLIN, "context": {f"k{i}": 1 for i in range(17)}}, "context"),
+    ("context bad key", {**BERLIN, "context": {"a b": 1}}, "context.a b.[key]"),
+    ("unknown field", {**BERLIN, "altitude": 3}, "altitude"),
+    ("not an object", [BERLIN], "(body)"),
+    ("empty batch", {"signals": []}, "signals"),
+    ("batch of 501", {"signals": [BERLIN] * 501}, "signals"),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "field"), BAD_SIGNALS, ids=[b[0] for b in BAD_SIGNALS])
+async def test_bad_signal_is_422_and_stores_nothing(
+    api: LiveApi, device: Device, name: str, body: Any, field: str
+) -> None:
+    async with api.http.post(api.url + "/v1/signals", json=body, headers=device.auth()) as resp:
+        assert resp.status == 422, await resp.text()
+        payload = await resp.json()
+    assert_error(payload, 422, "invalid", field)
+    assert payload["error"]["details"][0]["field"] == field
+    assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 0
+
+
+async def test_nan_and_infinity_are_refused(api: LiveApi, device: Device) -> None:
+    # Python's json (and some clients) write these non-standard literals.
+    for raw in (b'{"lat": NaN, "lon": 1}', b'{"lat": 1, "lon": Infinity}'):
+        async with api.http.post(api.url + "/v1/signals", data=raw, headers={
+                **device.auth(), "Content-Type": "application/json"}) as resp:
+            assert resp.status in (400, 422)
+    assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 0
+
+
+async def test_batch_with_bad_signals_names_each_and_stores_none(
+    api: LiveApi, device: Device
+) -> None:
+    batch = [BERLIN, {"lat": 95, "lon": 0}, BERLIN, {**BERLIN, "moment": "sleep"}]
+    async with api.http.post(api.url + "/v1/signals", json={"signals": batch},
+                             headers=device.auth()) as resp:
+        assert resp.status == 422
+        error = (await resp.json())["error"]
+    assert [d["field"] for d in error["details"]] == ["signals.1.lat", "signals.3.moment"]
+    assert error["message"].startswith("signals.1.lat:") and "1 more" in error["message"]
+    assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 0
+
+
+async def test_malformed_wrong_type_and_oversized(api: LiveApi, device: Device) -> None:
+    headers = {**device.auth(), "Content-Type": "application/json"}
+    async with api.http.post(api.url + "/v1/signals", data=b'{"lat": 1,', headers=headers) as r:
+        assert r.status == 400
+        assert_error(await r.json(), 400, "bad_request", "malformed JSON")
+    async with api.http.post(api.url + "/v1/signals", data=json.dumps(BERLIN),
+                             headers={**device.auth(), "Content-Type": "text/plain"}) as r:
+        assert r.status == 415
+    big = json.dumps({"signals": [{**BERLIN, "context": {"pad": "x" * 250}}] * 1200})
+    async with api.http.post(api.url + "/v1/signals", data=big, headers=headers) as r:
+        assert r.status == 413
+    assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 0
+
+
+async def test_signal_is_stored_with_its_fields(api: LiveApi, device: Device) -> None:
+    at = _ago(minutes=2)
+    one = {"lat": 48.1372, "lon": 11.5756, "accuracy_m": 12.5, "at": at, "speed_mps": 1.2,
+           "moment": "buy", "context": {"screen": "offers", "battery": 0.4, "charging": False}}
+    async with api.http.post(api.url + "/v1/signals", json=one, headers=device.auth()) as resp:
+        assert resp.status == 202
+        assert await resp.json() == {"accepted": 1}
+    row = await api.ctx.pool.fetchrow("SELECT * FROM signals")
+    assert str(row["subscription_id"]) == device.id
+    assert (row["lat"], row["lon"], row["moment"]) == (48.1372, 11.5756, "buy")
+    assert row["accuracy_m"] == pytest.approx(12.5) and row["speed_mps"] == pytest.approx(1.2)
+    assert row["at"] == datetime.fromisoformat(at)
+    assert row["context"] == one["context"] and row["processed_at"] is None
+    async with api.http.post(api.url + "/v1/signals", json={"signals": [BERLIN] * 500},
+                             headers=device.auth()) as resp:
+        assert resp.status == 202 and (await resp.json()) == {"accepted": 500}
+    assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 501
+
+
+@pytest.mark.parametrize(("who", "status"), [
+    ("none", 401), ("malformed", 401), ("wrong", 401), ("admin", 403), ("erased", 401),
+])
+async def test_signal_token_matrix(
+    api: LiveApi, device: Device, other_device: Device, who: str, status: int
+) -> None:
+    headers = {
+        "none": {},
+        "malformed": {"Authorization": "Token abc"},
+        "wrong": {"Authorization": f"Bearer {secrets.token_urlsafe(32)}"},
+        "admin": api.admin(),
+        "erased": other_device.auth(),
+    }[who]
+    if who == "erased":
+        async with api.http.delete(api.url + f"/v1/subscriptions/{other_device.id}",
+                                   headers=other_device.auth()) as resp:
+            assert resp.status == 204
+    async with api.http.post(api.url + "/v1/signals", json=BERLIN, headers=headers) as resp:
+        assert resp.status == status
+        body = await resp.json()
+    assert body["error"]["code"] == ("unauthorized" if status == 401 else "forbidden")
+    assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 0
+
+
+async def test_paused_subscription_gets_202_and_stores_nothing(
+    api: LiveApi, device: Device
+) -> None:
+    async with api.http.patch(api.url + f"/v1/subscriptions/{device.id}",
+                              json={"paused": True}, headers=device.auth()) as resp:
+        assert resp.status == 200
+    async with api.http.post(api.url + "/v1/signals", json={"signals": [BERLIN] * 3},
+                             headers=device.auth()) as resp:
+        assert resp.status == 202
+    assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 0
+
+
+async def test_rate_limit_429_with_retry_after(api_with: Any) -> None:
+    api = await api_with(signal_rate_burst=5, signal_rate_per_second=0.5)
+    device = await register(api)
+    other = await register(api)
+    statuses = []
+    for _ in range(7):
+        async with api.http.post(api.url + "/v1/signals", json=BERLIN,
+                                 headers=device.auth()) as resp:
+            statuses.append(resp.status)
+            if resp.status == 429:
+                assert int(resp.headers["Retry-After"]) >= 1
+                assert_error(await resp.json(), 429, "rate_limited", "slow down")
+    assert statuses == [202] * 5 + [429] * 2
+    # Per device: another device is not affected.
+    async with api.http.post(api.url + "/v1/signals", json=BERLIN, headers=other.auth()) as r:
+        assert r.status == 202
+    assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 6
+
+
+async def test_1000_concurrent_posts_committed_exactly_once(
+    api_with: Any, database_url: str
+) -> None:
+    api = await api_with(signal_rate_burst=10_000)
+    devices = [await register(api) for _ in range(20)]
+    notified: list[str] = []
+    listener = await asyncpg.connect(database_url)
+    await listener.add_listener(NOTIFY_CHANNEL, lambda *a: notified.append(a[2]))
+    try:
+        async def post(i: int) -> int:
+            body = {**BERLIN, "context": {"n": i}}
+            async with api.http.post(api.url + "/v1/signals", json=body,
+                                     headers=devices[i % 20].auth()) as resp:
+                return resp.status
+
+        statuses = await asyncio.gather(*(post(i) for i in range(1000)))
+        assert statuses == [202] * 1000
+        rows = await api.ctx.pool.fetch("SELECT subscription_id, context FROM signals")
+        numbers = sorted(r["context"]["n"] for r in rows)
+        assert numbers == list(range(1000))  # each exactly once
+        by_device = {str(r["subscription_id"]) for r in rows if r["context"]["n"] % 20 == 3}
+        assert by_device == {devices[3].id}
+        await asyncio.sleep(0.2)  # let the last NOTIFY arrive
+    finally:
+        await listener.close()
+    # Group commit: far fewer commits (and NOTIFYs) than requests, at least one of each.
+    assert 1 <= len(notified) < 1000
+
+
+FAIL_AT_COMMIT = """
+CREATE TABLE refuse_commit (flag boolean);
+CREATE FUNCTION refuse_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM refuse_commit) THEN
+        RAISE EXCEPTION 'commit refused by test';
+    END IF;
+    RETURN NULL;
+END $$;
+-- Deferred: runs at COMMIT, after the INSERT itself succeeded.
+CREATE CONSTRAINT TRIGGER refuse_commit AFTER INSERT ON signals
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_commit();
+"""
+
+
+@pytest.fixture
+async def breakable(pg_server: PgServer) -> Any:
+    """A database of its own, so the test may break it without touching the shared one."""
+    dsn = await pg_server.create_database()
+    await migrations.migrate(dsn)
+    pool = await create_pool(dsn, min_size=1, max_size=4)
+    await pool.execute(FAIL_AT_COMMIT)
+    try:
+        yield dsn, pool
+    finally:
+        await pool.close()
+        await pg_server.drop_database(dsn)
+
+
+async def test_failed_commit_answers_503_and_stores_nothing(api_with: Any, breakable: Any) -> None:
+    _, pool = breakable
+    api = await api_with(pool=pool, signal_rate_burst=10_000)
+    devices = [await register(api) for _ in range(5)]
+    await pool.execute("INSERT INTO refuse_commit VALUES (true)")
+
+    async def post(i: int) -> Any:
+        body = {"signals": [{**BERLIN, "context": {"n": i}}] * 3}
+        async with api.http.post(api.url + "/v1/signals", json=body,
+                                 headers=devices[i % 5].auth()) as resp:
+            return resp.status, resp.headers.get("Retry-After"), await resp.json()
+
+    results = await asyncio.gather(*(post(i) for i in range(50)))
+    assert {r[0] for r in results} == {503}
+    assert all(r[1] == "1" and r[2]["error"]["code"] == "unavailable" for r in results)
+    assert await pool.fetchval("SELECT count(*) FROM signals") == 0
+
+    await pool.execute("DELETE FROM refuse_commit")
+    results = await asyncio.gather(*(post(i) for i in range(50)))
+    assert {r[0] for r in results} == {202}
+    assert await pool.fetchval("SELECT count(*) FROM signals") == 150
+
+
+async def test_database_gone_answers_503(
+    api_with: Any, breakable: Any, pg_server: PgServer
+) -> None:
+    dsn, pool = breakable
+    api = await api_with(pool=pool, signal_rate_burst=10_000)
+    device = await register(api)
+    name = await pool.fetchval("SELECT current_database()")
+    admin = await asyncpg.connect(pg_server.admin_dsn)
+    try:
+        # Refuse new connections, then cut the pool's: the database is "stopped" for the app.
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+
+        async def post() -> int:
+            async with api.http.post(api.url + "/v1/signals", json=BERLIN,
+                                     headers=device.auth()) as resp:
+                return resp.status
+
+        statuses = await asyncio.gather(*(post() for _ in range(20)))
+        assert set(statuses) == {503}
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        assert await pool.fetchval("SELECT count(*) FROM signals") == 0
+        # And it recovers once the database is back.
+        assert await post() == 202
+        assert await pool.fetchval("SELECT count(*) FROM signals") == 1
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
