@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
-from service.api import health, signals, subscriptions
+from service.api import health, rules, signals, subscriptions
 from service.api.common import CONTEXT, json_response
 from service.api.cors import cors_middleware
 from service.api.middleware import error_middleware
@@ -36,6 +36,7 @@ def create_app(ctx: Context) -> web.Application:
     app[CONTEXT] = ctx
     app.add_routes(health.routes)
     app.add_routes(openapi_routes)
+    app.add_routes(rules.routes)
     app.add_routes(subscriptions.routes)
     app.add_routes(signals.routes)
     app.cleanup_ctx.append(signals.signal_ingest)

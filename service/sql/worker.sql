@@ -65,8 +65,9 @@ UPDATE signals SET processed_at = now(), claimed_until = NULL WHERE id = ANY($1:
 -- The dedupe key makes a decision at most once even if a batch runs twice.
 INSERT INTO deliveries (subscription_id, signal_id, rule_id, variant, place_id, dedupe_key,
                         payload, distance_m, local_hour, ttl_s, urgency, topic, decided_at,
-                        expires_at)
-SELECT s, sig, r, v, p, k, pl, dm, lh, ttl, u, tp, at, at + make_interval(secs => ttl)
+                        expires_at, created_at)
+SELECT s, sig, r, v, p, k, pl, dm, lh, ttl, u, tp, at, at + make_interval(secs => ttl),
+       clock_timestamp()
 FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::jsonb[], $8::real[], $9::smallint[], $10::int[], $11::text[], $12::text[],
             $13::timestamptz[])
