@@ -216,14 +216,14 @@ def check_endpoint(url: str, push_hosts: list[str]) -> EndpointTarget:
     entries = _compile(tuple(push_hosts))
     matched = [e for e in entries if e.matches(host, port, literal=ip is not None)]
     explicit = any(entry.explicit for entry in matched)
+    if scheme != "https" and not explicit:
+        raise EndpointRefused("endpoint must be an https:// URL")
     if not matched:
         raise EndpointRefused(f"host {host!r} (port {port}) is not an allowed push service")
     if ip is not None and not explicit and not is_public_address(ip):
         raise EndpointRefused(
             f"host {host!r} is a non-public address; only an http://{host} entry allows it"
         )
-    if scheme != "https" and not explicit:
-        raise EndpointRefused("endpoint must be an https:// URL")
     return EndpointTarget(
         url=url,
         scheme=scheme,
