@@ -254,7 +254,7 @@ async def test_failed_commit_answers_503_and_stores_nothing(api_with: Any, break
 async def test_database_gone_answers_503(
     api_with: Any, breakable: Any, pg_server: PgServer
 ) -> None:
-    dsn, pool = breakable
+    _, pool = breakable
     api = await api_with(pool=pool, signal_rate_burst=10_000)
     device = await register(api)
     name = await pool.fetchval("SELECT current_database()")

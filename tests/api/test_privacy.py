@@ -1,0 +1,82 @@
+"""Privacy: logs hold no coordinates or tokens; retention deletes old processed signals."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+import pytest
+
+from service import maintenance
+from service.api import create_app
+from service.api.middleware import AccessLogger
+from service.context import Context
+from tests.api.conftest import register
+from tests.conftest import LiveApi
+
+# Distinctive values: any of them in a log line means a coordinate leaked.
+LAT, LON, ACCURACY = 48.858370123, 2.294481456, 7.654321
+
+
+async def test_logs_hold_no_coordinates_or_tokens(
+    ctx: Context, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    app = create_app(ctx)
+    runner = aiohttp.web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = LiveApi(url, http, ctx)
+            device = await register(api, attributes={"home": f"{LAT},{LON}"})
+            signal = {"lat": LAT, "lon": LON, "accuracy_m": ACCURACY}
+            for body in (signal, {"signals": [signal, {**signal, "lat": 123.0}]},
+                         {"signals": [signal] * 2}):
+                async with http.post(url + "/v1/signals", json=body,
+                                     headers=device.auth()) as resp:
+                    assert resp.status in (202, 422)
+            async with http.get(url + f"/v1/subscriptions/{device.id}?lat={LAT}",
+                                headers=device.auth()) as resp:
+                assert resp.status == 200
+            async with http.post(url + "/v1/signals", json=signal,
+                                 headers={"Authorization": "Bearer " + "z" * 43}) as resp:
+                assert resp.status == 401
+            async with http.delete(url + f"/v1/subscriptions/{device.id}",
+                                   headers=device.auth()) as resp:
+                assert resp.status == 204
+    finally:
+        await runner.cleanup()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "/v1/signals" in text  # the access log did run
+    forbidden = [str(LAT), str(LON), str(ACCURACY), "48.858", "2.2944", device.token, "z" * 43,
+                 device.id, device.subscription["endpoint"], device.subscription["keys"]["auth"]]
+    for value in forbidden:
+        assert value not in text, value
+
+
+async def test_retention_purges_old_processed_signals_only(api: LiveApi) -> None:
+    pool = api.ctx.pool
+    device = await register(api)
+    async with api.http.post(api.url + "/v1/signals",
+                             json={"signals": [{"lat": 1, "lon": 2}] * 4},
+                             headers=device.auth()) as resp:
+        assert resp.status == 202
+    ids = [r["id"] for r in await pool.fetch("SELECT id FROM signals ORDER BY id")]
+    retention = api.ctx.settings.signal_retention
+    # old+processed, fresh+processed, old+unprocessed, fresh+unprocessed
+    await pool.execute("UPDATE signals SET processed_at = now() - $2::interval - interval '1 min'"
+                       " WHERE id = $1", ids[0], retention)
+    await pool.execute("UPDATE signals SET processed_at = now() - $2::interval + interval '1 min'"
+                       " WHERE id = $1", ids[1], retention)
+    await pool.execute("UPDATE signals SET received_at = now() - interval '30 days' "
+                       "WHERE id = $1", ids[2])
+    assert await maintenance.purge_signals(api.ctx) == 1
+    left = [r["id"] for r in await pool.fetch("SELECT id FROM signals ORDER BY id")]
+    assert left == ids[1:]
+    assert await maintenance.purge_signals(api.ctx) == 0
+
+
