@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
+from service.api import events as events_api
 from service.api import health, rules, signals, subscriptions
 from service.api.common import CONTEXT, json_response
 from service.api.cors import cors_middleware
@@ -39,5 +40,6 @@ def create_app(ctx: Context) -> web.Application:
     app.add_routes(rules.routes)
     app.add_routes(subscriptions.routes)
     app.add_routes(signals.routes)
+    app.add_routes(events_api.routes)
     app.cleanup_ctx.append(signals.signal_ingest)
     return app

@@ -1,0 +1,204 @@
+"""Engagement arithmetic for /v1/stats: funnels, rates and A/B significance.
+
+Pure functions over counts, so the numbers can be checked against textbook values without a
+database. The A/B verdict is deliberately conservative: a variant is only called the winner
+when the difference is significant *and* every compared variant has reached the sample size
+that a test with the chosen power needs for the observed difference. Looking at a running
+test every day and stopping at the first p < 0.05 ("peeking") would otherwise crown noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+# Two-sided alpha 0.05 and power 0.8: the conventional defaults of A/B testing tools.
+ALPHA = 0.05
+Z_ALPHA_2 = 1.959963984540054  # the standard normal quantile at 1 - 0.05 / 2
+Z_POWER = 0.8416212335729143  # the standard normal quantile at 0.8
+# Below this many sends per variant the normal approximation behind the z-test is poor.
+MIN_SAMPLE = 100
+
+
+@dataclass
+class Funnel:
+    """What happened to one rule variant, from the engine's match to the conversion."""
+
+    rule: str
+    variant: str
+    matched: int = 0
+    suppressed: dict[str, int] = field(default_factory=dict)
+    sent: int = 0
+    failed: int = 0
+    gone: int = 0
+    expired: int = 0
+    shown: int = 0
+    clicked: int = 0
+    dismissed: int = 0
+    converted: int = 0
+
+    @property
+    def ctr(self) -> float | None:
+        # Over sends, not over "shown": shown depends on the service worker reporting back,
+        # which browsers may skip, while every variant shares the same notion of "sent".
+        return rate(self.clicked, self.sent)
+
+    @property
+    def conversion_rate(self) -> float | None:
+        return rate(self.converted, self.sent)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "variant": self.variant,
+            "matched": self.matched,
+            "suppressed": dict(sorted(self.suppressed.items())),
+            "sent": self.sent,
+            "failed": self.failed,
+            "gone": self.gone,
+            "expired": self.expired,
+            "shown": self.shown,
+            "clicked": self.clicked,
+            "dismissed": self.dismissed,
+            "converted": self.converted,
+            "ctr": self.ctr,
+            "conversion_rate": self.conversion_rate,
+        }
+
+
+def rate(part: int, whole: int) -> float | None:
+    return part / whole if whole > 0 else None
+
+
+def normal_two_sided_p(z: float) -> float:
+    """P(|Z| >= |z|) for a standard normal Z."""
+    return math.erfc(abs(z) / math.sqrt(2.0))
+
+
+@dataclass(frozen=True)
+class ZTest:
+    z: float
+    p_value: float
+
+
+def two_proportion_z_test(x1: int, n1: int, x2: int, n2: int) -> ZTest | None:
+    """Pooled two-proportion z-test of x1/n1 against x2/n2; None when it is undefined.
+
+    z is negative when the first proportion is the smaller one.
+    """
+    if n1 <= 0 or n2 <= 0:
+        return None
+    pooled = (x1 + x2) / (n1 + n2)
+    variance = pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)
+    if variance <= 0.0:
+        # Both at 0 % or both at 100 %: no evidence of any difference.
+        return ZTest(0.0, 1.0)
+    z = (x1 / n1 - x2 / n2) / math.sqrt(variance)
+    return ZTest(z, normal_two_sided_p(z))
+
+
+def required_sample_size(
+    p1: float, p2: float, *, z_alpha: float = Z_ALPHA_2, z_power: float = Z_POWER
+) -> int | None:
+    """Per-variant sample size for a two-sided test to detect p1 vs p2 with the given power.
+
+    None when the two rates are equal: no finite sample distinguishes them.
+    """
+    delta = abs(p1 - p2)
+    if delta == 0.0:
+        return None
+    mean = (p1 + p2) / 2.0
+    root = z_alpha * math.sqrt(2.0 * mean * (1.0 - mean)) + z_power * math.sqrt(
+        p1 * (1.0 - p1) + p2 * (1.0 - p2)
+    )
+    return math.ceil(root * root / (delta * delta))
+
+
+def _z_quantile(p: float) -> float:
+    """Inverse standard normal CDF by bisection on erfc: only used for Bonferroni alphas."""
+    lo, hi = 0.0, 40.0
+    target = 1.0 - p
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if 0.5 * math.erfc(-mid / math.sqrt(2.0)) < target:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2.0
+
+
+@dataclass
+class Comparison:
+    a: str
+    b: str
+    rate_a: float | None
+    rate_b: float | None
+    difference: float | None
+    z: float | None
+    p_value: float | None
+    alpha: float
+    required_per_variant: int | None
+    significant: bool
+    winner: str | None
+    verdict: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def compare(a: Funnel, b: Funnel, alpha: float = ALPHA) -> Comparison:
+    """Click-through of ``a`` against ``b``, with the reason a winner is or is not declared."""
+    rate_a, rate_b = a.ctr, b.ctr
+    test = two_proportion_z_test(a.clicked, a.sent, b.clicked, b.sent)
+    if test is None or rate_a is None or rate_b is None:
+        return Comparison(a.variant, b.variant, rate_a, rate_b, None, None, None, alpha, None,
+                          False, None, "no sends yet for one of the variants")
+    z_alpha = Z_ALPHA_2 if alpha == ALPHA else _z_quantile(alpha / 2.0)
+    required = required_sample_size(rate_a, rate_b, z_alpha=z_alpha)
+    significant = test.p_value < alpha
+    smallest = min(a.sent, b.sent)
+    winner = None
+    if not significant:
+        verdict = f"no significant difference (p = {test.p_value:.3g} >= {alpha:.3g})"
+    elif smallest < MIN_SAMPLE:
+        verdict = f"too few sends: {smallest} < {MIN_SAMPLE} per variant"
+    elif required is not None and smallest < required:
+        verdict = (f"significant (p = {test.p_value:.3g}) but underpowered: "
+                   f"{smallest} of {required} sends per variant needed")
+    else:
+        winner = a.variant if rate_a > rate_b else b.variant
+        verdict = f"{winner} wins (p = {test.p_value:.3g})"
+    return Comparison(a.variant, b.variant, rate_a, rate_b, rate_a - rate_b, test.z,
+                      test.p_value, alpha, required, significant, winner, verdict)
+
+
+def experiment(rule: str, variants: Sequence[Funnel]) -> dict[str, Any]:
+    """All pairwise comparisons of one rule's variants; Bonferroni keeps the family-wise
+    error at ALPHA when there are more than two. The winner must win every pair."""
+    pairs = list(combinations(sorted(variants, key=lambda f: f.variant), 2))
+    alpha = ALPHA / max(1, len(pairs))
+    comparisons = [compare(a, b, alpha) for a, b in pairs]
+    names = [f.variant for f in variants]
+    winner = None
+    for name in names:
+        involved = [c for c in comparisons if name in (c.a, c.b)]
+        if involved and all(c.winner == name for c in involved):
+            winner = name
+    return {
+        "rule": rule,
+        "metric": "ctr",
+        "variants": sorted(names),
+        "comparisons": [c.as_dict() for c in comparisons],
+        "winner": winner,
+    }
+
+
+def experiments(funnels: Iterable[Funnel]) -> list[dict[str, Any]]:
+    """One experiment per rule that has two or more variants with data."""
+    by_rule: dict[str, list[Funnel]] = {}
+    for f in funnels:
+        by_rule.setdefault(f.rule, []).append(f)
+    return [experiment(rule, fs) for rule, fs in sorted(by_rule.items()) if len(fs) >= 2]
