@@ -36,6 +36,7 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # WHATWG URL parsing (and inet_aton) read a host whose last label is numeric as IPv4:
 # 2130706433, 0177.0.0.1, 0x7f.1 and 127.1 all mean 127.0.0.1 to some client somewhere.
 _NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
+_UNSAFE_CHARS = re.compile(r"[\x00-\x20\x7f\\]|\s")
 
 
 class EndpointRefused(ValueError):
@@ -187,10 +188,19 @@ def check_endpoint(url: str, push_hosts: list[str]) -> EndpointTarget:
     """Accept ``url`` as a push endpoint under ``push_hosts``, or raise EndpointRefused."""
     if not isinstance(url, str) or not url:
         raise EndpointRefused("endpoint must be a non-empty URL")
+    # The sender checks every send again; a subscriber's endpoint rarely changes, so cache
+    # the verdicts (refusals are exceptions and are not cached).
+    return _check_cached(url, tuple(push_hosts))
+
+
+@lru_cache(maxsize=65536)
+def _check_cached(url: str, push_hosts: tuple[str, ...]) -> EndpointTarget:
+    if not url:
+        raise EndpointRefused("endpoint must be a non-empty URL")
     if len(url) > MAX_ENDPOINT_LENGTH:
         raise EndpointRefused(f"endpoint is longer than {MAX_ENDPOINT_LENGTH} characters")
     # urlsplit silently strips some of these; a client and we could then disagree on the host.
-    if any(ch.isspace() or ord(ch) < 0x21 or ch == "\\" for ch in url):
+    if _UNSAFE_CHARS.search(url):
         raise EndpointRefused("endpoint contains whitespace, control characters or backslashes")
     try:
         parts = urlsplit(url)
@@ -213,7 +223,7 @@ def check_endpoint(url: str, push_hosts: list[str]) -> EndpointTarget:
 
     ip = _literal_address(raw_host)
     host = ip.compressed if ip is not None else _normalise_host(raw_host)
-    entries = _compile(tuple(push_hosts))
+    entries = _compile(push_hosts)
     matched = [e for e in entries if e.matches(host, port, literal=ip is not None)]
     explicit = any(entry.explicit for entry in matched)
     if scheme != "https" and not explicit:

@@ -86,6 +86,19 @@ DEFAULT_LANES = 4
 ALARM_LOG_INTERVAL = 60.0
 
 
+_children: dict[tuple[object, ...], Any] = {}
+
+
+def _child(metric: Counter | Histogram, *labels: str) -> Any:
+    """``metric.labels(*labels)``, memoised: labels() validates and locks on every call,
+    which shows up at thousands of pushes per second."""
+    key = (id(metric), *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
 class AddressRefused(OSError):
     """A push host resolved only to addresses we must not connect to."""
 
@@ -378,22 +391,22 @@ class Sender:
                 retry_after = resp.headers.get("Retry-After")
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, AddressRefused):
-                PUSH_REQUESTS.labels(origin, "refused").inc()
+                _child(PUSH_REQUESTS, origin, "refused").inc()
                 return self._count(
                     Outcome(delivery_id, "failed", error=f"endpoint refused: {exc.os_error}"),
                     origin,
                     "refused",
                 )
-            PUSH_REQUESTS.labels(origin, "connection_error").inc()
+            _child(PUSH_REQUESTS, origin, "connection_error").inc()
             return self._retry(row, origin, None, f"connection error: {exc}")
         except TimeoutError:
-            PUSH_REQUESTS.labels(origin, "timeout").inc()
+            _child(PUSH_REQUESTS, origin, "timeout").inc()
             return self._retry(row, origin, None, "timeout")
         except aiohttp.ClientError as exc:
-            PUSH_REQUESTS.labels(origin, "connection_error").inc()
+            _child(PUSH_REQUESTS, origin, "connection_error").inc()
             return self._retry(row, origin, None, f"connection error: {exc!r}")
-        PUSH_LATENCY.labels(origin).observe(time.monotonic() - started)
-        PUSH_REQUESTS.labels(origin, str(status)).inc()
+        _child(PUSH_LATENCY, origin).observe(time.monotonic() - started)
+        _child(PUSH_REQUESTS, origin, str(status)).inc()
         return self._interpret(row, origin, status, text, retry_after)
 
     def _interpret(
@@ -485,7 +498,7 @@ class Sender:
 
     @staticmethod
     def _count(outcome: Outcome, origin: str | None, label: str | None = None) -> Outcome:
-        PUSH_OUTCOMES.labels(origin or "none", label or outcome.status).inc()
+        _child(PUSH_OUTCOMES, origin or "none", label or outcome.status).inc()
         return outcome
 
     # -- recording -------------------------------------------------------------------------
