@@ -61,4 +61,6 @@ def event_token(secret_key: bytes, delivery_id: int) -> str:
 
 
 def check_event_token(secret_key: bytes, delivery_id: int, token: str) -> bool:
-    return hmac.compare_digest(event_token(secret_key, delivery_id), token)
+    # Bytes, not str: compare_digest refuses non-ASCII str, and a token is attacker input.
+    expected = event_token(secret_key, delivery_id).encode("ascii")
+    return hmac.compare_digest(expected, token.encode("utf-8", "surrogatepass"))

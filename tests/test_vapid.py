@@ -60,3 +60,15 @@ def test_cli_prints_the_same_key_until_regenerated(tmp_path: Path) -> None:
     assert regenerated.returncode == 0
     assert regenerated.stdout.strip() != public
     assert _cli(tmp_path).stdout.strip() == regenerated.stdout.strip()
+
+
+def test_event_tokens_are_bound_to_their_delivery_and_survive_any_input() -> None:
+    from service.tokens import check_event_token, event_token
+
+    key = b"k" * 32
+    token = event_token(key, 7)
+    assert check_event_token(key, 7, token)
+    assert not check_event_token(key, 8, token)
+    assert not check_event_token(b"other" * 8, 7, token)
+    assert not check_event_token(key, 7, "é" * len(token))
+    assert not check_event_token(key, 7, "\udcff")
