@@ -1,0 +1,13 @@
+"""Fixtures of the security suite.
+
+The log-privacy watch of :mod:`tests.security.logscan` covers this directory; listed in
+tests/conftest.py as a plugin it covers the whole suite.
+"""
+
+from __future__ import annotations
+
+from tests.security.logscan import log_privacy
+
+__all__ = ["log_privacy"]
+
+
