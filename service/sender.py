@@ -40,6 +40,7 @@ from service.webpush import (
     render_payload,
     ttl_seconds,
 )
+from service.worker import DELIVERIES_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ class Sender:
         self._last_alarm: dict[str, float] = {}
         self._session: aiohttp.ClientSession | None = None
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
 
     async def __aenter__(self) -> Sender:
         await self.start()
@@ -249,9 +251,15 @@ class Sender:
             asyncio.create_task(self._lane(stop), name=f"sender-lane-{i}")
             for i in range(self.lanes)
         ]
+        listener = await self._listen()
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait([stopper, *lanes], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(DELIVERIES_CHANNEL, self._on_notify)
+            with contextlib.suppress(Exception):
+                await self.ctx.pool.release(listener)
         # Rows that are claimed but not yet being sent are released at once from here on.
         self._stopping.set()
         grace = self.ctx.settings.shutdown_grace.total_seconds()
@@ -263,9 +271,27 @@ class Sender:
             if isinstance(result, Exception):
                 log.error("sender lane failed", exc_info=result)
 
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _listen(self) -> asyncpg.Connection | None:
+        """Wake on the worker's NOTIFY after each batch with decisions; polling stays the
+        fallback (the listening connection dies with a database restart)."""
+        try:
+            conn: asyncpg.Connection = await self.ctx.pool.acquire()
+        except (asyncpg.PostgresError, OSError):
+            return None
+        try:
+            await conn.add_listener(DELIVERIES_CHANNEL, self._on_notify)
+        except (asyncpg.PostgresError, OSError):
+            await self.ctx.pool.release(conn)
+            return None
+        return conn
+
     async def _lane(self, stop: asyncio.Event) -> None:
         poll = self.ctx.settings.worker_poll_interval.total_seconds()
         while not stop.is_set():
+            self._wake.clear()
             try:
                 sent = await self.run_once()
             except (asyncpg.PostgresError, OSError) as exc:
@@ -273,9 +299,10 @@ class Sender:
                 log.warning("sender: database error, retrying in %.1fs: %s", poll, exc)
                 sent = 0
             if sent == 0:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(poll):
-                        await stop.wait()
+                waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
+                await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waiters:
+                    waiter.cancel()
 
     async def run_once(self, limit: int | None = None) -> int:
         """Claim one batch of due deliveries, send it and record the outcomes.

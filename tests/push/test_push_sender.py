@@ -414,3 +414,26 @@ async def test_stop_mid_burst_loses_and_duplicates_nothing(
     received = sorted(m["data"]["delivery_id"] for s in subs for m in s.messages())
     assert received == ids  # each exactly once
     assert await ctx.pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'") == 400
+
+
+async def test_idle_sender_wakes_on_the_workers_notify(
+    ctx: Context, push_service: PushService
+) -> None:
+    from datetime import timedelta
+
+    ctx.settings.worker_poll_interval = timedelta(seconds=30)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sender_module.run(ctx, stop))
+    try:
+        await asyncio.sleep(0.3)  # idle: polled once, found nothing, now waits 30 s
+        sub = push_service.subscribe()
+        await insert_delivery(ctx.pool, await insert_subscription(ctx.pool, sub))
+        started = time.monotonic()
+        await ctx.pool.execute("NOTIFY momentcast_deliveries")
+        while not sub.received and time.monotonic() - started < 10:
+            await asyncio.sleep(0.01)
+        assert sub.received, "not sent before the 30 s poll"
+        assert time.monotonic() - started < 5
+    finally:
+        stop.set()
+        await task
