@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     cors_origins: CsvList = Field(default_factory=list)
     signal_retention: Duration = timedelta(hours=24)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    body_read_timeout: Duration = timedelta(seconds=30)
     db_pool_min: int = Field(default=1, ge=0)
     db_pool_max: int = Field(default=10, ge=1)
     workers: int = Field(default=1, ge=0, le=64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -11,8 +12,10 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_response import StreamResponse
 
+from service.api.common import CONTEXT
 from service.errors import ApiError, PayloadTooLarge
 from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from service.settings import Settings
 
 log = logging.getLogger("momentcast.api")
 
@@ -66,6 +69,31 @@ def _route_name(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+# Without a context (a bare app in a unit test) bodies get the default timeout.
+_DEFAULT_BODY_TIMEOUT = Settings.model_fields["body_read_timeout"].default.total_seconds()
+
+
+async def _read_body_in_time(request: web.Request) -> None:
+    """Read the whole body now, within BODY_READ_TIMEOUT, so a client trickling it byte by
+    byte (slow-loris) cannot hold a connection and a handler for ever. aiohttp keeps the
+    bytes, so the handler's own ``read()`` returns them without waiting again."""
+    if not request.body_exists:
+        return
+    ctx = request.app.get(CONTEXT)
+    seconds = (ctx.settings.body_read_timeout.total_seconds() if ctx is not None
+               else _DEFAULT_BODY_TIMEOUT)
+    try:
+        async with asyncio.timeout(seconds):
+            await request.read()
+    except TimeoutError:
+        raise ApiError(
+            f"request body not received within {seconds:g}s",
+            status=408,
+            code="request_timeout",
+            headers={"Connection": "close"},
+        ) from None
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> StreamResponse:
     started = time.perf_counter()
@@ -75,6 +103,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> StreamResp
         if request.content_length is not None and request.content_length > limit:
             # Refuse before reading a byte of it.
             raise PayloadTooLarge(f"request body too large (limit {limit} bytes)")
+        await _read_body_in_time(request)
         response = await handler(request)
     except ApiError as exc:
         response = error_response(
