@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 MAX_BATCH_ROWS = 20_000
 # How long a batch may take before its requests are told to retry.
 COMMIT_TIMEOUT_S = 10.0
+# Batches committing at once. One would leave PostgreSQL idle while this process parses the
+# next requests and the answer of the last commit travels back; a few overlap those waits.
+# Each batch is still one statement and one COMMIT, and still all-or-nothing.
+MAX_IN_FLIGHT = 2
 
 
 @dataclass(slots=True)
@@ -96,17 +100,29 @@ class SignalWriter:
         pending = _Pending(token_hash, rows)
         self._queue.append(pending)
         self._wake.set()
-        return await asyncio.shield(pending.done)
+        # Not shielded: a client that goes away cancels only its wait; the writer skips
+        # answering it, and its rows are committed with the batch like everyone else's.
+        return await pending.done
 
     async def _run(self) -> None:
+        in_flight: set[asyncio.Task[None]] = set()
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._queue:
-                batch = self._take()
-                await self._commit(batch)
-            if self._closing and not self._queue:
+            while self._queue and len(in_flight) < MAX_IN_FLIGHT:
+                task = asyncio.create_task(self._commit(self._take()))
+                in_flight.add(task)
+                task.add_done_callback(self._finished(in_flight))
+            if self._closing and not self._queue and not in_flight:
                 return
+
+    def _finished(self, in_flight: set[asyncio.Task[None]]) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            # A free slot: commit what queued meanwhile (and let stop() see the end).
+            self._wake.set()
+
+        return done
 
     def _take(self) -> list[_Pending]:
         # Everything queued so far, up to MAX_BATCH_ROWS; a request is never split.
@@ -145,15 +161,12 @@ class SignalWriter:
                 stored_here = is_known and item.token_hash not in paused
                 item.done.set_result(IngestResult(is_known, stored_here))
 
-    async def _execute(self, columns: list[list[object]]) -> tuple[set[bytes], set[bytes], int]:
+    async def _execute(self, columns: list[object]) -> tuple[set[bytes], set[bytes], int]:
         for attempt in range(2):
             try:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    row = await conn.fetchrow(q("ingest_signals"), *columns)
-                    assert row is not None
-                    if row["stored"]:
-                        await conn.execute(f"NOTIFY {NOTIFY_CHANNEL}")
-                # Leaving the transaction block without an exception means COMMIT succeeded.
+                # A single statement in autocommit: its answer arrives after its COMMIT.
+                row = await self._pool.fetchrow(q("ingest_signals"), *columns, NOTIFY_CHANNEL)
+                assert row is not None
                 return (
                     {bytes(h) for h in row["known"]},
                     {bytes(h) for h in row["paused"]},
@@ -167,7 +180,7 @@ class SignalWriter:
         raise AssertionError("unreachable")
 
 
-def _columns(batch: list[_Pending]) -> list[list[object]]:
+def _columns(batch: list[_Pending]) -> list[object]:
     token_hash: list[object] = []
     at: list[object] = []
     lat: list[object] = []
@@ -185,5 +198,5 @@ def _columns(batch: list[_Pending]) -> list[list[object]]:
             accuracy.append(row.accuracy_m)
             speed.append(row.speed_mps)
             moment.append(row.moment)
-            context.append(json.dumps(row.context) if row.context else "{}")
-    return [token_hash, at, lat, lon, accuracy, speed, moment, context]
+            context.append(row.context)
+    return [token_hash, at, lat, lon, accuracy, speed, moment, json.dumps(context)]
