@@ -1,0 +1,193 @@
+"""What browsers load from the service itself: the SDK, the service worker, the demo page,
+the dashboard, and the JSON the dashboard draws (GET /v1/dashboard)."""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import shapely
+import shapely.geometry
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from service.api.common import CONTEXT, json_response, require_admin
+from service.api.events import Stats, stats
+from service.api.openapi import Op, document
+from service.db import q
+from service.errors import NotFound
+from service.rules.places import M_PER_DEG
+
+routes = web.RouteTableDef()
+
+# Only these names are served: nothing else under service/static/ is reachable by URL.
+ASSETS: dict[str, str] = {
+    "momentcast.js": "text/javascript",
+    "sw.js": "text/javascript",
+    "index.html": "text/html",
+    "dashboard.html": "text/html",
+    "momentcast.css": "text/css",
+    "dashboard.js": "text/javascript",
+    "demo.js": "text/javascript",
+}
+# The pages load only their own scripts and styles and talk only to this origin.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; worker-src 'self'; manifest-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+
+
+@cache
+def asset(name: str) -> bytes:
+    return resources.files("service").joinpath("static", name).read_bytes()
+
+
+def _serve(name: str, *, max_age: int = 300) -> web.Response:
+    content_type = ASSETS[name]
+    headers = {"Cache-Control": f"public, max-age={max_age}",
+               "X-Content-Type-Options": "nosniff"}
+    if content_type == "text/html":
+        headers["Content-Security-Policy"] = PAGE_CSP
+        headers["Cache-Control"] = "no-cache"
+    return web.Response(body=asset(name), content_type=content_type, charset="utf-8",
+                        headers=headers)
+
+
+@document(Op("get", "/momentcast.js", "The browser SDK (plain JavaScript, see docs/clients.md)",
+             content_type="text/javascript", tags=["web"]))
+@routes.get("/momentcast.js")
+async def sdk(request: web.Request) -> web.Response:
+    response = _serve("momentcast.js")
+    # Sites include it from their own pages: it must load cross-origin.
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@document(Op("get", "/sw.js", "The service worker: shows pushes, reports shown and clicked",
+             content_type="text/javascript", tags=["web"]))
+@routes.get("/sw.js")
+async def service_worker(request: web.Request) -> web.Response:
+    # Browsers check for a new worker on navigation; no-cache makes fixes reach them at once.
+    response = _serve("sw.js", max_age=0)
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["Access-Control-Allow-Origin"] = "*"  # importScripts() from other sites
+    return response
+
+
+@document(Op("get", "/", "Demo page: subscribe, send a position, see the decision explained",
+             content_type="text/html", tags=["web"]))
+@routes.get("/")
+async def demo_page(request: web.Request) -> web.Response:
+    return _serve("index.html")
+
+
+@document(Op("get", "/dashboard",
+             "Dashboard (the page asks for the admin token; its data is GET /v1/dashboard)",
+             content_type="text/html", tags=["web"]))
+@routes.get("/dashboard")
+async def dashboard_page(request: web.Request) -> web.Response:
+    return _serve("dashboard.html")
+
+
+@routes.get("/static/{name}")
+async def static_asset(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in ASSETS or name in ("sw.js", "index.html", "dashboard.html"):
+        raise NotFound("no such file")
+    return _serve(name)
+
+
+class HourCount(BaseModel):
+    hour: int = Field(ge=0, le=23, description="local hour of day at the signal's location")
+    decisions: int
+
+
+class DashboardRule(BaseModel):
+    id: str
+    description: str
+    trigger: str
+    priority: int
+    places: dict[str, Any] = Field(description="the rule's places, a GeoJSON FeatureCollection")
+    decisions_by_hour: list[HourCount]
+
+
+class Dashboard(BaseModel):
+    status: str = Field(description="'ok', 'errors' (old set still active) or 'not loaded'")
+    errors: list[str] = Field(description="file:line: message of the last failed load")
+    warnings: list[str]
+    rules: list[DashboardRule]
+    stats: Stats
+
+
+def _lonlat(place: Any) -> dict[str, Any]:
+    """The polygon of a place back in lon/lat: the inverse of the loader's local projection."""
+    k = M_PER_DEG * math.cos(math.radians(place.lat0))
+
+    def unproject(xy: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        out = np.empty_like(xy)
+        out[:, 0] = xy[:, 0] / k + place.lon0
+        out[:, 1] = xy[:, 1] / M_PER_DEG + place.lat0
+        return out
+
+    geometry: dict[str, Any] = shapely.geometry.mapping(shapely.transform(place.shape, unproject))
+    return geometry
+
+
+def place_feature(place: Any, radius_m: float | None) -> dict[str, Any]:
+    """A place as GeoJSON; points carry the radius the rule reaches them with."""
+    properties = {**place.properties, "id": place.id, "name": place.name}
+    if place.kind == "point" or place.shape is None:
+        geometry: dict[str, Any] = {"type": "Point", "coordinates": [place.lon, place.lat]}
+        if radius_m is not None:
+            properties["radius_m"] = radius_m
+    else:
+        geometry = _lonlat(place)
+    return {"type": "Feature", "properties": properties, "geometry": geometry}
+
+
+def rule_places(ruleset: Any, rule: Any) -> dict[str, Any]:
+    default_radius = rule.model.where.radius_m if rule.model.where else None
+    features = []
+    for i in rule.place_idx:
+        place = ruleset.places[i]
+        features.append(place_feature(place, place.radius_m or default_radius))
+    return {"type": "FeatureCollection", "features": features}
+
+
+@document(Op("get", "/v1/dashboard",
+             "Everything the dashboard draws: rule status and load errors, each rule's places, "
+             "decisions by local hour, and /v1/stats", response=Dashboard, auth="admin",
+             tags=["web"]))
+@routes.get("/v1/dashboard")
+async def dashboard_data(request: web.Request) -> web.Response:
+    require_admin(request)
+    ctx = request.app[CONTEXT]
+    holder = ctx.rules
+    ruleset = holder.current if holder is not None else None
+    hours: dict[str, dict[int, int]] = {}
+    for row in await ctx.pool.fetch(q("decisions_by_hour")):
+        hours.setdefault(row["rule_id"], {})[row["local_hour"]] = row["n"]
+    rules = []
+    if ruleset is not None:
+        for rule in ruleset.rules:
+            counts = hours.get(rule.id, {})
+            rules.append({
+                "id": rule.id, "description": rule.description, "trigger": rule.trigger,
+                "priority": rule.priority, "places": rule_places(ruleset, rule),
+                "decisions_by_hour": [{"hour": h, "decisions": counts.get(h, 0)}
+                                      for h in range(24)],
+            })
+    status = "not loaded" if ruleset is None else (
+        "errors" if holder is not None and holder.last_errors else "ok")
+    return json_response({
+        "status": status,
+        "errors": list(holder.last_errors) if holder is not None else [],
+        "warnings": list(holder.last_warnings) if holder is not None else [],
+        "rules": rules,
+        "stats": await stats(ctx.pool),
+    })

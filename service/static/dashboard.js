@@ -1,0 +1,220 @@
+/* The dashboard: draws GET /v1/dashboard with plain DOM and SVG (no CDN, no tile server). */
+"use strict";
+
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const SVG = "http://www.w3.org/2000/svg";
+  const COLOURS = ["#2357d9", "#c2410c", "#15803d", "#7e22ce", "#0e7490", "#be123c", "#4d7c0f"];
+  let timer = null;
+
+  function el(tag, attrs = {}, text) {
+    const node = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4))
+      : document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function table(headers, rows) {
+    const t = el("table");
+    const head = t.insertRow();
+    for (const h of headers) head.append(el("th", {}, h));
+    for (const row of rows) {
+      const tr = t.insertRow();
+      for (const cell of row) tr.insertCell().textContent = cell;
+    }
+    return t;
+  }
+
+  const pct = (x) => (x === null || x === undefined ? "–" : `${(100 * x).toFixed(1)} %`);
+
+  function renderStatus(data) {
+    const box = $("status");
+    box.textContent = "";
+    const state = el("p", { class: data.status === "ok" ? "ok" : "error" },
+      `Rule set: ${data.status} · ${data.rules.length} rules`);
+    box.append(state);
+    for (const e of data.errors) box.append(el("div", { class: "error log" }, e));
+    for (const w of data.warnings) box.append(el("div", { class: "muted" }, w));
+    box.append(table(["rule", "trigger", "priority", "places", "description"],
+      data.rules.map((r) => [r.id, r.trigger, r.priority, r.places.features.length,
+        r.description])));
+  }
+
+  function funnelBar(row) {
+    // Widths relative to "sent", the denominator of the rates.
+    const svg = el("svg:svg", { width: 240, height: 16, role: "img",
+      "aria-label": `sent ${row.sent}, shown ${row.shown}, clicked ${row.clicked}` });
+    const stages = [row.sent, row.shown, row.clicked, row.converted];
+    const max = Math.max(1, row.sent, row.shown);
+    stages.forEach((n, i) => {
+      svg.append(el("svg:rect", { x: 0, y: i * 4, height: 3, width: (240 * n) / max,
+        class: "bar", opacity: 1 - i * 0.2 }));
+    });
+    return svg;
+  }
+
+  function renderFunnel(stats) {
+    const box = $("funnel");
+    box.textContent = "";
+    const t = table(["rule", "variant", "matched", "sent", "failed", "gone", "expired", "shown",
+      "clicked", "converted", "CTR", "funnel"], []);
+    for (const r of stats.rules) {
+      const tr = t.insertRow();
+      for (const v of [r.rule, r.variant || "–", r.matched, r.sent, r.failed, r.gone, r.expired,
+        r.shown, r.clicked, r.converted, pct(r.ctr)]) tr.insertCell().textContent = v;
+      tr.insertCell().append(funnelBar(r));
+    }
+    box.append(t);
+  }
+
+  function renderExperiments(stats) {
+    const box = $("experiments");
+    box.textContent = "";
+    if (!stats.experiments.length) {
+      box.append(el("p", { class: "muted" }, "No rule has two variants with data yet."));
+      return;
+    }
+    const rows = [];
+    for (const e of stats.experiments) {
+      for (const c of e.comparisons) {
+        rows.push([e.rule, `${c.a} vs ${c.b}`, pct(c.rate_a), pct(c.rate_b),
+          c.p_value === null ? "–" : c.p_value.toPrecision(3),
+          c.required_per_variant ?? "–", e.winner || "none yet", c.verdict]);
+      }
+    }
+    box.append(table(["rule", "variants", "CTR a", "CTR b", "p", "needed per variant",
+      "winner", "verdict"], rows));
+  }
+
+  function renderHours(data) {
+    const box = $("hours");
+    box.textContent = "";
+    const totals = Array(24).fill(0);
+    for (const r of data.rules) for (const h of r.decisions_by_hour) totals[h.hour] += h.decisions;
+    const max = Math.max(1, ...totals);
+    const w = 480;
+    const h = 160;
+    const svg = el("svg:svg", { viewBox: `0 0 ${w} ${h + 20}`, width: "100%", role: "img",
+      "aria-label": "decisions by local hour of day" });
+    totals.forEach((n, hour) => {
+      const bh = (h * n) / max;
+      const bar = el("svg:rect", { x: hour * 20 + 2, y: h - bh, width: 16, height: bh,
+        class: "bar" });
+      bar.append(el("svg:title", {}, `${hour}:00 – ${n} decisions`));
+      svg.append(bar);
+      if (hour % 3 === 0) svg.append(el("svg:text", { x: hour * 20 + 2, y: h + 14 }, `${hour}h`));
+    });
+    box.append(svg);
+  }
+
+  function renderSuppressed(stats) {
+    const box = $("suppressed");
+    box.textContent = "";
+    const rows = [];
+    for (const r of stats.rules) {
+      for (const [reason, n] of Object.entries(r.suppressed)) {
+        rows.push([r.rule, r.variant || "–", reason, n]);
+      }
+    }
+    box.append(rows.length ? table(["rule", "variant", "reason", "count"], rows)
+      : el("p", { class: "muted" }, "Nothing suppressed."));
+  }
+
+  function renderMap(data) {
+    const box = $("map");
+    const legend = $("legend");
+    box.textContent = "";
+    legend.textContent = "";
+    const points = [];
+    const shapes = [];
+    data.rules.forEach((rule, i) => {
+      const colour = COLOURS[i % COLOURS.length];
+      const item = el("span");
+      item.append(el("span", { class: "swatch", style: `background:${colour}` }));
+      item.append(document.createTextNode(rule.id));
+      legend.append(item);
+      for (const f of rule.places.features) {
+        const g = f.geometry;
+        if (g.type === "Point") points.push({ c: g.coordinates, f, colour, rule: rule.id });
+        const polys = g.type === "Polygon" ? [g.coordinates]
+          : g.type === "MultiPolygon" ? g.coordinates : [];
+        for (const p of polys) shapes.push({ ring: p[0], f, colour, rule: rule.id });
+      }
+    });
+    const all = [...points.map((p) => p.c), ...shapes.flatMap((s) => s.ring)];
+    if (!all.length) {
+      box.append(el("p", { class: "muted" }, "No places."));
+      return;
+    }
+    const lons = all.map((c) => c[0]);
+    const lats = all.map((c) => c[1]);
+    const [x0, x1, y0, y1] = [Math.min(...lons), Math.max(...lons), Math.min(...lats),
+      Math.max(...lats)];
+    // Equirectangular with the longitude scaled by cos(latitude): true to shape in a city.
+    const k = Math.cos(((y0 + y1) / 2) * Math.PI / 180);
+    const W = 1000;
+    const spanX = Math.max((x1 - x0) * k, 1e-4);
+    const spanY = Math.max(y1 - y0, 1e-4);
+    const H = Math.round(W * spanY / spanX) || 400;
+    const pad = 30;
+    const sx = (lon) => pad + ((lon - x0) * k / spanX) * (W - 2 * pad);
+    const sy = (lat) => pad + ((y1 - lat) / spanY) * (H - 2 * pad);
+    const metres = (W - 2 * pad) / (spanX * 111320);
+    const svg = el("svg:svg", { viewBox: `0 0 ${W} ${H}`, class: "map", role: "img",
+      "aria-label": "places of the rules" });
+    for (const s of shapes) {
+      const poly = el("svg:polygon", { points: s.ring.map((c) => `${sx(c[0])},${sy(c[1])}`)
+        .join(" "), fill: s.colour, "fill-opacity": 0.35, stroke: s.colour });
+      poly.append(el("svg:title", {}, `${s.f.properties.name} (${s.rule})`));
+      svg.append(poly);
+    }
+    for (const p of points) {
+      const r = Math.max(3, (p.f.properties.radius_m || 0) * metres);
+      const circle = el("svg:circle", { cx: sx(p.c[0]), cy: sy(p.c[1]), r, fill: p.colour,
+        "fill-opacity": 0.25, stroke: p.colour });
+      circle.append(el("svg:title", {}, `${p.f.properties.name} (${p.rule})`));
+      svg.append(circle);
+      svg.append(el("svg:circle", { cx: sx(p.c[0]), cy: sy(p.c[1]), r: 2, fill: p.colour }));
+    }
+    // A 500 m scale bar, since there is no map underneath to judge distances by.
+    svg.append(el("svg:rect", { x: pad, y: H - 12, width: 500 * metres, height: 3,
+      fill: "#1d2330" }));
+    svg.append(el("svg:text", { x: pad, y: H - 16 }, "500 m"));
+    box.append(svg);
+  }
+
+  async function load() {
+    const token = $("token").value.trim();
+    sessionStorage.setItem("mc.admin", token);
+    const response = await fetch("/v1/dashboard", { headers: { Authorization: `Bearer ${token}` } });
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.error ? data.error.message : `HTTP ${response.status}`);
+    renderStatus(data);
+    renderFunnel(data.stats);
+    renderExperiments(data.stats);
+    renderHours(data);
+    renderSuppressed(data.stats);
+    renderMap(data);
+    $("state").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    $("state").className = "muted";
+  }
+
+  function loadVisibly() {
+    load().catch((err) => {
+      $("state").textContent = err.message;
+      $("state").className = "error";
+    });
+  }
+
+  $("load").addEventListener("click", loadVisibly);
+  $("auto").addEventListener("change", (e) => {
+    clearInterval(timer);
+    timer = e.target.checked ? setInterval(loadVisibly, 10000) : null;
+  });
+  const saved = sessionStorage.getItem("mc.admin");
+  if (saved) {
+    $("token").value = saved;
+    loadVisibly();
+  }
+})();

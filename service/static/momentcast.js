@@ -1,0 +1,447 @@
+/* momentcast browser SDK: subscribe to pushes and send location signals.
+ *
+ *   <script src="https://push.example.com/momentcast.js"></script>
+ *   const mc = Momentcast.create({ server: "https://push.example.com" });
+ *   await mc.subscribe({ topics: ["food"] });   // asks for notification permission
+ *   mc.startTracking({ moment: "go" });          // asks for location permission
+ *
+ * Plain script, no build step. Every browser API it touches can be passed in `options`
+ * (fetch, navigator, storage, caches, Notification, now), which is how node's test runner
+ * exercises it without a browser. See docs/clients.md.
+ */
+"use strict";
+
+(function (root) {
+  const STORAGE_KEY = "momentcast.registration";
+  const STATE_CACHE = "momentcast-state";
+  const REGISTRATION_URL = "/__momentcast/registration";
+  const LAST_CLICK_URL = "/__momentcast/last-click";
+  const MOMENTS = ["know", "go", "do", "buy"];
+  const MAX_BATCH = 500;
+  const EARTH_RADIUS_M = 6371008.8;
+
+  const DEFAULTS = {
+    serviceWorker: "/sw.js",
+    // A new fix is sent when it moved minDistanceM since the last one sent, but not more
+    // often than every minIntervalS; standing still still sends every maxIntervalS so that
+    // "dwell" rules (three minutes in a store) can fire.
+    minIntervalS: 30,
+    minDistanceM: 25,
+    maxIntervalS: 120,
+    highAccuracy: true,
+    maxQueue: 100,
+  };
+
+  class MomentcastError extends Error {
+    constructor(code, message, cause) {
+      super(message);
+      this.name = "MomentcastError";
+      this.code = code;
+      if (cause !== undefined) this.cause = cause;
+    }
+  }
+
+  /** base64url (VAPID public key) to the bytes applicationServerKey wants. */
+  function base64UrlToBytes(value) {
+    const base64 = value.replace(/-/g, "+").replace(/_/g, "/");
+    const padded = base64 + "=".repeat((4 - (base64.length % 4)) % 4);
+    const binary = typeof atob === "function" ? atob(padded)
+      : Buffer.from(padded, "base64").toString("binary");
+    const bytes = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i += 1) bytes[i] = binary.charCodeAt(i);
+    return bytes;
+  }
+
+  function distanceM(a, b) {
+    const rad = Math.PI / 180;
+    const dLat = (b.lat - a.lat) * rad;
+    const dLon = (b.lon - a.lon) * rad;
+    const h = Math.sin(dLat / 2) ** 2 +
+      Math.cos(a.lat * rad) * Math.cos(b.lat * rad) * Math.sin(dLon / 2) ** 2;
+    return 2 * EARTH_RADIUS_M * Math.asin(Math.min(1, Math.sqrt(h)));
+  }
+
+  /** Decides which position fixes are worth a signal: saves battery, data and rate limit. */
+  class Throttle {
+    constructor({ minIntervalS, minDistanceM, maxIntervalS }) {
+      this.minIntervalMs = minIntervalS * 1000;
+      this.maxIntervalMs = maxIntervalS * 1000;
+      this.minDistanceM = minDistanceM;
+      this.last = null;
+    }
+
+    /** True if `signal` (with lat, lon and a time in ms) should be sent now. */
+    accept(signal, nowMs) {
+      if (this.last === null) return true;
+      const elapsed = nowMs - this.last.atMs;
+      if (elapsed < this.minIntervalMs) return false;
+      if (elapsed >= this.maxIntervalMs) return true;
+      return distanceM(this.last, signal) >= this.minDistanceM;
+    }
+
+    sent(signal, nowMs) {
+      this.last = { lat: signal.lat, lon: signal.lon, atMs: nowMs };
+    }
+
+    reset() {
+      this.last = null;
+    }
+  }
+
+  /** A Signal for POST /v1/signals from a GeolocationPosition. */
+  function signalFromPosition(position, moment, context) {
+    const c = position.coords;
+    const signal = {
+      lat: c.latitude,
+      lon: c.longitude,
+      at: new Date(position.timestamp).toISOString(),
+    };
+    if (Number.isFinite(c.accuracy)) signal.accuracy_m = c.accuracy;
+    // Browsers report null (not 0) when they do not know the speed; never send a guess.
+    if (Number.isFinite(c.speed) && c.speed >= 0) signal.speed_mps = c.speed;
+    if (moment) signal.moment = moment;
+    if (context && Object.keys(context).length) signal.context = context;
+    return signal;
+  }
+
+  function geolocationError(err) {
+    const codes = { 1: "location-denied", 2: "location-unavailable", 3: "location-timeout" };
+    const code = codes[err && err.code] || "location-error";
+    const text = {
+      "location-denied": "location permission was refused",
+      "location-unavailable": "the position is not available",
+      "location-timeout": "getting the position timed out",
+    }[code] || "location error";
+    return new MomentcastError(code, `${text}${err && err.message ? `: ${err.message}` : ""}`, err);
+  }
+
+  class Client {
+    constructor(options = {}) {
+      if (!options.server && !root.location) {
+        throw new MomentcastError("config", "options.server is required");
+      }
+      this.options = { ...DEFAULTS, ...options };
+      this.server = (options.server || root.location.origin).replace(/\/+$/, "");
+      this.fetch = options.fetch || root.fetch.bind(root);
+      this.navigator = options.navigator || root.navigator;
+      this.storage = options.storage !== undefined ? options.storage : root.localStorage;
+      this.caches = options.caches !== undefined ? options.caches : root.caches;
+      this.Notification = options.Notification || root.Notification;
+      this.now = options.now || (() => Date.now());
+      this.throttle = new Throttle(this.options);
+      this.moment = null;
+      this.context = {};
+      this.queue = [];
+      this.watchId = null;
+      this.listeners = { status: [], error: [], registration: [] };
+      this.registration = this._load();
+      this._listenToServiceWorker();
+    }
+
+    on(event, fn) {
+      this.listeners[event].push(fn);
+      return this;
+    }
+
+    _emit(event, value) {
+      for (const fn of this.listeners[event]) {
+        try { fn(value); } catch (_err) { /* a listener's bug is not ours to report */ }
+      }
+    }
+
+    /** Report an error to listeners (visible in the page) and hand it back for throwing. */
+    _fail(error) {
+      this._emit("error", error);
+      return error;
+    }
+
+    get subscribed() {
+      return this.registration !== null;
+    }
+
+    _load() {
+      try {
+        const raw = this.storage && this.storage.getItem(STORAGE_KEY);
+        const value = raw ? JSON.parse(raw) : null;
+        return value && value.server === this.server ? value : null;
+      } catch (_err) {
+        return null;
+      }
+    }
+
+    async _save(registration) {
+      this.registration = registration;
+      if (this.storage) {
+        if (registration) this.storage.setItem(STORAGE_KEY, JSON.stringify(registration));
+        else this.storage.removeItem(STORAGE_KEY);
+      }
+      // The service worker cannot read localStorage; it finds the registration here when it
+      // must re-register after a pushsubscriptionchange.
+      if (this.caches) {
+        const cache = await this.caches.open(STATE_CACHE);
+        if (registration) {
+          await cache.put(REGISTRATION_URL, new Response(JSON.stringify(registration)));
+        } else {
+          await cache.delete(REGISTRATION_URL);
+        }
+      }
+      this._emit("registration", registration);
+    }
+
+    _listenToServiceWorker() {
+      const sw = this.navigator && this.navigator.serviceWorker;
+      if (!sw || !sw.addEventListener) return;
+      sw.addEventListener("message", (event) => {
+        const data = event.data || {};
+        if (data.type === "momentcast:registration" && data.server === this.server) {
+          const { type: _type, ...registration } = data;
+          this._save(registration).catch((err) => this._fail(err));
+          this._emit("status", "re-registered after the browser renewed the subscription");
+        }
+      });
+    }
+
+    async _request(method, path, body, token) {
+      const headers = {};
+      if (body !== undefined) headers["Content-Type"] = "application/json";
+      if (token) headers.Authorization = `Bearer ${token}`;
+      let response;
+      try {
+        response = await this.fetch(this.server + path, {
+          method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+        });
+      } catch (err) {
+        throw new MomentcastError("network", `cannot reach ${this.server}: ${err.message}`, err);
+      }
+      if (response.status === 204) return null;
+      let data = null;
+      try { data = await response.json(); } catch (_err) { data = null; }
+      if (!response.ok) {
+        const e = (data && data.error) || {};
+        const error = new MomentcastError(
+          e.code || `http-${response.status}`, e.message || `HTTP ${response.status}`);
+        error.status = response.status;
+        error.details = e.details || [];
+        error.retryAfterS = Number(response.headers && response.headers.get &&
+                                   response.headers.get("Retry-After")) || null;
+        throw error;
+      }
+      return data;
+    }
+
+    /** Ask for permission, subscribe to pushes and register with the server. */
+    async subscribe(profile = {}) {
+      const nav = this.navigator;
+      if (!nav || !nav.serviceWorker) {
+        throw this._fail(new MomentcastError("unsupported", "this browser has no Web Push"));
+      }
+      if (this.Notification && this.Notification.requestPermission) {
+        const permission = await this.Notification.requestPermission();
+        if (permission !== "granted") {
+          throw this._fail(new MomentcastError(
+            "permission-denied",
+            permission === "denied"
+              ? "notifications are blocked for this site; allow them in the browser settings"
+              : "notification permission was not granted"));
+        }
+      }
+      try {
+        const { public_key: publicKey } = await this._request("GET", "/v1/vapid-public-key");
+        const worker = await nav.serviceWorker.register(this.options.serviceWorker);
+        const ready = nav.serviceWorker.ready ? await nav.serviceWorker.ready : worker;
+        if (!ready.pushManager) {
+          throw new MomentcastError("unsupported", "this browser has no Web Push");
+        }
+        const applicationServerKey = base64UrlToBytes(publicKey);
+        let subscription = await ready.pushManager.getSubscription();
+        if (subscription && subscription.options && subscription.options.applicationServerKey &&
+            !sameKey(subscription.options.applicationServerKey, applicationServerKey)) {
+          // The server's VAPID key changed: the old subscription can never receive again.
+          await subscription.unsubscribe();
+          subscription = null;
+        }
+        if (!subscription) {
+          subscription = await ready.pushManager.subscribe({
+            userVisibleOnly: true, applicationServerKey,
+          });
+        }
+        const body = { subscription: subscription.toJSON(), ...profileBody(profile) };
+        const created = await this._request("POST", "/v1/subscriptions", body);
+        await this._save({
+          server: this.server, id: created.id, token: created.token,
+          applicationServerKey: publicKey, profile: profileBody(profile),
+        });
+        this._emit("status", "subscribed");
+        return { id: created.id };
+      } catch (err) {
+        throw this._fail(err instanceof MomentcastError ? err
+          : new MomentcastError("subscribe-failed", `could not subscribe: ${err.message}`, err));
+      }
+    }
+
+    _require() {
+      if (!this.registration) {
+        throw this._fail(new MomentcastError("not-subscribed", "call subscribe() first"));
+      }
+      return this.registration;
+    }
+
+    /** Change topics / attributes / paused: PATCH /v1/subscriptions/{id}. */
+    async updateProfile(patch) {
+      const reg = this._require();
+      try {
+        const profile = await this._request(
+          "PATCH", `/v1/subscriptions/${encodeURIComponent(reg.id)}`, patch, reg.token);
+        await this._save({ ...reg, profile: { ...(reg.profile || {}), ...profileBody(patch) } });
+        return profile;
+      } catch (err) {
+        throw this._fail(err);
+      }
+    }
+
+    setTopics(topics) {
+      return this.updateProfile({ topics });
+    }
+
+    /** The intent the page knows about ("know", "go", "do", "buy"), sent with each signal. */
+    setMoment(moment) {
+      if (moment !== null && !MOMENTS.includes(moment)) {
+        throw new MomentcastError("config", `moment must be one of ${MOMENTS.join(", ")}`);
+      }
+      this.moment = moment;
+    }
+
+    /** Queue one position (GeolocationPosition-like); sent at once unless throttled. */
+    async sendPosition(position, { force = false } = {}) {
+      const signal = signalFromPosition(position, this.moment, this.context);
+      const nowMs = this.now();
+      if (!force && !this.throttle.accept(signal, nowMs)) return false;
+      this.throttle.sent(signal, nowMs);
+      this.queue.push(signal);
+      // Offline or rate-limited: keep the newest fixes only, the old ones lose their value.
+      if (this.queue.length > this.options.maxQueue) {
+        this.queue.splice(0, this.queue.length - this.options.maxQueue);
+      }
+      return this.flush();
+    }
+
+    /** Send queued signals in one batch; on failure they stay queued for the next try. */
+    async flush() {
+      const reg = this._require();
+      if (this.queue.length === 0) return true;
+      const batch = this.queue.slice(0, MAX_BATCH);
+      const body = batch.length === 1 ? batch[0] : { signals: batch };
+      try {
+        await this._request("POST", "/v1/signals", body, reg.token);
+      } catch (err) {
+        if (err.status && err.status >= 400 && err.status < 500 && err.status !== 429) {
+          // The server refused these signals for good (invalid, revoked token): drop them.
+          this.queue.splice(0, batch.length);
+        }
+        this._fail(err);
+        return false;
+      }
+      this.queue.splice(0, batch.length);
+      return true;
+    }
+
+    /** Follow navigator.geolocation.watchPosition; errors reach on("error", ...). */
+    startTracking({ moment } = {}) {
+      this._require();
+      if (moment !== undefined) this.setMoment(moment);
+      const geo = this.navigator && this.navigator.geolocation;
+      if (!geo) throw this._fail(new MomentcastError("unsupported", "no geolocation here"));
+      this.stopTracking();
+      this.watchId = geo.watchPosition(
+        (position) => { this.sendPosition(position).catch((err) => this._fail(err)); },
+        (err) => {
+          const error = geolocationError(err);
+          if (error.code === "location-denied") this.stopTracking();
+          this._fail(error);
+        },
+        { enableHighAccuracy: this.options.highAccuracy, maximumAge: 10000, timeout: 30000 },
+      );
+      this._emit("status", "tracking");
+      return this.watchId;
+    }
+
+    stopTracking() {
+      if (this.watchId !== null && this.navigator && this.navigator.geolocation) {
+        this.navigator.geolocation.clearWatch(this.watchId);
+        this._emit("status", "tracking stopped");
+      }
+      this.watchId = null;
+      this.throttle.reset();
+    }
+
+    /** Unsubscribe everywhere: the browser, then the server (which erases the data). */
+    async unsubscribe() {
+      const reg = this._require();
+      this.stopTracking();
+      try {
+        const sw = this.navigator.serviceWorker;
+        const ready = sw && sw.ready ? await sw.ready : null;
+        const subscription = ready ? await ready.pushManager.getSubscription() : null;
+        if (subscription) await subscription.unsubscribe();
+        try {
+          await this._request("DELETE", `/v1/subscriptions/${encodeURIComponent(reg.id)}`,
+            undefined, reg.token);
+        } catch (err) {
+          if (err.status !== 404) throw err;  // already erased is what we wanted
+        }
+        this.queue = [];
+        await this._save(null);
+        this._emit("status", "unsubscribed");
+      } catch (err) {
+        throw this._fail(err);
+      }
+    }
+
+    /** Report "converted" for the push the user last clicked (recorded by sw.js). */
+    async converted() {
+      if (!this.caches) return false;
+      const cache = await this.caches.open(STATE_CACHE);
+      const stored = await cache.match(LAST_CLICK_URL);
+      if (!stored) return false;
+      const click = await stored.json();
+      const response = await this.fetch(click.events_url, {
+        method: "POST",
+        headers: { "Content-Type": "text/plain" },
+        body: JSON.stringify({
+          delivery_id: click.delivery_id, token: click.event_token, type: "converted",
+        }),
+        keepalive: true,
+      });
+      if (response.ok) await cache.delete(LAST_CLICK_URL);
+      return response.ok;
+    }
+  }
+
+  function profileBody(profile) {
+    const out = {};
+    for (const key of ["topics", "attributes", "timezone", "locale", "location_consent"]) {
+      if (profile[key] !== undefined) out[key] = profile[key];
+    }
+    if (out.timezone === undefined && profile.timezone !== null) {
+      try {
+        out.timezone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+      } catch (_err) { /* no Intl: the server falls back to the location's zone */ }
+    }
+    return out;
+  }
+
+  function sameKey(a, b) {
+    const x = new Uint8Array(a);
+    const y = new Uint8Array(b);
+    return x.length === y.length && x.every((v, i) => v === y[i]);
+  }
+
+  const Momentcast = {
+    create: (options) => new Client(options),
+    Client, Throttle, MomentcastError,
+    base64UrlToBytes, distanceM, signalFromPosition, geolocationError, profileBody,
+    STORAGE_KEY, STATE_CACHE, REGISTRATION_URL, LAST_CLICK_URL,
+  };
+  if (typeof module === "object" && module.exports) module.exports = Momentcast;
+  root.Momentcast = Momentcast;
+})(typeof globalThis !== "undefined" ? globalThis : this);

@@ -1,0 +1,166 @@
+/* momentcast service worker: shows pushes and reports shown / clicked / dismissed.
+ *
+ * Serve it from your own origin (a service worker's scope never crosses origins), either as
+ * this file or as a one-liner: importScripts("https://push.example.com/sw.js");
+ * The same file is loaded by node's test runner, which is why the handlers take their
+ * environment (`scope`) as an argument instead of reaching for `self` directly.
+ */
+"use strict";
+
+const MC_STATE_CACHE = "momentcast-state";
+const MC_LAST_CLICK = "/__momentcast/last-click";
+const MC_REGISTRATION = "/__momentcast/registration";
+const MC_FIELDS = ["body", "icon", "image", "badge", "tag", "lang", "dir", "timestamp"];
+
+/** [title, options] for showNotification(), from the decrypted push payload. */
+function notificationFromPayload(payload) {
+  if (!payload || typeof payload.title !== "string" || payload.title === "") {
+    throw new Error("push payload has no title");
+  }
+  const options = { data: { ...(payload.data || {}), url: payload.url || null } };
+  for (const key of MC_FIELDS) {
+    if (payload[key] !== undefined && payload[key] !== null) options[key] = payload[key];
+  }
+  if (Array.isArray(payload.actions)) {
+    // Browsers show at most a couple of buttons; the url of each is looked up on click.
+    options.actions = payload.actions
+      .filter((a) => a && typeof a.action === "string" && typeof a.title === "string")
+      .map((a) => ({ action: a.action, title: a.title, ...(a.icon ? { icon: a.icon } : {}) }));
+    options.data.action_urls = Object.fromEntries(
+      payload.actions.filter((a) => a && a.url).map((a) => [a.action, a.url]));
+  }
+  // A push with a tag replaces an older one silently unless renotify is set.
+  if (options.tag) options.renotify = true;
+  return [payload.title, options];
+}
+
+/** The request body of POST /v1/events, or null when the push carries no event token. */
+function eventBody(data, type) {
+  if (!data || !data.events_url || !data.event_token || data.delivery_id == null) return null;
+  return JSON.stringify({ delivery_id: data.delivery_id, token: data.event_token, type });
+}
+
+/** Report one event; text/plain keeps it a CORS "simple request" (no preflight). */
+async function reportEvent(fetchFn, data, type, attempts = 2) {
+  const body = eventBody(data, type);
+  if (body === null) return false;
+  for (let i = 0; i < attempts; i += 1) {
+    try {
+      const response = await fetchFn(data.events_url, {
+        method: "POST", body, keepalive: true, headers: { "Content-Type": "text/plain" },
+      });
+      // 4xx will not get better by retrying (forged, erased or malformed).
+      if (response.ok || (response.status >= 400 && response.status < 500)) return response.ok;
+    } catch (_err) {
+      // network error: retry once
+    }
+  }
+  return false;
+}
+
+/** Where a click should go: the action's url, else the notification's url. */
+function clickTarget(data, action) {
+  if (action && data && data.action_urls && data.action_urls[action]) {
+    return data.action_urls[action];
+  }
+  return (data && data.url) || null;
+}
+
+async function rememberClick(scope, data) {
+  if (!scope.caches) return;
+  const cache = await scope.caches.open(MC_STATE_CACHE);
+  const state = {
+    delivery_id: data.delivery_id, event_token: data.event_token, events_url: data.events_url,
+    at: Date.now(),
+  };
+  await cache.put(MC_LAST_CLICK, new scope.Response(JSON.stringify(state), {
+    headers: { "Content-Type": "application/json" },
+  }));
+}
+
+async function focusOrOpen(scope, url) {
+  if (!url) return null;
+  const windows = await scope.clients.matchAll({ type: "window", includeUncontrolled: true });
+  for (const client of windows) {
+    if (client.url === url && "focus" in client) return client.focus();
+  }
+  return scope.clients.openWindow ? scope.clients.openWindow(url) : null;
+}
+
+async function onPush(scope, event) {
+  let payload;
+  try {
+    payload = event.data ? event.data.json() : null;
+  } catch (_err) {
+    payload = null;
+  }
+  if (!payload || !payload.title) {
+    // userVisibleOnly promises a notification for every push; say something generic.
+    await scope.registration.showNotification("New notification");
+    return;
+  }
+  const [title, options] = notificationFromPayload(payload);
+  await scope.registration.showNotification(title, options);
+  await reportEvent(scope.fetch.bind(scope), options.data, "shown");
+}
+
+async function onClick(scope, event) {
+  const data = event.notification.data || {};
+  event.notification.close();
+  await Promise.all([
+    reportEvent(scope.fetch.bind(scope), data, "clicked"),
+    rememberClick(scope, data),
+    focusOrOpen(scope, clickTarget(data, event.action)),
+  ]);
+}
+
+async function onClose(scope, event) {
+  await reportEvent(scope.fetch.bind(scope), event.notification.data || {}, "dismissed");
+}
+
+/** The browser replaced the subscription: subscribe again and register the new one. */
+async function onSubscriptionChange(scope, event) {
+  const cache = scope.caches ? await scope.caches.open(MC_STATE_CACHE) : null;
+  const stored = cache ? await cache.match(MC_REGISTRATION) : null;
+  const registration = stored ? await stored.json() : null;
+  if (!registration || !registration.server) return;
+  const old = event.oldSubscription;
+  const subscription = event.newSubscription || await scope.registration.pushManager.subscribe({
+    userVisibleOnly: true,
+    applicationServerKey: old && old.options ? old.options.applicationServerKey
+      : registration.applicationServerKey,
+  });
+  const response = await scope.fetch(`${registration.server}/v1/subscriptions`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ subscription: subscription.toJSON(), ...(registration.profile || {}) }),
+  });
+  if (!response.ok) return;
+  const created = await response.json();
+  const next = { ...registration, id: created.id, token: created.token, renewed_at: Date.now() };
+  await cache.put(MC_REGISTRATION, new scope.Response(JSON.stringify(next)));
+  const windows = await scope.clients.matchAll({ type: "window", includeUncontrolled: true });
+  for (const client of windows) client.postMessage({ type: "momentcast:registration", ...next });
+}
+
+/** Attach the handlers to a service worker global scope. */
+function install(scope) {
+  scope.addEventListener("push", (event) => event.waitUntil(onPush(scope, event)));
+  scope.addEventListener("notificationclick", (event) => event.waitUntil(onClick(scope, event)));
+  scope.addEventListener("notificationclose", (event) => event.waitUntil(onClose(scope, event)));
+  scope.addEventListener("pushsubscriptionchange",
+    (event) => event.waitUntil(onSubscriptionChange(scope, event)));
+  // A new version of this file takes over at once instead of waiting for every tab to close.
+  scope.addEventListener("install", () => scope.skipWaiting && scope.skipWaiting());
+  scope.addEventListener("activate",
+    (event) => event.waitUntil(scope.clients.claim ? scope.clients.claim() : Promise.resolve()));
+}
+
+if (typeof module === "object" && module.exports) {
+  module.exports = {
+    MC_STATE_CACHE, MC_LAST_CLICK, MC_REGISTRATION,
+    notificationFromPayload, eventBody, reportEvent, clickTarget, install,
+  };
+} else if (typeof ServiceWorkerGlobalScope !== "undefined" && self instanceof ServiceWorkerGlobalScope) {
+  install(self);
+}

@@ -1,0 +1,94 @@
+// Hand-made stand-ins for the browser APIs the SDK and the service worker use.
+// They record calls and answer like the real ones; no network is touched.
+
+export class FakeCache {
+  constructor() { this.entries = new Map(); }
+  async put(url, response) { this.entries.set(url, await response.text()); }
+  async match(url) {
+    return this.entries.has(url) ? new Response(this.entries.get(url)) : undefined;
+  }
+  async delete(url) { return this.entries.delete(url); }
+}
+
+export class FakeCaches {
+  constructor() { this.caches = new Map(); }
+  async open(name) {
+    if (!this.caches.has(name)) this.caches.set(name, new FakeCache());
+    return this.caches.get(name);
+  }
+}
+
+export class FakeStorage {
+  constructor() { this.map = new Map(); }
+  getItem(k) { return this.map.has(k) ? this.map.get(k) : null; }
+  setItem(k, v) { this.map.set(k, String(v)); }
+  removeItem(k) { this.map.delete(k); }
+}
+
+/** fetch() with scripted answers per "METHOD path"; records every request. */
+export function fakeFetch(routes) {
+  const calls = [];
+  const fn = async (url, init = {}) => {
+    const method = init.method || "GET";
+    const path = new URL(url).pathname;
+    calls.push({ url, method, path, headers: init.headers || {},
+      body: init.body === undefined ? undefined : JSON.parse(init.body) });
+    const route = routes[`${method} ${path}`];
+    if (route === undefined) return new Response("{}", { status: 404 });
+    const answer = typeof route === "function" ? route(calls.at(-1)) : route;
+    if (answer instanceof Error) throw answer;
+    const [status, body, headers] = answer;
+    return new Response(status === 204 ? null : JSON.stringify(body), { status, headers });
+  };
+  fn.calls = calls;
+  return fn;
+}
+
+export function fakePushSubscription(endpoint = "https://push.example.net/abc") {
+  return {
+    endpoint,
+    unsubscribed: false,
+    options: null,
+    toJSON() {
+      return { endpoint, expirationTime: null, keys: { p256dh: "BPUB", auth: "AUTH" } };
+    },
+    async unsubscribe() { this.unsubscribed = true; return true; },
+  };
+}
+
+export function fakeNavigator({ existing = null } = {}) {
+  const state = { subscribeOptions: null, registered: null, subscription: existing,
+    watches: new Map(), nextWatch: 1, cleared: [] };
+  const pushManager = {
+    async getSubscription() { return state.subscription; },
+    async subscribe(options) {
+      state.subscribeOptions = options;
+      state.subscription = fakePushSubscription();
+      state.subscription.options = options;
+      return state.subscription;
+    },
+  };
+  const registration = { pushManager };
+  const listeners = [];
+  return {
+    state,
+    serviceWorker: {
+      async register(url) { state.registered = url; return registration; },
+      ready: Promise.resolve(registration),
+      addEventListener(type, fn) { listeners.push([type, fn]); },
+      dispatch(type, event) { for (const [t, fn] of listeners) if (t === type) fn(event); },
+    },
+    geolocation: {
+      watchPosition(ok, err, options) {
+        const id = state.nextWatch++;
+        state.watches.set(id, { ok, err, options });
+        return id;
+      },
+      clearWatch(id) { state.watches.delete(id); state.cleared.push(id); },
+    },
+  };
+}
+
+export function position(lat, lon, { accuracy = 10, speed = null, timestamp = 0 } = {}) {
+  return { coords: { latitude: lat, longitude: lon, accuracy, speed }, timestamp };
+}

@@ -1,0 +1,171 @@
+// Unit tests of service/static/sw.js: events are dispatched to a fake worker scope.
+import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+import { describe, it } from "node:test";
+
+import { FakeCaches, fakeFetch, fakePushSubscription } from "./fakes.mjs";
+
+const require = createRequire(import.meta.url);
+const sw = require("../../../service/static/sw.js");
+
+const EVENTS = "https://push.example.com/v1/events";
+const PAYLOAD = {
+  title: "Lunch at Pho Mitte?", body: "Pho Mitte is 80 m away", url: "https://example.com/o/3",
+  icon: "https://example.com/i.png", image: "https://example.com/big.jpg", tag: "lunch",
+  actions: [{ action: "menu", title: "Menu", url: "https://example.com/menu" },
+    { action: "later", title: "Later" }],
+  data: { delivery_id: 7, rule: "lunch-nearby", variant: "b", events_url: EVENTS,
+    event_token: "tok7" },
+};
+
+function scope({ fetchRoutes = { "POST /v1/events": [202, { recorded: true }] },
+  windows = [] } = {}) {
+  const listeners = {};
+  const s = {
+    shown: [], opened: [], focused: [], messages: [],
+    fetch: fakeFetch(fetchRoutes),
+    caches: new FakeCaches(),
+    Response,
+    addEventListener(type, fn) { listeners[type] = fn; },
+    registration: {
+      async showNotification(title, options) { s.shown.push({ title, options }); },
+      pushManager: { async subscribe(options) {
+        s.subscribeOptions = options; return fakePushSubscription("https://push.example.net/new");
+      } },
+    },
+    clients: {
+      async matchAll() { return windows; },
+      async openWindow(url) { s.opened.push(url); return { url }; },
+      async claim() {},
+    },
+    async dispatch(type, event) {
+      const pending = [];
+      listeners[type]({ ...event, waitUntil: (p) => pending.push(p) });
+      await Promise.all(pending);
+    },
+  };
+  sw.install(s);
+  return s;
+}
+
+const pushEvent = (payload) => ({ data: { json: () => payload } });
+const notification = (data) => ({ data, closed: false, close() { this.closed = true; } });
+
+describe("notifications", () => {
+  it("maps every payload field to showNotification options", () => {
+    const [title, options] = sw.notificationFromPayload(PAYLOAD);
+    assert.equal(title, "Lunch at Pho Mitte?");
+    assert.equal(options.body, PAYLOAD.body);
+    assert.equal(options.icon, PAYLOAD.icon);
+    assert.equal(options.image, PAYLOAD.image);
+    assert.equal(options.tag, "lunch");
+    assert.equal(options.renotify, true);
+    assert.deepEqual(options.actions, [{ action: "menu", title: "Menu" },
+      { action: "later", title: "Later" }]);
+    assert.equal(options.data.url, PAYLOAD.url);
+    assert.equal(options.data.event_token, "tok7");
+    assert.deepEqual(options.data.action_urls, { menu: "https://example.com/menu" });
+    assert.throws(() => sw.notificationFromPayload({ body: "no title" }), /no title/);
+  });
+
+  it("shows a push and reports shown with the delivery's token", async () => {
+    const s = scope();
+    await s.dispatch("push", pushEvent(PAYLOAD));
+    assert.equal(s.shown.length, 1);
+    assert.equal(s.shown[0].title, PAYLOAD.title);
+    assert.equal(s.fetch.calls.length, 1);
+    const call = s.fetch.calls[0];
+    assert.equal(call.url, EVENTS);
+    assert.deepEqual(call.body, { delivery_id: 7, token: "tok7", type: "shown" });
+    assert.equal(call.headers["Content-Type"], "text/plain");
+  });
+
+  it("still shows something for an unreadable push (userVisibleOnly) and reports nothing",
+    async () => {
+      const s = scope();
+      await s.dispatch("push", { data: { json: () => { throw new SyntaxError("x"); } } });
+      assert.equal(s.shown.length, 1);
+      assert.equal(s.fetch.calls.length, 0);
+    });
+
+  it("retries a failed report once, but not a refused one", async () => {
+    let answers = [new TypeError("offline"), [202, {}]];
+    let s = scope({ fetchRoutes: { "POST /v1/events": () => answers.shift() } });
+    await s.dispatch("push", pushEvent(PAYLOAD));
+    assert.equal(s.fetch.calls.length, 2);
+    answers = [[403, { error: {} }], [202, {}]];
+    s = scope({ fetchRoutes: { "POST /v1/events": () => answers.shift() } });
+    await s.dispatch("push", pushEvent(PAYLOAD));
+    assert.equal(s.fetch.calls.length, 1);
+  });
+});
+
+describe("clicks", () => {
+  it("reports clicked, remembers it for converted and opens the url", async () => {
+    const s = scope();
+    const n = notification(sw.notificationFromPayload(PAYLOAD)[1].data);
+    await s.dispatch("notificationclick", { notification: n, action: "" });
+    assert.equal(n.closed, true);
+    assert.deepEqual(s.fetch.calls[0].body, { delivery_id: 7, token: "tok7", type: "clicked" });
+    assert.deepEqual(s.opened, [PAYLOAD.url]);
+    const cache = await s.caches.open(sw.MC_STATE_CACHE);
+    const click = await (await cache.match(sw.MC_LAST_CLICK)).json();
+    assert.equal(click.delivery_id, 7);
+    assert.equal(click.event_token, "tok7");
+  });
+
+  it("opens an action's own url and focuses an open window instead of a new one", async () => {
+    const focused = [];
+    const win = { url: "https://example.com/menu", focus() { focused.push(this.url); } };
+    const s = scope({ windows: [win] });
+    const n = notification(sw.notificationFromPayload(PAYLOAD)[1].data);
+    await s.dispatch("notificationclick", { notification: n, action: "menu" });
+    assert.deepEqual(focused, ["https://example.com/menu"]);
+    assert.deepEqual(s.opened, []);
+  });
+
+  it("reports dismissed when closed without a click", async () => {
+    const s = scope();
+    await s.dispatch("notificationclose",
+      { notification: notification(sw.notificationFromPayload(PAYLOAD)[1].data) });
+    assert.equal(s.fetch.calls[0].body.type, "dismissed");
+  });
+
+  it("sends nothing for a notification without event data", async () => {
+    const s = scope();
+    await s.dispatch("notificationclick", { notification: notification({ url: null }) });
+    assert.equal(s.fetch.calls.length, 0);
+    assert.equal(sw.eventBody({ delivery_id: 1 }, "shown"), null);
+  });
+});
+
+describe("pushsubscriptionchange", () => {
+  it("subscribes again with the old key and registers the new endpoint", async () => {
+    const windows = [{ url: "https://shop.example/", postMessage(m) { s.messages.push(m); } }];
+    const s = scope({ windows, fetchRoutes: {
+      "POST /v1/subscriptions": [201, { id: "sub-9", token: "tok-9" }] } });
+    const cache = await s.caches.open(sw.MC_STATE_CACHE);
+    await cache.put(sw.MC_REGISTRATION, new Response(JSON.stringify({
+      server: "https://push.example.com", id: "sub-1", token: "tok-1",
+      applicationServerKey: "KEY", profile: { topics: ["food"] } })));
+    const oldKey = new Uint8Array([4, 1, 2]).buffer;
+    await s.dispatch("pushsubscriptionchange",
+      { oldSubscription: { options: { applicationServerKey: oldKey } } });
+    assert.equal(s.subscribeOptions.userVisibleOnly, true);
+    assert.equal(s.subscribeOptions.applicationServerKey, oldKey);
+    const post = s.fetch.calls[0];
+    assert.equal(post.url, "https://push.example.com/v1/subscriptions");
+    assert.equal(post.body.subscription.endpoint, "https://push.example.net/new");
+    assert.deepEqual(post.body.topics, ["food"]);
+    const stored = await (await cache.match(sw.MC_REGISTRATION)).json();
+    assert.equal(stored.token, "tok-9");
+    assert.equal(s.messages[0].type, "momentcast:registration");
+    assert.equal(s.messages[0].id, "sub-9");
+  });
+
+  it("does nothing when the page never registered", async () => {
+    const s = scope();
+    await s.dispatch("pushsubscriptionchange", { oldSubscription: null });
+    assert.equal(s.fetch.calls.length, 0);
+  });
+});
