@@ -94,6 +94,8 @@ async def dashboard_page(request: web.Request) -> web.Response:
     return _serve("dashboard.html")
 
 
+@document(Op("get", "/static/{name}", "The pages' own styles and scripts (a fixed list)",
+             errors=[404], content_type="text/plain", tags=["web"]))
 @routes.get("/static/{name}")
 async def static_asset(request: web.Request) -> web.Response:
     name = request.match_info["name"]
