@@ -37,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     rules = sub.add_parser("rules", help="check, describe and replay rule files", add_help=False)
     rules.add_argument("args", nargs=argparse.REMAINDER)
-    demo = sub.add_parser("demo", help="run the whole pipeline against simulated subscribers")
+    demo = sub.add_parser(
+        "demo", help="run the whole pipeline against simulated subscribers", add_help=False
+    )
     demo.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
@@ -86,18 +88,21 @@ def _vapid(settings: Settings, generate: bool, private: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    # `rules` and `demo` hand their options to their own parsers.
+    args, rest = _parser().parse_known_args(argv)
+    if rest and args.command not in ("rules", "demo"):
+        _parser().error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if args.command == "rules":
             from service.rules import cli as rules_cli  # type: ignore[attr-defined,unused-ignore]
 
-            return int(rules_cli.main(list(args.args)))
+            return int(rules_cli.main([*args.args, *rest]))
         settings = load_settings()
         _configure_logging(settings.log_level)
         if args.command == "demo":
             from service import demo  # type: ignore[attr-defined,unused-ignore]
 
-            return int(demo.main(list(args.args)))
+            return int(demo.main([*args.args, *rest]))
         if args.command == "migrate":
             return _migrate(settings)
         if args.command == "vapid":

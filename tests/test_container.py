@@ -62,7 +62,8 @@ def test_image_install_and_entry_point_in_clean_venv(tmp_path: Path, database_ur
                 into_dir = len(sources) > 1 or dest.endswith("/")
                 target = app / dest / Path(src).name if into_dir else app / dest
                 if (REPO / src).is_dir():
-                    shutil.copytree(REPO / src, target, ignore=shutil.ignore_patterns("__pycache__"))
+                    skip = shutil.ignore_patterns("__pycache__")
+                    shutil.copytree(REPO / src, target, ignore=skip)
                 else:
                     shutil.copy(REPO / src, target)
         elif op == "ENV":

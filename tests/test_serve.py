@@ -14,7 +14,7 @@ from tests.processes import REPO, start
 
 
 def _get(url: str) -> tuple[int, dict[str, object]]:
-    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback test URL
+    with urllib.request.urlopen(url, timeout=10) as resp:
         return resp.status, json.loads(resp.read())
 
 
