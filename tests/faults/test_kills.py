@@ -57,10 +57,10 @@ async def test_sigkill_of_worker_and_sender_loses_and_duplicates_nothing(
     push = await PushService(stack.keys.vapid_public_b64).start()
     try:
         # Each request takes a little while, so kills land mid-batch, mid-send.
-        browser = await add_browser_subscriptions(pool, push, 150)
+        browser = await add_browser_subscriptions(pool, push, 200)
         for _, sub in browser:
             sub.fault = Fault(delay=0.1)
-        await _stream(pool, [sid for sid, _ in browser], per_sub=12, seed=21)
+        await _stream(pool, [sid for sid, _ in browser], per_sub=20, seed=21)
         ctx = context_for(stack.settings, pool, stack.rules)
         await Worker(ctx).drain()
         expected = await outcome(pool)
@@ -69,18 +69,23 @@ async def test_sigkill_of_worker_and_sender_loses_and_duplicates_nothing(
 
         rng = random.Random(8)
         in_kill_window: set[int] = set()
-        for _kill in range(5):
+        decided_left = []
+        # Early kills land while signals are being decided, later ones while pushes are sent.
+        for kill in range(7):
             p = stack.start("worker", MOMENTCAST_WORKER_BATCH_SIZE="5",
                             MOMENTCAST_SENDER_CONCURRENCY="4")
-            await asyncio.sleep(rng.uniform(0.1, 0.6))
+            await asyncio.sleep(rng.uniform(0.02, 0.25) if kill < 4 else rng.uniform(0.4, 1.0))
             p.stop(signal.SIGKILL)
+            decided_left.append(await pool.fetchval(
+                "SELECT count(*) FROM signals WHERE processed_at IS NULL"))
             # What reached the receiver but is not recorded as sent may be sent again: the
             # sender died between the push service's 201 and its own COMMIT.
             received = {m.json()["data"]["delivery_id"] for m in push.all_received()}
             recorded = {r["id"] for r in await pool.fetch(
                 "SELECT id FROM deliveries WHERE status = 'sent'")}
             in_kill_window |= received - recorded
-        left = await pool.fetchval("SELECT count(*) FROM signals WHERE processed_at IS NULL")
+        assert decided_left[0] > 0, "the first kills should interrupt the worker"
+        left = decided_left[-1]
         unsent = await pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'pending'")
         assert left + unsent > 0, "the kills should interrupt work in progress"
 
