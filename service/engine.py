@@ -102,7 +102,8 @@ def choose_variant(subscription_id: str, rule: CompiledRule) -> CompiledVariant:
     return rule.variants[-1]
 
 
-def _history_window(ruleset: Ruleset) -> timedelta:
+def history_window(ruleset: Ruleset) -> timedelta:
+    """How far back decisions matter for caps, gaps and cooldowns."""
     spans = [timedelta(0)]
     lim = ruleset.policy.limits
     if lim.per_subscriber:
@@ -127,7 +128,7 @@ def decide(ruleset: Ruleset, signals: Sequence[Signal], profiles: Mapping[str, P
     else:
         ordered = sorted(signals, key=lambda s: (s.subscription_id, s.at))
     ev = evaluate(ruleset, SignalBatch.build(ordered, profiles))
-    keep = _history_window(ruleset)
+    keep = history_window(ruleset)
     out: list[Outcome] = []
     for i, sig in enumerate(ordered):
         profile = profiles.get(sig.subscription_id) or Profile(id=sig.subscription_id)

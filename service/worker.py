@@ -34,6 +34,7 @@ from service.engine import (
     SubscriberState,
     choose_variant,
     decide,
+    history_window,
 )
 from service.metrics import REGISTRY
 from service.rules.ruleset import Ruleset
@@ -116,19 +117,6 @@ def _local_hour(outcome: Outcome) -> int | None:
     if outcome.local_offset_s is None:
         return None
     return (outcome.signal.at + timedelta(seconds=outcome.local_offset_s)).hour
-
-
-def history_window(ruleset: Ruleset) -> timedelta:
-    """How far back decisions matter for caps, gaps and cooldowns."""
-    spans = [timedelta(hours=1)]
-    limits = ruleset.policy.limits
-    if limits.per_subscriber:
-        spans.append(limits.per_subscriber.period)
-    if limits.min_gap:
-        spans.append(limits.min_gap)
-    for rule in ruleset.rules:
-        spans.extend(x.period for x in (rule.per_subscriber, rule.per_place) if x is not None)
-    return max(spans)
 
 
 def _counter_rows(ruleset: Ruleset, outcomes: Iterable[Outcome]) -> list[tuple[str, str, str, int]]:
@@ -218,7 +206,7 @@ class Worker:
                 entered_at=row["entered_at"], dwell_fired=row["dwell_fired"]
             )
         # Decisions are timed by their signals, which may lag the wall clock by the queue's
-        # backlog: look back from the oldest possible signal time, generously.
+        # backlog (signals are accepted up to 24 h old): look back a day further.
         since = now - history_window(ruleset) - timedelta(days=1)
         for row in await conn.fetch(q("history_of"), ids, since):
             states[str(row["subscription_id"])].history.append(

@@ -51,12 +51,17 @@ def invalid(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> Unproce
     return Unprocessable(f"{first['field']}: {first['message']}{more}", details=details)
 
 
-async def read_json(request: web.Request) -> Any:
-    """The body as JSON: 415 for another content type, 400 for malformed JSON."""
+def require_json(request: web.Request) -> None:
+    """415 unless the body is declared as JSON."""
     if request.content_type != "application/json":
         raise UnsupportedMediaType(
             f"expected Content-Type: application/json, got {request.content_type or 'none'}"
         )
+
+
+async def read_json(request: web.Request) -> Any:
+    """The body as JSON: 415 for another content type, 400 for malformed JSON."""
+    require_json(request)
     raw = await request.read()
     try:
         return json.loads(raw)

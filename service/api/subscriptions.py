@@ -13,7 +13,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
 from service import tokens
-from service.api.common import CONTEXT, bearer_token, invalid, is_admin, json_response
+from service.api.common import (
+    CONTEXT,
+    bearer_token,
+    invalid,
+    is_admin,
+    json_response,
+    require_json,
+)
 from service.api.models import (
     Profile,
     ProfilePatch,
@@ -31,7 +38,6 @@ from service.errors import (
     NotFound,
     Unauthorized,
     Unprocessable,
-    UnsupportedMediaType,
 )
 
 routes = web.RouteTableDef()
@@ -41,10 +47,7 @@ _PROBE = b"momentcast key check"
 
 async def read_body(request: web.Request, model: type[Any]) -> Any:
     """Validate the raw body against ``model``: 415, 400 (malformed JSON) or 422 (invalid)."""
-    if request.content_type != "application/json":
-        raise UnsupportedMediaType(
-            f"expected Content-Type: application/json, got {request.content_type or 'none'}"
-        )
+    require_json(request)
     raw = await request.read()
     try:
         return model.model_validate_json(raw)
