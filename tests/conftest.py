@@ -27,6 +27,9 @@ from service.context import Context, Keys
 from service.db import EmbeddedPostgres, create_pool
 from service.settings import Settings
 
+# The log privacy check watches every test of the suite.
+pytest_plugins = ["tests.security.logscan"]
+
 REPO = Path(__file__).resolve().parent.parent
 TABLES = ("events", "deliveries", "presence", "signals", "rule_counters", "subscriptions")
 ADMIN_TOKEN = "test-admin-token-" + "x" * 16
