@@ -43,15 +43,9 @@ from service.sender import Sender  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.vapid import private_key_to_pem  # noqa: E402
 from service.webpush import VapidSigner, build_headers, encrypt, render_payload  # noqa: E402
+from tests.pushservice import SAMPLE_PAYLOAD as PAYLOAD  # noqa: E402
 from tests.pushservice import make_keys  # noqa: E402
 
-PAYLOAD = {
-    "title": "Lunch at Zur Letzten Instanz?",
-    "body": "Zur Letzten Instanz is 120 m away: 2-for-1 mains until 14:00.",
-    "url": "https://example.com/offers/instanz",
-    "icon": "https://example.com/icon.png",
-    "tag": "lunch",
-}
 RESPONSE = (
     b"HTTP/1.1 201 Created\r\nLocation: /m/1\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
 )

@@ -38,6 +38,15 @@ _TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _URGENCIES = {"very-low", "low", "normal", "high"}
 _VAPID_HEADER = re.compile(r"^vapid\s+(.*)$", re.IGNORECASE)
 
+# A rendered promotion as the worker stores it (the sender adds `data`).
+SAMPLE_PAYLOAD = {
+    "title": "Lunch at Zur Letzten Instanz?",
+    "body": "Zur Letzten Instanz is 120 m away: 2-for-1 mains until 14:00.",
+    "url": "https://example.com/offers/instanz",
+    "icon": "https://example.com/icon.png",
+    "tag": "lunch",
+}
+
 
 class VapidError(Exception):
     """The Authorization header is missing, malformed, badly signed or not for us."""

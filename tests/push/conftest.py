@@ -15,15 +15,8 @@ from service.context import Context
 from service.sender import Sender
 from service.settings import Settings
 from tests.conftest import make_settings
+from tests.pushservice import SAMPLE_PAYLOAD as PAYLOAD
 from tests.pushservice import BrowserSubscription, PushService
-
-PAYLOAD = {
-    "title": "Lunch at Zur Letzten Instanz?",
-    "body": "Zur Letzten Instanz is 120 m away: 2-for-1 mains until 14:00.",
-    "url": "https://example.com/offers/instanz",
-    "icon": "https://example.com/icon.png",
-    "tag": "lunch",
-}
 
 
 @pytest.fixture
