@@ -94,13 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if args.command == "rules":
-            from service.rules import cli as rules_cli  # type: ignore[attr-defined,unused-ignore]
+            from service.rules import cli as rules_cli
 
             return int(rules_cli.main([*args.args, *rest]))
         settings = load_settings()
         _configure_logging(settings.log_level)
         if args.command == "demo":
-            from service import demo  # type: ignore[attr-defined,unused-ignore]
+            from service import demo
 
             return int(demo.main([*args.args, *rest]))
         if args.command == "migrate":

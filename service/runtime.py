@@ -33,19 +33,14 @@ RULES_WATCH = "rules-watch"
 
 def background_components(names: Iterable[str]) -> dict[str, Component]:
     """The coroutine of each requested non-HTTP component."""
-    from service import maintenance, reloader, worker
+    from service import maintenance, reloader, sender, worker
 
     available: dict[str, Component] = {
         WORKER: worker.run,
+        SENDER: sender.run,
         MAINTENANCE: maintenance.run,
         RULES_WATCH: reloader.watch,
     }
-    try:
-        from service import sender  # type: ignore[attr-defined,unused-ignore]
-
-        available[SENDER] = sender.run
-    except ImportError:  # the sender is being built
-        pass
     return {name: available[name] for name in names if name in available}
 
 
