@@ -42,6 +42,7 @@ import yaml
 
 from service import runtime
 from service.db import resolve_database
+from service.rules.units import Window, parse_window
 from service.settings import Settings
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -49,9 +50,9 @@ WALK_MPS = 1.3
 STEP_S = 15  # one signal every 15 s of walking
 STEP_M = WALK_MPS * STEP_S
 REPO = Path(__file__).resolve().parent.parent
-LUNCH = ("11:30", "14:00")
+LUNCH = parse_window("11:30-14:00")
 WEEKDAYS = range(5)
-QUIET = ("21:00", "08:00")
+QUIET = parse_window("21:00-08:00")
 
 
 @dataclass
@@ -92,15 +93,9 @@ class Summary:
     by_rule: dict[str, int] = field(default_factory=dict)
 
 
-def _minutes(hhmm: str) -> int:
-    h, m = hhmm.split(":")
-    return int(h) * 60 + int(m)
-
-
-def _in_window(local: datetime, window: tuple[str, str]) -> bool:
-    now = local.hour * 60 + local.minute
-    start, end = _minutes(window[0]), _minutes(window[1])
-    return start <= now < end if start <= end else (now >= start or now < end)
+def _in_window(local: datetime, window: Window) -> bool:
+    # Minute resolution, as the rule files write their windows.
+    return window.contains(local.hour * 3600 + local.minute * 60)
 
 
 def prepare_rules(source: Path, target: Path, now: datetime) -> list[str]:
