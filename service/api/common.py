@@ -28,12 +28,15 @@ def json_response(
 
 
 def validation_details(
-    exc: ValidationError, prefix: tuple[str | int, ...] = ()
+    exc: ValidationError, prefix: tuple[str | int, ...] = (), skip: int = 0
 ) -> list[dict[str, Any]]:
-    """Pydantic errors as ``{"field": "signals.3.lat", "message": ...}`` entries."""
+    """Pydantic errors as ``{"field": "signals.3.lat", "message": ...}`` entries.
+
+    ``skip`` drops leading location parts that are no field (a union's tag).
+    """
     details = []
     for err in exc.errors(include_url=False, include_input=False):
-        loc = [*prefix, *err["loc"]]
+        loc = [*prefix, *err["loc"][skip:]]
         details.append(
             {
                 "field": ".".join(str(p) for p in loc) or "(body)",
@@ -44,8 +47,10 @@ def validation_details(
     return details
 
 
-def invalid(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> Unprocessable:
-    details = validation_details(exc, prefix)
+def invalid(
+    exc: ValidationError, prefix: tuple[str | int, ...] = (), skip: int = 0
+) -> Unprocessable:
+    details = validation_details(exc, prefix, skip)
     first = details[0]
     more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
     return Unprocessable(f"{first['field']}: {first['message']}{more}", details=details)
@@ -57,6 +62,14 @@ def require_json(request: web.Request) -> None:
         raise UnsupportedMediaType(
             f"expected Content-Type: application/json, got {request.content_type or 'none'}"
         )
+
+
+def json_body_error(exc: ValidationError, skip: int = 0) -> BadRequest | Unprocessable:
+    """A body validated straight from JSON bytes: 400 if it was no JSON, else 422."""
+    errors = exc.errors(include_url=False, include_input=False)
+    if errors and errors[0]["type"] == "json_invalid":
+        return BadRequest(f"malformed JSON: {errors[0]['msg'].removeprefix('Invalid JSON: ')}")
+    return invalid(exc, skip=skip)
 
 
 async def read_json(request: web.Request) -> Any:

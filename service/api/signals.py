@@ -9,17 +9,21 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from service import tokens
-from service.api.common import CONTEXT, bearer_token, is_admin, json_response
+from service.api.common import (
+    CONTEXT,
+    bearer_token,
+    is_admin,
+    json_body_error,
+    json_response,
+    require_json,
+)
 from service.api.models import SIGNAL_BODY, Accepted, Signal, SignalBatch
 from service.api.openapi import Op, document
 from service.errors import (
-    BadRequest,
     Forbidden,
     ServiceUnavailable,
     TooManyRequests,
     Unauthorized,
-    Unprocessable,
-    UnsupportedMediaType,
 )
 from service.ingest import IngestUnavailable, SignalRow, SignalWriter
 from service.ratelimit import TokenBucketLimiter
@@ -42,24 +46,6 @@ async def signal_ingest(app: web.Application) -> AsyncIterator[None]:
     yield
     # aiohttp runs this after in-flight requests finished (or the grace ran out).
     await writer.stop()
-
-
-def _invalid(exc: ValidationError) -> BadRequest | Unprocessable:
-    errors = exc.errors(include_url=False, include_input=False)
-    if errors and errors[0]["type"] == "json_invalid":
-        return BadRequest(f"malformed JSON: {errors[0]['msg'].removeprefix('Invalid JSON: ')}")
-    details = []
-    for err in errors:
-        # The first location element is the union tag ("single"/"batch"): not a field.
-        loc = err["loc"][1:]
-        details.append({
-            "field": ".".join(str(p) for p in loc) or "(body)",
-            "message": err["msg"].removeprefix("Value error, "),
-            "type": err["type"],
-        })
-    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
-    first = details[0]
-    return Unprocessable(f"{first['field']}: {first['message']}{more}", details=details)
 
 
 def _rows(body: Signal | SignalBatch) -> list[SignalRow]:
@@ -86,14 +72,12 @@ async def post_signals(request: web.Request) -> web.Response:
             "too many signal requests from this device; slow down",
             headers={"Retry-After": TokenBucketLimiter.retry_after(wait)},
         )
-    if request.content_type != "application/json":
-        raise UnsupportedMediaType(
-            f"expected Content-Type: application/json, got {request.content_type or 'none'}"
-        )
+    require_json(request)
     try:
         body = SIGNAL_BODY.validate_json(await request.read())
     except ValidationError as exc:
-        raise _invalid(exc) from None
+        # The first location part is the union tag ("single"/"batch"), not a field.
+        raise json_body_error(exc, skip=1) from None
     rows = _rows(body)
     try:
         # The token is checked inside the batch statement: one round trip for all requests.

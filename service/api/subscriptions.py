@@ -7,17 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import http_ece
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
-from service import tokens
+from service import tokens, webpush
 from service.api.common import (
     CONTEXT,
     bearer_token,
-    invalid,
     is_admin,
+    json_body_error,
     json_response,
     require_json,
 )
@@ -27,13 +25,11 @@ from service.api.models import (
     PushSubscriptionJSON,
     SubscriptionCreate,
     SubscriptionCreated,
-    b64url_bytes,
 )
 from service.api.openapi import Op, document
 from service.db import q
 from service.endpoints import EndpointRefused, check_endpoint
 from service.errors import (
-    BadRequest,
     Forbidden,
     NotFound,
     Unauthorized,
@@ -52,14 +48,7 @@ async def read_body(request: web.Request, model: type[Any]) -> Any:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        raise _validation_error(exc) from None
-
-
-def _validation_error(exc: ValidationError) -> BadRequest | Unprocessable:
-    errors = exc.errors(include_url=False, include_input=False)
-    if errors and errors[0]["type"] == "json_invalid":
-        return BadRequest(f"malformed JSON: {errors[0]['msg'].removeprefix('Invalid JSON: ')}")
-    return invalid(exc)
+        raise json_body_error(exc) from None
 
 
 def prove_keys_usable(keys_p256dh: str, keys_auth: str) -> None:
@@ -69,13 +58,8 @@ def prove_keys_usable(keys_p256dh: str, keys_auth: str) -> None:
     every later push fail, at the moment the client can still be told.
     """
     try:
-        http_ece.encrypt(
-            _PROBE,
-            private_key=ec.generate_private_key(ec.SECP256R1()),
-            dh=b64url_bytes(keys_p256dh),
-            auth_secret=b64url_bytes(keys_auth),
-            version="aes128gcm",
-        )
+        # The sender's own encryption, so what passes here is what pushes will use.
+        webpush.encrypt(_PROBE, keys_p256dh, keys_auth)
     except Exception as exc:
         raise Unprocessable(
             "subscription.keys: the keys cannot encrypt a push message",
