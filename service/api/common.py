@@ -56,11 +56,15 @@ def invalid(
     return Unprocessable(f"{first['field']}: {first['message']}{more}", details=details)
 
 
-def require_json(request: web.Request) -> None:
-    """415 unless the body is declared as JSON."""
-    if request.content_type != "application/json":
+JSON_ONLY = ("application/json",)
+
+
+def require_json(request: web.Request, accepted: tuple[str, ...] = JSON_ONLY) -> None:
+    """415 unless the body is declared as one of ``accepted`` (JSON unless said otherwise)."""
+    if request.content_type not in accepted:
+        also = f" (or {', '.join(accepted[1:])})" if len(accepted) > 1 else ""
         raise UnsupportedMediaType(
-            f"expected Content-Type: application/json, got {request.content_type or 'none'}"
+            f"expected Content-Type: {accepted[0]}{also}, got {request.content_type or 'none'}"
         )
 
 
@@ -72,9 +76,9 @@ def json_body_error(exc: ValidationError, skip: int = 0) -> BadRequest | Unproce
     return invalid(exc, skip=skip)
 
 
-async def read_json(request: web.Request) -> Any:
+async def read_json(request: web.Request, accepted: tuple[str, ...] = JSON_ONLY) -> Any:
     """The body as JSON: 415 for another content type, 400 for malformed JSON."""
-    require_json(request)
+    require_json(request, accepted)
     raw = await request.read()
     try:
         return json.loads(raw)
@@ -82,8 +86,10 @@ async def read_json(request: web.Request) -> Any:
         raise BadRequest(f"malformed JSON: {exc}") from None
 
 
-async def read_model(request: web.Request, model: type[M]) -> M:
-    data = await read_json(request)
+async def read_model(
+    request: web.Request, model: type[M], accepted: tuple[str, ...] = JSON_ONLY
+) -> M:
+    data = await read_json(request, accepted)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 import asyncpg
 from aiohttp import web
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from service import tokens
-from service.api.common import CONTEXT, invalid, json_response, require_admin
+from service.api.common import CONTEXT, json_response, read_model, require_admin
 from service.api.models import Strict
 from service.api.openapi import Op, document
 from service.db import q
-from service.errors import BadRequest, Forbidden, NotFound, UnsupportedMediaType
+from service.errors import Forbidden, NotFound
 from service.stats import Funnel, experiments
 
 routes = web.RouteTableDef()
@@ -90,22 +89,6 @@ def _cors_open(response: web.Response) -> web.Response:
     return response
 
 
-async def _read_event(request: web.Request) -> EventIn:
-    if request.content_type not in EVENT_CONTENT_TYPES:
-        raise UnsupportedMediaType(
-            f"expected Content-Type: application/json (or text/plain), "
-            f"got {request.content_type or 'none'}"
-        )
-    try:
-        data = json.loads(await request.read())
-    except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from None
-    try:
-        return EventIn.model_validate(data)
-    except ValidationError as exc:
-        raise invalid(exc) from None
-
-
 @document(Op("post", "/v1/events",
              "Report that a delivery was shown, clicked, dismissed or converted "
              "(authorised by its event token; a replay is accepted and counted once)",
@@ -114,7 +97,7 @@ async def _read_event(request: web.Request) -> EventIn:
 @routes.post("/v1/events")
 async def post_event(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    event = await _read_event(request)
+    event = await read_model(request, EventIn, EVENT_CONTENT_TYPES)
     # A forged token and the token of another delivery are the same failure: the HMAC over
     # this delivery id does not match. Checked before the database is touched.
     if not tokens.check_event_token(ctx.keys.secret_key, event.delivery_id, event.token):
