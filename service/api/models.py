@@ -10,13 +10,11 @@ string and refuses a bare number.
 
 from __future__ import annotations
 
-import binascii
 import math
 import re
 import time
 import uuid
 import zoneinfo
-from base64 import urlsafe_b64decode
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Annotated, Any, Literal
@@ -35,6 +33,8 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+
+from service.vapid import b64url_decode
 
 MAX_BATCH = 500
 MAX_TOPICS = 32
@@ -106,10 +106,9 @@ def b64url_bytes(value: str) -> bytes:
     """Decode base64url with or without padding (browsers send it unpadded)."""
     if not re.fullmatch(r"[A-Za-z0-9_-]*={0,2}", value):
         raise ValueError("must be base64url")
-    stripped = value.rstrip("=")
     try:
-        return urlsafe_b64decode(stripped + "=" * (-len(stripped) % 4))
-    except (binascii.Error, ValueError):
+        return b64url_decode(value)
+    except ValueError:  # binascii.Error included
         raise ValueError("must be base64url") from None
 
 
