@@ -121,14 +121,13 @@ def _local_hour(outcome: Outcome) -> int | None:
 
 def _counter_rows(ruleset: Ruleset, outcomes: Iterable[Outcome]) -> list[tuple[str, str, str, int]]:
     counts: Counter[tuple[str, str, str]] = Counter()
-    rules = {r.id: r for r in ruleset.rules}
     for outcome in outcomes:
         sub = outcome.signal.subscription_id
         for match in outcome.fired:
             variant = choose_variant(sub, match.rule).name
             counts[(match.rule.id, variant, "matched")] += 1
         for s in outcome.suppressed:
-            rule = rules.get(s.rule_id)
+            rule = ruleset.rule_by_id.get(s.rule_id)
             variant = choose_variant(sub, rule).name if rule else ""
             counts[(s.rule_id, variant, "suppressed:" + s.reason)] += 1
     return sorted((r, v, c, n) for (r, v, c), n in counts.items())
