@@ -32,8 +32,10 @@ M_LAT = 6_371_008.8 * math.pi / 180
 
 def haversine_scalar(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     p1, p2 = math.radians(lat1), math.radians(lat2)
-    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(
-        math.radians(lon2 - lon1) / 2) ** 2
+    a = (
+        math.sin((p2 - p1) / 2) ** 2
+        + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    )
     return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(a))
 
 
@@ -45,15 +47,24 @@ def build(root: Path, rnd: random.Random) -> None:
     (root / "places").mkdir(parents=True)
     (root / "policy.yaml").write_text(
         'dayparts: {lunch: "11:30-14:00"}\nquiet_hours: "22:00-07:00"\n'
-        "limits: {per_subscriber: 3/day, min_gap: 1h}\nhysteresis_m: 30\n")
+        "limits: {per_subscriber: 3/day, min_gap: 1h}\nhysteresis_m: 30\n"
+    )
     for f in range(10):  # 10 files of 1k points and 1k polygons each
         feats = []
         for i in range(1000):
             lat, lon = offset(rnd.uniform(-SPAN_M, SPAN_M), rnd.uniform(-SPAN_M, SPAN_M))
-            feats.append({"type": "Feature", "properties": {
-                "id": f"p{f}-{i}", "name": f"Point {f}-{i}", "category": f"c{i % 5}",
-                "radius_m": rnd.choice([50, 100, 150, 300])},
-                "geometry": {"type": "Point", "coordinates": [lon, lat]}})
+            feats.append(
+                {
+                    "type": "Feature",
+                    "properties": {
+                        "id": f"p{f}-{i}",
+                        "name": f"Point {f}-{i}",
+                        "category": f"c{i % 5}",
+                        "radius_m": rnd.choice([50, 100, 150, 300]),
+                    },
+                    "geometry": {"type": "Point", "coordinates": [lon, lat]},
+                }
+            )
         for i in range(1000):
             cx, cy = rnd.uniform(-SPAN_M, SPAN_M), rnd.uniform(-SPAN_M, SPAN_M)
             n = rnd.randint(5, 12)
@@ -65,18 +76,28 @@ def build(root: Path, rnd: random.Random) -> None:
                 lat, lon = offset(cx + r * math.cos(a), cy + r * math.sin(a))
                 ring.append([lon, lat])
             ring.append(ring[0])
-            feats.append({"type": "Feature", "properties": {
-                "id": f"g{f}-{i}", "name": f"Area {f}-{i}", "category": f"c{i % 5}"},
-                "geometry": {"type": "Polygon", "coordinates": [ring]}})
+            feats.append(
+                {
+                    "type": "Feature",
+                    "properties": {
+                        "id": f"g{f}-{i}",
+                        "name": f"Area {f}-{i}",
+                        "category": f"c{i % 5}",
+                    },
+                    "geometry": {"type": "Polygon", "coordinates": [ring]},
+                }
+            )
         (root / "places" / f"set{f}.geojson").write_text(
-            json.dumps({"type": "FeatureCollection", "features": feats}))
+            json.dumps({"type": "FeatureCollection", "features": feats})
+        )
     for r in range(50):  # each rule: one file, one category (about 400 places)
-        when = '\nwhen: {dayparts: [lunch], days: [mon, tue, wed, thu, fri]}' if r % 3 == 0 else ""
+        when = "\nwhen: {dayparts: [lunch], days: [mon, tue, wed, thu, fri]}" if r % 3 == 0 else ""
         who = f"\nwho: {{topics: [t{r % 4}], max_speed_mps: 5}}" if r % 2 == 0 else ""
         (root / f"rule{r:02d}.yaml").write_text(
             f"priority: {r}\nwhere: {{places: places/set{r % 10}.geojson, "
             f"filter: {{category: c{r // 10}}}, radius_m: 100}}{when}{who}\n"
-            f'message: {{title: "Near {{place.name}}", body: "{{distance_m}} m"}}\n')
+            f'message: {{title: "Near {{place.name}}", body: "{{distance_m}} m"}}\n'
+        )
 
 
 def main() -> None:
@@ -94,17 +115,27 @@ def main() -> None:
         load_s = time.perf_counter() - t
     n = args.signals
     nprof = 10_000
-    profiles = [Profile(f"s{i}", timezone="Europe/Berlin", topics=frozenset({f"t{i % 4}"}))
-                for i in range(nprof)]
+    profiles = [
+        Profile(f"s{i}", timezone="Europe/Berlin", topics=frozenset({f"t{i % 4}"}))
+        for i in range(nprof)
+    ]
     gen = np.random.default_rng(7)
     dx, dy = gen.uniform(-SPAN_M, SPAN_M, n), gen.uniform(-SPAN_M, SPAN_M, n)
     lat = LAT0 + dy / M_LAT
     lon = LON0 + dx / (M_LAT * math.cos(math.radians(LAT0)))
     t0 = 1772449200.0  # Monday 2026-03-02 12:00 CET
-    batch = SignalBatch(signals=[], profiles=[], lat=lat, lon=lon,
-                        t=t0 + gen.uniform(0, 3600, n), accuracy=gen.uniform(3, 60, n),
-                        speed=gen.uniform(0, 4, n), moment=gen.integers(0, 5, n),
-                        profile_idx=gen.integers(0, nprof, n), unique_profiles=profiles)
+    batch = SignalBatch(
+        signals=[],
+        profiles=[],
+        lat=lat,
+        lon=lon,
+        t=t0 + gen.uniform(0, 3600, n),
+        accuracy=gen.uniform(3, 60, n),
+        speed=gen.uniform(0, 4, n),
+        moment=gen.integers(0, 5, n),
+        profile_idx=gen.integers(0, nprof, n),
+        unique_profiles=profiles,
+    )
     evaluate(rs, batch)  # warm-up
     best = math.inf
     for _ in range(args.repeat):
@@ -114,8 +145,9 @@ def main() -> None:
     core_rate = n / best
     matched = int(ev.matched.sum())
     # Naive: every signal against every fence of every rule, exact distance.
-    fences = [(int(rs.fence_place[f]), float(rs.fence_radius[f]))
-              for f in range(len(rs.fence_rule))]
+    fences = [
+        (int(rs.fence_place[f]), float(rs.fence_radius[f])) for f in range(len(rs.fence_rule))
+    ]
     places = rs.places
     sample = range(args.naive_sample)
     t = time.perf_counter()
@@ -132,12 +164,18 @@ def main() -> None:
                 d = float(place.shape.distance(pt))  # type: ignore[union-attr]
             naive_hits += d <= radius
     naive_rate = len(sample) / (time.perf_counter() - t)
-    print(f"rule set: {len(rs.rules)} rules, {len(rs.places)} places, "
-          f"{len(rs.fence_rule)} fences, loaded in {load_s:.2f} s")
-    print(f"core:  {n} signals in {best * 1000:.1f} ms -> {core_rate:,.0f} signals/s "
-          f"({len(ev.sig)} pairs within reach, {matched} matches)")
-    print(f"naive: {len(sample)} signals x {len(fences)} fences -> {naive_rate:,.1f} signals/s "
-          f"(scaled to {n}: {n / naive_rate:.0f} s)")
+    print(
+        f"rule set: {len(rs.rules)} rules, {len(rs.places)} places, "
+        f"{len(rs.fence_rule)} fences, loaded in {load_s:.2f} s"
+    )
+    print(
+        f"core:  {n} signals in {best * 1000:.1f} ms -> {core_rate:,.0f} signals/s "
+        f"({len(ev.sig)} pairs within reach, {matched} matches)"
+    )
+    print(
+        f"naive: {len(sample)} signals x {len(fences)} fences -> {naive_rate:,.1f} signals/s "
+        f"(scaled to {n}: {n / naive_rate:.0f} s)"
+    )
     print(f"ratio: {core_rate / naive_rate:,.0f}x")
 
 

@@ -30,8 +30,13 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICES = 200
-SIGNAL = {"lat": 52.52, "lon": 13.405, "accuracy_m": 12.0, "moment": "go",
-          "context": {"screen": "map"}}
+SIGNAL = {
+    "lat": 52.52,
+    "lon": 13.405,
+    "accuracy_m": 12.0,
+    "moment": "go",
+    "context": {"screen": "map"},
+}
 BATCH = 500
 
 
@@ -48,6 +53,7 @@ def _pin(cpu: int) -> None:
 
 # --- servers (run as child processes) --------------------------------------------------------
 
+
 def serve_app(dsn: str, port: int, data_dir: str) -> None:
     """(a) the real momentcast API, with rate limits out of the way."""
     from aiohttp import web
@@ -62,9 +68,14 @@ def serve_app(dsn: str, port: int, data_dir: str) -> None:
         from service import ingest
 
         ingest.MAX_IN_FLIGHT = int(os.environ["MC_BENCH_IN_FLIGHT"])
-    settings = Settings(_env_file=None, database_url=dsn, data_dir=Path(data_dir),  # type: ignore[call-arg]
-                        admin_token="bench-admin-token-" + "x" * 16,
-                        signal_rate_burst=10**9, signal_rate_per_second=10**9)
+    settings = Settings(
+        _env_file=None,
+        database_url=dsn,
+        data_dir=Path(data_dir),  # type: ignore[call-arg]
+        admin_token="bench-admin-token-" + "x" * 16,
+        signal_rate_burst=10**9,
+        signal_rate_per_second=10**9,
+    )
 
     async def main() -> None:
         pool = await create_pool(dsn, min_size=2, max_size=4)
@@ -113,13 +124,23 @@ def _lua_string(text: str) -> str:
     return "[==[" + text + "]==]"
 
 
-def run_wrk(url: str, tokens: list[str], body: str, duration: int, connections: int,
-            workdir: Path) -> dict[str, float]:
+def run_wrk(
+    url: str, tokens: list[str], body: str, duration: int, connections: int, workdir: Path
+) -> dict[str, float]:
     script = workdir / f"wrk-{time.monotonic_ns()}.lua"
-    script.write_text(LUA % {"tokens": ", ".join(f'"{t}"' for t in tokens),
-                             "body": _lua_string(body)})
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
-           url + "/v1/signals"]
+    script.write_text(
+        LUA % {"tokens": ", ".join(f'"{t}"' for t in tokens), "body": _lua_string(body)}
+    )
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-s",
+        str(script),
+        url + "/v1/signals",
+    ]
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         cmd = ["taskset", "-c", "1", *cmd]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -154,6 +175,7 @@ def _parse_wrk(out: str) -> dict[str, float]:
 
 # --- orchestration --------------------------------------------------------------------------
 
+
 async def _prepare(dsn: str) -> list[str]:
     from service import migrations, tokens
     from service.db import connect
@@ -166,8 +188,10 @@ async def _prepare(dsn: str) -> list[str]:
         await conn.executemany(
             "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash) "
             "VALUES ($1, 'bench', 'bench', $2)",
-            [(f"https://fcm.googleapis.com/fcm/send/bench-{i}", tokens.hash_token(t))
-             for i, t in enumerate(device_tokens)],
+            [
+                (f"https://fcm.googleapis.com/fcm/send/bench-{i}", tokens.hash_token(t))
+                for i, t in enumerate(device_tokens)
+            ],
         )
     finally:
         await conn.close()
@@ -220,8 +244,9 @@ def bench(dsn: str, duration: int, connections: int, workdir: Path) -> dict[str,
     bare = _start(["serve-bare", str(port)], port)
     try:
         run_wrk(f"http://127.0.0.1:{port}", device_tokens, single, 2, connections, workdir)
-        results["bare"] = run_wrk(f"http://127.0.0.1:{port}", device_tokens, single, duration,
-                                  connections, workdir)
+        results["bare"] = run_wrk(
+            f"http://127.0.0.1:{port}", device_tokens, single, duration, connections, workdir
+        )
     finally:
         _stop(bare)
 
@@ -230,12 +255,19 @@ def bench(dsn: str, duration: int, connections: int, workdir: Path) -> dict[str,
     try:
         run_wrk(f"http://127.0.0.1:{port}", device_tokens, single, 2, connections, workdir)
         before = asyncio.run(_count(dsn))
-        results["durable"] = run_wrk(f"http://127.0.0.1:{port}", device_tokens, single,
-                                     duration, connections, workdir)
+        results["durable"] = run_wrk(
+            f"http://127.0.0.1:{port}", device_tokens, single, duration, connections, workdir
+        )
         results["durable"]["rows"] = asyncio.run(_count(dsn)) - before
         before = asyncio.run(_count(dsn))
-        results["batch"] = run_wrk(f"http://127.0.0.1:{port}", device_tokens, batch, duration,
-                                   max(2, connections // 8), workdir)
+        results["batch"] = run_wrk(
+            f"http://127.0.0.1:{port}",
+            device_tokens,
+            batch,
+            duration,
+            max(2, connections // 8),
+            workdir,
+        )
         results["batch"]["rows"] = asyncio.run(_count(dsn)) - before
     finally:
         _stop(app)
@@ -248,17 +280,26 @@ def report(results: dict[str, Any], duration: int, connections: int) -> None:
     signals_per_s = batch["rps"] * BATCH
     print(f"wrk -t1 -c{connections} -d{duration}s on loopback; servers pinned to CPU 0")
     print(f"{'':34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
-    for name, r in (("(a) POST /v1/signals, durable 202", durable),
-                    ("(b) bare aiohttp, json.loads, 202", bare)):
-        print(f"{name:34} {r['rps']:10.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
-              f"{r['non_2xx']:8.0f}")
-    print(f"ratio a/b: {ratio:.2f}  (target >= 0.6); p99 (a): {durable['p99_ms']:.2f} ms "
-          f"(target <= 20)")
-    print(f"(a) rows committed during the run: {durable['rows']:.0f} "
-          f"(wrk counted {durable['requests']:.0f} answers)")
-    print(f"(c) batches of {BATCH}: {batch['rps']:.0f} req/s = {signals_per_s:,.0f} signals/s, "
-          f"p50 {batch['p50_ms']:.1f} ms, p99 {batch['p99_ms']:.1f} ms, "
-          f"non-2xx {batch['non_2xx']:.0f} (target >= 100,000 signals/s)")
+    for name, r in (
+        ("(a) POST /v1/signals, durable 202", durable),
+        ("(b) bare aiohttp, json.loads, 202", bare),
+    ):
+        print(
+            f"{name:34} {r['rps']:10.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['non_2xx']:8.0f}"
+        )
+    print(
+        f"ratio a/b: {ratio:.2f}  (target >= 0.6); p99 (a): {durable['p99_ms']:.2f} ms "
+        f"(target <= 20)"
+    )
+    print(
+        f"(a) rows committed during the run: {durable['rows']:.0f} "
+        f"(wrk counted {durable['requests']:.0f} answers)"
+    )
+    print(
+        f"(c) batches of {BATCH}: {batch['rps']:.0f} req/s = {signals_per_s:,.0f} signals/s, "
+        f"p50 {batch['p50_ms']:.1f} ms, p99 {batch['p99_ms']:.1f} ms, "
+        f"non-2xx {batch['non_2xx']:.0f} (target >= 100,000 signals/s)"
+    )
 
 
 def main() -> None:

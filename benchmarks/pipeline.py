@@ -83,23 +83,35 @@ def place_points(root: Path) -> list[tuple[float, float]]:
 
 def jitter(rng: random.Random, point: tuple[float, float], metres: float) -> tuple[float, float]:
     lat, lon = point
-    return (lat + rng.uniform(-metres, metres) / 111_320,
-            lon + rng.uniform(-metres, metres) / 68_000)
+    return (
+        lat + rng.uniform(-metres, metres) / 111_320,
+        lon + rng.uniform(-metres, metres) / 68_000,
+    )
 
 
 async def reset(pool: asyncpg.Pool) -> None:
     await pool.execute(
         "TRUNCATE events, deliveries, presence, signals, rule_counters, subscriptions "
-        "RESTART IDENTITY CASCADE")
+        "RESTART IDENTITY CASCADE"
+    )
 
 
 async def add_subscribers(pool: asyncpg.Pool, n: int) -> list[tuple[uuid.UUID, str]]:
     subs = [(uuid.uuid4(), secrets.token_urlsafe(32)) for _ in range(n)]
     await pool.copy_records_to_table(
         "subscriptions",
-        records=[(sid, f"https://fcm.googleapis.com/fcm/send/{sid}", "k", "a",
-                  hashlib.sha256(tok.encode()).digest()) for sid, tok in subs],
-        columns=["id", "endpoint", "p256dh", "auth", "token_hash"])
+        records=[
+            (
+                sid,
+                f"https://fcm.googleapis.com/fcm/send/{sid}",
+                "k",
+                "a",
+                hashlib.sha256(tok.encode()).digest(),
+            )
+            for sid, tok in subs
+        ],
+        columns=["id", "endpoint", "p256dh", "auth", "token_hash"],
+    )
     return subs
 
 
@@ -114,7 +126,8 @@ async def worker_throughput(ctx: Context, rules: Path, n: int) -> None:
         lat, lon = jitter(rng, rng.choice(points), 400)
         rows.append((sid, start + timedelta(milliseconds=i), lat, lon, 10.0))
     await ctx.pool.copy_records_to_table(
-        "signals", records=rows, columns=["subscription_id", "at", "lat", "lon", "accuracy_m"])
+        "signals", records=rows, columns=["subscription_id", "at", "lat", "lon", "accuracy_m"]
+    )
 
     worker = Worker(ctx)
     t0 = time.perf_counter()
@@ -124,22 +137,28 @@ async def worker_throughput(ctx: Context, rules: Path, n: int) -> None:
 
     holder = ctx.rules
     assert isinstance(holder, RulesHolder) and holder.current is not None
-    signals = [Signal(subscription_id=str(r[0]), lat=r[2], lon=r[3], at=r[1], accuracy_m=r[4])
-               for r in rows]
+    signals = [
+        Signal(subscription_id=str(r[0]), lat=r[2], lon=r[3], at=r[1], accuracy_m=r[4])
+        for r in rows
+    ]
     profiles = {str(s): Profile(id=str(s)) for s, _ in subs}
     batch = ctx.settings.worker_batch_size
     t0 = time.perf_counter()
     states: dict[str, object] = {}
     pure_decisions = 0
     for i in range(0, n, batch):
-        out = decide(holder.current, signals[i:i + batch], profiles, states, None)  # type: ignore[arg-type]
+        out = decide(holder.current, signals[i : i + batch], profiles, states, None)  # type: ignore[arg-type]
         pure_decisions += sum(1 for o in out if o.decision is not None)
     pure_s = time.perf_counter() - t0
 
-    print(f"worker, database in the loop: {processed} signals in {db_s:.2f} s = "
-          f"{processed / db_s:,.0f} signals/s ({decisions} deliveries, batch {batch})")
-    print(f"baseline, pure engine in memory: {n} signals in {pure_s:.2f} s = "
-          f"{n / pure_s:,.0f} signals/s ({pure_decisions} decisions)")
+    print(
+        f"worker, database in the loop: {processed} signals in {db_s:.2f} s = "
+        f"{processed / db_s:,.0f} signals/s ({decisions} deliveries, batch {batch})"
+    )
+    print(
+        f"baseline, pure engine in memory: {n} signals in {pure_s:.2f} s = "
+        f"{n / pure_s:,.0f} signals/s ({pure_decisions} decisions)"
+    )
     print(f"ratio worker/pure engine: {pure_s / db_s:.2f}")
 
 
@@ -155,9 +174,14 @@ async def end_to_end(dsn: str, rules: Path, data_dir: Path, rate: int, seconds: 
     await reset(pool)
     n = int(rate * seconds)
     subs = await add_subscribers(pool, max(1, n // 4))
-    env = {"MOMENTCAST_DATABASE_URL": dsn, "MOMENTCAST_DATA_DIR": str(data_dir),
-           "MOMENTCAST_RULES_DIR": str(rules), "MOMENTCAST_PORT": "0",
-           "MOMENTCAST_LOG_LEVEL": "WARNING", "MOMENTCAST_WORKER_BATCH_SIZE": "500"}
+    env = {
+        "MOMENTCAST_DATABASE_URL": dsn,
+        "MOMENTCAST_DATA_DIR": str(data_dir),
+        "MOMENTCAST_RULES_DIR": str(rules),
+        "MOMENTCAST_PORT": "0",
+        "MOMENTCAST_LOG_LEVEL": "WARNING",
+        "MOMENTCAST_WORKER_BATCH_SIZE": "500",
+    }
     api = start(["api"], env)
     worker = start(["worker", "--no-sender"], env)
     try:
@@ -169,16 +193,16 @@ async def end_to_end(dsn: str, rules: Path, data_dir: Path, rate: int, seconds: 
         accepted: dict[tuple[str, datetime], float] = {}
         now = datetime.now(UTC)
 
-        async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=200)
-        ) as http:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as http:
+
             async def post(i: int) -> None:
                 sid, token = subs[i % len(subs)]
                 lat, lon = jitter(rng, rng.choice(points), 60)
                 at = now + timedelta(microseconds=i)
                 body = {"lat": lat, "lon": lon, "accuracy_m": 10, "at": at.isoformat()}
-                async with http.post(api.url + "/v1/signals", json=body,
-                                     headers={"Authorization": f"Bearer {token}"}) as resp:
+                async with http.post(
+                    api.url + "/v1/signals", json=body, headers={"Authorization": f"Bearer {token}"}
+                ) as resp:
                     if resp.status == 202:
                         accepted[(str(sid), at)] = time.time()
 
@@ -200,18 +224,26 @@ async def end_to_end(dsn: str, rules: Path, data_dir: Path, rate: int, seconds: 
         rows = await pool.fetch(
             "SELECT s.subscription_id::text AS sid, s.at, "
             "extract(epoch FROM d.created_at)::float8 AS created "
-            "FROM deliveries d JOIN signals s ON s.id = d.signal_id")
+            "FROM deliveries d JOIN signals s ON s.id = d.signal_id"
+        )
     finally:
         api.stop()
         worker.stop()
         await pool.close()
-    lat_ms = [(r["created"] - accepted[(r["sid"], r["at"])]) * 1000
-              for r in rows if (r["sid"], r["at"]) in accepted]
-    print(f"end to end: {len(accepted)}/{n} signals accepted at {len(accepted) / sent_s:,.0f}/s "
-          f"(target {rate}/s), {len(lat_ms)} deliveries")
+    lat_ms = [
+        (r["created"] - accepted[(r["sid"], r["at"])]) * 1000
+        for r in rows
+        if (r["sid"], r["at"]) in accepted
+    ]
+    print(
+        f"end to end: {len(accepted)}/{n} signals accepted at {len(accepted) / sent_s:,.0f}/s "
+        f"(target {rate}/s), {len(lat_ms)} deliveries"
+    )
     if lat_ms:
-        print(f"202 -> delivery row: p50 {statistics.median(lat_ms):.1f} ms, "
-              f"p99 {_percentile(lat_ms, 99):.1f} ms, max {max(lat_ms):.1f} ms")
+        print(
+            f"202 -> delivery row: p50 {statistics.median(lat_ms):.1f} ms, "
+            f"p99 {_percentile(lat_ms, 99):.1f} ms, max {max(lat_ms):.1f} ms"
+        )
 
 
 async def main() -> None:
@@ -230,11 +262,17 @@ async def main() -> None:
         try:
             await migrations.migrate(dsn)
             rules = bench_rules(root / "rules")
-            settings = Settings(_env_file=None, database_url=dsn, data_dir=root / "data",  # type: ignore[call-arg]
-                                rules_dir=rules, worker_batch_size=1000)
+            settings = Settings(
+                _env_file=None,
+                database_url=dsn,
+                data_dir=root / "data",  # type: ignore[call-arg]
+                rules_dir=rules,
+                worker_batch_size=1000,
+            )
             pool = await create_pool(dsn)
-            ctx = Context(settings=settings, pool=pool, keys=Keys.load(settings),
-                          rules=RulesHolder(rules))
+            ctx = Context(
+                settings=settings, pool=pool, keys=Keys.load(settings), rules=RulesHolder(rules)
+            )
             await reset(pool)
             await worker_throughput(ctx, rules, args.signals)
             await pool.close()

@@ -77,8 +77,10 @@ def _vapid(settings: Settings, generate: bool, private: bool) -> int:
                 "`momentcast vapid --generate` without it, or replace the variable yourself"
             )
         key = vapid.rotate(settings.data_dir)
-        print(f"generated a new VAPID key pair in {settings.data_dir / vapid.KEY_FILE}",
-              file=sys.stderr)
+        print(
+            f"generated a new VAPID key pair in {settings.data_dir / vapid.KEY_FILE}",
+            file=sys.stderr,
+        )
     else:
         key = vapid.load_or_create(settings.data_dir, settings.vapid_private_key)
     print(vapid.public_key_b64url(key))
@@ -108,8 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "vapid":
             return _vapid(settings, args.generate, args.private)
         components = {
-            "serve": [runtime.API, runtime.WORKER, runtime.SENDER, runtime.MAINTENANCE,
-                      runtime.RULES_WATCH],
+            "serve": [
+                runtime.API,
+                runtime.WORKER,
+                runtime.SENDER,
+                runtime.MAINTENANCE,
+                runtime.RULES_WATCH,
+            ],
             "api": [runtime.API, runtime.MAINTENANCE, runtime.RULES_WATCH],
             "worker": [runtime.WORKER, runtime.SENDER, runtime.RULES_WATCH],
         }[args.command]

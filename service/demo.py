@@ -105,25 +105,32 @@ def prepare_rules(source: Path, target: Path, now: datetime) -> list[str]:
     notes = []
     # The walks start up to ~8 minutes ago: the window must hold all of them.
     early = local - timedelta(minutes=10)
-    lunch_now = (local.weekday() in WEEKDAYS and early.weekday() in WEEKDAYS
-                 and _in_window(early, LUNCH) and _in_window(local, LUNCH))
+    lunch_now = (
+        local.weekday() in WEEKDAYS
+        and early.weekday() in WEEKDAYS
+        and _in_window(early, LUNCH)
+        and _in_window(local, LUNCH)
+    )
     if not lunch_now:
         path = target / "lunch-nearby.yaml"
         rule = yaml.safe_load(path.read_text(encoding="utf-8"))
         start = (local - timedelta(hours=1)).strftime("%H:%M")
         end = (local + timedelta(hours=1)).strftime("%H:%M")
         rule["when"] = {"between": f"{start}-{end}"}
-        path.write_text(yaml.safe_dump(rule, sort_keys=False, allow_unicode=True),
-                        encoding="utf-8")
-        notes.append(f"It is {local:%a %H:%M} in Berlin, not a weekday lunchtime: the demo uses a "
-                     f"copy of rules/ where lunch-nearby runs {start}-{end} every day.")
+        path.write_text(yaml.safe_dump(rule, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        notes.append(
+            f"It is {local:%a %H:%M} in Berlin, not a weekday lunchtime: the demo uses a "
+            f"copy of rules/ where lunch-nearby runs {start}-{end} every day."
+        )
     if _in_window(local, QUIET) or _in_window(early, QUIET):
         path = target / "policy.yaml"
         policy = yaml.safe_load(path.read_text(encoding="utf-8"))
         policy.pop("quiet_hours", None)
         path.write_text(yaml.safe_dump(policy, sort_keys=False), encoding="utf-8")
-        notes.append("Berlin is in its quiet hours (21:00-08:00): the copy of policy.yaml "
-                     "has no quiet hours.")
+        notes.append(
+            "Berlin is in its quiet hours (21:00-08:00): the copy of policy.yaml "
+            "has no quiet hours."
+        )
     return notes
 
 
@@ -135,8 +142,7 @@ def _free_port() -> int:
 
 
 def _offset(lat: float, lon: float, north_m: float, east_m: float) -> tuple[float, float]:
-    return (lat + north_m / 111_320.0,
-            lon + east_m / (111_320.0 * math.cos(math.radians(lat))))
+    return (lat + north_m / 111_320.0, lon + east_m / (111_320.0 * math.cos(math.radians(lat))))
 
 
 def _distance_m(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -150,8 +156,10 @@ def walk(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     out = [points[0]]
     for a, b in itertools.pairwise(points):
         steps = max(1, round(_distance_m(a, b) / STEP_M))
-        out.extend((a[0] + (b[0] - a[0]) * i / steps, a[1] + (b[1] - a[1]) * i / steps)
-                   for i in range(1, steps + 1))
+        out.extend(
+            (a[0] + (b[0] - a[0]) * i / steps, a[1] + (b[1] - a[1]) * i / steps)
+            for i in range(1, steps + 1)
+        )
     return out
 
 
@@ -159,8 +167,11 @@ def _centre(geometry: dict[str, Any]) -> tuple[float, float]:
     if geometry["type"] == "Point":
         lon, lat = geometry["coordinates"][:2]
         return float(lat), float(lon)
-    ring = (geometry["coordinates"][0] if geometry["type"] == "Polygon"
-            else geometry["coordinates"][0][0])
+    ring = (
+        geometry["coordinates"][0]
+        if geometry["type"] == "Polygon"
+        else geometry["coordinates"][0][0]
+    )
     return (sum(p[1] for p in ring) / len(ring), sum(p[0] for p in ring) / len(ring))
 
 
@@ -177,13 +188,21 @@ class Demo:
 
     async def run(self, settings: Settings, dsn: str, push_service_cls: Any) -> Summary:
         ready, stop = asyncio.Event(), asyncio.Event()
-        server = asyncio.create_task(runtime.run(
-            settings, dsn, [runtime.API, runtime.WORKER, runtime.SENDER],
-            out=io.StringIO(), ready=ready, stop=stop))
+        server = asyncio.create_task(
+            runtime.run(
+                settings,
+                dsn,
+                [runtime.API, runtime.WORKER, runtime.SENDER],
+                out=io.StringIO(),
+                ready=ready,
+                stop=stop,
+            )
+        )
         push = None
         try:
-            await asyncio.wait([server, asyncio.create_task(ready.wait())],
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [server, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
             if server.done():
                 server.result()  # start-up failed: raise its error
             base = settings.base_url
@@ -191,8 +210,10 @@ class Demo:
                 async with http.get(f"{base}/v1/vapid-public-key") as r:
                     key = (await r.json())["public_key"]
                 push = await push_service_cls(key).start()
-                self.say(f"momentcast on {base}; push service (the subscribers' browsers) on "
-                         f"{push.origin}")
+                self.say(
+                    f"momentcast on {base}; push service (the subscribers' browsers) on "
+                    f"{push.origin}"
+                )
                 places = await self._places(http, base)
                 await self._walk_all(http, base, push, places)
                 await self._wait_idle(dsn, push, http)
@@ -208,8 +229,9 @@ class Demo:
     def _admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_token}"}
 
-    async def _places(self, http: aiohttp.ClientSession, base: str
-                      ) -> dict[str, tuple[str, tuple[float, float]]]:
+    async def _places(
+        self, http: aiohttp.ClientSession, base: str
+    ) -> dict[str, tuple[str, tuple[float, float]]]:
         async with http.get(f"{base}/v1/dashboard", headers=self._admin()) as r:
             data = await r.json()
         if data["status"] != "ok":
@@ -220,15 +242,24 @@ class Demo:
                 places[f["properties"]["id"]] = (f["properties"]["name"], _centre(f["geometry"]))
         return places
 
-    async def _walk_all(self, http: aiohttp.ClientSession, base: str, push: Any,
-                        places: dict[str, tuple[str, tuple[float, float]]]) -> None:
+    async def _walk_all(
+        self,
+        http: aiohttp.ClientSession,
+        base: str,
+        push: Any,
+        places: dict[str, tuple[str, tuple[float, float]]],
+    ) -> None:
         from tests.pushservice import Fault
 
         self.browsers: dict[str, Any] = {}
         for w in self.walkers:
             sub = push.subscribe(Fault(status=410) if w.gone else None)
-            body = {"subscription": sub.to_json(), "topics": w.topics,
-                    "timezone": "Europe/Berlin", "location_consent": True}
+            body = {
+                "subscription": sub.to_json(),
+                "topics": w.topics,
+                "timezone": "Europe/Berlin",
+                "location_consent": True,
+            }
             async with http.post(f"{base}/v1/subscriptions", json=body) as r:
                 if r.status != 201:
                     raise RuntimeError(f"registration failed: {r.status} {await r.text()}")
@@ -242,14 +273,21 @@ class Demo:
             signals = []
             for i, (lat, lon) in enumerate(path):
                 at = now - timedelta(seconds=STEP_S * (len(path) - 1 - i))
-                signal: dict[str, Any] = {"lat": round(lat, 6), "lon": round(lon, 6),
-                                          "accuracy_m": 12, "speed_mps": WALK_MPS,
-                                          "at": at.isoformat()}
+                signal: dict[str, Any] = {
+                    "lat": round(lat, 6),
+                    "lon": round(lon, 6),
+                    "accuracy_m": 12,
+                    "speed_mps": WALK_MPS,
+                    "at": at.isoformat(),
+                }
                 if w.moment:
                     signal["moment"] = w.moment
                 signals.append(signal)
-            async with http.post(f"{base}/v1/signals", json={"signals": signals},
-                                 headers={"Authorization": f"Bearer {reg['token']}"}) as r:
+            async with http.post(
+                f"{base}/v1/signals",
+                json={"signals": signals},
+                headers={"Authorization": f"Bearer {reg['token']}"},
+            ) as r:
                 if r.status != 202:
                     raise RuntimeError(f"signals refused: {r.status} {await r.text()}")
                 self.summary.accepted += (await r.json())["accepted"]
@@ -257,26 +295,32 @@ class Demo:
             route = " -> ".join(places[p][0] for p in w.route)
             extra = f", moment {w.moment}" if w.moment else ""
             gone = " (browser unsubscribed: push service answers 410)" if w.gone else ""
-            self.say(f"{w.name:5} topics {','.join(w.topics)}{extra}: walks {len(signals)} "
-                     f"signals, {_distance_m(path[0], path[-1]):.0f} m, to {route}{gone}")
+            self.say(
+                f"{w.name:5} topics {','.join(w.topics)}{extra}: walks {len(signals)} "
+                f"signals, {_distance_m(path[0], path[-1]):.0f} m, to {route}{gone}"
+            )
 
-    async def _on_received(self, http: aiohttp.ClientSession, name: str,
-                           message: dict[str, Any], clicks: bool) -> None:
+    async def _on_received(
+        self, http: aiohttp.ClientSession, name: str, message: dict[str, Any], clicks: bool
+    ) -> None:
         data = message.get("data", {})
         self.received.append({"subscriber": name, **message})
-        self.say(f"  push to {name:5} [{data.get('rule')}/{data.get('variant')}] "
-                 f"{message.get('title')!r}: {message.get('body')!r}")
+        self.say(
+            f"  push to {name:5} [{data.get('rule')}/{data.get('variant')}] "
+            f"{message.get('title')!r}: {message.get('body')!r}"
+        )
         # What the service worker does: report shown, then clicked when the user taps it.
         for kind in ["shown", "clicked"] if clicks else ["shown"]:
-            body = {"delivery_id": data["delivery_id"], "token": data["event_token"],
-                    "type": kind}
-            async with http.post(data["events_url"], data=json.dumps(body),
-                                 headers={"Content-Type": "text/plain"}) as r:
+            body = {"delivery_id": data["delivery_id"], "token": data["event_token"], "type": kind}
+            async with http.post(
+                data["events_url"], data=json.dumps(body), headers={"Content-Type": "text/plain"}
+            ) as r:
                 if r.status == 202:
                     setattr(self.summary, kind, getattr(self.summary, kind) + 1)
 
-    async def _wait_idle(self, dsn: str, push: Any, http: aiohttp.ClientSession,
-                         limit_s: float = 40.0) -> None:
+    async def _wait_idle(
+        self, dsn: str, push: Any, http: aiohttp.ClientSession, limit_s: float = 40.0
+    ) -> None:
         """Print pushes as they are decrypted until nothing is left to decide or send."""
         self.say("")
         self.say("Notifications, as the receiving browser decrypts them:")
@@ -288,14 +332,16 @@ class Demo:
             while True:
                 for name, sub in self.browsers.items():
                     messages = sub.messages()
-                    for message in messages[seen[name]:]:
+                    for message in messages[seen[name] :]:
                         await self._on_received(http, name, message, clicks[name])
                     seen[name] = len(messages)
                 busy = await conn.fetchval(
                     "SELECT (SELECT count(*) FROM signals WHERE processed_at IS NULL)"
-                    " + (SELECT count(*) FROM deliveries WHERE status = 'pending')")
-                if busy == 0 and all(len(s.messages()) == seen[n]
-                                     for n, s in self.browsers.items()):
+                    " + (SELECT count(*) FROM deliveries WHERE status = 'pending')"
+                )
+                if busy == 0 and all(
+                    len(s.messages()) == seen[n] for n, s in self.browsers.items()
+                ):
                     return
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the pipeline did not settle within {limit_s:.0f} s")
@@ -324,12 +370,16 @@ class Demo:
         self.say("Summary (from GET /v1/stats; 'delivered' is what the push service decrypted):")
         self.say(f"  signals sent        {s.signals} ({s.accepted} accepted)")
         self.say(f"  rule matches        {s.matched}")
-        self.say(f"  decisions (pushes)  {s.decisions}: "
-                 + ", ".join(f"{k} {v}" for k, v in sorted(s.by_rule.items())))
+        self.say(
+            f"  decisions (pushes)  {s.decisions}: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(s.by_rule.items()))
+        )
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(s.suppressed.items())) or "none"
         self.say(f"  suppressed          {sum(s.suppressed.values())}: {reasons}")
-        self.say(f"  push outcomes       sent {s.sent}, gone {s.gone}, failed {s.failed}, "
-                 f"expired {s.expired}")
+        self.say(
+            f"  push outcomes       sent {s.sent}, gone {s.gone}, failed {s.failed}, "
+            f"expired {s.expired}"
+        )
         self.say(f"  pushes delivered    {s.delivered}")
         self.say(f"  events reported     shown {s.shown}, clicked {s.clicked}")
 
@@ -343,16 +393,24 @@ def _load_push_service() -> Any:
     except ImportError as exc:
         raise SystemExit(
             f"momentcast demo needs the source tree (tests/pushservice.py next to service/): "
-            f"{exc}. Run it from a git checkout.") from None
+            f"{exc}. Run it from a git checkout."
+        ) from None
     return PushService
 
 
 def main(argv: list[str], out: TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(prog="momentcast demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--rules", type=Path, default=REPO / "rules",
-                        help="rules directory to copy (default: the example Berlin rules)")
-    parser.add_argument("--summary-json", type=Path,
-                        help="also write the summary and every decrypted push to this file")
+    parser.add_argument(
+        "--rules",
+        type=Path,
+        default=REPO / "rules",
+        help="rules directory to copy (default: the example Berlin rules)",
+    )
+    parser.add_argument(
+        "--summary-json",
+        type=Path,
+        help="also write the summary and every decrypted push to this file",
+    )
     # `momentcast demo -- --summary-json F`: the CLI's argparse needs "--" before options.
     args = parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)
     push_service_cls = _load_push_service()
@@ -366,11 +424,17 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
             database_url=os.environ.get("MOMENTCAST_DATABASE_URL") or None,
-            data_dir=root / "data", host="127.0.0.1", port=port,
-            public_url=f"http://127.0.0.1:{port}", rules_dir=root / "rules",
-            admin_token=demo.admin_token, push_hosts=["http://127.0.0.1"],
-            worker_poll_interval=timedelta(milliseconds=200), log_level="WARNING",
-            shutdown_grace=timedelta(seconds=3), rules_poll_interval=timedelta(hours=1),
+            data_dir=root / "data",
+            host="127.0.0.1",
+            port=port,
+            public_url=f"http://127.0.0.1:{port}",
+            rules_dir=root / "rules",
+            admin_token=demo.admin_token,
+            push_hosts=["http://127.0.0.1"],
+            worker_poll_interval=timedelta(milliseconds=200),
+            log_level="WARNING",
+            shutdown_grace=timedelta(seconds=3),
+            rules_poll_interval=timedelta(hours=1),
         )
         where = "MOMENTCAST_DATABASE_URL" if settings.database_url else "embedded, temporary"
         demo.say(f"Starting PostgreSQL ({where}), API, worker and sender...")
@@ -381,6 +445,9 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
             target.close()
     demo.say(f"Done in {time.monotonic() - started:.1f} s.")
     if args.summary_json:
-        args.summary_json.write_text(json.dumps(
-            {"summary": summary.__dict__, "received": demo.received}, indent=2, default=str))
+        args.summary_json.write_text(
+            json.dumps(
+                {"summary": summary.__dict__, "received": demo.received}, indent=2, default=str
+            )
+        )
     return 0

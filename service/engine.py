@@ -24,12 +24,28 @@ from service.rules.signals import Profile, Signal, SignalBatch
 from service.rules.templates import attribute_value, text_value
 
 __all__ = [
-    "Decision", "Outcome", "Presence", "Profile", "Sent", "Signal", "SubscriberState",
-    "Suppression", "choose_variant", "decide", "simulate",
+    "Decision",
+    "Outcome",
+    "Presence",
+    "Profile",
+    "Sent",
+    "Signal",
+    "SubscriberState",
+    "Suppression",
+    "choose_variant",
+    "decide",
+    "simulate",
 ]
 
-SUPPRESSION_REASONS = ("gone", "paused", "quiet_hours", "global_cap", "min_gap", "rule_cap",
-                       "place_cooldown")
+SUPPRESSION_REASONS = (
+    "gone",
+    "paused",
+    "quiet_hours",
+    "global_cap",
+    "min_gap",
+    "rule_cap",
+    "place_cooldown",
+)
 
 
 @dataclass
@@ -115,9 +131,14 @@ def history_window(ruleset: Ruleset) -> timedelta:
     return max(spans)
 
 
-def decide(ruleset: Ruleset, signals: Sequence[Signal], profiles: Mapping[str, Profile],
-           states: MutableMapping[str, SubscriberState],
-           now: datetime | None = None, arrival_order: bool = False) -> list[Outcome]:
+def decide(
+    ruleset: Ruleset,
+    signals: Sequence[Signal],
+    profiles: Mapping[str, Profile],
+    states: MutableMapping[str, SubscriberState],
+    now: datetime | None = None,
+    arrival_order: bool = False,
+) -> list[Outcome]:
     """Apply a batch of signals; one Outcome per signal, in `at` order per
     subscription. `states` is updated in place (missing ones are created).
     `now=None` means "each signal is evaluated at its own time" (replay).
@@ -139,8 +160,16 @@ def decide(ruleset: Ruleset, signals: Sequence[Signal], profiles: Mapping[str, P
     return out
 
 
-def _apply(rs: Ruleset, ev: Evaluation, i: int, sig: Signal, profile: Profile,
-           state: SubscriberState, now: datetime | None, keep: timedelta) -> Outcome:
+def _apply(
+    rs: Ruleset,
+    ev: Evaluation,
+    i: int,
+    sig: Signal,
+    profile: Profile,
+    state: SubscriberState,
+    now: datetime | None,
+    keep: timedelta,
+) -> Outcome:
     if state.last_signal_at is not None and sig.at < state.last_signal_at:
         return Outcome(signal=sig, applied=False)
     state.last_signal_at = sig.at
@@ -172,8 +201,10 @@ def _apply(rs: Ruleset, ev: Evaluation, i: int, sig: Signal, profile: Profile,
         if m.rule.trigger == "enter":
             fires = k in entered
         elif m.rule.trigger == "dwell":
-            fires = not pres.dwell_fired and \
-                (sig.at - pres.entered_at).total_seconds() >= m.rule.dwell_s
+            fires = (
+                not pres.dwell_fired
+                and (sig.at - pres.entered_at).total_seconds() >= m.rule.dwell_s
+            )
             # A stale signal leaves the dwell to fire on a later fresh one.
             if fires and not stale:
                 pres.dwell_fired = True
@@ -199,8 +230,9 @@ def _apply(rs: Ruleset, ev: Evaluation, i: int, sig: Signal, profile: Profile,
     return outcome
 
 
-def _leave(rs: Ruleset, sig: Signal, state: SubscriberState, seen: set[tuple[str, str]],
-           outcome: Outcome) -> None:
+def _leave(
+    rs: Ruleset, sig: Signal, state: SubscriberState, seen: set[tuple[str, str]], outcome: Outcome
+) -> None:
     """Presence entries not within reach of this fix are left, unless the
     fix is too imprecise for that fence to judge."""
     for key in [k for k in state.presence if k not in seen]:
@@ -215,14 +247,21 @@ def _leave(rs: Ruleset, sig: Signal, state: SubscriberState, seen: set[tuple[str
         outcome.left.append(key)
 
 
-def _count(history: list[Sent], since: datetime, rule: str | None = None,
-           place: str | None = None) -> int:
-    return sum(1 for h in history if h.sent_at > since and (rule is None or h.rule_id == rule)
-               and (place is None or h.place_id == place))
+def _count(
+    history: list[Sent], since: datetime, rule: str | None = None, place: str | None = None
+) -> int:
+    return sum(
+        1
+        for h in history
+        if h.sent_at > since
+        and (rule is None or h.rule_id == rule)
+        and (place is None or h.place_id == place)
+    )
 
 
-def _suppressed(rs: Ruleset, m: Match, at: datetime, profile: Profile, history: list[Sent],
-                quiet: bool) -> str | None:
+def _suppressed(
+    rs: Ruleset, m: Match, at: datetime, profile: Profile, history: list[Sent], quiet: bool
+) -> str | None:
     if profile.gone:
         return "gone"
     if profile.paused:
@@ -230,8 +269,10 @@ def _suppressed(rs: Ruleset, m: Match, at: datetime, profile: Profile, history: 
     if quiet:
         return "quiet_hours"
     lim = rs.policy.limits
-    if lim.per_subscriber and _count(history, at - lim.per_subscriber.period) \
-            >= lim.per_subscriber.count:
+    if (
+        lim.per_subscriber
+        and _count(history, at - lim.per_subscriber.period) >= lim.per_subscriber.count
+    ):
         return "global_cap"
     if lim.min_gap and history and max(h.sent_at for h in history) > at - lim.min_gap:
         return "min_gap"
@@ -247,8 +288,10 @@ def _suppressed(rs: Ruleset, m: Match, at: datetime, profile: Profile, history: 
 def _render(m: Match, sig: Signal, profile: Profile, state: SubscriberState) -> Decision:
     rule = m.rule
     variant = choose_variant(sig.subscription_id, rule)
-    values: dict[tuple[str, str], str] = {("distance_m", ""): str(round(m.distance_m)),
-                                         ("rule", "id"): rule.id}
+    values: dict[tuple[str, str], str] = {
+        ("distance_m", ""): str(round(m.distance_m)),
+        ("rule", "id"): rule.id,
+    }
     for tpl in variant.templates.values():
         for root, name in tpl.fields:
             if root == "place":
@@ -266,10 +309,18 @@ def _render(m: Match, sig: Signal, profile: Profile, state: SubscriberState) -> 
     if rule.trigger == "inside":
         # Several pushes per visit are allowed; each signal time is one decision.
         key += f":{int(sig.at.timestamp() * 1000)}"
-    return Decision(rule_id=rule.id, place_id=m.place_id, distance_m=round(m.distance_m, 1),
-                    variant=variant.name, priority=rule.priority, payload=payload,
-                    ttl_s=max(0, math.ceil(ttl)), urgency=msg.urgency, topic=msg.topic,
-                    dedupe_key=key)
+    return Decision(
+        rule_id=rule.id,
+        place_id=m.place_id,
+        distance_m=round(m.distance_m, 1),
+        variant=variant.name,
+        priority=rule.priority,
+        payload=payload,
+        ttl_s=max(0, math.ceil(ttl)),
+        urgency=msg.urgency,
+        topic=msg.topic,
+        dedupe_key=key,
+    )
 
 
 def _place_value(m: Match, name: str) -> Any:
@@ -281,8 +332,9 @@ def _place_value(m: Match, name: str) -> Any:
     return place.properties.get(name)
 
 
-def simulate(ruleset: Ruleset, signal: Signal, profile: Profile,
-             now: datetime | None = None) -> dict[str, Any]:
+def simulate(
+    ruleset: Ruleset, signal: Signal, profile: Profile, now: datetime | None = None
+) -> dict[str, Any]:
     """Explain one signal for a fresh subscriber: the decision, and per rule
     whether it matched and, if it was not chosen, why."""
     states: dict[str, SubscriberState] = {}
@@ -308,6 +360,14 @@ def simulate(ruleset: Ruleset, signal: Signal, profile: Profile,
                 reason = "outranked"
         rules.append({"rule": rule.id, "matched": matched, "reason": reason})
     d = outcome.decision
-    decision = None if d is None else {"rule": d.rule_id, "place": d.place_id,
-                                       "distance_m": d.distance_m, "variant": d.variant}
+    decision = (
+        None
+        if d is None
+        else {
+            "rule": d.rule_id,
+            "place": d.place_id,
+            "distance_m": d.distance_m,
+            "variant": d.variant,
+        }
+    )
     return {"decision": decision, "rules": rules}

@@ -19,9 +19,7 @@ HTTP_LATENCY = Histogram(
     registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
-RULES_LOADED = Gauge(
-    "momentcast_rules_loaded", "Rules in the active rule set", registry=REGISTRY
-)
+RULES_LOADED = Gauge("momentcast_rules_loaded", "Rules in the active rule set", registry=REGISTRY)
 RULES_LOAD_ERRORS = Counter(
     "momentcast_rules_load_errors_total",
     "Rule reloads rejected because the new set had errors",

@@ -154,8 +154,20 @@ def compare(a: Funnel, b: Funnel, alpha: float = ALPHA) -> Comparison:
     rate_a, rate_b = a.ctr, b.ctr
     test = two_proportion_z_test(a.clicked, a.sent, b.clicked, b.sent)
     if test is None or rate_a is None or rate_b is None:
-        return Comparison(a.variant, b.variant, rate_a, rate_b, None, None, None, alpha, None,
-                          False, None, "no sends yet for one of the variants")
+        return Comparison(
+            a.variant,
+            b.variant,
+            rate_a,
+            rate_b,
+            None,
+            None,
+            None,
+            alpha,
+            None,
+            False,
+            None,
+            "no sends yet for one of the variants",
+        )
     z_alpha = Z_ALPHA_2 if alpha == ALPHA else _z_quantile(alpha / 2.0)
     required = required_sample_size(rate_a, rate_b, z_alpha=z_alpha)
     significant = test.p_value < alpha
@@ -166,13 +178,27 @@ def compare(a: Funnel, b: Funnel, alpha: float = ALPHA) -> Comparison:
     elif smallest < MIN_SAMPLE:
         verdict = f"too few sends: {smallest} < {MIN_SAMPLE} per variant"
     elif required is not None and smallest < required:
-        verdict = (f"significant (p = {test.p_value:.3g}) but underpowered: "
-                   f"{smallest} of {required} sends per variant needed")
+        verdict = (
+            f"significant (p = {test.p_value:.3g}) but underpowered: "
+            f"{smallest} of {required} sends per variant needed"
+        )
     else:
         winner = a.variant if rate_a > rate_b else b.variant
         verdict = f"{winner} wins (p = {test.p_value:.3g})"
-    return Comparison(a.variant, b.variant, rate_a, rate_b, rate_a - rate_b, test.z,
-                      test.p_value, alpha, required, significant, winner, verdict)
+    return Comparison(
+        a.variant,
+        b.variant,
+        rate_a,
+        rate_b,
+        rate_a - rate_b,
+        test.z,
+        test.p_value,
+        alpha,
+        required,
+        significant,
+        winner,
+        verdict,
+    )
 
 
 def experiment(rule: str, variants: Sequence[Funnel]) -> dict[str, Any]:

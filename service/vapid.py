@@ -65,9 +65,7 @@ def parse_private_key(text: str) -> ec.EllipticCurvePrivateKey:
         raise ConfigError(
             f"MOMENTCAST_VAPID_PRIVATE_KEY: not a P-256 private key (PEM or base64url): {exc}"
         ) from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(
-        key.curve, ec.SECP256R1
-    ):
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ConfigError("MOMENTCAST_VAPID_PRIVATE_KEY: the key must be on the P-256 curve")
     return key
 

@@ -231,9 +231,7 @@ class Worker:
                 p_entered.append(presence.entered_at)
                 p_dwell.append(presence.dwell_fired)
         if p_sub:
-            await conn.execute(
-                q("insert_presence"), p_sub, p_rule, p_place, p_entered, p_dwell
-            )
+            await conn.execute(q("insert_presence"), p_sub, p_rule, p_place, p_entered, p_dwell)
         last = [(sid, s.last_signal_at) for sid, s in states.items() if s.last_signal_at]
         if last:
             await conn.execute(
@@ -245,9 +243,19 @@ class Worker:
             if d is None:
                 continue
             row = (
-                outcome.signal.subscription_id, outcome.signal.id, d.rule_id, d.variant,
-                d.place_id, d.dedupe_key, d.payload, d.distance_m, _local_hour(outcome),
-                max(d.ttl_s, 1), d.urgency, d.topic, outcome.signal.at,
+                outcome.signal.subscription_id,
+                outcome.signal.id,
+                d.rule_id,
+                d.variant,
+                d.place_id,
+                d.dedupe_key,
+                d.payload,
+                d.distance_m,
+                _local_hour(outcome),
+                max(d.ttl_s, 1),
+                d.urgency,
+                d.topic,
+                outcome.signal.at,
             )
             for col, value in zip(cols, row, strict=True):
                 col.append(value)

@@ -71,7 +71,7 @@ def test_image_install_and_entry_point_in_clean_venv(tmp_path: Path, database_ur
         elif op == "RUN":
             run_cmd = rest.split("&&")[0].strip()
         elif op == "HEALTHCHECK":
-            healthcheck = json.loads(rest[rest.index("CMD") + 3:].strip())
+            healthcheck = json.loads(rest[rest.index("CMD") + 3 :].strip())
         elif op == "CMD":
             cmd = json.loads(rest)
     assert run_cmd and run_cmd.startswith("pip install") and healthcheck and cmd
@@ -79,17 +79,24 @@ def test_image_install_and_entry_point_in_clean_venv(tmp_path: Path, database_ur
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     bindir = env_dir / "bin"
-    subprocess.run([str(bindir / "python"), "-m", *shlex.split(run_cmd)], cwd=app, check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        [str(bindir / "python"), "-m", *shlex.split(run_cmd)],
+        cwd=app,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     assert (bindir / cmd[0]).exists()
 
-    env.update({
-        "MOMENTCAST_DATABASE_URL": database_url,
-        "MOMENTCAST_DATA_DIR": str(tmp_path / "data"),
-        "MOMENTCAST_RULES_DIR": str(app / "rules"),
-        "MOMENTCAST_HOST": "127.0.0.1",
-        "MOMENTCAST_PORT": "0",
-    })
+    env.update(
+        {
+            "MOMENTCAST_DATABASE_URL": database_url,
+            "MOMENTCAST_DATA_DIR": str(tmp_path / "data"),
+            "MOMENTCAST_RULES_DIR": str(app / "rules"),
+            "MOMENTCAST_HOST": "127.0.0.1",
+            "MOMENTCAST_PORT": "0",
+        }
+    )
     service = start(cmd[1:], env, executable=[str(bindir / cmd[0])], cwd=app)
     try:
         service.wait_banner()

@@ -27,13 +27,18 @@ async def test_poll_and_sighup_reload_and_broken_set_keeps_old(
 ) -> None:
     rules = tmp_path / "rules"
     shutil.copytree(REPO / "rules", rules)
-    settings = make_settings(ctx.settings.data_dir, ctx.settings.database_url, rules_dir=rules,
-                             rules_poll_interval=timedelta(milliseconds=100))
+    settings = make_settings(
+        ctx.settings.data_dir,
+        ctx.settings.database_url,
+        rules_dir=rules,
+        rules_poll_interval=timedelta(milliseconds=100),
+    )
     context = Context(settings=settings, pool=ctx.pool, keys=ctx.keys)
     holder = reloader.load(context)
     stop = asyncio.Event()
     task = asyncio.create_task(reloader.watch(context, stop))
     try:
+
         def priority() -> int:
             assert holder.current is not None
             return next(r.priority for r in holder.current.rules if r.id == "lunch-nearby")

@@ -21,8 +21,11 @@ def _get(url: str) -> tuple[int, dict[str, object]]:
 @pytest.mark.slow
 def test_serve_with_embedded_database_keeps_data_and_stops_cleanly(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    env = {"MOMENTCAST_DATA_DIR": str(data), "MOMENTCAST_PORT": "0",
-           "MOMENTCAST_RULES_DIR": str(REPO / "rules")}
+    env = {
+        "MOMENTCAST_DATA_DIR": str(data),
+        "MOMENTCAST_PORT": "0",
+        "MOMENTCAST_RULES_DIR": str(REPO / "rules"),
+    }
     first = start(["serve"], env)
     try:
         first.wait_banner()
@@ -53,8 +56,11 @@ def test_serve_with_embedded_database_keeps_data_and_stops_cleanly(tmp_path: Pat
 
 @pytest.mark.slow
 def test_worker_starts_connects_and_stops_on_sigterm(tmp_path: Path, database_url: str) -> None:
-    env = {"MOMENTCAST_DATA_DIR": str(tmp_path / "d"), "MOMENTCAST_DATABASE_URL": database_url,
-           "MOMENTCAST_RULES_DIR": str(REPO / "rules")}
+    env = {
+        "MOMENTCAST_DATA_DIR": str(tmp_path / "d"),
+        "MOMENTCAST_DATABASE_URL": database_url,
+        "MOMENTCAST_RULES_DIR": str(REPO / "rules"),
+    }
     worker = start(["worker"], env)
     worker.wait_banner()
     assert not any("listening" in line for line in worker.stdout_lines)

@@ -69,11 +69,18 @@ def test_bad_values_name_the_variable(
 
 
 def test_cli_reports_one_line_without_traceback(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "MOMENTCAST_PORT": "eighty",
-           "MOMENTCAST_DATA_DIR": str(tmp_path / "d")}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "MOMENTCAST_PORT": "eighty",
+        "MOMENTCAST_DATA_DIR": str(tmp_path / "d"),
+    }
     proc = subprocess.run(
-        [sys.executable, "-m", "service", "serve"], env=env, capture_output=True, text=True,
-        cwd=tmp_path, timeout=60,
+        [sys.executable, "-m", "service", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -100,11 +100,14 @@ def bearer_token(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if not header:
-        raise Unauthorized("missing Authorization: Bearer token",
-                           headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized(
+            "missing Authorization: Bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("malformed Authorization header; expected 'Bearer <token>'",
-                           headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized(
+            "malformed Authorization header; expected 'Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return token.strip()
 
 

@@ -30,16 +30,20 @@ async def cors_middleware(request: web.Request, handler: Handler) -> StreamRespo
     allowed = origin_allowed(origin, request.app[CONTEXT].settings.cors_origins)
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         if not allowed:
-            return error_response(403, f"origin {origin} is not allowed (CORS_ORIGINS)",
-                                  code="forbidden")
+            return error_response(
+                403, f"origin {origin} is not allowed (CORS_ORIGINS)", code="forbidden"
+            )
         # Bearer tokens, not cookies: credentials mode is never needed.
-        return web.Response(status=204, headers={
-            "Access-Control-Allow-Origin": origin,
-            "Access-Control-Allow-Methods": ALLOW_METHODS,
-            "Access-Control-Allow-Headers": ALLOW_HEADERS,
-            "Access-Control-Max-Age": MAX_AGE_S,
-            "Vary": "Origin",
-        })
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": ALLOW_METHODS,
+                "Access-Control-Allow-Headers": ALLOW_HEADERS,
+                "Access-Control-Max-Age": MAX_AGE_S,
+                "Vary": "Origin",
+            },
+        )
     response = await handler(request)
     if allowed:
         response.headers["Access-Control-Allow-Origin"] = origin

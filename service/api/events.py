@@ -64,7 +64,8 @@ class VariantComparison(BaseModel):
     p_value: float | None = Field(description="two-sided, pooled two-proportion z-test")
     alpha: float = Field(description="0.05, Bonferroni-divided over the comparisons")
     required_per_variant: int | None = Field(
-        description="sends per variant needed for 80 % power at the observed rates")
+        description="sends per variant needed for 80 % power at the observed rates"
+    )
     significant: bool
     winner: str | None
     verdict: str
@@ -89,11 +90,19 @@ def _cors_open(response: web.Response) -> web.Response:
     return response
 
 
-@document(Op("post", "/v1/events",
-             "Report that a delivery was shown, clicked, dismissed or converted "
-             "(authorised by its event token; a replay is accepted and counted once)",
-             request=EventIn, response=EventAccepted, status=202, errors=[403, 404],
-             tags=["events"]))
+@document(
+    Op(
+        "post",
+        "/v1/events",
+        "Report that a delivery was shown, clicked, dismissed or converted "
+        "(authorised by its event token; a replay is accepted and counted once)",
+        request=EventIn,
+        response=EventAccepted,
+        status=202,
+        errors=[403, 404],
+        tags=["events"],
+    )
+)
 @routes.post("/v1/events")
 async def post_event(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
@@ -106,8 +115,7 @@ async def post_event(request: web.Request) -> web.Response:
     assert row is not None
     if not row["found"]:
         raise NotFound("no such delivery (it may have been erased)")
-    body = EventAccepted(delivery_id=event.delivery_id, type=event.type,
-                         recorded=row["inserted"])
+    body = EventAccepted(delivery_id=event.delivery_id, type=event.type, recorded=row["inserted"])
     return _cors_open(json_response(body.model_dump(), status=202))
 
 
@@ -121,8 +129,7 @@ async def collect_funnels(pool: asyncpg.Pool) -> list[Funnel]:
             funnels[key] = Funnel(rule, variant)
         return funnels[key]
 
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
-                                                        readonly=True):
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         # One snapshot, so the funnel stages agree with each other.
         for r in await conn.fetch(q("stats_deliveries")):
             f = get(r["rule_id"], r["variant"])
@@ -148,10 +155,17 @@ async def stats(pool: asyncpg.Pool) -> dict[str, Any]:
     return {"rules": [f.as_dict() for f in funnels], "experiments": experiments(arms)}
 
 
-@document(Op("get", "/v1/stats",
-             "Per rule and variant: matches, suppressions by reason, the delivery funnel, "
-             "click-through, and A/B significance", response=Stats, auth="admin",
-             tags=["events"]))
+@document(
+    Op(
+        "get",
+        "/v1/stats",
+        "Per rule and variant: matches, suppressions by reason, the delivery funnel, "
+        "click-through, and A/B significance",
+        response=Stats,
+        auth="admin",
+        tags=["events"],
+    )
+)
 @routes.get("/v1/stats")
 async def get_stats(request: web.Request) -> web.Response:
     require_admin(request)

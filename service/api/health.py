@@ -42,20 +42,35 @@ async def readyz(request: web.Request) -> web.Response:
     loaded = ctx.rules is not None and ctx.rules.current is not None
     checks["rules"] = "ok" if loaded else "not loaded"
     ready = all(v == "ok" for v in checks.values())
-    return json_response({"status": "ready" if ready else "not ready", "checks": checks},
-                         status=200 if ready else 503)
+    return json_response(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status=200 if ready else 503,
+    )
 
 
-@document(Op("get", "/metrics", "Prometheus metrics (text format)", tags=["operations"],
-             content_type="text/plain"))
+@document(
+    Op(
+        "get",
+        "/metrics",
+        "Prometheus metrics (text format)",
+        tags=["operations"],
+        content_type="text/plain",
+    )
+)
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-@document(Op("get", "/v1/vapid-public-key", "The VAPID public key for applicationServerKey",
-             tags=["subscriptions"]))
+@document(
+    Op(
+        "get",
+        "/v1/vapid-public-key",
+        "The VAPID public key for applicationServerKey",
+        tags=["subscriptions"],
+    )
+)
 @routes.get("/v1/vapid-public-key")
 async def vapid_public_key(request: web.Request) -> web.Response:
     return json_response({"public_key": request.app[CONTEXT].keys.vapid_public_b64})

@@ -80,8 +80,9 @@ async def _read_body_in_time(request: web.Request) -> None:
     if not request.body_exists:
         return
     ctx = request.app.get(CONTEXT)
-    seconds = (ctx.settings.body_read_timeout.total_seconds() if ctx is not None
-               else _DEFAULT_BODY_TIMEOUT)
+    seconds = (
+        ctx.settings.body_read_timeout.total_seconds() if ctx is not None else _DEFAULT_BODY_TIMEOUT
+    )
     try:
         async with asyncio.timeout(seconds):
             await request.read()
@@ -132,6 +133,4 @@ class AccessLogger(AbstractAccessLogger):
         route = "unmatched"
         if isinstance(request, web.Request):
             route = _route_name(request)
-        self.logger.info(
-            "%s %s %s %.1fms", request.method, route, response.status, time * 1000
-        )
+        self.logger.info("%s %s %s %.1fms", request.method, route, response.status, time * 1000)

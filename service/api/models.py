@@ -93,8 +93,15 @@ def _flat_value(value: Any) -> bool | int | float | str:
 FlatValue = Annotated[
     bool | int | float | str,
     PlainValidator(_flat_value),
-    WithJsonSchema({"anyOf": [{"type": "string", "maxLength": MAX_STRING},
-                              {"type": "number"}, {"type": "boolean"}]}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "maxLength": MAX_STRING},
+                {"type": "number"},
+                {"type": "boolean"},
+            ]
+        }
+    ),
 ]
 
 

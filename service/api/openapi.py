@@ -31,9 +31,15 @@ _ERROR_SCHEMA: dict[str, Any] = {
 }
 
 _STATUS_TEXT = {
-    400: "Malformed request", 401: "Missing or invalid token", 403: "Token does not open this",
-    404: "Not found", 413: "Body too large", 415: "Wrong content type",
-    422: "Invalid request", 429: "Too many requests", 503: "Temporarily unavailable",
+    400: "Malformed request",
+    401: "Missing or invalid token",
+    403: "Token does not open this",
+    404: "Not found",
+    413: "Body too large",
+    415: "Wrong content type",
+    422: "Invalid request",
+    429: "Too many requests",
+    503: "Temporarily unavailable",
 }
 
 

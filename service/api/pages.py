@@ -49,17 +49,24 @@ def asset(name: str) -> bytes:
 
 def _serve(name: str, *, max_age: int = 300) -> web.Response:
     content_type = ASSETS[name]
-    headers = {"Cache-Control": f"public, max-age={max_age}",
-               "X-Content-Type-Options": "nosniff"}
+    headers = {"Cache-Control": f"public, max-age={max_age}", "X-Content-Type-Options": "nosniff"}
     if content_type == "text/html":
         headers["Content-Security-Policy"] = PAGE_CSP
         headers["Cache-Control"] = "no-cache"
-    return web.Response(body=asset(name), content_type=content_type, charset="utf-8",
-                        headers=headers)
+    return web.Response(
+        body=asset(name), content_type=content_type, charset="utf-8", headers=headers
+    )
 
 
-@document(Op("get", "/momentcast.js", "The browser SDK (plain JavaScript, see docs/clients.md)",
-             content_type="text/javascript", tags=["web"]))
+@document(
+    Op(
+        "get",
+        "/momentcast.js",
+        "The browser SDK (plain JavaScript, see docs/clients.md)",
+        content_type="text/javascript",
+        tags=["web"],
+    )
+)
 @routes.get("/momentcast.js")
 async def sdk(request: web.Request) -> web.Response:
     response = _serve("momentcast.js")
@@ -68,8 +75,15 @@ async def sdk(request: web.Request) -> web.Response:
     return response
 
 
-@document(Op("get", "/sw.js", "The service worker: shows pushes, reports shown and clicked",
-             content_type="text/javascript", tags=["web"]))
+@document(
+    Op(
+        "get",
+        "/sw.js",
+        "The service worker: shows pushes, reports shown and clicked",
+        content_type="text/javascript",
+        tags=["web"],
+    )
+)
 @routes.get("/sw.js")
 async def service_worker(request: web.Request) -> web.Response:
     # Browsers check for a new worker on navigation; no-cache makes fixes reach them at once.
@@ -79,23 +93,44 @@ async def service_worker(request: web.Request) -> web.Response:
     return response
 
 
-@document(Op("get", "/", "Demo page: subscribe, send a position, see the decision explained",
-             content_type="text/html", tags=["web"]))
+@document(
+    Op(
+        "get",
+        "/",
+        "Demo page: subscribe, send a position, see the decision explained",
+        content_type="text/html",
+        tags=["web"],
+    )
+)
 @routes.get("/")
 async def demo_page(request: web.Request) -> web.Response:
     return _serve("index.html")
 
 
-@document(Op("get", "/dashboard",
-             "Dashboard (the page asks for the admin token; its data is GET /v1/dashboard)",
-             content_type="text/html", tags=["web"]))
+@document(
+    Op(
+        "get",
+        "/dashboard",
+        "Dashboard (the page asks for the admin token; its data is GET /v1/dashboard)",
+        content_type="text/html",
+        tags=["web"],
+    )
+)
 @routes.get("/dashboard")
 async def dashboard_page(request: web.Request) -> web.Response:
     return _serve("dashboard.html")
 
 
-@document(Op("get", "/static/{name}", "The pages' own styles and scripts (a fixed list)",
-             errors=[404], content_type="text/plain", tags=["web"]))
+@document(
+    Op(
+        "get",
+        "/static/{name}",
+        "The pages' own styles and scripts (a fixed list)",
+        errors=[404],
+        content_type="text/plain",
+        tags=["web"],
+    )
+)
 @routes.get("/static/{name}")
 async def static_asset(request: web.Request) -> web.Response:
     name = request.match_info["name"]
@@ -161,10 +196,17 @@ def rule_places(ruleset: Any, rule: Any) -> dict[str, Any]:
     return {"type": "FeatureCollection", "features": features}
 
 
-@document(Op("get", "/v1/dashboard",
-             "Everything the dashboard draws: rule status and load errors, each rule's places, "
-             "decisions by local hour, and /v1/stats", response=Dashboard, auth="admin",
-             tags=["web"]))
+@document(
+    Op(
+        "get",
+        "/v1/dashboard",
+        "Everything the dashboard draws: rule status and load errors, each rule's places, "
+        "decisions by local hour, and /v1/stats",
+        response=Dashboard,
+        auth="admin",
+        tags=["web"],
+    )
+)
 @routes.get("/v1/dashboard")
 async def dashboard_data(request: web.Request) -> web.Response:
     require_admin(request)
@@ -178,18 +220,29 @@ async def dashboard_data(request: web.Request) -> web.Response:
     if ruleset is not None:
         for rule in ruleset.rules:
             counts = hours.get(rule.id, {})
-            rules.append({
-                "id": rule.id, "description": rule.description, "trigger": rule.trigger,
-                "priority": rule.priority, "places": rule_places(ruleset, rule),
-                "decisions_by_hour": [{"hour": h, "decisions": counts.get(h, 0)}
-                                      for h in range(24)],
-            })
-    status = "not loaded" if ruleset is None else (
-        "errors" if holder is not None and holder.last_errors else "ok")
-    return json_response({
-        "status": status,
-        "errors": list(holder.last_errors) if holder is not None else [],
-        "warnings": list(holder.last_warnings) if holder is not None else [],
-        "rules": rules,
-        "stats": await stats(ctx.pool),
-    })
+            rules.append(
+                {
+                    "id": rule.id,
+                    "description": rule.description,
+                    "trigger": rule.trigger,
+                    "priority": rule.priority,
+                    "places": rule_places(ruleset, rule),
+                    "decisions_by_hour": [
+                        {"hour": h, "decisions": counts.get(h, 0)} for h in range(24)
+                    ],
+                }
+            )
+    status = (
+        "not loaded"
+        if ruleset is None
+        else ("errors" if holder is not None and holder.last_errors else "ok")
+    )
+    return json_response(
+        {
+            "status": status,
+            "errors": list(holder.last_errors) if holder is not None else [],
+            "warnings": list(holder.last_warnings) if holder is not None else [],
+            "rules": rules,
+            "stats": await stats(ctx.pool),
+        }
+    )

@@ -44,8 +44,11 @@ class SimulatedSignal(Signal):
 
 
 class SimulatedProfile(Strict):
-    id: str = Field(default="simulation", max_length=64,
-                    description="A subscription id: decides the A/B variant shown")
+    id: str = Field(
+        default="simulation",
+        max_length=64,
+        description="A subscription id: decides the A/B variant shown",
+    )
     timezone: Timezone | None = None
     topics: Topics = Field(default_factory=list)
     attributes: Attributes = Field(default_factory=dict)
@@ -88,8 +91,14 @@ def status(holder: RulesHolder) -> dict[str, Any]:
     rules = []
     if ruleset is not None:
         rules = [
-            {"id": r.id, "description": r.description, "priority": r.priority,
-             "trigger": r.trigger, "file": r.file, "places": len(r.place_idx)}
+            {
+                "id": r.id,
+                "description": r.description,
+                "priority": r.priority,
+                "trigger": r.trigger,
+                "file": r.file,
+                "places": len(r.place_idx),
+            }
             for r in ruleset.rules
         ]
     state = "not loaded" if ruleset is None else ("errors" if holder.last_errors else "ok")
@@ -102,16 +111,33 @@ def status(holder: RulesHolder) -> dict[str, Any]:
     }
 
 
-@document(Op("get", "/v1/rules", "Loaded rules, their status and the last load errors",
-             response=RulesStatus, auth="admin", tags=["rules"]))
+@document(
+    Op(
+        "get",
+        "/v1/rules",
+        "Loaded rules, their status and the last load errors",
+        response=RulesStatus,
+        auth="admin",
+        tags=["rules"],
+    )
+)
 @routes.get("/v1/rules")
 async def get_rules(request: web.Request) -> web.Response:
     require_admin(request)
     return json_response(status(_holder(request.app[CONTEXT])))
 
 
-@document(Op("post", "/v1/rules/reload", "Reload rules/; an invalid set keeps the old one",
-             response=RulesStatus, auth="admin", errors=[422], tags=["rules"]))
+@document(
+    Op(
+        "post",
+        "/v1/rules/reload",
+        "Reload rules/; an invalid set keeps the old one",
+        response=RulesStatus,
+        auth="admin",
+        errors=[422],
+        tags=["rules"],
+    )
+)
 @routes.post("/v1/rules/reload")
 async def post_reload(request: web.Request) -> web.Response:
     require_admin(request)
@@ -125,8 +151,17 @@ async def post_reload(request: web.Request) -> web.Response:
     return json_response(status(holder))
 
 
-@document(Op("post", "/v1/simulate", "What one signal of one profile would trigger, and why",
-             request=SimulateRequest, response=SimulateResult, auth="admin", tags=["rules"]))
+@document(
+    Op(
+        "post",
+        "/v1/simulate",
+        "What one signal of one profile would trigger, and why",
+        request=SimulateRequest,
+        response=SimulateResult,
+        auth="admin",
+        tags=["rules"],
+    )
+)
 @routes.post("/v1/simulate")
 async def post_simulate(request: web.Request) -> web.Response:
     require_admin(request)
@@ -139,13 +174,22 @@ async def post_simulate(request: web.Request) -> web.Response:
     s = body.signal
     subject = body.profile.id
     signal = EngineSignal(
-        subscription_id=subject, lat=s.lat, lon=s.lon, at=s.at or now,
-        accuracy_m=s.accuracy_m, speed_mps=s.speed_mps, moment=s.moment, context=s.context,
+        subscription_id=subject,
+        lat=s.lat,
+        lon=s.lon,
+        at=s.at or now,
+        accuracy_m=s.accuracy_m,
+        speed_mps=s.speed_mps,
+        moment=s.moment,
+        context=s.context,
     )
     p = body.profile
     profile = EngineProfile(
-        id=subject, timezone=p.timezone, topics=frozenset(p.topics),
-        attributes=p.attributes, paused=p.paused,
+        id=subject,
+        timezone=p.timezone,
+        topics=frozenset(p.topics),
+        attributes=p.attributes,
+        paused=p.paused,
     )
     # Judged at the signal's own time, so a simulated lunchtime is not "stale".
     return json_response(simulate(ruleset, signal, profile, signal.at))

@@ -57,9 +57,19 @@ def _rows(body: Signal | SignalBatch) -> list[SignalRow]:
     ]
 
 
-@document(Op("post", "/v1/signals", "Send one signal or a batch of up to 500",
-             request_models=(Signal, SignalBatch), response=Accepted, status=202,
-             auth="device", errors=[429, 503], tags=["signals"]))
+@document(
+    Op(
+        "post",
+        "/v1/signals",
+        "Send one signal or a batch of up to 500",
+        request_models=(Signal, SignalBatch),
+        response=Accepted,
+        status=202,
+        auth="device",
+        errors=[429, 503],
+        tags=["signals"],
+    )
+)
 @routes.post("/v1/signals")
 async def post_signals(request: web.Request) -> web.Response:
     token = bearer_token(request)

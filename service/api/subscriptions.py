@@ -63,8 +63,13 @@ def prove_keys_usable(keys_p256dh: str, keys_auth: str) -> None:
     except Exception as exc:
         raise Unprocessable(
             "subscription.keys: the keys cannot encrypt a push message",
-            details=[{"field": "subscription.keys", "message": str(exc) or type(exc).__name__,
-                      "type": "unusable_keys"}],
+            details=[
+                {
+                    "field": "subscription.keys",
+                    "message": str(exc) or type(exc).__name__,
+                    "type": "unusable_keys",
+                }
+            ],
         ) from None
 
 
@@ -74,8 +79,13 @@ def _check_endpoint(request: web.Request, sub: PushSubscriptionJSON) -> None:
     except EndpointRefused as exc:
         raise Unprocessable(
             f"subscription.endpoint: {exc.message}",
-            details=[{"field": "subscription.endpoint", "message": exc.message,
-                      "type": "endpoint_refused"}],
+            details=[
+                {
+                    "field": "subscription.endpoint",
+                    "message": exc.message,
+                    "type": "endpoint_refused",
+                }
+            ],
         ) from None
 
 
@@ -126,9 +136,19 @@ async def own_subscription(request: web.Request, *, admin_ok: bool = False) -> u
     return wanted
 
 
-@document(Op("post", "/v1/subscriptions", "Register a browser push subscription",
-             request=SubscriptionCreate, response=SubscriptionCreated, status=201,
-             tags=["subscriptions"], errors=[], extra_responses={200: SubscriptionCreated}))
+@document(
+    Op(
+        "post",
+        "/v1/subscriptions",
+        "Register a browser push subscription",
+        request=SubscriptionCreate,
+        response=SubscriptionCreated,
+        status=201,
+        tags=["subscriptions"],
+        errors=[],
+        extra_responses={200: SubscriptionCreated},
+    )
+)
 @routes.post("/v1/subscriptions")
 async def create_subscription(request: web.Request) -> web.Response:
     body: SubscriptionCreate = await read_body(request, SubscriptionCreate)
@@ -155,8 +175,16 @@ async def create_subscription(request: web.Request) -> web.Response:
     return json_response(created.model_dump(mode="json"), status=status)
 
 
-@document(Op("get", "/v1/subscriptions/{id}", "This device's profile (never its keys)",
-             response=Profile, auth="device", tags=["subscriptions"]))
+@document(
+    Op(
+        "get",
+        "/v1/subscriptions/{id}",
+        "This device's profile (never its keys)",
+        response=Profile,
+        auth="device",
+        tags=["subscriptions"],
+    )
+)
 @routes.get("/v1/subscriptions/{id}")
 async def get_subscription(request: web.Request) -> web.Response:
     sub_id = await own_subscription(request)
@@ -166,8 +194,17 @@ async def get_subscription(request: web.Request) -> web.Response:
     return json_response(_profile(row))
 
 
-@document(Op("patch", "/v1/subscriptions/{id}", "Change this device's profile",
-             request=ProfilePatch, response=Profile, auth="device", tags=["subscriptions"]))
+@document(
+    Op(
+        "patch",
+        "/v1/subscriptions/{id}",
+        "Change this device's profile",
+        request=ProfilePatch,
+        response=Profile,
+        auth="device",
+        tags=["subscriptions"],
+    )
+)
 @routes.patch("/v1/subscriptions/{id}")
 async def patch_subscription(request: web.Request) -> web.Response:
     sub_id = await own_subscription(request)
@@ -176,22 +213,36 @@ async def patch_subscription(request: web.Request) -> web.Response:
     row = await request.app[CONTEXT].pool.fetchrow(
         q("subscription_patch"),
         sub_id,
-        "timezone" in given, patch.timezone,
-        "locale" in given, patch.locale,
-        "topics" in given, patch.topics,
-        "attributes" in given, patch.attributes,
-        "paused" in given, patch.paused,
-        "location_consent" in given, bool(patch.location_consent),
+        "timezone" in given,
+        patch.timezone,
+        "locale" in given,
+        patch.locale,
+        "topics" in given,
+        patch.topics,
+        "attributes" in given,
+        patch.attributes,
+        "paused" in given,
+        patch.paused,
+        "location_consent" in given,
+        bool(patch.location_consent),
     )
     if row is None:
         raise NotFound("no such subscription")
     return json_response(_profile(row))
 
 
-@document(Op("delete", "/v1/subscriptions/{id}",
-             "Unsubscribe and erase: the subscription, its signals, presence and the "
-             "personal fields of its deliveries", status=204, auth="device_or_admin",
-             errors=[404], tags=["subscriptions"]))
+@document(
+    Op(
+        "delete",
+        "/v1/subscriptions/{id}",
+        "Unsubscribe and erase: the subscription, its signals, presence and the "
+        "personal fields of its deliveries",
+        status=204,
+        auth="device_or_admin",
+        errors=[404],
+        tags=["subscriptions"],
+    )
+)
 @routes.delete("/v1/subscriptions/{id}")
 async def delete_subscription(request: web.Request) -> web.Response:
     sub_id = await own_subscription(request, admin_ok=True)
@@ -207,8 +258,6 @@ async def erase(pool: asyncpg.Pool, sub_id: uuid.UUID) -> bool:
         found = await conn.fetchval(q("erase_lock"), sub_id)
         if not found:
             return False
-        for name in ("erase_presence", "erase_signals", "erase_deliveries",
-                     "erase_subscription"):
+        for name in ("erase_presence", "erase_signals", "erase_deliveries", "erase_subscription"):
             await conn.execute(q(name), sub_id)
     return True
-

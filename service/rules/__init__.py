@@ -13,8 +13,9 @@ from .ruleset import CompiledRule, Ruleset
 from .signals import Profile, Signal, SignalBatch
 
 
-def simulate(ruleset: Ruleset, signal: Signal, profile: Profile,
-             now: datetime | None = None) -> dict[str, Any]:
+def simulate(
+    ruleset: Ruleset, signal: Signal, profile: Profile, now: datetime | None = None
+) -> dict[str, Any]:
     """Explain one signal (POST /v1/simulate); see service.engine.simulate."""
     # Imported here: the engine builds on this package, not the other way round.
     from service.engine import simulate as run

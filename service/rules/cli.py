@@ -37,20 +37,27 @@ def _split(entry: str) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="momentcast rules",
-                                 description="Check, describe and replay rule files.")
+    ap = argparse.ArgumentParser(
+        prog="momentcast rules", description="Check, describe and replay rule files."
+    )
     sub = ap.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="load every file and report all errors")
-    check.add_argument("dir", nargs="?", default=None, help="rules directory "
-                       "(default: $MOMENTCAST_RULES_DIR or rules)")
+    check.add_argument(
+        "dir",
+        nargs="?",
+        default=None,
+        help="rules directory (default: $MOMENTCAST_RULES_DIR or rules)",
+    )
     check.add_argument("--json", action="store_true", help="machine-readable output")
     schema = sub.add_parser("schema", help="print the JSON Schema of rule files")
     schema.add_argument("--policy", action="store_true", help="the schema of policy.yaml")
     replay = sub.add_parser("replay", help="what a recorded trace would have triggered")
-    replay.add_argument("trace", help=".gpx, .geojson or .csv (lat,lon,time[,accuracy_m,"
-                        "speed_mps,moment])")
-    replay.add_argument("--profile", help="YAML/JSON subscriber profile: timezone, topics, "
-                        "attributes, paused")
+    replay.add_argument(
+        "trace", help=".gpx, .geojson or .csv (lat,lon,time[,accuracy_m,speed_mps,moment])"
+    )
+    replay.add_argument(
+        "--profile", help="YAML/JSON subscriber profile: timezone, topics, attributes, paused"
+    )
     replay.add_argument("--rules", default=None, help="rules directory")
     replay.add_argument("--json", action="store_true", help="machine-readable output")
     return ap
@@ -74,21 +81,45 @@ def _check(directory: str, as_json: bool, out: TextIO, err: TextIO) -> int:
         rs = load_ruleset(directory)
     except RuleLoadError as exc:
         if as_json:
-            out.write(json.dumps({"ok": False, "errors": [_split(e) for e in exc.errors],
-                                  "warnings": [_split(w) for w in exc.warnings]}, indent=2)
-                      + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "ok": False,
+                        "errors": [_split(e) for e in exc.errors],
+                        "warnings": [_split(w) for w in exc.warnings],
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
         else:
             for line in [*exc.errors, *exc.warnings]:
                 err.write(line + "\n")
             err.write(f"{len(exc.errors)} error(s); nothing was changed\n")
         return 1
     if as_json:
-        out.write(json.dumps({
-            "ok": True, "version": rs.version, "errors": [],
-            "warnings": [_split(w) for w in rs.warnings],
-            "rules": [{"id": r.id, "priority": r.priority, "trigger": r.trigger,
-                       "places": len(r.place_idx), "summary": r.summary(rs.places)}
-                      for r in rs.rules]}, indent=2) + "\n")
+        out.write(
+            json.dumps(
+                {
+                    "ok": True,
+                    "version": rs.version,
+                    "errors": [],
+                    "warnings": [_split(w) for w in rs.warnings],
+                    "rules": [
+                        {
+                            "id": r.id,
+                            "priority": r.priority,
+                            "trigger": r.trigger,
+                            "places": len(r.place_idx),
+                            "summary": r.summary(rs.places),
+                        }
+                        for r in rs.rules
+                    ],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         return 0
     for w in rs.warnings:
         err.write(w + "\n")
@@ -110,10 +141,14 @@ def load_profile(path: str | None) -> Profile:
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise TraceError(f"{path}: unknown profile keys {unknown}; allowed: {sorted(allowed)}")
-    return Profile(id=str(data.get("id", "replay")), timezone=data.get("timezone"),
-                   locale=data.get("locale"), topics=frozenset(data.get("topics") or []),
-                   attributes=dict(data.get("attributes") or {}),
-                   paused=bool(data.get("paused", False)))
+    return Profile(
+        id=str(data.get("id", "replay")),
+        timezone=data.get("timezone"),
+        locale=data.get("locale"),
+        topics=frozenset(data.get("topics") or []),
+        attributes=dict(data.get("attributes") or {}),
+        paused=bool(data.get("paused", False)),
+    )
 
 
 def replay_rows(rs: Ruleset, outcomes: list[Outcome], profile: Profile) -> list[dict[str, Any]]:
@@ -125,17 +160,30 @@ def replay_rows(rs: Ruleset, outcomes: list[Outcome], profile: Profile) -> list[
         else:
             local = local_datetime(s.at, s.lat, s.lon, profile.timezone)
         d = o.decision
-        rows.append({
-            "time": local.isoformat(), "lat": s.lat, "lon": s.lon,
-            "entered": [f"{r}@{p}" for r, p in o.entered],
-            "left": [f"{r}@{p}" for r, p in o.left],
-            "decision": None if d is None else {
-                "rule": d.rule_id, "place": d.place_id, "distance_m": d.distance_m,
-                "variant": d.variant, "ttl_s": d.ttl_s, **d.payload},
-            "suppressed": [{"rule": x.rule_id, "place": x.place_id, "reason": x.reason}
-                           for x in o.suppressed],
-            "note": "out_of_order" if not o.applied else ("stale" if o.stale else None),
-        })
+        rows.append(
+            {
+                "time": local.isoformat(),
+                "lat": s.lat,
+                "lon": s.lon,
+                "entered": [f"{r}@{p}" for r, p in o.entered],
+                "left": [f"{r}@{p}" for r, p in o.left],
+                "decision": None
+                if d is None
+                else {
+                    "rule": d.rule_id,
+                    "place": d.place_id,
+                    "distance_m": d.distance_m,
+                    "variant": d.variant,
+                    "ttl_s": d.ttl_s,
+                    **d.payload,
+                },
+                "suppressed": [
+                    {"rule": x.rule_id, "place": x.place_id, "reason": x.reason}
+                    for x in o.suppressed
+                ],
+                "note": "out_of_order" if not o.applied else ("stale" if o.stale else None),
+            }
+        )
     return rows
 
 
@@ -148,9 +196,16 @@ def replay(rules_dir: str, trace: str, profile_path: str | None) -> dict[str, An
     outcomes = decide(rs, signals, {profile.id: profile}, states, now=None, arrival_order=True)
     rows = replay_rows(rs, outcomes, profile)
     reasons = Counter(x["reason"] for r in rows for x in r["suppressed"])
-    return {"rules_version": rs.version, "profile": profile.id, "rows": rows,
-            "summary": {"signals": len(rows), "sent": sum(1 for r in rows if r["decision"]),
-                        "suppressed": dict(sorted(reasons.items()))}}
+    return {
+        "rules_version": rs.version,
+        "profile": profile.id,
+        "rows": rows,
+        "summary": {
+            "signals": len(rows),
+            "sent": sum(1 for r in rows if r["decision"]),
+            "suppressed": dict(sorted(reasons.items())),
+        },
+    }
 
 
 def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -178,15 +233,21 @@ def format_report(report: dict[str, Any]) -> str:
         events = " ".join([*(f"+{x}" for x in r["entered"]), *(f"-{x}" for x in r["left"])])
         d = r["decision"]
         if d is not None:
-            what = (f"SEND {d['rule']} @ {d['place']} ({d['distance_m']:.0f} m, variant "
-                    f"{d['variant']}, ttl {d['ttl_s']}s): {d['title']}")
+            what = (
+                f"SEND {d['rule']} @ {d['place']} ({d['distance_m']:.0f} m, variant "
+                f"{d['variant']}, ttl {d['ttl_s']}s): {d['title']}"
+            )
         elif r["note"]:
             what = f"({r['note']}: nothing triggered)"
         else:
             what = "-"
         supp = "; ".join(f"{x['rule']}@{x['place']}: {x['reason']}" for x in r["suppressed"])
-        lines.append(head + what + (f"  [suppressed {supp}]" if supp else "")
-                     + (f"  {events}" if events else ""))
+        lines.append(
+            head
+            + what
+            + (f"  [suppressed {supp}]" if supp else "")
+            + (f"  {events}" if events else "")
+        )
     s = report["summary"]
     why = ", ".join(f"{k} {v}" for k, v in s["suppressed"].items()) or "none"
     lines.append(f"{s['signals']} signals, {s['sent']} pushes, suppressed: {why}")

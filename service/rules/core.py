@@ -82,9 +82,13 @@ class Evaluation:
         f = int(self.fence[k])
         p = int(rs.fence_place[f])
         ttl = float(self.ttl_left[k])
-        return Match(rule=rs.rules[int(rs.fence_rule[f])], place=rs.places[p],
-                     place_id=rs.places[p].id, distance_m=float(self.distance[k]),
-                     ttl_left_s=None if np.isnan(ttl) else ttl)
+        return Match(
+            rule=rs.rules[int(rs.fence_rule[f])],
+            place=rs.places[p],
+            place_id=rs.places[p].id,
+            distance_m=float(self.distance[k]),
+            ttl_left_s=None if np.isnan(ttl) else ttl,
+        )
 
     def reasons(self, i: int) -> dict[str, str | None]:
         """For every rule: None when it matched signal i, else why not."""
@@ -116,9 +120,20 @@ def evaluate(ruleset: Ruleset, batch: SignalBatch) -> Evaluation:
         empty_i = np.empty(0, dtype=np.intp)
         empty_f = np.empty(0, dtype=np.float64)
         empty_b = np.empty(0, dtype=bool)
-        return Evaluation(rs, batch, empty_i, empty_i, empty_f, empty_b, empty_b,
-                          np.empty(0, dtype=np.int8), empty_f, empty_b, empty_f,
-                          np.zeros(n + 1, dtype=np.intp))
+        return Evaluation(
+            rs,
+            batch,
+            empty_i,
+            empty_i,
+            empty_f,
+            empty_b,
+            empty_b,
+            np.empty(0, dtype=np.int8),
+            empty_f,
+            empty_b,
+            empty_f,
+            np.zeros(n + 1, dtype=np.intp),
+        )
     pts = shapely.points(batch.lon, batch.lat)
     sig_i, tree_i = rs.tree.query(pts)
     place_i = rs.tree_place[tree_i]
@@ -129,11 +144,20 @@ def evaluate(ruleset: Ruleset, batch: SignalBatch) -> Evaluation:
     dist = np.empty(len(sig_i), dtype=np.float64)
     poly = rs.place_is_poly[place_i]
     pt = ~poly
-    dist[pt] = haversine_m(batch.lat[sig_i[pt]], batch.lon[sig_i[pt]],
-                           rs.place_lat[place_i[pt]], rs.place_lon[place_i[pt]])
+    dist[pt] = haversine_m(
+        batch.lat[sig_i[pt]],
+        batch.lon[sig_i[pt]],
+        rs.place_lat[place_i[pt]],
+        rs.place_lon[place_i[pt]],
+    )
     pp = place_i[poly]
-    dist[poly] = polygon_distances(rs.place_shape[pp], rs.place_lon0[pp], rs.place_lat0[pp],
-                                   batch.lat[sig_i[poly]], batch.lon[sig_i[poly]])
+    dist[poly] = polygon_distances(
+        rs.place_shape[pp],
+        rs.place_lon0[pp],
+        rs.place_lat0[pp],
+        batch.lat[sig_i[poly]],
+        batch.lon[sig_i[poly]],
+    )
     # Fan each (signal, place) pair out to the fences (rules) using the place.
     cnt = rs.place_fence_count[place_i]
     rep = np.repeat(np.arange(len(place_i)), cnt)
@@ -163,8 +187,9 @@ def evaluate(ruleset: Ruleset, batch: SignalBatch) -> Evaluation:
     if qh is not None:
         quiet = _in_window(qh.start, qh.end, sec)
     start = np.searchsorted(sig, np.arange(n + 1)).astype(np.intp)
-    return Evaluation(rs, batch, sig, fence, d, inside, accurate, code, ttl_left, quiet,
-                      offset, start)
+    return Evaluation(
+        rs, batch, sig, fence, d, inside, accurate, code, ttl_left, quiet, offset, start
+    )
 
 
 def _in_window(start: int, end: int, sec: FloatArray) -> npt.NDArray[np.bool_]:
@@ -186,8 +211,11 @@ def _offsets(rs: Ruleset, batch: SignalBatch, sig: IntArray, place: IntArray) ->
             s = int(sig[k])
             c = looked_up.get(s)
             if c is None:
-                name = zone_name_at(float(batch.lat[s]), float(batch.lon[s]),
-                                    batch.unique_profiles[int(batch.profile_idx[s])].timezone)
+                name = zone_name_at(
+                    float(batch.lat[s]),
+                    float(batch.lon[s]),
+                    batch.unique_profiles[int(batch.profile_idx[s])].timezone,
+                )
                 c = looked_up[s] = codes.setdefault(name, len(codes))
                 if c == len(names):
                     names.append(name)
@@ -199,9 +227,17 @@ def _offsets(rs: Ruleset, batch: SignalBatch, sig: IntArray, place: IntArray) ->
     return offset
 
 
-def _conditions(rule: CompiledRule, batch: SignalBatch, sig: IntArray, day: FloatArray,
-                sec: FloatArray, weekday: IntArray, code: npt.NDArray[np.int8],
-                ttl_left: FloatArray, m: IntArray) -> None:
+def _conditions(
+    rule: CompiledRule,
+    batch: SignalBatch,
+    sig: IntArray,
+    day: FloatArray,
+    sec: FloatArray,
+    weekday: IntArray,
+    code: npt.NDArray[np.int8],
+    ttl_left: FloatArray,
+    m: IntArray,
+) -> None:
     model = rule.model
     mask = rule.day_mask
     day_ok = ((mask >> weekday) & 1).astype(bool)
@@ -241,8 +277,11 @@ def _conditions(rule: CompiledRule, batch: SignalBatch, sig: IntArray, day: Floa
         if who.topics or who.attributes:
             pidx = batch.profile_idx[sig]
             uniq, inv = np.unique(pidx, return_inverse=True)
-            verdict = np.fromiter((_audience(rule, batch.unique_profiles[int(p)]) for p in uniq),
-                                  dtype=np.int8, count=len(uniq))[inv.reshape(-1)]
+            verdict = np.fromiter(
+                (_audience(rule, batch.unique_profiles[int(p)]) for p in uniq),
+                dtype=np.int8,
+                count=len(uniq),
+            )[inv.reshape(-1)]
             fails.append((TOPICS, verdict == TOPICS))
             fails.append((ATTRIBUTES, verdict == ATTRIBUTES))
         if who.moments:
@@ -269,7 +308,6 @@ def _attrs_equal(wanted: Mapping[str, object], have: Mapping[str, object]) -> bo
     for key, value in wanted.items():
         got = have.get(key)
         # bool is an int subclass; `tier: 1` must not match `tier: true`.
-        if key not in have or (type(got) is bool and type(value) is not bool) \
-                or got != value:
+        if key not in have or (type(got) is bool and type(value) is not bool) or got != value:
             return False
     return True

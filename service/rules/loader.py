@@ -118,8 +118,9 @@ def _validate(load: _Load, file: Path, loc: Located, model: type[M]) -> M | None
             if kind == "extra_forbidden":
                 fields = _fields_at(model, path[:-1])
                 hint = difflib.get_close_matches(str(path[-1]), fields, n=1)
-                msg = f"unknown key {path[-1]!r}" + (f" (did you mean {hint[0]!r}?)" if hint
-                                                     else f" (allowed: {', '.join(fields)})")
+                msg = f"unknown key {path[-1]!r}" + (
+                    f" (did you mean {hint[0]!r}?)" if hint else f" (allowed: {', '.join(fields)})"
+                )
                 where = _dotted(path[:-1])
             elif kind == "missing":
                 msg, where = f"missing required key {path[-1]!r}", _dotted(path[:-1])
@@ -181,8 +182,11 @@ def _load_places(load: _Load, files: list[Path]) -> dict[Path, list[Place]]:
         except json.JSONDecodeError as exc:
             load.err(path, exc.lineno, f"not valid JSON: {exc.msg}")
             continue
-        if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection" \
-                or not isinstance(doc.get("features"), list):
+        if (
+            not isinstance(doc, dict)
+            or doc.get("type") != "FeatureCollection"
+            or not isinstance(doc.get("features"), list)
+        ):
             load.err(path, 1, "a places file must be a GeoJSON FeatureCollection")
             continue
         lines: Located | None = None
@@ -203,9 +207,11 @@ def _load_places(load: _Load, files: list[Path]) -> dict[Path, list[Place]]:
                 load.err(path, line(i, "geometry"), str(exc))
                 continue
             if place.id in seen_ids:
-                load.err(path, line(i, "properties"),
-                         f"feature {i}: duplicate place id {place.id!r} "
-                         f"(also {seen_ids[place.id]})")
+                load.err(
+                    path,
+                    line(i, "properties"),
+                    f"feature {i}: duplicate place id {place.id!r} (also {seen_ids[place.id]})",
+                )
                 continue
             seen_ids[place.id] = f"{path} feature {place.index}"
             places.append(place)
@@ -230,8 +236,11 @@ def load_ruleset(path: str | Path) -> Ruleset:
     else:
         load.err(policy_file, 1, "policy.yaml is missing (dayparts, quiet_hours, limits)")
     place_files = sorted((root / "places").glob("*.geojson")) if (root / "places").is_dir() else []
-    rule_files = sorted(p for p in [*root.glob("*.yaml"), *root.glob("*.yml")]
-                        if p.name not in ("policy.yaml", "policy.yml"))
+    rule_files = sorted(
+        p
+        for p in [*root.glob("*.yaml"), *root.glob("*.yml")]
+        if p.name not in ("policy.yaml", "policy.yml")
+    )
     parsed: list[tuple[Path, Located, RuleModel]] = []
     for rf in rule_files:
         loc = load.located(rf)
@@ -242,8 +251,11 @@ def load_ruleset(path: str | Path) -> Ruleset:
             parsed.append((rf, loc, model))
             for extra in model.where.files:
                 target = (root / extra).resolve()
-                if target.suffix == ".geojson" and target.is_file() \
-                        and target not in [p.resolve() for p in place_files]:
+                if (
+                    target.suffix == ".geojson"
+                    and target.is_file()
+                    and target not in [p.resolve() for p in place_files]
+                ):
                     place_files.append(root / extra)
     by_file = _load_places(load, place_files)
     resolved = {p.resolve(): v for p, v in by_file.items()}
@@ -256,30 +268,50 @@ def load_ruleset(path: str | Path) -> Ruleset:
         if rule is None:
             continue
         if rule.id in ids:
-            load.err(rf, loc.line_of(("id",)),
-                     f"duplicate rule id {rule.id!r} (also {ids[rule.id]})")
+            load.err(
+                rf, loc.line_of(("id",)), f"duplicate rule id {rule.id!r} (also {ids[rule.id]})"
+            )
             continue
         ids[rule.id] = rf
         rules.append(rule)
     if not rule_files:
         load.warn(root, 1, "no rule files (*.yaml) found")
-    _priority_ties(load, rules, {r.id: (f, loc) for f, loc, _ in parsed
-                                  for r in rules if r.file == str(f)})
+    _priority_ties(
+        load, rules, {r.id: (f, loc) for f, loc, _ in parsed for r in rules if r.file == str(f)}
+    )
     if load.errors or policy is None:
         raise RuleLoadError(load.errors, load.warnings)
-    return Ruleset(rules=rules, policy=policy, places=all_places,
-                   version=load.digest.hexdigest()[:16], root=str(root),
-                   warnings=load.warnings, loaded_at=datetime.now(UTC))
+    return Ruleset(
+        rules=rules,
+        policy=policy,
+        places=all_places,
+        version=load.digest.hexdigest()[:16],
+        root=str(root),
+        warnings=load.warnings,
+        loaded_at=datetime.now(UTC),
+    )
 
 
-def _compile_rule(load: _Load, root: Path, rf: Path, loc: Located, model: RuleModel,
-                  policy: PolicyModel | None, places_by_file: dict[Path, list[Place]],
-                  index_of: dict[int, int], index: int) -> CompiledRule | None:
+def _compile_rule(
+    load: _Load,
+    root: Path,
+    rf: Path,
+    loc: Located,
+    model: RuleModel,
+    policy: PolicyModel | None,
+    places_by_file: dict[Path, list[Place]],
+    index_of: dict[int, int],
+    index: int,
+) -> CompiledRule | None:
     before = len(load.errors)
     rule_id = model.id or rf.stem
     if model.id is None and not _valid_id(rule_id):
-        load.err(rf, 1, f"the file name gives rule id {rule_id!r}; use lower-case letters, "
-                 "digits, - and _ or set id:")
+        load.err(
+            rf,
+            1,
+            f"the file name gives rule id {rule_id!r}; use lower-case letters, "
+            "digits, - and _ or set id:",
+        )
     # Places and filter.
     chosen: list[Place] = []
     for i, name in enumerate(model.where.files):
@@ -289,23 +321,34 @@ def _compile_rule(load: _Load, root: Path, rf: Path, loc: Located, model: RuleMo
         target = (root / name).resolve()
         if target not in places_by_file:
             exists = target.is_file()
-            load.err(rf, loc.line_of(key), f"where.places: {name!r} "
-                     + ("has errors (see above)" if exists else "not found under " + str(root)))
+            load.err(
+                rf,
+                loc.line_of(key),
+                f"where.places: {name!r} "
+                + ("has errors (see above)" if exists else "not found under " + str(root)),
+            )
             continue
         chosen.extend(places_by_file[target])
     flt = model.where.filter or {}
-    matched = [p for p in chosen
-               if all(k in p.properties and p.properties[k] == v for k, v in flt.items())]
+    matched = [
+        p for p in chosen if all(k in p.properties and p.properties[k] == v for k, v in flt.items())
+    ]
     if flt and chosen and not matched:
         present = sorted({text_value(p.properties.get(k)) for p in chosen for k in flt})[:8]
-        load.err(rf, loc.line_of(("where", "filter")),
-                 f"where.filter {flt} matches none of the {len(chosen)} places "
-                 f"(values present: {', '.join(present)})")
+        load.err(
+            rf,
+            loc.line_of(("where", "filter")),
+            f"where.filter {flt} matches none of the {len(chosen)} places "
+            f"(values present: {', '.join(present)})",
+        )
     unsized = [p.id for p in matched if p.kind == "point" and p.radius_m is None]
     if unsized and model.where.radius_m is None:
-        load.err(rf, loc.line_of(("where",)),
-                 f"where: {len(unsized)} point places have no radius_m (e.g. {unsized[0]!r}); "
-                 "set where.radius_m")
+        load.err(
+            rf,
+            loc.line_of(("where",)),
+            f"where: {len(unsized)} point places have no radius_m (e.g. {unsized[0]!r}); "
+            "set where.radius_m",
+        )
     # Time windows.
     windows = list(model.when.windows) if model.when else []
     if model.when and model.when.dayparts:
@@ -314,28 +357,49 @@ def _compile_rule(load: _Load, root: Path, rf: Path, loc: Located, model: RuleMo
             if name in known:
                 windows.append(known[name])
             elif policy is not None:
-                load.err(rf, loc.line_of(("when", "dayparts", i)),
-                         f"when.dayparts[{i}]: unknown daypart {name!r} "
-                         f"(policy.yaml defines: {', '.join(sorted(known)) or 'none'})")
+                load.err(
+                    rf,
+                    loc.line_of(("when", "dayparts", i)),
+                    f"when.dayparts[{i}]: unknown daypart {name!r} "
+                    f"(policy.yaml defines: {', '.join(sorted(known)) or 'none'})",
+                )
     # Templates and payload size.
-    values: list[dict[str, Any]] = [{**p.properties, "id": p.id, "name": p.name}
-                                    for p in matched]
-    variants = _variants(load, rf, loc, model, rule_id, values,
-                         max((p.radius_m or model.where.radius_m or 0.0) for p in matched)
-                         if matched else 0.0)
+    values: list[dict[str, Any]] = [{**p.properties, "id": p.id, "name": p.name} for p in matched]
+    variants = _variants(
+        load,
+        rf,
+        loc,
+        model,
+        rule_id,
+        values,
+        max((p.radius_m or model.where.radius_m or 0.0) for p in matched) if matched else 0.0,
+    )
     if len(load.errors) > before:
         return None
-    return CompiledRule(id=rule_id, index=index, file=str(rf), model=model,
-                        place_idx=[index_of[id(p)] for p in matched], windows=windows,
-                        variants=variants)
+    return CompiledRule(
+        id=rule_id,
+        index=index,
+        file=str(rf),
+        model=model,
+        place_idx=[index_of[id(p)] for p in matched],
+        windows=windows,
+        variants=variants,
+    )
 
 
 def _valid_id(rule_id: str) -> bool:
     return RULE_ID.match(rule_id) is not None
 
 
-def _variants(load: _Load, rf: Path, loc: Located, model: RuleModel, rule_id: str,
-              values: list[dict[str, Any]], max_radius: float) -> list[CompiledVariant]:
+def _variants(
+    load: _Load,
+    rf: Path,
+    loc: Located,
+    model: RuleModel,
+    rule_id: str,
+    values: list[dict[str, Any]],
+    max_radius: float,
+) -> list[CompiledVariant]:
     base: dict[str, Template] = {}
     for name in MESSAGE_FIELDS:
         text = getattr(model.message, name)
@@ -364,24 +428,35 @@ def _variants(load: _Load, rf: Path, loc: Located, model: RuleModel, rule_id: st
         size = _worst_payload(variant, longest, digits, rule_id)
         if size > MAX_PAYLOAD_BYTES:
             key: tuple[str | int, ...] = ("variants", i) if specs else ("message",)
-            load.err(rf, loc.line_of(key),
-                     f"{'variant ' + variant.name if specs else 'message'}: the push payload "
-                     f"can reach {size} bytes with the longest place values (limit "
-                     f"{MAX_PAYLOAD_BYTES}); shorten the texts or the place names")
+            load.err(
+                rf,
+                loc.line_of(key),
+                f"{'variant ' + variant.name if specs else 'message'}: the push payload "
+                f"can reach {size} bytes with the longest place values (limit "
+                f"{MAX_PAYLOAD_BYTES}); shorten the texts or the place names",
+            )
     return out
 
 
-def _worst_payload(variant: CompiledVariant, longest: dict[str, int], digits: int,
-                   rule_id: str) -> int:
+def _worst_payload(
+    variant: CompiledVariant, longest: dict[str, int], digits: int, rule_id: str
+) -> int:
     skeleton: dict[str, Any] = dict.fromkeys(variant.templates, "")
     skeleton["data"] = {**_DATA_WORST, "rule": rule_id, "variant": variant.name}
     size = len(json.dumps(skeleton, ensure_ascii=False, separators=(",", ":")).encode())
-    return size + sum(worst_case_bytes(t, longest, digits, rule_id)
-                      for t in variant.templates.values())
+    return size + sum(
+        worst_case_bytes(t, longest, digits, rule_id) for t in variant.templates.values()
+    )
 
 
-def _template(load: _Load, rf: Path, loc: Located, key: tuple[str | int, ...], text: str,
-              values: list[dict[str, Any]]) -> Template | None:
+def _template(
+    load: _Load,
+    rf: Path,
+    loc: Located,
+    key: tuple[str | int, ...],
+    text: str,
+    values: list[dict[str, Any]],
+) -> Template | None:
     where = _dotted(key)
     try:
         tpl = parse_template(text)
@@ -393,26 +468,33 @@ def _template(load: _Load, rf: Path, loc: Located, key: tuple[str | int, ...], t
             continue
         missing = [v["id"] for v in values if name not in v]
         if missing:
-            load.err(rf, loc.line_of(key),
-                     f"{where}: template field {{place.{name}}} is missing on {len(missing)} "
-                     f"of {len(values)} places (e.g. {missing[0]!r})")
+            load.err(
+                rf,
+                loc.line_of(key),
+                f"{where}: template field {{place.{name}}} is missing on {len(missing)} "
+                f"of {len(values)} places (e.g. {missing[0]!r})",
+            )
             return None
     return tpl
 
 
-def _priority_ties(load: _Load, rules: list[CompiledRule],
-                   where: dict[str, tuple[Path, Located]]) -> None:
+def _priority_ties(
+    load: _Load, rules: list[CompiledRule], where: dict[str, tuple[Path, Located]]
+) -> None:
     for i, a in enumerate(rules):
-        for b in rules[i + 1:]:
+        for b in rules[i + 1 :]:
             if a.priority != b.priority:
                 continue
             shared = set(a.place_idx) & set(b.place_idx)
             if shared:
                 f, loc = where[b.id]
-                load.warn(f, loc.line_of(("priority",)),
-                          f"rule {b.id!r} ties with {a.id!r} at priority {a.priority} on "
-                          f"{len(shared)} shared places; the nearer place, then the rule id "
-                          "decides - give them different priorities")
+                load.warn(
+                    f,
+                    loc.line_of(("priority",)),
+                    f"rule {b.id!r} ties with {a.id!r} at priority {a.priority} on "
+                    f"{len(shared)} shared places; the nearer place, then the rule id "
+                    "decides - give them different priorities",
+                )
 
 
 __all__ = ["MAX_PAYLOAD_BYTES", "RuleLoadError", "json_bytes", "load_ruleset"]

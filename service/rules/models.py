@@ -84,8 +84,11 @@ class When(_Strict):
     between: WindowText | list[WindowText] | None = Field(
         None, description='Local time windows such as "11:30-14:00" or "22:00-02:00"'
     )
-    days: list[Day] | None = Field(None, description="Local weekdays (a window that crosses "
-                                   "midnight belongs to the day it starts on)")
+    days: list[Day] | None = Field(
+        None,
+        description="Local weekdays (a window that crosses "
+        "midnight belongs to the day it starts on)",
+    )
 
     @property
     def windows(self) -> list[Window]:

@@ -36,8 +36,10 @@ IntArray = npt.NDArray[np.intp]
 
 
 def haversine_m(
-    lat1: FloatArray | float, lon1: FloatArray | float,
-    lat2: FloatArray | float, lon2: FloatArray | float,
+    lat1: FloatArray | float,
+    lon1: FloatArray | float,
+    lat2: FloatArray | float,
+    lon2: FloatArray | float,
 ) -> FloatArray:
     """Great-circle distance in metres, vectorised over numpy arrays."""
     p1 = np.radians(lat1)
@@ -101,8 +103,10 @@ class Place:
 
 def _check_lonlat(lon: float, lat: float, where: str) -> None:
     if not (-180.0 <= lon <= 180.0):
-        raise PlaceError(f"{where}: longitude {lon} is outside -180..180 "
-                         "(GeoJSON order is [longitude, latitude])")
+        raise PlaceError(
+            f"{where}: longitude {lon} is outside -180..180 "
+            "(GeoJSON order is [longitude, latitude])"
+        )
     if abs(lat) > MAX_ABS_LAT:
         raise PlaceError(f"{where}: latitude {lat} is beyond the supported +-{MAX_ABS_LAT:g}")
 
@@ -113,12 +117,17 @@ def _rings(coords: Any, where: str) -> list[list[tuple[float, float]]]:
     rings = []
     for ring in coords:
         if not isinstance(ring, list) or len(ring) < 4:
-            raise PlaceError(f"{where}: a polygon ring needs at least 4 positions "
-                             "(the first repeated at the end)")
+            raise PlaceError(
+                f"{where}: a polygon ring needs at least 4 positions "
+                "(the first repeated at the end)"
+            )
         pts = []
         for pos in ring:
-            if (not isinstance(pos, list) or len(pos) < 2
-                    or not all(isinstance(v, int | float) for v in pos[:2])):
+            if (
+                not isinstance(pos, list)
+                or len(pos) < 2
+                or not all(isinstance(v, int | float) for v in pos[:2])
+            ):
                 raise PlaceError(f"{where}: positions must be [longitude, latitude]")
             lon, lat = float(pos[0]), float(pos[1])
             _check_lonlat(lon, lat, where)
@@ -144,19 +153,34 @@ def make_place(file: str, index: int, feature: Any, stem: str) -> Place:
         raise PlaceError(f"{where}: geometry is missing")
     gtype, coords = geom.get("type"), geom.get("coordinates")
     radius = props.get("radius_m")
-    if radius is not None and (isinstance(radius, bool) or not isinstance(radius, int | float)
-                               or radius <= 0):
+    if radius is not None and (
+        isinstance(radius, bool) or not isinstance(radius, int | float) or radius <= 0
+    ):
         raise PlaceError(f"{where}: radius_m must be a positive number of metres")
     key = f"{file}#{index}"
     if gtype == "Point":
-        if (not isinstance(coords, list) or len(coords) < 2
-                or not all(isinstance(v, int | float) for v in coords[:2])):
+        if (
+            not isinstance(coords, list)
+            or len(coords) < 2
+            or not all(isinstance(v, int | float) for v in coords[:2])
+        ):
             raise PlaceError(f"{where}: Point coordinates must be [longitude, latitude]")
         lon, lat = float(coords[0]), float(coords[1])
         _check_lonlat(lon, lat, where)
-        return Place(key=key, id=pid, file=file, index=index, properties=props, kind="point",
-                     lat=lat, lon=lon, radius_m=float(radius) if radius else None,
-                     lon0=lon, lat0=lat, bounds=(lon, lat, lon, lat))
+        return Place(
+            key=key,
+            id=pid,
+            file=file,
+            index=index,
+            properties=props,
+            kind="point",
+            lat=lat,
+            lon=lon,
+            radius_m=float(radius) if radius else None,
+            lon0=lon,
+            lat0=lat,
+            bounds=(lon, lat, lon, lat),
+        )
     if gtype == "Polygon":
         polys = [_rings(coords, where)]
     elif gtype == "MultiPolygon":
@@ -164,14 +188,18 @@ def make_place(file: str, index: int, feature: Any, stem: str) -> Place:
             raise PlaceError(f"{where}: MultiPolygon coordinates must be a list of polygons")
         polys = [_rings(p, where) for p in coords]
     else:
-        raise PlaceError(f"{where}: geometry type {gtype!r} is not supported "
-                         "(use Point, Polygon or MultiPolygon)")
+        raise PlaceError(
+            f"{where}: geometry type {gtype!r} is not supported "
+            "(use Point, Polygon or MultiPolygon)"
+        )
     lons = [lon for poly in polys for ring in poly for lon, _ in ring]
     unwrapped = max(lons) - min(lons) > 180.0
     if unwrapped:
         # Parts on both sides of +-180: unwrap the western side by +360.
-        polys = [[[(lon + 360.0 if lon < 0 else lon, lat) for lon, lat in ring] for ring in poly]
-                 for poly in polys]
+        polys = [
+            [[(lon + 360.0 if lon < 0 else lon, lat) for lon, lat in ring] for ring in poly]
+            for poly in polys
+        ]
         lons = [lon for poly in polys for ring in poly for lon, _ in ring]
         if max(lons) - min(lons) > 180.0:
             raise PlaceError(f"{where}: polygon spans more than 180 degrees of longitude")
@@ -179,8 +207,10 @@ def make_place(file: str, index: int, feature: Any, stem: str) -> Place:
     parts = [shapely.Polygon(p[0], p[1:]) for p in polys]
     for part in parts:
         if not shapely.is_valid(part):
-            raise PlaceError(f"{where}: invalid polygon: {shapely.is_valid_reason(part)} "
-                             "(rings must not cross themselves or each other)")
+            raise PlaceError(
+                f"{where}: invalid polygon: {shapely.is_valid_reason(part)} "
+                "(rings must not cross themselves or each other)"
+            )
     if len(parts) == 1:
         lonlat: BaseGeometry = parts[0]
     elif unwrapped:
@@ -189,17 +219,30 @@ def make_place(file: str, index: int, feature: Any, stem: str) -> Place:
     else:
         lonlat = shapely.MultiPolygon(parts)
         if not shapely.is_valid(lonlat):
-            raise PlaceError(f"{where}: invalid polygon: {shapely.is_valid_reason(lonlat)} "
-                             "(the parts of a MultiPolygon must not overlap)")
+            raise PlaceError(
+                f"{where}: invalid polygon: {shapely.is_valid_reason(lonlat)} "
+                "(the parts of a MultiPolygon must not overlap)"
+            )
     minx, miny, maxx, maxy = min(lons), min(lats), max(lons), max(lats)
     lon0, lat0 = (minx + maxx) / 2.0, (miny + maxy) / 2.0
     local = _to_local(lonlat, lon0, lat0)
     centroid = lonlat.centroid
-    return Place(key=key, id=pid, file=file, index=index, properties=props, kind="polygon",
-                 lat=float(centroid.y), lon=float(wrap_lon(np.asarray([centroid.x]))[0]),
-                 radius_m=float(radius) if radius else None, shape=local, lon0=lon0,
-                 lat0=lat0, bounds=(minx, miny, maxx, maxy),
-                 equivalent_radius_m=float(np.sqrt(local.area / np.pi)))
+    return Place(
+        key=key,
+        id=pid,
+        file=file,
+        index=index,
+        properties=props,
+        kind="polygon",
+        lat=float(centroid.y),
+        lon=float(wrap_lon(np.asarray([centroid.x]))[0]),
+        radius_m=float(radius) if radius else None,
+        shape=local,
+        lon0=lon0,
+        lat0=lat0,
+        bounds=(minx, miny, maxx, maxy),
+        equivalent_radius_m=float(np.sqrt(local.area / np.pi)),
+    )
 
 
 def _to_local(geom: BaseGeometry, lon0: float, lat0: float) -> BaseGeometry:
@@ -214,8 +257,13 @@ def _to_local(geom: BaseGeometry, lon0: float, lat0: float) -> BaseGeometry:
     return shapely.transform(geom, project)
 
 
-def polygon_distances(shapes: npt.NDArray[np.object_], lon0: FloatArray, lat0: FloatArray,
-                      lat: FloatArray, lon: FloatArray) -> FloatArray:
+def polygon_distances(
+    shapes: npt.NDArray[np.object_],
+    lon0: FloatArray,
+    lat0: FloatArray,
+    lat: FloatArray,
+    lon: FloatArray,
+) -> FloatArray:
     """Metres from each (lat[i], lon[i]) to the local-plane polygon shapes[i]
     centred at (lat0[i], lon0[i]); 0 inside. Vectorised: one shapely call per
     step for the whole batch."""

@@ -82,8 +82,10 @@ class CompiledRule:
         kinds = {places[i].kind for i in self.place_idx}
         trig = f"dwell {int(self.dwell_s)}s" if m.trigger == "dwell" else m.trigger
         variants = "/".join(v.name for v in self.variants)
-        return (f"{self.id}: priority {m.priority}, {trig}, {len(self.place_idx)} places "
-                f"({'+'.join(sorted(kinds))}), {when}, variants {variants}")
+        return (
+            f"{self.id}: priority {m.priority}, {trig}, {len(self.place_idx)} places "
+            f"({'+'.join(sorted(kinds))}), {when}, variants {variants}"
+        )
 
 
 @dataclass(eq=False)
@@ -132,8 +134,10 @@ class Ruleset:
         self.fence_radius: FloatArray = np.asarray(f_radius, dtype=np.float64)
         self.fence_reach: FloatArray = self.fence_radius + hyst
         self.fence_gate: FloatArray = np.asarray(f_gate, dtype=np.float64)
-        self.fence_by_ids = {(self.rules[r].id, self.places[p].id): i
-                             for i, (r, p) in enumerate(zip(f_rule, f_place, strict=True))}
+        self.fence_by_ids = {
+            (self.rules[r].id, self.places[p].id): i
+            for i, (r, p) in enumerate(zip(f_rule, f_place, strict=True))
+        }
         # CSR: fences of place p are place_fences[start[p]:start[p + 1]].
         order = np.argsort(self.fence_place, kind="stable")
         self.place_fences: IntArray = order.astype(np.intp)
@@ -167,7 +171,8 @@ class Ruleset:
         self.tz_names: list[str] = sorted({z for z in self.place_tz if z is not None})
         codes = {z: i for i, z in enumerate(self.tz_names)}
         self.place_tz_code: IntArray = np.asarray(
-            [codes[z] if z is not None else -1 for z in self.place_tz], dtype=np.intp)
+            [codes[z] if z is not None else -1 for z in self.place_tz], dtype=np.intp
+        )
 
 
 def _uniform_tz(boxes: list[tuple[float, float, float, float]]) -> str | None:

@@ -78,14 +78,19 @@ class SignalBatch:
             return np.asarray([math.nan if v is None else v for v in values], dtype=np.float64)
 
         return cls(
-            signals=signals, profiles=per_signal,
-            lat=col([s.lat for s in signals]), lon=col([s.lon for s in signals]),
+            signals=signals,
+            profiles=per_signal,
+            lat=col([s.lat for s in signals]),
+            lon=col([s.lon for s in signals]),
             t=col([s.at.timestamp() for s in signals]),
             accuracy=col([s.accuracy_m for s in signals]),
             speed=col([s.speed_mps for s in signals]),
-            moment=np.asarray([MOMENTS.index(s.moment) + 1 if s.moment in MOMENTS else 0
-                               for s in signals], dtype=np.intp),
-            profile_idx=pidx, unique_profiles=plist,
+            moment=np.asarray(
+                [MOMENTS.index(s.moment) + 1 if s.moment in MOMENTS else 0 for s in signals],
+                dtype=np.intp,
+            ),
+            profile_idx=pidx,
+            unique_profiles=plist,
         )
 
     def __len__(self) -> int:

@@ -46,15 +46,16 @@ def parse_template(text: str) -> Template:
     parts: list[str | tuple[str, str]] = []
     pos = 0
     for m in _FIELD.finditer(text):
-        parts.append(text[pos:m.start()])
+        parts.append(text[pos : m.start()])
         pos = m.end()
         token = m.group(0)
         if token in ("{{", "}}"):
             parts.append(token[0])
             continue
         if token in ("{", "}"):
-            raise TemplateError(f"unmatched {token!r} in {text!r}; write {token * 2} for a "
-                                "literal brace")
+            raise TemplateError(
+                f"unmatched {token!r} in {text!r}; write {token * 2} for a literal brace"
+            )
         name = (m.group(1) or "").strip()
         parts.append(_field(name))
     parts.append(text[pos:])
@@ -67,8 +68,10 @@ def _field(name: str) -> tuple[str, str]:
     root, dot, rest = name.partition(".")
     if dot and root in ("place", "attributes") and _NAME.match(rest):
         return (root, rest)
-    raise TemplateError(f"unknown template field {{{name}}}; use {{place.<property>}}, "
-                        "{distance_m}, {rule.id} or {attributes.<name>}")
+    raise TemplateError(
+        f"unknown template field {{{name}}}; use {{place.<property>}}, "
+        "{distance_m}, {rule.id} or {attributes.<name>}"
+    )
 
 
 def text_value(value: Any) -> str:
@@ -89,8 +92,9 @@ def json_bytes(text: str) -> int:
     return len(json.dumps(text, ensure_ascii=False).encode()) - 2
 
 
-def worst_case_bytes(template: Template, place_fields: Mapping[str, int],
-                     distance_digits: int, rule_id: str) -> int:
+def worst_case_bytes(
+    template: Template, place_fields: Mapping[str, int], distance_digits: int, rule_id: str
+) -> int:
     """Largest JSON-escaped size the template can render to.
 
     `place_fields` gives, per property, the longest escaped value over the
@@ -111,8 +115,9 @@ def worst_case_bytes(template: Template, place_fields: Mapping[str, int],
     return total
 
 
-def longest_place_values(names: Iterable[str],
-                         places: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+def longest_place_values(
+    names: Iterable[str], places: Iterable[Mapping[str, Any]]
+) -> dict[str, int]:
     wanted = set(names)
     out: dict[str, int] = dict.fromkeys(wanted, 0)
     for props in places:

@@ -79,10 +79,17 @@ def _gpx(text: str, sub: str) -> list[Signal]:
     for i, pt in enumerate(points):
         where = f"point {i}"
         acc = pt.horizontal_dilution
-        out.append(Signal(sub, float(pt.latitude), float(pt.longitude), _time(pt.time, where),
-                          # GPX has no accuracy in metres; HDOP x 5 m is the usual estimate.
-                          accuracy_m=None if acc is None else float(acc) * 5.0,
-                          speed_mps=None if pt.speed is None else float(pt.speed)))
+        out.append(
+            Signal(
+                sub,
+                float(pt.latitude),
+                float(pt.longitude),
+                _time(pt.time, where),
+                # GPX has no accuracy in metres; HDOP x 5 m is the usual estimate.
+                accuracy_m=None if acc is None else float(acc) * 5.0,
+                speed_mps=None if pt.speed is None else float(pt.speed),
+            )
+        )
     return out
 
 
@@ -103,10 +110,17 @@ def _geojson(text: str, sub: str) -> list[Signal]:
         props = f.get("properties") or {}
         if geom.get("type") == "Point":
             lon, lat = geom["coordinates"][:2]
-            out.append(Signal(sub, float(lat), float(lon), _time(props.get("time"), where),
-                              accuracy_m=_opt_float(props.get("accuracy_m"), where, "accuracy_m"),
-                              speed_mps=_opt_float(props.get("speed_mps"), where, "speed_mps"),
-                              moment=_moment(props.get("moment"), where)))
+            out.append(
+                Signal(
+                    sub,
+                    float(lat),
+                    float(lon),
+                    _time(props.get("time"), where),
+                    accuracy_m=_opt_float(props.get("accuracy_m"), where, "accuracy_m"),
+                    speed_mps=_opt_float(props.get("speed_mps"), where, "speed_mps"),
+                    moment=_moment(props.get("moment"), where),
+                )
+            )
         elif geom.get("type") == "LineString":
             # Times per vertex as in the common `coordTimes`/`times` property.
             times = props.get("times") or props.get("coordTimes")
@@ -114,8 +128,9 @@ def _geojson(text: str, sub: str) -> list[Signal]:
             if not isinstance(times, list) or len(times) != len(coords):
                 raise TraceError(f"{where}: a LineString needs properties.times, one per vertex")
             for j, (pos, t) in enumerate(zip(coords, times, strict=True)):
-                out.append(Signal(sub, float(pos[1]), float(pos[0]),
-                                  _time(t, f"{where} vertex {j}")))
+                out.append(
+                    Signal(sub, float(pos[1]), float(pos[0]), _time(t, f"{where} vertex {j}"))
+                )
         else:
             raise TraceError(f"{where}: use Point or LineString geometries")
     return out
@@ -135,8 +150,15 @@ def _csv(text: str, sub: str) -> list[Signal]:
         if lat is None or lon is None:
             raise TraceError(f"{where}: lat and lon are required")
         cells = [c.strip() for c in row] + [""] * 3
-        out.append(Signal(sub, lat, lon, _time(cells[2], where),
-                          accuracy_m=_opt_float(cells[3], where, "accuracy_m"),
-                          speed_mps=_opt_float(cells[4], where, "speed_mps"),
-                          moment=_moment(cells[5], where)))
+        out.append(
+            Signal(
+                sub,
+                lat,
+                lon,
+                _time(cells[2], where),
+                accuracy_m=_opt_float(cells[3], where, "accuracy_m"),
+                speed_mps=_opt_float(cells[4], where, "speed_mps"),
+                moment=_moment(cells[5], where),
+            )
+        )
     return out

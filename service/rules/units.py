@@ -25,8 +25,9 @@ def parse_duration(value: object) -> timedelta:
         raise ValueError(f"duration must be text such as 30s, 20m, 2h or 7d, not {value!r}")
     m = _DURATION.match(value)
     if not m:
-        raise ValueError(f"bad duration {value!r}: use a number and a unit s, m, h, d or w "
-                         "(30s, 20m, 2h, 7d)")
+        raise ValueError(
+            f"bad duration {value!r}: use a number and a unit s, m, h, d or w (30s, 20m, 2h, 7d)"
+        )
     seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
     if seconds <= 0:
         raise ValueError(f"duration {value!r} must be longer than zero")
@@ -62,8 +63,9 @@ def parse_limit(value: object) -> Limit:
         try:
             period = parse_duration(unit)
         except ValueError:
-            raise ValueError(f"bad limit {value!r}: the period must be hour, day, week "
-                             "or a duration such as 12h") from None
+            raise ValueError(
+                f"bad limit {value!r}: the period must be hour, day, week or a duration such as 12h"
+            ) from None
     if count < 1:
         raise ValueError(f"limit {value!r} allows nothing; remove the rule or use at least 1")
     return Limit(count=count, period=period, text=value.strip())
@@ -112,7 +114,7 @@ def parse_window(value: object) -> Window:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         # YAML 1.1 reads an unquoted 11:30 as the base-60 number 690.
-        raise ValueError(f"bad time window: write it in quotes as \"HH:MM-HH:MM\" (got {value})")
+        raise ValueError(f'bad time window: write it in quotes as "HH:MM-HH:MM" (got {value})')
     if not isinstance(value, str) or "-" not in value:
         raise ValueError(f"bad time window {value!r}: write HH:MM-HH:MM, e.g. 11:30-14:00")
     left, _, right = value.partition("-")

@@ -34,26 +34,41 @@ async def test_logs_hold_no_coordinates_or_tokens(
             api = LiveApi(url, http, ctx)
             device = await register(api, attributes={"home": f"{LAT},{LON}"})
             signal = {"lat": LAT, "lon": LON, "accuracy_m": ACCURACY}
-            for body in (signal, {"signals": [signal, {**signal, "lat": 123.0}]},
-                         {"signals": [signal] * 2}):
-                async with http.post(url + "/v1/signals", json=body,
-                                     headers=device.auth()) as resp:
+            for body in (
+                signal,
+                {"signals": [signal, {**signal, "lat": 123.0}]},
+                {"signals": [signal] * 2},
+            ):
+                async with http.post(url + "/v1/signals", json=body, headers=device.auth()) as resp:
                     assert resp.status in (202, 422)
-            async with http.get(url + f"/v1/subscriptions/{device.id}?lat={LAT}",
-                                headers=device.auth()) as resp:
+            async with http.get(
+                url + f"/v1/subscriptions/{device.id}?lat={LAT}", headers=device.auth()
+            ) as resp:
                 assert resp.status == 200
-            async with http.post(url + "/v1/signals", json=signal,
-                                 headers={"Authorization": "Bearer " + "z" * 43}) as resp:
+            async with http.post(
+                url + "/v1/signals", json=signal, headers={"Authorization": "Bearer " + "z" * 43}
+            ) as resp:
                 assert resp.status == 401
-            async with http.delete(url + f"/v1/subscriptions/{device.id}",
-                                   headers=device.auth()) as resp:
+            async with http.delete(
+                url + f"/v1/subscriptions/{device.id}", headers=device.auth()
+            ) as resp:
                 assert resp.status == 204
     finally:
         await runner.cleanup()
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "/v1/signals" in text  # the access log did run
-    forbidden = [str(LAT), str(LON), str(ACCURACY), "48.858", "2.2944", device.token, "z" * 43,
-                 device.id, device.subscription["endpoint"], device.subscription["keys"]["auth"]]
+    forbidden = [
+        str(LAT),
+        str(LON),
+        str(ACCURACY),
+        "48.858",
+        "2.2944",
+        device.token,
+        "z" * 43,
+        device.id,
+        device.subscription["endpoint"],
+        device.subscription["keys"]["auth"],
+    ]
     for value in forbidden:
         assert value not in text, value
 
@@ -61,22 +76,27 @@ async def test_logs_hold_no_coordinates_or_tokens(
 async def test_retention_purges_old_processed_signals_only(api: LiveApi) -> None:
     pool = api.ctx.pool
     device = await register(api)
-    async with api.http.post(api.url + "/v1/signals",
-                             json={"signals": [{"lat": 1, "lon": 2}] * 4},
-                             headers=device.auth()) as resp:
+    async with api.http.post(
+        api.url + "/v1/signals", json={"signals": [{"lat": 1, "lon": 2}] * 4}, headers=device.auth()
+    ) as resp:
         assert resp.status == 202
     ids = [r["id"] for r in await pool.fetch("SELECT id FROM signals ORDER BY id")]
     retention = api.ctx.settings.signal_retention
     # old+processed, fresh+processed, old+unprocessed, fresh+unprocessed
-    await pool.execute("UPDATE signals SET processed_at = now() - $2::interval - interval '1 min'"
-                       " WHERE id = $1", ids[0], retention)
-    await pool.execute("UPDATE signals SET processed_at = now() - $2::interval + interval '1 min'"
-                       " WHERE id = $1", ids[1], retention)
-    await pool.execute("UPDATE signals SET received_at = now() - interval '30 days' "
-                       "WHERE id = $1", ids[2])
+    await pool.execute(
+        "UPDATE signals SET processed_at = now() - $2::interval - interval '1 min' WHERE id = $1",
+        ids[0],
+        retention,
+    )
+    await pool.execute(
+        "UPDATE signals SET processed_at = now() - $2::interval + interval '1 min' WHERE id = $1",
+        ids[1],
+        retention,
+    )
+    await pool.execute(
+        "UPDATE signals SET received_at = now() - interval '30 days' WHERE id = $1", ids[2]
+    )
     assert await maintenance.purge_signals(api.ctx) == 1
     left = [r["id"] for r in await pool.fetch("SELECT id FROM signals ORDER BY id")]
     assert left == ids[1:]
     assert await maintenance.purge_signals(api.ctx) == 0
-
-

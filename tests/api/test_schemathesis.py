@@ -22,8 +22,12 @@ from schemathesis.specs.openapi.checks import (
 from tests.api.conftest import register
 from tests.conftest import LiveApi
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 EXAMPLES_PER_OPERATION = 60
 # /readyz answers 503 by design when rules are not loaded; that is its documented job.
 SKIP = {("GET", "/readyz")}
@@ -38,16 +42,22 @@ def _fuzz(url: str, headers: dict[str, str], calls: list[int]) -> list[str]:
         if (operation.method.upper(), operation.path) in SKIP:
             continue
 
-        @hypothesis.settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
-                             suppress_health_check=list(HealthCheck), derandomize=True)
-        @hypothesis.given(case=st.one_of(
-            operation.as_strategy(GenerationMode.POSITIVE),
-            operation.as_strategy(GenerationMode.NEGATIVE),
-        ))
+        @hypothesis.settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+        )
+        @hypothesis.given(
+            case=st.one_of(
+                operation.as_strategy(GenerationMode.POSITIVE),
+                operation.as_strategy(GenerationMode.NEGATIVE),
+            )
+        )
         def run(case: Any) -> None:
             calls.append(1)
-            case.call_and_validate(base_url=url, session=session, headers=headers,
-                                   checks=CHECKS)
+            case.call_and_validate(base_url=url, session=session, headers=headers, checks=CHECKS)
 
         try:
             run()

@@ -63,8 +63,11 @@ async def test_bad_signal_is_422_and_stores_nothing(
 async def test_nan_and_infinity_are_refused(api: LiveApi, device: Device) -> None:
     # Python's json (and some clients) write these non-standard literals.
     for raw in (b'{"lat": NaN, "lon": 1}', b'{"lat": 1, "lon": Infinity}'):
-        async with api.http.post(api.url + "/v1/signals", data=raw, headers={
-                **device.auth(), "Content-Type": "application/json"}) as resp:
+        async with api.http.post(
+            api.url + "/v1/signals",
+            data=raw,
+            headers={**device.auth(), "Content-Type": "application/json"},
+        ) as resp:
             assert resp.status in (400, 422)
     assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 0
 
@@ -73,8 +76,9 @@ async def test_batch_with_bad_signals_names_each_and_stores_none(
     api: LiveApi, device: Device
 ) -> None:
     batch = [BERLIN, {"lat": 95, "lon": 0}, BERLIN, {**BERLIN, "moment": "sleep"}]
-    async with api.http.post(api.url + "/v1/signals", json={"signals": batch},
-                             headers=device.auth()) as resp:
+    async with api.http.post(
+        api.url + "/v1/signals", json={"signals": batch}, headers=device.auth()
+    ) as resp:
         assert resp.status == 422
         error = (await resp.json())["error"]
     assert [d["field"] for d in error["details"]] == ["signals.1.lat", "signals.3.moment"]
@@ -87,8 +91,11 @@ async def test_malformed_wrong_type_and_oversized(api: LiveApi, device: Device) 
     async with api.http.post(api.url + "/v1/signals", data=b'{"lat": 1,', headers=headers) as r:
         assert r.status == 400
         assert_error(await r.json(), 400, "bad_request", "malformed JSON")
-    async with api.http.post(api.url + "/v1/signals", data=json.dumps(BERLIN),
-                             headers={**device.auth(), "Content-Type": "text/plain"}) as r:
+    async with api.http.post(
+        api.url + "/v1/signals",
+        data=json.dumps(BERLIN),
+        headers={**device.auth(), "Content-Type": "text/plain"},
+    ) as r:
         assert r.status == 415
     big = json.dumps({"signals": [{**BERLIN, "context": {"pad": "x" * 250}}] * 1200})
     async with api.http.post(api.url + "/v1/signals", data=big, headers=headers) as r:
@@ -98,8 +105,15 @@ async def test_malformed_wrong_type_and_oversized(api: LiveApi, device: Device) 
 
 async def test_signal_is_stored_with_its_fields(api: LiveApi, device: Device) -> None:
     at = _ago(minutes=2)
-    one = {"lat": 48.1372, "lon": 11.5756, "accuracy_m": 12.5, "at": at, "speed_mps": 1.2,
-           "moment": "buy", "context": {"screen": "offers", "battery": 0.4, "charging": False}}
+    one = {
+        "lat": 48.1372,
+        "lon": 11.5756,
+        "accuracy_m": 12.5,
+        "at": at,
+        "speed_mps": 1.2,
+        "moment": "buy",
+        "context": {"screen": "offers", "battery": 0.4, "charging": False},
+    }
     async with api.http.post(api.url + "/v1/signals", json=one, headers=device.auth()) as resp:
         assert resp.status == 202
         assert await resp.json() == {"accepted": 1}
@@ -109,15 +123,23 @@ async def test_signal_is_stored_with_its_fields(api: LiveApi, device: Device) ->
     assert row["accuracy_m"] == pytest.approx(12.5) and row["speed_mps"] == pytest.approx(1.2)
     assert row["at"] == datetime.fromisoformat(at)
     assert row["context"] == one["context"] and row["processed_at"] is None
-    async with api.http.post(api.url + "/v1/signals", json={"signals": [BERLIN] * 500},
-                             headers=device.auth()) as resp:
+    async with api.http.post(
+        api.url + "/v1/signals", json={"signals": [BERLIN] * 500}, headers=device.auth()
+    ) as resp:
         assert resp.status == 202 and (await resp.json()) == {"accepted": 500}
     assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 501
 
 
-@pytest.mark.parametrize(("who", "status"), [
-    ("none", 401), ("malformed", 401), ("wrong", 401), ("admin", 403), ("erased", 401),
-])
+@pytest.mark.parametrize(
+    ("who", "status"),
+    [
+        ("none", 401),
+        ("malformed", 401),
+        ("wrong", 401),
+        ("admin", 403),
+        ("erased", 401),
+    ],
+)
 async def test_signal_token_matrix(
     api: LiveApi, device: Device, other_device: Device, who: str, status: int
 ) -> None:
@@ -129,8 +151,9 @@ async def test_signal_token_matrix(
         "erased": other_device.auth(),
     }[who]
     if who == "erased":
-        async with api.http.delete(api.url + f"/v1/subscriptions/{other_device.id}",
-                                   headers=other_device.auth()) as resp:
+        async with api.http.delete(
+            api.url + f"/v1/subscriptions/{other_device.id}", headers=other_device.auth()
+        ) as resp:
             assert resp.status == 204
     async with api.http.post(api.url + "/v1/signals", json=BERLIN, headers=headers) as resp:
         assert resp.status == status
@@ -142,11 +165,13 @@ async def test_signal_token_matrix(
 async def test_paused_subscription_gets_202_and_stores_nothing(
     api: LiveApi, device: Device
 ) -> None:
-    async with api.http.patch(api.url + f"/v1/subscriptions/{device.id}",
-                              json={"paused": True}, headers=device.auth()) as resp:
+    async with api.http.patch(
+        api.url + f"/v1/subscriptions/{device.id}", json={"paused": True}, headers=device.auth()
+    ) as resp:
         assert resp.status == 200
-    async with api.http.post(api.url + "/v1/signals", json={"signals": [BERLIN] * 3},
-                             headers=device.auth()) as resp:
+    async with api.http.post(
+        api.url + "/v1/signals", json={"signals": [BERLIN] * 3}, headers=device.auth()
+    ) as resp:
         assert resp.status == 202
     assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 0
 
@@ -157,8 +182,9 @@ async def test_rate_limit_429_with_retry_after(api_with: Any) -> None:
     other = await register(api)
     statuses = []
     for _ in range(7):
-        async with api.http.post(api.url + "/v1/signals", json=BERLIN,
-                                 headers=device.auth()) as resp:
+        async with api.http.post(
+            api.url + "/v1/signals", json=BERLIN, headers=device.auth()
+        ) as resp:
             statuses.append(resp.status)
             if resp.status == 429:
                 assert int(resp.headers["Retry-After"]) >= 1
@@ -179,10 +205,12 @@ async def test_1000_concurrent_posts_committed_exactly_once(
     listener = await asyncpg.connect(database_url)
     await listener.add_listener(NOTIFY_CHANNEL, lambda *a: notified.append(a[2]))
     try:
+
         async def post(i: int) -> int:
             body = {**BERLIN, "context": {"n": i}}
-            async with api.http.post(api.url + "/v1/signals", json=body,
-                                     headers=devices[i % 20].auth()) as resp:
+            async with api.http.post(
+                api.url + "/v1/signals", json=body, headers=devices[i % 20].auth()
+            ) as resp:
                 return resp.status
 
         statuses = await asyncio.gather(*(post(i) for i in range(1000)))
@@ -236,8 +264,9 @@ async def test_failed_commit_answers_503_and_stores_nothing(api_with: Any, break
 
     async def post(i: int) -> Any:
         body = {"signals": [{**BERLIN, "context": {"n": i}}] * 3}
-        async with api.http.post(api.url + "/v1/signals", json=body,
-                                 headers=devices[i % 5].auth()) as resp:
+        async with api.http.post(
+            api.url + "/v1/signals", json=body, headers=devices[i % 5].auth()
+        ) as resp:
             return resp.status, resp.headers.get("Retry-After"), await resp.json()
 
     results = await asyncio.gather(*(post(i) for i in range(50)))
@@ -264,11 +293,14 @@ async def test_database_gone_answers_503(
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
 
         async def post() -> int:
-            async with api.http.post(api.url + "/v1/signals", json=BERLIN,
-                                     headers=device.auth()) as resp:
+            async with api.http.post(
+                api.url + "/v1/signals", json=BERLIN, headers=device.auth()
+            ) as resp:
                 return resp.status
 
         statuses = await asyncio.gather(*(post() for _ in range(20)))

@@ -29,9 +29,12 @@ from tests.api.conftest import b64url
 
 finite_lat = st.floats(-90, 90, allow_nan=False)
 finite_lon = st.floats(-180, 180, allow_nan=False)
-flat = st.one_of(st.booleans(), st.integers(-(2**63), 2**63 - 1),
-                 st.floats(allow_nan=False, allow_infinity=False),
-                 st.text(max_size=256).filter(lambda s: "\x00" not in s))
+flat = st.one_of(
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=256).filter(lambda s: "\x00" not in s),
+)
 keys = st.from_regex(r"\A[A-Za-z0-9_.:-]{1,64}\Z")
 
 
@@ -39,20 +42,39 @@ def _fields(exc: ValidationError) -> set[str]:
     return {".".join(str(p) for p in e["loc"]) for e in exc.errors()}
 
 
-@given(lat=finite_lat, lon=finite_lon, accuracy=st.none() | st.floats(0, 1e7),
-       ago=st.floats(0, 23.9 * 3600), moment=st.sampled_from([None, "know", "go", "do", "buy"]),
-       context=st.dictionaries(keys, flat, max_size=16))
+@given(
+    lat=finite_lat,
+    lon=finite_lon,
+    accuracy=st.none() | st.floats(0, 1e7),
+    ago=st.floats(0, 23.9 * 3600),
+    moment=st.sampled_from([None, "know", "go", "do", "buy"]),
+    context=st.dictionaries(keys, flat, max_size=16),
+)
 def test_valid_signals_validate_and_round_trip(
-    lat: float, lon: float, accuracy: float | None, ago: float, moment: str | None,
+    lat: float,
+    lon: float,
+    accuracy: float | None,
+    ago: float,
+    moment: str | None,
     context: dict[str, Any],
 ) -> None:
     at = datetime.now(UTC) - timedelta(seconds=ago)
-    body = {"lat": lat, "lon": lon, "accuracy_m": accuracy, "at": at.isoformat(),
-            "moment": moment, "context": context}
+    body = {
+        "lat": lat,
+        "lon": lon,
+        "accuracy_m": accuracy,
+        "at": at.isoformat(),
+        "moment": moment,
+        "context": context,
+    }
     signal = SIGNAL_BODY.validate_json(json.dumps(body))
     assert isinstance(signal, Signal)
     assert (signal.lat, signal.lon, signal.accuracy_m, signal.moment) == (
-        lat, lon, accuracy, moment)
+        lat,
+        lon,
+        accuracy,
+        moment,
+    )
     assert signal.at == at and signal.context == context
 
 
@@ -84,17 +106,21 @@ def test_batch_reports_every_bad_index(bad: set[int], size: int) -> None:
     bad = {i for i in bad if i < size}
     signals = [{"lat": 95 if i in bad else 45, "lon": 0} for i in range(size)]
     if not bad:
-        assert isinstance(SIGNAL_BODY.validate_json(json.dumps({"signals": signals})),
-                          SignalBatch)
+        assert isinstance(SIGNAL_BODY.validate_json(json.dumps({"signals": signals})), SignalBatch)
         return
     with pytest.raises(ValidationError) as info:
         SIGNAL_BODY.validate_json(json.dumps({"signals": signals}))
     assert _fields(info.value) == {f"batch.signals.{i}.lat" for i in bad}
 
 
-@given(value=st.one_of(st.lists(st.integers(), max_size=2),
-                       st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
-                       st.none(), st.text(min_size=257, max_size=300)))
+@given(
+    value=st.one_of(
+        st.lists(st.integers(), max_size=2),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+        st.none(),
+        st.text(min_size=257, max_size=300),
+    )
+)
 def test_context_values_must_be_flat_and_bounded(value: Any) -> None:
     with pytest.raises(ValidationError) as info:
         Signal.model_validate({"lat": 0, "lon": 0, "context": {"k": value}})
@@ -144,9 +170,13 @@ ZONES = sorted(zoneinfo.available_timezones())
 
 @given(zone=st.sampled_from(ZONES) | st.text(max_size=30))
 def test_timezone_is_an_iana_name(zone: str) -> None:
-    body = {"subscription": {"endpoint": "http://127.0.0.1/x",
-                             "keys": {"p256dh": b64url(_point()), "auth": b64url(b"a" * 16)}},
-            "timezone": zone}
+    body = {
+        "subscription": {
+            "endpoint": "http://127.0.0.1/x",
+            "keys": {"p256dh": b64url(_point()), "auth": b64url(b"a" * 16)},
+        },
+        "timezone": zone,
+    }
     if zone in ZONES:
         assert SubscriptionCreate.model_validate(body).timezone == zone
     else:
@@ -157,14 +187,22 @@ def test_timezone_is_an_iana_name(zone: str) -> None:
 
 @given(tag=st.from_regex(r"\A[a-z]{2,3}(-[A-Z][a-z]{3})?(-[A-Z]{2})?\Z"))
 def test_simple_bcp47_tags_are_accepted(tag: str) -> None:
-    body = {"subscription": {"endpoint": "http://127.0.0.1/x",
-                             "keys": {"p256dh": b64url(_point()), "auth": b64url(b"a" * 16)}},
-            "locale": tag}
+    body = {
+        "subscription": {
+            "endpoint": "http://127.0.0.1/x",
+            "keys": {"p256dh": b64url(_point()), "auth": b64url(b"a" * 16)},
+        },
+        "locale": tag,
+    }
     assert SubscriptionCreate.model_validate(body).locale == tag
 
 
-@given(burst=st.integers(1, 50), rate=st.floats(0.1, 100), calls=st.integers(1, 200),
-       spacing=st.floats(0, 2))
+@given(
+    burst=st.integers(1, 50),
+    rate=st.floats(0.1, 100),
+    calls=st.integers(1, 200),
+    spacing=st.floats(0, 2),
+)
 def test_token_bucket_never_exceeds_burst_plus_refill(
     burst: int, rate: float, calls: int, spacing: float
 ) -> None:

@@ -34,8 +34,9 @@ async def test_rules_need_the_admin_token(rules_api) -> None:  # type: ignore[no
     api, _ = rules_api
     async with api.http.get(api.url + "/v1/rules") as resp:
         assert resp.status == 401
-    async with api.http.get(api.url + "/v1/rules",
-                            headers={"Authorization": "Bearer wrong-token-wrong"}) as resp:
+    async with api.http.get(
+        api.url + "/v1/rules", headers={"Authorization": "Bearer wrong-token-wrong"}
+    ) as resp:
         assert resp.status == 401
 
 
@@ -56,16 +57,19 @@ async def test_broken_reload_keeps_old_set_and_reports_file_line(rules_api) -> N
     async with api.http.post(api.url + "/v1/rules/reload", headers=api.admin()) as resp:
         assert resp.status == 422
         body = await resp.json()
-    assert any(d.startswith(str(lunch)) or "lunch-nearby.yaml:" in d
-               for d in body["error"]["details"]), body
+    assert any(
+        d.startswith(str(lunch)) or "lunch-nearby.yaml:" in d for d in body["error"]["details"]
+    ), body
     assert any("brunch" in d for d in body["error"]["details"])
     async with api.http.get(api.url + "/v1/rules", headers=api.admin()) as resp:
         status = await resp.json()
     assert status["status"] == "errors"
     assert "lunch-nearby" in {r["id"] for r in status["rules"]}
     # The old set still decides.
-    sim = {"signal": {"lat": 52.52035, "lon": 13.4071, "at": "2026-11-24T12:30:00+01:00"},
-           "profile": {"topics": ["food"]}}
+    sim = {
+        "signal": {"lat": 52.52035, "lon": 13.4071, "at": "2026-11-24T12:30:00+01:00"},
+        "profile": {"topics": ["food"]},
+    }
     async with api.http.post(api.url + "/v1/simulate", json=sim, headers=api.admin()) as resp:
         assert resp.status == 200
         result = await resp.json()
@@ -75,9 +79,15 @@ async def test_broken_reload_keeps_old_set_and_reports_file_line(rules_api) -> N
 async def test_simulate_explains_each_rule(rules_api) -> None:  # type: ignore[no-untyped-def]
     api, _ = rules_api
     # Trattoria Spreeblick at 12:30 Berlin time on a Tuesday, for a subscriber into food.
-    sim = {"signal": {"lat": 52.52035, "lon": 13.4071, "at": "2026-11-24T12:30:00+01:00",
-                      "accuracy_m": 10},
-           "profile": {"topics": ["food"]}}
+    sim = {
+        "signal": {
+            "lat": 52.52035,
+            "lon": 13.4071,
+            "at": "2026-11-24T12:30:00+01:00",
+            "accuracy_m": 10,
+        },
+        "profile": {"topics": ["food"]},
+    }
     async with api.http.post(api.url + "/v1/simulate", json=sim, headers=api.admin()) as resp:
         assert resp.status == 200
         result = await resp.json()

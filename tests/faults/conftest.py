@@ -124,8 +124,9 @@ async def _stack(tmp: Path, dsn: str) -> Stack:
 
 
 @pytest.fixture
-async def stack(short_tmp: Path, pg_server: object, clean_db: asyncpg.Pool,
-                database_url: str) -> AsyncIterator[Stack]:
+async def stack(
+    short_tmp: Path, pg_server: object, clean_db: asyncpg.Pool, database_url: str
+) -> AsyncIterator[Stack]:
     """Processes on the session database (emptied first)."""
     s = await _stack(short_tmp, database_url)
     yield s
@@ -178,15 +179,22 @@ async def pool_for(outage: Outage) -> asyncpg.Pool:
     return outage.pool
 
 
-async def add_browser_subscriptions(pool: asyncpg.Pool, push: PushService, n: int,
-                                    ) -> list[tuple[uuid.UUID, BrowserSubscription]]:
+async def add_browser_subscriptions(
+    pool: asyncpg.Pool,
+    push: PushService,
+    n: int,
+) -> list[tuple[uuid.UUID, BrowserSubscription]]:
     subs = []
     for _ in range(n):
         sub = push.subscribe()
         sid: uuid.UUID = await pool.fetchval(
             "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash)"
             " VALUES ($1, $2, $3, $4) RETURNING id",
-            sub.endpoint, sub.p256dh, sub.auth, secrets.token_bytes(32))
+            sub.endpoint,
+            sub.p256dh,
+            sub.auth,
+            secrets.token_bytes(32),
+        )
         subs.append((sid, sub))
     return subs
 

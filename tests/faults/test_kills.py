@@ -34,11 +34,13 @@ async def _stream(pool: asyncpg.Pool, subs: list[uuid.UUID], per_sub: int, seed:
         spot = rng.choice([CAFE_A, CAFE_B])
         for i in range(per_sub):
             lat, lon = offset(spot if rng.random() < 0.6 else FAR, rng.uniform(-90, 90))
-            rows.append((sid, start + timedelta(seconds=30 * i + rng.randint(0, 20)), lat, lon,
-                         10.0))
+            rows.append(
+                (sid, start + timedelta(seconds=30 * i + rng.randint(0, 20)), lat, lon, 10.0)
+            )
     rng.shuffle(rows)
     await pool.copy_records_to_table(
-        "signals", records=rows, columns=["subscription_id", "at", "lat", "lon", "accuracy_m"])
+        "signals", records=rows, columns=["subscription_id", "at", "lat", "lon", "accuracy_m"]
+    )
 
 
 async def _until(pool: asyncpg.Pool, sql: str, timeout: float, procs: list) -> None:  # type: ignore[type-arg]
@@ -72,17 +74,20 @@ async def test_sigkill_of_worker_and_sender_loses_and_duplicates_nothing(
         decided_left = []
         # Early kills land while signals are being decided, later ones while pushes are sent.
         for kill in range(7):
-            p = stack.start("worker", MOMENTCAST_WORKER_BATCH_SIZE="5",
-                            MOMENTCAST_SENDER_CONCURRENCY="4")
+            p = stack.start(
+                "worker", MOMENTCAST_WORKER_BATCH_SIZE="5", MOMENTCAST_SENDER_CONCURRENCY="4"
+            )
             await asyncio.sleep(rng.uniform(0.02, 0.25) if kill < 4 else rng.uniform(0.4, 1.0))
             p.stop(signal.SIGKILL)
-            decided_left.append(await pool.fetchval(
-                "SELECT count(*) FROM signals WHERE processed_at IS NULL"))
+            decided_left.append(
+                await pool.fetchval("SELECT count(*) FROM signals WHERE processed_at IS NULL")
+            )
             # What reached the receiver but is not recorded as sent may be sent again: the
             # sender died between the push service's 201 and its own COMMIT.
             received = {m.json()["data"]["delivery_id"] for m in push.all_received()}
-            recorded = {r["id"] for r in await pool.fetch(
-                "SELECT id FROM deliveries WHERE status = 'sent'")}
+            recorded = {
+                r["id"] for r in await pool.fetch("SELECT id FROM deliveries WHERE status = 'sent'")
+            }
             in_kill_window |= received - recorded
         assert decided_left[0] > 0, "the first kills should interrupt the worker"
         left = decided_left[-1]
@@ -91,8 +96,7 @@ async def test_sigkill_of_worker_and_sender_loses_and_duplicates_nothing(
 
         final = stack.start("worker", MOMENTCAST_SENDER_CONCURRENCY="16")
         await _until(pool, "SELECT count(*) FROM signals WHERE processed_at IS NULL", 90, [final])
-        await _until(pool, "SELECT count(*) FROM deliveries WHERE status = 'pending'", 90,
-                     [final])
+        await _until(pool, "SELECT count(*) FROM deliveries WHERE status = 'pending'", 90, [final])
         assert final.stop() == 0
 
         assert await outcome(pool) == expected  # decisions: exactly once

@@ -31,8 +31,9 @@ async def test_sigterm_under_load_answers_in_flight_releases_claims_and_exits_cl
     # A fresh connection per request: a refused connect after SIGTERM is fine, a request the
     # server accepted and then dropped is not.
     connector = aiohttp.TCPConnector(force_close=True, limit=0)
-    async with aiohttp.ClientSession(connector=connector,
-                                     timeout=aiohttp.ClientTimeout(total=30)) as http:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=30)
+    ) as http:
         async with http.post(serve.url + "/v1/subscriptions", json=registration_body()) as r:
             token = (await r.json())["token"]
             log_privacy.remember(token)
@@ -40,12 +41,18 @@ async def test_sigterm_under_load_answers_in_flight_releases_claims_and_exits_cl
         async def client() -> None:
             while True:
                 n = next(serial)
-                body = {"signals": [{"lat": CAFE_A[0], "lon": CAFE_A[1], "context": {"n": n}}
-                                    for _ in range(20)]}
+                body = {
+                    "signals": [
+                        {"lat": CAFE_A[0], "lon": CAFE_A[1], "context": {"n": n}} for _ in range(20)
+                    ]
+                }
                 started = time.monotonic()
                 try:
-                    async with http.post(serve.url + "/v1/signals", json=body,
-                                         headers={"Authorization": f"Bearer {token}"}) as r:
+                    async with http.post(
+                        serve.url + "/v1/signals",
+                        json=body,
+                        headers={"Authorization": f"Bearer {token}"},
+                    ) as r:
                         answers[n] = r.status
                 except aiohttp.ClientConnectorError:
                     return  # the listener is closed: shutdown has begun
@@ -68,25 +75,30 @@ async def test_sigterm_under_load_answers_in_flight_releases_claims_and_exits_cl
     accepted = {n for n, a in answers.items() if a == 202}
     assert len(accepted) > 20 and set(answers.values()) - set(dropped.values()) <= {202, 503}
     rows = await clean_db.fetch(
-        "SELECT (context->>'n')::int AS n, count(*) AS c FROM signals GROUP BY 1")
+        "SELECT (context->>'n')::int AS n, count(*) AS c FROM signals GROUP BY 1"
+    )
     stored = {r["n"]: r["c"] for r in rows}
     assert all(stored.get(n) == 20 for n in accepted), "a 202 whose signals are not stored"
     # Claimed work was released or finished: nothing waits for a lease to run out.
     held = await clean_db.fetchval(
-        "SELECT count(*) FROM signals WHERE processed_at IS NULL AND claimed_until > now()")
+        "SELECT count(*) FROM signals WHERE processed_at IS NULL AND claimed_until > now()"
+    )
     assert held == 0
     held = await clean_db.fetchval(
-        "SELECT count(*) FROM deliveries WHERE status = 'pending' AND claimed_until > now()")
+        "SELECT count(*) FROM deliveries WHERE status = 'pending' AND claimed_until > now()"
+    )
     assert held == 0
     stack.check_logs(log_privacy.secrets)
 
 
 BROKEN = {
     "bad-yaml.yaml": "priority: [1, 2\n",
-    "bad-template.yaml": ("trigger: enter\nwhere: {places: places/cafes.geojson, radius_m: 60}\n"
-                          "message: {title: 'Hi {subscriber.password}', ttl: 20m}\n"),
+    "bad-template.yaml": (
+        "trigger: enter\nwhere: {places: places/cafes.geojson, radius_m: 60}\n"
+        "message: {title: 'Hi {subscriber.password}', ttl: 20m}\n"
+    ),
     "bad-places.yaml": "trigger: enter\nwhere: {places: places/missing.geojson}\n"
-                       "message: {title: x, ttl: 1m}\n",
+    "message: {title: x, ttl: 1m}\n",
 }
 
 
@@ -117,8 +129,11 @@ async def test_broken_rules_while_running_keep_the_old_set_working(
             assert during["errors"]
             async with http.get(serve.url + "/metrics") as r:
                 metrics = await r.text()
-            errors = [line for line in metrics.splitlines()
-                      if line.startswith("momentcast_rules_load_errors_total ")]
+            errors = [
+                line
+                for line in metrics.splitlines()
+                if line.startswith("momentcast_rules_load_errors_total ")
+            ]
             assert errors and float(errors[0].split()[1]) >= 1, errors
             async with http.get(serve.url + "/readyz") as r:
                 assert r.status == 200  # still serving with the old set
@@ -128,11 +143,15 @@ async def test_broken_rules_while_running_keep_the_old_set_working(
             token = "t" * 43
             await clean_db.execute(
                 "UPDATE subscriptions SET token_hash = sha256($1::bytea) WHERE id = $2",
-                token.encode(), sid)
+                token.encode(),
+                sid,
+            )
             log_privacy.remember(token)
-            async with http.post(serve.url + "/v1/signals",
-                                 json={"lat": CAFE_A[0], "lon": CAFE_A[1], "accuracy_m": 5},
-                                 headers={"Authorization": f"Bearer {token}"}) as r:
+            async with http.post(
+                serve.url + "/v1/signals",
+                json={"lat": CAFE_A[0], "lon": CAFE_A[1], "accuracy_m": 5},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as r:
                 assert r.status == 202, await r.text()
             deadline = time.monotonic() + 20
             while not sub.received:
@@ -144,7 +163,8 @@ async def test_broken_rules_while_running_keep_the_old_set_working(
             for name in BROKEN:
                 (stack.rules / name).unlink()
             Path(stack.rules / "policy.yaml").write_text(
-                "limits: {per_subscriber: 3/day, min_gap: 2m}\nstale_after: 1d\n")
+                "limits: {per_subscriber: 3/day, min_gap: 2m}\nstale_after: 1d\n"
+            )
             async with http.post(serve.url + "/v1/rules/reload", headers=ADMIN) as r:
                 assert r.status == 200, await r.text()
         assert serve.stop() == 0

@@ -50,8 +50,11 @@ async def test_postgres_restart_loses_nothing_and_decides_once(
                 body = {"lat": lat, "lon": lon, "accuracy_m": 10, "context": {"n": n}}
                 name = phase["name"]
                 try:
-                    async with http.post(api.url + "/v1/signals", json=body,
-                                         headers={"Authorization": f"Bearer {token}"}) as r:
+                    async with http.post(
+                        api.url + "/v1/signals",
+                        json=body,
+                        headers={"Authorization": f"Bearer {token}"},
+                    ) as r:
                         answers[n] = r.status
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     answers[n] = type(exc).__name__
@@ -86,8 +89,7 @@ async def test_postgres_restart_loses_nothing_and_decides_once(
         assert time.monotonic() < deadline, "the worker did not catch up after the restart"
         assert worker.alive(), worker.stderr()
         await asyncio.sleep(0.3)
-    stored = [r["n"] for r in await pool.fetch(
-        "SELECT (context->>'n')::int AS n FROM signals")]
+    stored = [r["n"] for r in await pool.fetch("SELECT (context->>'n')::int AS n FROM signals")]
     accepted = {n for n, a in answers.items() if a == 202}
     assert len(stored) == len(set(stored)), "a signal was stored twice"
     assert accepted <= set(stored), f"{len(accepted - set(stored))} accepted signals are missing"
@@ -98,8 +100,9 @@ async def test_postgres_restart_loses_nothing_and_decides_once(
     assert decided[0], "the stream should produce decisions"
     # Exactly what one uninterrupted worker decides on the same signals.
     await reset_processing(pool)
-    ctx: Context = context_for(stack.settings.model_copy(update={"database_url": pg.dsn}),
-                               pool, stack.rules)
+    ctx: Context = context_for(
+        stack.settings.model_copy(update={"database_url": pg.dsn}), pool, stack.rules
+    )
     await Worker(ctx).drain()
     assert await outcome(pool) == decided
 

@@ -13,8 +13,11 @@ from service.rules import Ruleset, load_ruleset
 
 @pytest.fixture
 def make_rules(tmp_path: Path) -> Callable[..., Ruleset]:
-    def make(rules: dict[str, str], policy: str = POLICY,
-             places: dict[str, list[dict[str, object]]] | None = None) -> Ruleset:
+    def make(
+        rules: dict[str, str],
+        policy: str = POLICY,
+        places: dict[str, list[dict[str, object]]] | None = None,
+    ) -> Ruleset:
         return load_ruleset(write_dir(tmp_path / "rules", rules, policy, places))
 
     return make

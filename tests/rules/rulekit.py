@@ -18,17 +18,28 @@ hysteresis_m: 30
 
 
 def point(pid: str, lat: float, lon: float, **props: object) -> dict[str, object]:
-    return {"type": "Feature", "properties": {"id": pid, "name": pid.title(), **props},
-            "geometry": {"type": "Point", "coordinates": [lon, lat]}}
+    return {
+        "type": "Feature",
+        "properties": {"id": pid, "name": pid.title(), **props},
+        "geometry": {"type": "Point", "coordinates": [lon, lat]},
+    }
 
 
 def square(pid: str, lat: float, lon: float, half_m: float, **props: object) -> dict[str, object]:
     dlat = half_m / M_PER_DEG_LAT
     dlon = dlat / math.cos(math.radians(lat))
-    ring = [[lon - dlon, lat - dlat], [lon + dlon, lat - dlat], [lon + dlon, lat + dlat],
-            [lon - dlon, lat + dlat], [lon - dlon, lat - dlat]]
-    return {"type": "Feature", "properties": {"id": pid, "name": pid.title(), **props},
-            "geometry": {"type": "Polygon", "coordinates": [ring]}}
+    ring = [
+        [lon - dlon, lat - dlat],
+        [lon + dlon, lat - dlat],
+        [lon + dlon, lat + dlat],
+        [lon - dlon, lat + dlat],
+        [lon - dlon, lat - dlat],
+    ]
+    return {
+        "type": "Feature",
+        "properties": {"id": pid, "name": pid.title(), **props},
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+    }
 
 
 def north_of(lat: float, metres: float) -> float:
@@ -49,15 +60,20 @@ DEFAULT_PLACES = [
 ]
 
 
-def write_dir(root: Path, rules: dict[str, str], policy: str = POLICY,
-              places: dict[str, list[dict[str, object]]] | None = None) -> Path:
+def write_dir(
+    root: Path,
+    rules: dict[str, str],
+    policy: str = POLICY,
+    places: dict[str, list[dict[str, object]]] | None = None,
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "places").mkdir(exist_ok=True)
     (root / "policy.yaml").write_text(policy)
     for name, feats in (places or {"spots": DEFAULT_PLACES}).items():
         body = ",\n".join(json.dumps(f) for f in feats)
         (root / "places" / f"{name}.geojson").write_text(
-            '{"type": "FeatureCollection", "features": [\n' + body + "\n]}\n")
+            '{"type": "FeatureCollection", "features": [\n' + body + "\n]}\n"
+        )
     for name, text in rules.items():
         (root / name).write_text(textwrap.dedent(text))
     return root

@@ -16,23 +16,38 @@ T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # Monday 11:00 in Berlin
 PLACES = {"spots": [point("spot", LAT, LON), point("far", north_of(LAT, 5000), LON)]}
 
 
-def rule(trigger: str = "enter", priority: int = 1, extra: str = "", places: str = "spots",
-         radius: int = 100) -> str:
+def rule(
+    trigger: str = "enter",
+    priority: int = 1,
+    extra: str = "",
+    places: str = "spots",
+    radius: int = 100,
+) -> str:
     dwell = "dwell: 3m\n" if trigger == "dwell" else ""
-    return (f"priority: {priority}\ntrigger: {trigger}\n{dwell}"
-            f"where: {{places: places/{places}.geojson, radius_m: {radius}}}\n"
-            f'message: {{title: "At {{place.name}}", ttl: 1h}}\n{extra}')
+    return (
+        f"priority: {priority}\ntrigger: {trigger}\n{dwell}"
+        f"where: {{places: places/{places}.geojson, radius_m: {radius}}}\n"
+        f'message: {{title: "At {{place.name}}", ttl: 1h}}\n{extra}'
+    )
 
 
-def walk(rs: Ruleset, steps: list[tuple[float, float | None]], profile: Profile | None = None,
-         start: datetime = T0, gap: timedelta = timedelta(minutes=1),
-         state: dict[str, SubscriberState] | None = None) -> list[Outcome]:
+def walk(
+    rs: Ruleset,
+    steps: list[tuple[float, float | None]],
+    profile: Profile | None = None,
+    start: datetime = T0,
+    gap: timedelta = timedelta(minutes=1),
+    state: dict[str, SubscriberState] | None = None,
+) -> list[Outcome]:
     """Signals `metres north of the place` (with accuracy) one per `gap`."""
     prof = profile or Profile("s")
-    sigs = [Signal(prof.id, north_of(LAT, m), LON, start + i * gap, accuracy_m=acc)
-            for i, (m, acc) in enumerate(steps)]
-    return decide(rs, sigs, {prof.id: prof}, state if state is not None else {},
-                  now=None, arrival_order=True)
+    sigs = [
+        Signal(prof.id, north_of(LAT, m), LON, start + i * gap, accuracy_m=acc)
+        for i, (m, acc) in enumerate(steps)
+    ]
+    return decide(
+        rs, sigs, {prof.id: prof}, state if state is not None else {}, now=None, arrival_order=True
+    )
 
 
 def sent(outcomes: list[Outcome]) -> list[int]:
@@ -114,12 +129,14 @@ def test_each_suppression_reason(make_rules: Callable[..., Ruleset]) -> None:
     hour = timedelta(hours=1)
     rs = make_rules(base, policy=POLICY + 'quiet_hours: "10:00-12:00"\n', places=PLACES)
     assert reasons(walk(rs, in_out(1))) == ["quiet_hours"]  # 11:00 Berlin
-    rs = make_rules(base, policy=POLICY.replace("limits: {}", "limits: {per_subscriber: 2/day}"),
-                    places=PLACES)
+    rs = make_rules(
+        base, policy=POLICY.replace("limits: {}", "limits: {per_subscriber: 2/day}"), places=PLACES
+    )
     out = walk(rs, in_out(3), gap=hour)
     assert sent(out) == [0, 2] and reasons(out) == ["global_cap"]
-    rs = make_rules(base, policy=POLICY.replace("limits: {}", "limits: {min_gap: 3h}"),
-                    places=PLACES)
+    rs = make_rules(
+        base, policy=POLICY.replace("limits: {}", "limits: {min_gap: 3h}"), places=PLACES
+    )
     out = walk(rs, in_out(3), gap=hour)
     assert sent(out) == [0, 4] and reasons(out) == ["min_gap"]
     rs = make_rules({"r.yaml": rule(extra="limits: {per_subscriber: 1/day}\n")}, places=PLACES)
@@ -133,8 +150,13 @@ def test_each_suppression_reason(make_rules: Callable[..., Ruleset]) -> None:
 
 
 def test_suppressed_rule_lets_lower_priority_through(make_rules: Callable[..., Ruleset]) -> None:
-    rs = make_rules({"high.yaml": rule(priority=10, extra="limits: {per_subscriber: 1/day}\n"),
-                     "low.yaml": rule(priority=1, radius=200)}, places=PLACES)
+    rs = make_rules(
+        {
+            "high.yaml": rule(priority=10, extra="limits: {per_subscriber: 1/day}\n"),
+            "low.yaml": rule(priority=1, radius=200),
+        },
+        places=PLACES,
+    )
     out = walk(rs, [(10, 5), (600, 5), (10, 5)], gap=timedelta(hours=1))
     assert [(o.decision.rule_id if o.decision else None) for o in out] == ["high", None, "low"]
     assert [(s.rule_id, s.reason) for s in out[2].suppressed] == [("high", "rule_cap")]
@@ -163,15 +185,15 @@ def test_rendering_uses_place_and_attributes(make_rules: Callable[..., Ruleset])
 
 
 def test_variant_split_is_stable_and_within_3_points(make_rules: Callable[..., Ruleset]) -> None:
-    extra = ("variants:\n  - {name: a, weight: 70}\n"
-             "  - {name: b, weight: 30, message: {title: B}}\n")
+    extra = "variants:\n  - {name: a, weight: 70}\n  - {name: b, weight: 30, message: {title: B}}\n"
     rs = make_rules({"r.yaml": rule(extra=extra)}, places=PLACES)
     r = rs.rules[0]
     counts = Counter(choose_variant(f"sub-{i}", r).name for i in range(10_000))
     assert abs(counts["a"] / 10_000 - 0.70) < 0.03
     assert abs(counts["b"] / 10_000 - 0.30) < 0.03
-    assert all(choose_variant(f"sub-{i}", r).name == choose_variant(f"sub-{i}", r).name
-               for i in range(100))
+    assert all(
+        choose_variant(f"sub-{i}", r).name == choose_variant(f"sub-{i}", r).name for i in range(100)
+    )
     out = walk(rs, [(10, 5)], profile=Profile("sub-1"))
     d = out[0].decision
     assert d is not None and d.variant == choose_variant("sub-1", r).name

@@ -23,8 +23,10 @@ def vincenty_sphere(lat1: float, lon1: float, lat2: float, lon2: float) -> float
     """Great-circle distance by the atan2 (Vincenty special case) formula -
     a different formula from haversine, well conditioned everywhere."""
     p1, p2, dl = math.radians(lat1), math.radians(lat2), math.radians(lon2 - lon1)
-    num = math.hypot(math.cos(p2) * math.sin(dl),
-                     math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl))
+    num = math.hypot(
+        math.cos(p2) * math.sin(dl),
+        math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl),
+    )
     den = math.sin(p1) * math.sin(p2) + math.cos(p1) * math.cos(p2) * math.cos(dl)
     return R * math.atan2(num, den)
 
@@ -33,8 +35,9 @@ def destination(lat: float, lon: float, bearing_deg: float, metres: float) -> tu
     d, b = metres / R, math.radians(bearing_deg)
     p1, l1 = math.radians(lat), math.radians(lon)
     p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(b))
-    l2 = l1 + math.atan2(math.sin(b) * math.sin(d) * math.cos(p1),
-                         math.cos(d) - math.sin(p1) * math.sin(p2))
+    l2 = l1 + math.atan2(
+        math.sin(b) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2)
+    )
     return math.degrees(p2), (math.degrees(l2) + 540.0) % 360.0 - 180.0
 
 
@@ -43,8 +46,10 @@ def aeqd(lat0: float, lon0: float, lat: float, lon: float) -> tuple[float, float
     from the centre are exact great-circle distances."""
     d = vincenty_sphere(lat0, lon0, lat, lon)
     p1, p2, dl = math.radians(lat0), math.radians(lat), math.radians(lon - lon0)
-    az = math.atan2(math.sin(dl) * math.cos(p2),
-                    math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl))
+    az = math.atan2(
+        math.sin(dl) * math.cos(p2),
+        math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl),
+    )
     return d * math.sin(az), d * math.cos(az)
 
 
@@ -62,26 +67,44 @@ def test_haversine_matches_vincenty(lat: float, lon: float, bearing: float, dist
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.floats(-75, 75), st.floats(-179.99, 179.99), st.integers(5, 12),
-       st.floats(20, 800), st.floats(0, 360), st.floats(0, 5000), st.randoms())
-def test_polygon_distance_matches_aeqd(lat: float, lon: float, n: int, size: float,
-                                       bearing: float, dist: float, rnd: object) -> None:
+@given(
+    st.floats(-75, 75),
+    st.floats(-179.99, 179.99),
+    st.integers(5, 12),
+    st.floats(20, 800),
+    st.floats(0, 360),
+    st.floats(0, 5000),
+    st.randoms(),
+)
+def test_polygon_distance_matches_aeqd(
+    lat: float, lon: float, n: int, size: float, bearing: float, dist: float, rnd: object
+) -> None:
     # A star-shaped (hence simple) polygon around (lat, lon).
     angles = sorted(rnd.uniform(0, 360) for _ in range(n))  # type: ignore[attr-defined]
     if len({round(a, 3) for a in angles}) < n:
         return
-    ring = [destination(lat, lon, a, size * rnd.uniform(0.4, 1.0))  # type: ignore[attr-defined]
-            for a in angles]
+    ring = [
+        destination(lat, lon, a, size * rnd.uniform(0.4, 1.0))  # type: ignore[attr-defined]
+        for a in angles
+    ]
     coords = [[lo, la] for la, lo in ring]
     if max(c[0] for c in coords) - min(c[0] for c in coords) > 180:
         return  # crosses the antimeridian; covered by its own test
     assume(shapely.Polygon(coords).is_valid)
-    feature = {"type": "Feature", "properties": {"id": "p"},
-               "geometry": {"type": "Polygon", "coordinates": [[*coords, coords[0]]]}}
+    feature = {
+        "type": "Feature",
+        "properties": {"id": "p"},
+        "geometry": {"type": "Polygon", "coordinates": [[*coords, coords[0]]]},
+    }
     place = make_place("f", 0, feature, "f")
     slat, slon = destination(lat, lon, bearing, dist)
-    got = polygon_distances(np.array([place.shape], dtype=object), np.array([place.lon0]),
-                            np.array([place.lat0]), np.array([slat]), np.array([slon]))[0]
+    got = polygon_distances(
+        np.array([place.shape], dtype=object),
+        np.array([place.lon0]),
+        np.array([place.lat0]),
+        np.array([slat]),
+        np.array([slon]),
+    )[0]
     # Independent: densify the lon/lat-straight edges, project around the
     # signal with an exact-distance projection, measure with shapely.
     dense = []
@@ -93,8 +116,9 @@ def test_polygon_distance_matches_aeqd(lat: float, lon: float, n: int, size: flo
             x = x0 + (((x1 - x0) + 540) % 360 - 180) * t
             dense.append(aeqd(slat, slon, y0 + (y1 - y0) * t, x))
     poly = shapely.Polygon(dense)
-    expected = 0.0 if poly.contains(shapely.Point(0, 0)) else poly.exterior.distance(
-        shapely.Point(0, 0))
+    expected = (
+        0.0 if poly.contains(shapely.Point(0, 0)) else poly.exterior.distance(shapely.Point(0, 0))
+    )
     assert abs(got - expected) < 0.5, (got, expected)
 
 
@@ -102,18 +126,32 @@ def test_polygon_across_antimeridian() -> None:
     # Split at 180 as RFC 7946 asks: two parts of one 2 km x 2 km square.
     dlat = 1000 / (R * math.pi / 180)
     dlon = dlat / math.cos(math.radians(-17.0))
-    east = [[180 - dlon, -17 - dlat], [180.0, -17 - dlat], [180.0, -17 + dlat],
-            [180 - dlon, -17 + dlat], [180 - dlon, -17 - dlat]]
-    west = [[-180.0, -17 - dlat], [-180 + dlon, -17 - dlat], [-180 + dlon, -17 + dlat],
-            [-180.0, -17 + dlat], [-180.0, -17 - dlat]]
-    feature = {"type": "Feature", "properties": {"id": "fiji"},
-               "geometry": {"type": "MultiPolygon", "coordinates": [[east], [west]]}}
+    east = [
+        [180 - dlon, -17 - dlat],
+        [180.0, -17 - dlat],
+        [180.0, -17 + dlat],
+        [180 - dlon, -17 + dlat],
+        [180 - dlon, -17 - dlat],
+    ]
+    west = [
+        [-180.0, -17 - dlat],
+        [-180 + dlon, -17 - dlat],
+        [-180 + dlon, -17 + dlat],
+        [-180.0, -17 + dlat],
+        [-180.0, -17 - dlat],
+    ]
+    feature = {
+        "type": "Feature",
+        "properties": {"id": "fiji"},
+        "geometry": {"type": "MultiPolygon", "coordinates": [[east], [west]]},
+    }
     place = make_place("f", 0, feature, "f")
     shapes = np.array([place.shape, place.shape], dtype=object)
     lat0, lon0 = np.array([place.lat0] * 2), np.array([place.lon0] * 2)
     # Inside on both sides of the line, and 500 m east of the western edge.
-    inside = polygon_distances(shapes, lon0, lat0, np.array([-17.0, -17.0]),
-                               np.array([179.999, -179.999]))
+    inside = polygon_distances(
+        shapes, lon0, lat0, np.array([-17.0, -17.0]), np.array([179.999, -179.999])
+    )
     assert inside.tolist() == [0.0, 0.0]
     lat_o, lon_o = destination(-17.0, -180 + dlon, 90, 500)
     out = polygon_distances(shapes[:1], lon0[:1], lat0[:1], np.array([lat_o]), np.array([lon_o]))
@@ -129,8 +167,9 @@ when:
 """
 
 
-def decide_at(rs: Ruleset, where: tuple[float, float], at: datetime, tz: str | None = None,
-              rule: str = "r") -> str | None:
+def decide_at(
+    rs: Ruleset, where: tuple[float, float], at: datetime, tz: str | None = None, rule: str = "r"
+) -> str | None:
     result = simulate(rs, Signal("s", where[0], where[1], at), Profile("s", timezone=tz), at)
     return next(r["reason"] for r in result["rules"] if r["rule"] == rule)
 
@@ -159,7 +198,8 @@ def test_dst_new_york(make_rules: Callable[..., Ruleset]) -> None:
 
 
 def test_window_across_midnight_belongs_to_its_start_day(
-        make_rules: Callable[..., Ruleset]) -> None:
+    make_rules: Callable[..., Ruleset],
+) -> None:
     rs = make_rules({"r.yaml": WINDOW_RULE.format(window="22:00-02:00", days="  days: [fri]\n")})
     # Berlin in June is UTC+2. Friday 2026-06-05 23:00 local, Saturday 01:00 local.
     assert decide_at(rs, BERLIN, datetime(2026, 6, 5, 21, 0, tzinfo=UTC)) is None
@@ -174,7 +214,8 @@ def test_window_across_midnight_belongs_to_its_start_day(
 
 def test_tokyo_lunch_uses_local_time_not_profile(make_rules: Callable[..., Ruleset]) -> None:
     rule = WINDOW_RULE.format(window="11:30-14:00", days="").replace(
-        'between: "11:30-14:00"', "dayparts: [lunch]")
+        'between: "11:30-14:00"', "dayparts: [lunch]"
+    )
     rs = make_rules({"r.yaml": rule})
     at = datetime(2026, 3, 2, 3, 30, tzinfo=UTC)  # 12:30 in Tokyo, 04:30 in Paris
     assert decide_at(rs, TOKYO, at, tz="Europe/Paris") is None

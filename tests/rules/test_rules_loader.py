@@ -23,8 +23,12 @@ message:
 """
 
 
-def errors_of(tmp_path: Path, rules: dict[str, str], policy: str = POLICY,
-              places: dict[str, list[dict[str, object]]] | None = None) -> list[str]:
+def errors_of(
+    tmp_path: Path,
+    rules: dict[str, str],
+    policy: str = POLICY,
+    places: dict[str, list[dict[str, object]]] | None = None,
+) -> list[str]:
     root = write_dir(tmp_path / "rules", rules, policy, places)
     with pytest.raises(RuleLoadError) as exc:
         load_ruleset(root)
@@ -33,8 +37,13 @@ def errors_of(tmp_path: Path, rules: dict[str, str], policy: str = POLICY,
 
 def test_example_rules_load_cleanly() -> None:
     rs = load_ruleset(REPO / "rules")
-    assert {r.id for r in rs.rules} == {"lunch-nearby", "know-landmark", "go-station",
-                                         "do-diy", "buy-store"}
+    assert {r.id for r in rs.rules} == {
+        "lunch-nearby",
+        "know-landmark",
+        "go-station",
+        "do-diy",
+        "buy-store",
+    }
     assert rs.warnings == []
     assert len(rs.places) >= 30
 
@@ -42,8 +51,10 @@ def test_example_rules_load_cleanly() -> None:
 def test_unknown_daypart(tmp_path: Path) -> None:
     rule = GOOD + "when:\n  dayparts: [lunch, brunch]\n"
     errs = errors_of(tmp_path, {"r.yaml": rule})
-    assert errs == [f"{tmp_path}/rules/r.yaml:9: when.dayparts[1]: unknown daypart 'brunch' "
-                    "(policy.yaml defines: breakfast, lunch, morning)"]
+    assert errs == [
+        f"{tmp_path}/rules/r.yaml:9: when.dayparts[1]: unknown daypart 'brunch' "
+        "(policy.yaml defines: breakfast, lunch, morning)"
+    ]
 
 
 def test_bad_duration(tmp_path: Path) -> None:
@@ -64,44 +75,63 @@ def test_bad_time_window_in_rule_and_policy(tmp_path: Path) -> None:
     rule = GOOD + 'when:\n  between: "11:30-25:00"\n'
     policy = POLICY + 'quiet_hours: "9pm-8am"\n'
     errs = errors_of(tmp_path, {"r.yaml": rule}, policy=policy)
-    assert f"{tmp_path}/rules/policy.yaml:5: quiet_hours: bad time window '9pm-8am': " \
+    assert (
+        f"{tmp_path}/rules/policy.yaml:5: quiet_hours: bad time window '9pm-8am': "
         "write HH:MM-HH:MM, e.g. 11:30-14:00" in errs
-    assert any(e.startswith(f"{tmp_path}/rules/r.yaml:9: when.between: bad time window "
-                            "'11:30-25:00'") for e in errs)
+    )
+    assert any(
+        e.startswith(f"{tmp_path}/rules/r.yaml:9: when.between: bad time window '11:30-25:00'")
+        for e in errs
+    )
 
 
 def test_filter_matching_no_place(tmp_path: Path) -> None:
     rule = GOOD.replace("  radius_m: 100\n", "  filter: {category: restaurant}\n  radius_m: 100\n")
     errs = errors_of(tmp_path, {"r.yaml": rule})
     assert len(errs) == 1
-    assert errs[0] == (f"{tmp_path}/rules/r.yaml:5: where.filter {{'category': 'restaurant'}} "
-                       "matches none of the 5 places (values present: cafe, square)")
+    assert errs[0] == (
+        f"{tmp_path}/rules/r.yaml:5: where.filter {{'category': 'restaurant'}} "
+        "matches none of the 5 places (values present: cafe, square)"
+    )
 
 
 def test_unknown_template_field(tmp_path: Path) -> None:
     rule = GOOD + '  body: "Only {price} today"\n'
     errs = errors_of(tmp_path, {"r.yaml": rule})
-    assert errs == [f"{tmp_path}/rules/r.yaml:8: message.body: unknown template field {{price}}; "
-                    "use {place.<property>}, {distance_m}, {rule.id} or {attributes.<name>}"]
+    assert errs == [
+        f"{tmp_path}/rules/r.yaml:8: message.body: unknown template field {{price}}; "
+        "use {place.<property>}, {distance_m}, {rule.id} or {attributes.<name>}"
+    ]
 
 
 def test_place_property_missing_on_some_places(tmp_path: Path) -> None:
     rule = GOOD + '  body: "{place.cuisine}"\n'
     errs = errors_of(tmp_path, {"r.yaml": rule})
-    assert errs == [f"{tmp_path}/rules/r.yaml:8: message.body: template field {{place.cuisine}} "
-                    "is missing on 5 of 5 places (e.g. 'berlin')"]
+    assert errs == [
+        f"{tmp_path}/rules/r.yaml:8: message.body: template field {{place.cuisine}} "
+        "is missing on 5 of 5 places (e.g. 'berlin')"
+    ]
 
 
 def test_self_intersecting_polygon_names_feature(tmp_path: Path) -> None:
-    bowtie = {"type": "Feature", "properties": {"id": "bow"},
-              "geometry": {"type": "Polygon", "coordinates": [
-                  [[13.0, 52.0], [13.01, 52.01], [13.01, 52.0], [13.0, 52.01], [13.0, 52.0]]]}}
+    bowtie = {
+        "type": "Feature",
+        "properties": {"id": "bow"},
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [
+                [[13.0, 52.0], [13.01, 52.01], [13.01, 52.0], [13.0, 52.01], [13.0, 52.0]]
+            ],
+        },
+    }
     places = {"spots": [*DEFAULT_PLACES, bowtie]}
     errs = errors_of(tmp_path, {"r.yaml": GOOD}, places=places)
     # The places file has one feature per line after the opening line.
     assert len(errs) == 1
-    assert errs[0].startswith(f"{tmp_path}/rules/places/spots.geojson:7: feature 5 (id 'bow'): "
-                              "invalid polygon: Self-intersection")
+    assert errs[0].startswith(
+        f"{tmp_path}/rules/places/spots.geojson:7: feature 5 (id 'bow'): "
+        "invalid polygon: Self-intersection"
+    )
 
 
 def test_oversized_payload(tmp_path: Path) -> None:
@@ -122,22 +152,26 @@ def test_payload_just_under_the_limit_is_accepted(tmp_path: Path) -> None:
 
 def test_duplicate_rule_ids(tmp_path: Path) -> None:
     errs = errors_of(tmp_path, {"a.yaml": GOOD, "b.yaml": "id: a\n" + GOOD})
-    assert errs == [f"{tmp_path}/rules/b.yaml:1: duplicate rule id 'a' (also "
-                    f"{tmp_path}/rules/a.yaml)"]
+    assert errs == [
+        f"{tmp_path}/rules/b.yaml:1: duplicate rule id 'a' (also {tmp_path}/rules/a.yaml)"
+    ]
 
 
 def test_priority_tie_is_a_warning(tmp_path: Path) -> None:
     root = write_dir(tmp_path / "rules", {"a.yaml": GOOD, "b.yaml": GOOD})
     rs = load_ruleset(root)
-    assert rs.warnings == [f"{root}/b.yaml:2: warning: rule 'b' ties with 'a' at priority 1 on 5 "
-                           "shared places; the nearer place, then the rule id decides - give "
-                           "them different priorities"]
+    assert rs.warnings == [
+        f"{root}/b.yaml:2: warning: rule 'b' ties with 'a' at priority 1 on 5 "
+        "shared places; the nearer place, then the rule id decides - give "
+        "them different priorities"
+    ]
 
 
 def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
     errs = errors_of(tmp_path, {"r.yaml": GOOD + "when:\n  dayparst: [lunch]\n"})
-    assert errs == [f"{tmp_path}/rules/r.yaml:9: when: unknown key 'dayparst' "
-                    "(did you mean 'dayparts'?)"]
+    assert errs == [
+        f"{tmp_path}/rules/r.yaml:9: when: unknown key 'dayparst' (did you mean 'dayparts'?)"
+    ]
 
 
 def test_yaml_syntax_error_line(tmp_path: Path) -> None:
@@ -147,13 +181,19 @@ def test_yaml_syntax_error_line(tmp_path: Path) -> None:
 
 
 def test_all_errors_of_a_load_are_reported(tmp_path: Path) -> None:
-    errs = errors_of(tmp_path, {
-        "a.yaml": GOOD + "  urgency: asap\n",
-        "b.yaml": GOOD + "trigger: dwell\n",
-        "c.yaml": GOOD.replace("places/spots.geojson", "places/nope.geojson"),
-    })
-    assert [e.split(":")[0].rsplit("/", 1)[1] + ":" + e.split(":")[1] for e in errs] == \
-        ["a.yaml:8", "b.yaml:1", "c.yaml:4"]
+    errs = errors_of(
+        tmp_path,
+        {
+            "a.yaml": GOOD + "  urgency: asap\n",
+            "b.yaml": GOOD + "trigger: dwell\n",
+            "c.yaml": GOOD.replace("places/spots.geojson", "places/nope.geojson"),
+        },
+    )
+    assert [e.split(":")[0].rsplit("/", 1)[1] + ":" + e.split(":")[1] for e in errs] == [
+        "a.yaml:8",
+        "b.yaml:1",
+        "c.yaml:4",
+    ]
     assert "not found under" in errs[2]
     assert "trigger: dwell needs a dwell time" in errs[1]
 

@@ -10,5 +10,3 @@ from tests.api.conftest import api_with
 from tests.security.logscan import log_privacy
 
 __all__ = ["api_with", "log_privacy"]
-
-

@@ -78,7 +78,8 @@ async def test_every_operation_is_classified(api: LiveApi) -> None:
     spec = await _spec(api)
     ops = {(m.upper(), p) for p, item in spec["paths"].items() for m in item}
     assert ops == set(ACCESS), (
-        f"unclassified: {sorted(ops - set(ACCESS))}; gone: {sorted(set(ACCESS) - ops)}")
+        f"unclassified: {sorted(ops - set(ACCESS))}; gone: {sorted(set(ACCESS) - ops)}"
+    )
     for (method, path), kind in ACCESS.items():
         declared = "security" in spec["paths"][path][method.lower()]
         assert declared == (kind not in (PUBLIC, EVENT_TOKEN)), (method, path)
@@ -86,13 +87,17 @@ async def test_every_operation_is_classified(api: LiveApi) -> None:
     # aside, which take no credentials and change nothing).
     from service.api import create_app
 
-    served = {(r.method, r.resource.canonical) for r in create_app(api.ctx).router.routes()
-              if r.resource is not None and r.method not in ("HEAD", "OPTIONS", "*")}
+    served = {
+        (r.method, r.resource.canonical)
+        for r in create_app(api.ctx).router.routes()
+        if r.resource is not None and r.method not in ("HEAD", "OPTIONS", "*")
+    }
     assert served <= set(ACCESS), sorted(served - set(ACCESS))
 
 
-def _headers(who: str, device: Device, other: Device, admin: dict[str, str],
-             malformed: str) -> dict[str, str]:
+def _headers(
+    who: str, device: Device, other: Device, admin: dict[str, str], malformed: str
+) -> dict[str, str]:
     return {
         "none": {},
         "malformed": {"Authorization": malformed},
@@ -119,9 +124,11 @@ def _expected(kind: str, who: str) -> set[int]:
 async def _snapshot(api: LiveApi, device: Device) -> tuple[Any, ...]:
     pool = api.ctx.pool
     row = await pool.fetchrow(
-        "SELECT paused, status FROM subscriptions WHERE id = $1::uuid", device.id)
+        "SELECT paused, status FROM subscriptions WHERE id = $1::uuid", device.id
+    )
     signals = await pool.fetchval(
-        "SELECT count(*) FROM signals WHERE subscription_id = $1::uuid", device.id)
+        "SELECT count(*) FROM signals WHERE subscription_id = $1::uuid", device.id
+    )
     return (tuple(row) if row else None, signals)
 
 
@@ -160,10 +167,15 @@ async def test_auth_matrix(api: LiveApi, method: str, path: str, who: str) -> No
 
 
 async def _delivery(api: LiveApi, device: Device) -> int:
-    return int(await api.ctx.pool.fetchval(
-        "INSERT INTO deliveries (subscription_id, rule_id, variant, dedupe_key, payload, ttl_s,"
-        " expires_at, status) VALUES ($1::uuid, 'r', 'a', $2, '{}'::jsonb, 60,"
-        " now() + interval '1 hour', 'sent') RETURNING id", device.id, uuid.uuid4().hex))
+    return int(
+        await api.ctx.pool.fetchval(
+            "INSERT INTO deliveries (subscription_id, rule_id, variant, dedupe_key, payload, ttl_s,"
+            " expires_at, status) VALUES ($1::uuid, 'r', 'a', $2, '{}'::jsonb, 60,"
+            " now() + interval '1 hour', 'sent') RETURNING id",
+            device.id,
+            uuid.uuid4().hex,
+        )
+    )
 
 
 async def test_event_tokens_open_their_own_delivery_only(api: LiveApi) -> None:
@@ -183,8 +195,7 @@ async def test_event_tokens_open_their_own_delivery_only(api: LiveApi) -> None:
     ]
     for delivery_id, token, expected in cases:
         body = {"delivery_id": delivery_id, "token": token, "type": "clicked"}
-        async with api.http.post(api.url + "/v1/events", json=body,
-                                 headers=api.admin()) as resp:
+        async with api.http.post(api.url + "/v1/events", json=body, headers=api.admin()) as resp:
             assert resp.status in expected, (delivery_id, token[:8], await resp.text())
     recorded = await api.ctx.pool.fetch("SELECT delivery_id FROM events")
     assert [r["delivery_id"] for r in recorded] == [mine]
@@ -201,14 +212,21 @@ async def test_public_endpoints_need_no_credentials(api: LiveApi) -> None:
 async def test_device_cannot_reach_another_device_by_any_id_spelling(api: LiveApi) -> None:
     device = await register(api)
     other = await register(api)
-    spellings = [other.id, other.id.upper(), other.id.replace("-", ""),
-                 "{" + other.id + "}", "urn:uuid:" + other.id]
+    spellings = [
+        other.id,
+        other.id.upper(),
+        other.id.replace("-", ""),
+        "{" + other.id + "}",
+        "urn:uuid:" + other.id,
+    ]
     for spelling in spellings:
         for method in ("GET", "PATCH", "DELETE"):
             body = {"paused": True} if method == "PATCH" else None
-            async with api.http.request(method, f"{api.url}/v1/subscriptions/{spelling}",
-                                        json=body, headers=device.auth()) as resp:
+            async with api.http.request(
+                method, f"{api.url}/v1/subscriptions/{spelling}", json=body, headers=device.auth()
+            ) as resp:
                 assert resp.status in (403, 404), (spelling, method, resp.status)
     row = await api.ctx.pool.fetchrow(
-        "SELECT paused, status FROM subscriptions WHERE id = $1::uuid", other.id)
+        "SELECT paused, status FROM subscriptions WHERE id = $1::uuid", other.id
+    )
     assert row is not None and not row["paused"] and row["status"] == "active"

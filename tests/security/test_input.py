@@ -47,7 +47,7 @@ async def test_oversized_bodies_get_413(api: LiveApi, method: str, path: str, wh
 
     async def chunks() -> Any:  # no Content-Length: the limit must hold while streaming too
         for i in range(0, len(big), 65536):
-            yield big[i:i + 65536]
+            yield big[i : i + 65536]
 
     headers = {**_auth(api, device, who), "Content-Type": "application/json"}
     for data in (big, chunks()):
@@ -90,21 +90,25 @@ async def test_many_keys_and_huge_numbers_are_client_errors(api: LiveApi) -> Non
         json.dumps({f"k{i}": i for i in range(20_000)}),
         '{"lat": 1' + "0" * 5000 + ', "lon": 13}',
         '{"lat": 1e999999, "lon": 13}',
-        '{"lat": 52.5, "lon": 13.4, "context": {' + ",".join(
-            f'"k{i}": {i}' for i in range(10_000)) + "}}",
+        '{"lat": 52.5, "lon": 13.4, "context": {'
+        + ",".join(f'"k{i}": {i}' for i in range(10_000))
+        + "}}",
         '{"signals": [' + ",".join(['{"lat": 52.5, "lon": 13.4}'] * 5000) + "]}",
     ]
     for body in bodies:
-        async with api.http.post(api.url + "/v1/signals", data=body,
-                                 headers={**device.auth(),
-                                          "Content-Type": "application/json"}) as resp:
+        async with api.http.post(
+            api.url + "/v1/signals",
+            data=body,
+            headers={**device.auth(), "Content-Type": "application/json"},
+        ) as resp:
             assert 400 <= resp.status < 500, (resp.status, await resp.text())
     assert await api.ctx.pool.fetchval("SELECT count(*) FROM signals") == 0
     await _healthy(api)
 
 
-async def _slow_request(url: str, path: str, headers: dict[str, str], total: int,
-                        every: float, budget: float) -> tuple[float, bytes]:
+async def _slow_request(
+    url: str, path: str, headers: dict[str, str], total: int, every: float, budget: float
+) -> tuple[float, bytes]:
     """Send headers, then one body byte every ``every`` s; how long until the server ends it."""
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
@@ -134,8 +138,13 @@ async def test_slow_body_is_cut_off(api_with: Any) -> None:
     api: LiveApi = await api_with(body_read_timeout=2)
     budget = 10.0
     elapsed, answer = await _slow_request(
-        api.url, "/v1/subscriptions", {"Content-Type": "application/json"},
-        total=10_000, every=0.5, budget=budget)
+        api.url,
+        "/v1/subscriptions",
+        {"Content-Type": "application/json"},
+        total=10_000,
+        every=0.5,
+        budget=budget,
+    )
     # A client trickling a body must not hold a connection (and a handler) open forever.
     assert elapsed < budget, f"a body trickled for {elapsed:.0f}s was still being read"
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
@@ -148,35 +157,47 @@ async def test_device_tokens_are_stored_as_sha256_only(api: LiveApi) -> None:
     pool = api.ctx.pool
     for device in devices:
         stored = await pool.fetchval(
-            "SELECT token_hash FROM subscriptions WHERE id = $1::uuid", device.id)
+            "SELECT token_hash FROM subscriptions WHERE id = $1::uuid", device.id
+        )
         assert bytes(stored) == hashlib.sha256(device.token.encode()).digest()
     # The clear token appears in no column of any table, in any encoding we could think of.
-    tables = [r["tablename"] for r in await pool.fetch(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+    tables = [
+        r["tablename"]
+        for r in await pool.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    ]
     assert "subscriptions" in tables
     for table in tables:
-        dump = "\n".join(r["j"] for r in await pool.fetch(
-            f'SELECT row_to_json(t)::text AS j FROM "{table}" t'))
+        dump = "\n".join(
+            r["j"] for r in await pool.fetch(f'SELECT row_to_json(t)::text AS j FROM "{table}" t')
+        )
         for device in devices:
             assert device.token not in dump, table
             assert device.token.encode().hex() not in dump, table
     # A rotated token (re-registration) invalidates the old one: only one hash per device.
-    async with api.http.post(api.url + "/v1/subscriptions",
-                             json={"subscription": devices[0].subscription}) as resp:
+    async with api.http.post(
+        api.url + "/v1/subscriptions", json={"subscription": devices[0].subscription}
+    ) as resp:
         assert resp.status == 200
         new_token = (await resp.json())["token"]
-    async with api.http.get(api.url + f"/v1/subscriptions/{devices[0].id}",
-                            headers=devices[0].auth()) as resp:
+    async with api.http.get(
+        api.url + f"/v1/subscriptions/{devices[0].id}", headers=devices[0].auth()
+    ) as resp:
         assert resp.status == 401
     stored = await pool.fetchval(
-        "SELECT token_hash FROM subscriptions WHERE id = $1::uuid", devices[0].id)
+        "SELECT token_hash FROM subscriptions WHERE id = $1::uuid", devices[0].id
+    )
     assert bytes(stored) == hashlib.sha256(new_token.encode()).digest()
 
 
 def test_the_log_scan_detects_what_it_must(log_privacy: Watch) -> None:
     token = "q" * 43
-    lines = ["api POST /v1/signals 202 1.2ms", f"subscribed with token {token}",
-             "signal at 52.52001,13.40495", "lag 0.25s", "worker batch of 500 in 12.5ms"]
+    lines = [
+        "api POST /v1/signals 202 1.2ms",
+        f"subscribed with token {token}",
+        "signal at 52.52001,13.40495",
+        "lag 0.25s",
+        "worker batch of 500 in 12.5ms",
+    ]
     assert leaks(lines, {token}) == [lines[1], lines[2]]
     assert log_privacy.secrets, "the watch should have seen the suite's tokens"
 
@@ -187,14 +208,14 @@ async def test_a_noisy_request_flow_logs_no_token_or_coordinate(
     caplog.set_level(logging.DEBUG, logger="service")
     caplog.set_level(logging.DEBUG, logger="momentcast")
     device = await register(api, attributes={"home": "52.520008,13.404954"})
-    signal = {"lat": 52.520008, "lon": 13.404954, "accuracy_m": 12.5,
-              "context": {"lat": 48.858370}}
-    calls = [("POST", "/v1/signals", signal, device.auth()),
-             ("POST", "/v1/signals", {"lat": 952.123456, "lon": 13.404954}, device.auth()),
-             ("POST", "/v1/signals", signal, {"Authorization": f"Bearer {device.token}x"}),
-             ("PATCH", f"/v1/subscriptions/{device.id}", {"attributes": {"a": 1.23456}},
-              device.auth()),
-             ("POST", "/v1/simulate", {"signal": signal, "profile": {}}, api.admin())]
+    signal = {"lat": 52.520008, "lon": 13.404954, "accuracy_m": 12.5, "context": {"lat": 48.858370}}
+    calls = [
+        ("POST", "/v1/signals", signal, device.auth()),
+        ("POST", "/v1/signals", {"lat": 952.123456, "lon": 13.404954}, device.auth()),
+        ("POST", "/v1/signals", signal, {"Authorization": f"Bearer {device.token}x"}),
+        ("PATCH", f"/v1/subscriptions/{device.id}", {"attributes": {"a": 1.23456}}, device.auth()),
+        ("POST", "/v1/simulate", {"signal": signal, "profile": {}}, api.admin()),
+    ]
     for method, path, body, headers in calls:
         async with api.http.request(method, api.url + path, json=body, headers=headers) as resp:
             assert resp.status < 500
@@ -205,28 +226,63 @@ async def test_a_noisy_request_flow_logs_no_token_or_coordinate(
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["lat", "lon", "signals", "subscription", "context",
-                                       "at", "moment", "keys", "endpoint", "attributes",
-                                       "delivery_id", "token", "type", "profile", "signal",
-                                       "paused", "topics", "timezone", "accuracy_m"]),
-                      children, max_size=6),
-    max_leaves=16)
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "lat",
+                    "lon",
+                    "signals",
+                    "subscription",
+                    "context",
+                    "at",
+                    "moment",
+                    "keys",
+                    "endpoint",
+                    "attributes",
+                    "delivery_id",
+                    "token",
+                    "type",
+                    "profile",
+                    "signal",
+                    "paused",
+                    "topics",
+                    "timezone",
+                    "accuracy_m",
+                ]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
+    max_leaves=16,
+)
 
 
 def _fuzz(url: str, calls: list[tuple[str, str, dict[str, str]]], seen: list[int]) -> None:
     session = requests.Session()
 
-    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck),
-              database=None, derandomize=True)
+    @settings(
+        max_examples=80,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        database=None,
+        derandomize=True,
+    )
     @given(body=JSON, raw=st.booleans(), call=st.sampled_from(calls))
     def one(body: Any, raw: bool, call: tuple[str, str, dict[str, str]]) -> None:
         method, path, headers = call
         data = json.dumps(body).encode()
         if raw:  # truncated / mangled JSON
             data = data[: max(1, len(data) // 2)] + b"\x00\xff"
-        resp = session.request(method, url + path, data=data, timeout=10,
-                               headers={**headers, "Content-Type": "application/json"})
+        resp = session.request(
+            method,
+            url + path,
+            data=data,
+            timeout=10,
+            headers={**headers, "Content-Type": "application/json"},
+        )
         seen.append(resp.status_code)
         assert resp.status_code < 500, (method, path, data[:300], resp.text[:300])
         assert "error" in resp.json() or resp.status_code < 300
@@ -237,8 +293,9 @@ def _fuzz(url: str, calls: list[tuple[str, str, dict[str, str]]], seen: list[int
 async def test_hypothesis_json_against_every_body_endpoint(api_with: Any) -> None:
     api: LiveApi = await api_with(signal_rate_burst=100_000)
     device = await register(api)
-    calls = [(m, p.replace("{id}", device.id), _auth(api, device, who))
-             for m, p, who in BODY_ENDPOINTS]
+    calls = [
+        (m, p.replace("{id}", device.id), _auth(api, device, who)) for m, p, who in BODY_ENDPOINTS
+    ]
     seen: list[int] = []
     await asyncio.to_thread(_fuzz, api.url, calls, seen)
     assert len(seen) >= 80 and any(s >= 400 for s in seen)

@@ -28,15 +28,37 @@ from tests.push.conftest import insert_delivery, insert_subscription
 from tests.pushservice import Fault, PushService
 
 INTERNAL_LITERALS = [
-    "127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "100.64.0.1", "0.0.0.0",
-    "169.254.169.254", "169.254.1.1", "[::1]", "[fe80::1]", "[fd00::1]", "[::]",
-    "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[::ffff:169.254.169.254]", "[::ffff:10.0.0.1]",
-    "[64:ff9b::7f00:1]", "[2002:7f00:1::]",
+    "127.0.0.1",
+    "10.0.0.1",
+    "172.16.5.4",
+    "192.168.1.1",
+    "100.64.0.1",
+    "0.0.0.0",
+    "169.254.169.254",
+    "169.254.1.1",
+    "[::1]",
+    "[fe80::1]",
+    "[fd00::1]",
+    "[::]",
+    "[::ffff:127.0.0.1]",
+    "[::ffff:7f00:1]",
+    "[::ffff:169.254.169.254]",
+    "[::ffff:10.0.0.1]",
+    "[64:ff9b::7f00:1]",
+    "[2002:7f00:1::]",
 ]
 # Numeric forms some client somewhere reads as 127.0.0.1 / 169.254.169.254.
 NUMERIC_FORMS = [
-    "2130706433", "0177.0.0.1", "0x7f.0.0.1", "0x7f000001", "127.1", "017700000001",
-    "2852039166", "0251.0376.0251.0376", "0xa9fea9fe", "127.0.0.1.",
+    "2130706433",
+    "0177.0.0.1",
+    "0x7f.0.0.1",
+    "0x7f000001",
+    "127.1",
+    "017700000001",
+    "2852039166",
+    "0251.0376.0251.0376",
+    "0xa9fea9fe",
+    "127.0.0.1.",
 ]
 OTHER_TRICKS = [
     "http://fcm.googleapis.com/fcm/send/x",  # plain http to a real push service
@@ -85,8 +107,9 @@ async def guarded_api(
     data_dir: Path, database_url: str, clean_db: asyncpg.Pool
 ) -> AsyncIterator[LiveApi]:
     hosts = ["fcm.googleapis.com", *(_pattern(h) for h in INTERNAL_LITERALS), *LOOPBACK_NAMES]
-    settings = make_settings(data_dir, database_url, push_hosts=hosts,
-                             push_connect_timeout=1, push_read_timeout=1)
+    settings = make_settings(
+        data_dir, database_url, push_hosts=hosts, push_connect_timeout=1, push_read_timeout=1
+    )
     ctx = Context(settings=settings, pool=clean_db, keys=Keys.load(settings))
     runner, url = await start_app(create_app(ctx))
     async with aiohttp.ClientSession() as http:
@@ -100,18 +123,21 @@ async def _register(api: LiveApi, endpoint: str) -> tuple[int, dict[str, Any]]:
         return resp.status, await resp.json()
 
 
-@pytest.mark.parametrize("endpoint", [
-    *(f"https://{h}/push/x" for h in INTERNAL_LITERALS),
-    *(f"https://{h}/push/x" for h in NUMERIC_FORMS),
-    *(f"https://{h}:8443/push/x" for h in ("127.0.0.1", "[::1]")),
-    *OTHER_TRICKS,
-])
-async def test_registration_refuses_internal_endpoints(guarded_api: LiveApi,
-                                                       endpoint: str) -> None:
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        *(f"https://{h}/push/x" for h in INTERNAL_LITERALS),
+        *(f"https://{h}/push/x" for h in NUMERIC_FORMS),
+        *(f"https://{h}:8443/push/x" for h in ("127.0.0.1", "[::1]")),
+        *OTHER_TRICKS,
+    ],
+)
+async def test_registration_refuses_internal_endpoints(guarded_api: LiveApi, endpoint: str) -> None:
     status, body = await _register(guarded_api, endpoint)
     assert status == 422, (endpoint, body)
     assert "endpoint" in body["error"]["message"] or any(
-        "endpoint" in d["field"] for d in body["error"]["details"]), body
+        "endpoint" in d["field"] for d in body["error"]["details"]
+    ), body
     assert await guarded_api.ctx.pool.fetchval("SELECT count(*) FROM subscriptions") == 0
 
 
@@ -124,7 +150,8 @@ async def _send_all(ctx: Context) -> None:
     async with Sender(ctx, retry_base=0.05, retry_cap=0.1) as sender:
         for _ in range(10):
             await ctx.pool.execute(
-                "UPDATE deliveries SET not_before = now() WHERE status = 'pending'")
+                "UPDATE deliveries SET not_before = now() WHERE status = 'pending'"
+            )
             if not await sender.run_once():
                 return
 
@@ -152,7 +179,8 @@ async def test_names_resolving_to_loopback_pass_registration_but_never_get_a_req
         await runner.cleanup()
         # ... so the sender's resolver is what refuses: no request reached the receiver.
         rows = await ctx.pool.fetch(
-            "SELECT status, last_error FROM deliveries WHERE id = ANY($1::bigint[])", ids)
+            "SELECT status, last_error FROM deliveries WHERE id = ANY($1::bigint[])", ids
+        )
         assert len(rows) == len(LOOPBACK_NAMES)
         for row in rows:
             assert row["status"] == "failed", dict(row)
@@ -162,8 +190,9 @@ async def test_names_resolving_to_loopback_pass_registration_but_never_get_a_req
         await push.close()
 
 
-@pytest.mark.parametrize("host", [h for h in INTERNAL_LITERALS if h != "[::]"][:12]
-                         + NUMERIC_FORMS[:4])
+@pytest.mark.parametrize(
+    "host", [h for h in INTERNAL_LITERALS if h != "[::]"][:12] + NUMERIC_FORMS[:4]
+)
 async def test_rows_planted_in_the_database_are_refused_at_send_time(
     guarded_api: LiveApi, host: str
 ) -> None:
@@ -180,14 +209,16 @@ async def test_rows_planted_in_the_database_are_refused_at_send_time(
 async def test_redirect_to_an_internal_target_is_not_followed(
     data_dir: Path, database_url: str, clean_db: asyncpg.Pool
 ) -> None:
-    settings = make_settings(data_dir, database_url, push_connect_timeout=1,
-                             push_read_timeout=1)
+    settings = make_settings(data_dir, database_url, push_connect_timeout=1, push_read_timeout=1)
     ctx = Context(settings=settings, pool=clean_db, keys=Keys.load(settings))
     push = await PushService(ctx.keys.vapid_public_b64).start()
     try:
         inside = push.subscribe()  # stands for an internal service the redirect points to
-        targets = [inside.endpoint, "http://169.254.169.254/latest/meta-data/",
-                   "http://[::1]/admin"]
+        targets = [
+            inside.endpoint,
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[::1]/admin",
+        ]
         ids, subs = [], []
         for target in targets:
             sub = push.subscribe(Fault(redirect_to=target))
@@ -195,7 +226,8 @@ async def test_redirect_to_an_internal_target_is_not_followed(
             ids.append(await insert_delivery(ctx.pool, await insert_subscription(ctx.pool, sub)))
         await _send_all(ctx)
         rows = await ctx.pool.fetch(
-            "SELECT status, last_status FROM deliveries WHERE id = ANY($1::bigint[])", ids)
+            "SELECT status, last_status FROM deliveries WHERE id = ANY($1::bigint[])", ids
+        )
         assert [(r["status"], r["last_status"]) for r in rows] == [("failed", 307)] * 3
         assert inside.request_times == []
         assert all(len(s.request_times) == 1 for s in subs)  # one try, no retry

@@ -44,13 +44,17 @@ variants:
 
 def write_rules(root: Path) -> Path:
     features = [
-        {"type": "Feature", "properties": {"id": pid, "name": pid.replace("-", " ").title()},
-         "geometry": {"type": "Point", "coordinates": [lon, lat]}}
+        {
+            "type": "Feature",
+            "properties": {"id": pid, "name": pid.replace("-", " ").title()},
+            "geometry": {"type": "Point", "coordinates": [lon, lat]},
+        }
         for pid, (lat, lon) in CAFES.items()
     ]
     (root / "places").mkdir(parents=True)
     (root / "places" / "cafes.geojson").write_text(
-        json.dumps({"type": "FeatureCollection", "features": features}))
+        json.dumps({"type": "FeatureCollection", "features": features})
+    )
     (root / "policy.yaml").write_text(POLICY)
     (root / "promo.yaml").write_text(PROMO)
     return root

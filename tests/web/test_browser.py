@@ -22,7 +22,8 @@ from service.webpush import render_payload
 from tests.conftest import LiveApi
 
 async_api = pytest.importorskip(
-    "playwright.async_api", reason="the playwright package is not installed (test extra)")
+    "playwright.async_api", reason="the playwright package is not installed (test extra)"
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -31,11 +32,16 @@ if not CHROMIUM.exists():
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
-    reason="no system Chromium (Debian package `chromium`; .ci/run installs it)")
+    reason="no system Chromium (Debian package `chromium`; .ci/run installs it)",
+)
 
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 TIMEOUT_S = 10.0
 
@@ -51,12 +57,16 @@ async def insert_delivery(pool: asyncpg.Pool, message: dict[str, Any]) -> int:
     subscription_id = await pool.fetchval(
         "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash) "
         "VALUES ($1, 'BAAA', 'AAAA', $2) RETURNING id",
-        "http://127.0.0.1:9/push/browser-test", secrets.token_bytes(32))
+        "http://127.0.0.1:9/push/browser-test",
+        secrets.token_bytes(32),
+    )
     delivery_id: int = await pool.fetchval(
         "INSERT INTO deliveries (subscription_id, rule_id, variant, payload, ttl_s, urgency,"
         " topic, expires_at) VALUES ($1, 'promo', 'b', $2, 1200, 'normal', 'coffee',"
         " now() + interval '20 minutes') RETURNING id",
-        subscription_id, message)
+        subscription_id,
+        message,
+    )
     return delivery_id
 
 
@@ -64,14 +74,16 @@ async def wait_for_event(pool: asyncpg.Pool, delivery_id: int, kind: str) -> Non
     deadline = asyncio.get_running_loop().time() + TIMEOUT_S
     while True:
         found = await pool.fetchval(
-            "SELECT count(*) FROM events WHERE delivery_id = $1 AND type = $2",
-            delivery_id, kind)
+            "SELECT count(*) FROM events WHERE delivery_id = $1 AND type = $2", delivery_id, kind
+        )
         if found:
             return
         if asyncio.get_running_loop().time() > deadline:
             rows = await pool.fetch("SELECT * FROM events")
-            pytest.fail(f"no {kind!r} event for delivery {delivery_id} reached the server "
-                        f"within {TIMEOUT_S} s; events: {[dict(r) for r in rows]}")
+            pytest.fail(
+                f"no {kind!r} event for delivery {delivery_id} reached the server "
+                f"within {TIMEOUT_S} s; events: {[dict(r) for r in rows]}"
+            )
         await asyncio.sleep(0.05)
 
 
@@ -94,12 +106,15 @@ CLICK_IN_WORKER = """async (tag) => {
 
 
 async def test_push_shows_notification_and_reports_shown_and_clicked(
-    api: LiveApi, clean_db: asyncpg.Pool,
+    api: LiveApi,
+    clean_db: asyncpg.Pool,
 ) -> None:
     message = {**MESSAGE, "url": api.url + "/#coffee"}
     delivery_id = await insert_delivery(clean_db, message)
     data = {
-        "delivery_id": delivery_id, "rule": "promo", "variant": "b",
+        "delivery_id": delivery_id,
+        "rule": "promo",
+        "variant": "b",
         "events_url": api.url + "/v1/events",
         "event_token": tokens.event_token(api.ctx.keys.secret_key, delivery_id),
     }
@@ -133,18 +148,25 @@ async def test_push_shows_notification_and_reports_shown_and_clicked(
             async with asyncio.timeout(TIMEOUT_S):
                 while True:
                     version = await registrations.get()
-                    if version["scriptURL"] == api.url + "/sw.js" and \
-                            version["status"] == "activated":
+                    if (
+                        version["scriptURL"] == api.url + "/sw.js"
+                        and version["status"] == "activated"
+                    ):
                         break
 
-            await cdp.send("ServiceWorker.deliverPushMessage", {
-                "origin": api.url, "registrationId": version["registrationId"],
-                "data": plaintext,
-            })
+            await cdp.send(
+                "ServiceWorker.deliverPushMessage",
+                {
+                    "origin": api.url,
+                    "registrationId": version["registrationId"],
+                    "data": plaintext,
+                },
+            )
             await wait_for_event(clean_db, delivery_id, "shown")
             shown = await page.evaluate(GET_NOTIFICATIONS)
             assert [(n["title"], n["body"], n["tag"]) for n in shown] == [
-                (MESSAGE["title"], MESSAGE["body"], MESSAGE["tag"])]
+                (MESSAGE["title"], MESSAGE["body"], MESSAGE["tag"])
+            ]
             assert shown[0]["data"] == {**data, "url": message["url"]}
 
             [worker] = context.service_workers
@@ -158,5 +180,6 @@ async def test_push_shows_notification_and_reports_shown_and_clicked(
             await browser.close()
 
     rows = await clean_db.fetch(
-        "SELECT type FROM events WHERE delivery_id = $1 ORDER BY at", delivery_id)
+        "SELECT type FROM events WHERE delivery_id = $1 ORDER BY at", delivery_id
+    )
     assert [r["type"] for r in rows] == ["shown", "clicked"]

@@ -12,8 +12,9 @@ from pathlib import Path
 from tests.conftest import PgServer
 
 
-async def test_demo_summary_matches_what_the_receiver_got(pg_server: PgServer,
-                                                          tmp_path: Path) -> None:
+async def test_demo_summary_matches_what_the_receiver_got(
+    pg_server: PgServer, tmp_path: Path
+) -> None:
     dsn = await pg_server.create_database()
     out = tmp_path / "summary.json"
     env = {**os.environ, "MOMENTCAST_DATABASE_URL": dsn}
@@ -22,7 +23,12 @@ async def test_demo_summary_matches_what_the_receiver_got(pg_server: PgServer,
     try:
         result = subprocess.run(
             [sys.executable, "-m", "service", "demo", "--", "--summary-json", str(out)],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
     finally:
         await pg_server.drop_database(dsn)
@@ -39,13 +45,14 @@ async def test_demo_summary_matches_what_the_receiver_got(pg_server: PgServer,
         assert message["subscriber"] in line and repr(message["title"]) in line
         assert f"[{message['data']['rule']}/{message['data']['variant']}]" in line
     # Every decision has one outcome; Emil's browser is gone (410).
-    assert summary["decisions"] == summary["sent"] + summary["gone"] + summary["failed"] \
-        + summary["expired"]
+    assert (
+        summary["decisions"]
+        == summary["sent"] + summary["gone"] + summary["failed"] + summary["expired"]
+    )
     assert summary["gone"] == 1
     assert "Emil" not in {m["subscriber"] for m in received}
     # The rule mix the routes are built for: lunch, a landmark story, a store promotion.
-    assert {m["data"]["rule"] for m in received} >= {"lunch-nearby", "know-landmark",
-                                                     "buy-store"}
+    assert {m["data"]["rule"] for m in received} >= {"lunch-nearby", "know-landmark", "buy-store"}
     # Later matches on the same walk fall under the policy's one-hour min_gap.
     assert summary["suppressed"].get("min_gap", 0) >= 1
     # A match is decided, suppressed, or outranked by another rule's match on the same fix.

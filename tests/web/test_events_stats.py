@@ -17,8 +17,9 @@ from tests.web.conftest import CAFES
 
 
 async def register(api: LiveApi, sub: BrowserSubscription) -> tuple[str, str]:
-    async with api.http.post(f"{api.url}/v1/subscriptions",
-                             json={"subscription": sub.to_json()}) as r:
+    async with api.http.post(
+        f"{api.url}/v1/subscriptions", json={"subscription": sub.to_json()}
+    ) as r:
         assert r.status == 201, await r.text()
         body = await r.json()
     return body["id"], body["token"]
@@ -27,24 +28,28 @@ async def register(api: LiveApi, sub: BrowserSubscription) -> tuple[str, str]:
 async def signal(api: LiveApi, token: str, place: str, at: datetime) -> None:
     lat, lon = CAFES[place]
     async with api.http.post(
-        f"{api.url}/v1/signals", headers={"Authorization": f"Bearer {token}"},
+        f"{api.url}/v1/signals",
+        headers={"Authorization": f"Bearer {token}"},
         json={"lat": lat, "lon": lon, "accuracy_m": 10, "at": at.isoformat()},
     ) as r:
         assert r.status == 202, await r.text()
 
 
-async def post_event(api: LiveApi, body: Any, content_type: str = "application/json"
-                     ) -> tuple[int, Any]:
+async def post_event(
+    api: LiveApi, body: Any, content_type: str = "application/json"
+) -> tuple[int, Any]:
     import json
 
     data = body if isinstance(body, str | bytes) else json.dumps(body)
-    async with api.http.post(f"{api.url}/v1/events", data=data,
-                             headers={"Content-Type": content_type}) as r:
+    async with api.http.post(
+        f"{api.url}/v1/events", data=data, headers={"Content-Type": content_type}
+    ) as r:
         return r.status, await r.json()
 
 
-async def pipeline(api: LiveApi, push_service: PushService, n: int, gone: int
-                   ) -> tuple[list[tuple[str, BrowserSubscription]], int]:
+async def pipeline(
+    api: LiveApi, push_service: PushService, n: int, gone: int
+) -> tuple[list[tuple[str, BrowserSubscription]], int]:
     """n subscribers walk cafe-a then cafe-b; the first ``gone`` have expired endpoints."""
     subscribers = []
     for i in range(n):
@@ -79,9 +84,11 @@ async def test_stats_equal_what_happened(api: LiveApi, push_service: PushService
         base = {"delivery_id": data["delivery_id"], "token": data["event_token"]}
         kinds = ["shown"] + (["clicked"] if i % 2 == 0 else []) + (["converted"] if i == 0 else [])
         for kind in kinds:
-            status, body = await post_event(api, {**base, "type": kind},
-                                            "text/plain" if kind == "converted" else
-                                            "application/json")
+            status, body = await post_event(
+                api,
+                {**base, "type": kind},
+                "text/plain" if kind == "converted" else "application/json",
+            )
             assert (status, body["recorded"]) == (202, True), body
             expected[data["variant"]][kind] += 1
         # A replay is accepted and not counted again.
@@ -111,8 +118,7 @@ async def test_stats_equal_what_happened(api: LiveApi, push_service: PushService
     assert exp["comparisons"][0]["winner"] is None
 
 
-async def test_forged_foreign_and_malformed_events(api: LiveApi, push_service: PushService
-                                                   ) -> None:
+async def test_forged_foreign_and_malformed_events(api: LiveApi, push_service: PushService) -> None:
     subscribers, _ = await pipeline(api, push_service, n=2, gone=0)
     (_, first), (_, second) = subscribers
     d1, d2 = first.messages()[0]["data"], second.messages()[0]["data"]
@@ -131,39 +137,47 @@ async def test_forged_foreign_and_malformed_events(api: LiveApi, push_service: P
     # A valid token for a delivery that does not exist (or was erased).
     ghost = 10_000_000
     status, body = await post_event(
-        api, event(ghost, tokens.event_token(api.ctx.keys.secret_key, ghost)))
+        api, event(ghost, tokens.event_token(api.ctx.keys.secret_key, ghost))
+    )
     assert status == 404 and body["error"]["code"] == "not_found"
     # Bad requests name the problem.
     status, body = await post_event(api, "{not json")
     assert status == 400
     status, body = await post_event(api, event(d1["delivery_id"], d1["event_token"], "liked"))
     assert status == 422 and body["error"]["details"][0]["field"] == "type"
-    status, body = await post_event(api, {**event(d1["delivery_id"], d1["event_token"]),
-                                          "delivery_id": str(d1["delivery_id"])})
+    status, body = await post_event(
+        api, {**event(d1["delivery_id"], d1["event_token"]), "delivery_id": str(d1["delivery_id"])}
+    )
     assert status == 422
-    status, body = await post_event(api, event(d1["delivery_id"], d1["event_token"]),
-                                    "application/x-www-form-urlencoded")
+    status, body = await post_event(
+        api, event(d1["delivery_id"], d1["event_token"]), "application/x-www-form-urlencoded"
+    )
     assert status == 415
     # Nothing of the above was counted.
     assert await api.ctx.pool.fetchval("SELECT count(*) FROM events") == 0
     status, body = await post_event(api, event(d1["delivery_id"], d1["event_token"]))
-    assert status == 202 and body == {"delivery_id": d1["delivery_id"], "type": "clicked",
-                                      "recorded": True}
+    assert status == 202 and body == {
+        "delivery_id": d1["delivery_id"],
+        "type": "clicked",
+        "recorded": True,
+    }
 
 
 async def test_events_are_open_to_any_origin_and_stats_need_admin(
-        api: LiveApi, push_service: PushService) -> None:
+    api: LiveApi, push_service: PushService
+) -> None:
     subscribers, _ = await pipeline(api, push_service, n=1, gone=0)
     data = subscribers[0][1].messages()[0]["data"]
     async with api.http.post(
-        f"{api.url}/v1/events", headers={"Origin": "https://shop.example", "Content-Type":
-                                         "text/plain"},
+        f"{api.url}/v1/events",
+        headers={"Origin": "https://shop.example", "Content-Type": "text/plain"},
         json={"delivery_id": data["delivery_id"], "token": data["event_token"], "type": "shown"},
     ) as r:
         assert r.status == 202
         assert r.headers["Access-Control-Allow-Origin"] == "*"
     async with api.http.get(f"{api.url}/v1/stats") as r:
         assert r.status == 401
-    async with api.http.get(f"{api.url}/v1/stats",
-                            headers={"Authorization": "Bearer not-the-admin-token"}) as r:
+    async with api.http.get(
+        f"{api.url}/v1/stats", headers={"Authorization": "Bearer not-the-admin-token"}
+    ) as r:
         assert r.status == 401

@@ -17,7 +17,10 @@ def test_sdk_and_service_worker_unit_tests() -> None:
     assert len(files) >= 2
     result = subprocess.run(
         ["node", "--test", "--test-reporter=tap", *files],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     summary = [line for line in result.stdout.splitlines() if line.startswith("# ")]
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

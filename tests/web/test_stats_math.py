@@ -37,8 +37,10 @@ def test_z_test_is_antisymmetric_and_p_is_symmetric() -> None:
     assert ab.p_value == pytest.approx(ba.p_value)
 
 
-@pytest.mark.parametrize(("z", "p"), [(1.959964, 0.05), (2.575829, 0.01), (1.644854, 0.10),
-                                      (0.0, 1.0), (3.290527, 0.001)])
+@pytest.mark.parametrize(
+    ("z", "p"),
+    [(1.959964, 0.05), (2.575829, 0.01), (1.644854, 0.10), (0.0, 1.0), (3.290527, 0.001)],
+)
 def test_two_sided_p_of_normal_quantiles(z: float, p: float) -> None:
     assert normal_two_sided_p(z) == pytest.approx(p, rel=1e-5)
     assert normal_two_sided_p(-z) == pytest.approx(p, rel=1e-5)

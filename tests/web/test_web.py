@@ -15,17 +15,19 @@ from tests.pushservice import PushService
 from tests.web.test_events_stats import pipeline
 
 
-@pytest.mark.parametrize(("path", "content_type", "marker"), [
-    ("/momentcast.js", "text/javascript", b"Momentcast"),
-    ("/sw.js", "text/javascript", b"notificationclick"),
-    ("/", "text/html", b"/momentcast.js"),
-    ("/dashboard", "text/html", b"/static/dashboard.js"),
-    ("/static/momentcast.css", "text/css", b":root"),
-    ("/static/dashboard.js", "text/javascript", b"/v1/dashboard"),
-    ("/static/demo.js", "text/javascript", b"/v1/simulate"),
-])
-async def test_assets_are_served(api: LiveApi, path: str, content_type: str, marker: bytes
-                                 ) -> None:
+@pytest.mark.parametrize(
+    ("path", "content_type", "marker"),
+    [
+        ("/momentcast.js", "text/javascript", b"Momentcast"),
+        ("/sw.js", "text/javascript", b"notificationclick"),
+        ("/", "text/html", b"/momentcast.js"),
+        ("/dashboard", "text/html", b"/static/dashboard.js"),
+        ("/static/momentcast.css", "text/css", b":root"),
+        ("/static/dashboard.js", "text/javascript", b"/v1/dashboard"),
+        ("/static/demo.js", "text/javascript", b"/v1/simulate"),
+    ],
+)
+async def test_assets_are_served(api: LiveApi, path: str, content_type: str, marker: bytes) -> None:
     async with api.http.get(api.url + path) as r:
         assert r.status == 200
         assert r.content_type == content_type
@@ -43,8 +45,9 @@ async def test_page_sources_reference_nothing_external() -> None:
             assert needle not in text, (path.name, needle)
 
 
-@pytest.mark.parametrize("path", ["/static/sw.js", "/static/../pyproject.toml",
-                                  "/static/nope.js", "/static/index.html"])
+@pytest.mark.parametrize(
+    "path", ["/static/sw.js", "/static/../pyproject.toml", "/static/nope.js", "/static/index.html"]
+)
 async def test_only_listed_assets(api: LiveApi, path: str) -> None:
     async with api.http.get(api.url + path) as r:
         assert r.status == 404
@@ -71,7 +74,8 @@ async def test_dashboard_data(api: LiveApi, push_service: PushService) -> None:
     hours = {h["hour"]: h["decisions"] for h in rule["decisions_by_hour"]}
     assert len(hours) == 24
     expected = await api.ctx.pool.fetch(
-        "SELECT local_hour, count(*) AS n FROM deliveries GROUP BY 1")
+        "SELECT local_hour, count(*) AS n FROM deliveries GROUP BY 1"
+    )
     assert sum(hours.values()) == 3
     assert {r["local_hour"]: r["n"] for r in expected} == {h: n for h, n in hours.items() if n}
     assert data["stats"]["rules"][0]["rule"] == "promo"
@@ -96,8 +100,9 @@ def test_polygon_places_round_trip_to_their_geojson() -> None:
     assert ruleset is not None
     landmarks = json.loads((REPO / "rules/places/landmarks.geojson").read_text())
     original = {f["properties"]["id"]: f["geometry"] for f in landmarks["features"]}
-    own_radius = {f["properties"]["id"]: f["properties"].get("radius_m")
-                  for f in landmarks["features"]}
+    own_radius = {
+        f["properties"]["id"]: f["properties"].get("radius_m") for f in landmarks["features"]
+    }
     [rule] = [r for r in ruleset.rules if r.id == "know-landmark"]
     features = rule_places(ruleset, rule)["features"]
     assert len(features) == len(original)

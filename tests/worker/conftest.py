@@ -33,10 +33,16 @@ hysteresis_m: 30
 PLACES = {
     "type": "FeatureCollection",
     "features": [
-        {"type": "Feature", "properties": {"id": "a", "name": "Café A", "category": "cafe"},
-         "geometry": {"type": "Point", "coordinates": [CAFE_A[1], CAFE_A[0]]}},
-        {"type": "Feature", "properties": {"id": "b", "name": "Café B", "category": "cafe"},
-         "geometry": {"type": "Point", "coordinates": [CAFE_B[1], CAFE_B[0]]}},
+        {
+            "type": "Feature",
+            "properties": {"id": "a", "name": "Café A", "category": "cafe"},
+            "geometry": {"type": "Point", "coordinates": [CAFE_A[1], CAFE_A[0]]},
+        },
+        {
+            "type": "Feature",
+            "properties": {"id": "b", "name": "Café B", "category": "cafe"},
+            "geometry": {"type": "Point", "coordinates": [CAFE_B[1], CAFE_B[0]]},
+        },
     ],
 }
 
@@ -88,8 +94,11 @@ async def add_subscription(pool: asyncpg.Pool, **profile: Any) -> str:
     await pool.execute(
         "INSERT INTO subscriptions (id, endpoint, p256dh, auth, token_hash, topics, paused)"
         " VALUES ($1, $2, 'k', 'a', $3, $4, $5)",
-        sid, f"https://fcm.googleapis.com/fcm/send/{sid}", sid.bytes,
-        profile.get("topics", []), profile.get("paused", False),
+        sid,
+        f"https://fcm.googleapis.com/fcm/send/{sid}",
+        sid.bytes,
+        profile.get("topics", []),
+        profile.get("paused", False),
     )
     return str(sid)
 

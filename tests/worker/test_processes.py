@@ -57,11 +57,13 @@ async def make_stream(pool: asyncpg.Pool, subscribers: int, per_sub: int, seed: 
             sig_rows.append((sid, at, lat, lon, rng.choice([5.0, 20.0, 50.0])))
     await pool.executemany(
         "INSERT INTO subscriptions (id, endpoint, p256dh, auth, token_hash)"
-        " VALUES ($1, $2, 'k', 'a', $3)", sub_rows)
+        " VALUES ($1, $2, 'k', 'a', $3)",
+        sub_rows,
+    )
     rng.shuffle(sig_rows)  # arrival order is not time order
     await pool.copy_records_to_table(
-        "signals", records=sig_rows,
-        columns=["subscription_id", "at", "lat", "lon", "accuracy_m"])
+        "signals", records=sig_rows, columns=["subscription_id", "at", "lat", "lon", "accuracy_m"]
+    )
 
 
 async def reset_processing(pool: asyncpg.Pool) -> None:
@@ -75,11 +77,14 @@ Outcome = tuple[set[tuple[str, ...]], dict[tuple[str, str, str], int]]
 
 async def outcome(pool: asyncpg.Pool) -> Outcome:
     rows = await pool.fetch(
-        "SELECT subscription_id::text AS s, rule_id, place_id, variant, dedupe_key FROM deliveries")
+        "SELECT subscription_id::text AS s, rule_id, place_id, variant, dedupe_key FROM deliveries"
+    )
     decisions = {(r["s"], r["rule_id"], r["place_id"], r["variant"], r["dedupe_key"]) for r in rows}
     assert len(decisions) == len(rows), "a decision was stored twice"
-    counts = {(r["rule_id"], r["variant"], r["counter"]): r["n"]
-              for r in await pool.fetch("SELECT * FROM rule_counters")}
+    counts = {
+        (r["rule_id"], r["variant"], r["counter"]): r["n"]
+        for r in await pool.fetch("SELECT * FROM rule_counters")
+    }
     return decisions, counts
 
 
@@ -95,9 +100,13 @@ async def wait_processed(pool: asyncpg.Pool, procs: list[ServiceProcess], timeou
 
 
 def worker_env(tmp_path: Path, database_url: str, rules: Path, **extra: str) -> dict[str, str]:
-    env = {"MOMENTCAST_DATABASE_URL": database_url, "MOMENTCAST_DATA_DIR": str(tmp_path / "d"),
-           "MOMENTCAST_RULES_DIR": str(rules), "MOMENTCAST_WORKER_POLL_INTERVAL": "1",
-           "MOMENTCAST_LOG_LEVEL": "WARNING"}
+    env = {
+        "MOMENTCAST_DATABASE_URL": database_url,
+        "MOMENTCAST_DATA_DIR": str(tmp_path / "d"),
+        "MOMENTCAST_RULES_DIR": str(rules),
+        "MOMENTCAST_WORKER_POLL_INTERVAL": "1",
+        "MOMENTCAST_LOG_LEVEL": "WARNING",
+    }
     env.update(extra)
     return env
 
@@ -138,8 +147,13 @@ async def test_sigkill_mid_batch_loses_and_duplicates_nothing(
     await make_stream(clean_db, subscribers=500, per_sub=20, seed=11)
     expected = await reference(ctx)
 
-    env = worker_env(tmp_path, database_url, any_time_rules,
-                     MOMENTCAST_WORKER_BATCH_SIZE="20", MOMENTCAST_WORKER_LEASE="1")
+    env = worker_env(
+        tmp_path,
+        database_url,
+        any_time_rules,
+        MOMENTCAST_WORKER_BATCH_SIZE="20",
+        MOMENTCAST_WORKER_LEASE="1",
+    )
     rng = random.Random(3)
     kills = 0
     while kills < 4:
