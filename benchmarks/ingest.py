@@ -60,8 +60,9 @@ def serve_app(dsn: str, port: int, data_dir: str) -> None:
 
     from service.api import create_app
     from service.context import Context, Keys
-    from service.db import create_pool
     from service.settings import Settings
+    from service.store import Store
+    from service.store.db import create_pool
 
     _pin(0)
     if "MC_BENCH_IN_FLIGHT" in os.environ:  # for tuning experiments only
@@ -79,7 +80,7 @@ def serve_app(dsn: str, port: int, data_dir: str) -> None:
 
     async def main() -> None:
         pool = await create_pool(dsn, min_size=2, max_size=4)
-        ctx = Context(settings=settings, pool=pool, keys=Keys.load(settings))
+        ctx = Context(settings=settings, store=Store(pool), keys=Keys.load(settings))
         runner = web.AppRunner(create_app(ctx), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
@@ -177,8 +178,9 @@ def _parse_wrk(out: str) -> dict[str, float]:
 
 
 async def _prepare(dsn: str) -> list[str]:
-    from service import migrations, tokens
-    from service.db import connect
+    from service import tokens
+    from service.store import migrations
+    from service.store.db import connect
 
     await migrations.migrate(dsn)
     conn = await connect(dsn)
@@ -199,7 +201,7 @@ async def _prepare(dsn: str) -> list[str]:
 
 
 async def _count(dsn: str) -> int:
-    from service.db import connect
+    from service.store.db import connect
 
     conn = await connect(dsn)
     try:
@@ -320,7 +322,7 @@ def main() -> None:
         embedded = None
         dsn = args.dsn
         if dsn is None:
-            from service.db import EmbeddedPostgres
+            from service.store.db import EmbeddedPostgres
 
             embedded = EmbeddedPostgres(workdir / "pg")
             dsn = embedded.start()

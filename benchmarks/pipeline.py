@@ -36,12 +36,12 @@ import asyncpg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from service import migrations  # noqa: E402
 from service.context import Context, Keys  # noqa: E402
-from service.db import EmbeddedPostgres, create_pool  # noqa: E402
-from service.engine import decide  # noqa: E402
 from service.rules import Profile, RulesHolder, Signal  # noqa: E402
+from service.rules.engine import decide  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from service.store import Store, migrations  # noqa: E402
+from service.store.db import EmbeddedPostgres, create_pool  # noqa: E402
 from service.worker import Worker  # noqa: E402
 
 # Every inside fix decides a push (no caps), so each signal exercises the whole write path.
@@ -271,7 +271,10 @@ async def main() -> None:
             )
             pool = await create_pool(dsn)
             ctx = Context(
-                settings=settings, pool=pool, keys=Keys.load(settings), rules=RulesHolder(rules)
+                settings=settings,
+                store=Store(pool),
+                keys=Keys.load(settings),
+                rules=RulesHolder(rules),
             )
             await reset(pool)
             await worker_throughput(ctx, rules, args.signals)

@@ -35,12 +35,13 @@ import asyncpg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from service import migrations, tokens  # noqa: E402
+from service import tokens  # noqa: E402
 from service.context import Context, Keys  # noqa: E402
-from service.db import EmbeddedPostgres, create_pool  # noqa: E402
 from service.endpoints import origin  # noqa: E402
 from service.sender import Sender  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from service.store import Store, migrations  # noqa: E402
+from service.store.db import EmbeddedPostgres, create_pool  # noqa: E402
 from service.vapid import private_key_to_pem  # noqa: E402
 from service.webpush import VapidSigner, build_headers, encrypt, render_payload  # noqa: E402
 from tests.pushservice import SAMPLE_PAYLOAD as PAYLOAD  # noqa: E402
@@ -193,7 +194,7 @@ async def run(dsn: str, data_dir: Path, args: argparse.Namespace) -> None:
             sender_concurrency=args.concurrency,
             public_url="https://momentcast.example.com",
         )
-        ctx = Context(settings=settings, pool=pool, keys=Keys.load(settings))
+        ctx = Context(settings=settings, store=Store(pool), keys=Keys.load(settings))
         subs = await insert_rows(pool, port, args.subscribers, args.messages)
 
         a = await bench_sender(ctx, args.messages, args.lanes)

@@ -31,8 +31,8 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from service import migrations  # noqa: E402
-from service.db import EmbeddedPostgres  # noqa: E402
+from service.store import migrations  # noqa: E402
+from service.store.db import EmbeddedPostgres  # noqa: E402
 from tests.processes import start  # noqa: E402
 
 BBOX = (52.40, 13.20, 52.60, 13.60)  # Berlin

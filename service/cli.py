@@ -53,8 +53,8 @@ def _configure_logging(level: str) -> None:
 
 
 def _migrate(settings: Settings) -> int:
-    from service import migrations
-    from service.db import resolve_database
+    from service.store import migrations
+    from service.store.db import resolve_database
 
     target = resolve_database(settings)
     try:

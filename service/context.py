@@ -6,11 +6,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from service import tokens, vapid
 from service.settings import Settings
+from service.store import Store
+from service.store.base import Pool
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,13 @@ class Context:
     """Shared by the API, the worker and the sender of one process."""
 
     settings: Settings
-    pool: asyncpg.Pool
+    store: Store
     keys: Keys
     # service.rules.RulesHolder once rules are loaded; Any keeps this module free of rules/.
     rules: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pool(self) -> Pool:
+        """The store's pool, for tests and benchmarks that inspect the database directly."""
+        return self.store.pool

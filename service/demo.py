@@ -41,9 +41,9 @@ import asyncpg
 import yaml
 
 from service import runtime
-from service.db import resolve_database
 from service.rules.units import Window, parse_window
 from service.settings import Settings
+from service.store.db import resolve_database
 
 BERLIN = ZoneInfo("Europe/Berlin")
 WALK_MPS = 1.3

@@ -23,8 +23,8 @@ from datetime import datetime
 
 import asyncpg
 
-from service.db import q
-from service.worker import NOTIFY_CHANNEL
+from service.queue import SIGNALS_CHANNEL
+from service.store.db import q
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class SignalWriter:
         for attempt in range(2):
             try:
                 # A single statement in autocommit: its answer arrives after its COMMIT.
-                row = await self._pool.fetchrow(q("ingest_signals"), *columns, NOTIFY_CHANNEL)
+                row = await self._pool.fetchrow(q("ingest_signals"), *columns, SIGNALS_CHANNEL)
                 assert row is not None
                 return (
                     {bytes(h) for h in row["known"]},

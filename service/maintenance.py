@@ -7,7 +7,7 @@ import contextlib
 import logging
 
 from service.context import Context
-from service.db import q
+from service.store.db import q
 
 log = logging.getLogger(__name__)
 

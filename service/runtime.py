@@ -12,12 +12,13 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from service import migrations, tokens
+from service import tokens
 from service.api import create_app
 from service.api.middleware import AccessLogger
 from service.context import Context, Keys
-from service.db import create_pool, resolve_database
 from service.settings import Settings
+from service.store import Store, migrations
+from service.store.db import create_pool, resolve_database
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ async def run(
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
-        ctx = Context(settings=settings, pool=pool, keys=Keys.load(settings))
+        ctx = Context(settings=settings, store=Store(pool), keys=Keys.load(settings))
         await load_rules(ctx)
         listening = None
         if API in names:

@@ -29,9 +29,10 @@ from prometheus_client import Counter, Histogram
 
 from service import tokens
 from service.context import Context
-from service.db import q
 from service.endpoints import EndpointRefused, check_endpoint, host_is_explicit, is_public_address
 from service.metrics import REGISTRY
+from service.queue import DELIVERIES_CHANNEL
+from service.store.db import q
 from service.webpush import (
     PayloadTooLarge,
     VapidSigner,
@@ -40,7 +41,6 @@ from service.webpush import (
     render_payload,
     ttl_seconds,
 )
-from service.worker import DELIVERIES_CHANNEL
 
 log = logging.getLogger(__name__)
 

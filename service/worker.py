@@ -24,8 +24,9 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge, Histogram
 
 from service.context import Context
-from service.db import q
-from service.engine import (
+from service.metrics import REGISTRY
+from service.queue import DELIVERIES_CHANNEL, SIGNALS_CHANNEL
+from service.rules.engine import (
     Outcome,
     Presence,
     Profile,
@@ -36,13 +37,10 @@ from service.engine import (
     decide,
     history_window,
 )
-from service.metrics import REGISTRY
 from service.rules.ruleset import Ruleset
+from service.store.db import q
 
 log = logging.getLogger(__name__)
-
-NOTIFY_CHANNEL = "momentcast_signals"
-DELIVERIES_CHANNEL = "momentcast_deliveries"
 
 SIGNALS_PROCESSED = PromCounter(
     "momentcast_signals_processed_total", "Signals evaluated by workers", registry=REGISTRY
@@ -297,7 +295,7 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
     listener: asyncpg.Connection | None = None
     with contextlib.suppress(Exception):
         listener = await ctx.pool.acquire()
-        await listener.add_listener(NOTIFY_CHANNEL, on_notify)
+        await listener.add_listener(SIGNALS_CHANNEL, on_notify)
 
     async def loop() -> None:
         worker = Worker(ctx)
@@ -327,7 +325,7 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
     finally:
         if listener is not None:
             with contextlib.suppress(Exception):
-                await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
+                await listener.remove_listener(SIGNALS_CHANNEL, on_notify)
             await ctx.pool.release(listener)
 
 

@@ -21,11 +21,11 @@ import asyncpg
 import pytest
 from aiohttp import web
 
-from service import migrations
 from service.api import create_app
 from service.context import Context, Keys
-from service.db import EmbeddedPostgres, create_pool
 from service.settings import Settings
+from service.store import Store, migrations
+from service.store.db import EmbeddedPostgres, create_pool
 
 # The log privacy check watches every test of the suite.
 pytest_plugins = ["tests.security.logscan"]
@@ -127,7 +127,7 @@ def settings(data_dir: Path, database_url: str) -> Settings:
 
 @pytest.fixture
 async def ctx(settings: Settings, clean_db: asyncpg.Pool) -> Context:
-    context = Context(settings=settings, pool=clean_db, keys=Keys.load(settings))
+    context = Context(settings=settings, store=Store(clean_db), keys=Keys.load(settings))
     from service.runtime import load_rules
 
     await load_rules(context)

@@ -7,7 +7,7 @@ from pathlib import Path
 import asyncpg
 import psutil
 
-from service.db import EmbeddedPostgres
+from service.store.db import EmbeddedPostgres
 
 
 def _postmaster_pid(pgdata: Path) -> int:

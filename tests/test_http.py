@@ -6,7 +6,8 @@ import json
 
 from service.api import create_app
 from service.context import Context
-from service.db import create_pool
+from service.store import Store
+from service.store.db import create_pool
 from tests.conftest import LiveApi, start_app
 
 
@@ -38,7 +39,7 @@ async def test_readyz_checks_database_and_rules(api: LiveApi) -> None:
 async def test_readyz_reports_database_outage(api: LiveApi, database_url: str) -> None:
     broken_pool = await create_pool(database_url, min_size=0, max_size=1)
     await broken_pool.close()
-    ctx = Context(settings=api.ctx.settings, pool=broken_pool, keys=api.ctx.keys)
+    ctx = Context(settings=api.ctx.settings, store=Store(broken_pool), keys=api.ctx.keys)
     runner, url = await start_app(create_app(ctx))
     try:
         async with api.http.get(url + "/readyz") as resp:

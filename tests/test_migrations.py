@@ -9,8 +9,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from service import migrations
 from service.errors import MigrationError
+from service.store import migrations
 from tests.conftest import PgServer
 
 

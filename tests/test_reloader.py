@@ -11,6 +11,7 @@ from pathlib import Path
 
 from service import reloader
 from service.context import Context
+from service.store import Store
 from tests.conftest import make_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ async def test_poll_and_sighup_reload_and_broken_set_keeps_old(
         rules_dir=rules,
         rules_poll_interval=timedelta(milliseconds=100),
     )
-    context = Context(settings=settings, pool=ctx.pool, keys=ctx.keys)
+    context = Context(settings=settings, store=Store(ctx.pool), keys=ctx.keys)
     holder = reloader.load(context)
     stop = asyncio.Event()
     task = asyncio.create_task(reloader.watch(context, stop))

@@ -12,9 +12,9 @@ from service import tokens
 from service.api.common import CONTEXT, json_response, read_model, require_admin
 from service.api.models import Strict
 from service.api.openapi import Op, document
-from service.db import q
 from service.errors import Forbidden, NotFound
 from service.stats import Funnel, experiments
+from service.store.db import q
 
 routes = web.RouteTableDef()
 

@@ -18,9 +18,9 @@ from pydantic import BaseModel, Field
 from service.api.common import CONTEXT, json_response, require_admin
 from service.api.events import Stats, stats
 from service.api.openapi import Op, document
-from service.db import q
 from service.errors import NotFound
 from service.rules.places import M_PER_DEG
+from service.store.db import q
 
 routes = web.RouteTableDef()
 

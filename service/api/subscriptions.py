@@ -27,7 +27,6 @@ from service.api.models import (
     SubscriptionCreated,
 )
 from service.api.openapi import Op, document
-from service.db import q
 from service.endpoints import EndpointRefused, check_endpoint
 from service.errors import (
     Forbidden,
@@ -35,6 +34,7 @@ from service.errors import (
     Unauthorized,
     Unprocessable,
 )
+from service.store.db import q
 
 routes = web.RouteTableDef()
 

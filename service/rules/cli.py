@@ -12,7 +12,7 @@ from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from service.engine import Outcome, SubscriberState, decide
+from service.rules.engine import Outcome, SubscriberState, decide
 
 from .loader import RuleLoadError, load_ruleset
 from .localtime import local_datetime

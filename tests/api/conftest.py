@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from service.api import create_app
 from service.context import Context, Keys
+from service.store import Store
 from tests.conftest import LiveApi, make_settings, start_app
 
 
@@ -76,7 +77,7 @@ async def api_with(
 
     async def start(pool: asyncpg.Pool | None = None, **overrides: Any) -> LiveApi:
         settings = make_settings(data_dir, database_url, **overrides)
-        ctx = Context(settings=settings, pool=pool or clean_db, keys=Keys.load(settings))
+        ctx = Context(settings=settings, store=Store(pool or clean_db), keys=Keys.load(settings))
         runner, url = await start_app(create_app(ctx))
         runners.append(runner)
         http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))

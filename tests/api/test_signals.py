@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from service import migrations
-from service.db import create_pool
-from service.worker import NOTIFY_CHANNEL
+from service.queue import SIGNALS_CHANNEL
+from service.store import migrations
+from service.store.db import create_pool
 from tests.api.conftest import Device, assert_error, count_rows, register
 from tests.conftest import LiveApi, PgServer
 
@@ -203,7 +203,7 @@ async def test_1000_concurrent_posts_committed_exactly_once(
     devices = [await register(api) for _ in range(20)]
     notified: list[str] = []
     listener = await asyncpg.connect(database_url)
-    await listener.add_listener(NOTIFY_CHANNEL, lambda *a: notified.append(a[2]))
+    await listener.add_listener(SIGNALS_CHANNEL, lambda *a: notified.append(a[2]))
     try:
 
         async def post(i: int) -> int:

@@ -10,6 +10,7 @@ import pytest
 from service.api import create_app
 from service.context import Context
 from service.reloader import load
+from service.store import Store
 from tests.conftest import LiveApi, make_settings, start_app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,7 +21,7 @@ async def rules_api(ctx: Context, tmp_path: Path):  # type: ignore[no-untyped-de
     rules = tmp_path / "rules"
     shutil.copytree(REPO / "rules", rules)
     settings = make_settings(ctx.settings.data_dir, ctx.settings.database_url, rules_dir=rules)
-    context = Context(settings=settings, pool=ctx.pool, keys=ctx.keys)
+    context = Context(settings=settings, store=Store(ctx.pool), keys=ctx.keys)
     load(context)
     runner, url = await start_app(create_app(context))
     import aiohttp

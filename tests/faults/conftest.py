@@ -15,10 +15,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from service import migrations
 from service.context import Keys
-from service.db import EmbeddedPostgres, create_pool
 from service.settings import Settings
+from service.store import migrations
+from service.store.db import EmbeddedPostgres, create_pool
 from tests.api.conftest import push_subscription
 from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.processes import ServiceProcess, start

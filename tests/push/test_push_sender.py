@@ -13,6 +13,7 @@ from service import tokens
 from service.context import Context
 from service.metrics import REGISTRY
 from service.sender import Sender
+from service.store import Store
 from tests.push.conftest import PAYLOAD, delivery, insert_delivery, insert_subscription, make_due
 from tests.pushservice import Fault, PushService
 
@@ -319,7 +320,7 @@ async def test_names_resolving_to_private_addresses_are_refused_at_connect(
     # only the resolver sees that the name points at a loopback address.
     port = int(push_service.origin.rsplit(":", 1)[1])
     settings = ctx.settings.model_copy(update={"push_hosts": [f"localhost:{port}"]})
-    guarded = Context(settings=settings, pool=ctx.pool, keys=ctx.keys)
+    guarded = Context(settings=settings, store=Store(ctx.pool), keys=ctx.keys)
     sub = push_service.subscribe()
     sub_id = await insert_subscription(
         ctx.pool, sub, endpoint=f"https://localhost:{port}/push/{sub.id}"

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from rulekit import POLICY, north_of, point
 
-from service.engine import Outcome, SubscriberState, choose_variant, decide
 from service.rules import Profile, Ruleset, Signal
+from service.rules.engine import Outcome, SubscriberState, choose_variant, decide
 
 LAT, LON = 52.52, 13.405  # place "spot", radius 100 m, hysteresis 30 m
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # Monday 11:00 in Berlin

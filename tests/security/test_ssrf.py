@@ -22,6 +22,7 @@ import pytest
 from service.api import create_app
 from service.context import Context, Keys
 from service.sender import Sender
+from service.store import Store
 from tests.api.conftest import push_subscription
 from tests.conftest import LiveApi, make_settings, start_app
 from tests.push.conftest import insert_delivery, insert_subscription
@@ -110,7 +111,7 @@ async def guarded_api(
     settings = make_settings(
         data_dir, database_url, push_hosts=hosts, push_connect_timeout=1, push_read_timeout=1
     )
-    ctx = Context(settings=settings, pool=clean_db, keys=Keys.load(settings))
+    ctx = Context(settings=settings, store=Store(clean_db), keys=Keys.load(settings))
     runner, url = await start_app(create_app(ctx))
     async with aiohttp.ClientSession() as http:
         yield LiveApi(url, http, ctx)
@@ -165,7 +166,9 @@ async def test_names_resolving_to_loopback_pass_registration_but_never_get_a_req
         port = int(push.origin.rsplit(":", 1)[1])
         hosts = [*guarded_api.ctx.settings.push_hosts, *(f"{n}:{port}" for n in LOOPBACK_NAMES)]
         settings = guarded_api.ctx.settings.model_copy(update={"push_hosts": hosts})
-        ctx = Context(settings=settings, pool=guarded_api.ctx.pool, keys=guarded_api.ctx.keys)
+        ctx = Context(
+            settings=settings, store=Store(guarded_api.ctx.pool), keys=guarded_api.ctx.keys
+        )
         runner, url = await start_app(create_app(ctx))
         api = LiveApi(url, guarded_api.http, ctx)
         ids = []
@@ -210,7 +213,7 @@ async def test_redirect_to_an_internal_target_is_not_followed(
     data_dir: Path, database_url: str, clean_db: asyncpg.Pool
 ) -> None:
     settings = make_settings(data_dir, database_url, push_connect_timeout=1, push_read_timeout=1)
-    ctx = Context(settings=settings, pool=clean_db, keys=Keys.load(settings))
+    ctx = Context(settings=settings, store=Store(clean_db), keys=Keys.load(settings))
     push = await PushService(ctx.keys.vapid_public_b64).start()
     try:
         inside = push.subscribe()  # stands for an internal service the redirect points to

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service import tokens
-from service.engine import choose_variant
+from service.rules.engine import choose_variant
 from service.sender import Sender
 from service.worker import Worker
 from tests.conftest import LiveApi

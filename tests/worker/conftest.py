@@ -16,6 +16,7 @@ import pytest
 from service.context import Context, Keys
 from service.rules import RulesHolder
 from service.settings import Settings
+from service.store import Store
 from tests.conftest import make_settings
 
 # Two cafés 200 m apart near Berlin's Alexanderplatz, and a point far from both.
@@ -80,7 +81,7 @@ def rules_dir(tmp_path: Path) -> Path:
 def context_for(settings: Settings, pool: asyncpg.Pool, rules_dir: Path) -> Context:
     holder = RulesHolder(rules_dir)
     assert holder.last_errors == [], holder.last_errors
-    return Context(settings=settings, pool=pool, keys=Keys.load(settings), rules=holder)
+    return Context(settings=settings, store=Store(pool), keys=Keys.load(settings), rules=holder)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ _QUERY_NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 def queries() -> dict[str, str]:
     """Every named query of ``service/sql/*.sql`` (``-- name: foo`` starts query ``foo``)."""
     named: dict[str, str] = {}
-    sql_dir = resources.files("service").joinpath("sql")
+    sql_dir = resources.files("service.store").joinpath("sql")
     for entry in sorted(sql_dir.iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".sql"):
             continue

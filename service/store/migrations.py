@@ -11,8 +11,8 @@ from pathlib import Path
 
 import asyncpg
 
-from service.db import connect
 from service.errors import MigrationError
+from service.store.db import connect
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def migrations_dir() -> Path:
     """The repository's migrations/ (editable install, container WORKDIR) or an override."""
     override = os.environ.get("MOMENTCAST_MIGRATIONS_DIR")
     candidates = [Path(override)] if override else []
-    candidates += [Path(__file__).resolve().parent.parent / "migrations", Path.cwd() / "migrations"]
+    candidates += [Path(__file__).resolve().parents[2] / "migrations", Path.cwd() / "migrations"]
     for candidate in candidates:
         if (candidate / "0001_init.sql").is_file():
             return candidate

@@ -1,0 +1,21 @@
+"""The data-access layer: the only code that runs SQL or imports asyncpg.
+
+:class:`Store` is one class assembled from one query module per area; each method runs a
+named query of ``sql/*.sql`` with named, typed arguments and returns row dataclasses.
+"""
+
+from __future__ import annotations
+
+from service.store.base import DATABASE_ERRORS, StoreBase
+from service.store.db import create_pool
+
+
+class Store(StoreBase):
+    """Every query of momentcast."""
+
+
+async def open_store(dsn: str, *, min_size: int = 1, max_size: int = 10) -> Store:
+    return Store(await create_pool(dsn, min_size=min_size, max_size=max_size))
+
+
+__all__ = ["DATABASE_ERRORS", "Store", "open_store"]
