@@ -94,7 +94,7 @@ async def run(
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
-        ctx = Context(settings=settings, store=Store(pool), keys=Keys.load(settings))
+        ctx = Context(settings=settings, store=Store(pool, dsn=dsn), keys=Keys.load(settings))
         await load_rules(ctx)
         listening = None
         if API in names:

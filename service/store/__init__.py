@@ -15,7 +15,7 @@ class Store(StoreBase):
 
 
 async def open_store(dsn: str, *, min_size: int = 1, max_size: int = 10) -> Store:
-    return Store(await create_pool(dsn, min_size=min_size, max_size=max_size))
+    return Store(await create_pool(dsn, min_size=min_size, max_size=max_size), dsn=dsn)
 
 
 __all__ = ["DATABASE_ERRORS", "Store", "open_store"]

@@ -8,11 +8,12 @@ from typing import Any, Self
 
 import asyncpg
 
-from service.store.db import q
+from service.errors import DatabaseError
+from service.store.db import connect, q
 
 # What a database outage or a lost connection raises; loops that must survive one catch these
 # (the store is the only module that knows asyncpg's exceptions).
-DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
@@ -27,8 +28,16 @@ class StoreBase:
     one connection of that transaction. Area modules add their queries as methods that take
     named, typed arguments and return row dataclasses (model: procrastinate's manager)."""
 
-    def __init__(self, db: asyncpg.Pool | asyncpg.Connection) -> None:
+    def __init__(self, db: asyncpg.Pool | asyncpg.Connection, *, dsn: str | None = None) -> None:
         self._db: Any = db
+        # Where to open connections of its own (LISTEN must not hold one of the pool's).
+        self.dsn = dsn
+
+    async def connect(self) -> asyncpg.Connection:
+        """A dedicated connection outside the pool, with the pool's codecs."""
+        if self.dsn is None:
+            raise DatabaseError("this store was made without a DSN; it cannot open connections")
+        return await connect(self.dsn)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -46,7 +55,7 @@ class StoreBase:
                 self._db.acquire() as conn,
                 conn.transaction(isolation=isolation, readonly=readonly),
             ):
-                yield type(self)(conn)
+                yield type(self)(conn, dsn=self.dsn)
         else:
             async with self._db.transaction(isolation=isolation, readonly=readonly):
                 yield self
