@@ -19,7 +19,7 @@ from service.store.base import DATABASE_ERRORS, Connection
 log = logging.getLogger(__name__)
 
 # A refused or lost connection, or a store without a DSN: logged, then retried.
-_LISTEN_ERRORS = (*DATABASE_ERRORS, MomentcastError)
+_LISTEN_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, MomentcastError)
 
 # Ingest NOTIFYs this after each committed batch of signals; workers LISTEN.
 SIGNALS_CHANNEL = "momentcast_signals"
