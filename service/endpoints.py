@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
 
+from service.errors import EndpointRefused
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Real endpoints are a few hundred characters; a hard cap keeps the column and logs sane.
@@ -37,14 +39,6 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # 2130706433, 0177.0.0.1, 0x7f.1 and 127.1 all mean 127.0.0.1 to some client somewhere.
 _NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
 _UNSAFE_CHARS = re.compile(r"[\x00-\x20\x7f\\]|\s")
-
-
-class EndpointRefused(ValueError):
-    """The endpoint is not one momentcast may send to; the message says why (for a 422)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,36 @@
-"""One exception hierarchy for the whole service."""
+"""One exception hierarchy for the whole service (model: httpx ``_exceptions.py``).
+
+Every error momentcast raises on purpose derives from :class:`MomentcastError`::
+
+    MomentcastError
+    ├── ConfigError              a setting is missing or invalid (start-up exits 2)
+    ├── DatabaseError            PostgreSQL cannot be reached or set up
+    │   └── MigrationError       a migration file is malformed or failed to apply
+    ├── IngestUnavailable        a signal batch was not committed (the API answers 503)
+    ├── RulesError               rule files, places and traces
+    │   ├── RuleLoadError        a rule set with errors; ``errors`` holds ``file:line: message``
+    │   ├── SourceError          a YAML file that cannot be parsed at all (with its line)
+    │   ├── PlaceError           a GeoJSON feature that cannot be used
+    │   ├── TemplateError        a message template with an unknown or malformed field
+    │   └── TraceError           a replay trace that cannot be read
+    ├── PushError                sending to push services
+    │   ├── EndpointRefused      an endpoint the SSRF policy refuses (a 422 at registration)
+    │   ├── AddressRefused       a push host that resolves only to non-public addresses
+    │   └── PushPayloadTooLarge  a rendered payload over one 4096-byte record
+    └── ApiError                 answered to an HTTP client as ``{"error": {...}}``
+        ├── BadRequest              400 bad_request
+        ├── Unauthorized            401 unauthorized
+        ├── Forbidden               403 forbidden
+        ├── NotFound                404 not_found
+        ├── RequestTooLarge         413 payload_too_large
+        ├── UnsupportedMediaType    415 unsupported_media_type
+        ├── Unprocessable           422 invalid
+        ├── TooManyRequests         429 rate_limited
+        └── ServiceUnavailable      503 unavailable
+
+Rule-file errors are also ``ValueError`` and the address refusal an ``OSError``, as the
+libraries that raise through them (PyYAML, aiohttp's resolver) expect.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +51,64 @@ class DatabaseError(MomentcastError):
 
 class MigrationError(DatabaseError):
     """A migration file is malformed or failed to apply."""
+
+
+class IngestUnavailable(MomentcastError):
+    """The batch holding these rows was not committed; nothing of it is stored."""
+
+
+class RulesError(MomentcastError, ValueError):
+    """Rule files, places, templates and traces."""
+
+
+class RuleLoadError(RulesError):
+    """The rule set has errors; ``errors`` holds every ``file:line: message``."""
+
+    def __init__(self, errors: list[str], warnings: list[str] | None = None) -> None:
+        super().__init__(f"{len(errors)} error(s) in rules:\n" + "\n".join(errors))
+        self.errors = errors
+        self.warnings = warnings or []
+
+
+class SourceError(RulesError):
+    """A file that cannot be parsed at all; carries the line of the problem."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+class PlaceError(RulesError):
+    """A feature that cannot be used; the message names the problem."""
+
+
+class TemplateError(RulesError):
+    """A message template with an unknown or malformed field."""
+
+
+class TraceError(RulesError):
+    """A replay trace that cannot be read."""
+
+
+class PushError(MomentcastError):
+    """Sending to push services."""
+
+
+class EndpointRefused(PushError, ValueError):
+    """The endpoint is not one momentcast may send to; the message says why (for a 422)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class AddressRefused(PushError, OSError):
+    """A push host resolved only to addresses we must not connect to."""
+
+
+class PushPayloadTooLarge(PushError, ValueError):
+    """The rendered payload does not fit one record of a 4096-byte push message."""
 
 
 class ApiError(MomentcastError):
@@ -69,7 +159,7 @@ class NotFound(ApiError):
     code = "not_found"
 
 
-class PayloadTooLarge(ApiError):
+class RequestTooLarge(ApiError):
     status = 413
     code = "payload_too_large"
 

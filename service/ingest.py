@@ -23,6 +23,7 @@ from datetime import datetime
 
 import asyncpg
 
+from service.errors import IngestUnavailable
 from service.queue import SIGNALS_CHANNEL
 from service.store.db import q
 
@@ -62,10 +63,6 @@ class _Pending:
     done: asyncio.Future[IngestResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
-
-
-class IngestUnavailable(Exception):
-    """The batch holding these rows was not committed; nothing of it is stored."""
 
 
 class SignalWriter:

@@ -29,12 +29,12 @@ from prometheus_client import Counter, Histogram
 
 from service import tokens
 from service.context import Context
-from service.endpoints import EndpointRefused, check_endpoint, host_is_explicit, is_public_address
+from service.endpoints import check_endpoint, host_is_explicit, is_public_address
+from service.errors import AddressRefused, EndpointRefused, PushPayloadTooLarge
 from service.metrics import REGISTRY
 from service.queue import DELIVERIES_CHANNEL
 from service.store.db import q
 from service.webpush import (
-    PayloadTooLarge,
     VapidSigner,
     build_headers,
     encrypt,
@@ -98,10 +98,6 @@ def _child(metric: Counter | Histogram, *labels: str) -> Any:
     if child is None:
         child = _children[key] = metric.labels(*labels)
     return child
-
-
-class AddressRefused(OSError):
-    """A push host resolved only to addresses we must not connect to."""
 
 
 class GuardedResolver(AbstractResolver):
@@ -387,7 +383,7 @@ class Sender:
                 )
             try:
                 body = encrypt(plaintext, row["p256dh"], row["auth"])
-            except PayloadTooLarge as exc:
+            except PushPayloadTooLarge as exc:
                 return self._count(Outcome(delivery_id, "failed", error=str(exc)), origin)
             except ValueError as exc:  # unusable subscription keys
                 return self._count(

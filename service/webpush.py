@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from service.errors import PushPayloadTooLarge
 from service.vapid import b64url, b64url_decode, public_key_b64url
 
 # The push service's limit is 4096 bytes of body. The aes128gcm header with a 65-byte key id
@@ -40,14 +41,12 @@ VAPID_LIFETIME = 12 * 3600
 VAPID_REFRESH_AFTER = 6 * 3600
 
 
-class PayloadTooLarge(ValueError):
-    """The rendered payload does not fit one record of a 4096-byte push message."""
-
-
 def encrypt(plaintext: bytes, p256dh: str | bytes, auth: str | bytes) -> bytes:
     """The aes128gcm body for one subscriber: fresh ECDH key and salt, a single record."""
     if len(plaintext) > MAX_PLAINTEXT:
-        raise PayloadTooLarge(f"payload is {len(plaintext)} bytes; the limit is {MAX_PLAINTEXT}")
+        raise PushPayloadTooLarge(
+            f"payload is {len(plaintext)} bytes; the limit is {MAX_PLAINTEXT}"
+        )
     ua_public = b64url_decode(p256dh) if isinstance(p256dh, str) else p256dh
     auth_secret = b64url_decode(auth) if isinstance(auth, str) else auth
     # A new key per message is what makes the ciphertexts of one subscriber unlinkable.

@@ -127,7 +127,9 @@ def settings(data_dir: Path, database_url: str) -> Settings:
 
 @pytest.fixture
 async def ctx(settings: Settings, clean_db: asyncpg.Pool, database_url: str) -> Context:
-    context = Context(settings=settings, store=Store(clean_db, dsn=database_url), keys=Keys.load(settings))
+    context = Context(
+        settings=settings, store=Store(clean_db, dsn=database_url), keys=Keys.load(settings)
+    )
     from service.runtime import load_rules
 
     await load_rules(context)

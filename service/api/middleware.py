@@ -13,7 +13,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_response import StreamResponse
 
 from service.api.common import CONTEXT
-from service.errors import ApiError, PayloadTooLarge
+from service.errors import ApiError, RequestTooLarge
 from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from service.settings import Settings
 
@@ -103,7 +103,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> StreamResp
         limit = request.app._client_max_size
         if request.content_length is not None and request.content_length > limit:
             # Refuse before reading a byte of it.
-            raise PayloadTooLarge(f"request body too large (limit {limit} bytes)")
+            raise RequestTooLarge(f"request body too large (limit {limit} bytes)")
         await _read_body_in_time(request)
         response = await handler(request)
     except ApiError as exc:

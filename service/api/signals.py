@@ -21,11 +21,12 @@ from service.api.models import SIGNAL_BODY, Accepted, Signal, SignalBatch
 from service.api.openapi import Op, document
 from service.errors import (
     Forbidden,
+    IngestUnavailable,
     ServiceUnavailable,
     TooManyRequests,
     Unauthorized,
 )
-from service.ingest import IngestUnavailable, SignalRow, SignalWriter
+from service.ingest import SignalRow, SignalWriter
 from service.ratelimit import TokenBucketLimiter
 
 routes = web.RouteTableDef()

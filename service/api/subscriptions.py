@@ -27,8 +27,9 @@ from service.api.models import (
     SubscriptionCreated,
 )
 from service.api.openapi import Op, document
-from service.endpoints import EndpointRefused, check_endpoint
+from service.endpoints import check_endpoint
 from service.errors import (
+    EndpointRefused,
     Forbidden,
     NotFound,
     Unauthorized,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from service.errors import RuleLoadError
+
 from .core import Evaluation, Match, evaluate
 from .engine import simulate
 from .holder import RulesHolder
-from .loader import MAX_PAYLOAD_BYTES, RuleLoadError, load_ruleset
+from .loader import MAX_PAYLOAD_BYTES, load_ruleset
 from .models import json_schema
 from .ruleset import CompiledRule, Ruleset
 from .signals import Profile, Signal, SignalBatch

@@ -12,15 +12,16 @@ from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from service.errors import RuleLoadError, SourceError, TraceError
 from service.rules.engine import Outcome, SubscriberState, decide
 
-from .loader import RuleLoadError, load_ruleset
+from .loader import load_ruleset
 from .localtime import local_datetime
 from .models import json_schema, policy_json_schema
 from .ruleset import Ruleset
 from .signals import Profile
-from .source import SourceError, load_located
-from .trace import TraceError, read_trace
+from .source import load_located
+from .trace import read_trace
 
 _LOCATED = re.compile(r"^(?P<file>.*?):(?P<line>\d+): (?P<message>.*)$", re.S)
 

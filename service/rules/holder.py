@@ -7,7 +7,9 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .loader import RuleLoadError, load_ruleset
+from service.errors import RuleLoadError
+
+from .loader import load_ruleset
 from .ruleset import Ruleset
 
 

@@ -17,13 +17,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from service.errors import PlaceError, RuleLoadError, SourceError, TemplateError
+
 from .models import RULE_ID, PolicyModel, RuleModel
-from .places import Place, PlaceError, make_place
+from .places import Place, make_place
 from .ruleset import MESSAGE_FIELDS, CompiledRule, CompiledVariant, Ruleset
-from .source import Located, SourceError, load_located
+from .source import Located, load_located
 from .templates import (
     Template,
-    TemplateError,
     json_bytes,
     longest_place_values,
     parse_template,
@@ -45,15 +46,6 @@ _DATA_WORST = {
     "events_url": "x" * EVENTS_URL_BUDGET,
     "event_token": "x" * 64,
 }
-
-
-class RuleLoadError(Exception):
-    """The rule set has errors; `errors` holds every `file:line: message`."""
-
-    def __init__(self, errors: list[str], warnings: list[str] | None = None) -> None:
-        super().__init__(f"{len(errors)} error(s) in rules:\n" + "\n".join(errors))
-        self.errors = errors
-        self.warnings = warnings or []
 
 
 @dataclass

@@ -27,6 +27,8 @@ import numpy.typing as npt
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from service.errors import PlaceError
+
 EARTH_RADIUS_M = 6_371_008.8
 MAX_ABS_LAT = 85.0
 M_PER_DEG = EARTH_RADIUS_M * np.pi / 180.0
@@ -53,10 +55,6 @@ def haversine_m(
 def wrap_lon(dlon: FloatArray) -> FloatArray:
     """Longitude difference folded into [-180, 180)."""
     return np.asarray((dlon + 180.0) % 360.0 - 180.0)
-
-
-class PlaceError(ValueError):
-    """A feature that cannot be used; the message names the problem."""
 
 
 @dataclass(eq=False)

@@ -14,16 +14,9 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from service.errors import SourceError
+
 Path = tuple[str | int, ...]
-
-
-class SourceError(Exception):
-    """A file that cannot be parsed at all; carries the line of the problem."""
-
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(message)
-        self.line = line
-        self.message = message
 
 
 @dataclass

@@ -18,15 +18,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from service.errors import TemplateError
+
 ATTRIBUTE_MAX_CHARS = 64
 # Worst case per character in JSON: a control character becomes \u00XX.
 _WORST_BYTES_PER_CHAR = 6
 _FIELD = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-
-
-class TemplateError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)

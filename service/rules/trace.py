@@ -12,12 +12,10 @@ from typing import Any
 import gpxpy
 import gpxpy.gpx
 
+from service.errors import TraceError
+
 from .models import MOMENTS
 from .signals import Signal
-
-
-class TraceError(ValueError):
-    pass
 
 
 def _time(value: Any, where: str) -> datetime:

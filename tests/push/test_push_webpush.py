@@ -10,11 +10,11 @@ import http_ece
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from service.errors import PushPayloadTooLarge
 from service.sender import MAX_RETRY_AFTER, parse_retry_after
 from service.vapid import b64url_decode, public_key_b64url
 from service.webpush import (
     MAX_PLAINTEXT,
-    PayloadTooLarge,
     VapidSigner,
     build_headers,
     encrypt,
@@ -119,7 +119,7 @@ def test_payload_limit_is_one_record_of_4096_bytes() -> None:
         body, private_key=private, auth_secret=b64url_decode(auth), version="aes128gcm"
     )
     assert plain == b"x" * MAX_PLAINTEXT
-    with pytest.raises(PayloadTooLarge):
+    with pytest.raises(PushPayloadTooLarge):
         encrypt(b"x" * (MAX_PLAINTEXT + 1), p256dh, auth)
 
 
