@@ -6,6 +6,7 @@ Every error momentcast raises on purpose derives from :class:`MomentcastError`::
     ├── ConfigError              a setting is missing or invalid (start-up exits 2)
     ├── DatabaseError            PostgreSQL cannot be reached or set up
     │   └── MigrationError       a migration file is malformed or failed to apply
+    ├── ComponentFailed          a component of a running process died (exit 1)
     ├── IngestUnavailable        a signal batch was not committed (the API answers 503)
     ├── RulesError               rule files, places and traces
     │   ├── RuleLoadError        a rule set with errors; ``errors`` holds ``file:line: message``
@@ -51,6 +52,14 @@ class DatabaseError(MomentcastError):
 
 class MigrationError(DatabaseError):
     """A migration file is malformed or failed to apply."""
+
+
+class ComponentFailed(MomentcastError):
+    """A component of ``serve``/``api``/``worker`` raised or returned before being stopped."""
+
+    def __init__(self, component: str, reason: str) -> None:
+        super().__init__(f"component {component} {reason}")
+        self.component = component
 
 
 class IngestUnavailable(MomentcastError):

@@ -16,6 +16,7 @@ from service import tokens
 from service.api import create_app
 from service.api.middleware import AccessLogger
 from service.context import Context, Keys
+from service.errors import ComponentFailed
 from service.settings import Settings
 from service.store import Store, migrations
 from service.store.db import create_pool, resolve_database
@@ -93,6 +94,7 @@ async def run(
             loop.add_signal_handler(sig, stop.set)
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
+    failure: ComponentFailed | None = None
     try:
         ctx = Context(settings=settings, store=Store(pool, dsn=dsn), keys=Keys.load(settings))
         await load_rules(ctx)
@@ -118,13 +120,19 @@ async def run(
         if ready is not None:
             ready.set()
         stopper = asyncio.create_task(stop.wait())
-        # A component that dies is a bug; stop the process rather than run half of it.
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task is not stopper and task.exception() is not None:
-                log.error("component %s failed", task.get_name(), exc_info=task.exception())
-        stop.set()
         stopper.cancel()
+        # A component that ends before it was asked to is a bug or an unrecoverable error:
+        # stop the whole process with an error rather than run half of it, so that a
+        # supervisor restarts it.
+        failed = [task for task in done if task is not stopper]
+        if failed and not stop.is_set():
+            task = failed[0]
+            error = task.exception()
+            reason = f"failed: {error!r}" if error is not None else "stopped unexpectedly"
+            log.error("component %s %s; stopping", task.get_name(), reason, exc_info=error)
+            failure = ComponentFailed(task.get_name(), reason)
+        stop.set()
     finally:
         stop.set()
         if runner is not None:
@@ -139,6 +147,8 @@ async def run(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+    if failure is not None:
+        raise failure
 
 
 def run_blocking(settings: Settings, components: Iterable[str]) -> None:
