@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from service import tokens
+from service import __version__, tokens
 from service.api import create_app
 from service.api.middleware import AccessLogger
 from service.context import Context, Keys
@@ -89,9 +89,16 @@ async def run(
     pool = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    stop_reason = "stop requested"
+
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal stop_reason
+        stop_reason = sig.name
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
     runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
     failure: ComponentFailed | None = None
@@ -117,6 +124,12 @@ async def run(
         for name, component in background_components(names).items():
             tasks.append(asyncio.create_task(component(ctx, stop), name=name))
         _banner(ctx, out, listening)
+        log.info(
+            "momentcast %s started: %s; database %s",
+            __version__,
+            ", ".join(sorted(names)),
+            "embedded" if settings.database_url is None else "external",
+        )
         if ready is not None:
             ready.set()
         stopper = asyncio.create_task(stop.wait())
@@ -132,7 +145,9 @@ async def run(
             reason = f"failed: {error!r}" if error is not None else "stopped unexpectedly"
             log.error("component %s %s; stopping", task.get_name(), reason, exc_info=error)
             failure = ComponentFailed(task.get_name(), reason)
+            stop_reason = str(failure)
         stop.set()
+        log.info("momentcast stopping: %s", stop_reason)
     finally:
         stop.set()
         if runner is not None:
