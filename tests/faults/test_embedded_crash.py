@@ -1,0 +1,68 @@
+"""The embedded PostgreSQL after crashes: a SIGKILLed momentcast leaves no server behind once
+it is restarted and stopped, and a server that dies under a running momentcast stops it with
+an error (so a supervisor restarts both) instead of leaving it degraded."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.processes import REPO, ServiceProcess, start
+
+pytestmark = pytest.mark.slow
+
+
+def _serve(data: Path) -> ServiceProcess:
+    proc = start(
+        ["serve"],
+        {
+            "MOMENTCAST_DATA_DIR": str(data),
+            "MOMENTCAST_PORT": "0",
+            "MOMENTCAST_RULES_DIR": str(REPO / "rules"),
+        },
+    )
+    proc.wait_banner()
+    return proc
+
+
+def _postmaster(data: Path) -> int:
+    return int((data / "pg" / "postmaster.pid").read_text().split()[0])
+
+
+def _gone(pid: int, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_kill_9_then_restart_and_clean_stop_leaves_no_postgres(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = _serve(data)
+    first.proc.kill()
+    first.proc.wait(10)
+    second = _serve(data)
+    postmaster = _postmaster(data)
+    assert second.stop(signal.SIGTERM) == 0, second.stderr()
+    assert _gone(postmaster), "the embedded PostgreSQL outlived a clean stop"
+
+
+def test_embedded_postgres_dying_stops_momentcast_with_an_error(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    serve = _serve(data)
+    try:
+        psutil.Process(_postmaster(data)).kill()
+        code = serve.proc.wait(30)
+    finally:
+        if serve.proc.poll() is None:
+            serve.proc.kill()
+            serve.proc.wait(10)
+    err = serve.stderr()
+    assert code == 1, err
+    assert "component embedded-postgres" in err
