@@ -16,10 +16,10 @@ from service import __version__, tokens
 from service.api import create_app
 from service.api.middleware import AccessLogger
 from service.context import Context, Keys
-from service.errors import ComponentFailed
+from service.errors import ComponentFailed, DatabaseError
 from service.settings import Settings
 from service.store import Store, migrations
-from service.store.db import create_pool, resolve_database
+from service.store.db import EmbeddedPostgres, create_pool, resolve_database
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ WORKER = "worker"
 SENDER = "sender"
 MAINTENANCE = "maintenance"
 RULES_WATCH = "rules-watch"
+EMBEDDED_WATCH = "embedded-postgres"
+EMBEDDED_WATCH_INTERVAL_S = 1.0
 
 
 def background_components(names: Iterable[str]) -> dict[str, Component]:
@@ -82,6 +84,7 @@ async def run(
     out: TextIO = sys.stdout,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    embedded: EmbeddedPostgres | None = None,
 ) -> None:
     """Run ``components`` until SIGINT/SIGTERM (or ``stop``), then shut down in order."""
     names = set(components)
@@ -121,7 +124,10 @@ async def run(
             port = site_port(site)
             listening = f"http://{host}:{port}"
             ctx.extras["listening"] = listening
-        for name, component in background_components(names).items():
+        background = background_components(names)
+        if embedded is not None:
+            background[EMBEDDED_WATCH] = _watch_embedded(embedded)
+        for name, component in background.items():
             tasks.append(asyncio.create_task(component(ctx, stop), name=name))
         _banner(ctx, out, listening)
         log.info(
@@ -166,10 +172,24 @@ async def run(
         raise failure
 
 
+def _watch_embedded(embedded: EmbeddedPostgres) -> Component:
+    async def watch(ctx: Context, stop: asyncio.Event) -> None:
+        # Without its database the process can only fail requests; ending with an error lets
+        # a supervisor restart both (the next start restarts the embedded server).
+        while not stop.is_set():
+            if not embedded.is_running():
+                raise DatabaseError(f"the embedded PostgreSQL in {embedded.pgdata} stopped")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(EMBEDDED_WATCH_INTERVAL_S):
+                    await stop.wait()
+
+    return watch
+
+
 def run_blocking(settings: Settings, components: Iterable[str]) -> None:
     """Entry point of ``momentcast serve|api|worker``: owns the embedded database's lifetime."""
     target = resolve_database(settings)
     try:
-        asyncio.run(run(settings, target.dsn, components))
+        asyncio.run(run(settings, target.dsn, components, embedded=target.embedded))
     finally:
         target.close()

