@@ -144,9 +144,6 @@ class ApiError(MomentcastError):
             self.code = code
         self.headers = headers or {}
 
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
-
 
 class BadRequest(ApiError):
     status = 400

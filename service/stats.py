@@ -1,10 +1,11 @@
-"""Engagement arithmetic for /v1/stats: funnels, rates and A/B significance.
+"""Engagement arithmetic for /v1/stats and the dashboard: funnels, rates and A/B significance.
 
-Pure functions over counts, so the numbers can be checked against textbook values without a
-database. The A/B verdict is deliberately conservative: a variant is only called the winner
-when the difference is significant *and* every compared variant has reached the sample size
-that a test with the chosen power needs for the observed difference. Looking at a running
-test every day and stopping at the first p < 0.05 ("peeking") would otherwise crown noise.
+Pure functions over the counts the store reads, so the numbers can be checked against textbook
+values without a database. The A/B verdict is deliberately conservative: a variant is only
+called the winner when the difference is significant *and* every compared variant has reached
+the sample size that a test with the chosen power needs for the observed difference. Looking
+at a running test every day and stopping at the first p < 0.05 ("peeking") would otherwise
+crown noise.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.store.engagement import EngagementCounts
 
 # Two-sided alpha 0.05 and power 0.8: the conventional defaults of A/B testing tools.
 ALPHA = 0.05
@@ -228,3 +233,87 @@ def experiments(funnels: Iterable[Funnel]) -> list[dict[str, Any]]:
     for f in funnels:
         by_rule.setdefault(f.rule, []).append(f)
     return [experiment(rule, fs) for rule, fs in sorted(by_rule.items()) if len(fs) >= 2]
+
+
+def collect_funnels(counts: EngagementCounts) -> list[Funnel]:
+    """Every (rule, variant) seen in deliveries, events or counters, with its numbers."""
+    funnels: dict[tuple[str, str], Funnel] = {}
+
+    def get(rule: str, variant: str) -> Funnel:
+        key = (rule, variant)
+        if key not in funnels:
+            funnels[key] = Funnel(rule, variant)
+        return funnels[key]
+
+    for d in counts.deliveries:
+        f = get(d.rule_id, d.variant)
+        f.sent, f.failed, f.gone, f.expired = d.sent, d.failed, d.gone, d.expired
+    for e in counts.events:
+        setattr(get(e.rule_id, e.variant), e.type, e.n)
+    for c in counts.counters:
+        f = get(c.rule_id, c.variant)
+        if c.counter == "matched":
+            f.matched += c.n
+        elif c.counter.startswith("suppressed:"):
+            reason = c.counter.removeprefix("suppressed:")
+            f.suppressed[reason] = f.suppressed.get(reason, 0) + c.n
+    return [funnels[k] for k in sorted(funnels)]
+
+
+def stats(counts: EngagementCounts) -> dict[str, Any]:
+    """The body of /v1/stats (see :class:`Stats`)."""
+    funnels = collect_funnels(counts)
+    # A variant named "" only holds suppressions of rules that no longer exist; it is no arm
+    # of an A/B test.
+    arms = [f for f in funnels if f.variant]
+    return {"rules": [f.as_dict() for f in funnels], "experiments": experiments(arms)}
+
+
+# The shape of stats() for /openapi.json (GET /v1/stats and GET /v1/dashboard).
+
+
+class RuleStats(BaseModel):
+    rule: str
+    variant: str
+    matched: int
+    suppressed: dict[str, int]
+    sent: int
+    failed: int
+    gone: int
+    expired: int
+    shown: int
+    clicked: int
+    dismissed: int
+    converted: int
+    ctr: float | None = Field(description="clicked / sent")
+    conversion_rate: float | None = Field(description="converted / sent")
+
+
+class VariantComparison(BaseModel):
+    a: str
+    b: str
+    rate_a: float | None
+    rate_b: float | None
+    difference: float | None = Field(description="rate_a - rate_b")
+    z: float | None
+    p_value: float | None = Field(description="two-sided, pooled two-proportion z-test")
+    alpha: float = Field(description="0.05, Bonferroni-divided over the comparisons")
+    required_per_variant: int | None = Field(
+        description="sends per variant needed for 80 % power at the observed rates"
+    )
+    significant: bool
+    winner: str | None
+    verdict: str
+
+
+class Experiment(BaseModel):
+    rule: str
+    metric: str
+    variants: list[str]
+    comparisons: list[VariantComparison]
+    winner: str | None = Field(description="declared only when significant and powered")
+
+
+class Stats(BaseModel):
+    rules: list[RuleStats]
+    experiments: list[Experiment]

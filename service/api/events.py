@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, Field
 
@@ -13,12 +12,10 @@ from service.api.common import CONTEXT, json_response, read_model, require_admin
 from service.api.models import Strict
 from service.api.openapi import Op, document
 from service.errors import Forbidden, NotFound
-from service.stats import Funnel, experiments
-from service.store.db import q
+from service.stats import Stats, stats
 
 routes = web.RouteTableDef()
 
-EVENT_TYPES = ("shown", "clicked", "dismissed", "converted")
 # text/plain is accepted besides JSON so that a page on another origin can report with
 # navigator.sendBeacon or a "simple" fetch: no CORS preflight, which CORS_ORIGINS would refuse.
 EVENT_CONTENT_TYPES = ("application/json", "text/plain")
@@ -35,53 +32,6 @@ class EventAccepted(BaseModel):
     delivery_id: int
     type: str
     recorded: bool = Field(description="false when this (delivery, type) was already recorded")
-
-
-class RuleStats(BaseModel):
-    rule: str
-    variant: str
-    matched: int
-    suppressed: dict[str, int]
-    sent: int
-    failed: int
-    gone: int
-    expired: int
-    shown: int
-    clicked: int
-    dismissed: int
-    converted: int
-    ctr: float | None = Field(description="clicked / sent")
-    conversion_rate: float | None = Field(description="converted / sent")
-
-
-class VariantComparison(BaseModel):
-    a: str
-    b: str
-    rate_a: float | None
-    rate_b: float | None
-    difference: float | None = Field(description="rate_a - rate_b")
-    z: float | None
-    p_value: float | None = Field(description="two-sided, pooled two-proportion z-test")
-    alpha: float = Field(description="0.05, Bonferroni-divided over the comparisons")
-    required_per_variant: int | None = Field(
-        description="sends per variant needed for 80 % power at the observed rates"
-    )
-    significant: bool
-    winner: str | None
-    verdict: str
-
-
-class Experiment(BaseModel):
-    rule: str
-    metric: str
-    variants: list[str]
-    comparisons: list[VariantComparison]
-    winner: str | None = Field(description="declared only when significant and powered")
-
-
-class Stats(BaseModel):
-    rules: list[RuleStats]
-    experiments: list[Experiment]
 
 
 def _cors_open(response: web.Response) -> web.Response:
@@ -111,48 +61,11 @@ async def post_event(request: web.Request) -> web.Response:
     # this delivery id does not match. Checked before the database is touched.
     if not tokens.check_event_token(ctx.keys.secret_key, event.delivery_id, event.token):
         raise Forbidden("the event token does not belong to this delivery")
-    row = await ctx.pool.fetchrow(q("event_record"), event.delivery_id, event.type)
-    assert row is not None
-    if not row["found"]:
+    recorded = await ctx.store.record_event(delivery_id=event.delivery_id, type=event.type)
+    if recorded is None:
         raise NotFound("no such delivery (it may have been erased)")
-    body = EventAccepted(delivery_id=event.delivery_id, type=event.type, recorded=row["inserted"])
+    body = EventAccepted(delivery_id=event.delivery_id, type=event.type, recorded=recorded)
     return _cors_open(json_response(body.model_dump(), status=202))
-
-
-async def collect_funnels(pool: asyncpg.Pool) -> list[Funnel]:
-    """Every (rule, variant) seen in deliveries, events or counters, with its numbers."""
-    funnels: dict[tuple[str, str], Funnel] = {}
-
-    def get(rule: str, variant: str) -> Funnel:
-        key = (rule, variant)
-        if key not in funnels:
-            funnels[key] = Funnel(rule, variant)
-        return funnels[key]
-
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        # One snapshot, so the funnel stages agree with each other.
-        for r in await conn.fetch(q("stats_deliveries")):
-            f = get(r["rule_id"], r["variant"])
-            f.sent, f.failed, f.gone, f.expired = r["sent"], r["failed"], r["gone"], r["expired"]
-        for r in await conn.fetch(q("stats_events")):
-            setattr(get(r["rule_id"], r["variant"]), r["type"], r["n"])
-        for r in await conn.fetch(q("stats_counters")):
-            f = get(r["rule_id"], r["variant"])
-            counter: str = r["counter"]
-            if counter == "matched":
-                f.matched += r["n"]
-            elif counter.startswith("suppressed:"):
-                reason = counter.removeprefix("suppressed:")
-                f.suppressed[reason] = f.suppressed.get(reason, 0) + r["n"]
-    return [funnels[k] for k in sorted(funnels)]
-
-
-async def stats(pool: asyncpg.Pool) -> dict[str, Any]:
-    funnels = await collect_funnels(pool)
-    # A variant named "" only holds suppressions of rules that no longer exist; it is no arm
-    # of an A/B test.
-    arms = [f for f in funnels if f.variant]
-    return {"rules": [f.as_dict() for f in funnels], "experiments": experiments(arms)}
 
 
 @document(
@@ -169,4 +82,4 @@ async def stats(pool: asyncpg.Pool) -> dict[str, Any]:
 @routes.get("/v1/stats")
 async def get_stats(request: web.Request) -> web.Response:
     require_admin(request)
-    return json_response(await stats(request.app[CONTEXT].pool))
+    return json_response(stats(await request.app[CONTEXT].store.engagement_counts()))

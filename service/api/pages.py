@@ -16,11 +16,10 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from service.api.common import CONTEXT, json_response, require_admin
-from service.api.events import Stats, stats
 from service.api.openapi import Op, document
 from service.errors import NotFound
 from service.rules.places import M_PER_DEG
-from service.store.db import q
+from service.stats import Stats, stats
 
 routes = web.RouteTableDef()
 
@@ -214,8 +213,8 @@ async def dashboard_data(request: web.Request) -> web.Response:
     holder = ctx.rules
     ruleset = holder.current if holder is not None else None
     hours: dict[str, dict[int, int]] = {}
-    for row in await ctx.pool.fetch(q("decisions_by_hour")):
-        hours.setdefault(row["rule_id"], {})[row["local_hour"]] = row["n"]
+    for row in await ctx.store.decisions_by_hour():
+        hours.setdefault(row.rule_id, {})[row.local_hour] = row.n
     rules = []
     if ruleset is not None:
         for rule in ruleset.rules:
@@ -243,6 +242,6 @@ async def dashboard_data(request: web.Request) -> web.Response:
             "errors": list(holder.last_errors) if holder is not None else [],
             "warnings": list(holder.last_warnings) if holder is not None else [],
             "rules": rules,
-            "stats": await stats(ctx.pool),
+            "stats": stats(await ctx.store.engagement_counts()),
         }
     )

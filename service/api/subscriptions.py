@@ -6,7 +6,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -35,7 +34,12 @@ from service.errors import (
     Unauthorized,
     Unprocessable,
 )
-from service.store.db import q
+from service.store.subscriptions import (
+    KEEP,
+    ProfileChange,
+    Registration,
+    SubscriptionProfile,
+)
 
 routes = web.RouteTableDef()
 
@@ -90,8 +94,8 @@ def _check_endpoint(request: web.Request, sub: PushSubscriptionJSON) -> None:
         ) from None
 
 
-def _profile(row: asyncpg.Record) -> dict[str, Any]:
-    return Profile.model_validate(dict(row)).model_dump(mode="json")
+def _profile(row: SubscriptionProfile) -> dict[str, Any]:
+    return Profile.model_validate(row, from_attributes=True).model_dump(mode="json")
 
 
 @dataclass
@@ -108,10 +112,10 @@ async def authenticate(request: web.Request) -> Caller:
     # The lookup is by SHA-256 of the token: learning how much of a hash matched tells an
     # attacker nothing about a token. The final comparison is constant time regardless.
     digest = tokens.hash_token(token)
-    row = await request.app[CONTEXT].pool.fetchrow(q("subscription_auth"), digest)
-    if row is None or not tokens.tokens_equal(token, bytes(row["token_hash"])):
+    found = await request.app[CONTEXT].store.device_token(token_hash=digest)
+    if found is None or not tokens.tokens_equal(token, found.token_hash):
         raise Unauthorized("unknown device token", headers={"WWW-Authenticate": "Bearer"})
-    return Caller(admin=False, subscription_id=row["id"])
+    return Caller(admin=False, subscription_id=found.subscription_id)
 
 
 def _path_id(request: web.Request) -> uuid.UUID | None:
@@ -157,22 +161,21 @@ async def create_subscription(request: web.Request) -> web.Response:
     _check_endpoint(request, sub)
     prove_keys_usable(sub.keys.p256dh, sub.keys.auth)
     token = tokens.new_token()
-    row = await request.app[CONTEXT].pool.fetchrow(
-        q("subscription_upsert"),
-        sub.endpoint,
-        sub.keys.p256dh,
-        sub.keys.auth,
-        tokens.hash_token(token),
-        body.timezone,
-        body.locale,
-        body.topics,
-        body.attributes,
-        body.location_consent,
+    registration = Registration(
+        endpoint=sub.endpoint,
+        p256dh=sub.keys.p256dh,
+        auth=sub.keys.auth,
+        token_hash=tokens.hash_token(token),
+        timezone=body.timezone,
+        locale=body.locale,
+        topics=body.topics,
+        attributes=body.attributes,
+        location_consent=body.location_consent,
     )
-    assert row is not None
+    registered = await request.app[CONTEXT].store.register(registration=registration)
     # 200 tells a re-registering browser it kept its id; its old token no longer works.
-    status = 201 if row["created"] else 200
-    created = SubscriptionCreated(id=row["id"], token=token)
+    status = 201 if registered.created else 200
+    created = SubscriptionCreated(id=registered.id, token=token)
     return json_response(created.model_dump(mode="json"), status=status)
 
 
@@ -189,7 +192,7 @@ async def create_subscription(request: web.Request) -> web.Response:
 @routes.get("/v1/subscriptions/{id}")
 async def get_subscription(request: web.Request) -> web.Response:
     sub_id = await own_subscription(request)
-    row = await request.app[CONTEXT].pool.fetchrow(q("subscription_profile"), sub_id)
+    row = await request.app[CONTEXT].store.subscription_profile(subscription_id=sub_id)
     if row is None:  # erased between the token check and now
         raise NotFound("no such subscription")
     return json_response(_profile(row))
@@ -210,23 +213,17 @@ async def get_subscription(request: web.Request) -> web.Response:
 async def patch_subscription(request: web.Request) -> web.Response:
     sub_id = await own_subscription(request)
     patch: ProfilePatch = await read_body(request, ProfilePatch)
-    given = patch.model_fields_set
-    row = await request.app[CONTEXT].pool.fetchrow(
-        q("subscription_patch"),
-        sub_id,
-        "timezone" in given,
-        patch.timezone,
-        "locale" in given,
-        patch.locale,
-        "topics" in given,
-        patch.topics,
-        "attributes" in given,
-        patch.attributes,
-        "paused" in given,
-        patch.paused,
-        "location_consent" in given,
-        bool(patch.location_consent),
+    given = patch.model_fields_set  # only the fields the body names change
+    change = ProfileChange(
+        timezone=patch.timezone if "timezone" in given else KEEP,
+        locale=patch.locale if "locale" in given else KEEP,
+        topics=patch.topics if "topics" in given else KEEP,
+        attributes=patch.attributes if "attributes" in given else KEEP,
+        paused=patch.paused if "paused" in given else KEEP,
+        # null withdraws the consent, as false does
+        location_consent=bool(patch.location_consent) if "location_consent" in given else KEEP,
     )
+    row = await request.app[CONTEXT].store.change_profile(subscription_id=sub_id, change=change)
     if row is None:
         raise NotFound("no such subscription")
     return json_response(_profile(row))
@@ -247,18 +244,6 @@ async def patch_subscription(request: web.Request) -> web.Response:
 @routes.delete("/v1/subscriptions/{id}")
 async def delete_subscription(request: web.Request) -> web.Response:
     sub_id = await own_subscription(request, admin_ok=True)
-    if not await erase(request.app[CONTEXT].pool, sub_id):
+    if not await request.app[CONTEXT].store.erase_subscription(subscription_id=sub_id):
         raise NotFound("no such subscription")
     return web.Response(status=204)
-
-
-async def erase(pool: asyncpg.Pool, sub_id: uuid.UUID) -> bool:
-    """Erase one subscriber in one transaction; False if there was no such subscription."""
-    async with pool.acquire() as conn, conn.transaction():
-        # Lock the row first so a concurrent signal batch or worker waits for the erasure.
-        found = await conn.fetchval(q("erase_lock"), sub_id)
-        if not found:
-            return False
-        for name in ("erase_presence", "erase_signals", "erase_deliveries", "erase_subscription"):
-            await conn.execute(q(name), sub_id)
-    return True

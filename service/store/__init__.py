@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from service.store.base import DATABASE_ERRORS, StoreBase
 from service.store.db import create_pool
+from service.store.engagement import EngagementQueries
+from service.store.subscriptions import SubscriptionQueries
 
 
-class Store(StoreBase):
+class Store(SubscriptionQueries, EngagementQueries, StoreBase):
     """Every query of momentcast."""
 
 

@@ -257,6 +257,21 @@ async def test_patch_changes_only_given_fields(api: LiveApi, device: Device) -> 
     assert (row["timezone"], row["paused"]) == ("Europe/Berlin", True)
 
 
+async def test_patch_location_consent(api: LiveApi, device: Device) -> None:
+    url = api.url + f"/v1/subscriptions/{device.id}"
+
+    async def patch(body: dict[str, Any]) -> dict[str, Any]:
+        async with api.http.patch(url, json=body, headers=device.auth()) as resp:
+            assert resp.status == 200
+            profile: dict[str, Any] = await resp.json()
+            return profile
+
+    given = (await patch({"location_consent": True}))["consent_at"]
+    assert given is not None
+    assert (await patch({"attributes": {"tier": "gold"}}))["consent_at"] == given  # kept
+    assert (await patch({"location_consent": None}))["consent_at"] is None  # null withdraws
+
+
 def _credentials(device: Device, other: Device, admin: dict[str, str]) -> dict[str, Any]:
     return {
         "none": {},

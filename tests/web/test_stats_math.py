@@ -13,8 +13,10 @@ from service.stats import (
     experiment,
     normal_two_sided_p,
     required_sample_size,
+    stats,
     two_proportion_z_test,
 )
+from service.store.engagement import DeliveryCounts, EngagementCounts, EventCount, RuleCounter
 
 
 def arm(variant: str, clicked: int, sent: int) -> Funnel:
@@ -110,3 +112,25 @@ def test_ctr_is_over_sends() -> None:
     assert f.conversion_rate == pytest.approx(0.05)
     assert Funnel("r", "a").ctr is None
     assert math.isclose(f.as_dict()["ctr"], 0.25)
+
+
+def test_stats_merges_the_counts_into_funnels() -> None:
+    counts = EngagementCounts(
+        deliveries=[DeliveryCounts("promo", "a", sent=10, failed=1, gone=0, expired=2)],
+        events=[EventCount("promo", "a", "clicked", 4), EventCount("promo", "b", "shown", 3)],
+        counters=[
+            RuleCounter("promo", "a", "matched", 12),
+            RuleCounter("promo", "a", "suppressed:cap", 2),
+            RuleCounter("promo", "a", "suppressed:cap", 1),
+            RuleCounter("gone-rule", "", "suppressed:quiet_hours", 5),
+        ],
+    )
+    body = stats(counts)
+    rules = {(r["rule"], r["variant"]): r for r in body["rules"]}
+    assert list(rules) == [("gone-rule", ""), ("promo", "a"), ("promo", "b")]
+    a = rules["promo", "a"]
+    assert (a["matched"], a["sent"], a["failed"], a["expired"], a["clicked"]) == (12, 10, 1, 2, 4)
+    assert a["suppressed"] == {"cap": 3} and a["ctr"] == pytest.approx(0.4)
+    assert rules["promo", "b"]["shown"] == 3 and rules["promo", "b"]["ctr"] is None
+    # The variant "" is no arm: only promo's a and b are compared.
+    assert [(e["rule"], e["variants"]) for e in body["experiments"]] == [("promo", ["a", "b"])]

@@ -1,4 +1,4 @@
--- Queries of engagement events, /v1/stats and the dashboard (service/api/events.py, web.py).
+-- Queries of engagement events, /v1/stats and the dashboard (service/store/engagement.py).
 
 -- name: event_record
 -- Accepted whatever the delivery's status: a browser may show a push before the sender has

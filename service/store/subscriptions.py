@@ -1,0 +1,150 @@
+"""Queries of the subscriptions API: registration, device tokens, profiles and erasure."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Self
+
+import asyncpg
+
+from service.store.base import StoreBase
+
+
+class Keep(enum.Enum):
+    """A profile field a change leaves as stored (``None`` would clear it instead)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A browser's push subscription with the profile fields its request carried; ``None``
+    means "not given", so a re-registration keeps what is stored."""
+
+    endpoint: str
+    p256dh: str
+    auth: str
+    token_hash: bytes
+    timezone: str | None = None
+    locale: str | None = None
+    topics: list[str] | None = None
+    attributes: dict[str, Any] | None = None
+    location_consent: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    id: uuid.UUID
+    # False when the endpoint was already registered and kept its id.
+    created: bool
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(id=row["id"], created=row["created"])
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileChange:
+    """The fields of a profile to change; the others keep their stored value."""
+
+    timezone: str | Keep | None = KEEP
+    locale: str | Keep | None = KEEP
+    topics: list[str] | Keep = KEEP
+    attributes: dict[str, Any] | Keep = KEEP
+    paused: bool | Keep = KEEP
+    # True records now as the time of consent, False withdraws it.
+    location_consent: bool | Keep = KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceToken:
+    subscription_id: uuid.UUID
+    token_hash: bytes
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(subscription_id=row["id"], token_hash=bytes(row["token_hash"]))
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionProfile:
+    """What a subscription holds besides its keys and token."""
+
+    id: uuid.UUID
+    timezone: str | None
+    locale: str | None
+    topics: list[str]
+    attributes: dict[str, Any]
+    paused: bool
+    consent_at: datetime | None
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(**dict(row))
+
+
+class SubscriptionQueries(StoreBase):
+    async def register(self, *, registration: Registration) -> Registered:
+        """Insert the subscription, or renew the keys and token of its endpoint."""
+        r = registration
+        row = await self._fetchrow(
+            "subscription_upsert",
+            r.endpoint,
+            r.p256dh,
+            r.auth,
+            r.token_hash,
+            r.timezone,
+            r.locale,
+            r.topics,
+            r.attributes,
+            r.location_consent,
+        )
+        assert row is not None  # an upsert always returns its row
+        return Registered.from_row(row)
+
+    async def device_token(self, *, token_hash: bytes) -> DeviceToken | None:
+        row = await self._fetchrow("subscription_auth", token_hash)
+        return None if row is None else DeviceToken.from_row(row)
+
+    async def subscription_profile(
+        self, *, subscription_id: uuid.UUID
+    ) -> SubscriptionProfile | None:
+        row = await self._fetchrow("subscription_profile", subscription_id)
+        return None if row is None else SubscriptionProfile.from_row(row)
+
+    async def change_profile(
+        self, *, subscription_id: uuid.UUID, change: ProfileChange
+    ) -> SubscriptionProfile | None:
+        """Apply ``change``; None when there is no such subscription."""
+        c = change
+        args: list[object] = [subscription_id]
+        # subscription_patch takes a (given, value) pair per field, in this order.
+        for value in (c.timezone, c.locale, c.topics, c.attributes, c.paused, c.location_consent):
+            args += (value is not KEEP, None if value is KEEP else value)
+        row = await self._fetchrow("subscription_patch", *args)
+        return None if row is None else SubscriptionProfile.from_row(row)
+
+    async def erase_subscription(self, *, subscription_id: uuid.UUID) -> bool:
+        """Erase the subscription, its signals, presence and the personal fields of its
+        deliveries in one transaction; False if there was no such subscription."""
+        async with self.transaction() as tx:
+            # Lock the row first so a concurrent signal batch or worker waits for the erasure.
+            if not await tx._fetchval("erase_lock", subscription_id):
+                return False
+            for name in (
+                "erase_presence",
+                "erase_signals",
+                "erase_deliveries",
+                "erase_subscription",
+            ):
+                await tx._execute(name, subscription_id)
+        return True
