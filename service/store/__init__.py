@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from service.store.base import DATABASE_ERRORS, StoreBase
 from service.store.db import create_pool
+from service.store.signals import SignalQueries
 
 
-class Store(StoreBase):
+class Store(
+    SignalQueries,
+    StoreBase,
+):
     """Every query of momentcast."""
 
 

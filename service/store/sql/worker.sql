@@ -84,3 +84,6 @@ ON CONFLICT (rule_id, variant, counter) DO UPDATE SET n = rule_counters.n + excl
 -- name: processing_lag
 SELECT coalesce(extract(epoch FROM now() - min(received_at)), 0)::float8
 FROM signals WHERE processed_at IS NULL
+
+-- name: notify
+SELECT pg_notify($1, '')
