@@ -159,6 +159,23 @@ async def test_batch_is_stored_in_request_order(
     assert [r["lat"] for r in rows] == [11.0, 12.0, 13.0, 21.0, 22.0, 23.0]
 
 
+async def test_worker_lock_does_not_block_ingest(api: LiveApi, device: Device) -> None:
+    # A worker holds its subscribers' rows for a whole batch; the foreign-key check of every
+    # signal insert for them must not wait for it (one waiting row stalls its group commit).
+    async with api.ctx.store.transaction() as tx:
+        locked = await tx.lock_subscriptions(ids=[device.id])
+        assert [sub.id for sub in locked] == [device.id]
+        try:
+            async with (
+                asyncio.timeout(1.0),
+                api.http.post(api.url + "/v1/signals", json=BERLIN, headers=device.auth()) as resp,
+            ):
+                assert resp.status == 202
+        except TimeoutError:
+            pytest.fail("POST /v1/signals waited for the worker's subscriber lock")
+    assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 1
+
+
 @pytest.mark.parametrize(
     ("who", "status"),
     [
