@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-
-import asyncpg
 
 from service.errors import IngestUnavailable
 from service.queue import SIGNALS_CHANNEL
-from service.store.db import q
+from service.store.signals import IngestedBatch, SignalQueries, SignalRequest
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +36,6 @@ MAX_IN_FLIGHT = 2
 
 
 @dataclass(slots=True)
-class SignalRow:
-    at: datetime
-    lat: float
-    lon: float
-    accuracy_m: float | None
-    speed_mps: float | None
-    moment: str | None
-    context: Mapping[str, object]
-
-
-@dataclass(slots=True)
 class IngestResult:
     known: bool  # the token belongs to a subscription
     stored: bool  # False when that subscription is paused
@@ -58,8 +43,7 @@ class IngestResult:
 
 @dataclass(slots=True)
 class _Pending:
-    token_hash: bytes
-    rows: Sequence[SignalRow]
+    request: SignalRequest
     done: asyncio.Future[IngestResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -68,8 +52,8 @@ class _Pending:
 class SignalWriter:
     """The single writer task of a process; start it before and stop it after serving."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+    def __init__(self, store: SignalQueries) -> None:
+        self._store = store
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -90,11 +74,11 @@ class SignalWriter:
                 await self._task
             self._task = None
 
-    async def submit(self, token_hash: bytes, rows: Sequence[SignalRow]) -> IngestResult:
-        """Queue one request's rows; return once the COMMIT holding them succeeded."""
+    async def submit(self, request: SignalRequest) -> IngestResult:
+        """Queue one request's signals; return once the COMMIT holding them succeeded."""
         if self._closing or self._task is None:
             raise IngestUnavailable("the signal writer is not running")
-        pending = _Pending(token_hash, rows)
+        pending = _Pending(request)
         self._queue.append(pending)
         self._wake.set()
         # Not shielded: a client that goes away cancels only its wait; the writer skips
@@ -125,7 +109,7 @@ class SignalWriter:
         # Everything queued so far, up to MAX_BATCH_ROWS; a request is never split.
         end, count = 0, 0
         while end < len(self._queue):
-            size = len(self._queue[end].rows)
+            size = len(self._queue[end].request.signals)
             if end and count + size > MAX_BATCH_ROWS:
                 break
             count += size
@@ -135,10 +119,11 @@ class SignalWriter:
         return taken
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        columns = _columns(batch)
         try:
             async with asyncio.timeout(COMMIT_TIMEOUT_S):
-                known, paused, stored = await self._execute(columns)
+                committed = await self._store.ingest_signals(
+                    requests=[item.request for item in batch], channel=SIGNALS_CHANNEL
+                )
         except Exception as exc:
             log.warning(
                 "signal batch of %d requests not committed: %s", len(batch), type(exc).__name__
@@ -151,49 +136,12 @@ class SignalWriter:
                     item.done.exception()
             return
         self.batches += 1
-        self.rows += stored
+        self.rows += committed.stored
         for item in batch:
             if not item.done.done():
-                is_known = item.token_hash in known
-                stored_here = is_known and item.token_hash not in paused
-                item.done.set_result(IngestResult(is_known, stored_here))
-
-    async def _execute(self, columns: list[object]) -> tuple[set[bytes], set[bytes], int]:
-        for attempt in range(2):
-            try:
-                # A single statement in autocommit: its answer arrives after its COMMIT.
-                row = await self._pool.fetchrow(q("ingest_signals"), *columns, SIGNALS_CHANNEL)
-                assert row is not None
-                return (
-                    {bytes(h) for h in row["known"]},
-                    {bytes(h) for h in row["paused"]},
-                    int(row["stored"]),
-                )
-            except asyncpg.ForeignKeyViolationError:
-                # A subscription was erased between the join and the insert; the retry's
-                # join no longer sees it, so its rows are dropped like an unknown token's.
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+                item.done.set_result(_result(committed, item.request.token_hash))
 
 
-def _columns(batch: list[_Pending]) -> list[object]:
-    token_hash: list[object] = []
-    at: list[object] = []
-    lat: list[object] = []
-    lon: list[object] = []
-    accuracy: list[object] = []
-    speed: list[object] = []
-    moment: list[object] = []
-    context: list[object] = []
-    for item in batch:
-        for row in item.rows:
-            token_hash.append(item.token_hash)
-            at.append(row.at)
-            lat.append(row.lat)
-            lon.append(row.lon)
-            accuracy.append(row.accuracy_m)
-            speed.append(row.speed_mps)
-            moment.append(row.moment)
-            context.append(row.context)
-    return [token_hash, at, lat, lon, accuracy, speed, moment, json.dumps(context)]
+def _result(batch: IngestedBatch, token_hash: bytes) -> IngestResult:
+    known = token_hash in batch.known
+    return IngestResult(known, known and token_hash not in batch.paused)

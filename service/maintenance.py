@@ -7,7 +7,6 @@ import contextlib
 import logging
 
 from service.context import Context
-from service.store.db import q
 
 log = logging.getLogger(__name__)
 
@@ -16,8 +15,7 @@ RETENTION_INTERVAL_S = 60.0
 
 async def purge_signals(ctx: Context) -> int:
     """Delete processed signals older than SIGNAL_RETENTION; return how many went."""
-    status = await ctx.pool.execute(q("purge_signals"), ctx.settings.signal_retention)
-    return int(status.split()[-1])
+    return await ctx.store.purge_signals(older_than=ctx.settings.signal_retention)
 
 
 async def run(ctx: Context, stop: asyncio.Event) -> None:

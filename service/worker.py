@@ -17,15 +17,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import asyncpg
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge, Histogram
 
 from service.context import Context
 from service.metrics import REGISTRY
-from service.queue import DELIVERIES_CHANNEL, SIGNALS_CHANNEL
+from service.queue import DELIVERIES_CHANNEL, SIGNALS_CHANNEL, Listener
 from service.rules.engine import (
     Outcome,
     Presence,
@@ -38,7 +36,14 @@ from service.rules.engine import (
     history_window,
 )
 from service.rules.ruleset import Ruleset
-from service.store.db import q
+from service.store import DATABASE_ERRORS, Store
+from service.store.signals import (
+    CounterRow,
+    DeliveryRow,
+    PendingSignal,
+    PresenceRow,
+    Subscriber,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,30 +90,66 @@ class BatchResult:
     skipped_subscribers: int = 0
 
 
-def _profile(row: asyncpg.Record) -> Profile:
+def _profile(sub: Subscriber) -> Profile:
     return Profile(
-        id=str(row["id"]),
-        timezone=row["timezone"],
-        locale=row["locale"],
-        topics=frozenset(row["topics"] or ()),
-        attributes=row["attributes"] or {},
-        paused=row["paused"],
-        gone=row["status"] == "gone",
+        id=sub.id,
+        timezone=sub.timezone,
+        locale=sub.locale,
+        topics=frozenset(sub.topics),
+        attributes=sub.attributes,
+        paused=sub.paused,
+        gone=sub.gone,
     )
 
 
-def _signal(row: asyncpg.Record) -> Signal:
+def _signal(row: PendingSignal) -> Signal:
     return Signal(
-        subscription_id=str(row["subscription_id"]),
-        lat=row["lat"],
-        lon=row["lon"],
-        at=row["at"],
-        accuracy_m=row["accuracy_m"],
-        speed_mps=row["speed_mps"],
-        moment=row["moment"],
-        context=row["context"] or {},
-        id=row["id"],
+        subscription_id=row.subscription_id,
+        lat=row.lat,
+        lon=row.lon,
+        at=row.at,
+        accuracy_m=row.accuracy_m,
+        speed_mps=row.speed_mps,
+        moment=row.moment,
+        context=row.context,
+        id=row.id,
     )
+
+
+def _presence_rows(states: dict[str, SubscriberState]) -> list[PresenceRow]:
+    return [
+        PresenceRow(sub_id, rule_id, place_id, presence.entered_at, presence.dwell_fired)
+        for sub_id, state in states.items()
+        for (rule_id, place_id), presence in state.presence.items()
+    ]
+
+
+def _delivery_rows(outcomes: Iterable[Outcome]) -> list[DeliveryRow]:
+    rows = []
+    for outcome in outcomes:
+        d = outcome.decision
+        if d is None:
+            continue
+        signal = outcome.signal
+        assert isinstance(signal.id, int)  # the worker's signals are stored ones
+        rows.append(
+            DeliveryRow(
+                subscription_id=signal.subscription_id,
+                signal_id=signal.id,
+                rule_id=d.rule_id,
+                variant=d.variant,
+                place_id=d.place_id,
+                dedupe_key=d.dedupe_key,
+                payload=d.payload,
+                distance_m=d.distance_m,
+                local_hour=_local_hour(outcome),
+                ttl_s=max(d.ttl_s, 1),
+                urgency=d.urgency,
+                topic=d.topic,
+                decided_at=signal.at,
+            )
+        )
+    return rows
 
 
 def _local_hour(outcome: Outcome) -> int | None:
@@ -117,7 +158,7 @@ def _local_hour(outcome: Outcome) -> int | None:
     return (outcome.signal.at + timedelta(seconds=outcome.local_offset_s)).hour
 
 
-def _counter_rows(ruleset: Ruleset, outcomes: Iterable[Outcome]) -> list[tuple[str, str, str, int]]:
+def _counter_rows(ruleset: Ruleset, outcomes: Iterable[Outcome]) -> list[CounterRow]:
     counts: Counter[tuple[str, str, str]] = Counter()
     for outcome in outcomes:
         sub = outcome.signal.subscription_id
@@ -128,7 +169,8 @@ def _counter_rows(ruleset: Ruleset, outcomes: Iterable[Outcome]) -> list[tuple[s
             rule = ruleset.rule_by_id.get(s.rule_id)
             variant = choose_variant(sub, rule).name if rule else ""
             counts[(s.rule_id, variant, "suppressed:" + s.reason)] += 1
-    return sorted((r, v, c, n) for (r, v, c), n in counts.items())
+    # Sorted: concurrent workers then lock counter rows in one order (no deadlock).
+    return [CounterRow(r, v, c, n) for (r, v, c), n in sorted(counts.items())]
 
 
 class Worker:
@@ -150,124 +192,78 @@ class Worker:
         if ruleset is None:
             return BatchResult()
         started = time.perf_counter()
-        pool = self.ctx.pool
-        rows = await pool.fetch(q("claim_signals"), self.batch_size, self.lease)
-        if not rows:
+        store = self.ctx.store
+        subscribers = await store.claim_signals(limit=self.batch_size, lease=self.lease)
+        if not subscribers:
             return BatchResult()
-        subscribers = sorted({r["subscription_id"] for r in rows})
-        async with pool.acquire() as conn, conn.transaction():
-            result = await self._process(conn, ruleset, subscribers)
+        async with store.transaction() as tx:
+            result = await self._process(tx, ruleset, subscribers)
         if result.decisions:
-            await pool.execute(f"NOTIFY {DELIVERIES_CHANNEL}")
+            await store.notify(channel=DELIVERIES_CHANNEL)
         BATCH_SECONDS.observe(time.perf_counter() - started)
         return result
 
-    async def _process(
-        self, conn: asyncpg.Connection, ruleset: Ruleset, subscribers: Sequence[Any]
-    ) -> BatchResult:
-        locked = await conn.fetch(q("lock_subscriptions"), subscribers)
-        locked_ids = [r["id"] for r in locked]
-        skipped = sorted(set(subscribers) - set(locked_ids))
+    async def _process(self, tx: Store, ruleset: Ruleset, subscribers: list[str]) -> BatchResult:
+        locked = await tx.lock_subscriptions(ids=subscribers)
+        ids = [sub.id for sub in locked]
+        skipped = sorted(set(subscribers) - set(ids))
         if skipped:
             # Another worker holds them and will process their pending signals; let our
             # claims go so nothing waits for our lease to run out.
-            await conn.execute(q("release_claims"), skipped)
-        if not locked_ids:
+            await tx.release_claims(subscription_ids=skipped)
+        if not ids:
             return BatchResult(skipped_subscribers=len(skipped))
         now = self.clock()
-        signal_rows = await conn.fetch(q("pending_signals_of"), locked_ids)
-        states = await self._load_states(conn, ruleset, locked, now)
-        profiles = {str(r["id"]): _profile(r) for r in locked}
-        signals = [_signal(r) for r in signal_rows]
-        outcomes = decide(ruleset, signals, profiles, states, now)
-        decisions = await self._store(conn, ruleset, locked_ids, states, outcomes)
-        await conn.execute(q("mark_processed"), [s.id for s in signals])
-        SIGNALS_PROCESSED.inc(len(signals))
-        return BatchResult(len(signals), decisions, len(skipped))
+        pending = await tx.pending_signals(subscription_ids=ids)
+        states = await self._load_states(tx, ruleset, locked, now)
+        profiles = {sub.id: _profile(sub) for sub in locked}
+        outcomes = decide(ruleset, [_signal(row) for row in pending], profiles, states, now)
+        decisions = await self._store(tx, ruleset, ids, states, outcomes)
+        await tx.mark_processed(signal_ids=[row.id for row in pending])
+        SIGNALS_PROCESSED.inc(len(pending))
+        return BatchResult(len(pending), decisions, len(skipped))
 
     async def _load_states(
-        self,
-        conn: asyncpg.Connection,
-        ruleset: Ruleset,
-        locked: Sequence[asyncpg.Record],
-        now: datetime,
+        self, tx: Store, ruleset: Ruleset, locked: list[Subscriber], now: datetime
     ) -> dict[str, SubscriberState]:
-        ids = [r["id"] for r in locked]
+        ids = [sub.id for sub in locked]
         states = {
-            str(r["id"]): SubscriberState(str(r["id"]), last_signal_at=r["last_signal_at"])
-            for r in locked
+            sub.id: SubscriberState(sub.id, last_signal_at=sub.last_signal_at) for sub in locked
         }
-        for row in await conn.fetch(q("presence_of"), ids):
-            state = states[str(row["subscription_id"])]
-            state.presence[(row["rule_id"], row["place_id"])] = Presence(
-                entered_at=row["entered_at"], dwell_fired=row["dwell_fired"]
+        for row in await tx.presence(subscription_ids=ids):
+            states[row.subscription_id].presence[(row.rule_id, row.place_id)] = Presence(
+                entered_at=row.entered_at, dwell_fired=row.dwell_fired
             )
         # Decisions are timed by their signals, which may lag the wall clock by the queue's
         # backlog (signals are accepted up to 24 h old): look back a day further.
         since = now - history_window(ruleset) - timedelta(days=1)
-        for row in await conn.fetch(q("history_of"), ids, since):
-            states[str(row["subscription_id"])].history.append(
-                Sent(row["rule_id"], row["place_id"] or "", row["decided_at"])
+        for sent in await tx.history(subscription_ids=ids, since=since):
+            states[sent.subscription_id].history.append(
+                Sent(sent.rule_id, sent.place_id, sent.decided_at)
             )
         return states
 
     async def _store(
         self,
-        conn: asyncpg.Connection,
+        tx: Store,
         ruleset: Ruleset,
-        ids: Sequence[Any],
+        ids: list[str],
         states: dict[str, SubscriberState],
         outcomes: Sequence[Outcome],
     ) -> int:
-        await conn.execute(q("delete_presence_of"), ids)
-        p_sub, p_rule, p_place, p_entered, p_dwell = [], [], [], [], []
-        for sub_id, state in states.items():
-            for (rule_id, place_id), presence in state.presence.items():
-                p_sub.append(sub_id)
-                p_rule.append(rule_id)
-                p_place.append(place_id)
-                p_entered.append(presence.entered_at)
-                p_dwell.append(presence.dwell_fired)
-        if p_sub:
-            await conn.execute(q("insert_presence"), p_sub, p_rule, p_place, p_entered, p_dwell)
-        last = [(sid, s.last_signal_at) for sid, s in states.items() if s.last_signal_at]
-        if last:
-            await conn.execute(
-                q("set_last_signal_at"), [sid for sid, _ in last], [at for _, at in last]
-            )
-        cols: list[list[Any]] = [[] for _ in range(13)]
-        for outcome in outcomes:
-            d = outcome.decision
-            if d is None:
-                continue
-            row = (
-                outcome.signal.subscription_id,
-                outcome.signal.id,
-                d.rule_id,
-                d.variant,
-                d.place_id,
-                d.dedupe_key,
-                d.payload,
-                d.distance_m,
-                _local_hour(outcome),
-                max(d.ttl_s, 1),
-                d.urgency,
-                d.topic,
-                outcome.signal.at,
-            )
-            for col, value in zip(cols, row, strict=True):
-                col.append(value)
-        inserted = 0
-        if cols[0]:
-            inserted = len(await conn.fetch(q("insert_deliveries"), *cols))
-            for rule_id in cols[2]:
-                DECISIONS.labels(rule_id).inc()
+        await tx.replace_presence(subscription_ids=ids, rows=_presence_rows(states))
+        await tx.set_last_signal_at(
+            last={sid: s.last_signal_at for sid, s in states.items() if s.last_signal_at}
+        )
+        deliveries = _delivery_rows(outcomes)
+        inserted = await tx.insert_deliveries(rows=deliveries)
+        for delivery in deliveries:
+            DECISIONS.labels(delivery.rule_id).inc()
         counters = _counter_rows(ruleset, outcomes)
-        if counters:
-            await conn.execute(q("bump_counters"), *map(list, zip(*counters, strict=True)))
-            for rule_id, _variant, counter, n in counters:
-                if counter.startswith("suppressed:"):
-                    SUPPRESSIONS.labels(rule_id, counter.removeprefix("suppressed:")).inc(n)
+        await tx.bump_counters(rows=counters)
+        for c in counters:
+            if c.counter.startswith("suppressed:"):
+                SUPPRESSIONS.labels(c.rule_id, c.counter.removeprefix("suppressed:")).inc(c.n)
         return inserted
 
     async def drain(self) -> int:
@@ -280,22 +276,12 @@ class Worker:
             total += result.signals
 
 
-async def _update_lag(ctx: Context) -> None:
-    PROCESSING_LAG.set(await ctx.pool.fetchval(q("processing_lag")))
-
-
 async def run(ctx: Context, stop: asyncio.Event) -> None:
     """Process batches until ``stop``; wake on NOTIFY, poll as a fallback."""
     wake = asyncio.Event()
-
-    def on_notify(*_: object) -> None:
-        wake.set()
-
-    loops = max(1, ctx.settings.workers)
-    listener: asyncpg.Connection | None = None
-    with contextlib.suppress(Exception):
-        listener = await ctx.pool.acquire()
-        await listener.add_listener(SIGNALS_CHANNEL, on_notify)
+    listening = asyncio.create_task(
+        Listener(ctx.store, SIGNALS_CHANNEL, wake).run(stop), name="worker-listen"
+    )
 
     async def loop() -> None:
         worker = Worker(ctx)
@@ -306,9 +292,9 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
                 if time.monotonic() - lag_checked > LAG_INTERVAL_S:
                     # Measured under load too: a backlog is exactly when the lag matters.
                     lag_checked = time.monotonic()
-                    await _update_lag(ctx)
+                    PROCESSING_LAG.set(await ctx.store.processing_lag())
                 result = await worker.run_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DATABASE_ERRORS as exc:
                 # The database went away or a batch failed: nothing was committed, the
                 # lease hands the signals back. Retry after a pause.
                 WORKER_ERRORS.inc()
@@ -321,12 +307,12 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
             await _wait_any(stop, wake, poll)
 
     try:
-        await asyncio.gather(*(loop() for _ in range(loops)))
+        await asyncio.gather(*(loop() for _ in range(max(1, ctx.settings.workers))))
     finally:
-        if listener is not None:
-            with contextlib.suppress(Exception):
-                await listener.remove_listener(SIGNALS_CHANNEL, on_notify)
-            await ctx.pool.release(listener)
+        # Ends by itself once ``stop`` is set; a loop that failed leaves it to cancel.
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -35,7 +35,7 @@ async def readyz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     try:
         async with asyncio.timeout(2):
-            await ctx.pool.fetchval("SELECT 1")
+            await ctx.store.ping()
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"

@@ -26,8 +26,9 @@ from service.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from service.ingest import SignalRow, SignalWriter
+from service.ingest import SignalWriter
 from service.ratelimit import TokenBucketLimiter
+from service.store.signals import SignalRequest, SignalRow
 
 routes = web.RouteTableDef()
 
@@ -38,7 +39,7 @@ LIMITER = web.AppKey("signal_limiter", TokenBucketLimiter)
 async def signal_ingest(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the writer lives exactly as long as the app serves requests."""
     ctx = app[CONTEXT]
-    writer = SignalWriter(ctx.pool)
+    writer = SignalWriter(ctx.store)
     app[WRITER] = writer
     app[LIMITER] = TokenBucketLimiter(
         ctx.settings.signal_rate_burst, ctx.settings.signal_rate_per_second
@@ -92,7 +93,7 @@ async def post_signals(request: web.Request) -> web.Response:
     rows = _rows(body)
     try:
         # The token is checked inside the batch statement: one round trip for all requests.
-        result = await request.app[WRITER].submit(digest, rows)
+        result = await request.app[WRITER].submit(SignalRequest(digest, rows))
     except IngestUnavailable as exc:
         raise ServiceUnavailable(str(exc), headers={"Retry-After": "1"}) from None
     if not result.known:

@@ -9,10 +9,16 @@ from __future__ import annotations
 from service.store.base import DATABASE_ERRORS, StoreBase
 from service.store.db import create_pool
 from service.store.engagement import EngagementQueries
+from service.store.signals import SignalQueries
 from service.store.subscriptions import SubscriptionQueries
 
 
-class Store(SubscriptionQueries, EngagementQueries, StoreBase):
+class Store(
+    SignalQueries,
+    SubscriptionQueries,
+    EngagementQueries,
+    StoreBase,
+):
     """Every query of momentcast."""
 
 

@@ -11,9 +11,11 @@ from typing import Any
 import asyncpg
 import pytest
 
+from service import tokens
 from service.queue import SIGNALS_CHANNEL
 from service.store import migrations
 from service.store.db import create_pool
+from service.store.signals import SignalRequest, SignalRow
 from tests.api.conftest import Device, assert_error, count_rows, register
 from tests.conftest import LiveApi, PgServer
 
@@ -128,6 +130,50 @@ async def test_signal_is_stored_with_its_fields(api: LiveApi, device: Device) ->
     ) as resp:
         assert resp.status == 202 and (await resp.json()) == {"accepted": 500}
     assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 501
+
+
+async def test_batch_is_stored_in_request_order(
+    api: LiveApi, device: Device, other_device: Device
+) -> None:
+    # Without "at" every signal of a batch gets the same time, so the worker applies them in
+    # id order: ids must follow the order of the request.
+    batch = [{"lat": float(lat), "lon": 13.0} for lat in range(1, 9)]
+    async with api.http.post(
+        api.url + "/v1/signals", json={"signals": batch}, headers=device.auth()
+    ) as resp:
+        assert resp.status == 202
+    rows = await api.ctx.pool.fetch("SELECT lat, at FROM signals ORDER BY id")
+    assert [r["lat"] for r in rows] == [float(lat) for lat in range(1, 9)]
+    assert len({r["at"] for r in rows}) == 1
+    # And across the requests of one group commit, in the order they were queued.
+    at = datetime.now(UTC)
+    requests = [
+        SignalRequest(
+            tokens.hash_token(d.token),
+            [SignalRow(at, float(lat), 13.0, None, None, None, {}) for lat in lats],
+        )
+        for d, lats in ((device, (11, 12, 13)), (other_device, (21, 22, 23)))
+    ]
+    await api.ctx.store.ingest_signals(requests=requests, channel=SIGNALS_CHANNEL)
+    rows = await api.ctx.pool.fetch("SELECT lat FROM signals WHERE lat > 10 ORDER BY id")
+    assert [r["lat"] for r in rows] == [11.0, 12.0, 13.0, 21.0, 22.0, 23.0]
+
+
+async def test_worker_lock_does_not_block_ingest(api: LiveApi, device: Device) -> None:
+    # A worker holds its subscribers' rows for a whole batch; the foreign-key check of every
+    # signal insert for them must not wait for it (one waiting row stalls its group commit).
+    async with api.ctx.store.transaction() as tx:
+        locked = await tx.lock_subscriptions(ids=[device.id])
+        assert [sub.id for sub in locked] == [device.id]
+        try:
+            async with (
+                asyncio.timeout(1.0),
+                api.http.post(api.url + "/v1/signals", json=BERLIN, headers=device.auth()) as resp,
+            ):
+                assert resp.status == 202
+        except TimeoutError:
+            pytest.fail("POST /v1/signals waited for the worker's subscriber lock")
+    assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 1
 
 
 @pytest.mark.parametrize(

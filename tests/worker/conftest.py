@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
+from service.api import create_app
 from service.context import Context, Keys
 from service.rules import RulesHolder
 from service.settings import Settings
 from service.store import Store
-from tests.conftest import make_settings
+from tests.conftest import LiveApi, make_settings, start_app
 
 # Two cafés 200 m apart near Berlin's Alexanderplatz, and a point far from both.
 CAFE_A = (52.5219, 13.4132)
@@ -88,6 +90,15 @@ def context_for(settings: Settings, pool: asyncpg.Pool, rules_dir: Path) -> Cont
 def wctx(data_dir: Path, database_url: str, clean_db: asyncpg.Pool, rules_dir: Path) -> Context:
     settings = make_settings(data_dir, database_url, worker_batch_size=3)
     return context_for(settings, clean_db, rules_dir)
+
+
+@pytest.fixture
+async def wapi(wctx: Context) -> AsyncIterator[LiveApi]:
+    """The live API on the worker's context: signals come in over HTTP, as in production."""
+    runner, url = await start_app(create_app(wctx))
+    async with aiohttp.ClientSession() as http:
+        yield LiveApi(url, http, wctx)
+    await runner.cleanup()
 
 
 async def add_subscription(pool: asyncpg.Pool, **profile: Any) -> str:

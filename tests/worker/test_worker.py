@@ -11,6 +11,8 @@ import asyncpg
 
 from service.context import Context
 from service.worker import Worker
+from tests.api.conftest import register
+from tests.conftest import LiveApi
 from tests.worker.conftest import (
     CAFE_A,
     CAFE_B,
@@ -149,3 +151,25 @@ async def test_claim_lease_recovers_signals_of_a_dead_worker(wctx: Context) -> N
     await wctx.pool.execute("UPDATE signals SET claimed_until = now() - interval '1 second'")
     assert (await worker(wctx, T0).run_once()).signals == 1
     assert len(await deliveries(wctx.pool)) == 1
+
+
+async def test_batch_out_then_in_leaves_presence_inside(wctx: Context, wapi: LiveApi) -> None:
+    # A batch without "at": its signals share one time, so only their order says out -> in.
+    device = await register(wapi)
+    outside = offset(CAFE_A, -300)
+
+    async def send(*points: tuple[float, float]) -> None:
+        body = {"signals": [{"lat": lat, "lon": lon, "accuracy_m": 10} for lat, lon in points]}
+        async with wapi.http.post(
+            wapi.url + "/v1/signals", json=body, headers=device.auth()
+        ) as resp:
+            assert resp.status == 202, await resp.text()
+        await Worker(wctx).drain()
+
+    await send(outside, CAFE_A)
+    presence = await wctx.pool.fetch("SELECT rule_id, place_id, inside FROM presence")
+    assert [(p["rule_id"], p["place_id"], p["inside"]) for p in presence] == [("coffee", "a", True)]
+    # The next fix inside is no new entry: nothing fires, nothing is suppressed.
+    await send(CAFE_A)
+    assert [r["place_id"] for r in await deliveries(wctx.pool)] == ["a"]
+    assert await counters(wctx.pool) == {("coffee", "matched"): 1}

@@ -1,4 +1,4 @@
--- Queries of the subscriptions and signals API (service/api/, service/ingest.py).
+-- Named queries of the subscriptions routes (run by service/store/subscriptions.py).
 
 -- name: subscription_upsert
 -- Re-registering an endpoint keeps its id, replaces its keys and token, and changes only the
@@ -70,33 +70,3 @@ WHERE subscription_id = $1
 
 -- name: erase_subscription
 DELETE FROM subscriptions WHERE id = $1
-
--- name: ingest_signals
--- One statement per group commit, run outside an explicit transaction: PostgreSQL commits it
--- before answering, so its result means COMMIT succeeded, and the pg_notify ($9 = channel) is
--- delivered with that COMMIT or not at all. Rows are matched to their device by token hash
--- here, so a request costs no lookup of its own; rows of unknown tokens match nothing and are
--- answered 401, rows of paused subscriptions are dropped (the client still gets 202).
-WITH input AS (
-    SELECT *
-    FROM unnest($1::bytea[], $2::timestamptz[], $3::float8[], $4::float8[], $5::real[],
-                $6::real[], $7::text[],
-                -- the contexts come as one JSON array: one json.dumps per batch, not per row
-                array(SELECT c FROM jsonb_array_elements($8::text::jsonb) WITH ORDINALITY
-                      AS e(c, n) ORDER BY n))
-         AS u(token_hash, at, lat, lon, accuracy_m, speed_mps, moment, context)
-), matched AS (
-    SELECT s.id AS subscription_id, s.paused, i.*
-    FROM input i JOIN subscriptions s ON s.token_hash = i.token_hash
-), stored AS (
-    INSERT INTO signals (subscription_id, at, lat, lon, accuracy_m, speed_mps, moment, context)
-    SELECT subscription_id, at, lat, lon, accuracy_m, speed_mps, moment, context
-    FROM matched WHERE NOT paused
-    RETURNING 1
-), notified AS (
-    SELECT pg_notify($9, '') FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored
-)
-SELECT array(SELECT DISTINCT token_hash FROM matched) AS known,
-       array(SELECT DISTINCT token_hash FROM matched WHERE paused) AS paused,
-       (SELECT count(*) FROM stored) AS stored,
-       (SELECT count(*) FROM notified) AS notified

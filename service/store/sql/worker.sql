@@ -17,11 +17,14 @@ RETURNING s.subscription_id
 -- name: lock_subscriptions
 -- Serialises work per subscriber. SKIP LOCKED: a subscriber another worker holds is left to
 -- it (that worker processes all of its pending signals), so workers never wait on each other.
+-- NO KEY UPDATE, not UPDATE: it still excludes other workers and an erasure (FOR UPDATE), but
+-- not the FOR KEY SHARE of the foreign-key check of signal inserts, so ingest never waits
+-- for a batch.
 SELECT id, timezone, locale, topics, attributes, paused, status, last_signal_at
 FROM subscriptions
 WHERE id = ANY($1::uuid[])
 ORDER BY id
-FOR UPDATE SKIP LOCKED
+FOR NO KEY UPDATE SKIP LOCKED
 
 -- name: pending_signals_of
 SELECT id, subscription_id, at, lat, lon, accuracy_m, speed_mps, moment, context
@@ -84,3 +87,6 @@ ON CONFLICT (rule_id, variant, counter) DO UPDATE SET n = rule_counters.n + excl
 -- name: processing_lag
 SELECT coalesce(extract(epoch FROM now() - min(received_at)), 0)::float8
 FROM signals WHERE processed_at IS NULL
+
+-- name: notify
+SELECT pg_notify($1, '')

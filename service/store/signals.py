@@ -1,0 +1,310 @@
+"""The queries of the signal path: ingest, the worker's batch, retention and health.
+
+Bulk writes take a sequence of row dataclasses and turn it into the ``unnest`` column arrays
+here, so callers never line up parallel lists.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Self
+
+import asyncpg
+
+from service.store.base import StoreBase
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRow:
+    """One signal as a device sent it (``at`` already defaulted to the time of receipt)."""
+
+    at: datetime
+    lat: float
+    lon: float
+    accuracy_m: float | None
+    speed_mps: float | None
+    moment: str | None
+    context: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRequest:
+    """The signals of one request, with the hash of the device token that sent them."""
+
+    token_hash: bytes
+    signals: Sequence[SignalRow]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestedBatch:
+    known: frozenset[bytes]  # token hashes that belong to a subscription
+    paused: frozenset[bytes]  # of those, the paused ones (their signals were dropped)
+    stored: int
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """A subscription locked by a worker: the profile the engine needs."""
+
+    id: str
+    timezone: str | None
+    locale: str | None
+    topics: tuple[str, ...]
+    attributes: Mapping[str, Any]
+    paused: bool
+    gone: bool
+    last_signal_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(
+            id=str(row["id"]),
+            timezone=row["timezone"],
+            locale=row["locale"],
+            topics=tuple(row["topics"] or ()),
+            attributes=row["attributes"] or {},
+            paused=row["paused"],
+            gone=row["status"] == "gone",
+            last_signal_at=row["last_signal_at"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSignal:
+    id: int
+    subscription_id: str
+    at: datetime
+    lat: float
+    lon: float
+    accuracy_m: float | None
+    speed_mps: float | None
+    moment: str | None
+    context: Mapping[str, Any]
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(
+            id=row["id"],
+            subscription_id=str(row["subscription_id"]),
+            at=row["at"],
+            lat=row["lat"],
+            lon=row["lon"],
+            accuracy_m=row["accuracy_m"],
+            speed_mps=row["speed_mps"],
+            moment=row["moment"],
+            context=row["context"] or {},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceRow:
+    """A subscriber inside a rule's place since ``entered_at``."""
+
+    subscription_id: str
+    rule_id: str
+    place_id: str
+    entered_at: datetime
+    dwell_fired: bool
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(
+            subscription_id=str(row["subscription_id"]),
+            rule_id=row["rule_id"],
+            place_id=row["place_id"],
+            entered_at=row["entered_at"],
+            dwell_fired=row["dwell_fired"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SentRow:
+    """A decision already made, as far as caps, gaps and cooldowns care."""
+
+    subscription_id: str
+    rule_id: str
+    place_id: str
+    decided_at: datetime
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(
+            subscription_id=str(row["subscription_id"]),
+            rule_id=row["rule_id"],
+            place_id=row["place_id"] or "",
+            decided_at=row["decided_at"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """A decided push for the outbox; ``dedupe_key`` makes it at most once."""
+
+    subscription_id: str
+    signal_id: int
+    rule_id: str
+    variant: str
+    place_id: str
+    dedupe_key: str
+    payload: Mapping[str, str]
+    distance_m: float
+    local_hour: int | None
+    ttl_s: int
+    urgency: str
+    topic: str | None
+    decided_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CounterRow:
+    rule_id: str
+    variant: str
+    counter: str  # "matched" or "suppressed:<reason>"
+    n: int
+
+
+class SignalQueries(StoreBase):
+    # --- ingest -------------------------------------------------------------------------
+
+    async def ingest_signals(
+        self, *, requests: Sequence[SignalRequest], channel: str
+    ) -> IngestedBatch:
+        """Store the signals of many requests in one statement, committed when it returns,
+        and NOTIFY ``channel`` with that COMMIT if any row was stored."""
+        token_hash: list[bytes] = []
+        at: list[datetime] = []
+        lat: list[float] = []
+        lon: list[float] = []
+        accuracy: list[float | None] = []
+        speed: list[float | None] = []
+        moment: list[str | None] = []
+        context: list[Mapping[str, object]] = []
+        for request in requests:
+            for s in request.signals:
+                token_hash.append(request.token_hash)
+                at.append(s.at)
+                lat.append(s.lat)
+                lon.append(s.lon)
+                accuracy.append(s.accuracy_m)
+                speed.append(s.speed_mps)
+                moment.append(s.moment)
+                context.append(s.context)
+        args = (token_hash, at, lat, lon, accuracy, speed, moment, json.dumps(context), channel)
+        try:
+            row = await self._fetchrow("ingest_signals", *args)
+        except asyncpg.ForeignKeyViolationError:
+            # A subscription was erased between the join and the insert; the retry's join no
+            # longer sees it, so its rows are dropped like an unknown token's.
+            row = await self._fetchrow("ingest_signals", *args)
+        assert row is not None
+        return IngestedBatch(
+            known=frozenset(bytes(h) for h in row["known"]),
+            paused=frozenset(bytes(h) for h in row["paused"]),
+            stored=int(row["stored"]),
+        )
+
+    # --- the worker's batch ---------------------------------------------------------------
+
+    async def claim_signals(self, *, limit: int, lease: timedelta) -> list[str]:
+        """Lease up to ``limit`` unprocessed signals; return their subscribers, sorted."""
+        rows = await self._fetch("claim_signals", limit, lease)
+        return sorted({str(r["subscription_id"]) for r in rows})
+
+    async def lock_subscriptions(self, *, ids: Sequence[str]) -> list[Subscriber]:
+        """Lock those of ``ids`` no other transaction holds, until this transaction ends."""
+        return [Subscriber.from_row(r) for r in await self._fetch("lock_subscriptions", ids)]
+
+    async def release_claims(self, *, subscription_ids: Sequence[str]) -> None:
+        await self._execute("release_claims", subscription_ids)
+
+    async def pending_signals(self, *, subscription_ids: Sequence[str]) -> list[PendingSignal]:
+        """Every unprocessed signal of these subscribers, by subscriber, then time, then id."""
+        rows = await self._fetch("pending_signals_of", subscription_ids)
+        return [PendingSignal.from_row(r) for r in rows]
+
+    async def presence(self, *, subscription_ids: Sequence[str]) -> list[PresenceRow]:
+        rows = await self._fetch("presence_of", subscription_ids)
+        return [PresenceRow.from_row(r) for r in rows]
+
+    async def history(self, *, subscription_ids: Sequence[str], since: datetime) -> list[SentRow]:
+        """Decisions after ``since``, oldest first."""
+        rows = await self._fetch("history_of", subscription_ids, since)
+        return [SentRow.from_row(r) for r in rows]
+
+    async def replace_presence(
+        self, *, subscription_ids: Sequence[str], rows: Sequence[PresenceRow]
+    ) -> None:
+        """The presence of these subscribers becomes exactly ``rows``."""
+        await self._execute("delete_presence_of", subscription_ids)
+        if rows:
+            await self._execute(
+                "insert_presence",
+                [r.subscription_id for r in rows],
+                [r.rule_id for r in rows],
+                [r.place_id for r in rows],
+                [r.entered_at for r in rows],
+                [r.dwell_fired for r in rows],
+            )
+
+    async def set_last_signal_at(self, *, last: Mapping[str, datetime]) -> None:
+        if last:
+            await self._execute("set_last_signal_at", list(last), list(last.values()))
+
+    async def insert_deliveries(self, *, rows: Sequence[DeliveryRow]) -> int:
+        """Insert the decisions not made before (by dedupe key); return how many were new."""
+        if not rows:
+            return 0
+        inserted = await self._fetch(
+            "insert_deliveries",
+            [r.subscription_id for r in rows],
+            [r.signal_id for r in rows],
+            [r.rule_id for r in rows],
+            [r.variant for r in rows],
+            [r.place_id for r in rows],
+            [r.dedupe_key for r in rows],
+            [r.payload for r in rows],
+            [r.distance_m for r in rows],
+            [r.local_hour for r in rows],
+            [r.ttl_s for r in rows],
+            [r.urgency for r in rows],
+            [r.topic for r in rows],
+            [r.decided_at for r in rows],
+        )
+        return len(inserted)
+
+    async def bump_counters(self, *, rows: Sequence[CounterRow]) -> None:
+        """Add to the rule counters; give ``rows`` sorted by key so that concurrent workers
+        lock counter rows in one order."""
+        if rows:
+            await self._execute(
+                "bump_counters",
+                [r.rule_id for r in rows],
+                [r.variant for r in rows],
+                [r.counter for r in rows],
+                [r.n for r in rows],
+            )
+
+    async def mark_processed(self, *, signal_ids: Sequence[int]) -> None:
+        await self._execute("mark_processed", signal_ids)
+
+    async def processing_lag(self) -> float:
+        """Seconds since the oldest unprocessed signal arrived (0 for an empty queue)."""
+        lag: float = await self._fetchval("processing_lag")
+        return lag
+
+    async def notify(self, *, channel: str) -> None:
+        await self._execute("notify", channel)
+
+    # --- housekeeping ---------------------------------------------------------------------
+
+    async def purge_signals(self, *, older_than: timedelta) -> int:
+        """Delete processed signals older than ``older_than``; return how many went."""
+        status = await self._execute("purge_signals", older_than)
+        return int(status.split()[-1])
+
+    async def ping(self) -> None:
+        """Raises one of ``DATABASE_ERRORS`` unless the database answers."""
+        await self._fetchval("ping")
