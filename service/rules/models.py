@@ -12,16 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
-from .units import (
-    DURATION_PATTERN,
-    LIMIT_PATTERN,
-    WINDOW_PATTERN,
-    Limit,
-    Window,
-    parse_duration,
-    parse_limit,
-    parse_window,
-)
+from service.durations import DURATION_PATTERN, parse_duration
+
+from .units import LIMIT_PATTERN, WINDOW_PATTERN, Limit, Window, parse_limit, parse_window
 
 Duration = Annotated[
     timedelta,
