@@ -17,7 +17,7 @@ import uuid
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import (
@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from service.vapid import b64url_decode
+from service.vocabulary import Moment, SubscriptionStatus
 
 MAX_BATCH = 500
 MAX_TOPICS = 32
@@ -224,7 +225,7 @@ class Profile(Strict):
     attributes: dict[str, bool | int | float | str]
     paused: bool
     consent_at: datetime | None
-    status: Literal["active", "gone"]
+    status: SubscriptionStatus
     created_at: datetime
     updated_at: datetime
 
@@ -250,7 +251,7 @@ class Signal(Strict):
         Field(description="RFC 3339 with an offset; default: the time it arrives"),
     ] = None
     speed_mps: Annotated[Finite, Field(ge=0, le=1e4)] | None = None
-    moment: Literal["know", "go", "do", "buy"] | None = None
+    moment: Moment | None = None
     context: Context = Field(default_factory=dict)
 
 

@@ -17,6 +17,7 @@ from service.reloader import reload_rules
 from service.rules import Profile as EngineProfile
 from service.rules import RulesHolder, simulate
 from service.rules import Signal as EngineSignal
+from service.vocabulary import Trigger, VerdictReason
 
 routes = web.RouteTableDef()
 
@@ -25,7 +26,7 @@ class RuleInfo(BaseModel):
     id: str
     description: str
     priority: int
-    trigger: str
+    trigger: Trigger
     file: str
     places: int
 
@@ -70,7 +71,7 @@ class SimulatedDecision(BaseModel):
 class RuleVerdict(BaseModel):
     rule: str
     matched: bool
-    reason: str | None
+    reason: VerdictReason | None
 
 
 class SimulateResult(BaseModel):
