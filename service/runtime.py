@@ -111,7 +111,6 @@ async def run(
             host = f"[{settings.host}]" if ":" in settings.host else settings.host
             port = site_port(site)
             listening = f"http://{host}:{port}"
-            ctx.extras["listening"] = listening
         for name, component in background_components(names).items():
             tasks.append(asyncio.create_task(component(ctx, stop), name=name))
         _banner(ctx, out, listening)

@@ -20,11 +20,11 @@ from service.api.common import (
     require_json,
 )
 from service.api.models import (
-    Profile,
     ProfilePatch,
     PushSubscriptionJSON,
     SubscriptionCreate,
     SubscriptionCreated,
+    SubscriptionProfile,
 )
 from service.api.openapi import Op, document
 from service.endpoints import check_endpoint
@@ -91,7 +91,7 @@ def _check_endpoint(request: web.Request, sub: PushSubscriptionJSON) -> None:
 
 
 def _profile(row: asyncpg.Record) -> dict[str, Any]:
-    return Profile.model_validate(dict(row)).model_dump(mode="json")
+    return SubscriptionProfile.model_validate(dict(row)).model_dump(mode="json")
 
 
 @dataclass
@@ -181,7 +181,7 @@ async def create_subscription(request: web.Request) -> web.Response:
         "get",
         "/v1/subscriptions/{id}",
         "This device's profile (never its keys)",
-        response=Profile,
+        response=SubscriptionProfile,
         auth="device",
         tags=["subscriptions"],
     )
@@ -201,7 +201,7 @@ async def get_subscription(request: web.Request) -> web.Response:
         "/v1/subscriptions/{id}",
         "Change this device's profile",
         request=ProfilePatch,
-        response=Profile,
+        response=SubscriptionProfile,
         auth="device",
         tags=["subscriptions"],
     )
