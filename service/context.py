@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -47,7 +47,6 @@ class Context:
     keys: Keys
     # service.rules.RulesHolder once rules are loaded; Any keeps this module free of rules/.
     rules: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pool(self) -> Pool:

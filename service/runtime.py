@@ -123,7 +123,6 @@ async def run(
             host = f"[{settings.host}]" if ":" in settings.host else settings.host
             port = site_port(site)
             listening = f"http://{host}:{port}"
-            ctx.extras["listening"] = listening
         background = background_components(names)
         if embedded is not None:
             background[EMBEDDED_WATCH] = _watch_embedded(embedded)

@@ -5,7 +5,6 @@ Every field here is documented in docs/configuration.md; keep the two in step.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,6 +14,7 @@ from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.durations import parse_setting_duration
 from service.errors import ConfigError
 
 ENV_PREFIX = "MOMENTCAST_"
@@ -26,24 +26,6 @@ DEFAULT_PUSH_HOSTS = (
     "*.notify.windows.com",
 )
 
-_DURATION_RE = re.compile(r"^\s*(\d+)\s*(s|m|h|d)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: Any) -> timedelta:
-    """Parse ``30s``/``20m``/``2h``/``7d`` (or a number of seconds) into a timedelta."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=float(value))
-    if isinstance(value, str):
-        match = _DURATION_RE.match(value)
-        if match:
-            return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
-        if value.strip().isdigit():
-            return timedelta(seconds=int(value))
-    raise ValueError(f"expected a duration such as 30s, 20m, 2h or 7d, got {value!r}")
-
 
 def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
@@ -51,7 +33,7 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+SettingDuration = Annotated[timedelta, BeforeValidator(parse_setting_duration)]
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
 
@@ -70,26 +52,26 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     public_url: str | None = None
     rules_dir: Path = Path("rules")
-    rules_poll_interval: Duration = timedelta(seconds=2)
+    rules_poll_interval: SettingDuration = timedelta(seconds=2)
     vapid_private_key: str | None = None
     vapid_subject: str = "mailto:push-admin@momentcast.example.com"
     admin_token: str | None = Field(default=None, min_length=16)
     push_hosts: CsvList = Field(default_factory=lambda: list(DEFAULT_PUSH_HOSTS))
     cors_origins: CsvList = Field(default_factory=list)
-    signal_retention: Duration = timedelta(hours=24)
+    signal_retention: SettingDuration = timedelta(hours=24)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
-    body_read_timeout: Duration = timedelta(seconds=30)
+    body_read_timeout: SettingDuration = timedelta(seconds=30)
     db_pool_min: int = Field(default=1, ge=0)
     db_pool_max: int = Field(default=10, ge=1)
     workers: int = Field(default=1, ge=0, le=64)
     worker_batch_size: int = Field(default=500, ge=1, le=100_000)
-    worker_poll_interval: Duration = timedelta(seconds=1)
-    worker_lease: Duration = timedelta(seconds=60)
+    worker_poll_interval: SettingDuration = timedelta(seconds=1)
+    worker_lease: SettingDuration = timedelta(seconds=60)
     sender_concurrency: int = Field(default=64, ge=1, le=10_000)
     sender_max_attempts: int = Field(default=8, ge=1, le=100)
-    push_connect_timeout: Duration = timedelta(seconds=5)
-    push_read_timeout: Duration = timedelta(seconds=15)
-    shutdown_grace: Duration = timedelta(seconds=10)
+    push_connect_timeout: SettingDuration = timedelta(seconds=5)
+    push_read_timeout: SettingDuration = timedelta(seconds=15)
+    shutdown_grace: SettingDuration = timedelta(seconds=10)
     signal_rate_burst: int = Field(default=60, ge=1)
     signal_rate_per_second: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"

@@ -68,6 +68,33 @@ def test_bad_values_name_the_variable(
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("30s", timedelta(seconds=30)),
+        (" 20 m ", timedelta(minutes=20)),
+        ("2h", timedelta(hours=2)),
+        ("7d", timedelta(days=7)),
+        ("1w", timedelta(weeks=1)),
+        ("90", timedelta(seconds=90)),
+        ("0", timedelta(0)),
+        ("0s", timedelta(0)),
+    ],
+)
+def test_durations_take_units_or_plain_seconds(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: timedelta
+) -> None:
+    monkeypatch.setenv("MOMENTCAST_SIGNAL_RETENTION", value)
+    assert load_settings().signal_retention == expected
+
+
+@pytest.mark.parametrize("value", ["1.5", "-5", "5 minutes", "2x", "h", "²"])
+def test_durations_refuse_other_text(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("MOMENTCAST_SIGNAL_RETENTION", value)
+    with pytest.raises(ConfigError, match="MOMENTCAST_SIGNAL_RETENTION: expected a duration"):
+        load_settings()
+
+
 def test_cli_reports_one_line_without_traceback(tmp_path: Path) -> None:
     env = {
         "PATH": "/usr/bin:/bin",

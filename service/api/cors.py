@@ -30,9 +30,7 @@ async def cors_middleware(request: web.Request, handler: Handler) -> StreamRespo
     allowed = origin_allowed(origin, request.app[CONTEXT].settings.cors_origins)
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         if not allowed:
-            return error_response(
-                403, f"origin {origin} is not allowed (CORS_ORIGINS)", code="forbidden"
-            )
+            return error_response(403, f"origin {origin} is not allowed (CORS_ORIGINS)")
         # Bearer tokens, not cookies: credentials mode is never needed.
         return web.Response(
             status=204,

@@ -21,23 +21,16 @@ log = logging.getLogger("momentcast.api")
 
 Handler = Callable[[web.Request], Awaitable[StreamResponse]]
 
+# The error code of each status: errors.py's classes name the codes of the errors momentcast
+# raises; these are the statuses only aiohttp (or the body timeout below) answers with.
 _HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
     408: "request_timeout",
     409: "conflict",
     411: "length_required",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "invalid",
-    429: "rate_limited",
     500: "internal_error",
-    503: "unavailable",
-}
+} | {cls.status: cls.code for cls in ApiError.__subclasses__()}
 
 
 def error_response(
@@ -90,7 +83,7 @@ async def _read_body_in_time(request: web.Request) -> None:
         raise ApiError(
             f"request body not received within {seconds:g}s",
             status=408,
-            code="request_timeout",
+            code=_HTTP_CODES[408],
             headers={"Connection": "close"},
         ) from None
 

@@ -17,7 +17,7 @@ import uuid
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import (
@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from service.vapid import b64url_decode
+from service.vocabulary import Moment, SubscriptionStatus
 
 MAX_BATCH = 500
 MAX_TOPICS = 32
@@ -163,7 +164,7 @@ Locale = Annotated[str, Field(max_length=35), AfterValidator(_check_locale)]
 Topic = Annotated[str, Field(pattern=_KEY_RE.pattern)]
 Topics = Annotated[list[Topic], Field(max_length=MAX_TOPICS), AfterValidator(_check_topics)]
 Attributes = Annotated[dict[Key, FlatValue], Field(max_length=MAX_ATTRIBUTES)]
-Context = Annotated[dict[Key, FlatValue], Field(max_length=MAX_CONTEXT)]
+SignalContext = Annotated[dict[Key, FlatValue], Field(max_length=MAX_CONTEXT)]
 
 
 class PushKeys(Strict):
@@ -216,7 +217,7 @@ class SubscriptionCreated(Strict):
     token: str = Field(description="the device token; shown once, store it on the device")
 
 
-class Profile(Strict):
+class SubscriptionProfile(Strict):
     id: uuid.UUID
     timezone: str | None
     locale: str | None
@@ -224,7 +225,7 @@ class Profile(Strict):
     attributes: dict[str, bool | int | float | str]
     paused: bool
     consent_at: datetime | None
-    status: Literal["active", "gone"]
+    status: SubscriptionStatus
     created_at: datetime
     updated_at: datetime
 
@@ -240,7 +241,7 @@ def _check_signal_time(value: datetime | None) -> datetime | None:
     return value
 
 
-class Signal(Strict):
+class SignalBody(Strict):
     lat: Annotated[Finite, Field(ge=-90, le=90)]
     lon: Annotated[Finite, Field(ge=-180, le=180)]
     accuracy_m: Annotated[Finite, Field(ge=0, le=1e7)] | None = None
@@ -250,12 +251,12 @@ class Signal(Strict):
         Field(description="RFC 3339 with an offset; default: the time it arrives"),
     ] = None
     speed_mps: Annotated[Finite, Field(ge=0, le=1e4)] | None = None
-    moment: Literal["know", "go", "do", "buy"] | None = None
-    context: Context = Field(default_factory=dict)
+    moment: Moment | None = None
+    context: SignalContext = Field(default_factory=dict)
 
 
-class SignalBatch(Strict):
-    signals: Annotated[list[Signal], Field(min_length=1, max_length=MAX_BATCH)]
+class SignalBatchBody(Strict):
+    signals: Annotated[list[SignalBody], Field(min_length=1, max_length=MAX_BATCH)]
 
 
 class Accepted(Strict):
@@ -266,8 +267,8 @@ def _signal_shape(value: Any) -> str:
     return "batch" if isinstance(value, dict) and "signals" in value else "single"
 
 
-SignalBody = Annotated[
-    Annotated[Signal, Tag("single")] | Annotated[SignalBatch, Tag("batch")],
+OneOrManySignals = Annotated[
+    Annotated[SignalBody, Tag("single")] | Annotated[SignalBatchBody, Tag("batch")],
     Discriminator(_signal_shape),
 ]
-SIGNAL_BODY: TypeAdapter[Signal | SignalBatch] = TypeAdapter(SignalBody)
+SIGNAL_BODY: TypeAdapter[SignalBody | SignalBatchBody] = TypeAdapter(OneOrManySignals)

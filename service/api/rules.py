@@ -9,14 +9,13 @@ from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, Field
 
 from service.api.common import CONTEXT, json_response, read_model, require_admin
-from service.api.models import Attributes, Signal, Strict, Timezone, Topics
+from service.api.models import Attributes, SignalBody, Strict, Timezone, Topics
 from service.api.openapi import Op, document
 from service.context import Context
 from service.errors import ServiceUnavailable, Unprocessable
 from service.reloader import reload_rules
-from service.rules import Profile as EngineProfile
-from service.rules import RulesHolder, simulate
-from service.rules import Signal as EngineSignal
+from service.rules import Profile, RulesHolder, Signal, simulate
+from service.vocabulary import Trigger, VerdictReason
 
 routes = web.RouteTableDef()
 
@@ -25,7 +24,7 @@ class RuleInfo(BaseModel):
     id: str
     description: str
     priority: int
-    trigger: str
+    trigger: Trigger
     file: str
     places: int
 
@@ -38,7 +37,7 @@ class RulesStatus(BaseModel):
     warnings: list[str]
 
 
-class SimulatedSignal(Signal):
+class SimulatedSignal(SignalBody):
     # Simulations may ask about any moment (tomorrow's lunch), unlike live signals.
     at: AwareDatetime | None = None
 
@@ -70,7 +69,7 @@ class SimulatedDecision(BaseModel):
 class RuleVerdict(BaseModel):
     rule: str
     matched: bool
-    reason: str | None
+    reason: VerdictReason | None
 
 
 class SimulateResult(BaseModel):
@@ -173,7 +172,7 @@ async def post_simulate(request: web.Request) -> web.Response:
     now = datetime.now(UTC)
     s = body.signal
     subject = body.profile.id
-    signal = EngineSignal(
+    signal = Signal(
         subscription_id=subject,
         lat=s.lat,
         lon=s.lon,
@@ -184,7 +183,7 @@ async def post_simulate(request: web.Request) -> web.Response:
         context=s.context,
     )
     p = body.profile
-    profile = EngineProfile(
+    profile = Profile(
         id=subject,
         timezone=p.timezone,
         topics=frozenset(p.topics),

@@ -17,7 +17,7 @@ from service.api.common import (
     json_response,
     require_json,
 )
-from service.api.models import SIGNAL_BODY, Accepted, Signal, SignalBatch
+from service.api.models import SIGNAL_BODY, Accepted, SignalBatchBody, SignalBody
 from service.api.openapi import Op, document
 from service.errors import (
     Forbidden,
@@ -50,9 +50,9 @@ async def signal_ingest(app: web.Application) -> AsyncIterator[None]:
     await writer.stop()
 
 
-def _rows(body: Signal | SignalBatch) -> list[SignalRow]:
+def _rows(body: SignalBody | SignalBatchBody) -> list[SignalRow]:
     now = datetime.now(UTC)
-    signals = body.signals if isinstance(body, SignalBatch) else [body]
+    signals = body.signals if isinstance(body, SignalBatchBody) else [body]
     return [
         SignalRow(s.at or now, s.lat, s.lon, s.accuracy_m, s.speed_mps, s.moment, s.context)
         for s in signals
@@ -64,7 +64,7 @@ def _rows(body: Signal | SignalBatch) -> list[SignalRow]:
         "post",
         "/v1/signals",
         "Send one signal or a batch of up to 500",
-        request_models=(Signal, SignalBatch),
+        request_models=(SignalBody, SignalBatchBody),
         response=Accepted,
         status=202,
         auth="device",

@@ -19,11 +19,11 @@ from service.api.common import (
     require_json,
 )
 from service.api.models import (
-    Profile,
     ProfilePatch,
     PushSubscriptionJSON,
     SubscriptionCreate,
     SubscriptionCreated,
+    SubscriptionProfile,
 )
 from service.api.openapi import Op, document
 from service.endpoints import check_endpoint
@@ -37,8 +37,8 @@ from service.errors import (
 from service.store.subscriptions import (
     KEEP,
     ProfileChange,
+    ProfileRow,
     Registration,
-    SubscriptionProfile,
 )
 
 routes = web.RouteTableDef()
@@ -94,8 +94,8 @@ def _check_endpoint(request: web.Request, sub: PushSubscriptionJSON) -> None:
         ) from None
 
 
-def _profile(row: SubscriptionProfile) -> dict[str, Any]:
-    return Profile.model_validate(row, from_attributes=True).model_dump(mode="json")
+def _profile(row: ProfileRow) -> dict[str, Any]:
+    return SubscriptionProfile.model_validate(row, from_attributes=True).model_dump(mode="json")
 
 
 @dataclass
@@ -184,7 +184,7 @@ async def create_subscription(request: web.Request) -> web.Response:
         "get",
         "/v1/subscriptions/{id}",
         "This device's profile (never its keys)",
-        response=Profile,
+        response=SubscriptionProfile,
         auth="device",
         tags=["subscriptions"],
     )
@@ -204,7 +204,7 @@ async def get_subscription(request: web.Request) -> web.Response:
         "/v1/subscriptions/{id}",
         "Change this device's profile",
         request=ProfilePatch,
-        response=Profile,
+        response=SubscriptionProfile,
         auth="device",
         tags=["subscriptions"],
     )

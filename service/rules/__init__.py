@@ -7,13 +7,12 @@ from service.errors import RuleLoadError
 from .core import Evaluation, Match, evaluate
 from .engine import simulate
 from .holder import RulesHolder
-from .loader import MAX_PAYLOAD_BYTES, load_ruleset
+from .loader import load_ruleset
 from .models import json_schema
 from .ruleset import CompiledRule, Ruleset
 from .signals import Profile, Signal, SignalBatch
 
 __all__ = [
-    "MAX_PAYLOAD_BYTES",
     "CompiledRule",
     "Evaluation",
     "Match",

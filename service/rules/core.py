@@ -17,21 +17,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 import shapely
+
+from service.vocabulary import CONDITION_REASONS, NonMatchReason, PlaceReason
 
 from .localtime import utc_offsets, zone_name_at
 from .places import FloatArray, IntArray, Place, haversine_m, polygon_distances
 from .ruleset import CompiledRule, Ruleset
 from .signals import Profile, SignalBatch
 
-# Why a rule did not match a signal, in the order they are checked.
-OK, CAMPAIGN, DAY, DAYPART, TOPICS, ATTRIBUTES, MOMENT, SPEED = range(8)
-REASONS = ("", "campaign", "day", "daypart", "topics", "attributes", "moment", "speed")
-NO_PLACE = "no_place"
-ACCURACY = "accuracy"
+# The first failed condition of a pair: code c > 0 stands for CONDITION_REASONS[c - 1], and a
+# lower code is checked (and reported) first.
+OK, CAMPAIGN, DAY, DAYPART, TOPICS, ATTRIBUTES, MOMENT, SPEED = range(len(CONDITION_REASONS) + 1)
+NO_PLACE: Final[PlaceReason] = "no_place"
+ACCURACY: Final[PlaceReason] = "accuracy"
 _EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal()
 
 
@@ -68,15 +71,6 @@ class Evaluation:
     def pair_range(self, i: int) -> range:
         return range(int(self.start[i]), int(self.start[i + 1]))
 
-    def matches(self, i: int) -> list[Match]:
-        """Candidate (rule, place, distance) matches of signal i."""
-        out = []
-        ok = self.matched
-        for k in self.pair_range(i):
-            if ok[k]:
-                out.append(self.match_at(k))
-        return out
-
     def match_at(self, k: int) -> Match:
         rs = self.ruleset
         f = int(self.fence[k])
@@ -94,6 +88,7 @@ class Evaluation:
         """For every rule: None when it matched signal i, else why not."""
         out: dict[str, str | None] = {r.id: NO_PLACE for r in self.ruleset.rules}
         best: dict[str, int] = {}
+        why: NonMatchReason
         ok = self.matched
         for k in self.pair_range(i):
             rule = self.ruleset.rules[int(self.ruleset.fence_rule[int(self.fence[k])])]
@@ -104,7 +99,8 @@ class Evaluation:
             if not self.inside[k] or best.get(rule.id, 99) <= 0:
                 continue
             if self.code[k] != OK:
-                rank, why = int(self.code[k]), REASONS[int(self.code[k])]
+                rank = int(self.code[k])
+                why = CONDITION_REASONS[rank - 1]
             else:
                 rank, why = 0, ACCURACY
             if rank < best.get(rule.id, 99):

@@ -37,16 +37,6 @@ __all__ = [
     "simulate",
 ]
 
-SUPPRESSION_REASONS = (
-    "gone",
-    "paused",
-    "quiet_hours",
-    "global_cap",
-    "min_gap",
-    "rule_cap",
-    "place_cooldown",
-)
-
 
 @dataclass
 class Presence:

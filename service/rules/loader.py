@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from service.errors import PlaceError, RuleLoadError, SourceError, TemplateError
+from service.vocabulary import MAX_PAYLOAD_BYTES
 
 from .models import RULE_ID, PolicyModel, RuleModel
 from .places import Place, make_place
@@ -34,9 +35,6 @@ from .templates import (
 
 M = TypeVar("M", bound=BaseModel)
 
-# RFC 8291: a 4096-byte record minus the aes128gcm header and padding
-# delimiter leaves 3993 bytes of plaintext for the payload.
-MAX_PAYLOAD_BYTES = 3993
 # Worst-case `data` block the sender adds; documented in docs/rules.md.
 EVENTS_URL_BUDGET = 256
 _DATA_WORST = {
@@ -489,4 +487,4 @@ def _priority_ties(
                 )
 
 
-__all__ = ["MAX_PAYLOAD_BYTES", "RuleLoadError", "json_bytes", "load_ruleset"]
+__all__ = ["RuleLoadError", "json_bytes", "load_ruleset"]

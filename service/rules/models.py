@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
-from .units import (
-    DURATION_PATTERN,
-    LIMIT_PATTERN,
-    WINDOW_PATTERN,
-    Limit,
-    Window,
-    parse_duration,
-    parse_limit,
-    parse_window,
+from service.durations import DURATION_PATTERN, parse_duration
+from service.vocabulary import (
+    DEFAULT_URGENCY,
+    PUSH_TOPIC,
+    PUSH_TOPIC_PATTERN,
+    Day,
+    Moment,
+    Trigger,
+    Urgency,
 )
+
+from .units import LIMIT_PATTERN, WINDOW_PATTERN, Limit, Window, parse_limit, parse_window
 
 Duration = Annotated[
     timedelta,
@@ -38,13 +40,7 @@ WindowText = Annotated[
     BeforeValidator(parse_window),
     WithJsonSchema({"type": "string", "pattern": WINDOW_PATTERN, "examples": ["11:30-14:00"]}),
 ]
-Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-DAYS: tuple[Day, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-Moment = Literal["know", "go", "do", "buy"]
-MOMENTS: tuple[Moment, ...] = ("know", "go", "do", "buy")
 Scalar = str | int | float | bool
-# RFC 8030 section 5.4: at most 32 characters of the URL-safe base64 alphabet.
-_TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -109,9 +105,6 @@ class Who(_Strict):
     )
 
 
-Urgency = Literal["very-low", "low", "normal", "high"]
-
-
 class MessageOverride(_Strict):
     """A variant's changes to the rule's message; unset fields are inherited."""
 
@@ -131,12 +124,16 @@ class Message(_Strict):
     image: str | None = None
     tag: str | None = Field(None, description="Notifications with the same tag replace each other")
     ttl: Duration = Field(timedelta(hours=1), description="How long the push service keeps it")
-    urgency: Urgency = "normal"
-    topic: str | None = Field(None, description="RFC 8030 Topic: up to 32 of A-Z a-z 0-9 _ -")
+    urgency: Urgency = DEFAULT_URGENCY
+    topic: str | None = Field(
+        None,
+        description="RFC 8030 Topic: up to 32 of A-Z a-z 0-9 _ -",
+        json_schema_extra={"pattern": PUSH_TOPIC_PATTERN},
+    )
 
     @model_validator(mode="after")
     def _topic(self) -> Message:
-        if self.topic is not None and not _TOPIC.match(self.topic):
+        if self.topic is not None and not PUSH_TOPIC.match(self.topic):
             raise ValueError(f"topic {self.topic!r} must be 1-32 characters of A-Z a-z 0-9 _ -")
         if self.ttl > timedelta(days=28):
             raise ValueError("ttl longer than 28d is not kept by push services")
@@ -159,7 +156,7 @@ class RuleModel(_Strict):
     description: str = ""
     priority: int = Field(0, description="Higher wins when several rules match one signal")
     campaign: Campaign | None = None
-    trigger: Literal["enter", "dwell", "inside"] = "enter"
+    trigger: Trigger = "enter"
     dwell: Duration | None = Field(None, description="Needed by trigger: dwell, e.g. 3m")
     where: Where
     when: When | None = None

@@ -11,7 +11,9 @@ import numpy.typing as npt
 import shapely
 import tzfpy
 
-from .models import DAYS, MOMENTS, PolicyModel, RuleModel
+from service.vocabulary import DAYS, MOMENTS, Trigger
+
+from .models import PolicyModel, RuleModel
 from .places import FloatArray, IntArray, Place
 from .templates import Template
 from .units import Limit, Window
@@ -45,7 +47,7 @@ class CompiledRule:
         return self.model.description
 
     @property
-    def trigger(self) -> str:
+    def trigger(self) -> Trigger:
         return self.model.trigger
 
     @property
@@ -102,10 +104,6 @@ class Ruleset:
         self.rule_by_id = {r.id: r for r in self.rules}
         self._build_fences()
         self._build_tree()
-
-    @property
-    def digest(self) -> str:
-        return self.version
 
     def _build_fences(self) -> None:
         hyst = self.policy.hysteresis_m

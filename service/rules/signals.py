@@ -9,7 +9,8 @@ from datetime import datetime
 
 import numpy as np
 
-from .models import MOMENTS
+from service.vocabulary import MOMENTS
+
 from .places import FloatArray, IntArray
 
 AttrValue = str | int | float | bool

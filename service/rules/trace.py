@@ -13,8 +13,8 @@ import gpxpy
 import gpxpy.gpx
 
 from service.errors import TraceError
+from service.vocabulary import MOMENTS
 
-from .models import MOMENTS
 from .signals import Signal
 
 

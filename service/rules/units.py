@@ -1,5 +1,6 @@
-"""Parsers for the small textual units marketers write: durations, limits,
-time windows. Each raises ValueError with a message that says how to fix it."""
+"""Parsers for the small textual units marketers write: limits and time windows (durations
+are service.durations, shared with the settings). Each raises ValueError with a message that
+says how to fix it."""
 
 from __future__ import annotations
 
@@ -7,31 +8,14 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+from service.durations import parse_duration
+
 _PERIODS = {"hour": 3600, "day": 86400, "week": 7 * 86400}
 _LIMIT = re.compile(r"^\s*(\d+)\s*/\s*(\w+)\s*$")
 _CLOCK = re.compile(r"^(\d{1,2}):(\d{2})$")
 
-DURATION_PATTERN = r"^\s*\d+\s*[smhdw]\s*$"
 LIMIT_PATTERN = r"^\s*\d+\s*/\s*(hour|day|week|\d+\s*[smhdw])\s*$"
 WINDOW_PATTERN = r"^\s*\d{1,2}:\d{2}\s*-\s*\d{1,2}:\d{2}\s*$"
-
-
-def parse_duration(value: object) -> timedelta:
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool) or not isinstance(value, str):
-        raise ValueError(f"duration must be text such as 30s, 20m, 2h or 7d, not {value!r}")
-    m = _DURATION.match(value)
-    if not m:
-        raise ValueError(
-            f"bad duration {value!r}: use a number and a unit s, m, h, d or w (30s, 20m, 2h, 7d)"
-        )
-    seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"duration {value!r} must be longer than zero")
-    return timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)

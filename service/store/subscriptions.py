@@ -73,7 +73,7 @@ class DeviceToken:
 
 
 @dataclass(frozen=True, slots=True)
-class SubscriptionProfile:
+class ProfileRow:
     """What a subscription holds besides its keys and token."""
 
     id: uuid.UUID
@@ -115,15 +115,13 @@ class SubscriptionQueries(StoreBase):
         row = await self._fetchrow("subscription_auth", token_hash)
         return None if row is None else DeviceToken.from_row(row)
 
-    async def subscription_profile(
-        self, *, subscription_id: uuid.UUID
-    ) -> SubscriptionProfile | None:
+    async def subscription_profile(self, *, subscription_id: uuid.UUID) -> ProfileRow | None:
         row = await self._fetchrow("subscription_profile", subscription_id)
-        return None if row is None else SubscriptionProfile.from_row(row)
+        return None if row is None else ProfileRow.from_row(row)
 
     async def change_profile(
         self, *, subscription_id: uuid.UUID, change: ProfileChange
-    ) -> SubscriptionProfile | None:
+    ) -> ProfileRow | None:
         """Apply ``change``; None when there is no such subscription."""
         c = change
         args: list[object] = [subscription_id]
@@ -131,7 +129,7 @@ class SubscriptionQueries(StoreBase):
         for value in (c.timezone, c.locale, c.topics, c.attributes, c.paused, c.location_consent):
             args += (value is not KEEP, None if value is KEEP else value)
         row = await self._fetchrow("subscription_patch", *args)
-        return None if row is None else SubscriptionProfile.from_row(row)
+        return None if row is None else ProfileRow.from_row(row)
 
     async def erase_subscription(self, *, subscription_id: uuid.UUID) -> bool:
         """Erase the subscription, its signals, presence and the personal fields of its

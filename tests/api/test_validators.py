@@ -19,8 +19,8 @@ from pydantic import ValidationError
 from service.api.models import (
     SIGNAL_BODY,
     PushKeys,
-    Signal,
-    SignalBatch,
+    SignalBatchBody,
+    SignalBody,
     SubscriptionCreate,
     b64url_bytes,
 )
@@ -68,7 +68,7 @@ def test_valid_signals_validate_and_round_trip(
         "context": context,
     }
     signal = SIGNAL_BODY.validate_json(json.dumps(body))
-    assert isinstance(signal, Signal)
+    assert isinstance(signal, SignalBody)
     assert (signal.lat, signal.lon, signal.accuracy_m, signal.moment) == (
         lat,
         lon,
@@ -81,14 +81,14 @@ def test_valid_signals_validate_and_round_trip(
 @given(lat=st.floats().filter(lambda v: math.isnan(v) or not -90 <= v <= 90), lon=finite_lon)
 def test_latitude_outside_range_or_not_finite_is_refused(lat: float, lon: float) -> None:
     with pytest.raises(ValidationError) as info:
-        Signal.model_validate({"lat": lat, "lon": lon})
+        SignalBody.model_validate({"lat": lat, "lon": lon})
     assert _fields(info.value) == {"lat"}
 
 
 @given(lon=st.floats().filter(lambda v: math.isnan(v) or not -180 <= v <= 180), lat=finite_lat)
 def test_longitude_outside_range_or_not_finite_is_refused(lat: float, lon: float) -> None:
     with pytest.raises(ValidationError) as info:
-        Signal.model_validate({"lat": lat, "lon": lon})
+        SignalBody.model_validate({"lat": lat, "lon": lon})
     assert _fields(info.value) == {"lon"}
 
 
@@ -106,7 +106,9 @@ def test_batch_reports_every_bad_index(bad: set[int], size: int) -> None:
     bad = {i for i in bad if i < size}
     signals = [{"lat": 95 if i in bad else 45, "lon": 0} for i in range(size)]
     if not bad:
-        assert isinstance(SIGNAL_BODY.validate_json(json.dumps({"signals": signals})), SignalBatch)
+        assert isinstance(
+            SIGNAL_BODY.validate_json(json.dumps({"signals": signals})), SignalBatchBody
+        )
         return
     with pytest.raises(ValidationError) as info:
         SIGNAL_BODY.validate_json(json.dumps({"signals": signals}))
@@ -123,7 +125,7 @@ def test_batch_reports_every_bad_index(bad: set[int], size: int) -> None:
 )
 def test_context_values_must_be_flat_and_bounded(value: Any) -> None:
     with pytest.raises(ValidationError) as info:
-        Signal.model_validate({"lat": 0, "lon": 0, "context": {"k": value}})
+        SignalBody.model_validate({"lat": 0, "lon": 0, "context": {"k": value}})
     assert _fields(info.value) == {"context.k"}
 
 

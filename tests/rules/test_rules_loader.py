@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,29 @@ def test_bad_duration(tmp_path: Path) -> None:
     errs = errors_of(tmp_path, {"r.yaml": rule})
     assert len(errs) == 1
     assert errs[0].startswith(f"{tmp_path}/rules/r.yaml:8: message.ttl: bad duration '20 minutes'")
+
+
+@pytest.mark.parametrize(
+    ("ttl", "message"),
+    [
+        ("30", "duration must be text such as 30s, 20m, 2h or 7d, not 30"),
+        ("'30'", "bad duration '30': use a number and a unit s, m, h, d or w"),
+        ("0s", "duration '0s' must be longer than zero"),
+        ("1.5h", "bad duration '1.5h'"),
+    ],
+)
+def test_rule_durations_need_a_unit_and_more_than_zero(
+    tmp_path: Path, ttl: str, message: str
+) -> None:
+    errs = errors_of(tmp_path, {"r.yaml": GOOD + f"  ttl: {ttl}\n"})
+    assert len(errs) == 1
+    assert errs[0].startswith(f"{tmp_path}/rules/r.yaml:8: message.ttl: {message}")
+
+
+def test_rule_durations_take_every_unit(tmp_path: Path) -> None:
+    root = write_dir(tmp_path / "rules", {"r.yaml": GOOD + "  ttl: 2w\n"})
+    rule = load_ruleset(root).rules[0].model.message
+    assert rule.ttl == timedelta(weeks=2)
 
 
 def test_bad_limit(tmp_path: Path) -> None:

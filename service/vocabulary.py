@@ -1,0 +1,76 @@
+"""The words momentcast's parts share, written once.
+
+The API's models, the rule-file models and their JSON Schemas, the engine, the push layer and
+the statistics take them from here; the CHECK constraints of the migrations list the same
+values (tests/test_vocabulary.py compares them with the migrated schema). Each list is a
+``Literal`` type, for the type checker and pydantic, and a tuple of the same values in the
+order that code relies on. Pure data: importing this module loads nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal, get_args
+
+# A signal's declared intent; the order is the engine's bit order for moment conditions.
+Moment = Literal["know", "go", "do", "buy"]
+MOMENTS: Final[tuple[Moment, ...]] = get_args(Moment)
+
+# Local weekdays of a rule's `when.days`, in the order of datetime.weekday().
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: Final[tuple[Day, ...]] = get_args(Day)
+
+# When a matching rule fires: on entering a place, once after dwelling there, on every signal.
+Trigger = Literal["enter", "dwell", "inside"]
+TRIGGERS: Final[tuple[Trigger, ...]] = get_args(Trigger)
+
+# RFC 8030 section 5.3 Urgency header values.
+Urgency = Literal["very-low", "low", "normal", "high"]
+URGENCIES: Final[tuple[Urgency, ...]] = get_args(Urgency)
+DEFAULT_URGENCY: Final[Urgency] = "normal"
+
+# RFC 8030 section 5.4: a Topic is at most 32 characters of the URL-safe base64 alphabet.
+PUSH_TOPIC_PATTERN: Final = r"^[A-Za-z0-9_-]{1,32}$"
+PUSH_TOPIC: Final = re.compile(PUSH_TOPIC_PATTERN)
+
+# RFC 8291: a push message body is one 4096-byte aes128gcm record. Its header takes 86 bytes
+# (salt 16, record size 4, key id length 1, a 65-byte key id) and the record a padding
+# delimiter and a 16-byte tag, which leaves 4096 - 86 - 17 = 3993 bytes of plaintext.
+PUSH_RECORD_BYTES: Final = 4096
+MAX_PAYLOAD_BYTES: Final = PUSH_RECORD_BYTES - 86 - 17
+
+# Engagement a service worker or page reports for a delivery.
+EventType = Literal["shown", "clicked", "dismissed", "converted"]
+EVENT_TYPES: Final[tuple[EventType, ...]] = get_args(EventType)
+
+# A delivery in the outbox: 'pending' until the sender settles it.
+DeliveryStatus = Literal["pending", "sent", "failed", "gone", "expired", "cancelled"]
+DELIVERY_STATUSES: Final[tuple[DeliveryStatus, ...]] = get_args(DeliveryStatus)
+
+# A subscription is 'gone' once its push service answered 404 or 410.
+SubscriptionStatus = Literal["active", "gone"]
+SUBSCRIPTION_STATUSES: Final[tuple[SubscriptionStatus, ...]] = get_args(SubscriptionStatus)
+
+# Why a rule did not match a signal. The conditions are checked in this order and the first
+# that fails is reported; the place reasons come from the distance and the fix's accuracy.
+ConditionReason = Literal["campaign", "day", "daypart", "topics", "attributes", "moment", "speed"]
+CONDITION_REASONS: Final[tuple[ConditionReason, ...]] = get_args(ConditionReason)
+PlaceReason = Literal["no_place", "accuracy"]
+NonMatchReason = Literal[PlaceReason, ConditionReason]
+NON_MATCH_REASONS: Final[tuple[NonMatchReason, ...]] = get_args(NonMatchReason)
+
+# Why a fired match was not sent, in the order the engine checks them.
+SuppressionReason = Literal[
+    "gone", "paused", "quiet_hours", "global_cap", "min_gap", "rule_cap", "place_cooldown"
+]
+SUPPRESSION_REASONS: Final[tuple[SuppressionReason, ...]] = get_args(SuppressionReason)
+
+# What the simulator says about a rule that matched but did not send: a suppression reason, or
+# one of these (the signal was stale, a dwell or enter did not fire, another rule won).
+UnsentReason = Literal[SuppressionReason, "stale", "dwell_pending", "not_triggered", "outranked"]
+VerdictReason = Literal[NonMatchReason, UnsentReason]
+
+# Names of the per (rule, variant) counters the worker bumps and the statistics read: matches,
+# and suppressions as the prefix followed by the reason.
+MATCHED_COUNTER: Final = "matched"
+SUPPRESSED_COUNTER_PREFIX: Final = "suppressed:"
