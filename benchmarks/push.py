@@ -3,7 +3,7 @@
 A receiver in a separate process answers every POST with 201 on loopback at once, so the
 numbers are the sender's own cost. Three ways to push the same N messages:
 
-  (a) the sender: claim from PostgreSQL, encrypt, POST, record outcomes (service.sender);
+  (a) the sender: claim from PostgreSQL, encrypt, POST, record outcomes (service.push);
   (b) the floor: the same N messages encrypted and POSTed by a minimal loop with one shared
       aiohttp session and a cached VAPID header, no database at all;
   (c) the naive way: pywebpush.webpush() per message (new VAPID signature and a blocking
@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from service import tokens  # noqa: E402
 from service.context import Context, Keys  # noqa: E402
 from service.endpoints import origin  # noqa: E402
-from service.sender import Sender  # noqa: E402
+from service.push import Sender  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.store import Store, migrations  # noqa: E402
 from service.store.db import EmbeddedPostgres, create_pool  # noqa: E402

@@ -7,19 +7,23 @@ reach plain http, IP literals or private addresses is an explicit ``http://HOST[
 entry in ``PUSH_HOSTS`` (that is how tests and demos point at a local push receiver).
 
 Registration calls :func:`check_endpoint` without resolving names (it must stay fast and must
-not let clients make us query DNS at will); the sender calls it again for every send and its
-resolver checks the resolved addresses with :func:`is_public_address`.
+not let clients make us query DNS at will); the sender calls it again for every send, and its
+connections resolve through :class:`GuardedResolver`, which drops non-public addresses.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-from service.errors import EndpointRefused
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from service.errors import AddressRefused, EndpointRefused
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -248,3 +252,30 @@ def host_is_explicit(host: str, port: int, push_hosts: list[str]) -> bool:
         entry.explicit and entry.matches(name, port, literal=":" in name or name[-1:].isdigit())
         for entry in _compile(tuple(push_hosts))
     )
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves like aiohttp's default but drops non-public addresses.
+
+    The check runs at connect time, after DNS, so an endpoint accepted at registration
+    cannot later be pointed at an internal address by changing its DNS records. Hosts named
+    by an ``http://`` entry of PUSH_HOSTS are exempt: the operator asked for them.
+    """
+
+    def __init__(self, push_hosts: list[str], inner: AbstractResolver | None = None) -> None:
+        self._push_hosts = list(push_hosts)
+        self._inner = inner or DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if host_is_explicit(host, port, self._push_hosts):
+            return results
+        public = [r for r in results if is_public_address(r["host"])]
+        if not public:
+            raise AddressRefused(f"{host} resolves only to non-public addresses")
+        return public
+
+    async def close(self) -> None:
+        await self._inner.close()

@@ -37,11 +37,11 @@ EMBEDDED_WATCH_INTERVAL_S = 1.0
 
 def background_components(names: Iterable[str]) -> dict[str, Component]:
     """The coroutine of each requested non-HTTP component."""
-    from service import maintenance, reloader, sender, worker
+    from service import maintenance, push, reloader, worker
 
     available: dict[str, Component] = {
         WORKER: worker.run,
-        SENDER: sender.run,
+        SENDER: push.run,
         MAINTENANCE: maintenance.run,
         RULES_WATCH: reloader.watch,
     }

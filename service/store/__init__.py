@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from service.store.base import DATABASE_ERRORS, StoreBase
 from service.store.db import create_pool
+from service.store.deliveries import DeliveryQueries
 from service.store.engagement import EngagementQueries
 from service.store.signals import SignalQueries
 from service.store.subscriptions import SubscriptionQueries
@@ -17,6 +18,7 @@ class Store(
     SignalQueries,
     SubscriptionQueries,
     EngagementQueries,
+    DeliveryQueries,
     StoreBase,
 ):
     """Every query of momentcast."""

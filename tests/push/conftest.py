@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from service.context import Context
-from service.sender import Sender
+from service.push import Sender
 from service.settings import Settings
 from tests.conftest import make_settings
 from tests.pushservice import SAMPLE_PAYLOAD as PAYLOAD

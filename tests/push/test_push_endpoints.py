@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.endpoints import check_endpoint, is_public_address, origin
+from service.endpoints import GuardedResolver, check_endpoint, is_public_address, origin
 from service.errors import AddressRefused, EndpointRefused
-from service.sender import GuardedResolver
 from service.settings import DEFAULT_PUSH_HOSTS
 
 PUBLIC = list(DEFAULT_PUSH_HOSTS)

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from service import sender as sender_module
+from service import push as sender_module
 from service import tokens
 from service.context import Context
 from service.metrics import REGISTRY
-from service.sender import Sender
+from service.push import Sender
 from service.store import Store
 from tests.push.conftest import PAYLOAD, delivery, insert_delivery, insert_subscription, make_due
 from tests.pushservice import Fault, PushService
@@ -154,7 +154,7 @@ async def test_vapid_rejection_fails_loudly_and_keeps_the_subscriber(
         sub_id = await insert_subscription(ctx.pool, sub)
         ids = [await insert_delivery(ctx.pool, sub_id) for _ in range(3)]
         before = metric("momentcast_push_auth_rejected_total", origin=strict.origin)
-        with caplog.at_level("ERROR", logger="service.sender"):
+        with caplog.at_level("ERROR", logger="service.push.sender"):
             await sender.run_once()
         rows = [await delivery(ctx.pool, i) for i in ids]
         assert {(r["status"], r["last_status"]) for r in rows} == {("failed", 403)}

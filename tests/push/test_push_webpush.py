@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from service.errors import PushPayloadTooLarge
-from service.sender import MAX_RETRY_AFTER, parse_retry_after
+from service.push.retry import MAX_RETRY_AFTER, parse_retry_after
 from service.vapid import b64url_decode, public_key_b64url
 from service.webpush import (
     MAX_PLAINTEXT,

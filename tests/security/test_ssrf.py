@@ -21,7 +21,7 @@ import pytest
 
 from service.api import create_app
 from service.context import Context, Keys
-from service.sender import Sender
+from service.push import Sender
 from service.store import Store
 from tests.api.conftest import push_subscription
 from tests.conftest import LiveApi, make_settings, start_app

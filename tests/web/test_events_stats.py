@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service import tokens
+from service.push import Sender
 from service.rules.engine import choose_variant
-from service.sender import Sender
 from service.worker import Worker
 from tests.conftest import LiveApi
 from tests.pushservice import BrowserSubscription, Fault, PushService

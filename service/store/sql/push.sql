@@ -1,4 +1,4 @@
--- Named queries of the push sender (service/sender.py).
+-- Named queries of the push sender (service/store/deliveries.py runs them).
 
 -- name: push_claim
 -- Due pending deliveries, oldest first, leased to this sender until $2 seconds from now.
@@ -53,8 +53,3 @@ UPDATE deliveries
 SET status = 'cancelled', last_error = 'subscription gone', finished_at = now(),
     claimed_until = NULL
 WHERE subscription_id = ANY($1::uuid[]) AND status = 'pending'
-
--- name: push_release
--- Give claimed rows back at shutdown so another sender takes them at once.
-UPDATE deliveries SET claimed_until = NULL
-WHERE id = ANY($1::bigint[]) AND status = 'pending'

@@ -1,0 +1,15 @@
+"""The outbox's consumer: sends due deliveries to the browsers' push services.
+
+- :mod:`service.push.sender`: the send loop (lanes, leases, recording outcomes);
+- :mod:`service.push.retry`: what a push service's answer means and how long to wait (pure);
+- :mod:`service.push.metrics`: the push metrics.
+
+The endpoint guard (the SSRF policy and the resolver) is :mod:`service.endpoints`, shared with
+registration; the crypto (RFC 8291 and RFC 8292) is :mod:`service.webpush`.
+"""
+
+from __future__ import annotations
+
+from service.push.sender import Sender, run
+
+__all__ = ["Sender", "run"]

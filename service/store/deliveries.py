@@ -1,0 +1,98 @@
+"""Queries of the outbox's consumer: claiming due deliveries and recording what became of them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Self
+
+import asyncpg
+
+from service.store.base import StoreBase
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """A due delivery leased to one sender, with what it needs of its subscription."""
+
+    id: int
+    subscription_id: uuid.UUID | None
+    rule_id: str
+    variant: str
+    payload: dict[str, Any] | None  # None once erased
+    ttl_s: int
+    urgency: str
+    topic: str | None
+    expires_at: datetime
+    attempts: int
+    # None when the subscription was deleted (the row keeps no personal data then).
+    endpoint: str | None
+    p256dh: str | None
+    auth: str | None
+    subscription_active: bool
+    paused: bool
+    # The database's clock at claim time: ttl arithmetic must not depend on this host's clock.
+    db_now: datetime
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(
+            id=row["id"],
+            subscription_id=row["subscription_id"],
+            rule_id=row["rule_id"],
+            variant=row["variant"],
+            payload=row["payload"],
+            ttl_s=row["ttl_s"],
+            urgency=row["urgency"],
+            topic=row["topic"],
+            expires_at=row["expires_at"],
+            attempts=row["attempts"],
+            endpoint=row["endpoint"],
+            p256dh=row["p256dh"],
+            auth=row["auth"],
+            subscription_active=row["subscription_status"] == "active",
+            paused=bool(row["paused"]),
+            db_now=row["db_now"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOutcome:
+    """What became of one claimed delivery; ``status`` 'pending' means retry or release."""
+
+    id: int
+    status: str
+    attempted: int = 0
+    http_status: int | None = None
+    error: str | None = None
+    delay: float | None = None  # seconds from now until the next try, for 'pending'
+    gone_subscription: uuid.UUID | None = None
+
+
+class DeliveryQueries(StoreBase):
+    async def claim_deliveries(self, *, limit: int, lease_s: float) -> list[ClaimedDelivery]:
+        """Lease up to ``limit`` due deliveries to this sender for ``lease_s`` seconds."""
+        rows = await self._fetch("push_claim", limit, lease_s)
+        return [ClaimedDelivery.from_row(row) for row in rows]
+
+    async def record_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> None:
+        """Record a batch of outcomes in one transaction; a 404/410 retires its subscription
+        and cancels what else was pending for it."""
+        if not outcomes:
+            return
+        gone = sorted({o.gone_subscription for o in outcomes if o.gone_subscription is not None})
+        async with self.transaction() as tx:
+            await tx._execute(
+                "push_record",
+                [o.id for o in outcomes],
+                [o.status for o in outcomes],
+                [o.attempted for o in outcomes],
+                [o.http_status for o in outcomes],
+                [o.error for o in outcomes],
+                [o.delay for o in outcomes],
+            )
+            if gone:
+                await tx._execute("push_mark_gone", gone)
+                await tx._execute("push_cancel_for_gone", gone)
