@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 from service.context import Context
 from service.metrics import RULES_LOAD_ERRORS, RULES_LOADED
-from service.rules import RulesHolder
+
+if TYPE_CHECKING:
+    from service.rules import RulesHolder
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,10 @@ def reload_rules(holder: RulesHolder) -> list[str]:
 
 
 def load(ctx: Context) -> RulesHolder:
+    # The rules (and with them shapely, numpy and the time-zone finder) are imported by the
+    # processes that load them, not by every importer of this module (ingest, the API).
+    from service.rules import RulesHolder
+
     holder = RulesHolder(ctx.settings.rules_dir, load_now=False)
     reload_rules(holder)
     ctx.rules = holder
@@ -42,8 +49,8 @@ def load(ctx: Context) -> RulesHolder:
 
 async def watch(ctx: Context, stop: asyncio.Event) -> None:
     """Reload when files under RULES_DIR change, and on SIGHUP."""
-    holder = ctx.rules
-    if not isinstance(holder, RulesHolder):
+    holder: RulesHolder | None = ctx.rules
+    if holder is None:
         return
     hup = asyncio.Event()
     loop = asyncio.get_running_loop()

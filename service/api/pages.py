@@ -3,22 +3,16 @@ the dashboard, and the JSON the dashboard draws (GET /v1/dashboard)."""
 
 from __future__ import annotations
 
-import math
 from functools import cache
 from importlib import resources
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-import shapely
-import shapely.geometry
 from aiohttp import web
 from pydantic import BaseModel, Field
 
 from service.api.common import CONTEXT, json_response, require_admin
 from service.api.openapi import Op, document
 from service.errors import NotFound
-from service.rules.places import M_PER_DEG
 from service.stats import Stats, stats
 
 routes = web.RouteTableDef()
@@ -160,41 +154,6 @@ class Dashboard(BaseModel):
     stats: Stats
 
 
-def _lonlat(place: Any) -> dict[str, Any]:
-    """The polygon of a place back in lon/lat: the inverse of the loader's local projection."""
-    k = M_PER_DEG * math.cos(math.radians(place.lat0))
-
-    def unproject(xy: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        out = np.empty_like(xy)
-        out[:, 0] = xy[:, 0] / k + place.lon0
-        out[:, 1] = xy[:, 1] / M_PER_DEG + place.lat0
-        return out
-
-    geometry: dict[str, Any] = shapely.geometry.mapping(shapely.transform(place.shape, unproject))
-    return geometry
-
-
-def place_feature(place: Any, radius_m: float | None) -> dict[str, Any]:
-    """A place as GeoJSON; points carry the radius the rule reaches them with."""
-    properties = {**place.properties, "id": place.id, "name": place.name}
-    if place.kind == "point" or place.shape is None:
-        geometry: dict[str, Any] = {"type": "Point", "coordinates": [place.lon, place.lat]}
-        if radius_m is not None:
-            properties["radius_m"] = radius_m
-    else:
-        geometry = _lonlat(place)
-    return {"type": "Feature", "properties": properties, "geometry": geometry}
-
-
-def rule_places(ruleset: Any, rule: Any) -> dict[str, Any]:
-    default_radius = rule.model.where.radius_m if rule.model.where else None
-    features = []
-    for i in rule.place_idx:
-        place = ruleset.places[i]
-        features.append(place_feature(place, place.radius_m or default_radius))
-    return {"type": "FeatureCollection", "features": features}
-
-
 @document(
     Op(
         "get",
@@ -225,7 +184,7 @@ async def dashboard_data(request: web.Request) -> web.Response:
                     "description": rule.description,
                     "trigger": rule.trigger,
                     "priority": rule.priority,
-                    "places": rule_places(ruleset, rule),
+                    "places": ruleset.places_geojson(rule),
                     "decisions_by_hour": [
                         {"hour": h, "decisions": counts.get(h, 0)} for h in range(24)
                     ],

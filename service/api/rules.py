@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, Field
@@ -14,8 +14,10 @@ from service.api.openapi import Op, document
 from service.context import Context
 from service.errors import ServiceUnavailable, Unprocessable
 from service.reloader import reload_rules
-from service.rules import Profile, RulesHolder, Signal, simulate
 from service.vocabulary import Trigger, VerdictReason
+
+if TYPE_CHECKING:
+    from service.rules import RulesHolder
 
 routes = web.RouteTableDef()
 
@@ -81,8 +83,7 @@ def _holder(ctx: Context) -> RulesHolder:
     holder = ctx.rules
     if holder is None:
         raise ServiceUnavailable("rules are not loaded")
-    assert isinstance(holder, RulesHolder)
-    return holder
+    return cast("RulesHolder", holder)
 
 
 def status(holder: RulesHolder) -> dict[str, Any]:
@@ -163,6 +164,10 @@ async def post_reload(request: web.Request) -> web.Response:
 )
 @routes.post("/v1/simulate")
 async def post_simulate(request: web.Request) -> web.Response:
+    # The engine is imported with the first simulation, not with the API: importing the API
+    # (and ingest) must not load shapely, numpy and the time-zone finder.
+    from service.rules import Profile, Signal, simulate
+
     require_admin(request)
     body = await read_model(request, SimulateRequest)
     holder = _holder(request.app[CONTEXT])

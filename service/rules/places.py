@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import shapely
+import shapely.geometry
 from shapely.geometry.base import BaseGeometry
 
 from service.errors import PlaceError
@@ -81,6 +82,26 @@ class Place:
     @property
     def name(self) -> str:
         return str(self.properties.get("name", self.id))
+
+    def feature(self, radius_m: float | None) -> dict[str, Any]:
+        """The place as a GeoJSON feature in lon/lat (the dashboard's map); a point carries
+        the radius it is reached with."""
+        properties = {**self.properties, "id": self.id, "name": self.name}
+        if self.kind == "point" or self.shape is None:
+            geometry: dict[str, Any] = {"type": "Point", "coordinates": [self.lon, self.lat]}
+            if radius_m is not None:
+                properties["radius_m"] = radius_m
+        else:
+            geometry = shapely.geometry.mapping(shapely.transform(self.shape, self._unproject))
+        return {"type": "Feature", "properties": properties, "geometry": geometry}
+
+    def _unproject(self, xy: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The inverse of the loader's local projection: metres back to lon/lat."""
+        k = M_PER_DEG * np.cos(np.radians(self.lat0))
+        out = np.empty_like(xy)
+        out[:, 0] = xy[:, 0] / k + self.lon0
+        out[:, 1] = xy[:, 1] / M_PER_DEG + self.lat0
+        return out
 
     def reach_box(self, reach_m: float) -> list[tuple[float, float, float, float]]:
         """Lon/lat boxes that hold every point within `reach_m` of the place;

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -104,6 +105,16 @@ class Ruleset:
         self.rule_by_id = {r.id: r for r in self.rules}
         self._build_fences()
         self._build_tree()
+
+    def places_geojson(self, rule: CompiledRule) -> dict[str, Any]:
+        """A rule's places as a GeoJSON FeatureCollection in lon/lat, each point with the
+        radius the rule reaches it with."""
+        default_radius = rule.model.where.radius_m if rule.model.where else None
+        features = [
+            self.places[i].feature(self.places[i].radius_m or default_radius)
+            for i in rule.place_idx
+        ]
+        return {"type": "FeatureCollection", "features": features}
 
     def _build_fences(self) -> None:
         hyst = self.policy.hysteresis_m

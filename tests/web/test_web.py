@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from service.api.pages import rule_places
 from service.rules import RulesHolder
 from service.worker import Worker
 from tests.conftest import REPO, LiveApi
@@ -104,7 +103,7 @@ def test_polygon_places_round_trip_to_their_geojson() -> None:
         f["properties"]["id"]: f["properties"].get("radius_m") for f in landmarks["features"]
     }
     [rule] = [r for r in ruleset.rules if r.id == "know-landmark"]
-    features = rule_places(ruleset, rule)["features"]
+    features = ruleset.places_geojson(rule)["features"]
     assert len(features) == len(original)
     for f in features:
         want = original[f["properties"]["id"]]
