@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,7 +68,7 @@ async def test_broken_reload_keeps_old_set_and_reports_file_line(rules_api) -> N
     assert status["status"] == "errors"
     assert "lunch-nearby" in {r["id"] for r in status["rules"]}
     # The old set still decides.
-    sim = {
+    sim: dict[str, Any] = {
         "signal": {"lat": 52.52035, "lon": 13.4071, "at": "2026-11-24T12:30:00+01:00"},
         "profile": {"topics": ["food"]},
     }
@@ -80,7 +81,7 @@ async def test_broken_reload_keeps_old_set_and_reports_file_line(rules_api) -> N
 async def test_simulate_explains_each_rule(rules_api) -> None:  # type: ignore[no-untyped-def]
     api, _ = rules_api
     # Trattoria Spreeblick at 12:30 Berlin time on a Tuesday, for a subscriber into food.
-    sim = {
+    sim: dict[str, Any] = {
         "signal": {
             "lat": 52.52035,
             "lon": 13.4071,

@@ -14,7 +14,8 @@ from service.context import Context
 from service.metrics import REGISTRY
 from service.push import Sender
 from service.store import Store
-from tests.push.conftest import PAYLOAD, delivery, insert_delivery, insert_subscription, make_due
+from tests.push.conftest import delivery, insert_delivery, insert_subscription, make_due
+from tests.pushservice import SAMPLE_PAYLOAD as PAYLOAD
 from tests.pushservice import Fault, PushService
 
 

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from rulekit import POLICY, write_dir
 
 from service.rules import Ruleset, load_ruleset
+from tests.rules.rulekit import POLICY, write_dir
 
 
 @pytest.fixture

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-
-from rulekit import POLICY, north_of, point
 
 from service.rules import Profile, Ruleset, Signal
 from service.rules.engine import Outcome, SubscriberState, choose_variant, decide
+from tests.rules.rulekit import POLICY, north_of, point
 
 LAT, LON = 52.52, 13.405  # place "spot", radius 100 m, hysteresis 30 m
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # Monday 11:00 in Berlin
@@ -33,7 +32,7 @@ def rule(
 
 def walk(
     rs: Ruleset,
-    steps: list[tuple[float, float | None]],
+    steps: Sequence[tuple[float, float | None]],
     profile: Profile | None = None,
     start: datetime = T0,
     gap: timedelta = timedelta(minutes=1),

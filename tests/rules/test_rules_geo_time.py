@@ -11,10 +11,10 @@ import numpy as np
 import shapely
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from rulekit import BERLIN, NEW_YORK, TOKYO, north_of
 
 from service.rules import Profile, Ruleset, Signal, simulate
 from service.rules.places import EARTH_RADIUS_M, haversine_m, make_place, polygon_distances
+from tests.rules.rulekit import BERLIN, NEW_YORK, TOKYO, north_of
 
 R = EARTH_RADIUS_M
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from rulekit import DEFAULT_PLACES, POLICY, point, write_dir
 
 from service.rules import RuleLoadError, load_ruleset
+from tests.rules.rulekit import DEFAULT_PLACES, POLICY, point, write_dir
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -138,7 +138,7 @@ def test_place_property_missing_on_some_places(tmp_path: Path) -> None:
 
 
 def test_self_intersecting_polygon_names_feature(tmp_path: Path) -> None:
-    bowtie = {
+    bowtie: dict[str, object] = {
         "type": "Feature",
         "properties": {"id": "bow"},
         "geometry": {

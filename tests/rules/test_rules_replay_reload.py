@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from rulekit import POLICY, write_dir
 
 from service.rules import RulesHolder
 from service.rules.cli import main, replay
+from tests.rules.rulekit import POLICY, write_dir
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data"

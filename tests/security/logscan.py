@@ -81,14 +81,14 @@ def log_privacy() -> Iterator[Watch]:
         watch.remember(token)
         return token
 
-    tokens.new_token = new_token_w  # type: ignore[assignment]
-    tokens.hash_token = hash_token_w  # type: ignore[assignment]
-    tokens.event_token = event_token_w  # type: ignore[assignment]
+    tokens.new_token = new_token_w
+    tokens.hash_token = hash_token_w
+    tokens.event_token = event_token_w
     try:
         yield watch
     finally:
-        tokens.new_token, tokens.hash_token = new_token, hash_token  # type: ignore[assignment]
-        tokens.event_token = event_token  # type: ignore[assignment]
+        tokens.new_token, tokens.hash_token = new_token, hash_token
+        tokens.event_token = event_token
         root.removeHandler(watch)
         root.setLevel(old_level)
     found = leaks(watch.lines, watch.secrets)

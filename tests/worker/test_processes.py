@@ -79,9 +79,11 @@ async def outcome(pool: asyncpg.Pool) -> Outcome:
     rows = await pool.fetch(
         "SELECT subscription_id::text AS s, rule_id, place_id, variant, dedupe_key FROM deliveries"
     )
-    decisions = {(r["s"], r["rule_id"], r["place_id"], r["variant"], r["dedupe_key"]) for r in rows}
+    decisions: set[tuple[str, ...]] = {
+        (r["s"], r["rule_id"], r["place_id"], r["variant"], r["dedupe_key"]) for r in rows
+    }
     assert len(decisions) == len(rows), "a decision was stored twice"
-    counts = {
+    counts: dict[tuple[str, str, str], int] = {
         (r["rule_id"], r["variant"], r["counter"]): r["n"]
         for r in await pool.fetch("SELECT * FROM rule_counters")
     }
