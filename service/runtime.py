@@ -48,13 +48,9 @@ def background_components(names: Iterable[str]) -> dict[str, Component]:
     return {name: available[name] for name in names if name in available}
 
 
-def site_port(site: web.TCPSite) -> int:
-    """The bound port (PORT=0 asks the OS for a free one)."""
-    server = site._server
-    sockets = getattr(server, "sockets", None)
-    if sockets:
-        return int(sockets[0].getsockname()[1])
-    return int(site._port)
+def bound_port(runner: web.AppRunner) -> int:
+    """The port the runner's site listens on (PORT=0 asks the OS for a free one)."""
+    return int(runner.addresses[0][1])
 
 
 def _banner(ctx: Context, out: TextIO, listening: str | None) -> None:
@@ -121,7 +117,7 @@ async def run(
             site = web.TCPSite(runner, settings.host, settings.port)
             await site.start()
             host = f"[{settings.host}]" if ":" in settings.host else settings.host
-            port = site_port(site)
+            port = bound_port(runner)
             listening = f"http://{host}:{port}"
         background = background_components(names)
         if embedded is not None:

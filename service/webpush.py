@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -20,20 +19,16 @@ from datetime import datetime
 from typing import Any
 
 import http_ece
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from py_vapid import jwt as vapid_jwt
 
 from service.errors import PushPayloadTooLarge
 from service.vapid import b64url, b64url_decode, public_key_b64url
+from service.vocabulary import MAX_PAYLOAD_BYTES, PUSH_RECORD_BYTES, PUSH_TOPIC, URGENCIES
 
-# The push service's limit is 4096 bytes of body. The aes128gcm header with a 65-byte key id
-# takes 86 and one record adds a delimiter byte and a 16-byte tag: 4096 - 86 - 17 = 3993.
-MAX_PLAINTEXT = 3993
-RECORD_SIZE = 4096
-
-URGENCIES = frozenset({"very-low", "low", "normal", "high"})
-_TOPIC_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+# The push service's limit (vocabulary explains the arithmetic).
+MAX_PLAINTEXT = MAX_PAYLOAD_BYTES
+RECORD_SIZE = PUSH_RECORD_BYTES
 
 # Apple rejects tokens more than a day ahead; 12 h leaves room for clock skew between us and
 # them, and re-signing at half-life means a cached token never gets near its expiry.
@@ -79,7 +74,7 @@ def topic_header(topic: str | None) -> str | None:
     """
     if not topic:
         return None
-    if _TOPIC_RE.match(topic):
+    if PUSH_TOPIC.match(topic):
         return topic
     return b64url(hashlib.sha256(topic.encode("utf-8")).digest())[:32]
 
@@ -101,7 +96,7 @@ def build_headers(
     if ttl < 1:
         raise ValueError("ttl must be at least 1 second; expired deliveries are not sent")
     if urgency not in URGENCIES:
-        raise ValueError(f"urgency must be one of {sorted(URGENCIES)}")
+        raise ValueError(f"urgency must be one of {list(URGENCIES)}")
     headers = {
         "TTL": str(ttl),
         "Urgency": urgency,
@@ -144,7 +139,6 @@ class VapidSigner:
         self._clock = clock
         self._on_sign = on_sign
         self.public_key = public_key_b64url(private_key)
-        self._header_b64 = b64url(b'{"typ":"JWT","alg":"ES256"}')
         self._tokens: dict[str, _Token] = {}
         # The benchmark and tests may sign from threads; the cache must not sign twice.
         self._lock = threading.Lock()
@@ -165,15 +159,11 @@ class VapidSigner:
 
     def _sign(self, origin: str, now: float) -> _Token:
         expires_at = int(now) + self._lifetime
-        claims = {"aud": origin, "exp": expires_at, "sub": self._subject}
-        claims_b64 = b64url(json.dumps(claims, separators=(",", ":")).encode("utf-8"))
-        signing_input = f"{self._header_b64}.{claims_b64}".encode("ascii")
-        der = self._key.sign(signing_input, ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der)
-        # JWS wants the raw 64-byte r||s, not the DER structure cryptography returns.
-        signature = b64url(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+        # py_vapid assembles and signs the ES256 JWT (raw r||s, as JWS wants). Its Vapid class
+        # would also re-check the claims on every call; the subject is checked once, at
+        # start-up (settings), and the audience is the endpoint's origin, so its jwt.sign.
+        jwt = vapid_jwt.sign({"aud": origin, "exp": expires_at, "sub": self._subject}, self._key)
         self.signatures += 1
         if self._on_sign is not None:
             self._on_sign(origin)
-        jwt = f"{self._header_b64}.{claims_b64}.{signature}"
         return _Token(f"vapid t={jwt}, k={self.public_key}", now, expires_at)

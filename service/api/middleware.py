@@ -93,7 +93,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> StreamResp
     started = time.perf_counter()
     route = _route_name(request)
     try:
-        limit = request.app._client_max_size
+        limit = request.client_max_size
         if request.content_length is not None and request.content_length > limit:
             # Refuse before reading a byte of it.
             raise RequestTooLarge(f"request body too large (limit {limit} bytes)")
@@ -108,7 +108,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> StreamResp
             raise
         message = exc.reason
         if exc.status == 413:
-            message = f"request body too large (limit {request.app._client_max_size} bytes)"
+            message = f"request body too large (limit {request.client_max_size} bytes)"
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         response = error_response(exc.status, message, headers=headers)
     except Exception:
