@@ -37,12 +37,12 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 import aiohttp
-import asyncpg
 import yaml
 
 from service import runtime
 from service.rules.units import Window, parse_window
 from service.settings import Settings
+from service.store import open_store
 from service.store.db import resolve_database
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -326,7 +326,7 @@ class Demo:
         self.say("Notifications, as the receiving browser decrypts them:")
         seen: dict[str, int] = {w.name: 0 for w in self.walkers}
         clicks = {w.name: w.clicks for w in self.walkers}
-        conn = await asyncpg.connect(dsn)
+        store = await open_store(dsn, max_size=1)
         deadline = time.monotonic() + limit_s
         try:
             while True:
@@ -335,10 +335,7 @@ class Demo:
                     for message in messages[seen[name] :]:
                         await self._on_received(http, name, message, clicks[name])
                     seen[name] = len(messages)
-                busy = await conn.fetchval(
-                    "SELECT (SELECT count(*) FROM signals WHERE processed_at IS NULL)"
-                    " + (SELECT count(*) FROM deliveries WHERE status = 'pending')"
-                )
+                busy = await store.backlog()
                 if busy == 0 and all(
                     len(s.messages()) == seen[n] for n, s in self.browsers.items()
                 ):
@@ -347,7 +344,7 @@ class Demo:
                     raise RuntimeError(f"the pipeline did not settle within {limit_s:.0f} s")
                 await asyncio.sleep(0.1)
         finally:
-            await conn.close()
+            await store.close()
 
     async def _summarise(self, http: aiohttp.ClientSession, base: str) -> None:
         async with http.get(f"{base}/v1/stats", headers=self._admin()) as r:

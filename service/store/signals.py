@@ -295,6 +295,11 @@ class SignalQueries(StoreBase):
         lag: float = await self._fetchval("processing_lag")
         return lag
 
+    async def backlog(self) -> int:
+        """Signals not yet decided plus deliveries not yet sent (0: the pipeline is idle)."""
+        n: int = await self._fetchval("backlog")
+        return n
+
     async def notify(self, *, channel: str) -> None:
         await self._execute("notify", channel)
 

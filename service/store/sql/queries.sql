@@ -1,6 +1,7 @@
--- Named queries. Each starts with a "-- name: <name>" line; service.db.q(name) returns it.
+-- Named queries. Each starts with a "-- name: <name>" line; service.store.db.q(name) returns it.
 
 -- name: ping
+-- /readyz: the database answers.
 SELECT 1
 
 -- name: purge_signals

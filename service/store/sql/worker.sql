@@ -88,5 +88,10 @@ ON CONFLICT (rule_id, variant, counter) DO UPDATE SET n = rule_counters.n + excl
 SELECT coalesce(extract(epoch FROM now() - min(received_at)), 0)::float8
 FROM signals WHERE processed_at IS NULL
 
+-- name: backlog
+-- Work not yet done by the pipeline: signals to decide plus deliveries to send.
+SELECT (SELECT count(*) FROM signals WHERE processed_at IS NULL)
+     + (SELECT count(*) FROM deliveries WHERE status = 'pending')
+
 -- name: notify
 SELECT pg_notify($1, '')
