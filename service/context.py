@@ -34,7 +34,7 @@ class Keys:
             vapid_private=private,
             vapid_public_b64=vapid.public_key_b64url(private),
             admin=tokens.AdminAuth(admin_token),
-            secret_key=tokens.load_secret_key(settings.data_dir),
+            secret_key=tokens.load_secret_key(settings.data_dir, settings.secret_key),
         )
 
 

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     vapid_private_key: str | None = None
     vapid_subject: str = "mailto:push-admin@momentcast.example.com"
     admin_token: str | None = Field(default=None, min_length=16)
+    secret_key: str | None = Field(default=None, min_length=32)
     push_hosts: CsvList = Field(default_factory=lambda: list(DEFAULT_PUSH_HOSTS))
     cors_origins: CsvList = Field(default_factory=list)
     signal_retention: SettingDuration = timedelta(hours=24)

@@ -49,8 +49,11 @@ def load_admin_token(data_dir: Path, configured: str | None) -> str:
     return raw.decode("ascii").strip()
 
 
-def load_secret_key(data_dir: Path) -> bytes:
-    """A server-side key for HMACs (event tokens); generated once into DATA_DIR."""
+def load_secret_key(data_dir: Path, configured: str | None = None) -> bytes:
+    """The server-side key for HMACs (event tokens): SECRET_KEY when set (every process of a
+    deployment needs the same one), else the one generated once into DATA_DIR."""
+    if configured:
+        return configured.encode("utf-8")
     return read_or_create_secret(data_dir / SECRET_KEY_FILE, secrets.token_bytes(32))
 
 

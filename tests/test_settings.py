@@ -53,6 +53,7 @@ def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
         ("VAPID_SUBJECT", "ops@example.com", "must start with mailto: or https://"),
         ("DATABASE_URL", "mysql://x", "MOMENTCAST_DATABASE_URL: must be a postgresql:// URL"),
         ("ADMIN_TOKEN", "short", "MOMENTCAST_ADMIN_TOKEN"),
+        ("SECRET_KEY", "x" * 31, "MOMENTCAST_SECRET_KEY: String should have at least 32"),
         ("PUSH_HOSTS", "https://fcm.googleapis.com/x", "MOMENTCAST_PUSH_HOSTS"),
         ("LOG_LEVEL", "loud", "MOMENTCAST_LOG_LEVEL: must be one of"),
         ("WORKER_BATCH_SIZE", "0", "MOMENTCAST_WORKER_BATCH_SIZE"),
