@@ -22,6 +22,7 @@ Every error momentcast raises on purpose derives from :class:`MomentcastError`::
         ├── BadRequest              400 bad_request
         ├── Unauthorized            401 unauthorized
         ├── Forbidden               403 forbidden
+        │   └── ConsentRequired     403 consent_required
         ├── NotFound                404 not_found
         ├── RequestTooLarge         413 payload_too_large
         ├── UnsupportedMediaType    415 unsupported_media_type
@@ -158,6 +159,12 @@ class Unauthorized(ApiError):
 class Forbidden(ApiError):
     status = 403
     code = "forbidden"
+
+
+class ConsentRequired(Forbidden):
+    """A location from a subscription that has not consented to location use."""
+
+    code = "consent_required"
 
 
 class NotFound(ApiError):

@@ -38,7 +38,8 @@ MAX_IN_FLIGHT = 2
 @dataclass(slots=True)
 class IngestResult:
     known: bool  # the token belongs to a subscription
-    stored: bool  # False when that subscription is paused
+    stored: bool  # False when that subscription is paused or gave no location consent
+    consent_refused: bool = False  # a location came without location consent
 
 
 @dataclass(slots=True)
@@ -137,11 +138,12 @@ class SignalWriter:
             return
         self.batches += 1
         self.rows += committed.stored
-        for item in batch:
+        for number, item in enumerate(batch):
             if not item.done.done():
-                item.done.set_result(_result(committed, item.request.token_hash))
+                item.done.set_result(_result(committed, item.request.token_hash, number))
 
 
-def _result(batch: IngestedBatch, token_hash: bytes) -> IngestResult:
+def _result(batch: IngestedBatch, token_hash: bytes, number: int) -> IngestResult:
     known = token_hash in batch.known
-    return IngestResult(known, known and token_hash not in batch.paused)
+    refused = number in batch.consent_refused
+    return IngestResult(known, known and not refused and token_hash not in batch.paused, refused)

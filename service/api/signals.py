@@ -20,6 +20,7 @@ from service.api.common import (
 from service.api.models import SIGNAL_BODY, Accepted, SignalBatchBody, SignalBody
 from service.api.openapi import Op, document
 from service.errors import (
+    ConsentRequired,
     Forbidden,
     IngestUnavailable,
     ServiceUnavailable,
@@ -68,7 +69,7 @@ def _rows(body: SignalBody | SignalBatchBody) -> list[SignalRow]:
         response=Accepted,
         status=202,
         auth="device",
-        errors=[429, 503],
+        errors=[403, 429, 503],
         tags=["signals"],
     )
 )
@@ -98,4 +99,9 @@ async def post_signals(request: web.Request) -> web.Response:
         raise ServiceUnavailable(str(exc), headers={"Retry-After": "1"}) from None
     if not result.known:
         raise Unauthorized("unknown device token", headers={"WWW-Authenticate": "Bearer"})
+    if result.consent_refused:
+        raise ConsentRequired(
+            "this subscription has not consented to location use: PATCH its location_consent "
+            "to true once the user agreed, or send signals without lat/lon; nothing was stored"
+        )
     return json_response({"accepted": len(rows)}, status=202)

@@ -311,7 +311,10 @@
       this.moment = moment;
     }
 
-    /** Queue one position (GeolocationPosition-like); sent at once unless throttled. */
+    /** Queue one position (GeolocationPosition-like); sent at once unless throttled.
+     * A position means the user let the browser share their location: the first one
+     * records that consent with the server (location_consent), which refuses locations
+     * without it. */
     async sendPosition(position, { force = false } = {}) {
       const signal = signalFromPosition(position, this.moment, this.context);
       const nowMs = this.now();
@@ -322,7 +325,20 @@
       if (this.queue.length > this.options.maxQueue) {
         this.queue.splice(0, this.queue.length - this.options.maxQueue);
       }
+      if (!(await this._recordLocationConsent())) return false;
       return this.flush();
+    }
+
+    /** PATCH location_consent: true once; false (signals stay queued) if that failed. */
+    async _recordLocationConsent() {
+      const reg = this._require();
+      if (reg.profile && reg.profile.location_consent === true) return true;
+      try {
+        await this.updateProfile({ location_consent: true });
+        return true;
+      } catch (_err) {
+        return false;  // reported through on("error") by updateProfile
+      }
     }
 
     /** Send queued signals in one batch; on failure they stay queued for the next try. */

@@ -42,6 +42,9 @@ class SignalRequest:
 class IngestedBatch:
     known: frozenset[bytes]  # token hashes that belong to a subscription
     paused: frozenset[bytes]  # of those, the paused ones (their signals were dropped)
+    # Requests (by position) holding a location without location consent: none of their
+    # signals were stored.
+    consent_refused: frozenset[int]
     stored: int
 
 
@@ -182,8 +185,10 @@ class SignalQueries(StoreBase):
         speed: list[float | None] = []
         moment: list[str | None] = []
         context: list[Mapping[str, object]] = []
-        for request in requests:
+        request_no: list[int] = []
+        for number, request in enumerate(requests):
             for s in request.signals:
+                request_no.append(number)
                 token_hash.append(request.token_hash)
                 at.append(s.at)
                 lat.append(s.lat)
@@ -192,7 +197,18 @@ class SignalQueries(StoreBase):
                 speed.append(s.speed_mps)
                 moment.append(s.moment)
                 context.append(s.context)
-        args = (token_hash, at, lat, lon, accuracy, speed, moment, json.dumps(context), channel)
+        args = (
+            token_hash,
+            at,
+            lat,
+            lon,
+            accuracy,
+            speed,
+            moment,
+            json.dumps(context),
+            channel,
+            request_no,
+        )
         try:
             row = await self._fetchrow("ingest_signals", *args)
         except asyncpg.ForeignKeyViolationError:
@@ -203,6 +219,7 @@ class SignalQueries(StoreBase):
         return IngestedBatch(
             known=frozenset(bytes(h) for h in row["known"]),
             paused=frozenset(bytes(h) for h in row["paused"]),
+            consent_refused=frozenset(row["refused"]),
             stored=int(row["stored"]),
         )
 

@@ -48,6 +48,8 @@ class Device:
 
 
 async def register(api: LiveApi, **profile: Any) -> Device:
+    """A registered device; it consents to location use unless ``location_consent`` says no."""
+    profile.setdefault("location_consent", True)
     sub = push_subscription()
     async with api.http.post(
         api.url + "/v1/subscriptions", json={"subscription": sub, **profile}

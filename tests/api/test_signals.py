@@ -222,6 +222,52 @@ async def test_paused_subscription_gets_202_and_stores_nothing(
     assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 0
 
 
+async def test_location_without_consent_is_403_and_stores_nothing(api: LiveApi) -> None:
+    device = await register(api, timezone="Europe/Berlin", location_consent=False)
+    one_then_batch: list[Any] = [BERLIN, {"signals": [BERLIN, {**BERLIN, "lat": 52.53}]}]
+    for body in one_then_batch:
+        async with api.http.post(api.url + "/v1/signals", json=body, headers=device.auth()) as r:
+            assert r.status == 403, await r.text()
+            assert_error(await r.json(), 403, "consent_required", "location_consent")
+    assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 0
+
+    # Consent given: the same signals are stored.
+    async with api.http.patch(
+        api.url + f"/v1/subscriptions/{device.id}",
+        json={"location_consent": True},
+        headers=device.auth(),
+    ) as r:
+        assert r.status == 200
+    async with api.http.post(api.url + "/v1/signals", json=BERLIN, headers=device.auth()) as r:
+        assert r.status == 202, await r.text()
+    assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 1
+
+    # Withdrawn: refused again.
+    async with api.http.patch(
+        api.url + f"/v1/subscriptions/{device.id}",
+        json={"location_consent": False},
+        headers=device.auth(),
+    ) as r:
+        assert r.status == 200
+    async with api.http.post(api.url + "/v1/signals", json=BERLIN, headers=device.auth()) as r:
+        assert r.status == 403
+    assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 1
+
+
+async def test_refused_request_does_not_hold_back_others_in_its_group_commit(
+    api: LiveApi, device: Device
+) -> None:
+    refused = await register(api, location_consent=False)
+
+    async def post(d: Device) -> int:
+        async with api.http.post(api.url + "/v1/signals", json=BERLIN, headers=d.auth()) as r:
+            return r.status
+
+    statuses = await asyncio.gather(*(post(d) for d in [device, refused] * 10))
+    assert statuses == [202, 403] * 10
+    assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 10
+
+
 async def test_rate_limit_429_with_retry_after(api_with: Any) -> None:
     api = await api_with(signal_rate_burst=5, signal_rate_per_second=0.5)
     device = await register(api)

@@ -188,8 +188,9 @@ async def add_browser_subscriptions(
     for _ in range(n):
         sub = push.subscribe()
         sid: uuid.UUID = await pool.fetchval(
-            "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash)"
-            " VALUES ($1, $2, $3, $4) RETURNING id",
+            # As the API stores a device that consented to location use.
+            "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash, consent_at)"
+            " VALUES ($1, $2, $3, $4, now()) RETURNING id",
             sub.endpoint,
             sub.p256dh,
             sub.auth,
@@ -200,4 +201,4 @@ async def add_browser_subscriptions(
 
 
 def registration_body() -> dict[str, object]:
-    return {"subscription": push_subscription()}
+    return {"subscription": push_subscription(), "location_consent": True}

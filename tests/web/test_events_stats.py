@@ -18,7 +18,8 @@ from tests.web.conftest import CAFES
 
 async def register(api: LiveApi, sub: BrowserSubscription) -> tuple[str, str]:
     async with api.http.post(
-        f"{api.url}/v1/subscriptions", json={"subscription": sub.to_json()}
+        f"{api.url}/v1/subscriptions",
+        json={"subscription": sub.to_json(), "location_consent": True},
     ) as r:
         assert r.status == 201, await r.text()
         body = await r.json()

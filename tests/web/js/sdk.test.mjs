@@ -19,6 +19,7 @@ function routes(extra = {}) {
     "GET /v1/vapid-public-key": [200, { public_key: KEY }],
     "POST /v1/subscriptions": [201, { id: "sub-1", token: "tok-1" }],
     "POST /v1/signals": [202, { accepted: 1 }],
+    "PATCH /v1/subscriptions/sub-1": [200, { id: "sub-1" }],
     ...extra,
   };
 }
@@ -205,6 +206,40 @@ describe("signals", () => {
     assert.equal(errors.at(-1).code, "location-denied");
     assert.deepEqual(nav.state.cleared, [id]);
     assert.equal(mc.watchId, null);
+  });
+
+  it("records location consent with the first position, once, before sending it", async () => {
+    const { mc, fetch, clock } = client();
+    await mc.subscribe({ topics: ["food"] });
+    await mc.sendPosition(position(52.52, 13.4));
+    clock.t += 60_000;
+    await mc.sendPosition(position(52.53, 13.4));
+    const order = fetch.calls.map((c) => `${c.method} ${c.path}`)
+      .filter((c) => !c.startsWith("GET"));
+    assert.deepEqual(order, ["POST /v1/subscriptions", "PATCH /v1/subscriptions/sub-1",
+      "POST /v1/signals", "POST /v1/signals"]);
+    const patch = fetch.calls.find((c) => c.method === "PATCH");
+    assert.deepEqual(patch.body, { location_consent: true });
+    assert.equal(patch.headers.Authorization, "Bearer tok-1");
+  });
+
+  it("sends no consent request when subscribe() already gave it", async () => {
+    const { mc, fetch } = client();
+    await mc.subscribe({ location_consent: true });
+    await mc.sendPosition(position(52.52, 13.4));
+    assert.equal(fetch.calls.filter((c) => c.method === "PATCH").length, 0);
+    const sent = fetch.calls.find((c) => c.path === "/v1/subscriptions");
+    assert.equal(sent.body.location_consent, true);
+  });
+
+  it("keeps positions queued while consent cannot be recorded", async () => {
+    const { mc, fetch } = client({ fetchRoutes: routes({
+      "PATCH /v1/subscriptions/sub-1": () => new TypeError("offline"),
+    }) });
+    await mc.subscribe();
+    assert.equal(await mc.sendPosition(position(52.52, 13.4)), false);
+    assert.equal(mc.queue.length, 1);
+    assert.equal(fetch.calls.filter((c) => c.path === "/v1/signals").length, 0);
   });
 
   it("refuses to track before subscribing", () => {
