@@ -16,6 +16,7 @@ from service.api.common import (
     is_admin,
     json_body_error,
     json_response,
+    require_admin,
     require_json,
 )
 from service.api.models import (
@@ -247,3 +248,36 @@ async def delete_subscription(request: web.Request) -> web.Response:
     if not await request.app[CONTEXT].store.erase_subscription(subscription_id=sub_id):
         raise NotFound("no such subscription")
     return web.Response(status=204)
+
+
+@document(
+    Op(
+        "get",
+        "/v1/subscriptions/{id}/export",
+        "Everything stored about one subscription, for a data-subject access request: the "
+        "profile (never the keys), its signals within retention, presence, and its deliveries "
+        "with payloads and events",
+        auth="admin",
+        errors=[404],
+        tags=["subscriptions"],
+    )
+)
+@routes.get("/v1/subscriptions/{id}/export")
+async def export_subscription(request: web.Request) -> web.Response:
+    require_admin(request)
+    sub_id = _path_id(request)
+    found = (
+        None
+        if sub_id is None
+        else await request.app[CONTEXT].store.export_subscription(subscription_id=sub_id)
+    )
+    if found is None:
+        raise NotFound("no such subscription")
+    return json_response(
+        {
+            "profile": _profile(found.profile),
+            "signals": found.signals,
+            "presence": found.presence,
+            "deliveries": found.deliveries,
+        }
+    )

@@ -92,6 +92,17 @@ class ProfileRow:
         return cls(**dict(row))
 
 
+@dataclass(frozen=True, slots=True)
+class SubscriptionExport:
+    """Everything stored about one subscription except its keys and token hash, read in one
+    snapshot: what a data-subject access request returns."""
+
+    profile: ProfileRow
+    signals: list[dict[str, Any]]
+    presence: list[dict[str, Any]]
+    deliveries: list[dict[str, Any]]
+
+
 class SubscriptionQueries(StoreBase):
     async def register(self, *, registration: Registration) -> Registered:
         """Insert the subscription, or renew the keys and token of its endpoint."""
@@ -130,6 +141,20 @@ class SubscriptionQueries(StoreBase):
             args += (value is not KEEP, None if value is KEEP else value)
         row = await self._fetchrow("subscription_patch", *args)
         return None if row is None else ProfileRow.from_row(row)
+
+    async def export_subscription(self, *, subscription_id: uuid.UUID) -> SubscriptionExport | None:
+        """Everything stored about the subscription, consistent across tables; None if there
+        is no such subscription."""
+        async with self.transaction(isolation="repeatable_read", readonly=True) as tx:
+            profile = await tx.subscription_profile(subscription_id=subscription_id)
+            if profile is None:
+                return None
+            return SubscriptionExport(
+                profile=profile,
+                signals=[dict(r) for r in await tx._fetch("export_signals", subscription_id)],
+                presence=[dict(r) for r in await tx._fetch("export_presence", subscription_id)],
+                deliveries=[dict(r) for r in await tx._fetch("export_deliveries", subscription_id)],
+            )
 
     async def erase_subscription(self, *, subscription_id: uuid.UUID) -> bool:
         """Erase the subscription, its signals, presence and the personal fields of its

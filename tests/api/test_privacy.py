@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import aiohttp
@@ -100,3 +101,57 @@ async def test_retention_purges_old_processed_signals_only(api: LiveApi) -> None
     left = [r["id"] for r in await pool.fetch("SELECT id FROM signals ORDER BY id")]
     assert left == ids[1:]
     assert await maintenance.purge_signals(api.ctx) == 0
+
+
+async def test_export_returns_everything_stored_but_the_keys(api: LiveApi) -> None:
+    pool = api.ctx.pool
+    device = await register(api, topics=["food"], attributes={"tier": "gold"})
+    other = await register(api)
+    body = {"signals": [{"lat": 52.52, "lon": 13.405, "moment": "go"}, {"lat": 52.53, "lon": 13.4}]}
+    for d in (device, other):
+        async with api.http.post(api.url + "/v1/signals", json=body, headers=d.auth()) as r:
+            assert r.status == 202
+    await pool.execute(
+        "INSERT INTO presence (subscription_id, rule_id, place_id, inside, updated_at)"
+        " VALUES ($1, 'lunch', 'rest-01', true, now())",
+        device.id,
+    )
+    delivery_id = await pool.fetchval(
+        "INSERT INTO deliveries (subscription_id, rule_id, place_id, payload, ttl_s, expires_at)"
+        " VALUES ($1, 'lunch', 'rest-01', $2, 60, now() + interval '1 minute') RETURNING id",
+        device.id,
+        {"title": "Lunch?", "body": "2-for-1"},
+    )
+    await pool.execute("INSERT INTO events (delivery_id, type) VALUES ($1, 'shown')", delivery_id)
+
+    url = api.url + f"/v1/subscriptions/{device.id}/export"
+    async with api.http.get(url, headers=api.admin()) as r:
+        assert r.status == 200, await r.text()
+        export = await r.json()
+    assert export["profile"]["id"] == device.id
+    assert export["profile"]["topics"] == ["food"]
+    assert [(s["lat"], s["moment"]) for s in export["signals"]] == [(52.52, "go"), (52.53, None)]
+    assert [(p["rule_id"], p["inside"]) for p in export["presence"]] == [("lunch", True)]
+    [delivery] = export["deliveries"]
+    assert delivery["payload"]["title"] == "Lunch?"
+    assert [e["type"] for e in delivery["events"]] == ["shown"]
+    text = json.dumps(export)
+    for secret in (
+        device.subscription["endpoint"],
+        device.subscription["keys"]["p256dh"],
+        device.subscription["keys"]["auth"],
+        device.token,
+    ):
+        assert secret not in text
+    assert other.id not in text
+
+    # Admin only; an unknown or malformed id is 404.
+    async with api.http.get(url, headers=device.auth()) as r:
+        assert r.status == 401
+    async with api.http.get(url) as r:
+        assert r.status == 401
+    for missing in ("00000000-0000-0000-0000-000000000000", "nope"):
+        async with api.http.get(
+            api.url + f"/v1/subscriptions/{missing}/export", headers=api.admin()
+        ) as r:
+            assert r.status == 404

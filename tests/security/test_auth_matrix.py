@@ -31,6 +31,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/v1/subscriptions/{id}"): DEVICE,
     ("PATCH", "/v1/subscriptions/{id}"): DEVICE,
     ("DELETE", "/v1/subscriptions/{id}"): DEVICE_OR_ADMIN,
+    ("GET", "/v1/subscriptions/{id}/export"): ADMIN,
     ("POST", "/v1/signals"): DEVICE_SELF,
     ("POST", "/v1/events"): EVENT_TOKEN,
     ("GET", "/v1/rules"): ADMIN,

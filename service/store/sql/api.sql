@@ -70,3 +70,21 @@ WHERE subscription_id = $1
 
 -- name: erase_subscription
 DELETE FROM subscriptions WHERE id = $1
+
+-- name: export_signals
+-- A data-subject access request: the subscriber's stored signals (retention already bounds
+-- them), oldest first.
+SELECT id, at, received_at, lat, lon, accuracy_m, speed_mps, moment, context, processed_at
+FROM signals WHERE subscription_id = $1 ORDER BY at, id
+
+-- name: export_presence
+SELECT rule_id, place_id, inside, entered_at, dwell_fired, visit, updated_at
+FROM presence WHERE subscription_id = $1 ORDER BY rule_id, place_id
+
+-- name: export_deliveries
+-- Every delivery with its payload and the events recorded for it.
+SELECT d.id, d.rule_id, d.variant, d.place_id, d.payload, d.distance_m, d.status,
+       d.created_at, d.decided_at, d.expires_at, d.finished_at, d.attempts, d.last_status,
+       COALESCE((SELECT jsonb_agg(jsonb_build_object('type', e.type, 'at', e.at) ORDER BY e.at)
+                 FROM events e WHERE e.delivery_id = d.id), '[]'::jsonb) AS events
+FROM deliveries d WHERE d.subscription_id = $1 ORDER BY d.id
