@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from service import runtime, vapid
 from service.errors import ConfigError, MomentcastError
-from service.settings import Settings, load_settings
+from service.settings import Settings, load_settings, unknown_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,7 +58,7 @@ def _migrate(settings: Settings) -> int:
 
     target = resolve_database(settings)
     try:
-        applied = asyncio.run(migrations.migrate(target.dsn))
+        applied = asyncio.run(migrations.migrate(target.dsn, settings.migrations_dir))
     finally:
         target.close()
     if applied:
@@ -95,12 +95,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest and args.command not in ("rules", "demo"):
         _parser().error(f"unrecognized arguments: {' '.join(rest)}")
     try:
+        # Every command reads the settings (and .env), so a bad one stops each the same way.
+        settings = load_settings()
+        _configure_logging(settings.log_level)
+        for warning in unknown_settings():
+            logging.getLogger("service.settings").warning("%s", warning)
         if args.command == "rules":
             from service.rules import cli as rules_cli
 
-            return int(rules_cli.main([*args.args, *rest]))
-        settings = load_settings()
-        _configure_logging(settings.log_level)
+            return int(rules_cli.main([*args.args, *rest], rules_dir=settings.rules_dir))
         if args.command == "demo":
             from service import demo
 

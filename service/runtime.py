@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TextIO
@@ -16,8 +18,8 @@ from service import __version__, tokens
 from service.api import create_app
 from service.api.middleware import AccessLogger
 from service.context import Context, Keys
-from service.errors import ComponentFailed, DatabaseError
-from service.settings import Settings
+from service.errors import ComponentFailed, ConfigError, DatabaseError
+from service.settings import ENV_PREFIX, Settings
 from service.store import Store, migrations
 from service.store.db import EmbeddedPostgres, create_pool, resolve_database
 
@@ -53,6 +55,55 @@ def bound_port(runner: web.AppRunner) -> int:
     return int(runner.addresses[0][1])
 
 
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listen_error(host: str, port: int, exc: OSError, port_setting: str = "PORT") -> ConfigError:
+    """One line naming the setting to fix, for an address that cannot be listened on."""
+    where = _address(host, port)
+    if isinstance(exc, socket.gaierror):
+        return ConfigError(f"{ENV_PREFIX}HOST: cannot resolve {host!r} ({exc.strerror})")
+    if exc.errno == errno.EADDRINUSE:
+        reason = "the address is in use (another process listens there)"
+        return ConfigError(f"{ENV_PREFIX}{port_setting}: cannot listen on {where}: {reason}")
+    if exc.errno == errno.EACCES:
+        reason = "permission denied (ports below 1024 need privileges)"
+        return ConfigError(f"{ENV_PREFIX}{port_setting}: cannot listen on {where}: {reason}")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        reason = "not an address of this machine"
+    else:
+        reason = exc.strerror or str(exc)
+    return ConfigError(f"{ENV_PREFIX}HOST: cannot listen on {where}: {reason}")
+
+
+def check_listen(host: str, port: int, port_setting: str = "PORT") -> None:
+    """Fail before anything starts when ``host:port`` cannot be listened on: bind (without
+    listening) every address the host resolves to, as the server will, then let go."""
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError as exc:
+        raise listen_error(host, port, exc, port_setting) from None
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise listen_error(host, port, exc, port_setting) from None
+
+
+async def _start_site(site: web.TCPSite, host: str, port: int, port_setting: str) -> None:
+    try:
+        await site.start()
+    except OSError as exc:  # taken between check_listen and now
+        raise listen_error(host, port, exc, port_setting) from None
+
+
 def _banner(ctx: Context, out: TextIO, listening: str | None) -> None:
     settings = ctx.settings
     if listening:
@@ -84,7 +135,7 @@ async def run(
 ) -> None:
     """Run ``components`` until SIGINT/SIGTERM (or ``stop``), then shut down in order."""
     names = set(components)
-    await migrations.migrate(dsn)
+    await migrations.migrate(dsn, settings.migrations_dir)
     pool = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -115,7 +166,7 @@ async def run(
             )
             await runner.setup()
             site = web.TCPSite(runner, settings.host, settings.port)
-            await site.start()
+            await _start_site(site, settings.host, settings.port, "PORT")
             host = f"[{settings.host}]" if ":" in settings.host else settings.host
             port = bound_port(runner)
             listening = f"http://{host}:{port}"
@@ -125,6 +176,9 @@ async def run(
         for name, component in background.items():
             tasks.append(asyncio.create_task(component(ctx, stop), name=name))
         _banner(ctx, out, listening)
+        subject_warning = settings.vapid_subject_warning() if SENDER in names else None
+        if subject_warning:
+            log.warning("%s", subject_warning)
         log.info(
             "momentcast %s started: %s; database %s",
             __version__,
@@ -183,6 +237,9 @@ def _watch_embedded(embedded: EmbeddedPostgres) -> Component:
 
 def run_blocking(settings: Settings, components: Iterable[str]) -> None:
     """Entry point of ``momentcast serve|api|worker``: owns the embedded database's lifetime."""
+    components = list(components)
+    if API in components:
+        check_listen(settings.host, settings.port)
     target = resolve_database(settings)
     try:
         asyncio.run(run(settings, target.dsn, components, embedded=target.embedded))

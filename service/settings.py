@@ -5,12 +5,24 @@ Every field here is documented in docs/configuration.md; keep the two in step.
 
 from __future__ import annotations
 
+import difflib
+import os
+import re
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from dotenv import dotenv_values
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -18,6 +30,13 @@ from service.durations import parse_setting_duration
 from service.errors import ConfigError
 
 ENV_PREFIX = "MOMENTCAST_"
+ENV_FILE = ".env"
+# MOMENTCAST_* names read by the test suite and the benchmarks, not by the service.
+OTHER_NAMES = ("TEST_DATABASE_URL", "BENCH_DATABASE_URL")
+# RFC 2606 example domains: push services may refuse a VAPID subject there (Apple does).
+EXAMPLE_DOMAINS = ("example.com", "example.org", "example.net")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 DEFAULT_PUSH_HOSTS = (
     "fcm.googleapis.com",
@@ -33,14 +52,24 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
+def _more_than_zero(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be more than 0 (0 would make a loop spin or every wait time out)")
+    return value
+
+
 SettingDuration = Annotated[timedelta, BeforeValidator(parse_setting_duration)]
+# Poll intervals, leases and timeouts: zero would make a loop spin or every wait fail.
+PositiveDuration = Annotated[
+    timedelta, BeforeValidator(parse_setting_duration), AfterValidator(_more_than_zero)
+]
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
-        env_file=".env",
+        env_file=ENV_FILE,
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
@@ -52,30 +81,32 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     public_url: str | None = None
     rules_dir: Path = Path("rules")
-    rules_poll_interval: SettingDuration = timedelta(seconds=2)
+    rules_poll_interval: PositiveDuration = timedelta(seconds=2)
     vapid_private_key: str | None = None
     vapid_subject: str = "mailto:push-admin@momentcast.example.com"
     admin_token: str | None = Field(default=None, min_length=16)
+    # Signs event tokens; every process of one deployment needs the same (tokens.py).
     secret_key: str | None = Field(default=None, min_length=32)
     push_hosts: CsvList = Field(default_factory=lambda: list(DEFAULT_PUSH_HOSTS))
     cors_origins: CsvList = Field(default_factory=list)
     signal_retention: SettingDuration = timedelta(hours=24)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
-    body_read_timeout: SettingDuration = timedelta(seconds=30)
+    body_read_timeout: PositiveDuration = timedelta(seconds=30)
     db_pool_min: int = Field(default=1, ge=0)
     db_pool_max: int = Field(default=10, ge=1)
     workers: int = Field(default=1, ge=0, le=64)
     worker_batch_size: int = Field(default=500, ge=1, le=100_000)
-    worker_poll_interval: SettingDuration = timedelta(seconds=1)
-    worker_lease: SettingDuration = timedelta(seconds=60)
+    worker_poll_interval: PositiveDuration = timedelta(seconds=1)
+    worker_lease: PositiveDuration = timedelta(seconds=60)
     sender_concurrency: int = Field(default=64, ge=1, le=10_000)
     sender_max_attempts: int = Field(default=8, ge=1, le=100)
-    push_connect_timeout: SettingDuration = timedelta(seconds=5)
-    push_read_timeout: SettingDuration = timedelta(seconds=15)
+    push_connect_timeout: PositiveDuration = timedelta(seconds=5)
+    push_read_timeout: PositiveDuration = timedelta(seconds=15)
     shutdown_grace: SettingDuration = timedelta(seconds=10)
     signal_rate_burst: int = Field(default=60, ge=1)
     signal_rate_per_second: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"
+    migrations_dir: Path | None = None
 
     @field_validator("vapid_subject")
     @classmethod
@@ -91,6 +122,60 @@ class Settings(BaseSettings):
         scheme = urlsplit(value).scheme
         if scheme not in ("postgres", "postgresql"):
             raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"must be http(s)://host[:port], e.g. https://push.example.com, not {value!r}"
+            )
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(
+                f"no path, query or fragment in {value!r}: momentcast's routes start at the "
+                "host's root (https://push.example.com)"
+            )
+        return _origin(parts, value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_cors_origins(cls, value: list[str]) -> list[str]:
+        origins = []
+        for entry in value:
+            if entry == "*":
+                origins.append(entry)
+                continue
+            if not _SCHEME.match(entry):
+                raise ValueError(
+                    f"{entry!r} has no scheme; an origin is scheme://host[:port], "
+                    "e.g. https://shop.example.com"
+                )
+            parts = urlsplit(entry)
+            if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+                raise ValueError(
+                    f"{entry!r} is not an origin: scheme://host[:port] without a path, "
+                    "e.g. https://shop.example.com"
+                )
+            origins.append(_origin(parts, entry))
+        return origins
+
+    @field_validator("db_pool_max")
+    @classmethod
+    def _check_pool(cls, value: int, info: ValidationInfo) -> int:
+        smallest = info.data.get("db_pool_min")
+        if smallest is not None and value < smallest:
+            raise ValueError(f"must be at least {ENV_PREFIX}DB_POOL_MIN ({smallest})")
+        return value
+
+    @field_validator("migrations_dir")
+    @classmethod
+    def _check_migrations_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not (value / "0001_init.sql").is_file():
+            raise ValueError(f"{value} holds no 0001_init.sql")
         return value
 
     @field_validator("push_hosts")
@@ -124,19 +209,52 @@ class Settings(BaseSettings):
     def pg_dir(self) -> Path:
         return self.data_dir / "pg"
 
+    def vapid_subject_warning(self) -> str | None:
+        """A warning when the VAPID subject is an example address and public push services
+        may be reached: Apple refuses such subjects (the default is one, to be replaced)."""
+        host = _subject_host(self.vapid_subject)
+        example = any(host == d or host.endswith("." + d) for d in EXAMPLE_DOMAINS)
+        public = any(not entry.startswith("http://") for entry in self.push_hosts)
+        if not (example and public):
+            return None
+        return (
+            f"{ENV_PREFIX}VAPID_SUBJECT is {self.vapid_subject!r}, an example address: "
+            "Apple's push service refuses it (403 BadJwtToken); set a mailto: or https: "
+            "contact you read"
+        )
+
+
+def _origin(parts: SplitResult, value: str) -> str:
+    """scheme://host[:port], lower-cased, without a default port: how browsers spell it."""
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"bad port in {value!r}") from None
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or port == _DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def _subject_host(value: str) -> str:
+    if value.startswith("mailto:"):
+        host = value.removeprefix("mailto:").rsplit("@", 1)[-1]
+    else:
+        host = urlsplit(value).hostname or ""
+    return host.lower().rstrip(".")
+
 
 def check_vapid_subject(value: str) -> None:
     """Reject subjects Apple's push service refuses (it answers 403 BadJwtToken to them)."""
     if value.startswith("mailto:"):
-        address = value.removeprefix("mailto:")
-        if "@" not in address:
+        if "@" not in value:
             raise ValueError("a mailto: subject needs an address, e.g. mailto:ops@example.com")
-        host = address.rsplit("@", 1)[1]
-    elif value.startswith("https://"):
-        host = urlsplit(value).hostname or ""
-    else:
+    elif not value.startswith("https://"):
         raise ValueError("must start with mailto: or https:// (RFC 8292)")
-    host = host.lower().rstrip(".")
+    host = _subject_host(value)
     if (
         not host
         or host == "localhost"
@@ -151,6 +269,37 @@ def _describe(error: ErrorDetails) -> str:
     name = ENV_PREFIX + str(loc[0]).upper() if loc else ENV_PREFIX + "?"
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     return f"{name}: {message}"
+
+
+def unknown_settings(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = Path(ENV_FILE)
+) -> list[str]:
+    """A warning for each ``MOMENTCAST_*`` name in the environment or ``.env`` that is no
+    setting (a typo is otherwise silently ignored), with the closest setting's name."""
+    fields = [name.upper() for name in Settings.model_fields]
+    known = set(fields) | set(OTHER_NAMES)
+    env = os.environ if environ is None else environ
+    seen: set[str] = set()
+    warnings = []
+    candidates = [(name, "") for name in sorted(env)]
+    if env_file is not None and env_file.is_file():
+        candidates += [(name, " (in .env)") for name in dotenv_values(env_file)]
+    for name, where in candidates:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in seen:
+            continue
+        seen.add(upper)
+        rest = upper.removeprefix(ENV_PREFIX)
+        if rest in known:
+            continue
+        close = difflib.get_close_matches(rest, fields, n=1)
+        hint = (
+            f"; did you mean {ENV_PREFIX}{close[0]}?"
+            if close
+            else " (docs/configuration.md lists them all)"
+        )
+        warnings.append(f"{upper}{where} is not a setting{hint}")
+    return warnings
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import ConfigError
-from service.settings import DEFAULT_PUSH_HOSTS, load_settings
+from service.settings import DEFAULT_PUSH_HOSTS, load_settings, unknown_settings
 
 
 @pytest.fixture(autouse=True)
@@ -57,6 +57,21 @@ def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
         ("PUSH_HOSTS", "https://fcm.googleapis.com/x", "MOMENTCAST_PUSH_HOSTS"),
         ("LOG_LEVEL", "loud", "MOMENTCAST_LOG_LEVEL: must be one of"),
         ("WORKER_BATCH_SIZE", "0", "MOMENTCAST_WORKER_BATCH_SIZE"),
+        ("PUBLIC_URL", "push.example.com", "MOMENTCAST_PUBLIC_URL: must be http(s)://host"),
+        ("PUBLIC_URL", "ftp://push.example.com", "MOMENTCAST_PUBLIC_URL: must be http(s)://host"),
+        ("PUBLIC_URL", "https://", "MOMENTCAST_PUBLIC_URL: must be http(s)://host"),
+        ("PUBLIC_URL", "https://push.example.com/api", "MOMENTCAST_PUBLIC_URL: no path"),
+        ("PUBLIC_URL", "https://push.example.com?x=1", "MOMENTCAST_PUBLIC_URL: no path"),
+        ("PUBLIC_URL", "https://push.example.com:99999", "MOMENTCAST_PUBLIC_URL"),
+        ("CORS_ORIGINS", "shop.example.com", "MOMENTCAST_CORS_ORIGINS: 'shop.example.com'"),
+        ("CORS_ORIGINS", "https://a.example, b.example", "MOMENTCAST_CORS_ORIGINS: 'b.example'"),
+        ("CORS_ORIGINS", "https://shop.example.com/app", "MOMENTCAST_CORS_ORIGINS"),
+        ("RULES_POLL_INTERVAL", "0", "MOMENTCAST_RULES_POLL_INTERVAL: must be more than 0"),
+        ("WORKER_POLL_INTERVAL", "0s", "MOMENTCAST_WORKER_POLL_INTERVAL: must be more than 0"),
+        ("WORKER_LEASE", "0", "MOMENTCAST_WORKER_LEASE: must be more than 0"),
+        ("PUSH_CONNECT_TIMEOUT", "0", "MOMENTCAST_PUSH_CONNECT_TIMEOUT: must be more than 0"),
+        ("PUSH_READ_TIMEOUT", "0", "MOMENTCAST_PUSH_READ_TIMEOUT: must be more than 0"),
+        ("BODY_READ_TIMEOUT", "0", "MOMENTCAST_BODY_READ_TIMEOUT: must be more than 0"),
     ],
 )
 def test_bad_values_name_the_variable(
@@ -67,6 +82,88 @@ def test_bad_values_name_the_variable(
         load_settings()
     assert expected in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_pool_min_above_max_names_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOMENTCAST_DB_POOL_MIN", "5")
+    monkeypatch.setenv("MOMENTCAST_DB_POOL_MAX", "2")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value) == (
+        "MOMENTCAST_DB_POOL_MAX: must be at least MOMENTCAST_DB_POOL_MIN (5)"
+    )
+
+
+def test_durations_that_may_be_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Deleting processed signals at once, and stopping without grace, are legitimate.
+    monkeypatch.setenv("MOMENTCAST_SIGNAL_RETENTION", "0")
+    monkeypatch.setenv("MOMENTCAST_SHUTDOWN_GRACE", "0")
+    s = load_settings()
+    assert s.signal_retention == s.shutdown_grace == timedelta(0)
+
+
+def test_public_url_and_cors_origins_are_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOMENTCAST_PUBLIC_URL", "HTTPS://Push.Example.com:8443/")
+    monkeypatch.setenv(
+        "MOMENTCAST_CORS_ORIGINS", "https://Shop.example.com/, http://localhost:3000"
+    )
+    s = load_settings()
+    assert s.base_url == "https://push.example.com:8443"
+    assert s.cors_origins == ["https://shop.example.com", "http://localhost:3000"]
+    monkeypatch.setenv("MOMENTCAST_CORS_ORIGINS", "*")
+    assert load_settings().cors_origins == ["*"]
+
+
+def test_unknown_names_are_warned_with_a_suggestion(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text(
+        "MOMENTCAST_SECRETKEY=x\nMOMENTCAST_PORT=9090\nOTHER_APP_SETTING=1\n"
+        "momentcast_log_level=DEBUG\nMOMENTCAST_PORTT=1\n"
+    )
+    monkeypatch.setenv("MOMENTCAST_PORTT", "1")
+    monkeypatch.setenv("MOMENTCAST_WORKER_LEASES", "5s")
+    monkeypatch.setenv("MOMENTCAST_QWERTY", "1")
+    monkeypatch.setenv("MOMENTCAST_TEST_DATABASE_URL", "postgresql://x/y")  # the test suite's
+    assert unknown_settings() == [
+        "MOMENTCAST_PORTT is not a setting; did you mean MOMENTCAST_PORT?",
+        "MOMENTCAST_QWERTY is not a setting (docs/configuration.md lists them all)",
+        "MOMENTCAST_WORKER_LEASES is not a setting; did you mean MOMENTCAST_WORKER_LEASE?",
+        "MOMENTCAST_SECRETKEY (in .env) is not a setting; did you mean MOMENTCAST_SECRET_KEY?",
+    ]
+
+
+def test_no_warning_for_known_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("MOMENTCAST_PORT=9090\n")
+    monkeypatch.setenv("MOMENTCAST_MIGRATIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("momentcast_data_dir", str(tmp_path))
+    assert unknown_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("subject", "hosts", "warned"),
+    [
+        (None, None, True),
+        ("mailto:ops@example.org", None, True),
+        ("https://www.example.net/contact", None, True),
+        ("mailto:ops@shop.example.de", None, False),
+        # Only the local test push service: nobody refuses the example subject.
+        (None, "http://127.0.0.1", False),
+    ],
+)
+def test_example_vapid_subject_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch, subject: str | None, hosts: str | None, warned: bool
+) -> None:
+    if subject is not None:
+        monkeypatch.setenv("MOMENTCAST_VAPID_SUBJECT", subject)
+    if hosts is not None:
+        monkeypatch.setenv("MOMENTCAST_PUSH_HOSTS", hosts)
+    warning = load_settings().vapid_subject_warning()
+    if warned:
+        assert warning is not None
+        assert "MOMENTCAST_VAPID_SUBJECT" in warning and "Apple" in warning
+    else:
+        assert warning is None
 
 
 @pytest.mark.parametrize(

@@ -26,10 +26,6 @@ from .trace import read_trace
 _LOCATED = re.compile(r"^(?P<file>.*?):(?P<line>\d+): (?P<message>.*)$", re.S)
 
 
-def _default_dir() -> str:
-    return os.environ.get("MOMENTCAST_RULES_DIR") or "rules"
-
-
 def _split(entry: str) -> dict[str, Any]:
     m = _LOCATED.match(entry)
     if not m:
@@ -64,7 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) -> int:
+def main(
+    argv: list[str],
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    *,
+    rules_dir: str | os.PathLike[str] = "rules",
+) -> int:
+    """``rules_dir``: the default folder, MOMENTCAST_RULES_DIR as the settings read it."""
     stdout = out or sys.stdout
     stderr = err or sys.stderr
     args = _parser().parse_args(argv)
@@ -73,8 +76,8 @@ def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) 
         stdout.write(json.dumps(doc, indent=2) + "\n")
         return 0
     if args.command == "check":
-        return _check(args.dir or _default_dir(), args.json, stdout, stderr)
-    return _replay(args, stdout, stderr)
+        return _check(args.dir or str(rules_dir), args.json, stdout, stderr)
+    return _replay(args, str(rules_dir), stdout, stderr)
 
 
 def _check(directory: str, as_json: bool, out: TextIO, err: TextIO) -> int:
@@ -209,9 +212,9 @@ def replay(rules_dir: str, trace: str, profile_path: str | None) -> dict[str, An
     }
 
 
-def _replay(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+def _replay(args: argparse.Namespace, default_dir: str, out: TextIO, err: TextIO) -> int:
     try:
-        report = replay(args.rules or _default_dir(), args.trace, args.profile)
+        report = replay(args.rules or default_dir, args.trace, args.profile)
     except RuleLoadError as exc:
         for line in exc.errors:
             err.write(line + "\n")
