@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -42,6 +43,7 @@ from service.store.signals import (
     DeliveryRow,
     PendingSignal,
     PresenceRow,
+    SignalFailure,
     Subscriber,
 )
 
@@ -73,10 +75,22 @@ BATCH_SECONDS = Histogram(
 WORKER_ERRORS = PromCounter(
     "momentcast_worker_errors_total", "Batches that failed and were retried", registry=REGISTRY
 )
+EVALUATION_FAILURES = PromCounter(
+    "momentcast_signal_evaluation_failures_total",
+    "Signals whose evaluation raised (each attempt)",
+    registry=REGISTRY,
+)
+SIGNALS_QUARANTINED = PromCounter(
+    "momentcast_signals_quarantined_total",
+    "ALARM: signals set aside after failing evaluation QUARANTINE_AFTER times",
+    registry=REGISTRY,
+)
 
 Clock = Callable[[], datetime]
 
 LAG_INTERVAL_S = 5.0
+# Failed evaluations after which a signal is quarantined instead of tried again.
+QUARANTINE_AFTER = 3
 
 
 def utcnow() -> datetime:
@@ -114,6 +128,37 @@ def _signal(row: PendingSignal) -> Signal:
         context=row.context,
         id=row.id,
     )
+
+
+@dataclass(frozen=True)
+class _Failure:
+    signal_id: int
+    subscription_id: str
+    reason: str
+
+
+def _isolate(
+    ruleset: Ruleset,
+    pending: Sequence[PendingSignal],
+    profiles: Mapping[str, Profile],
+    states: dict[str, SubscriberState],
+    now: datetime,
+) -> tuple[list[Outcome], list[_Failure]]:
+    """Decide ``pending`` one signal at a time, in order, so that a signal the engine cannot
+    evaluate is found and skipped; each subscriber's state moves on only with its signals
+    that were decided. Slow, and only run after a batch's evaluation raised."""
+    outcomes: list[Outcome] = []
+    failures: list[_Failure] = []
+    for row in pending:
+        sid = row.subscription_id
+        trial = {sid: copy.deepcopy(states[sid])}
+        try:
+            outcomes += decide(ruleset, [_signal(row)], profiles, trial, now)
+        except Exception as exc:
+            failures.append(_Failure(row.id, sid, f"{type(exc).__name__}: {exc}"[:500]))
+            continue
+        states[sid] = trial[sid]
+    return outcomes, failures
 
 
 def _presence_rows(states: dict[str, SubscriberState]) -> list[PresenceRow]:
@@ -217,11 +262,51 @@ class Worker:
         pending = await tx.pending_signals(subscription_ids=ids)
         states = await self._load_states(tx, ruleset, locked, now)
         profiles = {sub.id: _profile(sub) for sub in locked}
-        outcomes = decide(ruleset, [_signal(row) for row in pending], profiles, states, now)
+        try:
+            outcomes = decide(ruleset, [_signal(row) for row in pending], profiles, states, now)
+        except Exception as exc:
+            # One signal the engine cannot evaluate must neither stop the others of its batch
+            # nor crash-loop the worker on the queue head: find it, decide the rest.
+            log.warning("worker: a batch's evaluation raised %s; isolating", type(exc).__name__)
+            states = await self._load_states(tx, ruleset, locked, now)  # decide changed them
+            outcomes, failures = _isolate(ruleset, pending, profiles, states, now)
+            held = await self._record_failures(tx, failures)
+            if held:
+                # A failure not yet quarantined: its subscriber waits for the next try, so
+                # its signals are applied in order once the failing one is decided or set aside.
+                await tx.release_claims(subscription_ids=sorted(held))
+                ids = [i for i in ids if i not in held]
+                states = {sid: st for sid, st in states.items() if sid not in held}
+                outcomes = [o for o in outcomes if o.signal.subscription_id not in held]
+            failed = {f.signal_id for f in failures}
+            pending = [p for p in pending if p.subscription_id not in held and p.id not in failed]
         decisions = await self._store(tx, ruleset, ids, states, outcomes)
         await tx.mark_processed(signal_ids=[row.id for row in pending])
         SIGNALS_PROCESSED.inc(len(pending))
         return BatchResult(len(pending), decisions, len(skipped))
+
+    async def _record_failures(self, tx: Store, failures: list[_Failure]) -> set[str]:
+        """Count the failures; return the subscribers held back by one not yet quarantined."""
+        EVALUATION_FAILURES.inc(len(failures))
+        owner = {f.signal_id: f.subscription_id for f in failures}
+        held: set[str] = set()
+        recorded = await tx.record_signal_failures(
+            failures=[SignalFailure(f.signal_id, f.reason) for f in failures],
+            quarantine_after=QUARANTINE_AFTER,
+        )
+        for r in recorded:
+            if r.quarantined:
+                SIGNALS_QUARANTINED.inc()
+                # The signal's id only: its location and its subscriber stay out of the logs.
+                log.error(
+                    "worker: signal %d quarantined after %d failed evaluations; see "
+                    "signals.quarantine_reason (docs/operations.md, Quarantine)",
+                    r.signal_id,
+                    r.attempts,
+                )
+            else:
+                held.add(owner[r.signal_id])
+        return held
 
     async def _load_states(
         self, tx: Store, ruleset: Ruleset, locked: list[Subscriber], now: datetime
@@ -255,16 +340,16 @@ class Worker:
         await tx.set_last_signal_at(
             last={sid: s.last_signal_at for sid, s in states.items() if s.last_signal_at}
         )
-        deliveries = _delivery_rows(outcomes)
-        inserted = await tx.insert_deliveries(rows=deliveries)
-        for delivery in deliveries:
-            DECISIONS.labels(delivery.rule_id).inc()
+        inserted = await tx.insert_deliveries(rows=_delivery_rows(outcomes))
+        # Rows actually inserted: a batch run again after a crash decides nothing new.
+        for rule_id in inserted:
+            DECISIONS.labels(rule_id).inc()
         counters = _counter_rows(ruleset, outcomes)
         await tx.bump_counters(rows=counters)
         for c in counters:
             if c.counter.startswith("suppressed:"):
                 SUPPRESSIONS.labels(c.rule_id, c.counter.removeprefix("suppressed:")).inc(c.n)
-        return inserted
+        return len(inserted)
 
     async def drain(self) -> int:
         """Process until the queue is empty; returns the number of signals processed."""

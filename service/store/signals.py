@@ -162,6 +162,21 @@ class DeliveryRow:
 
 
 @dataclass(frozen=True, slots=True)
+class SignalFailure:
+    """A signal whose evaluation raised, and why (the exception, never the signal's data)."""
+
+    signal_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FailedSignal:
+    signal_id: int
+    attempts: int
+    quarantined: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CounterRow:
     rule_id: str
     variant: str
@@ -270,10 +285,11 @@ class SignalQueries(StoreBase):
         if last:
             await self._execute("set_last_signal_at", list(last), list(last.values()))
 
-    async def insert_deliveries(self, *, rows: Sequence[DeliveryRow]) -> int:
-        """Insert the decisions not made before (by dedupe key); return how many were new."""
+    async def insert_deliveries(self, *, rows: Sequence[DeliveryRow]) -> list[str]:
+        """Insert the decisions not made before (by dedupe key); return the rule of each row
+        that was new (a batch run twice inserts nothing the second time)."""
         if not rows:
-            return 0
+            return []
         inserted = await self._fetch(
             "insert_deliveries",
             [r.subscription_id for r in rows],
@@ -290,7 +306,7 @@ class SignalQueries(StoreBase):
             [r.topic for r in rows],
             [r.decided_at for r in rows],
         )
-        return len(inserted)
+        return [row["rule_id"] for row in inserted]
 
     async def bump_counters(self, *, rows: Sequence[CounterRow]) -> None:
         """Add to the rule counters; give ``rows`` sorted by key so that concurrent workers
@@ -303,6 +319,21 @@ class SignalQueries(StoreBase):
                 [r.counter for r in rows],
                 [r.n for r in rows],
             )
+
+    async def record_signal_failures(
+        self, *, failures: Sequence[SignalFailure], quarantine_after: int
+    ) -> list[FailedSignal]:
+        """Count a failed evaluation of each signal; quarantine those that have now failed
+        ``quarantine_after`` times."""
+        if not failures:
+            return []
+        rows = await self._fetch(
+            "record_signal_failures",
+            [f.signal_id for f in failures],
+            [f.reason for f in failures],
+            quarantine_after,
+        )
+        return [FailedSignal(r["id"], r["attempts"], r["quarantined"]) for r in rows]
 
     async def mark_processed(self, *, signal_ids: Sequence[int]) -> None:
         await self._execute("mark_processed", signal_ids)

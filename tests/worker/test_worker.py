@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from service.context import Context
+from service.metrics import REGISTRY
 from service.worker import Worker
 from tests.api.conftest import register
 from tests.conftest import LiveApi
@@ -173,3 +174,23 @@ async def test_batch_out_then_in_leaves_presence_inside(wctx: Context, wapi: Liv
     await send(CAFE_A)
     assert [r["place_id"] for r in await deliveries(wctx.pool)] == ["a"]
     assert await counters(wctx.pool) == {("coffee", "matched"): 1}
+
+
+async def test_decisions_metric_counts_inserted_rows_not_attempts(wctx: Context) -> None:
+    def decided() -> float:
+        return REGISTRY.get_sample_value("momentcast_decisions_total", {"rule": "coffee"}) or 0.0
+
+    sub = await add_subscription(wctx.pool)
+    await add_signals(wctx.pool, sub, [Fix(T0, *CAFE_A)])
+    before = decided()
+    await worker(wctx, T0 + timedelta(seconds=5)).drain()
+    assert decided() == before + 1
+    # The same decision again, as after a crash that lost the engine's state but not the
+    # outbox: the dedupe key refuses the row, and the metric must not count it.
+    await wctx.pool.execute("UPDATE deliveries SET decided_at = decided_at - interval '60 days'")
+    await wctx.pool.execute("UPDATE signals SET processed_at = NULL")
+    await wctx.pool.execute("DELETE FROM presence")
+    await wctx.pool.execute("UPDATE subscriptions SET last_signal_at = NULL")
+    assert await worker(wctx, T0 + timedelta(seconds=5)).drain() == 1
+    assert len(await deliveries(wctx.pool)) == 1
+    assert decided() == before + 1

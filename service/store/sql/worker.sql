@@ -64,6 +64,19 @@ WHERE sub.id = t.id
 -- name: mark_processed
 UPDATE signals SET processed_at = now(), claimed_until = NULL WHERE id = ANY($1::bigint[])
 
+-- name: record_signal_failures
+-- Signals whose evaluation raised ($2 says why). One that failed $3 times is quarantined:
+-- processed, so it no longer holds back its subscriber or the queue head.
+UPDATE signals s
+SET attempts = s.attempts + 1,
+    quarantine_reason = f.reason,
+    quarantined_at = CASE WHEN s.attempts + 1 >= $3 THEN now() END,
+    processed_at = CASE WHEN s.attempts + 1 >= $3 THEN now() END,
+    claimed_until = NULL
+FROM unnest($1::bigint[], $2::text[]) AS f(id, reason)
+WHERE s.id = f.id
+RETURNING s.id, s.attempts, s.quarantined_at IS NOT NULL AS quarantined
+
 -- name: insert_deliveries
 -- The dedupe key makes a decision at most once even if a batch runs twice.
 INSERT INTO deliveries (subscription_id, signal_id, rule_id, variant, place_id, dedupe_key,
@@ -76,7 +89,7 @@ FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::te
             $13::timestamptz[])
      AS t(s, sig, r, v, p, k, pl, dm, lh, ttl, u, tp, at)
 ON CONFLICT (dedupe_key) DO NOTHING
-RETURNING id
+RETURNING rule_id
 
 -- name: bump_counters
 -- Keys arrive sorted so concurrent workers lock counter rows in one order (no deadlock).
