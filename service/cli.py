@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from service import runtime, vapid
+from service import __version__, logs, runtime, vapid
 from service.errors import ConfigError, MomentcastError
 from service.settings import Settings, load_settings, unknown_settings
 
@@ -18,6 +18,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="momentcast",
         description="Location- and context-aware Web Push for micro-moments.",
     )
+    parser.add_argument("--version", action="version", version=f"momentcast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("serve", help="run the API, the worker and the sender in one process")
     sub.add_parser("api", help="run the HTTP API only")
@@ -42,14 +43,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("args", nargs=argparse.REMAINDER)
     return parser
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _migrate(settings: Settings) -> int:
@@ -97,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Every command reads the settings (and .env), so a bad one stops each the same way.
         settings = load_settings()
-        _configure_logging(settings.log_level)
+        logs.configure(settings.log_level, settings.log_format)
         for warning in unknown_settings():
             logging.getLogger("service.settings").warning("%s", warning)
         if args.command == "rules":

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from aiohttp import web
 
 from service import __version__, tokens
-from service.api import create_app
+from service.api import create_app, create_metrics_app
 from service.api.middleware import AccessLogger
 from service.context import Context, Keys
 from service.errors import ComponentFailed, ConfigError, DatabaseError
@@ -104,10 +104,12 @@ async def _start_site(site: web.TCPSite, host: str, port: int, port_setting: str
         raise listen_error(host, port, exc, port_setting) from None
 
 
-def _banner(ctx: Context, out: TextIO, listening: str | None) -> None:
+def _banner(ctx: Context, out: TextIO, listening: str | None, metrics: str | None) -> None:
     settings = ctx.settings
     if listening:
         print(f"momentcast listening on {listening}", file=out)
+    if metrics:
+        print(f"metrics on {metrics}", file=out)
     print(f"VAPID public key: {ctx.keys.vapid_public_b64}", file=out)
     if settings.admin_token:
         print("admin token: from MOMENTCAST_ADMIN_TOKEN", file=out)
@@ -150,6 +152,7 @@ async def run(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig)
     runner: web.AppRunner | None = None
+    metrics_runner: web.AppRunner | None = None
     tasks: list[asyncio.Task[None]] = []
     failure: ComponentFailed | None = None
     try:
@@ -167,23 +170,33 @@ async def run(
             await runner.setup()
             site = web.TCPSite(runner, settings.host, settings.port)
             await _start_site(site, settings.host, settings.port, "PORT")
-            host = f"[{settings.host}]" if ":" in settings.host else settings.host
-            port = bound_port(runner)
-            listening = f"http://{host}:{port}"
+            listening = "http://" + _address(settings.host, bound_port(runner))
+        metrics = None
+        if settings.metrics_port is not None:
+            # Scrapes are not access-logged: one line every 15 s per process says nothing.
+            metrics_runner = web.AppRunner(
+                create_metrics_app(), handle_signals=False, access_log=None
+            )
+            await metrics_runner.setup()
+            site = web.TCPSite(metrics_runner, settings.host, settings.metrics_port)
+            await _start_site(site, settings.host, settings.metrics_port, "METRICS_PORT")
+            metrics = f"http://{_address(settings.host, bound_port(metrics_runner))}/metrics"
         background = background_components(names)
         if embedded is not None:
             background[EMBEDDED_WATCH] = _watch_embedded(embedded)
         for name, component in background.items():
             tasks.append(asyncio.create_task(component(ctx, stop), name=name))
-        _banner(ctx, out, listening)
+        _banner(ctx, out, listening, metrics)
         subject_warning = settings.vapid_subject_warning() if SENDER in names else None
         if subject_warning:
             log.warning("%s", subject_warning)
+        database = "embedded" if settings.database_url is None else "external"
         log.info(
             "momentcast %s started: %s; database %s",
             __version__,
             ", ".join(sorted(names)),
-            "embedded" if settings.database_url is None else "external",
+            database,
+            extra={"version": __version__, "components": sorted(names), "database": database},
         )
         if ready is not None:
             ready.set()
@@ -202,7 +215,7 @@ async def run(
             failure = ComponentFailed(task.get_name(), reason)
             stop_reason = str(failure)
         stop.set()
-        log.info("momentcast stopping: %s", stop_reason)
+        log.info("momentcast stopping: %s", stop_reason, extra={"reason": stop_reason})
     finally:
         stop.set()
         if runner is not None:
@@ -213,6 +226,8 @@ async def run(
             for task in pending:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await pool.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -240,6 +255,8 @@ def run_blocking(settings: Settings, components: Iterable[str]) -> None:
     components = list(components)
     if API in components:
         check_listen(settings.host, settings.port)
+    if settings.metrics_port is not None:
+        check_listen(settings.host, settings.metrics_port, "METRICS_PORT")
     target = resolve_database(settings)
     try:
         asyncio.run(run(settings, target.dsn, components, embedded=target.embedded))

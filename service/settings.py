@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import SplitResult, urlsplit
 
 from dotenv import dotenv_values
@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     signal_rate_burst: int = Field(default=60, ge=1)
     signal_rate_per_second: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
     migrations_dir: Path | None = None
 
     @field_validator("vapid_subject")
@@ -169,6 +171,24 @@ class Settings(BaseSettings):
         smallest = info.data.get("db_pool_min")
         if smallest is not None and value < smallest:
             raise ValueError(f"must be at least {ENV_PREFIX}DB_POOL_MIN ({smallest})")
+        return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _empty_metrics_port(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip() == "" else value
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _check_metrics_port(cls, value: int | None, info: ValidationInfo) -> int | None:
+        port = info.data.get("port")
+        if value is not None and value != 0 and value == port:
+            raise ValueError(f"must differ from {ENV_PREFIX}PORT ({port})")
         return value
 
     @field_validator("migrations_dir")

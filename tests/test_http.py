@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from service import __version__
 from service.api import create_app
 from service.context import Context
 from service.store import Store
@@ -23,7 +24,7 @@ def assert_error(body: dict[str, object], code: str) -> None:
 async def test_healthz(api: LiveApi) -> None:
     async with api.http.get(api.url + "/healthz") as resp:
         assert resp.status == 200
-        assert await resp.json() == {"status": "ok"}
+        assert await resp.json() == {"status": "ok", "version": __version__}
 
 
 async def test_readyz_checks_database_and_rules(api: LiveApi) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from service import __version__
 from tests.processes import REPO, start
 
 
@@ -31,7 +32,7 @@ def test_serve_with_embedded_database_keeps_data_and_stops_cleanly(tmp_path: Pat
         first.wait_banner()
         assert first.url is not None
         status, body = _get(first.url + "/healthz")
-        assert (status, body) == (200, {"status": "ok"})
+        assert (status, body) == (200, {"status": "ok", "version": __version__})
         _, key = _get(first.url + "/v1/vapid-public-key")
         banner = "\n".join(first.stdout_lines)
         assert f"VAPID public key: {key['public_key']}" in banner

@@ -56,6 +56,9 @@ def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
         ("SECRET_KEY", "x" * 31, "MOMENTCAST_SECRET_KEY: String should have at least 32"),
         ("PUSH_HOSTS", "https://fcm.googleapis.com/x", "MOMENTCAST_PUSH_HOSTS"),
         ("LOG_LEVEL", "loud", "MOMENTCAST_LOG_LEVEL: must be one of"),
+        ("LOG_FORMAT", "xml", "MOMENTCAST_LOG_FORMAT"),
+        ("METRICS_PORT", "8080", "MOMENTCAST_METRICS_PORT: must differ from MOMENTCAST_PORT"),
+        ("METRICS_PORT", "70000", "MOMENTCAST_METRICS_PORT"),
         ("WORKER_BATCH_SIZE", "0", "MOMENTCAST_WORKER_BATCH_SIZE"),
         ("PUBLIC_URL", "push.example.com", "MOMENTCAST_PUBLIC_URL: must be http(s)://host"),
         ("PUBLIC_URL", "ftp://push.example.com", "MOMENTCAST_PUBLIC_URL: must be http(s)://host"),
@@ -92,6 +95,17 @@ def test_pool_min_above_max_names_both(monkeypatch: pytest.MonkeyPatch) -> None:
     assert str(info.value) == (
         "MOMENTCAST_DB_POOL_MAX: must be at least MOMENTCAST_DB_POOL_MIN (5)"
     )
+
+
+def test_log_format_and_metrics_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    assert (s.log_format, s.metrics_port) == ("text", None)
+    monkeypatch.setenv("MOMENTCAST_LOG_FORMAT", "JSON")
+    monkeypatch.setenv("MOMENTCAST_METRICS_PORT", "9100")
+    s = load_settings()
+    assert (s.log_format, s.metrics_port) == ("json", 9100)
+    monkeypatch.setenv("MOMENTCAST_METRICS_PORT", "")  # an empty value means unset
+    assert load_settings().metrics_port is None
 
 
 def test_durations_that_may_be_zero(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from aiohttp import web
 
+from service import __version__
 from service.api import events as events_api
 from service.api import health, pages, rules, signals, subscriptions
 from service.api.common import CONTEXT, json_response
@@ -14,18 +13,13 @@ from service.api.middleware import error_middleware
 from service.api.openapi import Op, build_spec, document
 from service.context import Context
 
-try:
-    VERSION = version("momentcast")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    VERSION = "0.0.0"
-
 openapi_routes = web.RouteTableDef()
 
 
 @document(Op("get", "/openapi.json", "This OpenAPI 3.1 document", tags=["operations"]))
 @openapi_routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(build_spec(VERSION))
+    return json_response(build_spec(__version__))
 
 
 def create_app(ctx: Context) -> web.Application:
@@ -36,6 +30,8 @@ def create_app(ctx: Context) -> web.Application:
     )
     app[CONTEXT] = ctx
     app.add_routes(health.routes)
+    if ctx.settings.metrics_port is None:
+        app.add_routes(health.metrics_routes)
     app.add_routes(openapi_routes)
     app.add_routes(rules.routes)
     app.add_routes(subscriptions.routes)
@@ -43,4 +39,11 @@ def create_app(ctx: Context) -> web.Application:
     app.add_routes(events_api.routes)
     app.add_routes(pages.routes)
     app.cleanup_ctx.append(signals.signal_ingest)
+    return app
+
+
+def create_metrics_app() -> web.Application:
+    """``/metrics`` alone, for METRICS_PORT (in every process, the worker's included)."""
+    app = web.Application()
+    app.add_routes(health.metrics_routes)
     return app

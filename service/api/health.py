@@ -7,17 +7,22 @@ import asyncio
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service import __version__
 from service.api.common import CONTEXT, json_response
 from service.api.openapi import Op, document
 from service.metrics import REGISTRY
 
 routes = web.RouteTableDef()
+# Its own table: with METRICS_PORT set, /metrics is served there and not on the public port.
+metrics_routes = web.RouteTableDef()
 
 
-@document(Op("get", "/healthz", "Liveness: the process answers", tags=["operations"]))
+@document(
+    Op("get", "/healthz", "Liveness: the process answers, with its version", tags=["operations"])
+)
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    return json_response({"status": "ok", "version": __version__})
 
 
 @document(
@@ -52,12 +57,12 @@ async def readyz(request: web.Request) -> web.Response:
     Op(
         "get",
         "/metrics",
-        "Prometheus metrics (text format)",
+        "Prometheus metrics (text format); with METRICS_PORT set, served on that port only",
         tags=["operations"],
         content_type="text/plain",
     )
 )
-@routes.get("/metrics")
+@metrics_routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -126,4 +126,17 @@ class AccessLogger(AbstractAccessLogger):
         route = "unmatched"
         if isinstance(request, web.Request):
             route = _route_name(request)
-        self.logger.info("%s %s %s %.1fms", request.method, route, response.status, time * 1000)
+        ms = round(time * 1000, 1)
+        self.logger.info(
+            "%s %s %s %.1fms",
+            request.method,
+            route,
+            response.status,
+            ms,
+            extra={
+                "method": request.method,
+                "route": route,
+                "status": response.status,
+                "duration_ms": ms,
+            },
+        )
