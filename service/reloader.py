@@ -29,11 +29,20 @@ def _account(holder: RulesHolder, errors: list[str]) -> None:
         RULES_LOADED.set(len(holder.current.rules))
 
 
-def reload_rules(holder: RulesHolder) -> list[str]:
-    """Reload now; the old set stays active when the new one has errors."""
+def _reload(holder: RulesHolder) -> list[str]:
     errors = holder.reload()
     _account(holder, errors)
     return errors
+
+
+async def reload_rules(holder: RulesHolder) -> list[str]:
+    """Reload now; the old set stays active when the new one has errors.
+
+    In a thread: parsing YAML and GeoJSON, building the STRtree and sampling time zones take
+    long enough with many places to stall the API, the worker and the sender of the process.
+    The holder swaps the new set in with one reference assignment, under its own lock.
+    """
+    return await asyncio.to_thread(_reload, holder)
 
 
 def load(ctx: Context) -> RulesHolder:
@@ -42,7 +51,7 @@ def load(ctx: Context) -> RulesHolder:
     from service.rules import RulesHolder
 
     holder = RulesHolder(ctx.settings.rules_dir, load_now=False)
-    reload_rules(holder)
+    _reload(holder)  # at start-up, before anything is served
     ctx.rules = holder
     return holder
 
@@ -67,11 +76,11 @@ async def watch(ctx: Context, stop: asyncio.Event) -> None:
                 break
             if hup.is_set():
                 hup.clear()
-                reload_rules(holder)
+                await reload_rules(holder)
                 continue
             # File scanning is blocking I/O; keep it off the event loop.
             if await asyncio.to_thread(holder.changed):
-                reload_rules(holder)
+                await reload_rules(holder)
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(signal.SIGHUP)

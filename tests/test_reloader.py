@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -62,3 +64,48 @@ async def test_poll_and_sighup_reload_and_broken_set_keeps_old(
     finally:
         stop.set()
         await task
+
+
+def _many_places(n: int) -> dict[str, object]:
+    features = []
+    for i in range(n):
+        lat, lon = 52.3 + (i % 100) * 0.004, 13.1 + (i // 100) * 0.006
+        ring = [[lon, lat], [lon + 0.001, lat], [lon + 0.001, lat + 0.001], [lon, lat + 0.001]]
+        features.append(
+            {
+                "type": "Feature",
+                "properties": {"id": f"p{i}", "name": f"Place {i}", "category": "restaurant"},
+                "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]},
+            }
+        )
+    return {"type": "FeatureCollection", "features": features}
+
+
+async def test_reload_runs_off_the_event_loop(ctx: Context, tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(REPO / "rules", rules)
+    # Enough places that loading takes a while: the API, worker and sender must keep running.
+    (rules / "places" / "restaurants.geojson").write_text(json.dumps(_many_places(8000)))
+    settings = make_settings(ctx.settings.data_dir, ctx.settings.database_url, rules_dir=rules)
+    holder = reloader.load(Context(settings=settings, store=Store(ctx.pool), keys=ctx.keys))
+    assert holder.current is not None and not holder.last_errors
+
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(0.005)
+            gaps.append(time.monotonic() - started)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.02)
+    started = time.monotonic()
+    errors = await reloader.reload_rules(holder)
+    took = time.monotonic() - started
+    task.cancel()
+    assert errors == []
+    print(f"reload {took:.3f} s, longest loop gap {max(gaps):.3f} s")
+    assert took > 0.2, f"the reload took {took:.3f} s; the test needs a slower one"
+    # Sync on the loop, the ticker would wait the whole reload once.
+    assert max(gaps) < took / 2, (max(gaps), took)

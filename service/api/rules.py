@@ -142,7 +142,7 @@ async def get_rules(request: web.Request) -> web.Response:
 async def post_reload(request: web.Request) -> web.Response:
     require_admin(request)
     holder = _holder(request.app[CONTEXT])
-    errors = reload_rules(holder)
+    errors = await reload_rules(holder)
     if errors:
         raise Unprocessable(
             f"rules not reloaded: {len(errors)} error(s); the previous set stays active",
