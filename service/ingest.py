@@ -77,7 +77,7 @@ class SignalWriter:
 
     async def submit(self, request: SignalRequest) -> IngestResult:
         """Queue one request's signals; return once the COMMIT holding them succeeded."""
-        if self._closing or self._task is None:
+        if self._closing or self._task is None or self._task.done():
             raise IngestUnavailable("the signal writer is not running")
         pending = _Pending(request)
         self._queue.append(pending)
@@ -87,6 +87,17 @@ class SignalWriter:
         return await pending.done
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except BaseException as exc:
+            # Whatever ended the writer, no request may wait for it forever: the queued ones
+            # are answered now, and submit() refuses new ones (503) from here on.
+            log.error("signal writer stopped: %r; signals are refused until restart", exc)
+            self._fail(self._queue, IngestUnavailable("the signal writer stopped"))
+            self._queue.clear()
+            raise
+
+    async def _loop(self) -> None:
         in_flight: set[asyncio.Task[None]] = set()
         while True:
             await self._wake.wait()
@@ -125,22 +136,28 @@ class SignalWriter:
                 committed = await self._store.ingest_signals(
                     requests=[item.request for item in batch], channel=SIGNALS_CHANNEL
                 )
-        except Exception as exc:
+        except BaseException as exc:
+            # CancelledError too: a request must never wait for a batch that is gone.
             log.warning(
                 "signal batch of %d requests not committed: %s", len(batch), type(exc).__name__
             )
-            error = IngestUnavailable("signals could not be stored; retry later")
-            for item in batch:
-                if not item.done.done():
-                    item.done.set_exception(error)
-                    # Mark retrieved: a request cancelled by its client would log it otherwise.
-                    item.done.exception()
+            self._fail(batch, IngestUnavailable("signals could not be stored; retry later"))
+            if not isinstance(exc, Exception):
+                raise
             return
         self.batches += 1
         self.rows += committed.stored
         for number, item in enumerate(batch):
             if not item.done.done():
                 item.done.set_result(_result(committed, item.request.token_hash, number))
+
+    @staticmethod
+    def _fail(batch: list[_Pending], error: IngestUnavailable) -> None:
+        for item in batch:
+            if not item.done.done():
+                item.done.set_exception(error)
+                # Mark retrieved: a request cancelled by its client would log it otherwise.
+                item.done.exception()
 
 
 def _result(batch: IngestedBatch, token_hash: bytes, number: int) -> IngestResult:

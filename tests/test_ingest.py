@@ -1,0 +1,54 @@
+"""The group-commit writer never leaves a request waiting, whatever its batch runs into."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from service.errors import IngestUnavailable
+from service.ingest import SignalWriter
+from service.store.signals import IngestedBatch, SignalRequest, SignalRow
+
+ROW = SignalRow(datetime.now(UTC), 52.52, 13.405, None, None, None, {})
+
+
+class CancelledStore:
+    """A store call that ends in CancelledError, as one cut short by a shutdown does."""
+
+    async def ingest_signals(
+        self, *, requests: Sequence[SignalRequest], channel: str
+    ) -> IngestedBatch:
+        raise asyncio.CancelledError
+
+
+async def test_a_cancelled_commit_answers_its_requests() -> None:
+    writer = SignalWriter(CancelledStore())  # type: ignore[arg-type]
+    await writer.start()
+    try:
+        async with asyncio.timeout(5):
+            with pytest.raises(IngestUnavailable):
+                await writer.submit(SignalRequest(b"t" * 32, [ROW]))
+    finally:
+        await writer.stop()
+
+
+async def test_a_dead_writer_answers_waiting_and_later_requests() -> None:
+    writer = SignalWriter(CancelledStore())  # type: ignore[arg-type]
+
+    def broken() -> list[object]:
+        raise RuntimeError("bug in batching")
+
+    writer._take = broken  # type: ignore[method-assign,assignment]
+    await writer.start()
+    try:
+        async with asyncio.timeout(5):
+            with pytest.raises(IngestUnavailable):
+                await writer.submit(SignalRequest(b"t" * 32, [ROW]))
+            with pytest.raises(IngestUnavailable):
+                await writer.submit(SignalRequest(b"u" * 32, [ROW]))
+    finally:
+        with pytest.raises(RuntimeError):
+            await writer.stop()
