@@ -108,3 +108,48 @@ async def test_postgres_restart_loses_nothing_and_decides_once(
 
     assert api.stop() == 0 and worker.stop() == 0
     stack.check_logs(log_privacy.secrets)
+
+
+async def test_after_a_postgres_restart_signals_are_decided_at_once_again(
+    outage_stack: tuple[Stack, Outage],
+) -> None:
+    """LISTEN is re-established: the worker wakes on the signal, not on its poll interval."""
+    stack, pg = outage_stack
+    api = stack.start("api")
+    worker = stack.start("worker", "--no-sender", MOMENTCAST_WORKER_POLL_INTERVAL="10")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+        tokens = []
+        for _ in range(6):
+            async with http.post(api.url + "/v1/subscriptions", json=registration_body()) as r:
+                assert r.status == 201
+                tokens.append((await r.json())["token"])
+        pg.stop()
+        await asyncio.sleep(2)
+        pg.start()
+        pool = await pool_for(pg)
+        deadline = time.monotonic() + 20
+        while True:  # the API is back; the listener reconnects within its retry interval
+            async with http.get(api.url + "/readyz") as r:
+                if r.status == 200:
+                    break
+            assert time.monotonic() < deadline, "the API did not reconnect"
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(3)
+
+        latencies = []
+        for token in tokens:
+            before = await pool.fetchval("SELECT count(*) FROM deliveries")
+            started = time.monotonic()
+            async with http.post(
+                api.url + "/v1/signals",
+                json={"lat": CAFE_A[0], "lon": CAFE_A[1], "accuracy_m": 5},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as r:
+                assert r.status == 202, await r.text()
+            while await pool.fetchval("SELECT count(*) FROM deliveries") == before:
+                assert time.monotonic() - started < 5, "decided on the poll interval, not NOTIFY"
+                await asyncio.sleep(0.005)
+            latencies.append(time.monotonic() - started)
+    latencies.sort()
+    assert latencies[len(latencies) // 2] < 0.1, latencies
+    assert api.stop() == 0 and worker.stop() == 0
