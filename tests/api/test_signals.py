@@ -288,6 +288,27 @@ async def test_rate_limit_429_with_retry_after(api_with: Any) -> None:
     assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 6
 
 
+async def test_rate_limit_is_per_api_process(api_with: Any) -> None:
+    """The documented arithmetic: behind a balancer with N API processes a device gets at
+    most N x SIGNAL_RATE_BURST at once (the buckets live in each process's memory)."""
+    first = await api_with(signal_rate_burst=3, signal_rate_per_second=0.01)
+    second = await api_with(signal_rate_burst=3, signal_rate_per_second=0.01)
+    device = await register(first)
+
+    async def statuses(api: LiveApi, n: int) -> list[int]:
+        out = []
+        for _ in range(n):
+            async with api.http.post(
+                api.url + "/v1/signals", json=BERLIN, headers=device.auth()
+            ) as r:
+                out.append(r.status)
+        return out
+
+    assert await statuses(first, 4) == [202, 202, 202, 429]
+    assert await statuses(second, 4) == [202, 202, 202, 429]
+    assert (await count_rows(first.ctx.pool, "signals"))["signals"] == 6
+
+
 async def test_1000_concurrent_posts_committed_exactly_once(
     api_with: Any, database_url: str
 ) -> None:
