@@ -25,3 +25,9 @@ RULES_LOAD_ERRORS = Counter(
     "Rule reloads rejected because the new set had errors",
     registry=REGISTRY,
 )
+EVENTS_REJECTED = Counter(
+    "momentcast_events_rejected_total",
+    "Engagement events refused because their event token does not match its delivery "
+    "(all of them: MOMENTCAST_SECRET_KEY differs between the API and the sender)",
+    registry=REGISTRY,
+)

@@ -12,6 +12,7 @@ from service.api.common import CONTEXT, json_response, read_model, require_admin
 from service.api.models import Strict
 from service.api.openapi import Op, document
 from service.errors import Forbidden, NotFound
+from service.metrics import EVENTS_REJECTED
 from service.stats import Stats, stats
 
 routes = web.RouteTableDef()
@@ -60,6 +61,7 @@ async def post_event(request: web.Request) -> web.Response:
     # A forged token and the token of another delivery are the same failure: the HMAC over
     # this delivery id does not match. Checked before the database is touched.
     if not tokens.check_event_token(ctx.keys.secret_key, event.delivery_id, event.token):
+        EVENTS_REJECTED.inc()
         raise Forbidden("the event token does not belong to this delivery")
     recorded = await ctx.store.record_event(delivery_id=event.delivery_id, type=event.type)
     if recorded is None:

@@ -134,6 +134,10 @@ async def test_without_a_shared_secret_key_the_api_refuses_the_workers_tokens(
             assert await _post_events(http, data) == [403, 403]
             row = await _coffee_stats(http, api)
             assert (row["sent"], row["shown"], row["clicked"]) == (1, 0, 0), row
+            # Loud, not silent: the API counts what it refuses (an alert rule watches it).
+            async with http.get(api.url + "/metrics") as r:
+                metrics = await r.text()
+            assert "momentcast_events_rejected_total 2.0" in metrics.splitlines(), metrics
         assert api.stop() == 0, api.stderr()
         assert worker.stop() == 0, worker.stderr()
     finally:
