@@ -49,6 +49,8 @@ def _migrate(settings: Settings) -> int:
     from service.store import migrations
     from service.store.db import resolve_database
 
+    if settings.database_url is None:  # the embedded database lives in DATA_DIR
+        runtime.prepare_data_dir(settings)
     target = resolve_database(settings)
     try:
         applied = asyncio.run(migrations.migrate(target.dsn, settings.migrations_dir))
@@ -63,6 +65,7 @@ def _migrate(settings: Settings) -> int:
 
 
 def _vapid(settings: Settings, generate: bool, private: bool) -> int:
+    runtime.prepare_data_dir(settings)
     if generate:
         if settings.vapid_private_key:
             raise ConfigError(

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import signal
 import socket
 import sys
@@ -75,6 +76,18 @@ def listen_error(host: str, port: int, exc: OSError, port_setting: str = "PORT")
     else:
         reason = exc.strerror or str(exc)
     return ConfigError(f"{ENV_PREFIX}HOST: cannot listen on {where}: {reason}")
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    """Create DATA_DIR (keys, the embedded database) or say in one line why it cannot be."""
+    path = settings.data_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"{ENV_PREFIX}DATA_DIR: cannot create {path}: {reason}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{ENV_PREFIX}DATA_DIR: {path} is not writable")
 
 
 def check_listen(host: str, port: int, port_setting: str = "PORT") -> None:
@@ -253,6 +266,7 @@ def _watch_embedded(embedded: EmbeddedPostgres) -> Component:
 def run_blocking(settings: Settings, components: Iterable[str]) -> None:
     """Entry point of ``momentcast serve|api|worker``: owns the embedded database's lifetime."""
     components = list(components)
+    prepare_data_dir(settings)
     if API in components:
         check_listen(settings.host, settings.port)
     if settings.metrics_port is not None:

@@ -134,3 +134,17 @@ def test_the_example_vapid_subject_is_warned_about_at_start(
     err = proc.stderr()
     [warning] = [line for line in err.splitlines() if "MOMENTCAST_VAPID_SUBJECT" in line]
     assert "WARNING" in warning and "Apple" in warning, err
+
+
+@pytest.mark.parametrize("command", ["worker", "vapid"])
+def test_a_data_dir_that_cannot_be_created_is_one_line_and_exit_2(
+    tmp_path: Path, database_url: str, command: str
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    env = _env(tmp_path, database_url, MOMENTCAST_DATA_DIR=str(tmp_path / "a-file" / "data"))
+    code, _, err = _run([command], env, tmp_path)
+    assert code == 2, err
+    assert _one_error_line(err) == (
+        "momentcast: configuration error: MOMENTCAST_DATA_DIR: cannot create "
+        f"{tmp_path / 'a-file' / 'data'}: Not a directory"
+    )
