@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Final
 
 import numpy as np
@@ -64,8 +65,10 @@ class Evaluation:
     local_offset: FloatArray  # seconds east of UTC at the signal
     start: IntArray  # pairs of signal i are [start[i], start[i + 1])
 
-    @property
+    @cached_property
     def matched(self) -> npt.NDArray[np.bool_]:
+        """Pairs that passed every condition. Cached: the engine reads it once per signal,
+        and rebuilding the whole-batch mask each time made ``decide`` quadratic."""
         return np.asarray(self.inside & self.accurate & (self.code == OK))
 
     def pair_range(self, i: int) -> range:

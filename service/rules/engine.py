@@ -181,7 +181,7 @@ def _apply(
             entered.add(k)
             outcome.entered.append(key)
     _leave(rs, sig, state, seen, outcome)
-    matched = ev.matched
+    matched = ev.matched  # one whole-batch mask, computed once (cached)
     candidates: list[Match] = []
     for k in pairs:
         if not matched[k]:
