@@ -31,7 +31,15 @@ from service.store.db import EmbeddedPostgres, create_pool
 pytest_plugins = ["tests.security.logscan"]
 
 REPO = Path(__file__).resolve().parent.parent
-TABLES = ("events", "deliveries", "presence", "signals", "rule_counters", "subscriptions")
+TABLES = (
+    "events",
+    "deliveries",
+    "presence",
+    "signals",
+    "rule_counters",
+    "subscriptions",
+    "push_origins",
+)
 ADMIN_TOKEN = "test-admin-token-" + "x" * 16
 
 

@@ -71,19 +71,40 @@ class DeliveryOutcome:
     gone_subscription: uuid.UUID | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class OriginPause:
+    """A push-service origin's 429 pause as every sender shares it (table ``push_origins``):
+    ``pause_s`` seconds left from the database's now, and the 429s in a row."""
+
+    origin: str
+    pause_s: float
+    strikes: int
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(origin=row["origin"], pause_s=row["pause_s"], strikes=row["strikes"])
+
+
 class DeliveryQueries(StoreBase):
     async def claim_deliveries(self, *, limit: int, lease_s: float) -> list[ClaimedDelivery]:
         """Lease up to ``limit`` due deliveries to this sender for ``lease_s`` seconds."""
         rows = await self._fetch("push_claim", limit, lease_s)
         return [ClaimedDelivery.from_row(row) for row in rows]
 
-    async def record_outcomes(self, outcomes: Sequence[DeliveryOutcome]) -> None:
+    async def record_outcomes(
+        self, outcomes: Sequence[DeliveryOutcome], pauses: Sequence[OriginPause] = ()
+    ) -> None:
         """Record a batch of outcomes in one transaction; a 404/410 retires its subscription
-        and cancels what else was pending for it."""
-        if not outcomes:
+        and cancels what else was pending for it. ``pauses`` are written in the same
+        transaction (see :meth:`pause_origins`)."""
+        if not outcomes and not pauses:
             return
         gone = sorted({o.gone_subscription for o in outcomes if o.gone_subscription is not None})
         async with self.transaction() as tx:
+            if pauses:
+                await tx.pause_origins(pauses)
+            if not outcomes:
+                return
             await tx._execute(
                 "push_record",
                 [o.id for o in outcomes],
@@ -96,3 +117,21 @@ class DeliveryQueries(StoreBase):
             if gone:
                 await tx._execute("push_mark_gone", gone)
                 await tx._execute("push_cancel_for_gone", gone)
+
+    async def pause_origins(self, pauses: Sequence[OriginPause]) -> None:
+        """Share origins' 429 pauses with every sender: a running pause is only ever made
+        longer (the greater end wins); the strikes are this writer's count."""
+        if not pauses:
+            return
+        ordered = sorted(pauses, key=lambda p: p.origin)  # one lock order for all writers
+        await self._execute(
+            "push_pause_origins",
+            [p.origin for p in ordered],
+            [max(0.0, p.pause_s) for p in ordered],
+            [p.strikes for p in ordered],
+        )
+
+    async def paused_origins(self) -> list[OriginPause]:
+        """The origins that are paused now, or have 429s in a row on record."""
+        rows = await self._fetch("push_paused_origins")
+        return [OriginPause.from_row(row) for row in rows]

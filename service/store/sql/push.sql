@@ -53,3 +53,25 @@ UPDATE deliveries
 SET status = 'cancelled', last_error = 'subscription gone', finished_at = now(),
     claimed_until = NULL
 WHERE subscription_id = ANY($1::uuid[]) AND status = 'pending'
+
+-- name: push_pause_origins
+-- Every sender's view of the push services that asked for a pause (429). The later end of a
+-- pause wins, so a shorter Retry-After seen by another process never shortens it; the
+-- strikes (429s in a row, which lengthen a pause without Retry-After) are the writer's.
+-- Callers pass the origins sorted, so concurrent writers lock the rows in one order.
+INSERT INTO push_origins AS o (origin, paused_until, strikes, updated_at)
+SELECT u.origin, now() + make_interval(secs => u.pause_s), u.strikes, now()
+FROM unnest($1::text[], $2::float8[], $3::int[]) AS u(origin, pause_s, strikes)
+ON CONFLICT (origin) DO UPDATE
+SET paused_until = GREATEST(o.paused_until, EXCLUDED.paused_until),
+    strikes = EXCLUDED.strikes,
+    updated_at = now()
+
+-- name: push_paused_origins
+-- Read once per claimed batch: a handful of rows (one per push service that ever throttled).
+SELECT origin,
+       GREATEST(0, extract(epoch FROM paused_until - now()))::float8 AS pause_s,
+       strikes
+FROM push_origins
+WHERE paused_until > now() OR strikes > 0
+ORDER BY origin
