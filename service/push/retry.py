@@ -11,6 +11,10 @@ procrastinate's ``retry.py``). The push services' answers (docs/push.md):
 - 3xx: refused (push services never redirect; following one would let anybody steer our POSTs).
 - 5xx, timeouts, connection errors: transient; retry with backoff until the attempts run out.
 - 400, 413 and other client errors: the same request would fail the same way.
+
+A 429's pause holds for the whole origin and for every sender process: :class:`OriginBackoff`
+is what one process knows of an origin's pause, and how a 429, an accepted push or what other
+processes wrote to the database change it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import email.utils
 import enum
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 # Retry-After beyond this is treated as this: a push should not wait for a day.
@@ -98,3 +102,38 @@ class RetryPolicy:
         if delay is None:
             delay = self.backoff(strikes)
         return max(delay, MIN_RATE_LIMIT_PAUSE)
+
+
+@dataclass(frozen=True, slots=True)
+class OriginBackoff:
+    """How one push-service origin is throttling us: nothing may be sent to it before
+    ``until`` (seconds on the caller's clock), after ``strikes`` 429s in a row."""
+
+    until: float = 0.0
+    strikes: int = 0
+
+    def remaining(self, now: float) -> float:
+        """Seconds of pause left at ``now``; 0 when the origin may be sent to."""
+        return max(0.0, self.until - now)
+
+    def strike(self, now: float) -> int:
+        """Which 429 in a row one that arrives at ``now`` is. While the origin is paused it
+        answers a request sent before the pause began: the same strike, or every request in
+        flight together would count as one more (and a pause would grow to the cap)."""
+        return self.strikes if self.until > now else self.strikes + 1
+
+    def throttled(self, pause: float, now: float) -> OriginBackoff:
+        """After a 429 that asks for ``pause`` seconds: the longer of the running pause and
+        the new one (a shorter Retry-After never shortens a pause), at :meth:`strike`."""
+        return OriginBackoff(max(self.until, now + pause), self.strike(now))
+
+    def accepted(self, now: float) -> OriginBackoff:
+        """After an accepted push: no strikes. While the origin is paused nothing changes: the
+        push was sent before the pause began, and the 429s after it are the news."""
+        return self if self.until > now else replace(self, strikes=0)
+
+    def learned(self, shared: OriginBackoff, *, keep_strikes: bool) -> OriginBackoff:
+        """Merged with what the database holds (every process's 429s): the longer pause; the
+        shared strikes, unless this process has news about them it has not written yet."""
+        strikes = self.strikes if keep_strikes else shared.strikes
+        return OriginBackoff(max(self.until, shared.until), strikes)

@@ -11,6 +11,7 @@ from service.push.retry import (
     MAX_RETRY_AFTER,
     MIN_RATE_LIMIT_PAUSE,
     Action,
+    OriginBackoff,
     RetryPolicy,
     classify,
 )
@@ -76,3 +77,33 @@ def test_rate_limit_pause_without_retry_after_grows_with_strikes() -> None:
     assert max(first) <= 2.0
     assert min(fifth) >= 16.0
     assert policy.rate_limit_pause("not a date", 1, NOW) <= 2.0
+
+
+def test_a_429_lengthens_a_pause_and_never_shortens_it() -> None:
+    state = OriginBackoff().throttled(30.0, now=100.0)
+    assert state == OriginBackoff(130.0, 1)
+    assert state.remaining(120.0) == 10.0 and state.remaining(200.0) == 0.0
+    # More 429s during the pause (requests that were in flight): the longer pause wins, and
+    # they are the same strike.
+    assert state.throttled(2.0, now=101.0) == OriginBackoff(130.0, 1)
+    assert state.throttled(60.0, now=101.0) == OriginBackoff(161.0, 1)
+    assert state.strike(now=101.0) == 1
+    # The first 429 after the pause is the next strike.
+    assert state.strike(now=131.0) == 2
+    assert state.throttled(5.0, now=131.0) == OriginBackoff(136.0, 2)
+
+
+def test_an_accepted_push_resets_the_strikes_once_the_pause_is_over() -> None:
+    # Accepted during the pause: sent before it began; the strikes stand.
+    assert OriginBackoff(130.0, 3).accepted(now=120.0) == OriginBackoff(130.0, 3)
+    assert OriginBackoff(130.0, 3).accepted(now=140.0) == OriginBackoff(130.0, 0)
+
+
+def test_what_other_senders_wrote_is_merged_in() -> None:
+    mine = OriginBackoff(110.0, 1)
+    shared = OriginBackoff(150.0, 4)
+    assert mine.learned(shared, keep_strikes=False) == OriginBackoff(150.0, 4)
+    # A pause of ours that is longer than the shared one (not written yet) stays.
+    assert OriginBackoff(200.0, 5).learned(shared, keep_strikes=True) == OriginBackoff(200.0, 5)
+    # The database no longer lists the origin: its strikes were reset by an accepted push.
+    assert mine.learned(OriginBackoff(), keep_strikes=False) == OriginBackoff(110.0, 0)
