@@ -1,0 +1,42 @@
+"""The benchmarks still run: each `--quick` variant finishes and prints its figures.
+
+Nothing here is timed: the figures' values depend on the machine and are not asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import PgServer
+from tests.processes import REPO
+
+
+@pytest.mark.slow
+def test_e2e_quick_prints_the_figures_of_momentcast_and_the_floor(pg_server: PgServer) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTCAST_")}
+    # The session's server: the benchmark creates its own database there and drops it.
+    env["MOMENTCAST_BENCH_DATABASE_URL"] = pg_server.admin_dsn
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "e2e.py"), "--quick"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "p50 ms" in out and "p99 ms" in out and "cpu ms/push" in out, out
+    number = r"(?:\d+(?:\.\d+)?|lost)"
+    for target in ("momentcast", "floor"):
+        for rate in (20, 50):
+            row = rf"^{target}\s+{rate}\s+\d+\s+\d+\s+\d+(?:\s+{number}){{4}}\s+\d+\s+\d+\.\d+"
+            assert re.search(row, out, re.MULTILINE), f"no {target} row at {rate}/s:\n{out}"
+    assert re.search(r"^\s+20/s: \d+\.\d+ ms / \d+\.\d+ ms = \d+\.\dx$", out, re.MULTILINE), out
+    assert "CPU per push <= 0.8 ms:" in out
+    assert ">= 800 pushes/s sustained at p99 <= 250 ms:" in out
