@@ -18,7 +18,10 @@ COPY service ./service
 COPY migrations ./migrations
 COPY rules ./rules
 
+# migrations/ and service/ are only the build's sources: the installed package carries both
+# (the migrations as service/store/migrations_sql/), so nothing reads them from /app.
 RUN pip install --no-cache-dir . \
+    && rm -rf build momentcast.egg-info service migrations \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin momentcast \
     && mkdir -p /data \
     && chown momentcast /data

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import asyncpg
@@ -19,6 +20,8 @@ log = logging.getLogger(__name__)
 _FILE_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Any constant shared by every momentcast process; "mcmg" in ASCII.
 _ADVISORY_LOCK_KEY = 0x6D636D67
+# The top-level migrations/ as the wheel carries it, inside this package.
+PACKAGED_DIR = "migrations_sql"
 
 _CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -46,15 +49,29 @@ class Migration:
 
 
 def migrations_dir() -> Path:
-    """The repository's migrations/ (editable install, container WORKDIR) or an override."""
+    """Where the migrations are: MOMENTCAST_MIGRATIONS_DIR, else those shipped in the package.
+
+    An installed wheel carries the repository's top-level migrations/ as
+    ``service/store/migrations_sql/`` (see pyproject.toml); a source checkout (the editable
+    install of ``make``) reads the top-level migrations/ itself. The working directory is
+    never searched.
+    """
     override = os.environ.get("MOMENTCAST_MIGRATIONS_DIR")
-    candidates = [Path(override)] if override else []
-    candidates += [Path(__file__).resolve().parents[2] / "migrations", Path.cwd() / "migrations"]
+    if override:
+        if not (Path(override) / "0001_init.sql").is_file():
+            raise MigrationError(
+                f"MOMENTCAST_MIGRATIONS_DIR={override}: no 0001_init.sql in that folder"
+            )
+        return Path(override)
+    packaged = resources.files("service.store") / PACKAGED_DIR
+    candidates = [Path(str(packaged)), Path(__file__).resolve().parents[2] / "migrations"]
     for candidate in candidates:
         if (candidate / "0001_init.sql").is_file():
             return candidate
     raise MigrationError(
-        "migrations/ not found; set MOMENTCAST_MIGRATIONS_DIR to the folder holding 0001_init.sql"
+        "no migrations found: neither in the installed package "
+        f"(service/store/{PACKAGED_DIR}/) nor in a source checkout (migrations/); "
+        "set MOMENTCAST_MIGRATIONS_DIR to the folder holding 0001_init.sql"
     )
 
 
