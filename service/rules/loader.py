@@ -269,6 +269,18 @@ def load_ruleset(path: str | Path) -> Ruleset:
     _priority_ties(
         load, rules, {r.id: (f, loc) for f, loc, _ in parsed for r in rules if r.file == str(f)}
     )
+    from .checks import check_rules  # windows vs quiet hours, campaigns, stray places
+
+    found = check_rules(
+        rules,
+        policy,
+        all_places,
+        {str(f): loc for f, loc, _ in parsed},
+        today=datetime.now(UTC).date(),
+        read_text=lambda f: Path(f).read_text(encoding="utf-8"),
+    )
+    load.errors.extend(found.errors)
+    load.warnings.extend(found.warnings)
     if load.errors or policy is None:
         raise RuleLoadError(load.errors, load.warnings)
     return Ruleset(
