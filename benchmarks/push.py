@@ -42,10 +42,10 @@ from service.push import Sender  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.store import Store, migrations  # noqa: E402
 from service.store.db import EmbeddedPostgres, create_pool  # noqa: E402
+from service.testing import SAMPLE_PAYLOAD as PAYLOAD  # noqa: E402
+from service.testing import make_keys  # noqa: E402
 from service.vapid import private_key_to_pem  # noqa: E402
 from service.webpush import VapidSigner, build_headers, encrypt, render_payload  # noqa: E402
-from tests.pushservice import SAMPLE_PAYLOAD as PAYLOAD  # noqa: E402
-from tests.pushservice import make_keys  # noqa: E402
 
 RESPONSE = (
     b"HTTP/1.1 201 Created\r\nLocation: /m/1\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"

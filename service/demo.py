@@ -1,9 +1,9 @@
 """``momentcast demo``: the whole pipeline, for real, against simulated subscribers.
 
 What runs: PostgreSQL (the embedded one in a temporary DATA_DIR, or MOMENTCAST_DATABASE_URL),
-the API, the worker and the sender on a loopback port, and the strict test push service of
-the test suite (tests/pushservice.py) standing in for the subscribers' browsers: it checks the
-VAPID token and decrypts every push with the subscriber's private key. Simulated subscribers
+the API, the worker and the sender on a loopback port, and the strict test push service
+(service.testing) standing in for the subscribers' browsers: it checks the VAPID token and
+decrypts every push with the subscriber's private key. Simulated subscribers
 register through POST /v1/subscriptions, walk routes through the example city's places
 (Berlin, rules/) sending POST /v1/signals, and report ``shown``/``clicked`` with the event
 token found inside each decrypted push, as the service worker would.
@@ -44,6 +44,7 @@ from service.rules.units import Window, parse_window
 from service.settings import Settings
 from service.store import open_store
 from service.store.db import resolve_database
+from service.testing import BrowserSubscription, Fault, PushService
 
 BERLIN = ZoneInfo("Europe/Berlin")
 WALK_MPS = 1.3
@@ -186,7 +187,7 @@ class Demo:
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
 
-    async def run(self, settings: Settings, dsn: str, push_service_cls: Any) -> Summary:
+    async def run(self, settings: Settings, dsn: str) -> Summary:
         ready, stop = asyncio.Event(), asyncio.Event()
         server = asyncio.create_task(
             runtime.run(
@@ -198,7 +199,7 @@ class Demo:
                 stop=stop,
             )
         )
-        push = None
+        push: PushService | None = None
         try:
             await asyncio.wait(
                 [server, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED
@@ -209,7 +210,7 @@ class Demo:
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"{base}/v1/vapid-public-key") as r:
                     key = (await r.json())["public_key"]
-                push = await push_service_cls(key).start()
+                push = await PushService(key).start()
                 self.say(
                     f"momentcast on {base}; push service (the subscribers' browsers) on "
                     f"{push.origin}"
@@ -246,12 +247,10 @@ class Demo:
         self,
         http: aiohttp.ClientSession,
         base: str,
-        push: Any,
+        push: PushService,
         places: dict[str, tuple[str, tuple[float, float]]],
     ) -> None:
-        from tests.pushservice import Fault
-
-        self.browsers: dict[str, Any] = {}
+        self.browsers: dict[str, BrowserSubscription] = {}
         for w in self.walkers:
             sub = push.subscribe(Fault(status=410) if w.gone else None)
             body = {
@@ -319,7 +318,7 @@ class Demo:
                     setattr(self.summary, kind, getattr(self.summary, kind) + 1)
 
     async def _wait_idle(
-        self, dsn: str, push: Any, http: aiohttp.ClientSession, limit_s: float = 40.0
+        self, dsn: str, push: PushService, http: aiohttp.ClientSession, limit_s: float = 40.0
     ) -> None:
         """Print pushes as they are decrypted until nothing is left to decide or send."""
         self.say("")
@@ -381,20 +380,6 @@ class Demo:
         self.say(f"  events reported     shown {s.shown}, clicked {s.clicked}")
 
 
-def _load_push_service() -> Any:
-    """The test push service lives in the repository's tests/, not in the installed package."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    try:
-        from tests.pushservice import PushService
-    except ImportError as exc:
-        raise SystemExit(
-            f"momentcast demo needs the source tree (tests/pushservice.py next to service/): "
-            f"{exc}. Run it from a git checkout."
-        ) from None
-    return PushService
-
-
 def main(argv: list[str], out: TextIO = sys.stdout) -> int:
     parser = argparse.ArgumentParser(prog="momentcast demo", description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -410,7 +395,6 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
     )
     # `momentcast demo -- --summary-json F`: the CLI's argparse needs "--" before options.
     args = parser.parse_args(argv[1:] if argv[:1] == ["--"] else argv)
-    push_service_cls = _load_push_service()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="momentcast-demo-") as tmp:
         root = Path(tmp)
@@ -437,7 +421,7 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
         demo.say(f"Starting PostgreSQL ({where}), API, worker and sender...")
         target = resolve_database(settings)
         try:
-            summary = asyncio.run(demo.run(settings, target.dsn, push_service_cls))
+            summary = asyncio.run(demo.run(settings, target.dsn))
         finally:
             target.close()
     demo.say(f"Done in {time.monotonic() - started:.1f} s.")

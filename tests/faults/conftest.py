@@ -19,10 +19,10 @@ from service.context import Keys
 from service.settings import Settings
 from service.store import migrations
 from service.store.db import EmbeddedPostgres, create_pool
+from service.testing import BrowserSubscription, PushService
 from tests.api.conftest import push_subscription
 from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.processes import ServiceProcess, start
-from tests.pushservice import BrowserSubscription, PushService
 from tests.security.logscan import leaks, log_privacy
 from tests.worker.conftest import write_rules
 from tests.worker.test_processes import POLICY

@@ -13,9 +13,9 @@ import asyncpg
 import pytest
 
 from service import vapid
+from service.testing import BrowserSubscription, PushService
 from tests.conftest import ADMIN_TOKEN
 from tests.faults.conftest import Proc, Stack
-from tests.pushservice import BrowserSubscription, PushService
 from tests.security.logscan import Watch
 from tests.worker.conftest import CAFE_A
 

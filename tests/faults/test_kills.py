@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from service.testing import Fault, PushService
 from service.worker import Worker
 from tests.faults.conftest import Stack, add_browser_subscriptions
 from tests.push.conftest import insert_delivery
-from tests.pushservice import Fault, PushService
 from tests.security.logscan import Watch
 from tests.worker.conftest import CAFE_A, CAFE_B, FAR, context_for, offset
 from tests.worker.test_processes import outcome, reset_processing

@@ -11,9 +11,9 @@ import aiohttp
 import asyncpg
 import pytest
 
+from service.testing import PushService
 from tests.conftest import ADMIN_TOKEN
 from tests.faults.conftest import Stack, add_browser_subscriptions, registration_body
-from tests.pushservice import PushService
 from tests.security.logscan import Watch
 from tests.worker.conftest import CAFE_A
 

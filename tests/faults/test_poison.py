@@ -10,8 +10,8 @@ import aiohttp
 import asyncpg
 import pytest
 
+from service.testing import PushService
 from tests.faults.conftest import Stack, add_browser_subscriptions
-from tests.pushservice import PushService
 from tests.worker.conftest import CAFE_A
 
 pytestmark = pytest.mark.slow

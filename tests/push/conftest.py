@@ -14,9 +14,9 @@ import pytest
 from service.context import Context
 from service.push import Sender
 from service.settings import Settings
+from service.testing import SAMPLE_PAYLOAD as PAYLOAD
+from service.testing import BrowserSubscription, PushService
 from tests.conftest import make_settings
-from tests.pushservice import SAMPLE_PAYLOAD as PAYLOAD
-from tests.pushservice import BrowserSubscription, PushService
 
 
 @pytest.fixture

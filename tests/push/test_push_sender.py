@@ -14,9 +14,9 @@ from service.context import Context
 from service.metrics import REGISTRY
 from service.push import Sender
 from service.store import Store
+from service.testing import SAMPLE_PAYLOAD as PAYLOAD
+from service.testing import Fault, PushService
 from tests.push.conftest import delivery, insert_delivery, insert_subscription, make_due
-from tests.pushservice import SAMPLE_PAYLOAD as PAYLOAD
-from tests.pushservice import Fault, PushService
 
 
 def metric(name: str, **labels: str) -> float:

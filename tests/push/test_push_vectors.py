@@ -8,8 +8,8 @@ from aiohttp import ClientSession
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from service import webpush
+from service.testing import PushService, VapidError, verify_vapid
 from service.vapid import b64url, b64url_decode
-from tests.pushservice import PushService, VapidError, verify_vapid
 
 PLAINTEXT = b"When I grow up, I want to be a watermelon"
 AS_PRIVATE = "yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw"

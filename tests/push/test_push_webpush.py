@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from service.errors import PushPayloadTooLarge
 from service.push.retry import MAX_RETRY_AFTER, parse_retry_after
+from service.testing import MAX_BODY, make_keys, verify_vapid
 from service.vapid import b64url_decode, public_key_b64url
 from service.webpush import (
     MAX_PLAINTEXT,
@@ -22,7 +23,6 @@ from service.webpush import (
     topic_header,
     ttl_seconds,
 )
-from tests.pushservice import MAX_BODY, make_keys, verify_vapid
 
 SUBJECT = "mailto:ops@momentcast.example.com"
 

@@ -23,10 +23,10 @@ from service.api import create_app
 from service.context import Context, Keys
 from service.push import Sender
 from service.store import Store
+from service.testing import Fault, PushService
 from tests.api.conftest import push_subscription
 from tests.conftest import LiveApi, make_settings, start_app
 from tests.push.conftest import insert_delivery, insert_subscription
-from tests.pushservice import Fault, PushService
 
 INTERNAL_LITERALS = [
     "127.0.0.1",

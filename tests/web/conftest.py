@@ -10,8 +10,8 @@ import pytest
 
 from service.context import Context
 from service.settings import Settings
+from service.testing import PushService
 from tests.conftest import make_settings
-from tests.pushservice import PushService
 
 # Three cafés about 200 m apart along a street near Berlin's Alexanderplatz.
 CAFES = {

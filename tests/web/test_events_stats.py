@@ -10,9 +10,9 @@ from typing import Any
 from service import tokens
 from service.push import Sender
 from service.rules.engine import choose_variant
+from service.testing import BrowserSubscription, Fault, PushService
 from service.worker import Worker
 from tests.conftest import LiveApi
-from tests.pushservice import BrowserSubscription, Fault, PushService
 from tests.web.conftest import CAFES
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from service.rules import RulesHolder
+from service.testing import PushService
 from service.worker import Worker
 from tests.conftest import REPO, LiveApi
-from tests.pushservice import PushService
 from tests.web.test_events_stats import pipeline
 
 
