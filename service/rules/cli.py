@@ -30,7 +30,9 @@ def _split(entry: str) -> dict[str, Any]:
     m = _LOCATED.match(entry)
     if not m:
         return {"file": None, "line": None, "message": entry}
-    return {"file": m["file"], "line": int(m["line"]), "message": m["message"]}
+    # In JSON the list a finding is in says what it is.
+    message = m["message"].removeprefix("warning: ")
+    return {"file": m["file"], "line": int(m["line"]), "message": message}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,14 +40,18 @@ def _parser() -> argparse.ArgumentParser:
         prog="momentcast rules", description="Check, describe and replay rule files."
     )
     sub = ap.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="load every file and report all errors")
+    check = sub.add_parser("check", help="load every file and report all errors and warnings")
     check.add_argument(
         "dir",
         nargs="?",
         default=None,
-        help="rules directory (default: $MOMENTCAST_RULES_DIR or rules)",
+        help="rules directory (default: $MOMENTCAST_RULES_DIR or rules), or one file in it: "
+        "its folder is checked and that file reported",
     )
     check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument(
+        "--strict", action="store_true", help="warnings are errors (exit 1), e.g. in CI"
+    )
     schema = sub.add_parser("schema", help="print the JSON Schema of rule files")
     schema.add_argument("--policy", action="store_true", help="the schema of policy.yaml")
     replay = sub.add_parser("replay", help="what a recorded trace would have triggered")
@@ -76,59 +82,96 @@ def main(
         stdout.write(json.dumps(doc, indent=2) + "\n")
         return 0
     if args.command == "check":
-        return _check(args.dir or str(rules_dir), args.json, stdout, stderr)
+        return _check(args.dir or str(rules_dir), args.json, args.strict, stdout, stderr)
     return _replay(args, str(rules_dir), stdout, stderr)
 
 
-def _check(directory: str, as_json: bool, out: TextIO, err: TextIO) -> int:
+def _check_target(target: str) -> tuple[str, Path | None]:
+    """The folder to load and, for a file argument, the file to report: a rule file's
+    folder, or for a places file the folder above `places/` that holds policy.yaml."""
+    path = Path(target)
+    if not path.is_file():
+        return target, None
+    root = path.parent
+    if not (root / "policy.yaml").is_file() and (root.parent / "policy.yaml").is_file():
+        root = root.parent
+    return str(root), path.resolve()
+
+
+def _in_file(entry_file: str | None, only: Path) -> bool:
+    return entry_file is not None and Path(entry_file).resolve() == only
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _check(target: str, as_json: bool, strict: bool, out: TextIO, err: TextIO) -> int:
+    directory, only = _check_target(target)
+    rs: Ruleset | None = None
     try:
         rs = load_ruleset(directory)
+        errors, warnings = [], list(rs.warnings)
     except RuleLoadError as exc:
-        if as_json:
-            out.write(
-                json.dumps(
-                    {
-                        "ok": False,
-                        "errors": [_split(e) for e in exc.errors],
-                        "warnings": [_split(w) for w in exc.warnings],
-                    },
-                    indent=2,
-                )
-                + "\n"
-            )
-        else:
-            for line in [*exc.errors, *exc.warnings]:
-                err.write(line + "\n")
-            err.write(f"{len(exc.errors)} error(s); nothing was changed\n")
-        return 1
+        errors, warnings = list(exc.errors), list(exc.warnings)
+    rules = rs.rules if rs is not None else []
+    elsewhere = 0
+    if only is not None:
+        mine = [e for e in errors if _in_file(_split(e)["file"], only)]
+        elsewhere = len(errors) - len(mine)
+        errors = mine
+        warnings = [w for w in warnings if _in_file(_split(w)["file"], only)]
+        rules = [r for r in rules if Path(r.file).resolve() == only]
+    failed = rs is None or (strict and bool(warnings))
     if as_json:
-        out.write(
-            json.dumps(
+        doc: dict[str, Any] = {
+            "ok": not failed,
+            "strict": strict,
+            "version": rs.version if rs is not None else None,
+            "errors": [_split(e) for e in errors],
+            "warnings": [_split(w) for w in warnings],
+            "rules": [
                 {
-                    "ok": True,
-                    "version": rs.version,
-                    "errors": [],
-                    "warnings": [_split(w) for w in rs.warnings],
-                    "rules": [
-                        {
-                            "id": r.id,
-                            "priority": r.priority,
-                            "trigger": r.trigger,
-                            "places": len(r.place_idx),
-                            "summary": r.summary(rs.places),
-                        }
-                        for r in rs.rules
-                    ],
-                },
-                indent=2,
+                    "id": r.id,
+                    "file": r.file,
+                    "description": r.description,
+                    "priority": r.priority,
+                    "trigger": r.trigger,
+                    "places": len(r.place_idx),
+                    "summary": r.summary(rs.places),
+                }
+                for r in rules
+                if rs is not None
+            ],
+        }
+        if only is not None:
+            doc["file"] = target
+            doc["errors_in_other_files"] = elsewhere
+        out.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        return 1 if failed else 0
+    for line in [*errors, *warnings]:
+        err.write(line + "\n")
+    if rs is None:
+        if elsewhere:
+            err.write(
+                f"{_count(elsewhere, 'error')} in other files of {directory} "
+                f"(momentcast rules check {directory} lists them)\n"
             )
-            + "\n"
+        scope = f" in {target}" if only is not None else ""
+        err.write(
+            f"{len(errors)} error(s), {_count(len(warnings), 'warning')}{scope}; "
+            "nothing was changed\n"
         )
-        return 0
-    for w in rs.warnings:
-        err.write(w + "\n")
-    for r in rs.rules:
+        return 1
+    for r in rules:
         out.write(r.summary(rs.places) + "\n")
+        if r.description:
+            out.write(f"    {r.description}\n")
+    what = _count(len(rules), "rule") if only is None or rules else target
+    if strict and warnings:
+        err.write(f"{what}, {_count(len(warnings), 'warning')}; --strict makes warnings errors\n")
+        return 1
+    out.write(f"{what} OK, {_count(len(warnings), 'warning')}\n")
     return 0
 
 

@@ -1,8 +1,11 @@
 """`rules check` warnings and errors for rules that load but cannot do what was meant:
-windows against quiet hours, over-long windows, ended campaigns, stray places."""
+windows against quiet hours, over-long windows, ended campaigns, stray places, and the
+CLI's --strict, --json and single-file forms."""
 
 from __future__ import annotations
 
+import io
+import json
 from datetime import date
 from pathlib import Path
 
@@ -10,6 +13,7 @@ import pytest
 
 from service.rules import RuleLoadError, load_ruleset
 from service.rules.checks import check_ruleset, far_places
+from service.rules.cli import main
 from service.rules.source import load_located
 from tests.rules.rulekit import (
     BERLIN,
@@ -21,6 +25,7 @@ from tests.rules.rulekit import (
     write_dir,
 )
 
+REPO = Path(__file__).resolve().parents[2]
 QUIET = POLICY + 'quiet_hours: "21:00-08:00"\n'
 
 # Line 3 of every rule below is `when:`, line 4 its first key.
@@ -249,3 +254,93 @@ def test_a_rule_without_places_is_checked_too(tmp_path: Path) -> None:
         "when.between: 06:30-10:00 overlaps the q"
     ]
     assert found.warnings[0].startswith(f"{root}/r.yaml:1: ")  # no source given: line 1
+
+
+def check(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["check", *argv], out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_shipped_rules_check_clean_even_with_strict() -> None:
+    code, out, err = check([str(REPO / "rules"), "--strict"])
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1] == "5 rules OK, 0 warnings"
+    assert "    Lunch offer when a subscriber walks near a partner restaurant" in out
+
+
+def test_strict_makes_warnings_errors(tmp_path: Path) -> None:
+    root = write_dir(tmp_path / "rules", {"r.yaml": rule('  between: "06:30-10:00"')}, QUIET)
+    code, out, err = check([str(root)])
+    assert code == 0
+    assert err.startswith(f"{root}/r.yaml:4: warning: when.between: 06:30-10:00 overlaps")
+    assert out.splitlines() == [
+        "r: priority 1, enter, 5 places (point+polygon), 06:30-10:00, variants default",
+        "    a test rule",
+        "1 rule OK, 1 warning",
+    ]
+    code, out, err = check([str(root), "--strict"])
+    assert code == 1
+    assert err.splitlines()[-1] == "1 rule, 1 warning; --strict makes warnings errors"
+    code, out, _ = check([str(root), "--strict", "--json"])
+    doc = json.loads(out)
+    assert code == 1 and doc["ok"] is False and doc["strict"] is True and doc["errors"] == []
+    assert doc["warnings"] == [
+        {
+            "file": f"{root}/r.yaml",
+            "line": 4,
+            "message": "when.between: 06:30-10:00 overlaps the quiet hours 21:00-08:00 "
+            "(policy.yaml) during 06:30-08:00, when nothing is sent; it can send only "
+            "08:00-10:00",
+        }
+    ]
+    assert doc["rules"][0]["description"] == "a test rule"
+    code, out, _ = check([str(root), "--json"])
+    assert code == 0 and json.loads(out)["ok"] is True
+
+
+def test_the_error_fails_the_check_with_its_line(tmp_path: Path) -> None:
+    root = write_dir(tmp_path / "rules", {"r.yaml": rule('  between: "22:00-06:00"')}, QUIET)
+    code, out, err = check([str(root)])
+    assert code == 1 and out == ""
+    assert err.splitlines() == [
+        f"{root}/r.yaml:4: when.between: 22:00-06:00 lies wholly inside the quiet hours "
+        "21:00-08:00 (policy.yaml): the rule can never send",
+        "1 error(s), 0 warnings; nothing was changed",
+    ]
+
+
+def test_a_file_argument_checks_its_folder_and_reports_that_file(tmp_path: Path) -> None:
+    root = write_dir(
+        tmp_path / "rules",
+        {
+            "a.yaml": rule('  between: "06:30-10:00"'),
+            "b.yaml": rule('  between: "12:00-13:00"').replace("priority: 1", "priority: 2"),
+        },
+        QUIET,
+    )
+    code, out, err = check([str(root / "b.yaml")])
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        "b: priority 2, enter, 5 places (point+polygon), 12:00-13:00, variants default",
+        "    a test rule",
+        "1 rule OK, 0 warnings",
+    ]
+    code, out, err = check([str(root / "a.yaml"), "--strict"])
+    assert code == 1 and err.startswith(f"{root}/a.yaml:4: warning: ")
+    # A places file reports its own findings; the folder above places/ is loaded.
+    code, out, err = check([str(root / "places" / "spots.geojson")])
+    assert (code, err) == (0, "")
+    assert out == f"{root}/places/spots.geojson OK, 0 warnings\n"
+    # An error in another file: this one is clean, but the folder does not load.
+    (root / "c.yaml").write_text("priority: [\n")
+    code, out, err = check([str(root / "b.yaml"), "--json"])
+    doc = json.loads(out)
+    assert code == 1 and doc["ok"] is False
+    assert doc["errors"] == [] and doc["errors_in_other_files"] == 1
+    code, out, err = check([str(root / "b.yaml")])
+    assert code == 1
+    assert err.splitlines() == [
+        f"1 error in other files of {root} (momentcast rules check {root} lists them)",
+        f"0 error(s), 0 warnings in {root}/b.yaml; nothing was changed",
+    ]

@@ -93,7 +93,9 @@ def test_replay_cli_text_and_formats(tmp_path: Path) -> None:
 def test_check_cli_exit_codes(tmp_path: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
     assert main(["check", str(REPO / "rules")], out=out, err=err) == 0
-    assert len(out.getvalue().splitlines()) == 5
+    lines = out.getvalue().splitlines()
+    # Each rule's summary and description, then the count.
+    assert len(lines) == 11 and lines[-1] == "5 rules OK, 0 warnings"
     bad = write_dir(
         tmp_path / "bad",
         {"r.yaml": "where: {places: places/spots.geojson}\nmessage: {title: x, ttl: soon}\n"},
