@@ -3,13 +3,14 @@
 What runs: PostgreSQL (the embedded one in a temporary DATA_DIR, or MOMENTCAST_DATABASE_URL),
 the API, the worker and the sender on a loopback port, and the strict test push service
 (service.testing) standing in for the subscribers' browsers: it checks the VAPID token and
-decrypts every push with the subscriber's private key. Simulated subscribers
-register through POST /v1/subscriptions, walk routes through the example city's places
-(Berlin, rules/) sending POST /v1/signals, and report ``shown``/``clicked`` with the event
-token found inside each decrypted push, as the service worker would.
+decrypts every push with the subscriber's private key. Simulated subscribers register through
+POST /v1/subscriptions, walk routes through the places of the demo's own rules (Berlin,
+service/demo_rules/, shipped in the package) sending POST /v1/signals, and report
+``shown``/``clicked`` with the event token found inside each decrypted push, as the service
+worker would.
 
 Rules use Berlin's local time. When it is not a weekday lunchtime in Berlin right now, the
-demo runs on a temporary copy of rules/ whose lunch window covers the present hour (and
+demo runs on a temporary copy of its rules whose lunch window covers the present hour (and
 without quiet hours at night) and says so: the API only takes signals from the last 24 hours,
 so faking the clock instead would be a lie the rules would see through.
 """
@@ -32,6 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
@@ -50,7 +52,9 @@ BERLIN = ZoneInfo("Europe/Berlin")
 WALK_MPS = 1.3
 STEP_S = 15  # one signal every 15 s of walking
 STEP_M = WALK_MPS * STEP_S
-REPO = Path(__file__).resolve().parent.parent
+# The demo's own rules and places, shipped in the package (a copy of the example rules/ that
+# the walkers' routes are built for).
+DEMO_RULES = Path(str(resources.files("service") / "demo_rules"))
 LUNCH = parse_window("11:30-14:00")
 WEEKDAYS = range(5)
 QUIET = parse_window("21:00-08:00")
@@ -100,8 +104,9 @@ def _in_window(local: datetime, window: Window) -> bool:
 
 
 def prepare_rules(source: Path, target: Path, now: datetime) -> list[str]:
-    """Copy rules/ to ``target`` and adapt it so the lunch rule can fire now; say what changed."""
-    shutil.copytree(source, target)
+    """Copy ``source`` to ``target``, adapted so the lunch rule can fire now; say what changed."""
+    # copyfile, not copy2: the package's files may be read-only, the copy is rewritten below.
+    shutil.copytree(source, target, copy_function=shutil.copyfile)
     local = now.astimezone(BERLIN)
     notes = []
     # The walks start up to ~8 minutes ago: the window must hold all of them.
@@ -121,7 +126,7 @@ def prepare_rules(source: Path, target: Path, now: datetime) -> list[str]:
         path.write_text(yaml.safe_dump(rule, sort_keys=False, allow_unicode=True), encoding="utf-8")
         notes.append(
             f"It is {local:%a %H:%M} in Berlin, not a weekday lunchtime: the demo uses a "
-            f"copy of rules/ where lunch-nearby runs {start}-{end} every day."
+            f"copy of its rules where lunch-nearby runs {start}-{end} every day."
         )
     if _in_window(local, QUIET) or _in_window(early, QUIET):
         path = target / "policy.yaml"
@@ -385,8 +390,8 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
     parser.add_argument(
         "--rules",
         type=Path,
-        default=REPO / "rules",
-        help="rules directory to copy (default: the example Berlin rules)",
+        default=DEMO_RULES,
+        help="rules directory to copy (default: the demo's Berlin rules in the package)",
     )
     parser.add_argument(
         "--summary-json",
