@@ -20,9 +20,15 @@ MOMENTS: Final[tuple[Moment, ...]] = get_args(Moment)
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: Final[tuple[Day, ...]] = get_args(Day)
 
-# When a matching rule fires: on entering a place, once after dwelling there, on every signal.
-Trigger = Literal["enter", "dwell", "inside"]
+# When a matching rule fires: on entering a place, once after dwelling there, on every signal
+# inside it, or on every matching signal (the trigger of location-free rules).
+Trigger = Literal["enter", "dwell", "inside", "signal"]
 TRIGGERS: Final[tuple[Trigger, ...]] = get_args(Trigger)
+PLACE_TRIGGERS: Final[tuple[Trigger, ...]] = ("enter", "dwell", "inside")
+
+# Operators of `who.attributes` and `who.context` conditions; a plain value means eq.
+Operator = Literal["eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists"]
+OPERATORS: Final[tuple[Operator, ...]] = get_args(Operator)
 
 # RFC 8030 section 5.3 Urgency header values.
 Urgency = Literal["very-low", "low", "normal", "high"]
@@ -51,13 +57,17 @@ DELIVERY_STATUSES: Final[tuple[DeliveryStatus, ...]] = get_args(DeliveryStatus)
 SubscriptionStatus = Literal["active", "gone"]
 SUBSCRIPTION_STATUSES: Final[tuple[SubscriptionStatus, ...]] = get_args(SubscriptionStatus)
 
-# Why a rule did not match a signal. The conditions are checked in this order and the first
-# that fails is reported; the place reasons come from the distance and the fix's accuracy.
-ConditionReason = Literal["campaign", "day", "daypart", "topics", "attributes", "moment", "speed"]
+# Why a rule did not match a signal. The conditions are checked in this order, with the
+# attribute conditions after `topics` and the context conditions after `speed`, and the first
+# that fails is reported; those two name their key (`attributes.tier`, `context.weather`).
+# The place reasons come from the distance and the fix's accuracy, or from a signal without a
+# location meeting a rule with places.
+ConditionReason = Literal["campaign", "day", "daypart", "topics", "moment", "speed"]
 CONDITION_REASONS: Final[tuple[ConditionReason, ...]] = get_args(ConditionReason)
-PlaceReason = Literal["no_place", "accuracy"]
-NonMatchReason = Literal[PlaceReason, ConditionReason]
-NON_MATCH_REASONS: Final[tuple[NonMatchReason, ...]] = get_args(NonMatchReason)
+ATTRIBUTES_REASON_PREFIX: Final = "attributes."
+CONTEXT_REASON_PREFIX: Final = "context."
+PlaceReason = Literal["no_place", "accuracy", "no_location"]
+PLACE_REASONS: Final[tuple[PlaceReason, ...]] = get_args(PlaceReason)
 
 # Why a fired match was not sent, in the order the engine checks them.
 SuppressionReason = Literal[
@@ -68,7 +78,7 @@ SUPPRESSION_REASONS: Final[tuple[SuppressionReason, ...]] = get_args(Suppression
 # What the simulator says about a rule that matched but did not send: a suppression reason, or
 # one of these (the signal was stale, a dwell or enter did not fire, another rule won).
 UnsentReason = Literal[SuppressionReason, "stale", "dwell_pending", "not_triggered", "outranked"]
-VerdictReason = Literal[NonMatchReason, UnsentReason]
+UNSENT_REASONS: Final[tuple[UnsentReason, ...]] = get_args(UnsentReason)
 
 # Names of the per (rule, variant) counters the worker bumps and the statistics read: matches,
 # and suppressions as the prefix followed by the reason.

@@ -183,7 +183,7 @@ def _delivery_rows(outcomes: Iterable[Outcome]) -> list[DeliveryRow]:
                 signal_id=signal.id,
                 rule_id=d.rule_id,
                 variant=d.variant,
-                place_id=d.place_id,
+                place_id=d.place_id or None,  # a rule without places has none
                 dedupe_key=d.dedupe_key,
                 payload=d.payload,
                 distance_m=d.distance_m,

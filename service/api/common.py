@@ -37,6 +37,10 @@ def validation_details(
     details = []
     for err in exc.errors(include_url=False, include_input=False):
         loc = [*prefix, *err["loc"][skip:]]
+        # A check across fields (a model validator) names the field it found missing.
+        field = (err.get("ctx") or {}).get("field")
+        if isinstance(field, str):
+            loc.append(field)
         details.append(
             {
                 "field": ".".join(str(p) for p in loc) or "(body)",

@@ -32,7 +32,9 @@ from pydantic import (
     TypeAdapter,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from service.vapid import b64url_decode
 from service.vocabulary import Moment, SubscriptionStatus
@@ -242,8 +244,10 @@ def _check_signal_time(value: datetime | None) -> datetime | None:
 
 
 class SignalBody(Strict):
-    lat: Annotated[Finite, Field(ge=-90, le=90)]
-    lon: Annotated[Finite, Field(ge=-180, le=180)]
+    lat: Annotated[Finite, Field(ge=-90, le=90)] | None = Field(
+        None, description="With lon, or neither: a signal without them is a context signal"
+    )
+    lon: Annotated[Finite, Field(ge=-180, le=180)] | None = None
     accuracy_m: Annotated[Finite, Field(ge=0, le=1e7)] | None = None
     at: Annotated[
         Annotated[AwareDatetime, Field(strict=True)] | None,
@@ -253,6 +257,17 @@ class SignalBody(Strict):
     speed_mps: Annotated[Finite, Field(ge=0, le=1e4)] | None = None
     moment: Moment | None = None
     context: SignalContext = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _location_pair(self) -> SignalBody:
+        if (self.lat is None) != (self.lon is None):
+            missing = "lon" if self.lon is None else "lat"
+            raise PydanticCustomError(
+                "location_pair",
+                "lat and lon come together or not at all ({field} is missing)",
+                {"field": missing},
+            )
+        return self
 
 
 class SignalBatchBody(Strict):

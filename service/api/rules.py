@@ -9,12 +9,12 @@ from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, Field
 
 from service.api.common import CONTEXT, json_response, read_model, require_admin
-from service.api.models import Attributes, SignalBody, Strict, Timezone, Topics
+from service.api.models import Attributes, Locale, SignalBody, Strict, Timezone, Topics
 from service.api.openapi import Op, document
 from service.context import Context
 from service.errors import ServiceUnavailable, Unprocessable
 from service.reloader import reload_rules
-from service.vocabulary import Trigger, VerdictReason
+from service.vocabulary import Trigger
 
 if TYPE_CHECKING:
     from service.rules import RulesHolder
@@ -51,6 +51,7 @@ class SimulatedProfile(Strict):
         description="A subscription id: decides the A/B variant shown",
     )
     timezone: Timezone | None = None
+    locale: Locale | None = None
     topics: Topics = Field(default_factory=list)
     attributes: Attributes = Field(default_factory=dict)
     paused: bool = False
@@ -61,17 +62,41 @@ class SimulateRequest(Strict):
     profile: SimulatedProfile = Field(default_factory=lambda: SimulatedProfile())
 
 
+class NotificationAction(BaseModel):
+    action: str
+    title: str
+    url: str
+
+
+class Notification(BaseModel):
+    """The rendered message as the phone would show it."""
+
+    title: str
+    body: str
+    url: str | None = None
+    icon: str | None = None
+    image: str | None = None
+    actions: list[NotificationAction] = Field(default_factory=list)
+    locale: str = Field(description="the locale whose texts were chosen; '' is the default")
+
+
 class SimulatedDecision(BaseModel):
     rule: str
-    place: str
-    distance_m: float
+    place: str | None = Field(description="null for a rule without places")
+    distance_m: float | None
     variant: str
+    notification: Notification
 
 
 class RuleVerdict(BaseModel):
     rule: str
     matched: bool
-    reason: VerdictReason | None
+    reason: str | None = Field(
+        description="null when it matched and was chosen; else the first failed condition "
+        "(campaign, day, daypart, topics, attributes.<name>, moment, speed, context.<name>), "
+        "a place reason (no_place, accuracy, no_location) or why a match was not sent "
+        "(a suppression reason, stale, dwell_pending, not_triggered, outranked)"
+    )
 
 
 class SimulateResult(BaseModel):
@@ -191,6 +216,7 @@ async def post_simulate(request: web.Request) -> web.Response:
     profile = Profile(
         id=subject,
         timezone=p.timezone,
+        locale=p.locale,
         topics=frozenset(p.topics),
         attributes=p.attributes,
         paused=p.paused,

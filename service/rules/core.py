@@ -1,21 +1,23 @@
 """The pure, vectorised evaluation core shared by worker, simulator and replay.
 
 Steps for a whole batch at once:
-1. one bulk STRtree query of all signal points against the reach boxes of
-   all places (reach = radius + hysteresis, so presence can see leaving);
+1. one bulk STRtree query of all located signal points against the reach boxes
+   of all places (reach = radius + hysteresis, so presence can see leaving);
 2. exact metres per (signal, place) pair: haversine for points, polygon
    distance for polygons; each pair is then fanned out to every rule (fence)
-   that uses the place and cut to the fence's reach;
+   that uses the place and cut to the fence's reach; every signal, located or
+   not, also pairs with each location-free rule;
 3. per pair: local time at the signal (zone of the place when its whole reach
-   lies in one zone, else a lookup at the signal), then campaign, days,
-   dayparts, audience, moment and speed conditions as numpy masks.
+   lies in one zone, else a lookup at the signal; for location-free rules the
+   zone at the signal's location, else the subscriber's timezone), then
+   campaign, days, dayparts, topics, attribute, moment, speed and context
+   conditions as numpy masks.
 
 Nothing here reads state or clocks; the engine applies presence and caps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Final
@@ -24,28 +26,31 @@ import numpy as np
 import numpy.typing as npt
 import shapely
 
-from service.vocabulary import CONDITION_REASONS, NonMatchReason, PlaceReason
+from service.vocabulary import PlaceReason
 
-from .localtime import utc_offsets, zone_name_at
+from .conditions import mask as condition_mask
+from .localtime import utc_offsets, zone, zone_name_at
 from .places import FloatArray, IntArray, Place, haversine_m, polygon_distances
 from .ruleset import CompiledRule, Ruleset
-from .signals import Profile, SignalBatch
+from .signals import SignalBatch
 
-# The first failed condition of a pair: code c > 0 stands for CONDITION_REASONS[c - 1], and a
-# lower code is checked (and reported) first.
-OK, CAMPAIGN, DAY, DAYPART, TOPICS, ATTRIBUTES, MOMENT, SPEED = range(len(CONDITION_REASONS) + 1)
+# The first failed condition of a pair is a code: 0 passes, c > 0 is the ruleset's
+# reason_names[c]; a lower code is checked (and reported) first.
+OK: Final = 0
 NO_PLACE: Final[PlaceReason] = "no_place"
 ACCURACY: Final[PlaceReason] = "accuracy"
+NO_LOCATION: Final[PlaceReason] = "no_location"
 _EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal()
 
 
 @dataclass(frozen=True)
 class Match:
     rule: CompiledRule
-    place: Place
-    place_id: str
-    distance_m: float
+    place: Place | None  # None for a location-free rule
+    place_id: str  # "" for a location-free rule
+    distance_m: float | None
     ttl_left_s: float | None  # seconds until the firing window ends
+    pair: int  # index of the (signal, fence) pair in its Evaluation
 
 
 @dataclass
@@ -59,11 +64,12 @@ class Evaluation:
     distance: FloatArray
     inside: npt.NDArray[np.bool_]  # within the fence's radius
     accurate: npt.NDArray[np.bool_]  # accuracy passes the fence's gate
-    code: npt.NDArray[np.int8]  # first failed condition, OK when all pass
+    code: npt.NDArray[np.int16]  # first failed condition (a reason code), OK when all pass
     ttl_left: FloatArray  # seconds left in the firing window, NaN: no window
     quiet: npt.NDArray[np.bool_]  # in policy quiet hours at the local time
     local_offset: FloatArray  # seconds east of UTC at the signal
     start: IntArray  # pairs of signal i are [start[i], start[i + 1])
+    free: npt.NDArray[np.bool_]  # the pair's rule is location-free (no place)
 
     @cached_property
     def matched(self) -> npt.NDArray[np.bool_]:
@@ -79,34 +85,38 @@ class Evaluation:
         f = int(self.fence[k])
         p = int(rs.fence_place[f])
         ttl = float(self.ttl_left[k])
+        place = rs.places[p] if p >= 0 else None
         return Match(
             rule=rs.rules[int(rs.fence_rule[f])],
-            place=rs.places[p],
-            place_id=rs.places[p].id,
-            distance_m=float(self.distance[k]),
+            place=place,
+            place_id=place.id if place is not None else "",
+            distance_m=float(self.distance[k]) if place is not None else None,
             ttl_left_s=None if np.isnan(ttl) else ttl,
+            pair=k,
         )
 
     def reasons(self, i: int) -> dict[str, str | None]:
         """For every rule: None when it matched signal i, else why not."""
-        out: dict[str, str | None] = {r.id: NO_PLACE for r in self.ruleset.rules}
+        rs = self.ruleset
+        located = not np.isnan(self.batch.lat[i])
+        out: dict[str, str | None] = {r.id: NO_PLACE if located else NO_LOCATION for r in rs.rules}
         best: dict[str, int] = {}
-        why: NonMatchReason
+        why: str
         ok = self.matched
         for k in self.pair_range(i):
-            rule = self.ruleset.rules[int(self.ruleset.fence_rule[int(self.fence[k])])]
+            rule = rs.rules[int(rs.fence_rule[int(self.fence[k])])]
             if ok[k]:
                 best[rule.id] = -1
                 out[rule.id] = None
                 continue
-            if not self.inside[k] or best.get(rule.id, 99) <= 0:
+            if not self.inside[k] or best.get(rule.id, 1 << 30) <= 0:
                 continue
             if self.code[k] != OK:
                 rank = int(self.code[k])
-                why = CONDITION_REASONS[rank - 1]
+                why = rs.reason_names[rank]
             else:
                 rank, why = 0, ACCURACY
-            if rank < best.get(rule.id, 99):
+            if rank < best.get(rule.id, 1 << 30):
                 best[rule.id] = rank
                 out[rule.id] = why
         return out
@@ -115,26 +125,51 @@ class Evaluation:
 def evaluate(ruleset: Ruleset, batch: SignalBatch) -> Evaluation:
     rs = ruleset
     n = len(batch)
-    if len(rs.tree_place) == 0 or n == 0:
-        empty_i = np.empty(0, dtype=np.intp)
-        empty_f = np.empty(0, dtype=np.float64)
-        empty_b = np.empty(0, dtype=bool)
-        return Evaluation(
-            rs,
-            batch,
-            empty_i,
-            empty_i,
-            empty_f,
-            empty_b,
-            empty_b,
-            np.empty(0, dtype=np.int8),
-            empty_f,
-            empty_b,
-            empty_f,
-            np.zeros(n + 1, dtype=np.intp),
+    sig, fence, d = _place_pairs(rs, batch)
+    free_n = len(rs.free_fences)
+    if free_n and n:
+        # Every signal pairs with every location-free rule, after its place pairs.
+        sig = np.concatenate((sig, np.repeat(np.arange(n, dtype=np.intp), free_n)))
+        fence = np.concatenate((fence, np.tile(rs.free_fences, n)))
+        d = np.concatenate((d, np.full(n * free_n, np.nan)))
+        order = np.argsort(sig, kind="stable")
+        sig, fence, d = sig[order], fence[order], d[order]
+    place = rs.fence_place[fence]
+    free = place < 0
+    radius = rs.fence_radius[fence]
+    inside = (d <= radius) | free
+    accurate = ~(batch.accuracy[sig] > rs.fence_gate[fence])
+    offset = _offsets(rs, batch, sig, place)
+    local = batch.t[sig] + offset
+    day = np.floor(local / 86400.0)
+    sec = local - day * 86400.0
+    weekday = ((day + 3) % 7).astype(np.intp)  # 1970-01-01 was a Thursday
+    code = np.zeros(len(sig), dtype=np.int16)
+    ttl_left = np.full(len(sig), np.nan)
+    rule_of = rs.fence_rule[fence]
+    for r in np.unique(rule_of):
+        m = np.flatnonzero(rule_of == r)
+        _conditions(
+            rs, rs.rules[int(r)], batch, sig[m], day[m], sec[m], weekday[m], code, ttl_left, m
         )
-    pts = shapely.points(batch.lon, batch.lat)
-    sig_i, tree_i = rs.tree.query(pts)
+    quiet = np.zeros(len(sig), dtype=bool)
+    qh = rs.policy.quiet_hours
+    if qh is not None:
+        quiet = _in_window(qh.start, qh.end, sec)
+    start = np.searchsorted(sig, np.arange(n + 1)).astype(np.intp)
+    return Evaluation(
+        rs, batch, sig, fence, d, inside, accurate, code, ttl_left, quiet, offset, start, free
+    )
+
+
+def _place_pairs(rs: Ruleset, batch: SignalBatch) -> tuple[IntArray, IntArray, FloatArray]:
+    """(signal, fence, metres) of every located signal within reach of a rule's place."""
+    located = np.flatnonzero(~(np.isnan(batch.lat) | np.isnan(batch.lon)))
+    if len(rs.tree_place) == 0 or len(located) == 0:
+        return np.empty(0, dtype=np.intp), np.empty(0, dtype=np.intp), np.empty(0)
+    pts = shapely.points(batch.lon[located], batch.lat[located])
+    hit, tree_i = rs.tree.query(pts)
+    sig_i = located[hit]
     place_i = rs.tree_place[tree_i]
     if len(rs.tree_place) != int(np.count_nonzero(rs.place_fence_count)):
         # Antimeridian places own two boxes; a point on the line hits both.
@@ -166,29 +201,7 @@ def evaluate(ruleset: Ruleset, batch: SignalBatch) -> Evaluation:
     d = dist[rep]
     keep = d <= rs.fence_reach[fence]
     order = np.argsort(sig[keep], kind="stable")
-    sig, fence, d = sig[keep][order], fence[keep][order], d[keep][order]
-    radius = rs.fence_radius[fence]
-    inside = d <= radius
-    accurate = ~(batch.accuracy[sig] > rs.fence_gate[fence])
-    offset = _offsets(rs, batch, sig, rs.fence_place[fence])
-    local = batch.t[sig] + offset
-    day = np.floor(local / 86400.0)
-    sec = local - day * 86400.0
-    weekday = ((day + 3) % 7).astype(np.intp)  # 1970-01-01 was a Thursday
-    code = np.zeros(len(sig), dtype=np.int8)
-    ttl_left = np.full(len(sig), np.nan)
-    rule_of = rs.fence_rule[fence]
-    for r in np.unique(rule_of):
-        m = np.flatnonzero(rule_of == r)
-        _conditions(rs.rules[int(r)], batch, sig[m], day[m], sec[m], weekday[m], code, ttl_left, m)
-    quiet = np.zeros(len(sig), dtype=bool)
-    qh = rs.policy.quiet_hours
-    if qh is not None:
-        quiet = _in_window(qh.start, qh.end, sec)
-    start = np.searchsorted(sig, np.arange(n + 1)).astype(np.intp)
-    return Evaluation(
-        rs, batch, sig, fence, d, inside, accurate, code, ttl_left, quiet, offset, start
-    )
+    return sig[keep][order].astype(np.intp), fence[keep][order], d[keep][order]
 
 
 def _in_window(start: int, end: int, sec: FloatArray) -> npt.NDArray[np.bool_]:
@@ -201,7 +214,7 @@ def _offsets(rs: Ruleset, batch: SignalBatch, sig: IntArray, place: IntArray) ->
     """UTC offset at each pair's signal, grouped by zone so zoneinfo runs
     once per (zone, quarter hour)."""
     names = list(rs.tz_names)
-    zone_code = rs.place_tz_code[place].copy()
+    zone_code = np.where(place >= 0, rs.place_tz_code[place], -1)
     unknown = np.flatnonzero(zone_code < 0)
     if len(unknown):
         codes = {name: c for c, name in enumerate(names)}
@@ -210,11 +223,7 @@ def _offsets(rs: Ruleset, batch: SignalBatch, sig: IntArray, place: IntArray) ->
             s = int(sig[k])
             c = looked_up.get(s)
             if c is None:
-                name = zone_name_at(
-                    float(batch.lat[s]),
-                    float(batch.lon[s]),
-                    batch.unique_profiles[int(batch.profile_idx[s])].timezone,
-                )
+                name = _zone_of_signal(batch, s)
                 c = looked_up[s] = codes.setdefault(name, len(codes))
                 if c == len(names):
                     names.append(name)
@@ -226,18 +235,32 @@ def _offsets(rs: Ruleset, batch: SignalBatch, sig: IntArray, place: IntArray) ->
     return offset
 
 
+def _zone_of_signal(batch: SignalBatch, s: int) -> str:
+    """The zone at the signal's location; for a signal without one, the subscriber's."""
+    fallback = batch.unique_profiles[int(batch.profile_idx[s])].timezone
+    lat, lon = float(batch.lat[s]), float(batch.lon[s])
+    if np.isnan(lat) or np.isnan(lon):
+        return fallback if fallback and zone(fallback) is not UTC_ZONE else "UTC"
+    return zone_name_at(lat, lon, fallback)
+
+
+UTC_ZONE = zone(None)
+
+
 def _conditions(
+    rs: Ruleset,
     rule: CompiledRule,
     batch: SignalBatch,
     sig: IntArray,
     day: FloatArray,
     sec: FloatArray,
     weekday: IntArray,
-    code: npt.NDArray[np.int8],
+    code: npt.NDArray[np.int16],
     ttl_left: FloatArray,
     m: IntArray,
 ) -> None:
     model = rule.model
+    rc = rs.reason_code
     mask = rule.day_mask
     day_ok = ((mask >> weekday) & 1).astype(bool)
     if rule.windows:
@@ -261,7 +284,10 @@ def _conditions(
     else:
         day_fail = ~day_ok
         time_fail = np.zeros(len(sig), dtype=bool)
-    fails: list[tuple[int, npt.NDArray[np.bool_]]] = [(DAY, day_fail), (DAYPART, time_fail)]
+    fails: list[tuple[int, npt.NDArray[np.bool_]]] = [
+        (rc["day"], day_fail),
+        (rc["daypart"], time_fail),
+    ]
     camp = model.campaign
     if camp is not None:
         ordinal = day + _EPOCH_ORDINAL
@@ -270,43 +296,30 @@ def _conditions(
             bad |= ordinal < camp.start.toordinal()
         if camp.end is not None:
             bad |= ordinal > camp.end.toordinal()
-        fails.insert(0, (CAMPAIGN, bad))
+        fails.insert(0, (rc["campaign"], bad))
     who = model.who
     if who is not None:
-        if who.topics or who.attributes:
-            pidx = batch.profile_idx[sig]
-            uniq, inv = np.unique(pidx, return_inverse=True)
-            verdict = np.fromiter(
-                (_audience(rule, batch.unique_profiles[int(p)]) for p in uniq),
-                dtype=np.int8,
-                count=len(uniq),
-            )[inv.reshape(-1)]
-            fails.append((TOPICS, verdict == TOPICS))
-            fails.append((ATTRIBUTES, verdict == ATTRIBUTES))
+        pidx = batch.profile_idx[sig]
+        if who.topics:
+            wanted = set(who.topics)
+            has = np.fromiter(
+                (bool(wanted & p.topics) for p in batch.unique_profiles),
+                dtype=bool,
+                count=len(batch.unique_profiles),
+            )
+            fails.append((rc["topics"], ~has[pidx]))
+        for cond in rule.conditions:
+            if cond.source == "attributes":
+                holds = condition_mask(cond, batch.attribute_column(cond.key))
+                fails.append((rc[cond.reason], ~holds[pidx]))
         if who.moments:
-            fails.append((MOMENT, ((rule.moment_mask >> batch.moment[sig]) & 1) == 0))
+            fails.append((rc["moment"], ((rule.moment_mask >> batch.moment[sig]) & 1) == 0))
         if who.max_speed_mps is not None:
             # Unknown speed (NaN) passes: a missing sensor is not speeding.
-            fails.append((SPEED, batch.speed[sig] > who.max_speed_mps))
+            fails.append((rc["speed"], batch.speed[sig] > who.max_speed_mps))
+        for cond in rule.conditions:
+            if cond.source == "context":
+                holds = condition_mask(cond, batch.context_column(cond.key))
+                fails.append((rc[cond.reason], ~holds[sig]))
     for c, bad in reversed(fails):
         code[m[bad]] = c
-
-
-def _audience(rule: CompiledRule, profile: Profile) -> int:
-    who = rule.model.who
-    if who is None:
-        return OK
-    if who.topics and not set(who.topics) & profile.topics:
-        return TOPICS
-    if who.attributes and not _attrs_equal(who.attributes, profile.attributes):
-        return ATTRIBUTES
-    return OK
-
-
-def _attrs_equal(wanted: Mapping[str, object], have: Mapping[str, object]) -> bool:
-    for key, value in wanted.items():
-        got = have.get(key)
-        # bool is an int subclass; `tier: 1` must not match `tier: true`.
-        if key not in have or (type(got) is bool and type(value) is not bool) or got != value:
-            return False
-    return True

@@ -64,11 +64,12 @@ class SubscriberState:
 @dataclass(frozen=True)
 class Decision:
     rule_id: str
-    place_id: str
-    distance_m: float
+    place_id: str  # "" for a location-free rule
+    distance_m: float | None  # None for a location-free rule
     variant: str
     priority: int
-    payload: dict[str, str]  # title, body and the set ones of url, icon, image, tag
+    # title, body, the set ones of url, icon, image, tag; lang and actions when given
+    payload: dict[str, Any]
     ttl_s: int
     urgency: str
     topic: str | None
@@ -168,29 +169,34 @@ def _apply(
     pairs = ev.pair_range(i)
     if len(pairs):
         outcome.local_offset_s = float(ev.local_offset[pairs.start])
-    seen: set[tuple[str, str]] = set()
     entered: set[int] = set()
-    for k in pairs:
-        f = int(ev.fence[k])
-        key = (rs.rules[int(rs.fence_rule[f])].id, rs.places[int(rs.fence_place[f])].id)
-        seen.add(key)
-        if not ev.accurate[k] or not ev.inside[k]:
-            continue  # imprecise fixes and the hysteresis band change nothing
-        if key not in state.presence:
-            state.presence[key] = Presence(entered_at=sig.at)
-            entered.add(k)
-            outcome.entered.append(key)
-    _leave(rs, sig, state, seen, outcome)
+    if sig.located:
+        # A context signal (no location) says nothing about where the subscriber is:
+        # presence neither enters nor leaves on it.
+        seen: set[tuple[str, str]] = set()
+        for k in pairs:
+            if ev.free[k]:
+                continue
+            f = int(ev.fence[k])
+            key = (rs.rules[int(rs.fence_rule[f])].id, rs.places[int(rs.fence_place[f])].id)
+            seen.add(key)
+            if not ev.accurate[k] or not ev.inside[k]:
+                continue  # imprecise fixes and the hysteresis band change nothing
+            if key not in state.presence:
+                state.presence[key] = Presence(entered_at=sig.at)
+                entered.add(k)
+                outcome.entered.append(key)
+        _leave(rs, sig, state, seen, outcome)
     matched = ev.matched  # one whole-batch mask, computed once (cached)
     candidates: list[Match] = []
     for k in pairs:
         if not matched[k]:
             continue
         m = ev.match_at(k)
-        pres = state.presence[(m.rule.id, m.place_id)]
         if m.rule.trigger == "enter":
             fires = k in entered
         elif m.rule.trigger == "dwell":
+            pres = state.presence[(m.rule.id, m.place_id)]
             fires = (
                 not pres.dwell_fired
                 and (sig.at - pres.entered_at).total_seconds() >= m.rule.dwell_s
@@ -205,12 +211,21 @@ def _apply(
     outcome.fired = candidates
     if not candidates:
         return outcome
-    candidates.sort(key=lambda m: (-m.rule.priority, m.distance_m, m.rule.id, m.place_id))
+    # Highest priority, then the nearest place (a rule without places after any place),
+    # then the rule id.
+    candidates.sort(
+        key=lambda m: (
+            -m.rule.priority,
+            math.inf if m.distance_m is None else m.distance_m,
+            m.rule.id,
+            m.place_id,
+        )
+    )
     cutoff = sig.at - keep
     state.history = [h for h in state.history if h.sent_at > cutoff]
-    quiet = bool(ev.quiet[pairs.start])
     for m in candidates:
-        reason = _suppressed(rs, m, sig.at, profile, state.history, quiet)
+        # Quiet hours in the local time of the match: a place's, or the subscriber's.
+        reason = _suppressed(rs, m, sig.at, profile, state.history, bool(ev.quiet[m.pair]))
         if reason is not None:
             outcome.suppressed.append(Suppression(m.rule.id, m.place_id, reason))
             continue
@@ -270,7 +285,11 @@ def _suppressed(
     if rc and _count(history, at - rc.period, rule=m.rule.id) >= rc.count:
         return "rule_cap"
     pc = m.rule.per_place
-    if pc and _count(history, at - pc.period, rule=m.rule.id, place=m.place_id) >= pc.count:
+    if (
+        pc
+        and m.place is not None
+        and _count(history, at - pc.period, rule=m.rule.id, place=m.place_id) >= pc.count
+    ):
         return "place_cooldown"
     return None
 
@@ -278,31 +297,46 @@ def _suppressed(
 def _render(m: Match, sig: Signal, profile: Profile, state: SubscriberState) -> Decision:
     rule = m.rule
     variant = choose_variant(sig.subscription_id, rule)
-    values: dict[tuple[str, str], str] = {
-        ("distance_m", ""): str(round(m.distance_m)),
-        ("rule", "id"): rule.id,
-    }
-    for tpl in variant.templates.values():
+    message = variant.message_for(profile.locale)
+    values: dict[tuple[str, str], str] = {("rule", "id"): rule.id}
+    if m.distance_m is not None:
+        values[("distance_m", "")] = str(round(m.distance_m))
+    for tpl in message.all_templates:
         for root, name in tpl.fields:
             if root == "place":
                 values[(root, name)] = text_value(_place_value(m, name))
             elif root == "attributes":
                 values[(root, name)] = attribute_value(profile.attributes.get(name))
-    payload = {name: tpl.render(values) for name, tpl in variant.templates.items()}
+            elif root == "context":
+                values[(root, name)] = attribute_value(sig.context.get(name))
+    payload: dict[str, Any] = {name: tpl.render(values) for name, tpl in message.templates.items()}
+    if message.lang:
+        payload["lang"] = message.lang
+    if message.actions:
+        payload["actions"] = [
+            {
+                "action": a.action,
+                "title": a.title.render(values),
+                "url": a.url.render(values) if a.url is not None else payload.get("url", ""),
+            }
+            for a in message.actions
+        ]
     msg = rule.model.message
     ttl = msg.ttl.total_seconds()
     if m.ttl_left_s is not None:
         ttl = min(ttl, m.ttl_left_s)
-    pres = state.presence[(rule.id, m.place_id)]
-    visit = int(pres.entered_at.timestamp())
-    key = f"{sig.subscription_id}:{rule.id}:{m.place_id}:{visit}"
-    if rule.trigger == "inside":
-        # Several pushes per visit are allowed; each signal time is one decision.
-        key += f":{int(sig.at.timestamp() * 1000)}"
+    if rule.trigger in ("enter", "dwell"):
+        # Once per visit: the visit is named by the time it began.
+        visit = int(state.presence[(rule.id, m.place_id)].entered_at.timestamp())
+        key = f"{sig.subscription_id}:{rule.id}:{m.place_id}:{visit}"
+    else:
+        # inside and signal: each signal is one decision (its stored id, else its time).
+        each = sig.id if sig.id is not None else int(sig.at.timestamp() * 1000)
+        key = f"{sig.subscription_id}:{rule.id}:{m.place_id}:s{each}"
     return Decision(
         rule_id=rule.id,
         place_id=m.place_id,
-        distance_m=round(m.distance_m, 1),
+        distance_m=round(m.distance_m, 1) if m.distance_m is not None else None,
         variant=variant.name,
         priority=rule.priority,
         payload=payload,
@@ -315,6 +349,8 @@ def _render(m: Match, sig: Signal, profile: Profile, state: SubscriberState) -> 
 
 def _place_value(m: Match, name: str) -> Any:
     place = m.place
+    if place is None:
+        return None
     if name == "id":
         return place.id
     if name == "name":
@@ -355,9 +391,21 @@ def simulate(
         if d is None
         else {
             "rule": d.rule_id,
-            "place": d.place_id,
+            "place": d.place_id or None,
             "distance_m": d.distance_m,
             "variant": d.variant,
+            "notification": notification(d.payload),
         }
     )
     return {"decision": decision, "rules": rules}
+
+
+def notification(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A decision's rendered message as the phone shows it (simulate, preview)."""
+    out: dict[str, Any] = {"title": payload.get("title", ""), "body": payload.get("body", "")}
+    for name in ("url", "icon", "image"):
+        if payload.get(name):
+            out[name] = payload[name]
+    out["actions"] = list(payload.get("actions", []))
+    out["locale"] = payload.get("lang", "")
+    return out

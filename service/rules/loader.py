@@ -20,9 +20,25 @@ from pydantic import BaseModel, ValidationError
 from service.errors import PlaceError, RuleLoadError, SourceError, TemplateError
 from service.vocabulary import MAX_PAYLOAD_BYTES
 
-from .models import RULE_ID, PolicyModel, RuleModel
+from .conditions import Condition
+from .models import (
+    RULE_ID,
+    Action,
+    ConditionOps,
+    LocalisedText,
+    Message,
+    PolicyModel,
+    RuleModel,
+)
 from .places import Place, make_place
-from .ruleset import MESSAGE_FIELDS, CompiledRule, CompiledVariant, Ruleset
+from .ruleset import (
+    MESSAGE_FIELDS,
+    CompiledAction,
+    CompiledMessage,
+    CompiledRule,
+    CompiledVariant,
+    Ruleset,
+)
 from .source import Located, load_located
 from .templates import (
     Template,
@@ -239,7 +255,7 @@ def load_ruleset(path: str | Path) -> Ruleset:
         model = _validate(load, rf, loc, RuleModel)
         if model is not None:
             parsed.append((rf, loc, model))
-            for extra in model.where.files:
+            for extra in model.where.files if model.where else []:
                 target = (root / extra).resolve()
                 if (
                     target.suffix == ".geojson"
@@ -314,43 +330,8 @@ def _compile_rule(
             f"the file name gives rule id {rule_id!r}; use lower-case letters, "
             "digits, - and _ or set id:",
         )
-    # Places and filter.
-    chosen: list[Place] = []
-    for i, name in enumerate(model.where.files):
-        key: tuple[str | int, ...] = ("where", "places")
-        if isinstance(model.where.places, list):
-            key = (*key, i)
-        target = (root / name).resolve()
-        if target not in places_by_file:
-            exists = target.is_file()
-            load.err(
-                rf,
-                loc.line_of(key),
-                f"where.places: {name!r} "
-                + ("has errors (see above)" if exists else "not found under " + str(root)),
-            )
-            continue
-        chosen.extend(places_by_file[target])
-    flt = model.where.filter or {}
-    matched = [
-        p for p in chosen if all(k in p.properties and p.properties[k] == v for k, v in flt.items())
-    ]
-    if flt and chosen and not matched:
-        present = sorted({text_value(p.properties.get(k)) for p in chosen for k in flt})[:8]
-        load.err(
-            rf,
-            loc.line_of(("where", "filter")),
-            f"where.filter {flt} matches none of the {len(chosen)} places "
-            f"(values present: {', '.join(present)})",
-        )
-    unsized = [p.id for p in matched if p.kind == "point" and p.radius_m is None]
-    if unsized and model.where.radius_m is None:
-        load.err(
-            rf,
-            loc.line_of(("where",)),
-            f"where: {len(unsized)} point places have no radius_m (e.g. {unsized[0]!r}); "
-            "set where.radius_m",
-        )
+    matched = _rule_places(load, root, rf, loc, model, places_by_file)
+    conditions = _conditions(load, rf, loc, model)
     # Time windows.
     windows = list(model.when.windows) if model.when else []
     if model.when and model.when.dayparts:
@@ -367,6 +348,7 @@ def _compile_rule(
                 )
     # Templates and payload size.
     values: list[dict[str, Any]] = [{**p.properties, "id": p.id, "name": p.name} for p in matched]
+    radius = model.where.radius_m if model.where else None
     variants = _variants(
         load,
         rf,
@@ -374,7 +356,7 @@ def _compile_rule(
         model,
         rule_id,
         values,
-        max((p.radius_m or model.where.radius_m or 0.0) for p in matched) if matched else 0.0,
+        max((p.radius_m or radius or 0.0) for p in matched) if matched else 0.0,
     )
     if len(load.errors) > before:
         return None
@@ -386,7 +368,81 @@ def _compile_rule(
         place_idx=[index_of[id(p)] for p in matched],
         windows=windows,
         variants=variants,
+        conditions=conditions,
     )
+
+
+def _conditions(load: _Load, rf: Path, loc: Located, model: RuleModel) -> tuple[Condition, ...]:
+    """who.attributes and who.context as conditions; one that can never hold is an error."""
+    out: list[Condition] = []
+    who = model.who
+    if who is None:
+        return ()
+    for source, specs in (("attributes", who.attributes), ("context", who.context)):
+        for key, spec in (specs or {}).items():
+            op, value = spec.operator if isinstance(spec, ConditionOps) else ("eq", spec)
+            cond = Condition(source, key, op, value)  # type: ignore[arg-type]
+            why = cond.never_applies()
+            if why is not None:
+                load.err(
+                    rf,
+                    loc.line_of(("who", source, key)),
+                    f"who.{source}.{key}: this condition can never hold: {why}",
+                )
+                continue
+            out.append(cond)
+    return tuple(out)
+
+
+def _rule_places(
+    load: _Load,
+    root: Path,
+    rf: Path,
+    loc: Located,
+    model: RuleModel,
+    places_by_file: dict[Path, list[Place]],
+) -> list[Place]:
+    """The places of ``where`` after its filter (none for a location-free rule)."""
+    where = model.where
+    if where is None:
+        return []
+    chosen: list[Place] = []
+    for i, name in enumerate(where.files):
+        key: tuple[str | int, ...] = ("where", "places")
+        if isinstance(where.places, list):
+            key = (*key, i)
+        target = (root / name).resolve()
+        if target not in places_by_file:
+            exists = target.is_file()
+            load.err(
+                rf,
+                loc.line_of(key),
+                f"where.places: {name!r} "
+                + ("has errors (see above)" if exists else "not found under " + str(root)),
+            )
+            continue
+        chosen.extend(places_by_file[target])
+    flt = where.filter or {}
+    matched = [
+        p for p in chosen if all(k in p.properties and p.properties[k] == v for k, v in flt.items())
+    ]
+    if flt and chosen and not matched:
+        present = sorted({text_value(p.properties.get(k)) for p in chosen for k in flt})[:8]
+        load.err(
+            rf,
+            loc.line_of(("where", "filter")),
+            f"where.filter {flt} matches none of the {len(chosen)} places "
+            f"(values present: {', '.join(present)})",
+        )
+    unsized = [p.id for p in matched if p.kind == "point" and p.radius_m is None]
+    if unsized and where.radius_m is None:
+        load.err(
+            rf,
+            loc.line_of(("where",)),
+            f"where: {len(unsized)} point places have no radius_m (e.g. {unsized[0]!r}); "
+            "set where.radius_m",
+        )
+    return matched
 
 
 def _valid_id(rule_id: str) -> bool:
@@ -402,82 +458,143 @@ def _variants(
     values: list[dict[str, Any]],
     max_radius: float,
 ) -> list[CompiledVariant]:
-    base: dict[str, Template] = {}
-    for name in MESSAGE_FIELDS:
-        text = getattr(model.message, name)
-        if text is not None:
-            tpl = _template(load, rf, loc, ("message", name), text, values)
-            if tpl is not None:
-                base[name] = tpl
+    """Each variant's message per locale. Per field the most specific wins: variant+locale,
+    variant, message+locale, message; actions are replaced whole, never merged."""
+    ctx = _TemplateContext(load, rf, loc, values, location_free=model.where is None)
+    base = ctx.texts(model.message, ("message",))
+    base_locales = {
+        tag.lower(): ctx.texts(text, ("message", "locales", tag))
+        for tag, text in (model.message.locales or {}).items()
+    }
     specs = model.variants or []
     out: list[CompiledVariant] = []
-    if not specs:
-        out.append(CompiledVariant(name="default", weight=1, templates=base))
-    for i, spec in enumerate(specs):
-        merged = dict(base)
-        if spec.message is not None:
-            for name in MESSAGE_FIELDS:
-                text = getattr(spec.message, name)
-                if text is not None:
-                    tpl = _template(load, rf, loc, ("variants", i, "message", name), text, values)
-                    if tpl is not None:
-                        merged[name] = tpl
-        out.append(CompiledVariant(name=spec.name, weight=spec.weight, templates=merged))
+    for i, spec in enumerate(specs or [None]):
+        key: tuple[str | int, ...] = ("variants", i, "message")
+        own = ctx.texts(spec.message, key) if spec and spec.message else _Texts()
+        own_locales = {
+            tag.lower(): ctx.texts(text, (*key, "locales", tag))
+            for tag, text in ((spec.message.locales or {}) if spec and spec.message else {}).items()
+        }
+        messages = {"": base.merged(own).compiled("")}
+        for tag in sorted({*base_locales, *own_locales}):
+            merged = base.merged(base_locales.get(tag, _Texts()), own)
+            merged = merged.merged(own_locales.get(tag, _Texts()))
+            messages[tag] = merged.compiled(tag)
+        name, weight = (spec.name, spec.weight) if spec else ("default", 1)
+        out.append(CompiledVariant(name=name, weight=weight, messages=messages))
     digits = len(str(int(max_radius + 0.5))) + 1
     for i, variant in enumerate(out):
-        names = {f[1] for t in variant.templates.values() for f in t.fields if f[0] == "place"}
-        longest = longest_place_values(names, values)
-        size = _worst_payload(variant, longest, digits, rule_id)
-        if size > MAX_PAYLOAD_BYTES:
-            key: tuple[str | int, ...] = ("variants", i) if specs else ("message",)
-            load.err(
-                rf,
-                loc.line_of(key),
-                f"{'variant ' + variant.name if specs else 'message'}: the push payload "
-                f"can reach {size} bytes with the longest place values (limit "
-                f"{MAX_PAYLOAD_BYTES}); shorten the texts or the place names",
-            )
+        for tag, message in variant.messages.items():
+            names = {f[1] for t in message.all_templates for f in t.fields if f[0] == "place"}
+            longest = longest_place_values(names, values)
+            size = _worst_payload(message, variant.name, longest, digits, rule_id)
+            if size > MAX_PAYLOAD_BYTES:
+                what = f"variant {variant.name}" if specs else "message"
+                if tag:
+                    what += f", locale {tag}"
+                line = loc.line_of(("variants", i) if specs else ("message",))
+                load.err(
+                    rf,
+                    line,
+                    f"{what}: the push payload can reach {size} bytes with the longest place "
+                    f"and attribute values (limit {MAX_PAYLOAD_BYTES}); shorten the texts or "
+                    "the place names",
+                )
     return out
 
 
-def _worst_payload(
-    variant: CompiledVariant, longest: dict[str, int], digits: int, rule_id: str
-) -> int:
-    skeleton: dict[str, Any] = dict.fromkeys(variant.templates, "")
-    skeleton["data"] = {**_DATA_WORST, "rule": rule_id, "variant": variant.name}
-    size = len(json.dumps(skeleton, ensure_ascii=False, separators=(",", ":")).encode())
-    return size + sum(
-        worst_case_bytes(t, longest, digits, rule_id) for t in variant.templates.values()
-    )
+@dataclass
+class _Texts:
+    """Some of a message's fields, compiled; ``actions`` None means "not given"."""
+
+    templates: dict[str, Template] = field(default_factory=dict)
+    actions: tuple[CompiledAction, ...] | None = None
+
+    def merged(self, *more: _Texts) -> _Texts:
+        out = _Texts(dict(self.templates), self.actions)
+        for t in more:
+            out.templates.update(t.templates)
+            if t.actions is not None:
+                out.actions = t.actions
+        return out
+
+    def compiled(self, lang: str) -> CompiledMessage:
+        return CompiledMessage(lang=lang, templates=self.templates, actions=self.actions or ())
 
 
-def _template(
-    load: _Load,
-    rf: Path,
-    loc: Located,
-    key: tuple[str | int, ...],
-    text: str,
-    values: list[dict[str, Any]],
-) -> Template | None:
-    where = _dotted(key)
-    try:
-        tpl = parse_template(text)
-    except TemplateError as exc:
-        load.err(rf, loc.line_of(key), f"{where}: {exc}")
-        return None
-    for root_name, name in tpl.fields:
-        if root_name != "place":
-            continue
-        missing = [v["id"] for v in values if name not in v]
-        if missing:
-            load.err(
-                rf,
-                loc.line_of(key),
-                f"{where}: template field {{place.{name}}} is missing on {len(missing)} "
-                f"of {len(values)} places (e.g. {missing[0]!r})",
+@dataclass
+class _TemplateContext:
+    load: _Load
+    rf: Path
+    loc: Located
+    values: list[dict[str, Any]]
+    location_free: bool
+
+    def texts(self, text: Message | LocalisedText, key: tuple[str | int, ...]) -> _Texts:
+        out = _Texts()
+        for name in MESSAGE_FIELDS:
+            source = getattr(text, name)
+            if source is not None:
+                tpl = self.template((*key, name), source)
+                if tpl is not None:
+                    out.templates[name] = tpl
+        if text.actions is not None:
+            out.actions = tuple(
+                self.action((*key, "actions", i), action) for i, action in enumerate(text.actions)
             )
+        return out
+
+    def action(self, key: tuple[str | int, ...], action: Action) -> CompiledAction:
+        title = self.template((*key, "title"), action.title)
+        url = self.template((*key, "url"), action.url) if action.url is not None else None
+        return CompiledAction(action.action, title or parse_template(""), url)
+
+    def template(self, key: tuple[str | int, ...], text: str) -> Template | None:
+        where = _dotted(key)
+        line = self.loc.line_of(key)
+        try:
+            tpl = parse_template(text)
+        except TemplateError as exc:
+            self.load.err(self.rf, line, f"{where}: {exc}")
             return None
-    return tpl
+        for root_name, name in tpl.fields:
+            if self.location_free and root_name in ("place", "distance_m"):
+                field_name = "{distance_m}" if root_name == "distance_m" else f"{{place.{name}}}"
+                self.load.err(
+                    self.rf,
+                    line,
+                    f"{where}: template field {field_name} needs where (places); this rule "
+                    "has none",
+                )
+                return None
+            if root_name != "place":
+                continue
+            missing = [v["id"] for v in self.values if name not in v]
+            if missing:
+                self.load.err(
+                    self.rf,
+                    line,
+                    f"{where}: template field {{place.{name}}} is missing on {len(missing)} "
+                    f"of {len(self.values)} places (e.g. {missing[0]!r})",
+                )
+                return None
+        return tpl
+
+
+def _worst_payload(
+    message: CompiledMessage, variant: str, longest: dict[str, int], digits: int, rule_id: str
+) -> int:
+    """The largest rendered payload: the stored message, its actions and the sender's data."""
+    skeleton: dict[str, Any] = dict.fromkeys(message.templates, "")
+    if message.lang:
+        skeleton["lang"] = message.lang
+    if message.actions:
+        skeleton["actions"] = [
+            {"action": a.action, "title": "", "url": ""} for a in message.actions
+        ]
+    skeleton["data"] = {**_DATA_WORST, "rule": rule_id, "variant": variant}
+    size = len(json.dumps(skeleton, ensure_ascii=False, separators=(",", ":")).encode())
+    return size + sum(worst_case_bytes(t, longest, digits, rule_id) for t in message.all_templates)
 
 
 def _priority_ties(

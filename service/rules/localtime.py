@@ -39,7 +39,12 @@ def zone_name_at(lat: float, lon: float, fallback: str | None) -> str:
     return "UTC"
 
 
-def local_datetime(at: datetime, lat: float, lon: float, fallback: str | None) -> datetime:
+def local_datetime(
+    at: datetime, lat: float | None, lon: float | None, fallback: str | None
+) -> datetime:
+    """Local time at the coordinates; without them, in the subscriber's zone (``fallback``)."""
+    if lat is None or lon is None:
+        return at.astimezone(zone(fallback))
     return at.astimezone(zone(zone_name_at(lat, lon, fallback)))
 
 

@@ -15,10 +15,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 from service.durations import DURATION_PATTERN, parse_duration
 from service.vocabulary import (
     DEFAULT_URGENCY,
+    PLACE_TRIGGERS,
     PUSH_TOPIC,
     PUSH_TOPIC_PATTERN,
     Day,
     Moment,
+    Operator,
     Trigger,
     Urgency,
 )
@@ -42,6 +44,10 @@ WindowText = Annotated[
 ]
 Scalar = str | int | float | bool
 RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# BCP 47-like language tags as browsers report them: de, de-AT, zh-Hant-TW.
+LOCALE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+ACTION_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+MAX_ACTIONS = 2
 
 
 class _Strict(BaseModel):
@@ -93,10 +99,52 @@ class When(_Strict):
         return [self.between] if isinstance(self.between, Window) else list(self.between)
 
 
+class ConditionOps(_Strict):
+    """One operator and its value, e.g. ``{gte: 3}`` or ``{in: [rain, snow]}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    eq: Scalar | None = None
+    ne: Scalar | None = None
+    in_: list[Scalar] | None = Field(None, alias="in")
+    not_in: list[Scalar] | None = None
+    gt: Scalar | None = None
+    gte: Scalar | None = None
+    lt: Scalar | None = None
+    lte: Scalar | None = None
+    exists: bool | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ConditionOps:
+        given = [name for name in self.model_fields_set]
+        if len(given) != 1:
+            raise ValueError(
+                "a condition is one operator and its value, e.g. {gte: 3} or {in: [a, b]}"
+                + (f" (got {len(given)})" if given else "")
+            )
+        return self
+
+    @property
+    def operator(self) -> tuple[Operator, Scalar | tuple[Scalar, ...]]:
+        name = next(iter(self.model_fields_set))
+        value = getattr(self, name)
+        op: Operator = "in" if name == "in_" else name  # type: ignore[assignment]
+        return op, tuple(value) if isinstance(value, list) else value
+
+
+ConditionSpec = Annotated[
+    Scalar | ConditionOps,
+    Field(description="A value (equality) or one operator: eq ne in not_in gt gte lt lte exists"),
+]
+
+
 class Who(_Strict):
     topics: list[str] | None = Field(None, description="At least one in common with the subscriber")
-    attributes: dict[str, Scalar] | None = Field(
-        None, description="Subscriber attributes that must all be equal"
+    attributes: dict[str, ConditionSpec] | None = Field(
+        None, description="Conditions on the subscriber's attributes; all must hold"
+    )
+    context: dict[str, ConditionSpec] | None = Field(
+        None, description="Conditions on the signal's context; all must hold"
     )
     moments: list[Moment] | None = Field(None, description="The signal's declared intent")
     max_speed_mps: float | None = Field(None, gt=0, description="Ignore faster subscribers")
@@ -105,8 +153,26 @@ class Who(_Strict):
     )
 
 
-class MessageOverride(_Strict):
-    """A variant's changes to the rule's message; unset fields are inherited."""
+class Action(_Strict):
+    """A notification button; a click counts per action and opens its url."""
+
+    action: str = Field(description="Id of the button, counted in stats: a-z 0-9 _ -")
+    title: str = Field(min_length=1, description="Button text (template)")
+    url: str | None = Field(None, description="Opened on click (template); default: message url")
+
+    @model_validator(mode="after")
+    def _id(self) -> Action:
+        if not ACTION_ID.match(self.action) or self.action == "open":
+            raise ValueError(
+                f"action {self.action!r}: use up to 32 of a-z 0-9 _ - ('open' is the "
+                "notification itself)"
+            )
+        return self
+
+
+class LocalisedText(_Strict):
+    """A locale's texts; unset fields fall back (variant+locale, variant, message+locale,
+    message)."""
 
     title: str | None = Field(None, min_length=1)
     body: str | None = None
@@ -114,15 +180,44 @@ class MessageOverride(_Strict):
     icon: str | None = None
     image: str | None = None
     tag: str | None = None
+    actions: list[Action] | None = Field(None, max_length=MAX_ACTIONS)
+
+
+Locales = Annotated[
+    dict[Annotated[str, Field(pattern=LOCALE_PATTERN)], LocalisedText],
+    Field(description="By the subscriber's locale: exact tag, then language, else the default"),
+]
+
+
+def _unique_actions(actions: list[Action] | None) -> None:
+    if actions is not None:
+        ids = [a.action for a in actions]
+        if len(set(ids)) != len(ids):
+            raise ValueError("action ids must be unique")
+
+
+class MessageOverride(LocalisedText):
+    """A variant's changes to the rule's message; unset fields are inherited."""
+
+    locales: Locales | None = None
+
+    @model_validator(mode="after")
+    def _actions(self) -> MessageOverride:
+        _unique_actions(self.actions)
+        return self
 
 
 class Message(_Strict):
     title: str = Field(min_length=1, description="Template, e.g. 'Lunch at {place.name}?'")
-    body: str = Field("", description="Template with place.*, distance_m, rule.id, attributes.*")
+    body: str = Field(
+        "", description="Template with place.*, distance_m, rule.id, attributes.*, context.*"
+    )
     url: str | None = Field(None, description="Opened on click (template)")
     icon: str | None = None
     image: str | None = None
     tag: str | None = Field(None, description="Notifications with the same tag replace each other")
+    actions: list[Action] | None = Field(None, max_length=MAX_ACTIONS, description="Buttons")
+    locales: Locales | None = None
     ttl: Duration = Field(timedelta(hours=1), description="How long the push service keeps it")
     urgency: Urgency = DEFAULT_URGENCY
     topic: str | None = Field(
@@ -133,6 +228,7 @@ class Message(_Strict):
 
     @model_validator(mode="after")
     def _topic(self) -> Message:
+        _unique_actions(self.actions)
         if self.topic is not None and not PUSH_TOPIC.match(self.topic):
             raise ValueError(f"topic {self.topic!r} must be 1-32 characters of A-Z a-z 0-9 _ -")
         if self.ttl > timedelta(days=28):
@@ -156,17 +252,37 @@ class RuleModel(_Strict):
     description: str = ""
     priority: int = Field(0, description="Higher wins when several rules match one signal")
     campaign: Campaign | None = None
-    trigger: Trigger = "enter"
+    trigger: Trigger = Field(
+        "enter", description="enter, dwell, inside (need where); signal (default without where)"
+    )
     dwell: Duration | None = Field(None, description="Needed by trigger: dwell, e.g. 3m")
-    where: Where
+    where: Where | None = Field(None, description="Places; without it the rule is location-free")
     when: When | None = None
     who: Who | None = None
     message: Message
     variants: list[Variant] | None = None
     limits: Limits | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_trigger(cls, data: Any) -> Any:
+        # A rule without places has nothing to enter: it fires on matching signals.
+        if isinstance(data, dict) and "trigger" not in data and data.get("where") is None:
+            return {**data, "trigger": "signal"}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> RuleModel:
+        if self.where is None:
+            if self.trigger in PLACE_TRIGGERS:
+                raise ValueError(
+                    f"trigger: {self.trigger} needs where (places); a rule without places "
+                    "uses trigger: signal"
+                )
+            if self.limits is not None and self.limits.per_place is not None:
+                raise ValueError("limits.per_place needs where (places)")
+            if self.who is not None and self.who.max_accuracy_m is not None:
+                raise ValueError("who.max_accuracy_m needs where (places)")
         if self.id is not None and not RULE_ID.match(self.id):
             raise ValueError(f"id {self.id!r}: use lower-case letters, digits, - and _")
         if self.trigger == "dwell" and self.dwell is None:

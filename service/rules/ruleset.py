@@ -12,8 +12,9 @@ import numpy.typing as npt
 import shapely
 import tzfpy
 
-from service.vocabulary import DAYS, MOMENTS, Trigger
+from service.vocabulary import CONDITION_REASONS, DAYS, MOMENTS, PLACE_REASONS, Trigger
 
+from .conditions import Condition
 from .models import PolicyModel, RuleModel
 from .places import FloatArray, IntArray, Place
 from .templates import Template
@@ -23,10 +24,47 @@ MESSAGE_FIELDS = ("title", "body", "url", "icon", "image", "tag")
 
 
 @dataclass(frozen=True)
+class CompiledAction:
+    action: str
+    title: Template
+    url: Template | None  # None: the message's url
+
+
+@dataclass(frozen=True)
+class CompiledMessage:
+    """The texts of one variant in one locale ("" is the default)."""
+
+    lang: str
+    templates: dict[str, Template]  # only the fields that are set
+    actions: tuple[CompiledAction, ...] = ()
+
+    @property
+    def all_templates(self) -> list[Template]:
+        out = list(self.templates.values())
+        for a in self.actions:
+            out += [a.title] if a.url is None else [a.title, a.url]
+        return out
+
+
+@dataclass(frozen=True)
 class CompiledVariant:
     name: str
     weight: int
-    templates: dict[str, Template]  # only the fields that are set
+    # By lower-case locale tag; "" is the default message.
+    messages: dict[str, CompiledMessage]
+
+    @property
+    def templates(self) -> dict[str, Template]:
+        return self.messages[""].templates
+
+    def message_for(self, locale: str | None) -> CompiledMessage:
+        """The subscriber's locale: the exact tag, then its language, else the default."""
+        if locale:
+            tag = locale.lower()
+            found = self.messages.get(tag) or self.messages.get(tag.split("-", 1)[0])
+            if found is not None:
+                return found
+        return self.messages[""]
 
 
 @dataclass(eq=False)
@@ -38,6 +76,12 @@ class CompiledRule:
     place_idx: list[int]
     windows: list[Window]  # empty: any time of day
     variants: list[CompiledVariant]  # at least one (the base message as "default")
+    # who.attributes, then who.context, in file order.
+    conditions: tuple[Condition, ...] = ()
+
+    @property
+    def location_free(self) -> bool:
+        return self.model.where is None
 
     @property
     def priority(self) -> int:
@@ -85,10 +129,12 @@ class CompiledRule:
         kinds = {places[i].kind for i in self.place_idx}
         trig = f"dwell {int(self.dwell_s)}s" if m.trigger == "dwell" else m.trigger
         variants = "/".join(v.name for v in self.variants)
-        return (
-            f"{self.id}: priority {m.priority}, {trig}, {len(self.place_idx)} places "
-            f"({'+'.join(sorted(kinds))}), {when}, variants {variants}"
+        where = (
+            "no places"
+            if self.location_free
+            else f"{len(self.place_idx)} places ({'+'.join(sorted(kinds))})"
         )
+        return f"{self.id}: priority {m.priority}, {trig}, {where}, {when}, variants {variants}"
 
 
 @dataclass(eq=False)
@@ -103,8 +149,21 @@ class Ruleset:
 
     def __post_init__(self) -> None:
         self.rule_by_id = {r.id: r for r in self.rules}
+        self._build_reasons()
         self._build_fences()
         self._build_tree()
+
+    def _build_reasons(self) -> None:
+        """Codes of the reasons a pair can fail, in the order they are checked: 0 is OK, the
+        attribute conditions come after topics and the context conditions after speed."""
+        conditions = [c for r in self.rules for c in r.conditions]
+        attrs = sorted({c.reason for c in conditions if c.source == "attributes"})
+        ctx = sorted({c.reason for c in conditions if c.source == "context"})
+        fixed = list(CONDITION_REASONS)
+        split = fixed.index("topics") + 1
+        self.reason_names: list[str] = ["", *fixed[:split], *attrs, *fixed[split:], *ctx]
+        self.reason_code: dict[str, int] = {n: i for i, n in enumerate(self.reason_names)}
+        self.place_reasons = PLACE_REASONS
 
     def places_geojson(self, rule: CompiledRule) -> dict[str, Any]:
         """A rule's places as a GeoJSON FeatureCollection in lon/lat, each point with the
@@ -125,10 +184,19 @@ class Ruleset:
         for rule in self.rules:
             who = rule.model.who
             max_acc = who.max_accuracy_m if who else None
+            if rule.location_free:
+                # One fence with no place: every signal is a pair of it (see core.evaluate).
+                f_rule.append(rule.index)
+                f_place.append(-1)
+                f_radius.append(0.0)
+                f_gate.append(np.inf)
+                continue
+            where = rule.model.where
+            assert where is not None
             for p in rule.place_idx:
                 place = self.places[p]
                 if place.kind == "point":
-                    radius = place.radius_m or rule.model.where.radius_m or 0.0
+                    radius = place.radius_m or where.radius_m or 0.0
                     gate = max_acc if max_acc is not None else radius
                 else:
                     radius = 0.0
@@ -146,18 +214,22 @@ class Ruleset:
         self.fence_by_ids = {
             (self.rules[r].id, self.places[p].id): i
             for i, (r, p) in enumerate(zip(f_rule, f_place, strict=True))
+            if p >= 0
         }
+        self.free_fences: IntArray = np.flatnonzero(self.fence_place < 0).astype(np.intp)
         # CSR: fences of place p are place_fences[start[p]:start[p + 1]].
-        order = np.argsort(self.fence_place, kind="stable")
+        placed = np.flatnonzero(self.fence_place >= 0)
+        order = placed[np.argsort(self.fence_place[placed], kind="stable")]
         self.place_fences: IntArray = order.astype(np.intp)
-        counts = np.bincount(self.fence_place, minlength=len(self.places))
+        counts = np.bincount(self.fence_place[placed], minlength=len(self.places))
         self.place_fence_start: IntArray = np.concatenate(([0], np.cumsum(counts))).astype(np.intp)
         self.place_fence_count: IntArray = counts.astype(np.intp)
 
     def _build_tree(self) -> None:
         n = len(self.places)
         reach = np.zeros(n, dtype=np.float64)
-        np.maximum.at(reach, self.fence_place, self.fence_reach)
+        placed = self.fence_place >= 0
+        np.maximum.at(reach, self.fence_place[placed], self.fence_reach[placed])
         boxes: list[tuple[float, float, float, float]] = []
         owner: list[int] = []
         self.place_tz: list[str | None] = [None] * n

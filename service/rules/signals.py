@@ -11,6 +11,7 @@ import numpy as np
 
 from service.vocabulary import MOMENTS
 
+from .conditions import Column
 from .places import FloatArray, IntArray
 
 AttrValue = str | int | float | bool
@@ -19,8 +20,8 @@ AttrValue = str | int | float | bool
 @dataclass(frozen=True)
 class Signal:
     subscription_id: str
-    lat: float
-    lon: float
+    lat: float | None  # None with lon: a context signal (no location)
+    lon: float | None
     at: datetime  # aware
     accuracy_m: float | None = None
     speed_mps: float | None = None
@@ -31,6 +32,12 @@ class Signal:
     def __post_init__(self) -> None:
         if self.at.tzinfo is None:
             raise ValueError("Signal.at must be timezone-aware")
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("Signal.lat and lon come together or not at all")
+
+    @property
+    def located(self) -> bool:
+        return self.lat is not None
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,27 @@ class SignalBatch:
     moment: IntArray  # 0: none, 1..4: know, go, do, buy
     profile_idx: IntArray  # index into unique_profiles
     unique_profiles: list[Profile]
+    # Columns of the keys conditions ask about, built on first use.
+    _columns: dict[tuple[str, str], Column] = field(default_factory=dict, repr=False)
+
+    def attribute_column(self, key: str) -> Column:
+        """``key`` of every unique profile's attributes (index it with profile_idx)."""
+        col = self._columns.get(("attributes", key))
+        if col is None:
+            rows = [p.attributes for p in self.unique_profiles]
+            col = self._columns[("attributes", key)] = Column.build(rows, key)
+        return col
+
+    def context_column(self, key: str) -> Column:
+        """``key`` of every signal's context."""
+        col = self._columns.get(("context", key))
+        if col is None:
+            if len(self.signals) == len(self):
+                rows: Sequence[Mapping[str, object]] = [s.context for s in self.signals]
+            else:  # a batch built from columns (benchmarks) carries no contexts
+                rows = [{}] * len(self)
+            col = self._columns[("context", key)] = Column.build(rows, key)
+        return col
 
     @classmethod
     def build(cls, signals: Sequence[Signal], profiles: Mapping[str, Profile]) -> SignalBatch:

@@ -8,6 +8,8 @@ Fields:
   {rule.id}            the rule's id
   {attributes.<name>}  a subscriber attribute; empty when the subscriber has
                        none, cut to ATTRIBUTE_MAX_CHARS characters
+  {context.<name>}     a value of the signal's context; empty when absent, cut to
+                       ATTRIBUTE_MAX_CHARS characters
 """
 
 from __future__ import annotations
@@ -64,11 +66,11 @@ def _field(name: str) -> tuple[str, str]:
     if name in ("distance_m", "rule.id"):
         return ("distance_m", "") if name == "distance_m" else ("rule", "id")
     root, dot, rest = name.partition(".")
-    if dot and root in ("place", "attributes") and _NAME.match(rest):
+    if dot and root in ("place", "attributes", "context") and _NAME.match(rest):
         return (root, rest)
     raise TemplateError(
         f"unknown template field {{{name}}}; use {{place.<property>}}, "
-        "{distance_m}, {rule.id} or {attributes.<name>}"
+        "{distance_m}, {rule.id}, {attributes.<name>} or {context.<name>}"
     )
 
 
@@ -96,8 +98,8 @@ def worst_case_bytes(
     """Largest JSON-escaped size the template can render to.
 
     `place_fields` gives, per property, the longest escaped value over the
-    rule's places. Attributes are unknown until send time, so they count at
-    their cap with the worst escaping."""
+    rule's places. Attributes and context values are unknown until send time, so
+    they count at their cap with the worst escaping."""
     total = 0
     for part in template.parts:
         if isinstance(part, str):

@@ -22,8 +22,8 @@ class SignalRow:
     """One signal as a device sent it (``at`` already defaulted to the time of receipt)."""
 
     at: datetime
-    lat: float
-    lon: float
+    lat: float | None  # None with lon: a context signal
+    lon: float | None
     accuracy_m: float | None
     speed_mps: float | None
     moment: str | None
@@ -80,8 +80,8 @@ class PendingSignal:
     id: int
     subscription_id: str
     at: datetime
-    lat: float
-    lon: float
+    lat: float | None  # None with lon: a context signal
+    lon: float | None
     accuracy_m: float | None
     speed_mps: float | None
     moment: str | None
@@ -150,10 +150,10 @@ class DeliveryRow:
     signal_id: int
     rule_id: str
     variant: str
-    place_id: str
+    place_id: str | None  # None for a rule without places
     dedupe_key: str
     payload: Mapping[str, str]
-    distance_m: float
+    distance_m: float | None  # None for a rule without places
     local_hour: int | None
     ttl_s: int
     urgency: str
@@ -194,8 +194,8 @@ class SignalQueries(StoreBase):
         and NOTIFY ``channel`` with that COMMIT if any row was stored."""
         token_hash: list[bytes] = []
         at: list[datetime] = []
-        lat: list[float] = []
-        lon: list[float] = []
+        lat: list[float | None] = []
+        lon: list[float | None] = []
         accuracy: list[float | None] = []
         speed: list[float | None] = []
         moment: list[str | None] = []

@@ -124,7 +124,8 @@ def test_unknown_template_field(tmp_path: Path) -> None:
     errs = errors_of(tmp_path, {"r.yaml": rule})
     assert errs == [
         f"{tmp_path}/rules/r.yaml:8: message.body: unknown template field {{price}}; "
-        "use {place.<property>}, {distance_m}, {rule.id} or {attributes.<name>}"
+        "use {place.<property>}, {distance_m}, {rule.id}, {attributes.<name>} or "
+        "{context.<name>}"
     ]
 
 
