@@ -329,6 +329,26 @@
       return this.flush();
     }
 
+    /** A context signal: the page's moment and context, no location and no geolocation
+     * prompt (a page view, an intent). Location-free rules can match it; it needs no
+     * location consent. */
+    async signal({ moment, context } = {}) {
+      this._require();
+      const m = moment === undefined ? this.moment : moment;
+      if (m !== null && m !== undefined && !MOMENTS.includes(m)) {
+        throw this._fail(new MomentcastError("config", `moment must be one of ${MOMENTS.join(", ")}`));
+      }
+      const signal = { at: new Date(this.now()).toISOString() };
+      if (m) signal.moment = m;
+      const merged = { ...this.context, ...(context || {}) };
+      if (Object.keys(merged).length) signal.context = merged;
+      this.queue.push(signal);
+      if (this.queue.length > this.options.maxQueue) {
+        this.queue.splice(0, this.queue.length - this.options.maxQueue);
+      }
+      return this.flush();
+    }
+
     /** PATCH location_consent: true once; false (signals stay queued) if that failed. */
     async _recordLocationConsent() {
       const reg = this._require();

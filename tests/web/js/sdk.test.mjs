@@ -242,6 +242,22 @@ describe("signals", () => {
     assert.equal(fetch.calls.filter((c) => c.path === "/v1/signals").length, 0);
   });
 
+  it("sends a context signal without asking for the location or consent", async () => {
+    const { mc, fetch, nav } = client();
+    await mc.subscribe();
+    mc.setMoment("know");
+    assert.equal(await mc.signal({ context: { page_category: "boots" } }), true);
+    const [sent] = fetch.calls.filter((c) => c.path === "/v1/signals");
+    assert.equal(sent.body.moment, "know");
+    assert.deepEqual(sent.body.context, { page_category: "boots" });
+    assert.equal(sent.body.lat, undefined);
+    assert.equal(sent.body.lon, undefined);
+    assert.ok(!Number.isNaN(Date.parse(sent.body.at)));
+    assert.equal(fetch.calls.filter((c) => c.method === "PATCH").length, 0);
+    assert.equal(nav.state.watches.size, 0);
+    await assert.rejects(mc.signal({ moment: "eat" }), /moment must be one of/);
+  });
+
   it("refuses to track before subscribing", () => {
     const { mc, errors } = client();
     assert.throws(() => mc.startTracking(), (e) => e.code === "not-subscribed");
