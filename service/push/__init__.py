@@ -1,7 +1,9 @@
 """The outbox's consumer: sends due deliveries to the browsers' push services.
 
 - :mod:`service.push.sender`: the send loop (lanes, leases, recording outcomes);
-- :mod:`service.push.retry`: what a push service's answer means and how long to wait (pure);
+- :mod:`service.push.retry`: what a push service's answer means, how long to wait, and an
+  origin's 429 pause as every sender shares it (pure);
+- :mod:`service.push.failures`: one log line per origin and failure class a minute;
 - :mod:`service.push.metrics`: the push metrics.
 
 The endpoint guard (the SSRF policy and the resolver) is :mod:`service.endpoints`, shared with

@@ -10,15 +10,24 @@ from service.metrics import REGISTRY
 
 PUSH_REQUESTS = Counter(
     "momentcast_push_requests_total",
-    "Requests to push services by origin and HTTP status (or timeout/connection_error)",
+    "Requests to push services by origin and HTTP status (or timeout/connection_error); "
+    "an endpoint refused by the policy or the resolver is no request and is not counted",
     ["origin", "status"],
     registry=REGISTRY,
 )
 PUSH_OUTCOMES = Counter(
     "momentcast_push_deliveries_total",
-    "Delivery attempts by push-service origin and outcome "
-    "(sent, gone, failed, retry, expired, cancelled, refused, deferred)",
+    "Claimed deliveries by push-service origin and what became of them "
+    "(sent, gone, failed, retry, expired, cancelled, refused, deferred, error)",
     ["origin", "outcome"],
+    registry=REGISTRY,
+)
+PUSH_FAILURES = Counter(
+    "momentcast_push_failures_total",
+    "Failed push attempts by push-service origin and failure class (connection_error, "
+    "timeout, server_error, rate_limited, auth_rejected, payload_too_large, client_error, "
+    "redirect_refused, endpoint_refused, bad_subscription_keys, internal_error)",
+    ["origin", "failure"],
     registry=REGISTRY,
 )
 PUSH_AUTH_REJECTED = Counter(
@@ -43,6 +52,9 @@ PUSH_LATENCY = Histogram(
 
 # Label for rows whose endpoint fails the policy: their URL must not become a label value.
 REFUSED_ORIGIN = "refused"
+# Label for rows that never got as far as a push service (cancelled, or an internal error
+# before the endpoint was checked).
+NO_ORIGIN = "none"
 
 _children: dict[tuple[object, ...], Any] = {}
 

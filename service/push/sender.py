@@ -6,7 +6,13 @@ out. Within a process a few "lanes" each claim a batch, send it concurrently thr
 shared aiohttp session and record all outcomes in one statement; several lanes keep one slow
 push service from stalling everybody behind a single batch. What an answer means and how
 long to wait is :mod:`service.push.retry`'s; which endpoints may be reached is
-:mod:`service.endpoints`'.
+:mod:`service.endpoints`'; how failures are logged and counted is :mod:`service.push.failures`'.
+
+A 429 pauses its origin for every sender process: the pause is written to ``push_origins``
+at once and with the batch's outcomes, and read once per claimed batch, so a process that never
+got the 429 defers that origin's rows too. If the database goes away after a batch was sent,
+its outcomes are kept and recorded before the next claim, so the pushes are not sent again
+when their lease runs out.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ from service import tokens
 from service.context import Context
 from service.endpoints import GuardedResolver, check_endpoint
 from service.errors import AddressRefused, EndpointRefused, PushPayloadTooLarge
+from service.push.failures import Failure, FailureLog
 from service.push.metrics import (
+    NO_ORIGIN,
     PUSH_AUTH_REJECTED,
     PUSH_LATENCY,
     PUSH_OUTCOMES,
@@ -34,24 +42,29 @@ from service.push.metrics import (
     REFUSED_ORIGIN,
     child,
 )
-from service.push.retry import Action, RetryPolicy, classify
+from service.push.retry import Action, OriginBackoff, RetryPolicy, classify
 from service.queue import DELIVERIES_CHANNEL, Listener
 from service.store import DATABASE_ERRORS
-from service.store.deliveries import ClaimedDelivery, DeliveryOutcome
+from service.store.deliveries import ClaimedDelivery, DeliveryOutcome, OriginPause
 from service.webpush import VapidSigner, build_headers, encrypt, render_payload, ttl_seconds
 
 log = logging.getLogger(__name__)
 
 # Lanes of claim -> send -> record running side by side in one process.
 DEFAULT_LANES = 4
-# One alarm log line per origin per this many seconds; the metric counts every one.
-ALARM_LOG_INTERVAL = 60.0
+# A 429 that extends an origin's pause by less than this (seconds) is not written again.
+SHARE_STEP = 1.0
+# How long a send waits for its origin's new pause to be written (the batch's record writes it
+# otherwise), and a stopping sender for the outcomes an outage held back.
+QUICK_WRITE_TIMEOUT = 2.0
 
 
-@dataclass
-class _OriginState:
-    paused_until: float = 0.0  # time.monotonic()
-    strikes: int = 0  # consecutive 429s, to grow the pause when no Retry-After is given
+@dataclass(frozen=True, slots=True)
+class _Unrecorded:
+    """Outcomes of a batch the database did not take (it went away after the sends)."""
+
+    claimed_at: float  # time.monotonic() of the claim: the lease is counted from there
+    outcomes: tuple[DeliveryOutcome, ...]
 
 
 class Sender:
@@ -91,8 +104,14 @@ class Sender:
         )
         self._events_url = settings.base_url + "/v1/events"
         self._slots = asyncio.Semaphore(settings.sender_concurrency)
-        self._origins: dict[str, _OriginState] = {}
-        self._last_alarm: dict[str, float] = {}
+        # What this process knows of each origin's 429 pause (time.monotonic() clock), and
+        # what it learnt itself and has not written to the database yet.
+        self._origins: dict[str, OriginBackoff] = {}
+        self._unpublished: dict[str, OriginBackoff] = {}
+        self._publishing = asyncio.Lock()
+        self._unrecorded: list[_Unrecorded] = []
+        self._db_down_since: float | None = None
+        self.failures = FailureLog(log)
         self._session: aiohttp.ClientSession | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
@@ -125,6 +144,7 @@ class Sender:
         )
 
     async def close(self) -> None:
+        self.failures.flush()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -160,9 +180,14 @@ class Sender:
         with contextlib.suppress(asyncio.CancelledError):
             await listening
         results = await asyncio.gather(*lanes, return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception):
-                log.error("sender lane failed", exc_info=result)
+        await self._last_record()
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed and not stop.is_set():
+            # A lane died of something other than the database: stop the component with the
+            # reason, so that the process exits non-zero and names it.
+            raise failed[0]
+        for result in failed:
+            log.error("sender lane failed", exc_info=result)
 
     async def _lane(self, stop: asyncio.Event) -> None:
         poll = self.ctx.settings.worker_poll_interval.total_seconds()
@@ -172,8 +197,10 @@ class Sender:
                 sent = await self.run_once()
             except DATABASE_ERRORS as exc:
                 # The database restarting should delay pushes, not kill the process.
-                log.warning("sender: database error, retrying in %.1fs: %s", poll, exc)
+                self._database_lost(exc, poll)
                 sent = 0
+            else:
+                self._database_back()
             if sent == 0:
                 waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
                 await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
@@ -185,11 +212,14 @@ class Sender:
 
         Returns the number of rows claimed (0: nothing was due). If cancelled, finished
         outcomes are still recorded and unfinished rows are released for another sender.
+        Outcomes the database could not take are kept and recorded first thing next time.
         """
+        await self._record_unrecorded()
         rows = await self.store.claim_deliveries(limit=limit or self.batch_size, lease_s=self.lease)
         if not rows:
             return 0
         claimed_at = time.monotonic()
+        await self._learn_pauses()
         tasks = [asyncio.create_task(self._deliver(row, claimed_at)) for row in rows]
         try:
             outcomes = await asyncio.gather(*tasks)
@@ -204,22 +234,149 @@ class Sender:
             released = [
                 DeliveryOutcome(row.id, "pending") for row in rows if row.id not in done_ids
             ]
-            await asyncio.shield(self.store.record_outcomes([*finished, *released]))
+            # Kept for later if the database is gone: the cancellation must go on regardless.
+            with contextlib.suppress(*DATABASE_ERRORS):
+                await asyncio.shield(self._record(claimed_at, [*finished, *released]))
             raise
-        await self.store.record_outcomes(outcomes)
+        await self._record(claimed_at, outcomes)
         return len(rows)
+
+    # -- recording, and the database going away ------------------------------------------
+
+    async def _record(self, claimed_at: float, outcomes: list[DeliveryOutcome]) -> None:
+        """Record a batch's outcomes and the origin pauses not written yet, in one
+        transaction; if the database is gone, keep the outcomes and raise."""
+        pauses = self._pauses_to_publish()
+        try:
+            await self.store.record_outcomes(outcomes, [pause for pause, _ in pauses])
+        except DATABASE_ERRORS:
+            if outcomes:
+                self._unrecorded.append(_Unrecorded(claimed_at, tuple(outcomes)))
+            raise
+        self._published(pauses)
+
+    async def _record_unrecorded(self) -> None:
+        """Record what a lost connection kept from the database, before claiming anything.
+
+        Until their lease runs out the rows are still ours, so every outcome stands. After
+        that another sender may have claimed them: only final outcomes are still recorded
+        (a 'sent' spares a second send); releasing or rescheduling could undo its claim.
+        """
+        if not self._unrecorded:
+            return
+        held, self._unrecorded = self._unrecorded, []
+        now = time.monotonic()
+        outcomes = [
+            outcome
+            for batch in held
+            for outcome in batch.outcomes
+            if now - batch.claimed_at < self.lease - 1 or outcome.status != "pending"
+        ]
+        pauses = self._pauses_to_publish()
+        try:
+            await self.store.record_outcomes(outcomes, [pause for pause, _ in pauses])
+        except BaseException:
+            self._unrecorded[:0] = held
+            raise
+        self._published(pauses)
+        log.info(
+            "sender: recorded %d outcomes held back while the database was away", len(outcomes)
+        )
+
+    async def _last_record(self) -> None:
+        """On the way out: one more try at what the database did not take."""
+        if not self._unrecorded:
+            return
+        with contextlib.suppress(*DATABASE_ERRORS):  # TimeoutError is an OSError
+            async with asyncio.timeout(QUICK_WRITE_TIMEOUT):
+                await self._record_unrecorded()
+        left = sum(len(batch.outcomes) for batch in self._unrecorded)
+        if left:
+            log.error(
+                "sender: stopping with %d outcomes the database did not take; those rows are "
+                "sent again when their lease runs out",
+                left,
+            )
+
+    def _database_lost(self, exc: Exception, retry_s: float) -> None:
+        if self._db_down_since is None:
+            self._db_down_since = time.monotonic()
+            log.warning(
+                "sender: database unavailable (%s: %s); retrying every %.1fs",
+                type(exc).__name__,
+                exc,
+                retry_s,
+            )
+        else:
+            log.debug("sender: database still unavailable: %s", exc)
+
+    def _database_back(self) -> None:
+        if self._db_down_since is not None:
+            log.info("sender: database back after %.1fs", time.monotonic() - self._db_down_since)
+            self._db_down_since = None
+
+    # -- origin pauses, shared through the database --------------------------------------
+
+    async def _learn_pauses(self) -> None:
+        """Merge what every sender wrote about origin pauses into what this one knows."""
+        try:
+            shared = await self.store.paused_origins()
+        except DATABASE_ERRORS as exc:
+            log.warning("sender: cannot read origin pauses, going by our own: %s", exc)
+            return
+        now = time.monotonic()
+        found = {p.origin: OriginBackoff(now + p.pause_s, p.strikes) for p in shared}
+        for origin in self._origins.keys() | found.keys():
+            self._origins[origin] = self._origin(origin).learned(
+                found.get(origin, OriginBackoff()), keep_strikes=origin in self._unpublished
+            )
+
+    def _pauses_to_publish(self) -> list[tuple[OriginPause, OriginBackoff]]:
+        now = time.monotonic()
+        return [
+            (OriginPause(origin, state.remaining(now), state.strikes), state)
+            for origin, state in self._unpublished.items()
+        ]
+
+    def _published(self, pauses: list[tuple[OriginPause, OriginBackoff]]) -> None:
+        for pause, state in pauses:
+            if self._unpublished.get(pause.origin) == state:
+                del self._unpublished[pause.origin]
+
+    async def _publish_pauses(self) -> None:
+        """Write new pauses at once: other processes must not wait for this batch to end."""
+        async with self._publishing:
+            pauses = self._pauses_to_publish()
+            if not pauses:
+                return
+            try:
+                # Bounded: a send must not wait long for a database that is not answering.
+                async with asyncio.timeout(QUICK_WRITE_TIMEOUT):
+                    await self.store.pause_origins([pause for pause, _ in pauses])
+            except DATABASE_ERRORS as exc:  # TimeoutError is an OSError
+                # The batch's record carries them when the database is back.
+                log.warning("sender: cannot share an origin pause yet: %s", exc)
+                return
+            self._published(pauses)
 
     # -- one delivery ----------------------------------------------------------------------
 
     async def _deliver(self, row: ClaimedDelivery, claimed_at: float) -> DeliveryOutcome:
+        # Which push service the row is for, once known: the label of an internal error.
+        origin = [NO_ORIGIN]
         try:
-            return await self._deliver_checked(row, claimed_at)
+            return await self._deliver_checked(row, claimed_at, origin)
         except Exception as exc:
-            # A bug must not lose the row: retry it later like a transient failure.
-            log.exception("sender: unexpected error on delivery %s", row.id)
-            return self._retry(row, REFUSED_ORIGIN, None, f"internal error: {exc!r}")
+            # A bug must not lose the row: retry it later like a transient failure (it uses
+            # up an attempt, so a row that always hits the bug fails in the end).
+            self.failures.note(
+                origin[0], Failure.INTERNAL, f"delivery {row.id}: {exc!r}", exc_info=exc
+            )
+            return self._retry(row, origin[0], None, f"internal error: {exc!r}", label="error")
 
-    async def _deliver_checked(self, row: ClaimedDelivery, claimed_at: float) -> DeliveryOutcome:
+    async def _deliver_checked(
+        self, row: ClaimedDelivery, claimed_at: float, known_origin: list[str]
+    ) -> DeliveryOutcome:
         if row.endpoint is None or row.p256dh is None or row.auth is None:
             return self._count(DeliveryOutcome(row.id, "cancelled", error="subscription gone"))
         if not row.subscription_active:
@@ -231,12 +388,14 @@ class Sender:
         try:
             target = check_endpoint(row.endpoint, self.ctx.settings.push_hosts)
         except EndpointRefused as exc:
+            # The refused URL must not become a label value; its host is in the message.
+            self.failures.note(REFUSED_ORIGIN, Failure.REFUSED, exc.message)
             return self._count(
                 DeliveryOutcome(row.id, "failed", error=f"endpoint refused: {exc.message}"),
                 REFUSED_ORIGIN,
                 "refused",
             )
-        origin = target.origin
+        origin = known_origin[0] = target.origin
         data = {
             "delivery_id": row.id,
             "rule": row.rule_id,
@@ -257,7 +416,7 @@ class Sender:
             ttl = min(ttl_seconds(row.expires_at, now_db), row.ttl_s)
             if ttl < 1:
                 return self._count(DeliveryOutcome(row.id, "expired", error="ttl passed"), origin)
-            pause = self._origin(origin).paused_until - time.monotonic()
+            pause = self._origin(origin).remaining(time.monotonic())
             if pause > 0:
                 return self._count(
                     DeliveryOutcome(row.id, "pending", delay=pause, error="origin backing off"),
@@ -267,8 +426,10 @@ class Sender:
             try:
                 body = encrypt(plaintext, row.p256dh, row.auth)
             except PushPayloadTooLarge as exc:
+                self.failures.note(origin, Failure.PAYLOAD_TOO_LARGE, f"delivery {row.id}: {exc}")
                 return self._count(DeliveryOutcome(row.id, "failed", error=str(exc)), origin)
             except ValueError as exc:  # unusable subscription keys
+                self.failures.note(origin, Failure.BAD_KEYS, f"delivery {row.id}: {exc}")
                 return self._count(
                     DeliveryOutcome(row.id, "failed", error=f"bad subscription keys: {exc}"),
                     origin,
@@ -279,7 +440,10 @@ class Sender:
                 urgency=row.urgency,
                 topic=row.topic,
             )
-            return await self._post(row, row.endpoint, origin, headers, body)
+            outcome = await self._post(row, row.endpoint, origin, headers, body)
+            if origin in self._unpublished:
+                await self._publish_pauses()
+            return outcome
 
     async def _post(
         self,
@@ -302,19 +466,25 @@ class Sender:
                 retry_after = resp.headers.get("Retry-After")
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, AddressRefused):
-                child(PUSH_REQUESTS, origin, "refused").inc()
+                # The resolver refused every address: no connection, so no request either.
+                self.failures.note(origin, Failure.REFUSED, str(exc.os_error))
                 return self._count(
                     DeliveryOutcome(row.id, "failed", error=f"endpoint refused: {exc.os_error}"),
                     origin,
                     "refused",
                 )
             child(PUSH_REQUESTS, origin, "connection_error").inc()
+            self.failures.note(origin, Failure.CONNECTION, str(exc))
             return self._retry(row, origin, None, f"connection error: {exc}")
         except TimeoutError:
             child(PUSH_REQUESTS, origin, "timeout").inc()
+            detail = f"no answer within {time.monotonic() - started:.1f} s"
+            self.failures.note(origin, Failure.TIMEOUT, detail)
             return self._retry(row, origin, None, "timeout")
         except aiohttp.ClientError as exc:
             child(PUSH_REQUESTS, origin, "connection_error").inc()
+            # The class only: some aiohttp errors carry the URL, which holds the endpoint.
+            self.failures.note(origin, Failure.CONNECTION, type(exc).__name__)
             return self._retry(row, origin, None, f"connection error: {exc!r}")
         child(PUSH_LATENCY, origin).observe(time.monotonic() - started)
         child(PUSH_REQUESTS, origin, str(status)).inc()
@@ -326,7 +496,11 @@ class Sender:
         detail = f"HTTP {status}: {text}".strip() if text else f"HTTP {status}"
         match classify(status):
             case Action.SENT:
-                self._origin(origin).strikes = 0
+                state = self._origin(origin)
+                if state.strikes:
+                    accepted = state.accepted(time.monotonic())
+                    if accepted != state:
+                        self._origins[origin] = self._unpublished[origin] = accepted
                 return self._count(DeliveryOutcome(row.id, "sent", 1, status), origin)
             case Action.GONE:
                 outcome = DeliveryOutcome(
@@ -334,33 +508,52 @@ class Sender:
                 )
                 return self._count(outcome, origin)
             case Action.AUTH_REJECTED:
-                self._alarm(origin, status, text)
+                PUSH_AUTH_REJECTED.labels(origin).inc()
+                self.failures.note(origin, Failure.AUTH_REJECTED, detail)
                 return self._count(DeliveryOutcome(row.id, "failed", 1, status, detail), origin)
             case Action.RATE_LIMITED:
                 return self._rate_limited(row, origin, retry_after, detail)
             case Action.REDIRECT_REFUSED:
+                self.failures.note(origin, Failure.REDIRECT, detail)
                 refused = f"redirect refused: {detail}"
                 return self._count(DeliveryOutcome(row.id, "failed", 1, status, refused), origin)
             case Action.RETRY:
+                self.failures.note(origin, Failure.SERVER_ERROR, detail)
                 return self._retry(row, origin, status, detail)
             case Action.FAIL:
+                kind = Failure.PAYLOAD_TOO_LARGE if status == 413 else Failure.CLIENT_ERROR
+                self.failures.note(origin, kind, detail)
                 return self._count(DeliveryOutcome(row.id, "failed", 1, status, detail), origin)
 
     def _rate_limited(
         self, row: ClaimedDelivery, origin: str, retry_after: str | None, detail: str
     ) -> DeliveryOutcome:
         state = self._origin(origin)
-        state.strikes += 1
-        delay = self.retry.rate_limit_pause(retry_after, state.strikes, datetime.now(UTC))
-        # The whole origin waits, not just this message: the push service throttles us, not
-        # one subscriber, and hammering it on would prolong the throttling.
-        state.paused_until = max(state.paused_until, time.monotonic() + delay)
-        log.warning("sender: %s answered 429; pausing that origin for %.1fs", origin, delay)
+        now = time.monotonic()
+        pause = self.retry.rate_limit_pause(retry_after, state.strike(now), datetime.now(UTC))
+        # The whole origin waits, not just this message, and in every sender process: the
+        # push service throttles us, not one subscriber, and hammering it on would prolong
+        # the throttling. The pause goes to the database right after this answer.
+        throttled = self._origins[origin] = state.throttled(pause, now)
+        # The 429s of requests that were in flight together move the end by milliseconds:
+        # only a new strike or a real extension is worth a write.
+        news = throttled.strikes != state.strikes or throttled.until > state.until + SHARE_STEP
+        if news or origin in self._unpublished:
+            self._unpublished[origin] = throttled
+        delay = throttled.remaining(now)
+        pausing = f"{detail}; every sender pauses it for {delay:.1f} s"
+        self.failures.note(origin, Failure.RATE_LIMITED, pausing)
         outcome = DeliveryOutcome(row.id, "pending", 1, 429, detail, delay)
         return self._count(outcome, origin, "retry")
 
     def _retry(
-        self, row: ClaimedDelivery, origin: str, status: int | None, detail: str
+        self,
+        row: ClaimedDelivery,
+        origin: str,
+        status: int | None,
+        detail: str,
+        *,
+        label: str = "retry",
     ) -> DeliveryOutcome:
         attempts = row.attempts + 1
         delay = self.retry.retry_delay(attempts)
@@ -368,33 +561,16 @@ class Sender:
             failed = f"{detail} (after {attempts} attempts)"
             return self._count(DeliveryOutcome(row.id, "failed", 1, status, failed), origin)
         outcome = DeliveryOutcome(row.id, "pending", 1, status, detail, delay)
-        return self._count(outcome, origin, "retry")
+        return self._count(outcome, origin, label)
 
-    def _origin(self, origin: str) -> _OriginState:
-        state = self._origins.get(origin)
-        if state is None:
-            state = self._origins[origin] = _OriginState()
-        return state
-
-    def _alarm(self, origin: str, status: int, text: str) -> None:
-        PUSH_AUTH_REJECTED.labels(origin).inc()
-        now = time.monotonic()
-        if now - self._last_alarm.get(origin, -ALARM_LOG_INTERVAL) >= ALARM_LOG_INTERVAL:
-            self._last_alarm[origin] = now
-            log.error(
-                "ALARM: push service %s rejected our VAPID credentials (HTTP %s: %s). Check "
-                "MOMENTCAST_VAPID_PRIVATE_KEY (subscriptions are bound to the key they were "
-                "made with) and MOMENTCAST_VAPID_SUBJECT. Subscribers are kept.",
-                origin,
-                status,
-                text[:200],
-            )
+    def _origin(self, origin: str) -> OriginBackoff:
+        return self._origins.get(origin) or OriginBackoff()
 
     @staticmethod
     def _count(
         outcome: DeliveryOutcome, origin: str | None = None, label: str | None = None
     ) -> DeliveryOutcome:
-        child(PUSH_OUTCOMES, origin or "none", label or outcome.status).inc()
+        child(PUSH_OUTCOMES, origin or NO_ORIGIN, label or outcome.status).inc()
         return outcome
 
 
