@@ -265,7 +265,7 @@ def check(argv: list[str]) -> tuple[int, str, str]:
 def test_shipped_rules_check_clean_even_with_strict() -> None:
     code, out, err = check([str(REPO / "rules"), "--strict"])
     assert (code, err) == (0, "")
-    assert out.splitlines()[-1] == "5 rules OK, 0 warnings"
+    assert out.splitlines()[-1] == "6 rules OK, 0 warnings"
     assert "    Lunch offer when a subscriber walks near a partner restaurant" in out
 
 

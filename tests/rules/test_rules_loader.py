@@ -44,7 +44,9 @@ def test_example_rules_load_cleanly() -> None:
         "go-station",
         "do-diy",
         "buy-store",
+        "know-hiking",
     }
+    assert rs.rule_by_id["know-hiking"].location_free
     assert rs.warnings == []
     assert len(rs.places) >= 30
 

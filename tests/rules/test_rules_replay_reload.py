@@ -95,7 +95,7 @@ def test_check_cli_exit_codes(tmp_path: Path) -> None:
     assert main(["check", str(REPO / "rules")], out=out, err=err) == 0
     lines = out.getvalue().splitlines()
     # Each rule's summary and description, then the count.
-    assert len(lines) == 11 and lines[-1] == "5 rules OK, 0 warnings"
+    assert len(lines) == 13 and lines[-1] == "6 rules OK, 0 warnings"
     bad = write_dir(
         tmp_path / "bad",
         {"r.yaml": "where: {places: places/spots.geojson}\nmessage: {title: x, ttl: soon}\n"},
