@@ -42,6 +42,25 @@ def _parser() -> argparse.ArgumentParser:
         "demo", help="run the whole pipeline against simulated subscribers", add_help=False
     )
     demo.add_argument("args", nargs=argparse.REMAINDER)
+    testing = sub.add_parser("testing", help="tools for client developers (no browser needed)")
+    tools = testing.add_subparsers(dest="tool", required=True, metavar="TOOL")
+    push_service = tools.add_parser(
+        "push-service",
+        help="run the strict test push service as a local push sink; it logs each push's title",
+        description="A local stand-in for browsers' push services: it checks VAPID, decrypts "
+        "each push and logs its title until Ctrl-C (see docs/clients.md).",
+    )
+    push_service.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    push_service.add_argument(
+        "--port", type=int, default=8081, help="port to listen on (default 8081; 0: any free one)"
+    )
+    push_service.add_argument(
+        "--vapid-public-key",
+        metavar="KEY",
+        help="accept only pushes signed with this key (`momentcast vapid` prints it)",
+    )
     return parser
 
 
@@ -100,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from service.rules import cli as rules_cli
 
             return int(rules_cli.main([*args.args, *rest], rules_dir=settings.rules_dir))
+        if args.command == "testing":
+            from service.testing import cli as testing_cli
+
+            return testing_cli.main(args.host, args.port, args.vapid_public_key)
         if args.command == "demo":
             from service import demo
 

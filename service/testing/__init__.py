@@ -3,6 +3,7 @@
 :mod:`service.testing.pushservice` is a strict stand-in for a browser push service on loopback:
 it checks RFC 8030 headers and the RFC 8292 VAPID token, decrypts every push with the
 subscriber's private key (RFC 8291) and can misbehave on purpose (:class:`Fault`).
+:mod:`service.testing.cli` runs it as a local push sink (``momentcast testing push-service``).
 """
 
 from __future__ import annotations

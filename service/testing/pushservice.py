@@ -11,6 +11,11 @@ Usage::
     sub = service.subscribe()              # browser-like keys, endpoint on this service
     ...                                    # insert sub.endpoint / sub.p256dh / sub.auth
     await service.close()
+
+Over HTTP (what ``momentcast testing push-service`` offers client developers):
+``POST /subscriptions`` makes a new browser-like subscription and answers its
+PushSubscriptionJSON (201), ``GET /subscriptions/{id}/messages`` lists the decrypted messages
+of one, and ``POST /push/{id}`` is the push endpoint.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -180,11 +186,17 @@ class PushService:
         vapid_public_key: str | None,
         *,
         host: str = "127.0.0.1",
+        port: int = 0,
         audience: str | None = None,
         check_expiry: bool = True,
+        on_receive: Callable[[BrowserSubscription, Received], None] | None = None,
+        on_reject: Callable[[BrowserSubscription | None, int, str], None] | None = None,
     ) -> None:
         self.vapid_public_key = vapid_public_key
         self.host = host
+        self.port = port
+        self.on_receive = on_receive
+        self.on_reject = on_reject
         self._audience = audience
         self.check_expiry = check_expiry
         self.subscriptions: dict[str, BrowserSubscription] = {}
@@ -201,12 +213,19 @@ class PushService:
         # Larger than MAX_BODY so that oversized bodies reach the handler and get our 413.
         app = web.Application(client_max_size=1024 * 1024)
         app.router.add_post("/push/{sub_id}", self._handle)
+        app.router.add_post("/subscriptions", self._new_subscription)
+        app.router.add_get("/subscriptions/{sub_id}/messages", self._messages)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.origin = f"http://{self.host}:{port}"
+        site = web.TCPSite(self._runner, self.host, self.port)
+        try:
+            await site.start()
+        except BaseException:
+            await self.close()
+            raise
+        port = int(self._runner.addresses[0][1])
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.origin = f"http://{host}:{port}"
         return self
 
     async def close(self) -> None:
@@ -226,10 +245,27 @@ class PushService:
     def all_received(self) -> list[Received]:
         return [r for sub in self.subscriptions.values() for r in sub.received]
 
+    async def _new_subscription(self, request: web.Request) -> web.Response:
+        return web.json_response(self.subscribe().to_json(), status=201)
+
+    async def _messages(self, request: web.Request) -> web.Response:
+        sub = self.subscriptions.get(request.match_info["sub_id"])
+        if sub is None:
+            return web.json_response({"code": 404, "reason": "no such subscription"}, status=404)
+        messages: list[Any] = []
+        for received in sub.received:
+            try:
+                messages.append(received.json())
+            except ValueError:  # not JSON: show the text as it came
+                messages.append(received.plaintext.decode("utf-8", "replace"))
+        return web.json_response(messages)
+
     def _reject(self, sub: BrowserSubscription | None, status: int, reason: str) -> web.Response:
         self.rejections.append((status, reason))
         if sub is not None:
             sub.statuses.append(status)
+        if self.on_reject is not None:
+            self.on_reject(sub, status, reason)
         return web.json_response({"code": status, "reason": reason}, status=status)
 
     def _active_fault(self, sub: BrowserSubscription) -> Fault | None:
@@ -292,8 +328,11 @@ class PushService:
             sub.statuses.append(fault.status)
             self.rejections.append((fault.status, "fault"))
             return web.Response(status=fault.status, text="fault", headers=headers)
-        sub.received.append(Received(plaintext, dict(request.headers), token))
+        received = Received(plaintext, dict(request.headers), token)
+        sub.received.append(received)
         sub.statuses.append(201)
+        if self.on_receive is not None:
+            self.on_receive(sub, received)
         return web.Response(
             status=201, headers={"Location": f"{self.origin}/m/{secrets.token_urlsafe(9)}"}
         )
