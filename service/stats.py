@@ -42,6 +42,8 @@ class Funnel:
     expired: int = 0
     shown: int = 0
     clicked: int = 0
+    # Of ``clicked``, those on an action button, by action (the rest clicked the notification).
+    clicked_actions: dict[str, int] = field(default_factory=dict)
     dismissed: int = 0
     converted: int = 0
 
@@ -67,6 +69,7 @@ class Funnel:
             "expired": self.expired,
             "shown": self.shown,
             "clicked": self.clicked,
+            "clicked_actions": dict(sorted(self.clicked_actions.items())),
             "dismissed": self.dismissed,
             "converted": self.converted,
             "ctr": self.ctr,
@@ -250,6 +253,8 @@ def collect_funnels(counts: EngagementCounts) -> list[Funnel]:
         f.sent, f.failed, f.gone, f.expired = d.sent, d.failed, d.gone, d.expired
     for e in counts.events:
         setattr(get(e.rule_id, e.variant), e.type, e.n)
+    for a in counts.actions:
+        get(a.rule_id, a.variant).clicked_actions[a.action] = a.n
     for c in counts.counters:
         f = get(c.rule_id, c.variant)
         if c.counter == "matched":
@@ -283,6 +288,9 @@ class RuleStats(BaseModel):
     expired: int
     shown: int
     clicked: int
+    clicked_actions: dict[str, int] = Field(
+        description="of clicked, the clicks on an action button, by action"
+    )
     dismissed: int
     converted: int
     ctr: float | None = Field(description="clicked / sent")

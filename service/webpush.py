@@ -57,6 +57,13 @@ def encrypt(plaintext: bytes, p256dh: str | bytes, auth: str | bytes) -> bytes:
     return body
 
 
+# The action of GET /c/{delivery_id}/{action} that stands for the notification itself; an
+# action button may not take this name.
+OPEN_ACTION = "open"
+# Names of action buttons: letters, digits, "_" and "-" (a URL path segment without escaping).
+ACTION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
 def render_payload(payload: dict[str, Any], data: dict[str, Any]) -> bytes:
     """The JSON the service worker receives: the stored message plus per-delivery ``data``."""
     message = dict(payload)

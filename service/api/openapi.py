@@ -43,6 +43,14 @@ _STATUS_TEXT = {
 }
 
 
+@dataclass(frozen=True)
+class Param:
+    """A required query parameter (a string)."""
+
+    name: str
+    description: str
+
+
 @dataclass
 class Op:
     method: str
@@ -60,6 +68,9 @@ class Op:
     request_models: tuple[type[BaseModel], ...] = ()
     # Other success answers than ``status`` (e.g. 200 for an update of an existing resource).
     extra_responses: dict[int, type[BaseModel]] = field(default_factory=dict)
+    # Required query parameters, and other success answers that are pages (status -> type).
+    query: list[Param] = field(default_factory=list)
+    pages: dict[int, str] = field(default_factory=dict)
 
 
 def document(op: Op) -> Callable[[F], F]:
@@ -100,6 +111,16 @@ def build_spec(version: str) -> dict[str, Any]:
             for part in op.path.split("/")
             if part.startswith("{")
         ]
+        params += [
+            {
+                "name": p.name,
+                "in": "query",
+                "required": True,
+                "description": p.description,
+                "schema": {"type": "string"},
+            }
+            for p in op.query
+        ]
         if params:
             operation["parameters"] = params
         has_body = (
@@ -117,7 +138,10 @@ def build_spec(version: str) -> dict[str, Any]:
                 "content": {"application/json": {"schema": body_schema}},
             }
         ok: dict[str, Any] = {"description": "OK"}
-        if op.status != 204:
+        if op.status in (301, 302, 303, 307, 308):
+            location = {"schema": {"type": "string", "format": "uri"}}
+            ok = {"description": "Redirect", "headers": {"Location": location}}
+        elif op.status != 204:
             schema_ = ref(op.response) if op.response is not None else {}
             ok["content"] = {op.content_type: {"schema": schema_}}
         responses: dict[str, Any] = {str(op.status): ok}
@@ -125,6 +149,11 @@ def build_spec(version: str) -> dict[str, Any]:
             responses[str(status)] = {
                 "description": "OK",
                 "content": {"application/json": {"schema": ref(model)}},
+            }
+        for status, content_type in op.pages.items():
+            responses[str(status)] = {
+                "description": "OK",
+                "content": {content_type: {"schema": {"type": "string"}}},
             }
         errors = set(op.errors)
         if has_body:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Self
 
 import asyncpg
@@ -41,6 +41,38 @@ class EventCount:
 
 
 @dataclass(frozen=True, slots=True)
+class ActionCount:
+    """How many deliveries of one rule variant were first clicked on one action button."""
+
+    rule_id: str
+    variant: str
+    action: str
+    n: int
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(**dict(row))
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecorded:
+    """What recording one event found: the delivery, the action among its buttons."""
+
+    found: bool  # the delivery exists
+    known: bool  # and the action (if any) is one of its buttons: then the event counts
+    inserted: bool  # and it is the first of its type for the delivery
+
+
+@dataclass(frozen=True, slots=True)
+class Click:
+    """A click through GET /c/...: whether the delivery has that target, and where it goes."""
+
+    known: bool  # the delivery exists, is not erased, and has this action (or "open")
+    url: str | None  # the stored target; None when the message has no url for it
+    inserted: bool  # the first click of the delivery (a repeat is not counted)
+
+
+@dataclass(frozen=True, slots=True)
 class RuleCounter:
     """One of the engine's counters of a rule variant (``matched``, ``suppressed:<reason>``)."""
 
@@ -61,6 +93,7 @@ class EngagementCounts:
     deliveries: list[DeliveryCounts]
     events: list[EventCount]
     counters: list[RuleCounter]
+    actions: list[ActionCount] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +110,21 @@ class HourlyDecisions:
 
 
 class EngagementQueries(StoreBase):
-    async def record_event(self, *, delivery_id: int, type: str) -> bool | None:
-        """Record one event of a delivery: None when there is no such delivery, else whether
-        it was new (a replay counts once)."""
-        row = await self._fetchrow("event_record", delivery_id, type)
+    async def record_event(
+        self, *, delivery_id: int, type: str, action: str | None = None
+    ) -> EventRecorded:
+        """Record one event of a delivery (a replay counts once; a click may name one of the
+        delivery's action buttons, and the first click's action is kept)."""
+        row = await self._fetchrow("event_record", delivery_id, type, action)
         assert row is not None  # the query answers one row whatever it finds
-        found: bool = row["found"]
-        inserted: bool = row["inserted"]
-        return inserted if found else None
+        return EventRecorded(found=row["found"], known=row["known"], inserted=row["inserted"])
+
+    async def record_click(self, *, delivery_id: int, action: str | None) -> Click:
+        """A click on a delivery's notification (``action`` None) or on one of its buttons:
+        recorded once when the delivery has that target, with the stored url to go to."""
+        row = await self._fetchrow("event_click", delivery_id, action)
+        assert row is not None
+        return Click(known=row["known"], url=row["url"], inserted=row["inserted"])
 
     async def engagement_counts(self) -> EngagementCounts:
         async with self.transaction(isolation="repeatable_read", readonly=True) as tx:
@@ -94,6 +134,7 @@ class EngagementQueries(StoreBase):
                 ],
                 events=[EventCount.from_row(r) for r in await tx._fetch("stats_events")],
                 counters=[RuleCounter.from_row(r) for r in await tx._fetch("stats_counters")],
+                actions=[ActionCount.from_row(r) for r in await tx._fetch("stats_actions")],
             )
 
     async def decisions_by_hour(self) -> list[HourlyDecisions]:

@@ -19,7 +19,7 @@ DEVICE = "device"  # the path's own device only
 DEVICE_OR_ADMIN = "device_or_admin"
 DEVICE_SELF = "device_self"  # a device acting on itself (no id in the path)
 ADMIN = "admin"
-EVENT_TOKEN = "event_token"  # a per-delivery HMAC in the body, no bearer token
+EVENT_TOKEN = "event_token"  # a per-delivery HMAC in the body or query, no bearer token
 
 ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): PUBLIC,
@@ -34,6 +34,8 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/v1/subscriptions/{id}/export"): ADMIN,
     ("POST", "/v1/signals"): DEVICE_SELF,
     ("POST", "/v1/events"): EVENT_TOKEN,
+    # The navigate links of declarative pushes: the event token is ?t=.
+    ("GET", "/c/{delivery_id}/{action}"): EVENT_TOKEN,
     ("GET", "/v1/rules"): ADMIN,
     ("POST", "/v1/rules/reload"): ADMIN,
     ("POST", "/v1/simulate"): ADMIN,
@@ -198,6 +200,40 @@ async def test_event_tokens_open_their_own_delivery_only(api: LiveApi) -> None:
         body = {"delivery_id": delivery_id, "token": token, "type": "clicked"}
         async with api.http.post(api.url + "/v1/events", json=body, headers=api.admin()) as resp:
             assert resp.status in expected, (delivery_id, token[:8], await resp.text())
+    recorded = await api.ctx.pool.fetch("SELECT delivery_id FROM events")
+    assert [r["delivery_id"] for r in recorded] == [mine]
+
+
+async def test_click_links_open_their_own_delivery_only(api: LiveApi) -> None:
+    from service import tokens
+
+    device = await register(api)
+    mine, theirs = await _delivery(api, device), await _delivery(api, device)
+    await api.ctx.pool.execute(
+        'UPDATE deliveries SET payload = \'{"url": "https://example.com/o"}\' WHERE id = $1',
+        mine,
+    )
+    key = api.ctx.keys.secret_key
+    cases = [
+        (mine, "", 404),
+        (mine, "x" * 32, 404),
+        (mine, tokens.event_token(key, theirs), 404),  # another delivery's token
+        (mine, tokens.event_token(b"\0" * 32, mine), 404),  # signed with another key
+        (mine, device.token, 404),  # a device token is not an event token
+        (10**12, tokens.event_token(key, 10**12), 404),
+        (mine, tokens.event_token(key, mine), 302),
+    ]
+    for delivery_id, token, expected in cases:
+        # Bearer credentials change nothing: only the event token opens the link.
+        for headers in ({}, api.admin(), device.auth()):
+            async with api.http.get(
+                f"{api.url}/c/{delivery_id}/open",
+                params={"t": token},
+                headers=headers,
+                allow_redirects=False,
+            ) as resp:
+                assert resp.status == expected, (delivery_id, token[:8], await resp.text())
+                assert ("Location" in resp.headers) == (expected == 302)
     recorded = await api.ctx.pool.fetch("SELECT delivery_id FROM events")
     assert [r["delivery_id"] for r in recorded] == [mine]
 

@@ -2,15 +2,54 @@
 
 -- name: event_record
 -- Accepted whatever the delivery's status: a browser may show a push before the sender has
--- recorded the push service's answer. The primary key makes a replay count once.
-WITH d AS (SELECT id FROM deliveries WHERE id = $1),
+-- recorded the push service's answer. The primary key makes a replay count once, and the
+-- first click keeps its action. An action ($3, clicks only) must be one of the delivery's
+-- own buttons, so that clicked_actions counts nothing a client made up.
+WITH d AS (
+         SELECT id,
+                $3::text IS NULL OR EXISTS (
+                    SELECT 1 FROM jsonb_array_elements(
+                        CASE jsonb_typeof(payload -> 'actions')
+                            WHEN 'array' THEN payload -> 'actions' ELSE '[]'::jsonb END) a
+                    WHERE a ->> 'action' = $3
+                ) AS known
+         FROM deliveries WHERE id = $1
+     ),
      ins AS (
-         INSERT INTO events (delivery_id, type)
-         SELECT id, $2 FROM d
+         INSERT INTO events (delivery_id, type, action)
+         SELECT id, $2, $3 FROM d WHERE known
          ON CONFLICT (delivery_id, type) DO NOTHING
          RETURNING 1
      )
-SELECT EXISTS (SELECT 1 FROM d) AS found, EXISTS (SELECT 1 FROM ins) AS inserted
+SELECT EXISTS (SELECT 1 FROM d) AS found,
+       COALESCE((SELECT known FROM d), false) AS known,
+       EXISTS (SELECT 1 FROM ins) AS inserted
+
+-- name: event_click
+-- GET /c/{delivery_id}/{action}: the target of a click and the click recorded, in one
+-- statement. $2 is the action button, NULL for the notification itself. The target comes
+-- from the stored payload only (its url, or the button's url); an erased payload has none,
+-- and neither has a button the payload does not hold, and then nothing is recorded.
+WITH d AS (
+         SELECT id,
+                CASE WHEN $2::text IS NULL THEN jsonb_build_object('url', payload -> 'url')
+                     ELSE (SELECT a FROM jsonb_array_elements(
+                               CASE jsonb_typeof(payload -> 'actions')
+                                   WHEN 'array' THEN payload -> 'actions' ELSE '[]'::jsonb END) a
+                           WHERE a ->> 'action' = $2
+                           LIMIT 1)
+                END AS target
+         FROM deliveries WHERE id = $1 AND payload IS NOT NULL
+     ),
+     ins AS (
+         INSERT INTO events (delivery_id, type, action)
+         SELECT id, 'clicked', $2 FROM d WHERE target IS NOT NULL
+         ON CONFLICT (delivery_id, type) DO NOTHING
+         RETURNING 1
+     )
+SELECT COALESCE((SELECT target IS NOT NULL FROM d), false) AS known,
+       (SELECT target ->> 'url' FROM d) AS url,
+       EXISTS (SELECT 1 FROM ins) AS inserted
 
 -- name: stats_deliveries
 SELECT rule_id, variant,
@@ -25,6 +64,14 @@ GROUP BY rule_id, variant
 SELECT d.rule_id, d.variant, e.type, count(*) AS n
 FROM events e JOIN deliveries d ON d.id = e.delivery_id
 GROUP BY d.rule_id, d.variant, e.type
+
+-- name: stats_actions
+-- Clicks by action button (the first click of a delivery; clicks on the notification itself
+-- have no action and are only in stats_events).
+SELECT d.rule_id, d.variant, e.action, count(*) AS n
+FROM events e JOIN deliveries d ON d.id = e.delivery_id
+WHERE e.type = 'clicked' AND e.action IS NOT NULL
+GROUP BY d.rule_id, d.variant, e.action
 
 -- name: stats_counters
 SELECT rule_id, variant, counter, n FROM rule_counters
