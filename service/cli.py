@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     vapid_cmd.add_argument(
         "--private", action="store_true", help="also print the private key (base64url)"
     )
-    rules = sub.add_parser("rules", help="check, describe and replay rule files", add_help=False)
+    rules = sub.add_parser(
+        "rules", help="check, describe, preview and replay rule files", add_help=False
+    )
     rules.add_argument("args", nargs=argparse.REMAINDER)
     demo = sub.add_parser(
         "demo", help="run the whole pipeline against simulated subscribers", add_help=False

@@ -1,8 +1,9 @@
-"""`momentcast rules check|schema|replay` - the marketer's tools."""
+"""`momentcast rules check|schema|replay|preview` - the marketer's tools."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -12,12 +13,13 @@ from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from service.errors import RuleLoadError, SourceError, TraceError
+from service.errors import RuleLoadError, RulesError, SourceError, TraceError
 from service.rules.engine import Outcome, SubscriberState, decide
 
 from .loader import load_ruleset
 from .localtime import local_datetime
 from .models import json_schema, policy_json_schema
+from .preview import render_variants
 from .ruleset import Ruleset
 from .signals import Profile
 from .source import load_located
@@ -37,7 +39,7 @@ def _split(entry: str) -> dict[str, Any]:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
-        prog="momentcast rules", description="Check, describe and replay rule files."
+        prog="momentcast rules", description="Check, describe, preview and replay rule files."
     )
     sub = ap.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="load every file and report all errors and warnings")
@@ -63,6 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--rules", default=None, help="rules directory")
     replay.add_argument("--json", action="store_true", help="machine-readable output")
+    preview = sub.add_parser(
+        "preview", help="a rule's notification as the phone would show it, for every variant"
+    )
+    preview.add_argument("rule", help="a rule id, or the path of a rule file")
+    preview.add_argument("--place", help="a place id of the rule (default: its first place)")
+    preview.add_argument(
+        "--profile", help="YAML/JSON subscriber profile: timezone, locale, topics, attributes"
+    )
+    preview.add_argument(
+        "--locale", help="the subscriber's locale, e.g. de-DE (over the profile's)"
+    )
+    preview.add_argument("--rules", default=None, help="rules directory")
+    preview.add_argument("--json", action="store_true", help="machine-readable output")
     return ap
 
 
@@ -83,6 +98,8 @@ def main(
         return 0
     if args.command == "check":
         return _check(args.dir or str(rules_dir), args.json, args.strict, stdout, stderr)
+    if args.command == "preview":
+        return _preview(args, str(rules_dir), stdout, stderr)
     return _replay(args, str(rules_dir), stdout, stderr)
 
 
@@ -298,6 +315,93 @@ def format_report(report: dict[str, Any]) -> str:
     s = report["summary"]
     why = ", ".join(f"{k} {v}" for k, v in s["suppressed"].items()) or "none"
     lines.append(f"{s['signals']} signals, {s['sent']} pushes, suppressed: {why}")
+    return "\n".join(lines) + "\n"
+
+
+def preview(
+    rules_dir: str,
+    rule: str,
+    place: str | None = None,
+    profile_path: str | None = None,
+    locale: str | None = None,
+) -> dict[str, Any]:
+    """The preview report as a JSON-ready document: every variant's notification. ``rule`` is
+    a rule id, or the path of a rule file (its folder is loaded)."""
+    directory, only = _check_target(rule) if Path(rule).is_file() else (rules_dir, None)
+    rs = load_ruleset(directory)
+    if only is not None:
+        found = [r for r in rs.rules if Path(r.file).resolve() == only]
+        if not found:
+            raise TraceError(f"{rule}: not a rule file of {directory}")
+        compiled = found[0]
+    else:
+        compiled_or_none = rs.rule_by_id.get(rule)
+        if compiled_or_none is None:
+            known = ", ".join(sorted(rs.rule_by_id))
+            raise TraceError(f"no rule {rule!r} in {directory}; the rules: {known}")
+        compiled = compiled_or_none
+    profile = load_profile(profile_path) if profile_path else Profile(id="preview")
+    if locale:
+        profile = dataclasses.replace(profile, locale=locale)
+    try:
+        variants = render_variants(rs, compiled, profile, place)
+    except RulesError as exc:
+        raise TraceError(str(exc)) from None
+    first = variants[0]
+    return {
+        "rule": compiled.id,
+        "place": first.place_id or None,
+        "place_name": first.place_name,
+        "profile": profile.id,
+        "locale": profile.locale,
+        "variants": [
+            {
+                "variant": v.variant.name,
+                "weight": v.variant.weight,
+                "notification": v.notification(),
+            }
+            for v in variants
+        ],
+    }
+
+
+def _preview(args: argparse.Namespace, default_dir: str, out: TextIO, err: TextIO) -> int:
+    try:
+        report = preview(
+            args.rules or default_dir, args.rule, args.place, args.profile, args.locale
+        )
+    except RuleLoadError as exc:
+        for line in exc.errors:
+            err.write(line + "\n")
+        err.write("fix the rules first (momentcast rules check)\n")
+        return 1
+    except (TraceError, OSError) as exc:
+        err.write(f"{exc}\n")
+        return 1
+    if args.json:
+        out.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        return 0
+    out.write(format_preview(report))
+    return 0
+
+
+def format_preview(report: dict[str, Any]) -> str:
+    where = "no places" if report["place"] is None else f"@ {report['place']}"
+    if report["place_name"] and report["place_name"] != report["place"]:
+        where += f" ({report['place_name']})"
+    locale = report["locale"] or "none"
+    lines = [f"{report['rule']} {where}, profile {report['profile']}, locale {locale}"]
+    for v in report["variants"]:
+        n = v["notification"]
+        lines.append(f"variant {v['variant']} (weight {v['weight']}):")
+        lines.append(f"  title:   {n['title']}")
+        lines.append(f"  body:    {n['body']}")
+        for name in ("url", "icon", "image"):
+            if n.get(name):
+                lines.append(f"  {name + ':':<8} {n[name]}")
+        for a in n["actions"]:
+            lines.append(f"  action:  [{a['action']}] {a['title']} -> {a['url']}")
+        lines.append(f"  locale:  {n['locale'] or 'default'}")
     return "\n".join(lines) + "\n"
 
 

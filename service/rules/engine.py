@@ -34,6 +34,7 @@ __all__ = [
     "Suppression",
     "choose_variant",
     "decide",
+    "render_payload",
     "simulate",
 ]
 
@@ -297,30 +298,7 @@ def _suppressed(
 def _render(m: Match, sig: Signal, profile: Profile, state: SubscriberState) -> Decision:
     rule = m.rule
     variant = choose_variant(sig.subscription_id, rule)
-    message = variant.message_for(profile.locale)
-    values: dict[tuple[str, str], str] = {("rule", "id"): rule.id}
-    if m.distance_m is not None:
-        values[("distance_m", "")] = str(round(m.distance_m))
-    for tpl in message.all_templates:
-        for root, name in tpl.fields:
-            if root == "place":
-                values[(root, name)] = text_value(_place_value(m, name))
-            elif root == "attributes":
-                values[(root, name)] = attribute_value(profile.attributes.get(name))
-            elif root == "context":
-                values[(root, name)] = attribute_value(sig.context.get(name))
-    payload: dict[str, Any] = {name: tpl.render(values) for name, tpl in message.templates.items()}
-    if message.lang:
-        payload["lang"] = message.lang
-    if message.actions:
-        payload["actions"] = [
-            {
-                "action": a.action,
-                "title": a.title.render(values),
-                "url": a.url.render(values) if a.url is not None else payload.get("url", ""),
-            }
-            for a in message.actions
-        ]
+    payload = render_payload(m, variant, profile, sig.context)
     msg = rule.model.message
     ttl = msg.ttl.total_seconds()
     if m.ttl_left_s is not None:
@@ -345,6 +323,40 @@ def _render(m: Match, sig: Signal, profile: Profile, state: SubscriberState) -> 
         topic=msg.topic,
         dedupe_key=key,
     )
+
+
+def render_payload(
+    m: Match, variant: CompiledVariant, profile: Profile, context: Mapping[str, Any]
+) -> dict[str, Any]:
+    """One variant's message rendered for a match, in the profile's locale: what decisions,
+    `rules preview` and the test push send (title, body, the set ones of url, icon, image,
+    tag; lang and actions when given)."""
+    rule = m.rule
+    message = variant.message_for(profile.locale)
+    values: dict[tuple[str, str], str] = {("rule", "id"): rule.id}
+    if m.distance_m is not None:
+        values[("distance_m", "")] = str(round(m.distance_m))
+    for tpl in message.all_templates:
+        for root, name in tpl.fields:
+            if root == "place":
+                values[(root, name)] = text_value(_place_value(m, name))
+            elif root == "attributes":
+                values[(root, name)] = attribute_value(profile.attributes.get(name))
+            elif root == "context":
+                values[(root, name)] = attribute_value(context.get(name))
+    payload: dict[str, Any] = {name: tpl.render(values) for name, tpl in message.templates.items()}
+    if message.lang:
+        payload["lang"] = message.lang
+    if message.actions:
+        payload["actions"] = [
+            {
+                "action": a.action,
+                "title": a.title.render(values),
+                "url": a.url.render(values) if a.url is not None else payload.get("url", ""),
+            }
+            for a in message.actions
+        ]
+    return payload
 
 
 def _place_value(m: Match, name: str) -> Any:
