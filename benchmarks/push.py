@@ -219,6 +219,7 @@ async def run(dsn: str, data_dir: Path, args: argparse.Namespace) -> None:
                         "events_url": events_url,
                         "event_token": tokens.event_token(ctx.keys.secret_key, r["id"]),
                     },
+                    base_url=settings.base_url,
                 ),
             )
             for r in rows

@@ -307,6 +307,8 @@ class Demo:
     async def _on_received(
         self, http: aiohttp.ClientSession, name: str, message: dict[str, Any], clicks: bool
     ) -> None:
+        # A declarative push message: the notification, as a browser would show it.
+        message = message.get("notification", message)
         data = message.get("data", {})
         self.received.append({"subscriber": name, **message})
         self.say(

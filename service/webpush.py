@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import http_ece
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -57,19 +58,88 @@ def encrypt(plaintext: bytes, p256dh: str | bytes, auth: str | bytes) -> bytes:
     return body
 
 
+# Declarative Web Push (W3C Push API, "declarative push message"): a push whose JSON says
+# ``"web_push": 8030`` is shown by the browser itself where it supports the format (Safari
+# 18.4+) - no service worker has to run, and Safari drops the subscriptions of sites whose
+# worker fails to show pushes. ``mutable`` lets our sw.js, where one runs, show it instead
+# and report ``shown``.
+DECLARATIVE_MAGIC = 8030
 # The action of GET /c/{delivery_id}/{action} that stands for the notification itself; an
 # action button may not take this name.
 OPEN_ACTION = "open"
 # Names of action buttons: letters, digits, "_" and "-" (a URL path segment without escaping).
 ACTION_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# Optional notification members copied from the stored message when it has them.
+_OPTIONAL = ("tag", "icon", "image")
+# What render_payload adds at most, for a rule's worst-case size (see rendered_size_bound).
+BASE_URL_BUDGET = 246  # PUBLIC_URL; events_url is then at most 256 characters
+_WORST_DATA: dict[str, Any] = {
+    "delivery_id": 2**63 - 1,
+    "events_url": "x" * (BASE_URL_BUDGET + len("/v1/events")),
+    "event_token": "x" * 32,  # tokens.event_token: 24 bytes, base64url
+}
 
 
-def render_payload(payload: dict[str, Any], data: dict[str, Any]) -> bytes:
-    """The JSON the service worker receives: the stored message plus per-delivery ``data``."""
-    message = dict(payload)
-    stored = message.get("data")
-    message["data"] = {**stored, **data} if isinstance(stored, dict) else dict(data)
+def click_url(base_url: str, delivery_id: int, action: str, token: str) -> str:
+    """``{base}/c/{delivery_id}/{action}?t=<event token>``: records the click, then redirects."""
+    return f"{base_url}/c/{delivery_id}/{quote(action, safe='')}?t={token}"
+
+
+def declarative_message(
+    payload: dict[str, Any], data: dict[str, Any], *, base_url: str
+) -> dict[str, Any]:
+    """The declarative push message of one delivery.
+
+    ``payload`` is the stored message (``title``, ``body``, ``url``?, ``icon``?, ``image``?,
+    ``tag``?, ``lang``?, ``actions``?: ``[{"action", "title", "url"}]``); ``data`` holds the
+    per-delivery values (``delivery_id``, ``rule`` or ``campaign``, ``variant``,
+    ``events_url``, ``event_token``). ``navigate`` and every action's ``navigate`` go through
+    GET /c/... on ``base_url``, which counts the click where no service worker runs; the
+    target URLs themselves stay with the delivery (only ``data.url`` travels, for sw.js).
+    """
+    delivery_id = data["delivery_id"]
+    token = data["event_token"]
+    notification: dict[str, Any] = {
+        "title": payload.get("title") or "",
+        "body": payload.get("body") or "",
+        "navigate": click_url(base_url, delivery_id, OPEN_ACTION, token),
+        "lang": payload.get("lang") or "",
+    }
+    for key in _OPTIONAL:
+        value = payload.get(key)
+        if value is not None:
+            notification[key] = value
+    actions = payload.get("actions")
+    if actions:
+        notification["actions"] = [
+            {
+                "action": a["action"],
+                "title": a.get("title") or "",
+                "navigate": click_url(base_url, delivery_id, a["action"], token),
+            }
+            for a in actions
+        ]
+    stored = payload.get("data")
+    extra = stored if isinstance(stored, dict) else {}
+    notification["data"] = {**extra, **data, "url": payload.get("url")}
+    return {"web_push": DECLARATIVE_MAGIC, "notification": notification, "mutable": True}
+
+
+def render_payload(payload: dict[str, Any], data: dict[str, Any], *, base_url: str) -> bytes:
+    """The plaintext of one push: :func:`declarative_message` as compact UTF-8 JSON.
+
+    The size limit (MAX_PLAINTEXT) is :func:`encrypt`'s: it raises PushPayloadTooLarge.
+    """
+    message = declarative_message(payload, data, base_url=base_url)
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def rendered_size_bound(payload: dict[str, Any], *, rule: str, variant: str) -> int:
+    """An upper bound of ``len(render_payload(payload, ...))`` over every delivery id, event
+    token and PUBLIC_URL of up to BASE_URL_BUDGET characters: what a rule's worst-case
+    check adds to its rendered texts (pass them as they render at their longest)."""
+    data = {**_WORST_DATA, "rule": rule, "variant": variant}
+    return len(render_payload(payload, data, base_url="x" * BASE_URL_BUDGET))
 
 
 def topic_header(topic: str | None) -> str | None:

@@ -403,7 +403,7 @@ class Sender:
             "events_url": self._events_url,
             "event_token": tokens.event_token(self.ctx.keys.secret_key, row.id),
         }
-        plaintext = render_payload(row.payload, data)
+        plaintext = render_payload(row.payload, data, base_url=self.ctx.settings.base_url)
 
         async with self._slots:
             if self._stopping.is_set():

@@ -4,45 +4,79 @@
  * this file or as a one-liner: importScripts("https://push.example.com/sw.js");
  * The same file is loaded by node's test runner, which is why the handlers take their
  * environment (`scope`) as an argument instead of reaching for `self` directly.
+ *
+ * Pushes are Declarative Web Push messages ({"web_push": 8030, "notification": {...},
+ * "mutable": true}): browsers that support the format (Safari 18.4+) could show them without
+ * this worker; here the worker shows the same notification wherever it runs, so that it can
+ * report `shown`. Clicks are reported to events_url as well as counted by the `navigate` links
+ * (GET /c/...): the server counts a delivery's click once, whichever arrives first. The older
+ * payload (title, body, url ... at the top level) is still shown.
  */
 "use strict";
 
 const MC_STATE_CACHE = "momentcast-state";
 const MC_LAST_CLICK = "/__momentcast/last-click";
 const MC_REGISTRATION = "/__momentcast/registration";
-const MC_FIELDS = ["body", "icon", "image", "badge", "tag", "lang", "dir", "timestamp"];
+const MC_DECLARATIVE = 8030;
+const MC_FIELDS = ["body", "icon", "image", "badge", "tag", "lang", "dir", "timestamp",
+  "silent", "requireInteraction", "renotify"];
+
+/** The notification a push describes: a declarative message's, or an old-format payload's
+ * (its url and action urls then stand in for the navigate links). Null when there is none. */
+function notificationOf(payload) {
+  if (!payload || typeof payload !== "object") return null;
+  if (payload.web_push === MC_DECLARATIVE) {
+    const n = payload.notification;
+    return n && typeof n === "object" ? n : null;
+  }
+  const actions = Array.isArray(payload.actions) ? payload.actions : undefined;
+  return {
+    ...payload,
+    navigate: payload.url || null,
+    ...(actions ? { actions: actions.map((a) => (a ? { ...a, navigate: a.url || null } : a)) }
+      : {}),
+    data: { ...(payload.data || {}), url: payload.url || null },
+  };
+}
 
 /** [title, options] for showNotification(), from the decrypted push payload. */
 function notificationFromPayload(payload) {
-  if (!payload || typeof payload.title !== "string" || payload.title === "") {
+  const n = notificationOf(payload);
+  if (!n || typeof n.title !== "string" || n.title === "") {
     throw new Error("push payload has no title");
   }
-  const options = { data: { ...(payload.data || {}), url: payload.url || null } };
+  const data = { ...(n.data || {}) };
+  data.url = data.url || null;
+  const options = { data };
   for (const key of MC_FIELDS) {
-    if (payload[key] !== undefined && payload[key] !== null) options[key] = payload[key];
+    // lang "" is the format's "unknown": leave it to the browser.
+    if (n[key] !== undefined && n[key] !== null && n[key] !== "") options[key] = n[key];
   }
-  if (Array.isArray(payload.actions)) {
-    // Browsers show at most a couple of buttons; the url of each is looked up on click.
-    options.actions = payload.actions
-      .filter((a) => a && typeof a.action === "string" && typeof a.title === "string")
-      .map((a) => ({ action: a.action, title: a.title, ...(a.icon ? { icon: a.icon } : {}) }));
-    options.data.action_urls = Object.fromEntries(
-      payload.actions.filter((a) => a && a.url).map((a) => [a.action, a.url]));
+  if (Array.isArray(n.actions)) {
+    // Browsers show at most a couple of buttons; where each leads is looked up on click.
+    const actions = n.actions.filter(
+      (a) => a && typeof a.action === "string" && a.action && typeof a.title === "string");
+    options.actions = actions.map(
+      (a) => ({ action: a.action, title: a.title, ...(a.icon ? { icon: a.icon } : {}) }));
+    data.action_urls = Object.fromEntries(
+      actions.filter((a) => a.navigate).map((a) => [a.action, a.navigate]));
   }
   // A push with a tag replaces an older one silently unless renotify is set.
-  if (options.tag) options.renotify = true;
-  return [payload.title, options];
+  if (options.tag && options.renotify === undefined) options.renotify = true;
+  return [n.title, options];
 }
 
 /** The request body of POST /v1/events, or null when the push carries no event token. */
-function eventBody(data, type) {
+function eventBody(data, type, action) {
   if (!data || !data.events_url || !data.event_token || data.delivery_id == null) return null;
-  return JSON.stringify({ delivery_id: data.delivery_id, token: data.event_token, type });
+  const body = { delivery_id: data.delivery_id, token: data.event_token, type };
+  if (action) body.action = action;
+  return JSON.stringify(body);
 }
 
 /** Report one event; text/plain keeps it a CORS "simple request" (no preflight). */
-async function reportEvent(fetchFn, data, type, attempts = 2) {
-  const body = eventBody(data, type);
+async function reportEvent(fetchFn, data, type, attempts = 2, action = "") {
+  const body = eventBody(data, type, action);
   if (body === null) return false;
   for (let i = 0; i < attempts; i += 1) {
     try {
@@ -58,7 +92,8 @@ async function reportEvent(fetchFn, data, type, attempts = 2) {
   return false;
 }
 
-/** Where a click should go: the action's url, else the notification's url. */
+/** Where a click should go: an action's link (its navigate URL, which redirects to the
+ * action's target), else the notification's url (opened directly: the click is reported). */
 function clickTarget(data, action) {
   if (action && data && data.action_urls && data.action_urls[action]) {
     return data.action_urls[action];
@@ -94,21 +129,25 @@ async function onPush(scope, event) {
   } catch (_err) {
     payload = null;
   }
-  if (!payload || !payload.title) {
+  let title;
+  let options;
+  try {
+    [title, options] = notificationFromPayload(payload);
+  } catch (_err) {
     // userVisibleOnly promises a notification for every push; say something generic.
     await scope.registration.showNotification("New notification");
     return;
   }
-  const [title, options] = notificationFromPayload(payload);
   await scope.registration.showNotification(title, options);
   await reportEvent(scope.fetch.bind(scope), options.data, "shown");
 }
 
 async function onClick(scope, event) {
   const data = event.notification.data || {};
+  const action = event.action || "";
   event.notification.close();
   await Promise.all([
-    reportEvent(scope.fetch.bind(scope), data, "clicked"),
+    reportEvent(scope.fetch.bind(scope), data, "clicked", 2, action),
     rememberClick(scope, data),
     focusOrOpen(scope, clickTarget(data, event.action)),
   ]);
@@ -159,7 +198,7 @@ function install(scope) {
 if (typeof module === "object" && module.exports) {
   module.exports = {
     MC_STATE_CACHE, MC_LAST_CLICK, MC_REGISTRATION,
-    notificationFromPayload, eventBody, reportEvent, clickTarget, install,
+    notificationOf, notificationFromPayload, eventBody, reportEvent, clickTarget, install,
   };
 } else if (typeof ServiceWorkerGlobalScope !== "undefined" && self instanceof ServiceWorkerGlobalScope) {
   install(self);

@@ -54,7 +54,7 @@ async def _first_push(
         assert worker.alive(), worker.stderr()
         assert time.monotonic() < deadline, "no push within 30 s:\n" + worker.stderr()
         await asyncio.sleep(0.1)
-    data: dict[str, Any] = sub.messages()[0]["data"]
+    data: dict[str, Any] = sub.messages()[0]["notification"]["data"]
     return data
 
 

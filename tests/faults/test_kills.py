@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from service.testing import Fault, PushService
+from service.testing import Fault, PushService, Received
 from service.worker import Worker
 from tests.faults.conftest import Stack, add_browser_subscriptions
 from tests.push.conftest import insert_delivery
@@ -23,6 +23,11 @@ from tests.worker.conftest import CAFE_A, CAFE_B, FAR, context_for, offset
 from tests.worker.test_processes import outcome, reset_processing
 
 pytestmark = pytest.mark.slow
+
+
+def _delivery_id(received: Received) -> int:
+    delivery_id: int = received.json()["notification"]["data"]["delivery_id"]
+    return delivery_id
 
 
 async def _stream(pool: asyncpg.Pool, subs: list[uuid.UUID], per_sub: int, seed: int) -> None:
@@ -84,7 +89,7 @@ async def test_sigkill_of_worker_and_sender_loses_and_duplicates_nothing(
             )
             # What reached the receiver but is not recorded as sent may be sent again: the
             # sender died between the push service's 201 and its own COMMIT.
-            received = {m.json()["data"]["delivery_id"] for m in push.all_received()}
+            received = {_delivery_id(m) for m in push.all_received()}
             recorded = {
                 r["id"] for r in await pool.fetch("SELECT id FROM deliveries WHERE status = 'sent'")
             }
@@ -102,7 +107,7 @@ async def test_sigkill_of_worker_and_sender_loses_and_duplicates_nothing(
         assert await outcome(pool) == expected  # decisions: exactly once
         statuses = Counter(r["status"] for r in await pool.fetch("SELECT status FROM deliveries"))
         assert statuses == Counter({"sent": len(expected[0])}), statuses
-        copies = Counter(m.json()["data"]["delivery_id"] for m in push.all_received())
+        copies = Counter(_delivery_id(m) for m in push.all_received())
         sent_ids = {r["id"] for r in await pool.fetch("SELECT id FROM deliveries")}
         assert set(copies) == sent_ids, "every delivery reached its browser"
         twice = {d for d, n in copies.items() if n > 1}
@@ -150,7 +155,7 @@ async def test_push_service_on_a_bad_day_every_delivery_ends_once(
         assert finals["sent"] and finals["failed"] and finals["gone"], finals
         for delivery_id, sub in by_delivery.items():
             row = rows[delivery_id]
-            got = [m.json()["data"]["delivery_id"] for m in sub.received]
+            got = [_delivery_id(m) for m in sub.received]
             if row["status"] == "sent":
                 assert got == [delivery_id], (row["status"], sub.statuses)
                 assert sub.statuses[-1] == 201 and sub.statuses.count(201) == 1

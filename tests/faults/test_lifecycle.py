@@ -157,7 +157,7 @@ async def test_broken_rules_while_running_keep_the_old_set_working(
             while not sub.received:
                 assert time.monotonic() < deadline, "the old rule set did not send"
                 await asyncio.sleep(0.2)
-            assert sub.messages()[0]["data"]["rule"] == "coffee"
+            assert sub.messages()[0]["notification"]["data"]["rule"] == "coffee"
 
             # Repaired: the next reload takes the new set.
             for name in BROKEN:

@@ -42,15 +42,27 @@ async def test_payload_decrypts_to_the_exact_rendered_json(
 
     assert await sender.run_once() == 1
 
+    token = tokens.event_token(ctx.keys.secret_key, delivery_id)
+    base = "https://momentcast.example.com"
     expected = {
-        **PAYLOAD,
-        "data": {
-            "delivery_id": delivery_id,
-            "rule": "lunch-nearby",
-            "variant": "a",
-            "events_url": "https://momentcast.example.com/v1/events",
-            "event_token": tokens.event_token(ctx.keys.secret_key, delivery_id),
+        "web_push": 8030,
+        "notification": {
+            "title": PAYLOAD["title"],
+            "body": PAYLOAD["body"],
+            "navigate": f"{base}/c/{delivery_id}/open?t={token}",
+            "lang": "",
+            "tag": PAYLOAD["tag"],
+            "icon": PAYLOAD["icon"],
+            "data": {
+                "delivery_id": delivery_id,
+                "rule": "lunch-nearby",
+                "variant": "a",
+                "url": PAYLOAD["url"],
+                "events_url": f"{base}/v1/events",
+                "event_token": token,
+            },
         },
+        "mutable": True,
     }
     [received] = sub.received
     assert json.loads(received.plaintext) == expected
@@ -67,6 +79,38 @@ async def test_payload_decrypts_to_the_exact_rendered_json(
     assert row["finished_at"] is not None and row["claimed_until"] is None
     after = metric("momentcast_push_deliveries_total", origin=push_service.origin, outcome="sent")
     assert after == before + 1
+
+
+async def test_actions_and_language_arrive_in_the_decrypted_declarative_message(
+    ctx: Context, push_service: PushService, sender: Sender
+) -> None:
+    sub = push_service.subscribe()
+    sub_id = await insert_subscription(ctx.pool, sub)
+    stored = {
+        **PAYLOAD,
+        "lang": "de",
+        "actions": [
+            {"action": "book", "title": "Tisch buchen", "url": "https://example.com/book/3"},
+            {"action": "menu", "title": "Speisekarte", "url": "https://example.com/menu/3"},
+        ],
+    }
+    delivery_id = await insert_delivery(ctx.pool, sub_id, payload=stored)
+
+    assert await sender.run_once() == 1
+
+    [message] = sub.messages()
+    assert message["web_push"] == 8030 and message["mutable"] is True
+    notification = message["notification"]
+    assert notification["lang"] == "de"
+    link = f"https://momentcast.example.com/c/{delivery_id}"
+    token = tokens.event_token(ctx.keys.secret_key, delivery_id)
+    assert notification["navigate"] == f"{link}/open?t={token}"
+    assert notification["actions"] == [
+        {"action": "book", "title": "Tisch buchen", "navigate": f"{link}/book?t={token}"},
+        {"action": "menu", "title": "Speisekarte", "navigate": f"{link}/menu?t={token}"},
+    ]
+    assert notification["data"]["url"] == PAYLOAD["url"]
+    assert notification["data"]["event_token"] == token
 
 
 async def test_long_topic_is_derived_deterministically(
@@ -260,7 +304,7 @@ async def test_expired_deliveries_are_never_sent(
     assert (await delivery(ctx.pool, past))["status"] == "expired"
     assert (await delivery(ctx.pool, last_moment))["status"] == "expired"
     assert (await delivery(ctx.pool, fresh))["status"] == "sent"
-    assert [m["data"]["delivery_id"] for m in sub.messages()] == [fresh]
+    assert [m["notification"]["data"]["delivery_id"] for m in sub.messages()] == [fresh]
     assert 1 <= int(sub.received[0].headers["TTL"]) <= 60
 
 
@@ -378,7 +422,7 @@ async def test_two_senders_share_the_outbox_without_duplicates(
                 pass
 
         await asyncio.gather(loop(a), loop(b))
-    seen = sorted(m["data"]["delivery_id"] for s in subs for m in s.messages())
+    seen = sorted(m["notification"]["data"]["delivery_id"] for s in subs for m in s.messages())
     assert seen == ids
     assert a.signer.signatures == 1 and b.signer.signatures == 1
 
@@ -403,7 +447,7 @@ async def test_stop_mid_burst_loses_and_duplicates_nothing(
     released = {r["id"] for r in rows if r["status"] == "pending"}
     assert sent | released == set(ids) and sent and released
     assert all(r["claimed_until"] is None for r in rows)
-    received_before = [m["data"]["delivery_id"] for s in subs for m in s.messages()]
+    received_before = [m["notification"]["data"]["delivery_id"] for s in subs for m in s.messages()]
     assert sorted(received_before) == sorted(sent)  # every send in flight was recorded
 
     stop2 = asyncio.Event()
@@ -413,7 +457,7 @@ async def test_stop_mid_burst_loses_and_duplicates_nothing(
         await asyncio.sleep(0.05)
     stop2.set()
     await task
-    received = sorted(m["data"]["delivery_id"] for s in subs for m in s.messages())
+    received = sorted(m["notification"]["data"]["delivery_id"] for s in subs for m in s.messages())
     assert received == ids  # each exactly once
     assert await ctx.pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'") == 400
 

@@ -10,16 +10,19 @@ import http_ece
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from service import tokens
 from service.errors import PushPayloadTooLarge
 from service.push.retry import MAX_RETRY_AFTER, parse_retry_after
 from service.testing import MAX_BODY, make_keys, verify_vapid
 from service.vapid import b64url_decode, public_key_b64url
 from service.webpush import (
+    BASE_URL_BUDGET,
     MAX_PLAINTEXT,
     VapidSigner,
     build_headers,
     encrypt,
     render_payload,
+    rendered_size_bound,
     topic_header,
     ttl_seconds,
 )
@@ -123,17 +126,87 @@ def test_payload_limit_is_one_record_of_4096_bytes() -> None:
         encrypt(b"x" * (MAX_PLAINTEXT + 1), p256dh, auth)
 
 
-def test_render_payload_adds_data_and_keeps_stored_fields() -> None:
-    rendered = render_payload(
-        {"title": "T", "body": "B", "data": {"extra": 1, "rule": "old"}},
-        {"delivery_id": 7, "rule": "lunch"},
-    )
-    assert json.loads(rendered) == {
-        "title": "T",
-        "body": "B",
-        "data": {"extra": 1, "rule": "lunch", "delivery_id": 7},
+BASE = "https://push.example.com"
+DATA = {
+    "delivery_id": 7,
+    "rule": "lunch",
+    "variant": "b",
+    "events_url": BASE + "/v1/events",
+    "event_token": "tok7",
+}
+
+
+def test_render_payload_is_a_declarative_message_with_click_links() -> None:
+    stored = {
+        "title": "Mittag im Café?",
+        "body": "80 m",
+        "url": "https://example.com/o/3",
+        "icon": "https://example.com/i.png",
+        "image": "https://example.com/big.jpg",
+        "tag": "lunch",
+        "lang": "de",
+        "actions": [
+            {"action": "book", "title": "Tisch buchen", "url": "https://example.com/book"},
+            {"action": "menu", "title": "Karte", "url": "https://example.com/menu"},
+        ],
     }
-    assert json.loads(render_payload({"title": "Café"}, {}))["title"] == "Café"
+    rendered = render_payload(stored, DATA, base_url=BASE)
+    assert json.loads(rendered) == {
+        "web_push": 8030,
+        "notification": {
+            "title": "Mittag im Café?",
+            "body": "80 m",
+            "navigate": BASE + "/c/7/open?t=tok7",
+            "lang": "de",
+            "tag": "lunch",
+            "icon": "https://example.com/i.png",
+            "image": "https://example.com/big.jpg",
+            "actions": [
+                {"action": "book", "title": "Tisch buchen", "navigate": BASE + "/c/7/book?t=tok7"},
+                {"action": "menu", "title": "Karte", "navigate": BASE + "/c/7/menu?t=tok7"},
+            ],
+            "data": {**DATA, "url": "https://example.com/o/3"},
+        },
+        "mutable": True,
+    }
+    # Compact UTF-8, no escapes: every byte counts against the 3993.
+    assert "Café".encode() in rendered and b", " not in rendered
+    # The actions' own urls stay with the delivery: GET /c/ looks them up.
+    assert b"example.com/book" not in rendered
+
+
+def test_render_payload_defaults() -> None:
+    message = json.loads(render_payload({"title": "T", "body": "B"}, DATA, base_url=BASE))
+    notification = message["notification"]
+    assert notification["lang"] == ""
+    assert notification["navigate"] == BASE + "/c/7/open?t=tok7"
+    assert notification["data"]["url"] is None
+    assert not {"tag", "icon", "image", "actions"} & set(notification)
+    # Extra data stored with the message is kept; the per-delivery values win.
+    stored = {"title": "T", "body": "B", "data": {"extra": 1, "rule": "old"}}
+    data = json.loads(render_payload(stored, DATA, base_url=BASE))["notification"]["data"]
+    assert data == {"extra": 1, **DATA, "url": None}
+
+
+def test_rendered_size_bound_covers_the_longest_ids_tokens_and_urls() -> None:
+    stored = {
+        "title": "T" * 40,
+        "body": "B" * 100,
+        "url": "https://example.com/" + "u" * 50,
+        "tag": "lunch",
+        "actions": [{"action": "a" * 64, "title": "x", "url": "https://example.com/a"}] * 2,
+    }
+    bound = rendered_size_bound(stored, rule="lunch", variant="b")
+    delivery_id = 2**63 - 1
+    data = {
+        **DATA,
+        "delivery_id": delivery_id,
+        "event_token": tokens.event_token(b"k" * 32, delivery_id),
+        "events_url": "https://" + "h" * (BASE_URL_BUDGET - 8) + "/v1/events",
+    }
+    actual = render_payload(stored, data, base_url="https://" + "h" * (BASE_URL_BUDGET - 8))
+    assert len(actual) == bound
+    assert len(render_payload(stored, DATA, base_url=BASE)) < bound
 
 
 def test_retry_after_forms() -> None:

@@ -3,7 +3,8 @@
 A push is delivered to the service worker through the DevTools protocol
 (``ServiceWorker.deliverPushMessage``): headless Chromium has no push service to subscribe
 with, but the worker's ``push`` handler runs exactly as for a real push, with the plaintext the
-sender would encrypt (``render_payload`` with the per-delivery data and a real event token).
+sender would encrypt (``render_payload``: a declarative message with the per-delivery data, a
+real event token and click links).
 """
 
 from __future__ import annotations
@@ -45,10 +46,15 @@ CHROMIUM_ARGS = [
 ]
 TIMEOUT_S = 10.0
 
-MESSAGE = {
+MESSAGE: dict[str, Any] = {
     "title": "Coffee at Cafe A",
     "body": "Cafe A is 40 m away",
     "tag": "coffee",
+    "lang": "en",
+    "actions": [
+        {"action": "menu", "title": "Menu", "url": "https://example.com/menu"},
+        {"action": "later", "title": "Later", "url": "https://example.com/later"},
+    ],
 }
 
 
@@ -90,22 +96,23 @@ async def wait_for_event(pool: asyncpg.Pool, delivery_id: int, kind: str) -> Non
 GET_NOTIFICATIONS = """async () => {
   const registration = await navigator.serviceWorker.ready;
   const shown = await registration.getNotifications();
-  return shown.map((n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data }));
+  return shown.map((n) => ({ title: n.title, body: n.body, tag: n.tag, lang: n.lang,
+    actions: n.actions.map((a) => a.title), data: n.data }));
 }"""
 
 # notificationclick cannot be produced headless (no notification UI, and DevTools has no
 # "click notification" command), so the worker dispatches one itself for the notification it
 # really shows: sw.js's own notificationclick listener runs on it. The event is untrusted, so
 # its waitUntil() throws and openWindow()/focus() are refused; the report is what is tested.
-CLICK_IN_WORKER = """async (tag) => {
+CLICK_IN_WORKER = """async ([tag, action]) => {
   const [notification] = await self.registration.getNotifications({ tag });
   if (!notification) return false;
-  self.dispatchEvent(new NotificationEvent("notificationclick", { notification }));
+  self.dispatchEvent(new NotificationEvent("notificationclick", { notification, action }));
   return true;
 }"""
 
 
-async def test_push_shows_notification_and_reports_shown_and_clicked(
+async def test_declarative_push_shows_notification_and_reports_shown_and_clicked_action(
     api: LiveApi,
     clean_db: asyncpg.Pool,
 ) -> None:
@@ -118,7 +125,7 @@ async def test_push_shows_notification_and_reports_shown_and_clicked(
         "events_url": api.url + "/v1/events",
         "event_token": tokens.event_token(api.ctx.keys.secret_key, delivery_id),
     }
-    plaintext = render_payload(message, data).decode("utf-8")
+    plaintext = render_payload(message, data, base_url=api.url).decode("utf-8")
 
     async with async_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -164,14 +171,22 @@ async def test_push_shows_notification_and_reports_shown_and_clicked(
             )
             await wait_for_event(clean_db, delivery_id, "shown")
             shown = await page.evaluate(GET_NOTIFICATIONS)
-            assert [(n["title"], n["body"], n["tag"]) for n in shown] == [
-                (MESSAGE["title"], MESSAGE["body"], MESSAGE["tag"])
+            assert [(n["title"], n["body"], n["tag"], n["lang"]) for n in shown] == [
+                (MESSAGE["title"], MESSAGE["body"], MESSAGE["tag"], "en")
             ]
-            assert shown[0]["data"] == {**data, "url": message["url"]}
+            assert shown[0]["actions"] == ["Menu", "Later"]
+            link = f"{api.url}/c/{delivery_id}"
+            assert shown[0]["data"] == {
+                **data,
+                "url": message["url"],
+                "action_urls": {
+                    name: f"{link}/{name}?t={data['event_token']}" for name in ("menu", "later")
+                },
+            }
 
             [worker] = context.service_workers
             assert worker.url == api.url + "/sw.js"
-            assert await worker.evaluate(CLICK_IN_WORKER, MESSAGE["tag"])
+            assert await worker.evaluate(CLICK_IN_WORKER, [MESSAGE["tag"], "menu"])
             await wait_for_event(clean_db, delivery_id, "clicked")
             # sw.js closes the notification it handled.
             assert await page.evaluate(GET_NOTIFICATIONS) == []
@@ -180,6 +195,6 @@ async def test_push_shows_notification_and_reports_shown_and_clicked(
             await browser.close()
 
     rows = await clean_db.fetch(
-        "SELECT type FROM events WHERE delivery_id = $1 ORDER BY at", delivery_id
+        "SELECT type, action FROM events WHERE delivery_id = $1 ORDER BY at", delivery_id
     )
-    assert [r["type"] for r in rows] == ["shown", "clicked"]
+    assert [(r["type"], r["action"]) for r in rows] == [("shown", None), ("clicked", "menu")]

@@ -44,6 +44,9 @@ async def test_demo_summary_matches_what_the_receiver_got(
     for line, message in zip(printed, received, strict=True):
         assert message["subscriber"] in line and repr(message["title"]) in line
         assert f"[{message['data']['rule']}/{message['data']['variant']}]" in line
+        # Declarative pushes: the notification's link counts the click where no worker runs.
+        delivery_id = message["data"]["delivery_id"]
+        assert f"/c/{delivery_id}/open?t={message['data']['event_token']}" in message["navigate"]
     # Every decision has one outcome; Emil's browser is gone (410).
     assert (
         summary["decisions"]

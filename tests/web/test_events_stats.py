@@ -80,7 +80,7 @@ async def test_stats_equal_what_happened(api: LiveApi, push_service: PushService
     # The browser side: every push shown; every other one clicked; the first clicked converts.
     expected: dict[str, Counter[str]] = {"a": Counter(), "b": Counter()}
     for i, (sid, message) in enumerate(received):
-        data = message["data"]
+        data = message["notification"]["data"]
         assert data["variant"] == variant_of[sid]
         base = {"delivery_id": data["delivery_id"], "token": data["event_token"]}
         kinds = ["shown"] + (["clicked"] if i % 2 == 0 else []) + (["converted"] if i == 0 else [])
@@ -122,7 +122,7 @@ async def test_stats_equal_what_happened(api: LiveApi, push_service: PushService
 async def test_forged_foreign_and_malformed_events(api: LiveApi, push_service: PushService) -> None:
     subscribers, _ = await pipeline(api, push_service, n=2, gone=0)
     (_, first), (_, second) = subscribers
-    d1, d2 = first.messages()[0]["data"], second.messages()[0]["data"]
+    d1, d2 = (sub.messages()[0]["notification"]["data"] for sub in (first, second))
     assert d1["delivery_id"] != d2["delivery_id"]
 
     def event(delivery: int, token: str, kind: str = "clicked") -> dict[str, Any]:
@@ -168,7 +168,7 @@ async def test_events_are_open_to_any_origin_and_stats_need_admin(
     api: LiveApi, push_service: PushService
 ) -> None:
     subscribers, _ = await pipeline(api, push_service, n=1, gone=0)
-    data = subscribers[0][1].messages()[0]["data"]
+    data = subscribers[0][1].messages()[0]["notification"]["data"]
     async with api.http.post(
         f"{api.url}/v1/events",
         headers={"Origin": "https://shop.example", "Content-Type": "text/plain"},

@@ -9,7 +9,23 @@ const require = createRequire(import.meta.url);
 const sw = require("../../../service/static/sw.js");
 
 const EVENTS = "https://push.example.com/v1/events";
+const CLICK = "https://push.example.com/c/7";
+// A push as the sender renders it: a Declarative Web Push message (docs/push.md).
 const PAYLOAD = {
+  web_push: 8030,
+  notification: {
+    title: "Lunch at Pho Mitte?", body: "Pho Mitte is 80 m away", lang: "de",
+    navigate: `${CLICK}/open?t=tok7`,
+    icon: "https://example.com/i.png", image: "https://example.com/big.jpg", tag: "lunch",
+    actions: [{ action: "menu", title: "Menu", navigate: `${CLICK}/menu?t=tok7` },
+      { action: "later", title: "Later", navigate: `${CLICK}/later?t=tok7` }],
+    data: { delivery_id: 7, rule: "lunch-nearby", variant: "b", url: "https://example.com/o/3",
+      events_url: EVENTS, event_token: "tok7" },
+  },
+  mutable: true,
+};
+// The payload of earlier versions: the message at the top level, urls of its own.
+const LEGACY = {
   title: "Lunch at Pho Mitte?", body: "Pho Mitte is 80 m away", url: "https://example.com/o/3",
   icon: "https://example.com/i.png", image: "https://example.com/big.jpg", tag: "lunch",
   actions: [{ action: "menu", title: "Menu", url: "https://example.com/menu" },
@@ -52,27 +68,52 @@ const pushEvent = (payload) => ({ data: { json: () => payload } });
 const notification = (data) => ({ data, closed: false, close() { this.closed = true; } });
 
 describe("notifications", () => {
-  it("maps every payload field to showNotification options", () => {
+  it("shows the declarative message: every field, the action titles, the data", () => {
     const [title, options] = sw.notificationFromPayload(PAYLOAD);
+    const n = PAYLOAD.notification;
     assert.equal(title, "Lunch at Pho Mitte?");
-    assert.equal(options.body, PAYLOAD.body);
-    assert.equal(options.icon, PAYLOAD.icon);
-    assert.equal(options.image, PAYLOAD.image);
+    assert.equal(options.body, n.body);
+    assert.equal(options.icon, n.icon);
+    assert.equal(options.image, n.image);
     assert.equal(options.tag, "lunch");
+    assert.equal(options.lang, "de");
     assert.equal(options.renotify, true);
     assert.deepEqual(options.actions, [{ action: "menu", title: "Menu" },
       { action: "later", title: "Later" }]);
-    assert.equal(options.data.url, PAYLOAD.url);
+    assert.deepEqual(options.data, { ...n.data, action_urls: {
+      menu: `${CLICK}/menu?t=tok7`, later: `${CLICK}/later?t=tok7` } });
+    // The navigate links are the worker's to follow: the browser must fire notificationclick.
+    assert.equal(options.navigate, undefined);
+    assert.throws(() => sw.notificationFromPayload({ body: "no title" }), /no title/);
+    assert.throws(() => sw.notificationFromPayload({ web_push: 8030, notification: {} }),
+      /no title/);
+  });
+
+  it("leaves an unknown language to the browser", () => {
+    const [, options] = sw.notificationFromPayload(
+      { ...PAYLOAD, notification: { ...PAYLOAD.notification, lang: "", tag: undefined } });
+    assert.equal("lang" in options, false);
+    assert.equal("renotify" in options, false);
+  });
+
+  it("still shows an old-format payload", () => {
+    const [title, options] = sw.notificationFromPayload(LEGACY);
+    assert.equal(title, LEGACY.title);
+    assert.equal(options.body, LEGACY.body);
+    assert.equal(options.tag, "lunch");
+    assert.deepEqual(options.actions, [{ action: "menu", title: "Menu" },
+      { action: "later", title: "Later" }]);
+    assert.equal(options.data.url, LEGACY.url);
     assert.equal(options.data.event_token, "tok7");
     assert.deepEqual(options.data.action_urls, { menu: "https://example.com/menu" });
-    assert.throws(() => sw.notificationFromPayload({ body: "no title" }), /no title/);
   });
 
   it("shows a push and reports shown with the delivery's token", async () => {
     const s = scope();
     await s.dispatch("push", pushEvent(PAYLOAD));
     assert.equal(s.shown.length, 1);
-    assert.equal(s.shown[0].title, PAYLOAD.title);
+    assert.equal(s.shown[0].title, PAYLOAD.notification.title);
+    assert.deepEqual(s.shown[0].options.actions.map((a) => a.title), ["Menu", "Later"]);
     assert.equal(s.fetch.calls.length, 1);
     const call = s.fetch.calls[0];
     assert.equal(call.url, EVENTS);
@@ -82,10 +123,14 @@ describe("notifications", () => {
 
   it("still shows something for an unreadable push (userVisibleOnly) and reports nothing",
     async () => {
-      const s = scope();
-      await s.dispatch("push", { data: { json: () => { throw new SyntaxError("x"); } } });
-      assert.equal(s.shown.length, 1);
-      assert.equal(s.fetch.calls.length, 0);
+      for (const data of [{ json: () => { throw new SyntaxError("x"); } },
+        { json: () => ({ web_push: 8030 }) }, null]) {
+        const s = scope();
+        await s.dispatch("push", { data });
+        assert.equal(s.shown.length, 1);
+        assert.equal(s.shown[0].title, "New notification");
+        assert.equal(s.fetch.calls.length, 0);
+      }
     });
 
   it("retries a failed report once, but not a refused one", async () => {
@@ -101,34 +146,56 @@ describe("notifications", () => {
 });
 
 describe("clicks", () => {
+  const shownData = (payload = PAYLOAD) => sw.notificationFromPayload(payload)[1].data;
+
   it("reports clicked, remembers it for converted and opens the url", async () => {
     const s = scope();
-    const n = notification(sw.notificationFromPayload(PAYLOAD)[1].data);
+    const n = notification(shownData());
     await s.dispatch("notificationclick", { notification: n, action: "" });
     assert.equal(n.closed, true);
     assert.deepEqual(s.fetch.calls[0].body, { delivery_id: 7, token: "tok7", type: "clicked" });
-    assert.deepEqual(s.opened, [PAYLOAD.url]);
+    // The notification's own url, directly: the click is reported already.
+    assert.deepEqual(s.opened, ["https://example.com/o/3"]);
     const cache = await s.caches.open(sw.MC_STATE_CACHE);
     const click = await (await cache.match(sw.MC_LAST_CLICK)).json();
     assert.equal(click.delivery_id, 7);
     assert.equal(click.event_token, "tok7");
   });
 
-  it("opens an action's own url and focuses an open window instead of a new one", async () => {
-    const focused = [];
-    const win = { url: "https://example.com/menu", focus() { focused.push(this.url); } };
-    const s = scope({ windows: [win] });
-    const n = notification(sw.notificationFromPayload(PAYLOAD)[1].data);
-    await s.dispatch("notificationclick", { notification: n, action: "menu" });
-    assert.deepEqual(focused, ["https://example.com/menu"]);
+  it("reports a click on an action with the action and opens its navigate link", async () => {
+    const s = scope();
+    await s.dispatch("notificationclick", { notification: notification(shownData()),
+      action: "menu" });
+    assert.equal(s.fetch.calls.length, 1);
+    assert.deepEqual(s.fetch.calls[0].body,
+      { delivery_id: 7, token: "tok7", type: "clicked", action: "menu" });
+    // GET /c/7/menu redirects to the action's url; the server counts the click once.
+    assert.deepEqual(s.opened, [`${CLICK}/menu?t=tok7`]);
+  });
+
+  it("opens an old payload's action url and focuses an open window instead of a new one",
+    async () => {
+      const focused = [];
+      const win = { url: "https://example.com/menu", focus() { focused.push(this.url); } };
+      const s = scope({ windows: [win] });
+      const n = notification(shownData(LEGACY));
+      await s.dispatch("notificationclick", { notification: n, action: "menu" });
+      assert.deepEqual(focused, ["https://example.com/menu"]);
+      assert.deepEqual(s.opened, []);
+    });
+
+  it("opens nothing for a message without a url, and still reports the click", async () => {
+    const s = scope();
+    const data = { ...shownData(), url: null };
+    await s.dispatch("notificationclick", { notification: notification(data), action: "" });
+    assert.equal(s.fetch.calls[0].body.type, "clicked");
     assert.deepEqual(s.opened, []);
   });
 
   it("reports dismissed when closed without a click", async () => {
     const s = scope();
-    await s.dispatch("notificationclose",
-      { notification: notification(sw.notificationFromPayload(PAYLOAD)[1].data) });
-    assert.equal(s.fetch.calls[0].body.type, "dismissed");
+    await s.dispatch("notificationclose", { notification: notification(shownData()) });
+    assert.deepEqual(s.fetch.calls[0].body, { delivery_id: 7, token: "tok7", type: "dismissed" });
   });
 
   it("sends nothing for a notification without event data", async () => {
