@@ -329,6 +329,27 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def runqueue_wait_seconds(pid: int) -> float:
+    """Time the threads of ``pid`` were ready to run but waited for a CPU (/proc schedstat)."""
+    total = 0
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    except OSError:
+        return math.nan
+    return total / 1e9
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores, every process)."""
+    t = psutil.cpu_times()
+    extra = ("irq", "softirq", "steal")  # Linux; guest time is already inside user and nice
+    return float(t.user + t.nice + t.system + sum(getattr(t, name, 0.0) for name in extra))
+
+
 class PostgresCpu:
     """CPU of an embedded PostgreSQL: the postmaster and all its children (backends included)."""
 
@@ -358,6 +379,10 @@ class Phase:
     sustained: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
     rejected: Counter[str] = field(default_factory=Counter)
+    # CPU the rest of the machine used meanwhile (other people's work), in cores.
+    others_cores: float = 0.0
+    # Share of the phase the target was ready to run but waited for a core.
+    target_waited: float = 0.0
 
     def p(self, q: float) -> float:
         return _percentile(self.latencies_ms, self.posted, q)
@@ -370,10 +395,127 @@ class Phase:
         return self.cpu.get(who, math.nan) / self.pushes * 1000 if self.pushes else math.nan
 
 
+class _HttpConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection, one request at a time, Content-Length bodies."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.answer: asyncio.Future[int] | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.answer is not None and not self.answer.done():
+            self.answer.set_exception(ConnectionError("connection lost"))
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 or self.answer is None:
+            return
+        head = bytes(self.buffer[:end]).lower()
+        at = head.find(b"content-length:")
+        if at < 0:  # every answer of both targets has one; anything else ends the connection
+            self.answer.set_exception(ConnectionError("answer without Content-Length"))
+            assert self.transport is not None
+            self.transport.close()
+            return
+        length = int(head[at + 15 :].split(b"\r\n", 1)[0])
+        if len(self.buffer) < end + 4 + length:
+            return
+        del self.buffer[: end + 4 + length]
+        if b"connection: close" in head:
+            self.closed = True
+        self.answer.set_result(int(head[9:12]))
+
+    async def request(self, data: bytes) -> int:
+        assert self.transport is not None
+        self.answer = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return await self.answer
+
+
+class RawClient:
+    """The load generator's HTTP client: prebuilt requests on a pool of keep-alive connections.
+
+    An aiohttp ClientSession costs this process about 0.4 ms of CPU per request; this costs a
+    fraction of that, which leaves the shared cores to the processes being measured.
+    """
+
+    def __init__(self, url: str, limit: int = 256) -> None:
+        parts = urlsplit(url)
+        assert parts.hostname is not None and parts.port is not None
+        self.host, self.port = parts.hostname, parts.port
+        self.idle: list[_HttpConnection] = []
+        self.open = 0
+        self.limit = limit
+        self.freed = asyncio.Condition()
+
+    def signal_request(self, token: str, body: bytes) -> bytes:
+        head = (
+            f"POST /v1/signals HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        return head.encode() + body
+
+    async def send(self, data: bytes, timeout: float = 60.0) -> int:
+        conn = await self._acquire()
+        try:
+            status = await asyncio.wait_for(conn.request(data), timeout)
+        except BaseException:
+            conn.closed = True
+            raise
+        finally:
+            await self._release(conn)
+        return status
+
+    async def _acquire(self) -> _HttpConnection:
+        while True:
+            while self.idle:
+                conn = self.idle.pop()
+                if not conn.closed:
+                    return conn
+                self.open -= 1
+            if self.open < self.limit:
+                self.open += 1
+                try:
+                    _, conn = await asyncio.get_running_loop().create_connection(
+                        _HttpConnection, self.host, self.port
+                    )
+                except BaseException:
+                    self.open -= 1
+                    raise
+                return conn
+            async with self.freed:
+                await self.freed.wait()
+
+    async def _release(self, conn: _HttpConnection) -> None:
+        if conn.closed:
+            self.open -= 1
+            if conn.transport is not None:
+                conn.transport.close()
+        else:
+            self.idle.append(conn)
+        async with self.freed:
+            self.freed.notify()
+
+    def close(self) -> None:
+        for conn in self.idle:
+            if conn.transport is not None:
+                conn.transport.close()
+        self.idle.clear()
+
+
 @dataclass
 class Bench:
     args: argparse.Namespace
-    http: aiohttp.ClientSession
+    clients: dict[str, RawClient]
     receiver: Helper
     db: asyncpg.Connection
     tokens: list[str]
@@ -395,6 +537,12 @@ class Bench:
         got: list[list[Any]] = answer["received"]
         return got
 
+    def _ours(self) -> float:
+        """CPU seconds of every process of the benchmark (PostgreSQL when it is embedded)."""
+        pids = [pid for _, pid in self.targets.values()] + [self.receiver.proc.pid, os.getpid()]
+        pg = self.pg.seconds()
+        return cpu_seconds(pids) + (0.0 if math.isnan(pg) else pg)
+
     async def settle(self, pid: int, limit: float = 60.0) -> None:
         """Wait until the target is idle (what a phase left behind is done), within limit."""
         deadline = time.monotonic() + limit
@@ -405,13 +553,19 @@ class Bench:
                 return
 
     async def phase(self, target: str, rate: int, seconds: float) -> Phase:
-        url, pid = self.targets[target]
+        _, pid = self.targets[target]
         await self.settle(pid)
         await self._collect()  # pushes a previous phase left behind are not this phase's
         self.rejected = Counter()
         result = Phase(target, rate, seconds)
         posted: dict[str, float] = {}
         n = max(1, int(rate * seconds))
+        client = self.clients[target]
+        requests = []
+        for i in range(n):
+            self.seq += 1
+            token = self.tokens[i % len(self.tokens)]
+            requests.append((self.seq, client.signal_request(token, self._body(self.seq))))
         who = {
             "target": [pid],
             "receiver": [self.receiver.proc.pid],
@@ -419,25 +573,20 @@ class Bench:
         }
         cpu0 = {name: cpu_seconds(pids) for name, pids in who.items()}
         pg0 = self.pg.seconds()
+        ours0, busy0, wall0 = self._ours(), machine_busy_seconds(), time.monotonic()
+        waited0 = runqueue_wait_seconds(pid)
 
-        async def post(seq: int, token: str, body: bytes) -> None:
+        async def post(seq: int, request: bytes) -> None:
             sent_at = time.monotonic()
             try:
-                async with self.http.post(
-                    url + "/v1/signals",
-                    data=body,
-                    headers={
-                        "Authorization": f"Bearer {token}",
-                        "Content-Type": "application/json",
-                    },
-                ) as resp:
-                    await resp.read()
-                    if resp.status == 202:
-                        posted[str(seq)] = sent_at
-                    else:
-                        result.failed[str(resp.status)] += 1
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                status = await client.send(request)
+            except (OSError, TimeoutError) as exc:
                 result.failed[type(exc).__name__] += 1
+                return
+            if status == 202:
+                posted[str(seq)] = sent_at
+            else:
+                result.failed[str(status)] += 1
 
         tasks = []
         t0 = time.monotonic()
@@ -445,11 +594,7 @@ class Bench:
             delay = t0 + i / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            self.seq += 1
-            body = self._body(self.seq)
-            tasks.append(
-                asyncio.create_task(post(self.seq, self.tokens[i % len(self.tokens)], body))
-            )
+            tasks.append(asyncio.create_task(post(*requests[i])))
         result.post_rate = n / max(1e-9, time.monotonic() - t0)
         await asyncio.gather(*tasks)
         result.posted = len(posted)
@@ -464,6 +609,10 @@ class Bench:
             await asyncio.sleep(0.2)
         result.cpu = {name: cpu_seconds(pids) - cpu0[name] for name, pids in who.items()}
         result.cpu["postgres"] = self.pg.seconds() - pg0
+        ours = self._ours() - ours0
+        wall = time.monotonic() - wall0
+        result.others_cores = (machine_busy_seconds() - busy0 - ours) / wall
+        result.target_waited = (runqueue_wait_seconds(pid) - waited0) / wall
         result.rejected = self.rejected
 
         if target == "momentcast":
@@ -507,7 +656,7 @@ def print_table(phases: list[Phase], embedded: bool) -> None:
     head = (
         f"{'target':<10} {'rate/s':>6} {'posted':>7} {'pushes':>7} {'lost':>5} {'p50 ms':>7}"
         f" {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'pushes/s':>8} {'cpu ms/push':>11}"
-        f" {'pg ms/push':>10} {'recv ms':>7} {'gen ms':>6}"
+        f" {'pg ms/push':>10} {'recv ms':>7} {'gen ms':>6} {'others':>6} {'waited':>6}"
     )
     print(head)
     for ph in phases:
@@ -518,6 +667,7 @@ def print_table(phases: list[Phase], embedded: bool) -> None:
             f" {_ms(ph.p(50)):>7} {_ms(ph.p(90)):>7} {_ms(ph.p(99)):>7} {_ms(worst):>7}"
             f" {ph.sustained:>8.0f} {ph.cpu_ms('target'):>11.3f} {pg:>10}"
             f" {ph.cpu_ms('receiver'):>7.3f} {ph.cpu_ms('generator'):>6.3f}"
+            f" {ph.others_cores:>6.2f} {ph.target_waited:>6.0%}"
         )
         extra = []
         if ph.failed:
@@ -528,6 +678,14 @@ def print_table(phases: list[Phase], embedded: bool) -> None:
             extra.append(f"generator reached only {ph.post_rate:.0f} posts/s")
         if extra:
             print(f"{'':<10}   ^ " + "; ".join(extra))
+
+
+LEGEND = """\
+latency: from just before the POST to the receiver's timestamp of the decrypted push;
+pushes/s: received per second while posting (after a ramp of min(1 s, seconds/5));
+cpu ms/push: the target process (serve, or the floor); pg, recv, gen: PostgreSQL, the
+receiver, this load generator; others: cores the rest of the machine kept busy meanwhile;
+waited: share of the phase the target was ready to run but waited for a core."""
 
 
 def print_verdicts(phases: list[Phase]) -> None:
@@ -664,10 +822,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
             helpers.append(floor)
             floor_url = (await floor.read())["url"]
             db = await asyncpg.connect(dsn)
+            clients = {"momentcast": RawClient(url), "floor": RawClient(floor_url)}
             try:
                 bench = Bench(
                     args,
-                    http,
+                    clients,
                     receiver,
                     db,
                     tokens,
@@ -680,11 +839,16 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                     f" database {'embedded' if embedded else 'from the environment'}",
                     flush=True,
                 )
-                for target in ("momentcast", "floor"):  # warm-up, not reported
+                for target in args.targets:  # warm-up, not reported
                     await bench.phase(target, args.warmup_rate, args.warmup)
+                await bench.settle(serve.proc.pid)
+                idle0 = cpu_seconds([serve.proc.pid])
+                await asyncio.sleep(args.idle)
+                idle = (cpu_seconds([serve.proc.pid]) - idle0) / args.idle
+                print(f"serve at rest: {idle * 1000:.0f} ms of CPU per second", flush=True)
                 phases: list[Phase] = []
                 for rate in args.rates:
-                    for target in ("momentcast", "floor"):
+                    for target in args.targets:
                         ph = await bench.phase(target, rate, args.seconds)
                         phases.append(ph)
                         print(
@@ -693,6 +857,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                             flush=True,
                         )
             finally:
+                for client in clients.values():
+                    client.close()
                 await db.close()
     finally:
         for helper in helpers:
@@ -707,6 +873,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
             await conn.close()
     print()
     print_table(phases, embedded is not None)
+    print(LEGEND)
     print_verdicts(phases)
 
 
@@ -718,12 +885,16 @@ async def main() -> None:
     parser.add_argument("--drain", type=float, default=60, help="max wait for late pushes")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per target")
     parser.add_argument("--warmup-rate", type=int, default=50)
+    parser.add_argument("--idle", type=float, default=5, help="seconds to measure serve at rest")
     parser.add_argument(
         "--serve-env",
         action="append",
         default=[],
         metavar="NAME=VALUE",
         help="a setting for serve, e.g. WORKER_BATCH_SIZE=200 (repeatable)",
+    )
+    parser.add_argument(
+        "--targets", default="momentcast,floor", help="which to run: momentcast, floor or both"
     )
     parser.add_argument("--quick", action="store_true", help="a short run (smoke test)")
     parser.add_argument("--role", choices=["receiver", "floor"], help=argparse.SUPPRESS)
@@ -738,8 +909,9 @@ async def main() -> None:
         return
     if args.quick:
         args.rates, args.seconds, args.subscribers = "20,50", 2.0, 50
-        args.drain, args.warmup, args.warmup_rate = 30.0, 1.0, 20
+        args.drain, args.warmup, args.warmup_rate, args.idle = 30.0, 1.0, 20, 1.0
     args.rates = [int(r) for r in str(args.rates).split(",") if r.strip()]
+    args.targets = [t for t in ("momentcast", "floor") if t in args.targets.split(",")]
     print(f"cpus: {os.cpu_count()}, load average at start: {_load()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="mc-bench-e2e-") as tmp:
         await run(args, Path(tmp))
