@@ -58,11 +58,14 @@
     const box = $("funnel");
     box.textContent = "";
     const t = table(["rule", "variant", "matched", "sent", "failed", "gone", "expired", "shown",
-      "clicked", "converted", "CTR", "funnel"], []);
+      "clicked", "by action", "converted", "CTR", "funnel"], []);
     for (const r of stats.rules) {
       const tr = t.insertRow();
+      // Clicks on action buttons, by action; the rest of "clicked" is the notification itself.
+      const actions = Object.entries(r.clicked_actions || {}).map(([a, n]) => `${a} ${n}`)
+        .join(" · ") || "–";
       for (const v of [r.rule, r.variant || "–", r.matched, r.sent, r.failed, r.gone, r.expired,
-        r.shown, r.clicked, r.converted, pct(r.ctr)]) tr.insertCell().textContent = v;
+        r.shown, r.clicked, actions, r.converted, pct(r.ctr)]) tr.insertCell().textContent = v;
       tr.insertCell().append(funnelBar(r));
     }
     box.append(t);

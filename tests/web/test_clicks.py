@@ -100,6 +100,16 @@ async def test_an_action_link_counts_one_click_with_its_action_and_redirects_to_
         {"delivery_id": delivery_id, "type": "clicked", "recorded": False},
     )
     assert await clicks(clean_db) == [(delivery_id, "menu")]
+    # The subscriber's export shows the click with its action.
+    subscription_id = await clean_db.fetchval(
+        "SELECT subscription_id FROM deliveries WHERE id = $1", delivery_id
+    )
+    async with api.http.get(
+        f"{api.url}/v1/subscriptions/{subscription_id}/export", headers=api.admin()
+    ) as r:
+        assert r.status == 200
+        [exported] = (await r.json())["deliveries"]
+    assert [(e["type"], e["action"]) for e in exported["events"]] == [("clicked", "menu")]
 
 
 async def test_the_open_link_redirects_to_the_message_url_and_records_no_action(
