@@ -28,6 +28,14 @@ ORDERING: Final[frozenset[Operator]] = frozenset({"gt", "gte", "lt", "lte"})
 LISTS: Final[frozenset[Operator]] = frozenset({"in", "not_in"})
 
 
+class _Missing:
+    """The value of a key a row does not have."""
+
+
+_MISSING = _Missing()
+_NUMBER_TYPES = frozenset({int, float})  # exact types: a bool is no number here
+
+
 def kind(value: object) -> Kind | None:
     if isinstance(value, bool):
         return "bool"
@@ -95,26 +103,18 @@ class Column:
 
     @classmethod
     def build(cls, rows: Sequence[Mapping[str, object]], key: str) -> Column:
-        n = len(rows)
-        missing = object()
-        values = [row.get(key, missing) for row in rows]
+        # List comprehensions over exact types: this runs once per key and batch, over every
+        # signal, and is the only per-row Python work of a condition.
+        values = [row.get(key, _MISSING) for row in rows]
         words: dict[str, int] = {}
-        present = np.fromiter((v is not missing for v in values), dtype=bool, count=n)
-        number = np.fromiter(
-            (
-                float(v) if isinstance(v, int | float) and not isinstance(v, bool) else math.nan
-                for v in values
-            ),
-            dtype=np.float64,
-            count=n,
+        present = np.array([v is not _MISSING for v in values], dtype=bool)
+        number = np.array(
+            [v if type(v) in _NUMBER_TYPES else math.nan for v in values], dtype=np.float64
         )
-        boolean = np.fromiter(
-            (int(v) if isinstance(v, bool) else -1 for v in values), dtype=np.int8, count=n
-        )
-        text = np.fromiter(
-            (words.setdefault(v, len(words)) if isinstance(v, str) else -1 for v in values),
+        boolean = np.array([(1 if v else 0) if type(v) is bool else -1 for v in values], np.int8)
+        text = np.array(
+            [words.setdefault(v, len(words)) if type(v) is str else -1 for v in values],
             dtype=np.int32,
-            count=n,
         )
         return cls(present, number, boolean, text, words)
 

@@ -28,6 +28,7 @@ import shapely
 
 from service.vocabulary import PlaceReason
 
+from .conditions import Column, Condition
 from .conditions import mask as condition_mask
 from .localtime import utc_offsets, zone, zone_name_at
 from .places import FloatArray, IntArray, Place, haversine_m, polygon_distances
@@ -235,6 +236,14 @@ def _offsets(rs: Ruleset, batch: SignalBatch, sig: IntArray, place: IntArray) ->
     return offset
 
 
+def _context_holds(cond: Condition, batch: SignalBatch, sig: IntArray) -> npt.NDArray[np.bool_]:
+    """The condition on the contexts of ``sig``. A rule near few of the batch's signals reads
+    just theirs; one that pairs with most (a location-free rule) shares a whole-batch column."""
+    if 4 * len(sig) >= len(batch):
+        return condition_mask(cond, batch.context_column(cond.key))[sig]
+    return condition_mask(cond, Column.build(batch.contexts(sig), cond.key))
+
+
 def _zone_of_signal(batch: SignalBatch, s: int) -> str:
     """The zone at the signal's location; for a signal without one, the subscriber's."""
     fallback = batch.unique_profiles[int(batch.profile_idx[s])].timezone
@@ -301,13 +310,15 @@ def _conditions(
     if who is not None:
         pidx = batch.profile_idx[sig]
         if who.topics:
+            # Once per subscriber among this rule's pairs, not per pair.
             wanted = set(who.topics)
+            uniq, inv = np.unique(pidx, return_inverse=True)
             has = np.fromiter(
-                (bool(wanted & p.topics) for p in batch.unique_profiles),
+                (bool(wanted & batch.unique_profiles[int(p)].topics) for p in uniq),
                 dtype=bool,
-                count=len(batch.unique_profiles),
+                count=len(uniq),
             )
-            fails.append((rc["topics"], ~has[pidx]))
+            fails.append((rc["topics"], ~has[inv.reshape(-1)]))
         for cond in rule.conditions:
             if cond.source == "attributes":
                 holds = condition_mask(cond, batch.attribute_column(cond.key))
@@ -319,7 +330,6 @@ def _conditions(
             fails.append((rc["speed"], batch.speed[sig] > who.max_speed_mps))
         for cond in rule.conditions:
             if cond.source == "context":
-                holds = condition_mask(cond, batch.context_column(cond.key))
-                fails.append((rc[cond.reason], ~holds[sig]))
+                fails.append((rc[cond.reason], ~_context_holds(cond, batch, sig)))
     for c, bad in reversed(fails):
         code[m[bad]] = c

@@ -80,12 +80,18 @@ class SignalBatch:
         """``key`` of every signal's context."""
         col = self._columns.get(("context", key))
         if col is None:
-            if len(self.signals) == len(self):
-                rows: Sequence[Mapping[str, object]] = [s.context for s in self.signals]
-            else:  # a batch built from columns (benchmarks) carries no contexts
-                rows = [{}] * len(self)
-            col = self._columns[("context", key)] = Column.build(rows, key)
+            col = self._columns[("context", key)] = Column.build(self.contexts(), key)
         return col
+
+    def contexts(self, which: IntArray | None = None) -> Sequence[Mapping[str, object]]:
+        """The contexts of the signals ``which`` (all by default)."""
+        n = len(self) if which is None else len(which)
+        if len(self.signals) != len(self):  # a batch built from columns carries no contexts
+            return [{}] * n
+        if which is None:
+            return [s.context for s in self.signals]
+        signals = self.signals
+        return [signals[i].context for i in which.tolist()]
 
     @classmethod
     def build(cls, signals: Sequence[Signal], profiles: Mapping[str, Profile]) -> SignalBatch:
