@@ -1,7 +1,8 @@
-"""Admin routes for rules: what is loaded, reload, and the simulator."""
+"""Admin routes for rules: what is loaded, reload, the simulator and the test push."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -12,7 +13,8 @@ from service.api.common import CONTEXT, json_response, read_model, require_admin
 from service.api.models import Attributes, Locale, SignalBody, Strict, Timezone, Topics
 from service.api.openapi import Op, document
 from service.context import Context
-from service.errors import ServiceUnavailable, Unprocessable
+from service.errors import NotFound, RulesError, ServiceUnavailable, Unprocessable
+from service.queue import DELIVERIES_CHANNEL
 from service.reloader import reload_rules
 from service.vocabulary import Trigger
 
@@ -223,3 +225,82 @@ async def post_simulate(request: web.Request) -> web.Response:
     )
     # Judged at the signal's own time, so a simulated lunchtime is not "stale".
     return json_response(simulate(ruleset, signal, profile, signal.at))
+
+
+class TestPushRequest(Strict):
+    subscription_id: uuid.UUID
+    place_id: str | None = Field(
+        default=None,
+        max_length=256,
+        description="One of the rule's places (default: its first); not for a rule without places",
+    )
+    locale: Locale | None = Field(default=None, description="Instead of the subscription's own")
+
+
+class TestPushResult(BaseModel):
+    delivery_id: int
+
+
+@document(
+    Op(
+        "post",
+        "/v1/rules/{id}/test",
+        "Send the rule's rendered message now to one subscription, past caps and quiet hours; "
+        "the push is marked test and kept out of rule statistics and caps",
+        request=TestPushRequest,
+        response=TestPushResult,
+        status=202,
+        auth="admin",
+        errors=[404, 422],
+        tags=["rules"],
+    )
+)
+@routes.post("/v1/rules/{id}/test")
+async def post_test_push(request: web.Request) -> web.Response:
+    from service.rules import Profile
+    from service.rules.preview import render_for
+
+    require_admin(request)
+    body = await read_model(request, TestPushRequest)
+    ctx = request.app[CONTEXT]
+    ruleset = _holder(ctx).current
+    if ruleset is None:
+        raise ServiceUnavailable("no valid rule set is loaded")
+    rule_id = request.match_info["id"]
+    rule = ruleset.rule_by_id.get(rule_id)
+    if rule is None:
+        raise NotFound(f"no rule {rule_id!r} is loaded")
+    sub = await ctx.store.subscription_profile(subscription_id=body.subscription_id)
+    if sub is None:
+        raise NotFound(f"no subscription {body.subscription_id}")
+    if sub.status != "active" or sub.paused:
+        why = "paused" if sub.paused else "gone (its push service dropped it)"
+        raise Unprocessable(
+            f"subscription {body.subscription_id} is {why}: nothing would be delivered",
+            details=[{"field": "subscription_id", "message": why, "type": "subscription"}],
+        )
+    profile = Profile(
+        id=str(sub.id),
+        timezone=sub.timezone,
+        locale=body.locale or sub.locale,
+        topics=frozenset(sub.topics),
+        attributes=sub.attributes,
+    )
+    try:
+        rendered = render_for(ruleset, rule, profile, body.place_id)
+    except RulesError as exc:
+        raise Unprocessable(
+            str(exc), details=[{"field": "place_id", "message": str(exc), "type": "place"}]
+        ) from None
+    delivery_id = await ctx.store.insert_test_delivery(
+        subscription_id=sub.id,
+        rule_id=rule.id,
+        variant=rendered.variant.name,
+        place_id=rendered.place_id or None,
+        payload=rendered.payload,
+        ttl_s=rendered.ttl_s,
+        urgency=rendered.urgency,
+        topic=rendered.topic,
+    )
+    await ctx.store.notify(channel=DELIVERIES_CHANNEL)
+    return json_response({"delivery_id": delivery_id}, status=202)

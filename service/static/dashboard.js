@@ -36,9 +36,33 @@
     box.append(state);
     for (const e of data.errors) box.append(el("div", { class: "error log" }, e));
     for (const w of data.warnings) box.append(el("div", { class: "muted" }, w));
-    box.append(table(["rule", "trigger", "priority", "places", "description"],
+    const t = table(["rule", "trigger", "priority", "places", "description", ""],
       data.rules.map((r) => [r.id, r.trigger, r.priority, r.places.features.length,
-        r.description])));
+        r.description]));
+    data.rules.forEach((r, i) => {
+      const button = el("button", { class: "send-test", "data-rule": r.id }, "send test");
+      button.addEventListener("click", () => sendTest(r.id));
+      t.rows[i + 1].insertCell().append(button);
+    });
+    box.append(t);
+  }
+
+  // POST /v1/rules/{id}/test: the rule's message now, to one subscription (e.g. your phone),
+  // past caps and quiet hours; it is marked test and counts in no statistic.
+  async function sendTest(rule) {
+    const id = window.prompt(`Send a test push of ${rule} now to the subscription id:`);
+    if (!id || !id.trim()) return;
+    const response = await fetch(`/v1/rules/${encodeURIComponent(rule)}/test`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${$("token").value.trim()}`,
+        "Content-Type": "application/json" },
+      body: JSON.stringify({ subscription_id: id.trim() }),
+    });
+    const body = await response.json();
+    $("state").textContent = response.ok
+      ? `test push of ${rule} queued (delivery ${body.delivery_id})`
+      : `test push of ${rule}: ${body.error ? body.error.message : `HTTP ${response.status}`}`;
+    $("state").className = response.ok ? "ok" : "error";
   }
 
   function funnelBar(row) {

@@ -10,6 +10,7 @@ from service.store.base import DATABASE_ERRORS, StoreBase
 from service.store.db import create_pool
 from service.store.deliveries import DeliveryQueries
 from service.store.engagement import EngagementQueries
+from service.store.rules import RuleQueries
 from service.store.signals import SignalQueries
 from service.store.subscriptions import SubscriptionQueries
 
@@ -19,6 +20,7 @@ class Store(
     SubscriptionQueries,
     EngagementQueries,
     DeliveryQueries,
+    RuleQueries,
     StoreBase,
 ):
     """Every query of momentcast."""

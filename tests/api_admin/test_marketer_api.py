@@ -1,34 +1,93 @@
-"""The marketer's admin routes over HTTP: simulate's rendered notification."""
+"""The marketer's admin routes over HTTP: simulate's rendered notification and the test push
+(through the sender to the strict test push service, past caps and quiet hours, out of stats)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
 
 from service.api import create_app
 from service.context import Context
+from service.push import Sender
 from service.reloader import load
 from service.store import Store
+from service.testing import BrowserSubscription, PushService
+from service.worker import Worker
 from tests.conftest import LiveApi, make_settings, start_app
 
 REPO = Path(__file__).resolve().parents[2]
+CAFE = (52.5219, 13.4132)
+
+PROMO = """
+priority: 10
+trigger: enter
+where: {places: places/cafes.geojson, radius_m: 60}
+message:
+  title: "Coffee at {place.name}"
+  body: "{attributes.tier} members: {place.name} is {distance_m} m away"
+  url: "https://example.com/coffee/{place.id}"
+  locales: {de: {title: "Kaffee im {place.name}"}}
+  ttl: 20m
+"""
+
+FREE = """
+priority: 1
+who: {context: {page: {exists: true}}}
+message: {title: "About {context.page}", body: "Read on"}
+"""
+
+
+def write_rules(root: Path, policy: str) -> Path:
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"id": pid, "name": pid.replace("-", " ").title()},
+            "geometry": {"type": "Point", "coordinates": [lon, lat]},
+        }
+        for pid, (lat, lon) in {"cafe-a": CAFE, "cafe-b": (CAFE[0], CAFE[1] + 0.003)}.items()
+    ]
+    (root / "places").mkdir(parents=True)
+    (root / "places" / "cafes.geojson").write_text(
+        json.dumps({"type": "FeatureCollection", "features": features})
+    )
+    (root / "policy.yaml").write_text(policy)
+    (root / "promo.yaml").write_text(PROMO)
+    (root / "free.yaml").write_text(FREE)
+    return root
+
+
+@contextlib.asynccontextmanager
+async def serve(ctx: Context, rules: Path) -> AsyncIterator[LiveApi]:
+    settings = make_settings(ctx.settings.data_dir, ctx.settings.database_url, rules_dir=rules)
+    context = Context(settings=settings, store=Store(ctx.pool, dsn=ctx.store.dsn), keys=ctx.keys)
+    load(context)
+    runner, url = await start_app(create_app(context))
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield LiveApi(url, http, context)
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture
 async def live(ctx: Context) -> AsyncIterator[LiveApi]:
-    settings = make_settings(
-        ctx.settings.data_dir, ctx.settings.database_url, rules_dir=REPO / "rules"
-    )
-    context = Context(settings=settings, store=Store(ctx.pool), keys=ctx.keys)
-    load(context)
-    runner, url = await start_app(create_app(context))
-    async with aiohttp.ClientSession() as http:
-        yield LiveApi(url, http, context)
-    await runner.cleanup()
+    async with serve(ctx, REPO / "rules") as api:
+        yield api
+
+
+@pytest.fixture
+async def push_service(ctx: Context) -> AsyncIterator[PushService]:
+    service = await PushService(ctx.keys.vapid_public_b64).start()
+    yield service
+    await service.close()
 
 
 async def simulate(api: LiveApi, body: dict[str, Any]) -> dict[str, Any]:
@@ -85,3 +144,156 @@ async def test_simulate_renders_the_locale_and_the_actions(live: LiveApi) -> Non
     # Rules with places cannot match a signal without a location, and say so.
     reasons = {r["rule"]: r["reason"] for r in result["rules"]}
     assert reasons["lunch-nearby"] == "no_location"
+
+
+async def register(api: LiveApi, sub: BrowserSubscription, **profile: Any) -> tuple[str, str]:
+    body = {"subscription": sub.to_json(), "location_consent": True, **profile}
+    async with api.http.post(f"{api.url}/v1/subscriptions", json=body) as r:
+        assert r.status == 201, await r.text()
+        answer = await r.json()
+    return answer["id"], answer["token"]
+
+
+async def send_test(
+    api: LiveApi, rule: str, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    async with api.http.post(
+        f"{api.url}/v1/rules/{rule}/test",
+        json=body,
+        headers=api.admin() if headers is None else headers,
+    ) as r:
+        return r.status, await r.json()
+
+
+async def send_all(api: LiveApi) -> None:
+    async with Sender(api.ctx) as sender:
+        while await sender.run_once():
+            pass
+
+
+async def stats_of(api: LiveApi, rule: str) -> list[dict[str, Any]]:
+    async with api.http.get(f"{api.url}/v1/stats", headers=api.admin()) as r:
+        assert r.status == 200
+        rows: list[dict[str, Any]] = (await r.json())["rules"]
+    return [row for row in rows if row["rule"] == rule]
+
+
+async def test_a_test_push_arrives_past_caps_and_quiet_hours_and_stays_out_of_stats(
+    ctx: Context, tmp_path: Path, push_service: PushService
+) -> None:
+    # Quiet hours now in Berlin, and the day's one push already sent.
+    hour = datetime.now(ZoneInfo("Europe/Berlin")).hour
+    policy = (
+        f'quiet_hours: "{hour:02d}:00-{(hour + 2) % 24:02d}:00"\n'
+        "limits: {per_subscriber: 1/day}\nstale_after: 10m\nhysteresis_m: 30\n"
+    )
+    async with serve(ctx, write_rules(tmp_path / "rules", policy)) as api:
+        sub = push_service.subscribe()
+        sid, _ = await register(api, sub, locale="de-AT", attributes={"tier": "gold"})
+        await api.ctx.pool.execute(
+            "INSERT INTO deliveries (subscription_id, rule_id, variant, dedupe_key, payload, ttl_s,"
+            " expires_at, decided_at, status) VALUES ($1::uuid, 'promo', 'default', 'earlier',"
+            " '{}'::jsonb, 60, now() + interval '1 hour', now() - interval '1 hour', 'sent')",
+            sid,
+        )
+        status, body = await send_test(api, "promo", {"subscription_id": sid, "place_id": "cafe-b"})
+        assert status == 202, body
+        delivery_id = body["delivery_id"]
+        await send_all(api)
+        [message] = sub.messages()
+        n = message["notification"]
+        # The subscriber's locale and attributes, the chosen place, 0 m away.
+        assert n["title"] == "Kaffee im Cafe B"
+        assert n["body"] == "gold members: Cafe B is 0 m away"
+        assert n["data"]["delivery_id"] == delivery_id and n["data"]["rule"] == "promo"
+        row = await api.ctx.pool.fetchrow(
+            "SELECT test, status, place_id FROM deliveries WHERE id = $1", delivery_id
+        )
+        assert dict(row) == {"test": True, "status": "sent", "place_id": "cafe-b"}
+        # The browser reports it shown: recorded, and still no rule statistic counts it.
+        async with api.http.post(
+            f"{api.url}/v1/events",
+            json={
+                "delivery_id": delivery_id,
+                "token": n["data"]["event_token"],
+                "type": "shown",
+            },
+        ) as r:
+            assert r.status == 202
+        [row_stats] = await stats_of(api, "promo")
+        assert (row_stats["sent"], row_stats["shown"]) == (1, 0)  # the earlier live push only
+        # A locale in the request wins over the subscription's.
+        status, body = await send_test(api, "promo", {"subscription_id": sid, "locale": "en"})
+        assert status == 202
+        await send_all(api)
+        assert sub.messages()[-1]["notification"]["title"] == "Coffee at Cafe A"
+
+
+async def test_a_test_push_counts_toward_no_cap(
+    ctx: Context, tmp_path: Path, push_service: PushService
+) -> None:
+    policy = "limits: {per_subscriber: 1/day, min_gap: 1h}\nstale_after: 10m\nhysteresis_m: 30\n"
+    async with serve(ctx, write_rules(tmp_path / "rules", policy)) as api:
+        sub = push_service.subscribe()
+        sid, token = await register(api, sub)
+        status, _ = await send_test(api, "promo", {"subscription_id": sid})
+        assert status == 202
+        # Then the subscriber walks into the café: the day's one live push is still due.
+        async with api.http.post(
+            f"{api.url}/v1/signals",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"lat": CAFE[0], "lon": CAFE[1], "accuracy_m": 10},
+        ) as r:
+            assert r.status == 202
+        assert await Worker(api.ctx).drain() == 1
+        rows = await api.ctx.pool.fetch("SELECT test FROM deliveries ORDER BY id")
+        assert [r["test"] for r in rows] == [True, False]
+        await send_all(api)
+        assert len(sub.messages()) == 2
+        [row_stats] = await stats_of(api, "promo")
+        assert (row_stats["matched"], row_stats["sent"], row_stats["suppressed"]) == (1, 1, {})
+
+
+async def test_the_test_route_refuses(
+    ctx: Context, tmp_path: Path, push_service: PushService
+) -> None:
+    policy = "limits: {}\nstale_after: 10m\nhysteresis_m: 30\n"
+    async with serve(ctx, write_rules(tmp_path / "rules", policy)) as api:
+        sid, token = await register(api, push_service.subscribe())
+        body = {"subscription_id": sid}
+        # Admin only: no token, a device token.
+        assert (await send_test(api, "promo", body, headers={}))[0] == 401
+        device = {"Authorization": f"Bearer {token}"}
+        assert (await send_test(api, "promo", body, headers=device))[0] == 401
+        status, answer = await send_test(api, "lunch", body)
+        assert (status, answer["error"]["code"]) == (404, "not_found")
+        assert "no rule 'lunch'" in answer["error"]["message"]
+        status, answer = await send_test(
+            api, "promo", {"subscription_id": "00000000-0000-4000-8000-000000000000"}
+        )
+        assert (status, answer["error"]["code"]) == (404, "not_found")
+        status, answer = await send_test(api, "promo", {"subscription_id": "not-a-uuid"})
+        assert (status, answer["error"]["details"][0]["field"]) == (422, "subscription_id")
+        status, answer = await send_test(api, "promo", {**body, "place_id": "nowhere"})
+        assert (status, answer["error"]["details"][0]["field"]) == (422, "place_id")
+        status, answer = await send_test(api, "free", {**body, "place_id": "cafe-a"})
+        assert status == 422 and "has no places" in answer["error"]["message"]
+        async with api.http.patch(
+            f"{api.url}/v1/subscriptions/{sid}", json={"paused": True}, headers=device
+        ) as r:
+            assert r.status == 200
+        status, answer = await send_test(api, "promo", body)
+        assert status == 422 and "paused" in answer["error"]["message"]
+        assert await api.ctx.pool.fetchval("SELECT count(*) FROM deliveries") == 0
+        # A location-free rule: no place, {context.*} empty.
+        async with api.http.patch(
+            f"{api.url}/v1/subscriptions/{sid}", json={"paused": False}, headers=device
+        ) as r:
+            assert r.status == 200
+        status, answer = await send_test(api, "free", body)
+        assert status == 202
+        row = await api.ctx.pool.fetchrow(
+            "SELECT place_id, payload, test FROM deliveries WHERE id = $1", answer["delivery_id"]
+        )
+        assert row["place_id"] is None and row["test"] is True
+        assert row["payload"]["title"] == "About "

@@ -40,7 +40,7 @@ WHERE subscription_id = ANY($1::uuid[]) AND inside
 -- name: history_of
 SELECT subscription_id, rule_id, place_id, decided_at
 FROM deliveries
-WHERE subscription_id = ANY($1::uuid[]) AND decided_at > $2
+WHERE subscription_id = ANY($1::uuid[]) AND decided_at > $2 AND NOT test
 ORDER BY decided_at
 
 -- name: release_claims

@@ -1,0 +1,12 @@
+-- Named queries of the marketer's tools: the test push, shadow rules' sends and the backtest
+-- (run by service/store/rules.py).
+
+-- name: insert_test_delivery
+-- POST /v1/rules/{id}/test: due at once, past caps and quiet hours (nothing decided it), and
+-- marked test so that rule statistics and the caps' history leave it out. No dedupe key:
+-- every test is a push of its own.
+INSERT INTO deliveries (subscription_id, rule_id, variant, place_id, payload, ttl_s, urgency,
+                        topic, test, decided_at, expires_at, created_at)
+VALUES ($1, $2, $3, $4, $5, $6::int, $7, $8, true, now(), now() + make_interval(secs => $6::int),
+        clock_timestamp())
+RETURNING id
