@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.errors import PlaceError, RuleLoadError, SourceError, TemplateError
 from service.vocabulary import MAX_PAYLOAD_BYTES
+from service.webpush import rendered_size_bound
 
 from .conditions import Condition
 from .models import (
@@ -50,17 +51,6 @@ from .templates import (
 )
 
 M = TypeVar("M", bound=BaseModel)
-
-# Worst-case `data` block the sender adds; documented in docs/rules.md.
-EVENTS_URL_BUDGET = 256
-_DATA_WORST = {
-    "delivery_id": "0" * 36,
-    "rule": "",
-    "variant": "",
-    "events_url": "x" * EVENTS_URL_BUDGET,
-    "event_token": "x" * 64,
-}
-
 
 @dataclass
 class _Load:
@@ -582,19 +572,29 @@ class _TemplateContext:
 
 
 def _worst_payload(
-    message: CompiledMessage, variant: str, longest: dict[str, int], digits: int, rule_id: str
+    message: CompiledMessage, variant: str, longest_place: dict[str, int], digits: int, rule_id: str
 ) -> int:
-    """The largest rendered payload: the stored message, its actions and the sender's data."""
-    skeleton: dict[str, Any] = dict.fromkeys(message.templates, "")
+    """The largest push the message can become: each field at its longest rendering (ASCII
+    stand-ins of its worst JSON-escaped size), wrapped as the sender wraps it (declarative
+    envelope, click links, event token, the longest PUBLIC_URL)."""
+
+    def longest(template: Template) -> str:
+        return "x" * worst_case_bytes(template, longest_values, digits, rule_id)
+
+    longest_values = longest_place
+    skeleton: dict[str, Any] = {name: longest(t) for name, t in message.templates.items()}
     if message.lang:
         skeleton["lang"] = message.lang
     if message.actions:
         skeleton["actions"] = [
-            {"action": a.action, "title": "", "url": ""} for a in message.actions
+            {
+                "action": a.action,
+                "title": longest(a.title),
+                "url": longest(a.url) if a.url is not None else skeleton.get("url", ""),
+            }
+            for a in message.actions
         ]
-    skeleton["data"] = {**_DATA_WORST, "rule": rule_id, "variant": variant}
-    size = len(json.dumps(skeleton, ensure_ascii=False, separators=(",", ":")).encode())
-    return size + sum(worst_case_bytes(t, longest, digits, rule_id) for t in message.all_templates)
+    return rendered_size_bound(skeleton, rule=rule_id, variant=variant)
 
 
 def _priority_ties(
