@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from service.store.engagement import EngagementCounts
+from service.vocabulary import SHADOW_SENT_COUNTER
 
 # Two-sided alpha 0.05 and power 0.8: the conventional defaults of A/B testing tools.
 ALPHA = 0.05
@@ -36,6 +37,8 @@ class Funnel:
     variant: str
     matched: int = 0
     suppressed: dict[str, int] = field(default_factory=dict)
+    # What a shadow rule would have sent (it sends nothing; never part of ``sent``).
+    shadow_sent: int = 0
     sent: int = 0
     failed: int = 0
     gone: int = 0
@@ -63,6 +66,7 @@ class Funnel:
             "variant": self.variant,
             "matched": self.matched,
             "suppressed": dict(sorted(self.suppressed.items())),
+            "shadow_sent": self.shadow_sent,
             "sent": self.sent,
             "failed": self.failed,
             "gone": self.gone,
@@ -259,6 +263,8 @@ def collect_funnels(counts: EngagementCounts) -> list[Funnel]:
         f = get(c.rule_id, c.variant)
         if c.counter == "matched":
             f.matched += c.n
+        elif c.counter == SHADOW_SENT_COUNTER:
+            f.shadow_sent += c.n
         elif c.counter.startswith("suppressed:"):
             reason = c.counter.removeprefix("suppressed:")
             f.suppressed[reason] = f.suppressed.get(reason, 0) + c.n
@@ -282,6 +288,9 @@ class RuleStats(BaseModel):
     variant: str
     matched: int
     suppressed: dict[str, int]
+    shadow_sent: int = Field(
+        description="what the rule would have sent in mode: shadow (it sent nothing)"
+    )
     sent: int
     failed: int
     gone: int

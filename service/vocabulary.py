@@ -26,6 +26,11 @@ Trigger = Literal["enter", "dwell", "inside", "signal"]
 TRIGGERS: Final[tuple[Trigger, ...]] = get_args(Trigger)
 PLACE_TRIGGERS: Final[tuple[Trigger, ...]] = ("enter", "dwell", "inside")
 
+# A rule's mode: live rules send; shadow rules are evaluated on live traffic and their
+# would-be sends are only counted (`shadow_sent`), never sent and never counted toward caps.
+RuleMode = Literal["live", "shadow"]
+RULE_MODES: Final[tuple[RuleMode, ...]] = get_args(RuleMode)
+
 # Operators of `who.attributes` and `who.context` conditions; a plain value means eq.
 Operator = Literal["eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists"]
 OPERATORS: Final[tuple[Operator, ...]] = get_args(Operator)
@@ -76,11 +81,18 @@ SuppressionReason = Literal[
 SUPPRESSION_REASONS: Final[tuple[SuppressionReason, ...]] = get_args(SuppressionReason)
 
 # What the simulator says about a rule that matched but did not send: a suppression reason, or
-# one of these (the signal was stale, a dwell or enter did not fire, another rule won).
-UnsentReason = Literal[SuppressionReason, "stale", "dwell_pending", "not_triggered", "outranked"]
+# one of these (the signal was stale, a dwell or enter did not fire, another rule won, or a
+# shadow rule would have sent).
+UnsentReason = Literal[
+    SuppressionReason, "stale", "dwell_pending", "not_triggered", "outranked", "shadow"
+]
 UNSENT_REASONS: Final[tuple[UnsentReason, ...]] = get_args(UnsentReason)
 
 # Names of the per (rule, variant) counters the worker bumps and the statistics read: matches,
 # and suppressions as the prefix followed by the reason.
 MATCHED_COUNTER: Final = "matched"
 SUPPRESSED_COUNTER_PREFIX: Final = "suppressed:"
+# What a shadow rule would have sent (it sends nothing), and the signals within reach of a
+# rule that did not match it, as the prefix followed by the first failed condition (variant "").
+SHADOW_SENT_COUNTER: Final = "shadow_sent"
+NOT_MATCHED_COUNTER_PREFIX: Final = "not_matched:"

@@ -43,9 +43,11 @@ from service.store.signals import (
     DeliveryRow,
     PendingSignal,
     PresenceRow,
+    SentRow,
     SignalFailure,
     Subscriber,
 )
+from service.vocabulary import SHADOW_SENT_COUNTER
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +199,19 @@ def _delivery_rows(outcomes: Iterable[Outcome]) -> list[DeliveryRow]:
     return rows
 
 
+def _has_shadow(ruleset: Ruleset) -> bool:
+    return any(rule.model.mode == "shadow" for rule in ruleset.rules)
+
+
+def _shadow_rows(outcomes: Iterable[Outcome]) -> list[SentRow]:
+    """What shadow rules would have sent: never a delivery, only their own limits' history."""
+    return [
+        SentRow(o.signal.subscription_id, m.rule.id, m.place_id, o.signal.at)
+        for o in outcomes
+        for m in o.shadow
+    ]
+
+
 def _local_hour(outcome: Outcome) -> int | None:
     if outcome.local_offset_s is None:
         return None
@@ -210,6 +225,9 @@ def _counter_rows(ruleset: Ruleset, outcomes: Iterable[Outcome]) -> list[Counter
         for match in outcome.fired:
             variant = choose_variant(sub, match.rule).name
             counts[(match.rule.id, variant, "matched")] += 1
+        for match in outcome.shadow:  # a shadow rule's would-be send: counted, never sent
+            variant = choose_variant(sub, match.rule).name
+            counts[(match.rule.id, variant, SHADOW_SENT_COUNTER)] += 1
         for s in outcome.suppressed:
             rule = ruleset.rule_by_id.get(s.rule_id)
             variant = choose_variant(sub, rule).name if rule else ""
@@ -326,6 +344,11 @@ class Worker:
             states[sent.subscription_id].history.append(
                 Sent(sent.rule_id, sent.place_id, sent.decided_at)
             )
+        if _has_shadow(ruleset):
+            for sent in await tx.shadow_history(subscription_ids=ids, since=since):
+                states[sent.subscription_id].shadow_history.append(
+                    Sent(sent.rule_id, sent.place_id, sent.decided_at)
+                )
         return states
 
     async def _store(
@@ -344,6 +367,13 @@ class Worker:
         # Rows actually inserted: a batch run again after a crash decides nothing new.
         for rule_id in inserted:
             DECISIONS.labels(rule_id).inc()
+        if _has_shadow(ruleset):
+            # Shadow rules' would-be sends pace their own limits in later batches.
+            await tx.record_shadow_sends(
+                subscription_ids=ids,
+                rows=_shadow_rows(outcomes),
+                before=self.clock() - history_window(ruleset) - timedelta(days=1),
+            )
         counters = _counter_rows(ruleset, outcomes)
         await tx.bump_counters(rows=counters)
         for c in counters:

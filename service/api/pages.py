@@ -14,6 +14,7 @@ from service.api.common import CONTEXT, json_response, require_admin
 from service.api.openapi import Op, document
 from service.errors import NotFound
 from service.stats import Stats, stats
+from service.vocabulary import RuleMode
 
 routes = web.RouteTableDef()
 
@@ -141,6 +142,7 @@ class DashboardRule(BaseModel):
     id: str
     description: str
     trigger: str
+    mode: RuleMode = Field(description="live, or shadow: evaluated and counted, never sent")
     priority: int
     places: dict[str, Any] = Field(description="the rule's places, a GeoJSON FeatureCollection")
     decisions_by_hour: list[HourCount]
@@ -183,6 +185,7 @@ async def dashboard_data(request: web.Request) -> web.Response:
                     "id": rule.id,
                     "description": rule.description,
                     "trigger": rule.trigger,
+                    "mode": rule.model.mode,
                     "priority": rule.priority,
                     "places": ruleset.places_geojson(rule),
                     "decisions_by_hour": [

@@ -16,7 +16,7 @@ from service.context import Context
 from service.errors import NotFound, RulesError, ServiceUnavailable, Unprocessable
 from service.queue import DELIVERIES_CHANNEL
 from service.reloader import reload_rules
-from service.vocabulary import Trigger
+from service.vocabulary import RuleMode, Trigger
 
 if TYPE_CHECKING:
     from service.rules import RulesHolder
@@ -29,6 +29,7 @@ class RuleInfo(BaseModel):
     description: str
     priority: int
     trigger: Trigger
+    mode: RuleMode = Field(description="live, or shadow: evaluated and counted, never sent")
     file: str
     places: int
 
@@ -123,6 +124,7 @@ def status(holder: RulesHolder) -> dict[str, Any]:
                 "description": r.description,
                 "priority": r.priority,
                 "trigger": r.trigger,
+                "mode": r.model.mode,
                 "file": r.file,
                 "places": len(r.place_idx),
             }

@@ -279,5 +279,6 @@ async def export_subscription(request: web.Request) -> web.Response:
             "signals": found.signals,
             "presence": found.presence,
             "deliveries": found.deliveries,
+            "shadow_sends": found.shadow_sends,
         }
     )

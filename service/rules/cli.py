@@ -245,6 +245,8 @@ def replay_rows(rs: Ruleset, outcomes: list[Outcome], profile: Profile) -> list[
                     {"rule": x.rule_id, "place": x.place_id, "reason": x.reason}
                     for x in o.suppressed
                 ],
+                # Shadow rules that would have sent (mode: shadow sends nothing).
+                "shadow": [{"rule": m.rule.id, "place": m.place_id} for m in o.shadow],
                 "note": "out_of_order" if not o.applied else ("stale" if o.stale else None),
             }
         )
@@ -267,6 +269,7 @@ def replay(rules_dir: str, trace: str, profile_path: str | None) -> dict[str, An
         "summary": {
             "signals": len(rows),
             "sent": sum(1 for r in rows if r["decision"]),
+            "shadow_sent": sum(len(r["shadow"]) for r in rows),
             "suppressed": dict(sorted(reasons.items())),
         },
     }
@@ -290,6 +293,10 @@ def _replay(args: argparse.Namespace, default_dir: str, out: TextIO, err: TextIO
     return 0
 
 
+def _at(x: dict[str, Any]) -> str:
+    return f"{x['rule']}@{x['place']}" if x["place"] else str(x["rule"])
+
+
 def format_report(report: dict[str, Any]) -> str:
     lines = []
     for r in report["rows"]:
@@ -306,15 +313,18 @@ def format_report(report: dict[str, Any]) -> str:
         else:
             what = "-"
         supp = "; ".join(f"{x['rule']}@{x['place']}: {x['reason']}" for x in r["suppressed"])
+        shadow = ", ".join(_at(x) for x in r["shadow"])
         lines.append(
             head
             + what
+            + (f"  [shadow {shadow}]" if shadow else "")
             + (f"  [suppressed {supp}]" if supp else "")
             + (f"  {events}" if events else "")
         )
     s = report["summary"]
     why = ", ".join(f"{k} {v}" for k, v in s["suppressed"].items()) or "none"
-    lines.append(f"{s['signals']} signals, {s['sent']} pushes, suppressed: {why}")
+    shadow = f", {s['shadow_sent']} shadow (not sent)" if s["shadow_sent"] else ""
+    lines.append(f"{s['signals']} signals, {s['sent']} pushes{shadow}, suppressed: {why}")
     return "\n".join(lines) + "\n"
 
 

@@ -60,6 +60,8 @@ class SubscriberState:
     last_signal_at: datetime | None = None
     presence: dict[tuple[str, str], Presence] = field(default_factory=dict)
     history: list[Sent] = field(default_factory=list)  # decisions, oldest first
+    # What shadow rules would have sent, oldest first: only their own limits see it.
+    shadow_history: list[Sent] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class Outcome:
     fired: list[Match] = field(default_factory=list)
     decision: Decision | None = None
     suppressed: list[Suppression] = field(default_factory=list)
+    # Shadow rules that would have sent for this signal (they send nothing).
+    shadow: list[Match] = field(default_factory=list)
 
 
 def choose_variant(subscription_id: str, rule: CompiledRule) -> CompiledVariant:
@@ -224,11 +228,24 @@ def _apply(
     )
     cutoff = sig.at - keep
     state.history = [h for h in state.history if h.sent_at > cutoff]
+    if state.shadow_history:
+        state.shadow_history = [h for h in state.shadow_history if h.sent_at > cutoff]
     for m in candidates:
+        shadow = m.rule.model.mode == "shadow"
+        history = state.history
+        if shadow:
+            # As if it alone were live: the live sends and its own would-be sends count.
+            history = history + [h for h in state.shadow_history if h.rule_id == m.rule.id]
         # Quiet hours in the local time of the match: a place's, or the subscriber's.
-        reason = _suppressed(rs, m, sig.at, profile, state.history, bool(ev.quiet[m.pair]))
+        reason = _suppressed(rs, m, sig.at, profile, history, bool(ev.quiet[m.pair]))
         if reason is not None:
             outcome.suppressed.append(Suppression(m.rule.id, m.place_id, reason))
+            continue
+        if shadow:
+            # Would have sent: counted, never sent, kept out of the live caps' history; a
+            # live rule ranked below may still send for this signal.
+            outcome.shadow.append(m)
+            state.shadow_history.append(Sent(m.rule.id, m.place_id, sig.at))
             continue
         outcome.decision = _render(m, sig, profile, state)
         state.history.append(Sent(m.rule.id, m.place_id, sig.at))
@@ -383,6 +400,7 @@ def simulate(
     outcome = decide(ruleset, ordered, profiles, states, now)[0]
     suppressed = {s.rule_id: s.reason for s in outcome.suppressed}
     fired = {m.rule.id for m in outcome.fired}
+    shadowed = {m.rule.id for m in outcome.shadow}
     rules = []
     for rule in ruleset.rules:
         reason = reasons[rule.id]
@@ -394,6 +412,8 @@ def simulate(
                 reason = suppressed[rule.id]
             elif rule.id not in fired:
                 reason = "dwell_pending" if rule.trigger == "dwell" else "not_triggered"
+            elif rule.id in shadowed:
+                reason = "shadow"
             elif outcome.decision is None or outcome.decision.rule_id != rule.id:
                 reason = "outranked"
         rules.append({"rule": rule.id, "matched": matched, "reason": reason})

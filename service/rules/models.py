@@ -21,6 +21,7 @@ from service.vocabulary import (
     Day,
     Moment,
     Operator,
+    RuleMode,
     Trigger,
     Urgency,
 )
@@ -262,6 +263,11 @@ class RuleModel(_Strict):
     message: Message
     variants: list[Variant] | None = None
     limits: Limits | None = None
+    mode: RuleMode = Field(
+        "live",
+        description="live sends; shadow is evaluated on live traffic, counts shadow_sent, "
+        "never sends and never counts toward caps",
+    )
 
     @model_validator(mode="before")
     @classmethod

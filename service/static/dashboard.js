@@ -36,9 +36,9 @@
     box.append(state);
     for (const e of data.errors) box.append(el("div", { class: "error log" }, e));
     for (const w of data.warnings) box.append(el("div", { class: "muted" }, w));
-    const t = table(["rule", "trigger", "priority", "places", "description", ""],
-      data.rules.map((r) => [r.id, r.trigger, r.priority, r.places.features.length,
-        r.description]));
+    const t = table(["rule", "mode", "trigger", "priority", "places", "description", ""],
+      data.rules.map((r) => [r.id, r.mode || "live", r.trigger, r.priority,
+        r.places.features.length, r.description]));
     data.rules.forEach((r, i) => {
       const button = el("button", { class: "send-test", "data-rule": r.id }, "send test");
       button.addEventListener("click", () => sendTest(r.id));
@@ -81,15 +81,17 @@
   function renderFunnel(stats) {
     const box = $("funnel");
     box.textContent = "";
-    const t = table(["rule", "variant", "matched", "sent", "failed", "gone", "expired", "shown",
-      "clicked", "by action", "converted", "CTR", "funnel"], []);
+    // "shadow" is what a rule in mode: shadow would have sent: never sent, never in "sent".
+    const t = table(["rule", "variant", "matched", "shadow (not sent)", "sent", "failed", "gone",
+      "expired", "shown", "clicked", "by action", "converted", "CTR", "funnel"], []);
     for (const r of stats.rules) {
       const tr = t.insertRow();
       // Clicks on action buttons, by action; the rest of "clicked" is the notification itself.
       const actions = Object.entries(r.clicked_actions || {}).map(([a, n]) => `${a} ${n}`)
         .join(" · ") || "–";
-      for (const v of [r.rule, r.variant || "–", r.matched, r.sent, r.failed, r.gone, r.expired,
-        r.shown, r.clicked, actions, r.converted, pct(r.ctr)]) tr.insertCell().textContent = v;
+      for (const v of [r.rule, r.variant || "–", r.matched, r.shadow_sent ? r.shadow_sent : "–",
+        r.sent, r.failed, r.gone, r.expired, r.shown, r.clicked, actions, r.converted,
+        pct(r.ctr)]) tr.insertCell().textContent = v;
       tr.insertCell().append(funnelBar(r));
     }
     box.append(t);

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from service.store.base import StoreBase
+from service.store.signals import SentRow
 
 
 class RuleQueries(StoreBase):
@@ -35,3 +37,26 @@ class RuleQueries(StoreBase):
             topic,
         )
         return delivery_id
+
+    async def shadow_history(
+        self, *, subscription_ids: Sequence[str], since: datetime
+    ) -> list[SentRow]:
+        """What shadow rules would have sent to these subscribers after ``since``, oldest
+        first."""
+        rows = await self._fetch("shadow_history_of", subscription_ids, since)
+        return [SentRow.from_row(r) for r in rows]
+
+    async def record_shadow_sends(
+        self, *, subscription_ids: Sequence[str], rows: Sequence[SentRow], before: datetime
+    ) -> None:
+        """Add shadow rules' would-be sends, and drop these subscribers' ones up to
+        ``before`` (no limit looks back that far)."""
+        await self._execute("purge_shadow_sends", subscription_ids, before)
+        if rows:
+            await self._execute(
+                "insert_shadow_sends",
+                [r.subscription_id for r in rows],
+                [r.rule_id for r in rows],
+                [r.place_id for r in rows],
+                [r.decided_at for r in rows],
+            )

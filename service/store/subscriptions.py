@@ -101,6 +101,7 @@ class SubscriptionExport:
     signals: list[dict[str, Any]]
     presence: list[dict[str, Any]]
     deliveries: list[dict[str, Any]]
+    shadow_sends: list[dict[str, Any]]
 
 
 class SubscriptionQueries(StoreBase):
@@ -154,6 +155,9 @@ class SubscriptionQueries(StoreBase):
                 signals=[dict(r) for r in await tx._fetch("export_signals", subscription_id)],
                 presence=[dict(r) for r in await tx._fetch("export_presence", subscription_id)],
                 deliveries=[dict(r) for r in await tx._fetch("export_deliveries", subscription_id)],
+                shadow_sends=[
+                    dict(r) for r in await tx._fetch("export_shadow_sends", subscription_id)
+                ],
             )
 
     async def erase_subscription(self, *, subscription_id: uuid.UUID) -> bool:

@@ -89,3 +89,8 @@ SELECT d.id, d.rule_id, d.variant, d.place_id, d.payload, d.distance_m, d.status
                                              'at', e.at) ORDER BY e.at)
                  FROM events e WHERE e.delivery_id = d.id), '[]'::jsonb) AS events
 FROM deliveries d WHERE d.subscription_id = $1 ORDER BY d.id
+
+-- name: export_shadow_sends
+-- What shadow rules would have sent the subscriber (kept only as long as limits look back).
+SELECT rule_id, place_id, decided_at FROM shadow_sends WHERE subscription_id = $1
+ORDER BY decided_at
