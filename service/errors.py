@@ -13,7 +13,9 @@ Every error momentcast raises on purpose derives from :class:`MomentcastError`::
     │   ├── SourceError          a YAML file that cannot be parsed at all (with its line)
     │   ├── PlaceError           a GeoJSON feature that cannot be used
     │   ├── TemplateError        a message template with an unknown or malformed field
-    │   └── TraceError           a replay trace that cannot be read
+    │   ├── TraceError           a replay trace that cannot be read
+    │   └── CampaignInvalid      a campaign body that cannot be sent; ``errors`` holds
+    │                            ``(field, message)`` pairs
     ├── PushError                sending to push services
     │   ├── EndpointRefused      an endpoint the SSRF policy refuses (a 422 at registration)
     │   ├── AddressRefused       a push host that resolves only to non-public addresses
@@ -24,6 +26,7 @@ Every error momentcast raises on purpose derives from :class:`MomentcastError`::
         ├── Forbidden               403 forbidden
         │   └── ConsentRequired     403 consent_required
         ├── NotFound                404 not_found
+        ├── Conflict                409 conflict
         ├── RequestTooLarge         413 payload_too_large
         ├── UnsupportedMediaType    415 unsupported_media_type
         ├── Unprocessable           422 invalid
@@ -101,6 +104,16 @@ class TraceError(RulesError):
     """A replay trace that cannot be read."""
 
 
+class CampaignInvalid(RulesError):
+    """A campaign body with errors; ``errors`` holds ``(field, message)`` pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        first = f"{errors[0][0]}: {errors[0][1]}" if errors else "invalid campaign"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(first + more)
+
+
 class PushError(MomentcastError):
     """Sending to push services."""
 
@@ -170,6 +183,11 @@ class ConsentRequired(Forbidden):
 class NotFound(ApiError):
     status = 404
     code = "not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    code = "conflict"
 
 
 class RequestTooLarge(ApiError):

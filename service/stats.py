@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from service.store.campaigns import CampaignCounts, CampaignRow
 from service.store.engagement import EngagementCounts
 from service.vocabulary import SHADOW_SENT_COUNTER
 
@@ -277,7 +278,95 @@ def stats(counts: EngagementCounts) -> dict[str, Any]:
     # A variant named "" only holds suppressions of rules that no longer exist; it is no arm
     # of an A/B test.
     arms = [f for f in funnels if f.variant]
-    return {"rules": [f.as_dict() for f in funnels], "experiments": experiments(arms)}
+    return {
+        "rules": [f.as_dict() for f in funnels],
+        "experiments": experiments(arms),
+        "campaigns": campaign_results(counts.campaigns) if counts.campaigns else [],
+    }
+
+
+# Campaigns: the same funnel per variant, and the same A/B statistics, as rules.
+_CAMPAIGN_EVENTS = ("shown", "clicked", "dismissed", "converted")
+
+
+def _send_at(row: CampaignRow) -> Any:
+    if row.send_at is not None:
+        return row.send_at.isoformat().replace("+00:00", "Z")
+    assert row.send_local is not None
+    return {"local": row.send_local.strftime("%Y-%m-%dT%H:%M"), "late": row.late}
+
+
+def _campaign_counts(f: Funnel, extra: dict[str, int]) -> dict[str, Any]:
+    return {
+        "queued": extra.get("queued", 0),
+        "sent": f.sent,
+        "failed": f.failed,
+        "gone": f.gone,
+        "expired": f.expired,
+        "cancelled": extra.get("cancelled", 0),
+        "suppressed": dict(sorted(f.suppressed.items())),
+        "shown": f.shown,
+        "clicked": f.clicked,
+        "dismissed": f.dismissed,
+        "converted": f.converted,
+        "ctr": f.ctr,
+        "conversion_rate": f.conversion_rate,
+    }
+
+
+def campaign_results(counts: CampaignCounts) -> list[dict[str, Any]]:
+    """Each campaign with its totals, its variants' funnels and their A/B comparison (see
+    :class:`CampaignResult`); every variant appears, pushes or not."""
+    funnels: dict[tuple[str, str], Funnel] = {}
+    extra: dict[tuple[str, str], dict[str, int]] = {}
+
+    def get(campaign: str, variant: str) -> Funnel:
+        key = (campaign, variant)
+        if key not in funnels:
+            funnels[key] = Funnel(campaign, variant)
+            extra[key] = {}
+        return funnels[key]
+
+    for d in counts.deliveries:
+        f = get(d.campaign_id, d.variant)
+        f.sent, f.failed, f.gone, f.expired = d.sent, d.failed, d.gone, d.expired
+        extra[(d.campaign_id, d.variant)] = {"queued": d.queued, "cancelled": d.cancelled}
+    for e in counts.events:
+        if e.type in _CAMPAIGN_EVENTS:
+            setattr(get(e.campaign_id, e.variant), e.type, e.n)
+    for s in counts.suppressions:
+        f = get(s.campaign_id, s.variant)
+        f.suppressed[s.reason] = f.suppressed.get(s.reason, 0) + s.n
+    out = []
+    for row in counts.campaigns:
+        names = [str(p["name"]) for p in row.programs]
+        arms = [get(row.id, name) for name in names]
+        total = Funnel(row.id, "")
+        queued = cancelled = 0
+        for f in arms:
+            for name in ("sent", "failed", "gone", "expired", *_CAMPAIGN_EVENTS):
+                setattr(total, name, getattr(total, name) + getattr(f, name))
+            for reason, n in f.suppressed.items():
+                total.suppressed[reason] = total.suppressed.get(reason, 0) + n
+            queued += extra[(row.id, f.variant)].get("queued", 0)
+            cancelled += extra[(row.id, f.variant)].get("cancelled", 0)
+        out.append(
+            {
+                "id": row.id,
+                "description": row.description,
+                "status": row.status,
+                "send_at": _send_at(row),
+                "created_at": row.created_at.isoformat(),
+                "audience": row.audience_n,
+                **_campaign_counts(total, {"queued": queued, "cancelled": cancelled}),
+                "variants": [
+                    {"variant": f.variant, **_campaign_counts(f, extra[(row.id, f.variant)])}
+                    for f in arms
+                ],
+                "experiment": experiment(row.id, arms) if len(arms) >= 2 else None,
+            }
+        )
+    return out
 
 
 # The shape of stats() for /openapi.json (GET /v1/stats and GET /v1/dashboard).
@@ -331,6 +420,43 @@ class Experiment(BaseModel):
     winner: str | None = Field(description="declared only when significant and powered")
 
 
+class CampaignCountsModel(BaseModel):
+    queued: int = Field(description="in the outbox, not sent yet")
+    sent: int
+    failed: int
+    gone: int
+    expired: int = Field(description="the ttl ran out first (in quiet hours, or unsent)")
+    cancelled: int
+    suppressed: dict[str, int] = Field(
+        description="audience members not sent to, by reason: missed_local_time, global_cap, "
+        "min_gap"
+    )
+    shown: int
+    clicked: int
+    dismissed: int
+    converted: int
+    ctr: float | None = Field(description="clicked / sent")
+    conversion_rate: float | None = Field(description="converted / sent")
+
+
+class CampaignVariantResult(CampaignCountsModel):
+    variant: str
+
+
+class CampaignResult(CampaignCountsModel):
+    id: str
+    description: str
+    status: str = Field(description="scheduled, sending, done or cancelled")
+    send_at: str | dict[str, str] = Field(
+        description="the RFC 3339 instant, or {local, late} in each subscriber's time zone"
+    )
+    created_at: str
+    audience: int = Field(description="active, unpaused subscriptions in it at creation")
+    variants: list[CampaignVariantResult]
+    experiment: Experiment | None = Field(description="with two or more variants, as rules'")
+
+
 class Stats(BaseModel):
     rules: list[RuleStats]
     experiments: list[Experiment]
+    campaigns: list[CampaignResult] = Field(default_factory=list)

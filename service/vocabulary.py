@@ -88,6 +88,20 @@ UnsentReason = Literal[
 ]
 UNSENT_REASONS: Final[tuple[UnsentReason, ...]] = get_args(UnsentReason)
 
+# A campaign: waiting for its moment, fanning out or sending, done, or cancelled.
+CampaignStatus = Literal["scheduled", "sending", "done", "cancelled"]
+CAMPAIGN_STATUSES: Final[tuple[CampaignStatus, ...]] = get_args(CampaignStatus)
+
+# Why an audience member got no push of a campaign: the local moment had passed when the
+# campaign was created (late: skip), or the policy's caps (as for rules).
+CampaignSuppressionReason = Literal["missed_local_time", "global_cap", "min_gap"]
+CAMPAIGN_SUPPRESSION_REASONS: Final[tuple[CampaignSuppressionReason, ...]] = get_args(
+    CampaignSuppressionReason
+)
+# What a campaign does where its local moment had passed when it was created.
+Late = Literal["skip", "send"]
+LATE_CHOICES: Final[tuple[Late, ...]] = get_args(Late)
+
 # Names of the per (rule, variant) counters the worker bumps and the statistics read: matches,
 # and suppressions as the prefix followed by the reason.
 MATCHED_COUNTER: Final = "matched"

@@ -33,6 +33,7 @@ pytest_plugins = ["tests.security.logscan"]
 
 REPO = Path(__file__).resolve().parent.parent
 TABLES = (
+    "campaign_suppressions",
     "events",
     "deliveries",
     "presence",
@@ -40,6 +41,7 @@ TABLES = (
     "rule_counters",
     "subscriptions",
     "push_origins",
+    "campaigns",
 )
 ADMIN_TOKEN = "test-admin-token-" + "x" * 16
 

@@ -20,6 +20,10 @@ EXPECTED_CHECK_LISTS: dict[tuple[str, str], tuple[str, ...]] = {
     ("deliveries", "status"): v.DELIVERY_STATUSES,
     ("events", "type"): v.EVENT_TYPES,
     ("subscriptions", "status"): v.SUBSCRIPTION_STATUSES,
+    ("campaigns", "status"): v.CAMPAIGN_STATUSES,
+    ("campaigns", "late"): v.LATE_CHOICES,
+    ("campaigns", "urgency"): v.URGENCIES,
+    ("campaign_suppressions", "reason"): v.CAMPAIGN_SUPPRESSION_REASONS,
 }
 # pg_get_constraintdef spells `x IN ('a', 'b')` as `(x = ANY (ARRAY['a'::text, 'b'::text]))`.
 _ARRAY_ITEM = re.compile(r"'((?:[^']|'')*)'::text")

@@ -398,7 +398,7 @@ class Sender:
         origin = known_origin[0] = target.origin
         data = {
             "delivery_id": row.id,
-            "rule": row.rule_id,
+            **row.source,
             "variant": row.variant,
             "events_url": self._events_url,
             "event_token": tokens.event_token(self.ctx.keys.secret_key, row.id),

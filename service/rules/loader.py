@@ -30,6 +30,7 @@ from .models import (
     Message,
     PolicyModel,
     RuleModel,
+    Variant,
 )
 from .places import Place, make_place
 from .ruleset import (
@@ -51,6 +52,7 @@ from .templates import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+
 
 @dataclass
 class _Load:
@@ -447,10 +449,11 @@ def _variants(
     rule_id: str,
     values: list[dict[str, Any]],
     max_radius: float,
+    roots: frozenset[str] | None = None,
 ) -> list[CompiledVariant]:
     """Each variant's message per locale. Per field the most specific wins: variant+locale,
     variant, message+locale, message; actions are replaced whole, never merged."""
-    ctx = _TemplateContext(load, rf, loc, values, location_free=model.where is None)
+    ctx = _TemplateContext(load, rf, loc, values, location_free=model.where is None, roots=roots)
     base = ctx.texts(model.message, ("message",))
     base_locales = {
         tag.lower(): ctx.texts(text, ("message", "locales", tag))
@@ -519,6 +522,8 @@ class _TemplateContext:
     loc: Located
     values: list[dict[str, Any]]
     location_free: bool
+    # The template roots a message may use; None: every one rules know (campaigns: attributes).
+    roots: frozenset[str] | None = None
 
     def texts(self, text: Message | LocalisedText, key: tuple[str | int, ...]) -> _Texts:
         out = _Texts()
@@ -548,6 +553,17 @@ class _TemplateContext:
             self.load.err(self.rf, line, f"{where}: {exc}")
             return None
         for root_name, name in tpl.fields:
+            if self.roots is not None and root_name not in self.roots:
+                shown = "{rule.id}" if root_name == "rule" else f"{{{root_name}.{name}}}"
+                if root_name == "distance_m":
+                    shown = "{distance_m}"
+                allowed = ", ".join(f"{{{r}.<name>}}" for r in sorted(self.roots))
+                self.load.err(
+                    self.rf,
+                    line,
+                    f"{where}: template field {shown} is not available here; use {allowed}",
+                )
+                return None
             if self.location_free and root_name in ("place", "distance_m"):
                 field_name = "{distance_m}" if root_name == "distance_m" else f"{{place.{name}}}"
                 self.load.err(
@@ -597,6 +613,38 @@ def _worst_payload(
     return rendered_size_bound(skeleton, rule=rule_id, variant=variant)
 
 
+class _FieldErrors(_Load):
+    """Errors of a message that comes from no file: ``field: message``, without file:line."""
+
+    def err(self, file: Path | str, line: int, message: str) -> None:
+        self.errors.append(message)
+
+
+def compile_message(
+    message: Message,
+    variants: Sequence[Variant] | None,
+    *,
+    name: str,
+    roots: frozenset[str] = frozenset({"attributes"}),
+) -> list[CompiledVariant]:
+    """A message and its variants compiled as a rule's are (locales, actions, the worst-case
+    payload), for senders that are no rule file (campaigns). ``name`` stands for the rule id
+    in the payload's size; templates may use only the fields under ``roots``. Raises
+    RuleLoadError whose errors read ``field: message`` (``message.title: ...``)."""
+    load = _FieldErrors(root=Path("."))
+    try:
+        model = RuleModel.model_validate(
+            {"message": message, "variants": list(variants) if variants is not None else None}
+        )
+    except ValidationError as exc:  # the variants' names and weights
+        messages = [str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()]
+        raise RuleLoadError(messages) from None
+    out = _variants(load, Path(name), Located(data=None), model, name, [], 0.0, roots)
+    if load.errors:
+        raise RuleLoadError(load.errors)
+    return out
+
+
 def _priority_ties(
     load: _Load, rules: list[CompiledRule], where: dict[str, tuple[Path, Located]]
 ) -> None:
@@ -616,4 +664,4 @@ def _priority_ties(
                 )
 
 
-__all__ = ["RuleLoadError", "json_bytes", "load_ruleset"]
+__all__ = ["RuleLoadError", "compile_message", "json_bytes", "load_ruleset"]

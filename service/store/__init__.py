@@ -7,6 +7,7 @@ named query of ``sql/*.sql`` with named, typed arguments and returns row datacla
 from __future__ import annotations
 
 from service.store.base import DATABASE_ERRORS, StoreBase
+from service.store.campaigns import CampaignQueries
 from service.store.db import create_pool
 from service.store.deliveries import DeliveryQueries
 from service.store.engagement import EngagementQueries
@@ -21,6 +22,7 @@ class Store(
     EngagementQueries,
     DeliveryQueries,
     RuleQueries,
+    CampaignQueries,
     StoreBase,
 ):
     """Every query of momentcast."""

@@ -19,7 +19,8 @@ class ClaimedDelivery:
 
     id: int
     subscription_id: uuid.UUID | None
-    rule_id: str
+    rule_id: str | None  # a rule's delivery, or
+    campaign_id: str | None  # a campaign's
     variant: str
     payload: dict[str, Any] | None  # None once erased
     ttl_s: int
@@ -36,12 +37,20 @@ class ClaimedDelivery:
     # The database's clock at claim time: ttl arithmetic must not depend on this host's clock.
     db_now: datetime
 
+    @property
+    def source(self) -> dict[str, str]:
+        """The payload's ``data`` key naming where the push comes from: rule or campaign."""
+        if self.campaign_id is not None:
+            return {"campaign": self.campaign_id}
+        return {"rule": self.rule_id or ""}
+
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Self:
         return cls(
             id=row["id"],
             subscription_id=row["subscription_id"],
             rule_id=row["rule_id"],
+            campaign_id=row["campaign_id"],
             variant=row["variant"],
             payload=row["payload"],
             ttl_s=row["ttl_s"],

@@ -8,6 +8,7 @@ from typing import Self
 import asyncpg
 
 from service.store.base import StoreBase
+from service.store.campaigns import CampaignCounts, read_campaign_counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,7 @@ class EngagementCounts:
     events: list[EventCount]
     counters: list[RuleCounter]
     actions: list[ActionCount] = field(default_factory=list)
+    campaigns: CampaignCounts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,7 @@ class EngagementQueries(StoreBase):
                 events=[EventCount.from_row(r) for r in await tx._fetch("stats_events")],
                 counters=[RuleCounter.from_row(r) for r in await tx._fetch("stats_counters")],
                 actions=[ActionCount.from_row(r) for r in await tx._fetch("stats_actions")],
+                campaigns=await read_campaign_counts(tx, None),
             )
 
     async def decisions_by_hour(self) -> list[HourlyDecisions]:

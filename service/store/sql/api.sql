@@ -83,7 +83,8 @@ FROM presence WHERE subscription_id = $1 ORDER BY rule_id, place_id
 
 -- name: export_deliveries
 -- Every delivery with its payload and the events recorded for it.
-SELECT d.id, d.rule_id, d.variant, d.place_id, d.payload, d.distance_m, d.status, d.test,
+SELECT d.id, d.rule_id, d.campaign_id, d.variant, d.place_id, d.payload, d.distance_m,
+       d.status, d.test,
        d.created_at, d.decided_at, d.expires_at, d.finished_at, d.attempts, d.last_status,
        COALESCE((SELECT jsonb_agg(jsonb_build_object('type', e.type, 'action', e.action,
                                              'at', e.at) ORDER BY e.at)

@@ -52,20 +52,21 @@ SELECT COALESCE((SELECT target IS NOT NULL FROM d), false) AS known,
        EXISTS (SELECT 1 FROM ins) AS inserted
 
 -- name: stats_deliveries
--- Test pushes (POST /v1/rules/{id}/test) count in no rule's statistics.
+-- Test pushes (POST /v1/rules/{id}/test) count in no rule's statistics; campaigns' pushes have
+-- results of their own (campaigns.sql).
 SELECT rule_id, variant,
        count(*) FILTER (WHERE status = 'sent') AS sent,
        count(*) FILTER (WHERE status = 'failed') AS failed,
        count(*) FILTER (WHERE status = 'gone') AS gone,
        count(*) FILTER (WHERE status = 'expired') AS expired
 FROM deliveries
-WHERE NOT test
+WHERE NOT test AND rule_id IS NOT NULL
 GROUP BY rule_id, variant
 
 -- name: stats_events
 SELECT d.rule_id, d.variant, e.type, count(*) AS n
 FROM events e JOIN deliveries d ON d.id = e.delivery_id
-WHERE NOT d.test
+WHERE NOT d.test AND d.rule_id IS NOT NULL
 GROUP BY d.rule_id, d.variant, e.type
 
 -- name: stats_actions
@@ -73,7 +74,7 @@ GROUP BY d.rule_id, d.variant, e.type
 -- have no action and are only in stats_events).
 SELECT d.rule_id, d.variant, e.action, count(*) AS n
 FROM events e JOIN deliveries d ON d.id = e.delivery_id
-WHERE e.type = 'clicked' AND e.action IS NOT NULL AND NOT d.test
+WHERE e.type = 'clicked' AND e.action IS NOT NULL AND NOT d.test AND d.rule_id IS NOT NULL
 GROUP BY d.rule_id, d.variant, e.action
 
 -- name: stats_counters
@@ -83,5 +84,5 @@ SELECT rule_id, variant, counter, n FROM rule_counters
 -- Local hour at the signal's location: when in the day the micro-moments happen.
 SELECT rule_id, local_hour, count(*) AS n
 FROM deliveries
-WHERE local_hour IS NOT NULL AND NOT test
+WHERE local_hour IS NOT NULL AND NOT test AND rule_id IS NOT NULL
 GROUP BY rule_id, local_hour

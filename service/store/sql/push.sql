@@ -18,11 +18,11 @@ WITH due AS (
     SET claimed_until = now() + make_interval(secs => $2)
     FROM due
     WHERE d.id = due.id
-    RETURNING d.id, d.subscription_id, d.rule_id, d.variant, d.payload, d.ttl_s, d.urgency,
-              d.topic, d.expires_at, d.attempts
+    RETURNING d.id, d.subscription_id, d.rule_id, d.campaign_id, d.variant, d.payload,
+              d.ttl_s, d.urgency, d.topic, d.expires_at, d.attempts
 )
-SELECT c.id, c.subscription_id, c.rule_id, c.variant, c.payload, c.ttl_s, c.urgency,
-       c.topic, c.expires_at, c.attempts, s.endpoint, s.p256dh, s.auth,
+SELECT c.id, c.subscription_id, c.rule_id, c.campaign_id, c.variant, c.payload, c.ttl_s,
+       c.urgency, c.topic, c.expires_at, c.attempts, s.endpoint, s.p256dh, s.auth,
        s.status AS subscription_status, s.paused, now() AS db_now
 FROM claimed c
 LEFT JOIN subscriptions s ON s.id = c.subscription_id

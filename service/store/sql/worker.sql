@@ -38,7 +38,8 @@ FROM presence
 WHERE subscription_id = ANY($1::uuid[]) AND inside
 
 -- name: history_of
-SELECT subscription_id, rule_id, place_id, decided_at
+-- Campaigns' pushes count toward the caps too (rule_id '': they are no rule's).
+SELECT subscription_id, coalesce(rule_id, '') AS rule_id, place_id, decided_at
 FROM deliveries
 WHERE subscription_id = ANY($1::uuid[]) AND decided_at > $2 AND NOT test
 ORDER BY decided_at

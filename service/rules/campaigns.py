@@ -1,0 +1,601 @@
+"""Campaigns: the marketer's own timing - one message to a segment, at a moment that is an
+instant or a wall-clock time in each subscriber's own time zone.
+
+Pure, like the rest of the core: no I/O and no clock (callers pass ``now``). This module
+checks a campaign as the API or the CLI receives it, compiles its message with the rules'
+compiler (locales, actions, ``{attributes.*}`` templates, the worst-case payload), turns its
+audience and message into the forms the fan-out's one SQL statement evaluates (conditions,
+per-locale "programs"), and plans one fan-out tick: which time zones are due, held by quiet
+hours, dropped because their ttl runs out first, or missed. The SQL side of the same
+definitions (``momentcast_holds``, ``momentcast_render``, ``momentcast_variant_point``) is in
+migrations/0009_campaigns.sql; tests/campaigns check that the two agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    ValidationError,
+    field_validator,
+)
+
+from service.durations import parse_duration
+from service.errors import CampaignInvalid, RuleLoadError
+from service.vocabulary import PUSH_TOPIC, PUSH_TOPIC_PATTERN, Late, Urgency
+
+from .conditions import Condition
+from .localtime import zone
+from .models import (
+    LOCALE_PATTERN,
+    RULE_ID,
+    ConditionOps,
+    Duration,
+    Message,
+    Variant,
+)
+from .ruleset import CompiledMessage, CompiledVariant
+from .templates import attribute_value
+from .units import Window
+
+# The widest UTC offsets in tzdata (Etc/GMT+12 .. Pacific/Kiritimati): a local moment has
+# come everywhere LATEST_OFFSET after it came as UTC wall-clock time.
+EARLIEST_OFFSET = timedelta(hours=14)
+LATEST_OFFSET = timedelta(hours=12)
+# An instant this far in the past is "now" (a form filled in a minute ago); older is an error.
+PAST_TOLERANCE = timedelta(minutes=5)
+MAX_AHEAD = timedelta(days=366)
+MAX_TTL = timedelta(days=28)
+DEFAULT_TTL = timedelta(hours=1)
+MAX_TOPICS = 32
+MAX_LOCALES = 32
+MAX_CONDITIONS = 32
+# The fan-out looks at a running campaign at least this often (subscribers who join its
+# audience, or move to a later time zone, while it runs).
+RESCAN = timedelta(minutes=15)
+# Until then a subscriber another transaction holds (the worker deciding their signals) is
+# looked at again.
+LOCKED_RETRY = timedelta(seconds=1)
+
+_LOCAL = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}$")
+_TOPIC = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*([A-Za-z0-9]+)\s*$")
+_RATE_UNITS = {"s": 1, "second": 1, "min": 60, "minute": 60, "hour": 3600, "h": 3600}
+RATE_PATTERN = r"^\s*\d+\s*/\s*(s|second|min|minute|h|hour|\d+[smhd])\s*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def parse_rate(value: object) -> float:
+    """``N/period`` as pushes per second: ``100/s``, ``5000/min``, ``20000/hour``, ``50/10s``."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"rate must be text such as 100/s or 5000/min, not {value!r}")
+    m = _RATE.match(value)
+    if not m:
+        raise ValueError(f"bad rate {value!r}: write N/period, e.g. 100/s, 5000/min, 20000/hour")
+    count, unit = int(m.group(1)), m.group(2)
+    if unit in _RATE_UNITS:
+        seconds = float(_RATE_UNITS[unit])
+    else:
+        try:
+            seconds = parse_duration(unit).total_seconds()
+        except ValueError:
+            raise ValueError(
+                f"bad rate {value!r}: the period is s, min, hour or a duration such as 10s"
+            ) from None
+    if count < 1 or seconds <= 0:
+        raise ValueError(f"rate {value!r} sends nothing; use at least 1 per period")
+    return count / seconds
+
+
+def _local_moment(value: object) -> object:
+    if isinstance(value, str):
+        if not _LOCAL.match(value):
+            raise ValueError(
+                f"{value!r}: write the local moment as YYYY-MM-DDTHH:MM, e.g. 2026-11-24T11:45"
+            )
+        try:
+            return datetime.strptime(value, "%Y-%m-%dT%H:%M")
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date and time of day") from None
+    return value
+
+
+def _topic(value: str) -> str:
+    if not _TOPIC.match(value):
+        raise ValueError(f"topic {value!r}: up to 64 of A-Z a-z 0-9 _ . : -")
+    return value
+
+
+def _scalar(value: Any) -> str | int | float | bool:
+    if isinstance(value, str | int | float) and value == value:  # bool is an int; NaN is not
+        return value
+    raise ValueError("must be a string, number or boolean, or one operator such as {gte: 3}")
+
+
+def _condition_shape(value: Any) -> str:
+    return "ops" if isinstance(value, dict) else "value"
+
+
+# A rule's who.attributes condition: a value (equality) or {operator: value}.
+AudienceCondition = Annotated[
+    Annotated[Annotated[str | int | float | bool, PlainValidator(_scalar)], Tag("value")]
+    | Annotated[ConditionOps, Tag("ops")],
+    Discriminator(_condition_shape),
+    Field(description="A value (equality) or one operator: eq ne in not_in gt gte lt lte exists"),
+]
+
+
+class Audience(_Strict):
+    """Who gets the campaign: every condition given must hold (active, unpaused subscriptions
+    only)."""
+
+    topics: list[Annotated[str, BeforeValidator(_topic)]] | None = Field(
+        None, max_length=MAX_TOPICS, description="At least one in common with the subscriber"
+    )
+    attributes: dict[str, AudienceCondition] | None = Field(
+        None,
+        max_length=MAX_CONDITIONS,
+        description="Conditions on the subscriber's attributes, as in rules' who.attributes",
+    )
+    locales: list[Annotated[str, Field(pattern=LOCALE_PATTERN)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_LOCALES,
+        description="The subscriber's locale is one of these tags or of their languages "
+        "(de matches de-AT)",
+    )
+
+
+class LocalMoment(_Strict):
+    """A wall-clock moment in each subscriber's own time zone (UTC for those without one)."""
+
+    local: Annotated[datetime, BeforeValidator(_local_moment)] = Field(
+        description="YYYY-MM-DDTHH:MM", json_schema_extra={"pattern": _LOCAL.pattern}
+    )
+    late: Late = Field(
+        "skip",
+        description="Where the moment has already passed when the campaign is created: skip "
+        "those subscribers (missed_local_time) or send to them at once",
+    )
+
+
+def _send_at_shape(value: Any) -> str:
+    return "local" if isinstance(value, dict) else "instant"
+
+
+SendAtSpec = Annotated[
+    Annotated[Annotated[AwareDatetime, Field(strict=True)], Tag("instant")]
+    | Annotated[LocalMoment, Tag("local")],
+    Discriminator(_send_at_shape),
+]
+
+RateText = Annotated[
+    float,
+    BeforeValidator(parse_rate),
+    Field(json_schema_extra={"type": "string", "pattern": RATE_PATTERN}),
+]
+
+
+class CampaignBody(_Strict):
+    """POST /v1/campaigns, and the YAML of ``momentcast campaign send``."""
+
+    id: str = Field(description="lower-case letters, digits, - and _; at most 64")
+    description: str = Field("", max_length=500)
+    audience: Audience
+    message: Message
+    variants: list[Variant] | None = Field(None, min_length=1, max_length=16)
+    send_at: SendAtSpec = Field(
+        description="An RFC 3339 instant, or {local, late} in each subscriber's time zone"
+    )
+    ttl: Duration | None = Field(None, description="Default: the message's ttl (1h)")
+    urgency: Urgency | None = None
+    topic: str | None = Field(None, json_schema_extra={"pattern": PUSH_TOPIC_PATTERN})
+    rate: RateText | None = Field(None, description="Spread the sends: 100/s, 5000/min, ...")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not RULE_ID.match(value):
+            raise ValueError(f"{value!r}: use up to 64 lower-case letters, digits, - and _")
+        return value
+
+    @field_validator("topic")
+    @classmethod
+    def _push_topic(cls, value: str | None) -> str | None:
+        if value is not None and not PUSH_TOPIC.match(value):
+            raise ValueError(f"{value!r} must be 1-32 characters of A-Z a-z 0-9 _ -")
+        return value
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and not timedelta(seconds=1) <= value <= MAX_TTL:
+            raise ValueError("must be between 1s and 28d")
+        return value
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, value: list[Variant] | None) -> list[Variant] | None:
+        if value is not None:
+            names = [v.name for v in value]
+            if len(set(names)) != len(names):
+                raise ValueError("variant names must be unique")
+            if sum(v.weight for v in value) <= 0:
+                raise ValueError("variant weights must add up to more than 0")
+        return value
+
+
+@dataclass(frozen=True)
+class SendAt:
+    """When a campaign goes: one ``instant``, or a ``local`` wall-clock moment per zone."""
+
+    instant: datetime | None = None
+    local: datetime | None = None  # naive: a wall-clock time
+    late: Late = "skip"
+
+    def moment_in(self, zone_name: str) -> datetime:
+        """The campaign's moment for subscribers in ``zone_name`` ('' or unknown: UTC). A
+        wall-clock time a DST change skips or repeats is read with the offset before it."""
+        if self.instant is not None:
+            return self.instant
+        assert self.local is not None
+        return self.local.replace(tzinfo=zone(zone_name or None)).astimezone(UTC)
+
+    @property
+    def earliest(self) -> datetime:
+        if self.instant is not None:
+            return self.instant
+        assert self.local is not None
+        return self.local.replace(tzinfo=UTC) - EARLIEST_OFFSET
+
+    @property
+    def latest(self) -> datetime:
+        """When the moment has come in every time zone."""
+        if self.instant is not None:
+            return self.instant
+        assert self.local is not None
+        return self.local.replace(tzinfo=UTC) + LATEST_OFFSET
+
+    def as_json(self) -> Any:
+        if self.instant is not None:
+            return self.instant.isoformat().replace("+00:00", "Z")
+        assert self.local is not None
+        return {"local": self.local.strftime("%Y-%m-%dT%H:%M"), "late": self.late}
+
+    @classmethod
+    def from_json(cls, value: Any) -> SendAt:
+        if isinstance(value, str):
+            return cls(instant=datetime.fromisoformat(value).astimezone(UTC))
+        return cls(local=datetime.strptime(value["local"], "%Y-%m-%dT%H:%M"), late=value["late"])
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A checked and compiled campaign."""
+
+    id: str
+    description: str
+    send_at: SendAt
+    ttl_s: int
+    urgency: str
+    topic: str | None
+    rate_per_s: float | None
+    variants: list[CompiledVariant]
+    conditions: tuple[Condition, ...] = ()
+    topics: tuple[str, ...] | None = None
+    locales: tuple[str, ...] | None = None  # lower-case
+    # The body as given, normalised to JSON (kept with the campaign for GET and the CLI).
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def audience(self) -> dict[str, Any]:
+        """The audience as migrations/0009's momentcast_in_audience reads it."""
+        out: dict[str, Any] = {
+            "conditions": [
+                {"key": c.key, "op": c.op, "value": _json_value(c.value)} for c in self.conditions
+            ]
+        }
+        if self.topics is not None:
+            out["topics"] = list(self.topics)
+        if self.locales is not None:
+            out["locales"] = list(self.locales)
+        return out
+
+    @property
+    def programs(self) -> list[dict[str, Any]]:
+        """Each variant with the upper end of its share of the variant points and its
+        per-locale programs, for momentcast_render (see :func:`program`)."""
+        out = []
+        upto = 0
+        for v in self.variants:
+            upto += v.weight
+            messages = {tag: program(message) for tag, message in v.messages.items()}
+            out.append({"name": v.name, "upto": upto, "messages": messages})
+        return out
+
+    @property
+    def total_weight(self) -> int:
+        return sum(v.weight for v in self.variants)
+
+    def variant_for(self, subscription_id: str) -> CompiledVariant:
+        return choose_variant(subscription_id, self.id, self.variants)
+
+
+# Tags of unions that are no field of the body (send_at's shapes, a condition's forms).
+_UNION_TAGS = frozenset({"value", "ops"})
+
+
+def _json_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _errors(exc: ValidationError) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for e in exc.errors(include_url=False, include_input=False):
+        loc = [str(p) for p in e["loc"]]
+        if loc[:1] == ["send_at"] and len(loc) > 1:
+            loc = ["send_at", *loc[2:]]  # drop the shape's tag
+        elif loc[:2] == ["audience", "attributes"]:
+            loc = [p for p in loc if p not in _UNION_TAGS and not p.startswith("function-")]
+        message = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "timezone_aware":
+            message = "needs an offset (e.g. 2026-11-24T11:45:00+01:00), or use {local, late}"
+        item = (".".join(loc) or "(body)", message)
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def parse_campaign(raw: str | bytes, *, now: datetime) -> Campaign:
+    """Check and compile a campaign body (JSON); raises CampaignInvalid naming each field."""
+    try:
+        body = CampaignBody.model_validate_json(raw)
+    except ValidationError as exc:
+        raise CampaignInvalid(_errors(exc)) from None
+    errors: list[tuple[str, str]] = []
+    conditions: list[Condition] = []
+    for key, spec in (body.audience.attributes or {}).items():
+        op, value = spec.operator if isinstance(spec, ConditionOps) else ("eq", spec)
+        cond = Condition("attributes", key, op, value)
+        why = cond.never_applies()
+        if why is not None:
+            errors.append((f"audience.attributes.{key}", f"this condition can never hold: {why}"))
+        conditions.append(cond)
+    if isinstance(body.send_at, LocalMoment):
+        send_at = SendAt(local=body.send_at.local, late=body.send_at.late)
+        if send_at.latest < now:
+            errors.append(
+                (
+                    "send_at.local",
+                    f"{body.send_at.local:%Y-%m-%dT%H:%M} has passed in every time zone",
+                )
+            )
+    else:
+        send_at = SendAt(instant=body.send_at.astimezone(UTC))
+        if send_at.instant is not None and send_at.instant < now - PAST_TOLERANCE:
+            errors.append(("send_at", f"{body.send_at.isoformat()} is in the past"))
+    if send_at.earliest > now + MAX_AHEAD:
+        errors.append(("send_at", "is more than a year ahead"))
+    # The payload carries "campaign" where a rule's carries "rule": 4 characters more.
+    try:
+        variants = _compile(body)
+    except RuleLoadError as exc:
+        errors += [_field_message(e) for e in exc.errors]
+        variants = []
+    if errors:
+        raise CampaignInvalid(errors)
+    msg = body.message
+    ttl = body.ttl if body.ttl is not None else msg.ttl
+    return Campaign(
+        id=body.id,
+        description=body.description,
+        send_at=send_at,
+        ttl_s=max(1, int(ttl.total_seconds())),
+        urgency=body.urgency or msg.urgency,
+        topic=body.topic if body.topic is not None else msg.topic,
+        rate_per_s=body.rate,
+        variants=variants,
+        conditions=tuple(conditions),
+        topics=tuple(sorted(set(body.audience.topics))) if body.audience.topics else None,
+        locales=tuple(sorted({t.lower() for t in body.audience.locales}))
+        if body.audience.locales
+        else None,
+        spec=json.loads(raw),
+    )
+
+
+def _compile(body: CampaignBody) -> list[CompiledVariant]:
+    from .loader import compile_message
+
+    return compile_message(body.message, body.variants, name=body.id + "xxxx")
+
+
+def _field_message(error: str) -> tuple[str, str]:
+    where, sep, message = error.partition(": ")
+    if not sep or " " in where:
+        return ("message", error)
+    return (where.replace("[", ".").replace("]", ""), message)
+
+
+# --- the message per subscriber ------------------------------------------------------------
+
+
+def choose_variant(
+    subscription_id: str, campaign_id: str, variants: Sequence[CompiledVariant]
+) -> CompiledVariant:
+    """Deterministic per (subscription, campaign), the same hash as rules' choose_variant
+    (momentcast_variant_point in SQL)."""
+    total = sum(v.weight for v in variants)
+    point = variant_point(subscription_id, campaign_id, total)
+    for variant in variants:
+        if point < variant.weight:
+            return variant
+        point -= variant.weight
+    return variants[-1]
+
+
+def variant_point(subscription_id: str, campaign_id: str, total: int) -> int:
+    digest = hashlib.sha256(f"{subscription_id}\0{campaign_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % total
+
+
+def render(message: CompiledMessage, attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored payload of one subscriber's push: engine._render for campaigns, whose
+    templates know only ``{attributes.*}``."""
+    values = {
+        (root, name): attribute_value(attributes.get(name))
+        for tpl in message.all_templates
+        for root, name in tpl.fields
+        if root == "attributes"
+    }
+    payload: dict[str, Any] = {name: tpl.render(values) for name, tpl in message.templates.items()}
+    if message.lang:
+        payload["lang"] = message.lang
+    if message.actions:
+        payload["actions"] = [
+            {
+                "action": a.action,
+                "title": a.title.render(values),
+                "url": a.url.render(values) if a.url is not None else payload.get("url", ""),
+            }
+            for a in message.actions
+        ]
+    return payload
+
+
+def _parts(tpl: Any) -> list[Any]:
+    return [p if isinstance(p, str) else {"a": p[1]} for p in tpl.parts]
+
+
+def program(message: CompiledMessage) -> dict[str, Any]:
+    """What momentcast_render needs to render ``message`` for a row's attributes: the payload
+    itself when no template uses an attribute, else each template as literal parts and
+    ``{"a": name}`` fields."""
+    if not any(root == "attributes" for t in message.all_templates for root, _ in t.fields):
+        return {"payload": render(message, {})}
+    out: dict[str, Any] = {
+        "fields": {name: _parts(tpl) for name, tpl in message.templates.items()},
+    }
+    if message.lang:
+        out["lang"] = message.lang
+    if message.actions:
+        out["actions"] = [
+            {
+                "action": a.action,
+                "title": _parts(a.title),
+                "url": _parts(a.url) if a.url is not None else None,
+            }
+            for a in message.actions
+        ]
+    return out
+
+
+# --- one fan-out tick ----------------------------------------------------------------------
+
+ZoneAction = Literal["send", "expire", "skip", "wait"]
+
+
+@dataclass(frozen=True)
+class ZonePlan:
+    """What to do now with the not yet handled audience in one time zone ('' is none)."""
+
+    zone: str
+    action: ZoneAction
+    # The clock time the pushes' ttl runs out (their moment + ttl).
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Tick:
+    zones: list[ZonePlan]
+    # When to look again (None: never - the fan-out is complete).
+    next_check: datetime | None
+    complete: bool
+    started: bool  # the moment has come for some zone
+
+
+def quiet_end(now: datetime, zone_name: str, quiet: Window | None) -> datetime | None:
+    """When the quiet hours around ``now`` end in the zone; None when it is not quiet."""
+    if quiet is None:
+        return None
+    tz = zone(zone_name or None)
+    local = now.astimezone(tz)
+    second = local.hour * 3600 + local.minute * 60 + local.second
+    if not quiet.contains(second):
+        return None
+    wall = local.replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
+    end = wall + timedelta(seconds=quiet.end)
+    if quiet.crosses_midnight and second >= quiet.start:
+        end += timedelta(days=1)
+    ends = end.replace(tzinfo=tz).astimezone(UTC)
+    if ends <= now:  # a DST change inside the quiet hours: count the seconds instead
+        ends = now + timedelta(seconds=quiet.seconds_left(second))
+    return ends
+
+
+def plan_tick(
+    send_at: SendAt,
+    *,
+    created_at: datetime,
+    ttl: timedelta,
+    zones: Iterable[str],
+    now: datetime,
+    quiet: Window | None,
+) -> Tick:
+    """Per zone of the audience still to handle: ``send`` (the moment has come and it is not
+    quiet there), ``wait`` (the moment is ahead, or quiet hours hold the push until they
+    end), ``expire`` (the ttl runs out before the push could go) or ``skip`` (a local moment
+    that had passed when the campaign was created, with ``late: skip``)."""
+    plans: list[ZonePlan] = []
+    wakes: list[datetime] = []
+    started = False
+    for name in sorted(set(zones)):
+        moment = send_at.moment_in(name)
+        if moment < created_at:
+            if send_at.instant is None and send_at.late == "skip":
+                plans.append(ZonePlan(name, "skip", moment + ttl))
+                started = True
+                continue
+            moment = created_at  # late: send, or an instant a moment ago: at once
+        expires = moment + ttl
+        if moment > now:
+            plans.append(ZonePlan(name, "wait", expires))
+            wakes.append(moment)
+            continue
+        started = True
+        if now >= expires:
+            plans.append(ZonePlan(name, "expire", expires))
+            continue
+        ends = quiet_end(now, name, quiet)
+        if ends is None:
+            plans.append(ZonePlan(name, "send", expires))
+        elif ends >= expires:
+            plans.append(ZonePlan(name, "expire", expires))  # dropped: the ttl runs out first
+        else:
+            plans.append(ZonePlan(name, "wait", expires))
+            wakes.append(ends)
+    latest = max(send_at.latest, created_at)
+    waiting = any(p.action == "wait" for p in plans)
+    complete = not waiting and now >= latest
+    if complete:
+        return Tick(plans, None, True, True)
+    if now < latest:
+        wakes.append(latest)
+    return Tick(plans, min([*wakes, now + RESCAN]), False, started or now >= send_at.earliest)

@@ -1,0 +1,291 @@
+"""Queries of campaigns: storing and cancelling them, the fan-out's ticks, their results."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Self
+
+import asyncpg
+
+from service.store.base import StoreBase
+
+
+@dataclass(frozen=True, slots=True)
+class NewCampaign:
+    """A checked campaign to store (service.rules.campaigns.Campaign, flattened)."""
+
+    id: str
+    description: str
+    spec: Mapping[str, Any]
+    audience: Mapping[str, Any]
+    programs: Sequence[Mapping[str, Any]]
+    send_at: datetime | None
+    send_local: datetime | None  # naive wall-clock time
+    late: str | None
+    ttl_s: int
+    urgency: str
+    topic: str | None
+    rate_per_s: float | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRow:
+    id: str
+    description: str
+    status: str
+    spec: dict[str, Any]
+    audience: dict[str, Any]
+    programs: list[dict[str, Any]]
+    send_at: datetime | None
+    send_local: datetime | None
+    late: str | None
+    ttl_s: int
+    urgency: str
+    topic: str | None
+    rate_per_s: float | None
+    audience_n: int
+    created_at: datetime
+    next_check_at: datetime | None
+    next_slot: datetime | None
+    fanned_out_at: datetime | None
+    cancelled_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(**dict(row))
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneStep:
+    """What a tick does with the audience of one time zone ('' for none)."""
+
+    zone: str
+    action: str  # send | expire | skip | wait
+    expires_at: datetime  # the fan-out's clock
+
+
+@dataclass(frozen=True, slots=True)
+class Caps:
+    """The policy limits the fan-out applies (rules/policy.yaml)."""
+
+    per_subscriber: int | None = None
+    period: timedelta | None = None
+    min_gap: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FanOutResult:
+    due: int  # audience members whose zone was due
+    locked: int  # of those, the ones no other transaction held (the others wait)
+    queued: int
+    expired: int
+    suppressed: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    found: bool
+    cancelled: int  # pending deliveries cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignDeliveryCounts:
+    campaign_id: str
+    variant: str
+    queued: int
+    sent: int
+    failed: int
+    gone: int
+    expired: int
+    cancelled: int
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(**dict(row))
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignEventCount:
+    campaign_id: str
+    variant: str
+    type: str
+    n: int
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(**dict(row))
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSuppressionCount:
+    campaign_id: str
+    variant: str
+    reason: str
+    n: int
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(**dict(row))
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignCounts:
+    """Campaigns and every count of their results, read in one snapshot."""
+
+    campaigns: list[CampaignRow]
+    deliveries: list[CampaignDeliveryCounts]
+    events: list[CampaignEventCount]
+    suppressions: list[CampaignSuppressionCount]
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceSample:
+    locale: str  # the message locale the member's locale picks ('' the default)
+    attributes: dict[str, Any]
+
+
+class CampaignQueries(StoreBase):
+    # --- the admin API and CLI ------------------------------------------------------------
+
+    async def create_campaign(self, *, campaign: NewCampaign) -> CampaignRow | None:
+        """Store the campaign with its audience counted now; None if the id is taken."""
+        c = campaign
+        row = await self._fetchrow(
+            "campaign_insert",
+            c.id,
+            c.description,
+            c.spec,
+            c.audience,
+            c.programs,
+            c.send_at,
+            c.send_local,
+            c.late,
+            c.ttl_s,
+            c.urgency,
+            c.topic,
+            c.rate_per_s,
+            c.created_at,
+        )
+        return None if row is None else CampaignRow.from_row(row)
+
+    async def audience_size(self, *, audience: Mapping[str, Any]) -> int:
+        n: int = await self._fetchval("campaign_audience_count", audience)
+        return n
+
+    async def audience_samples(
+        self, *, audience: Mapping[str, Any], locales: Sequence[str]
+    ) -> list[AudienceSample]:
+        rows = await self._fetch("campaign_samples", audience, list(locales))
+        return [AudienceSample(r["key"], r["attributes"] or {}) for r in rows]
+
+    async def campaign(self, *, campaign_id: str) -> CampaignRow | None:
+        row = await self._fetchrow("campaign_get", campaign_id)
+        return None if row is None else CampaignRow.from_row(row)
+
+    async def campaign_list(self) -> list[CampaignRow]:
+        return [CampaignRow.from_row(r) for r in await self._fetch("campaign_list")]
+
+    async def cancel_campaign(self, *, campaign_id: str) -> Cancelled:
+        """Stop the campaign and cancel its pending deliveries in one statement."""
+        row = await self._fetchrow("campaign_cancel", campaign_id)
+        assert row is not None
+        return Cancelled(found=row["found"], cancelled=row["cancelled"])
+
+    # --- the fan-out ------------------------------------------------------------------------
+
+    async def due_campaigns(self, *, now: datetime) -> list[str]:
+        return [r["id"] for r in await self._fetch("campaign_due", now)]
+
+    async def lock_campaign(self, *, campaign_id: str) -> CampaignRow | None:
+        """The campaign, locked until the transaction ends; None if it is not running or
+        another process holds it."""
+        row = await self._fetchrow("campaign_lock", campaign_id)
+        return None if row is None else CampaignRow.from_row(row)
+
+    async def campaign_zones(self, *, campaign_id: str) -> list[str]:
+        return [r["zone"] for r in await self._fetch("campaign_zones", campaign_id)]
+
+    async def fan_out(
+        self,
+        *,
+        campaign_id: str,
+        now: datetime,
+        zones: Sequence[ZoneStep],
+        caps: Caps,
+        first_delay_s: float = 0.0,
+        rate_per_s: float | None = None,
+    ) -> FanOutResult:
+        """One tick of the campaign's fan-out, in one statement (see campaign_fan_out)."""
+        row = await self._fetchrow(
+            "campaign_fan_out",
+            campaign_id,
+            now,
+            [z.zone for z in zones],
+            [z.action for z in zones],
+            [z.expires_at for z in zones],
+            caps.per_subscriber,
+            caps.period,
+            caps.min_gap,
+            first_delay_s,
+            rate_per_s,
+        )
+        assert row is not None
+        return FanOutResult(
+            due=row["due"],
+            locked=row["locked"],
+            queued=row["queued"],
+            expired=row["expired"],
+            suppressed=dict(row["suppressed"]),
+        )
+
+    async def campaign_progress(
+        self,
+        *,
+        campaign_id: str,
+        status: str,
+        next_check_at: datetime | None,
+        next_slot: datetime | None,
+        fanned_out: bool,
+    ) -> None:
+        await self._execute(
+            "campaign_progress", campaign_id, status, next_check_at, next_slot, fanned_out
+        )
+
+    async def finish_campaigns(self) -> list[str]:
+        """Mark fanned-out campaigns with nothing pending as done; return their ids."""
+        return [r["id"] for r in await self._fetch("campaign_finish")]
+
+    # --- results ----------------------------------------------------------------------------
+
+    async def campaign_counts(self, *, campaign_id: str | None = None) -> CampaignCounts:
+        """One campaign's (or every campaign's) row and counts, in one snapshot."""
+        async with self.transaction(isolation="repeatable_read", readonly=True) as tx:
+            return await read_campaign_counts(tx, campaign_id)
+
+
+async def read_campaign_counts(db: StoreBase, campaign_id: str | None) -> CampaignCounts:
+    """The campaigns' rows and counts, on ``db`` as it is (inside the caller's snapshot)."""
+    if campaign_id is None:
+        campaigns = [CampaignRow.from_row(r) for r in await db._fetch("campaign_list")]
+    else:
+        row = await db._fetchrow("campaign_get", campaign_id)
+        campaigns = [] if row is None else [CampaignRow.from_row(row)]
+    return CampaignCounts(
+        campaigns=campaigns,
+        deliveries=[
+            CampaignDeliveryCounts.from_row(r)
+            for r in await db._fetch("campaign_stats_deliveries", campaign_id)
+        ],
+        events=[
+            CampaignEventCount.from_row(r)
+            for r in await db._fetch("campaign_stats_events", campaign_id)
+        ],
+        suppressions=[
+            CampaignSuppressionCount.from_row(r)
+            for r in await db._fetch("campaign_stats_suppressions", campaign_id)
+        ],
+    )

@@ -1,0 +1,223 @@
+-- Named queries of campaigns (service/store/campaigns.py): the admin API and CLI, the fan-out
+-- (service/fanout.py) and the results. The audience, variant and message functions are
+-- migrations/0009_campaigns.sql's.
+
+-- name: campaign_insert
+-- Stores a checked campaign with the size of its audience now; nothing when the id is taken.
+INSERT INTO campaigns (id, description, spec, audience, programs, send_at, send_local, late,
+                       ttl_s, urgency, topic, rate_per_s, audience_n, created_at,
+                       next_check_at)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+       (SELECT count(*) FROM subscriptions s
+        WHERE s.status = 'active' AND NOT s.paused
+          AND momentcast_in_audience($4, s.topics, s.locale, s.attributes)),
+       $13, $13
+ON CONFLICT (id) DO NOTHING
+RETURNING *
+
+-- name: campaign_audience_count
+SELECT count(*) FROM subscriptions s
+WHERE s.status = 'active' AND NOT s.paused
+  AND momentcast_in_audience($1, s.topics, s.locale, s.attributes)
+
+-- name: campaign_samples
+-- The dry run's samples: one audience member per message locale ($2, '' the default), the
+-- one whose locale picks that message.
+SELECT DISTINCT ON (key) key, attributes
+FROM (
+    SELECT CASE WHEN lower(s.locale) = ANY ($2::text[]) THEN lower(s.locale)
+                WHEN split_part(lower(s.locale), '-', 1) = ANY ($2::text[])
+                    THEN split_part(lower(s.locale), '-', 1)
+                ELSE '' END AS key,
+           s.id, s.attributes
+    FROM subscriptions s
+    WHERE s.status = 'active' AND NOT s.paused
+      AND momentcast_in_audience($1, s.topics, s.locale, s.attributes)
+) m
+ORDER BY key, id
+
+-- name: campaign_get
+SELECT * FROM campaigns WHERE id = $1
+
+-- name: campaign_list
+SELECT * FROM campaigns ORDER BY created_at DESC, id
+
+-- name: campaign_cancel
+-- Stops the fan-out (waiting for a tick that holds the row) and cancels what was not sent:
+-- pending deliveries no sender holds right now (one that does finishes its send).
+WITH c AS (
+    UPDATE campaigns
+    SET status = CASE WHEN status IN ('done', 'cancelled') THEN status ELSE 'cancelled' END,
+        cancelled_at = CASE WHEN status IN ('done', 'cancelled') THEN cancelled_at
+                            ELSE now() END,
+        next_check_at = NULL
+    WHERE id = $1
+    RETURNING id
+), d AS (
+    UPDATE deliveries
+    SET status = 'cancelled', finished_at = now(), last_error = 'campaign cancelled'
+    WHERE campaign_id = (SELECT id FROM c) AND status = 'pending'
+      AND (claimed_until IS NULL OR claimed_until < now())
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM c) AS found, (SELECT count(*) FROM d) AS cancelled
+
+-- name: campaign_due
+-- Campaigns whose next look is due by the fan-out's clock ($1).
+SELECT id FROM campaigns
+WHERE status IN ('scheduled', 'sending') AND next_check_at IS NOT NULL AND next_check_at <= $1
+ORDER BY next_check_at, id
+
+-- name: campaign_lock
+-- One fan-out at a time per campaign; another process's tick is left alone (SKIP LOCKED).
+SELECT * FROM campaigns
+WHERE id = $1 AND status IN ('scheduled', 'sending')
+FOR UPDATE SKIP LOCKED
+
+-- name: campaign_zones
+-- The time zones ('' for none) of the audience the campaign has not handled yet.
+SELECT DISTINCT coalesce(s.timezone, '') AS zone
+FROM campaigns c
+JOIN subscriptions s ON momentcast_in_audience(c.audience, s.topics, s.locale, s.attributes)
+WHERE c.id = $1 AND s.status = 'active' AND NOT s.paused
+  AND NOT EXISTS (SELECT 1 FROM deliveries d
+                  WHERE d.dedupe_key = 'campaign:' || c.id || ':' || s.id::text)
+  AND NOT EXISTS (SELECT 1 FROM campaign_suppressions x
+                  WHERE x.campaign_id = c.id AND x.subscription_id = s.id)
+
+-- name: campaign_fan_out
+-- One tick of a campaign, set-based: every audience member not handled yet whose zone ($3)
+-- is due ($4: send, expire or skip; wait is left for a later tick) gets a delivery - queued,
+-- or expired when its ttl ran out before quiet hours ended - or a suppression with its
+-- reason (missed_local_time; the policy's per_subscriber cap $6 over $7 and min_gap $8,
+-- counted over every delivery of the subscriber, rules' and campaigns' alike). Subscribers
+-- another transaction holds (the worker deciding their signals) are left for the next tick.
+-- Times: $2::timestamptz is the fan-out's clock, which decided_at follows (caps compare them); the
+-- outbox's not_before and expires_at are the database's now() plus the same offsets, so
+-- that the sender, which goes by now(), sends them at once. With a rate ($10 per second)
+-- the n-th send waits $9 + n / $10 seconds.
+WITH c AS (
+    SELECT id, audience, programs, ttl_s, urgency, topic,
+           (programs -> -1 ->> 'upto')::int AS total
+    FROM campaigns WHERE id = $1
+), zones AS (
+    SELECT * FROM unnest($3::text[], $4::text[], $5::timestamptz[]) AS z(zone, action, expires)
+    WHERE action <> 'wait'
+), due AS (
+    SELECT s.id, s.locale, s.attributes, z.action, z.expires,
+           momentcast_variant_point(s.id, c.id, c.total) AS point
+    FROM c
+    JOIN subscriptions s ON momentcast_in_audience(c.audience, s.topics, s.locale, s.attributes)
+    JOIN zones z ON z.zone = coalesce(s.timezone, '')
+    WHERE s.status = 'active' AND NOT s.paused
+      AND NOT EXISTS (SELECT 1 FROM deliveries d
+                      WHERE d.dedupe_key = 'campaign:' || c.id || ':' || s.id::text)
+      AND NOT EXISTS (SELECT 1 FROM campaign_suppressions x
+                      WHERE x.campaign_id = c.id AND x.subscription_id = s.id)
+), locked AS (
+    SELECT s.id FROM subscriptions s
+    WHERE s.id IN (SELECT id FROM due)
+    FOR NO KEY UPDATE SKIP LOCKED
+), decided AS (
+    SELECT due.id, due.locale, due.attributes, due.action, due.expires,
+           v.name AS variant, v.messages,
+           CASE WHEN due.action = 'skip' THEN 'missed_local_time'
+                WHEN due.action = 'expire' THEN NULL
+                WHEN $6::int IS NOT NULL AND h.recent >= $6::int THEN 'global_cap'
+                WHEN $8::interval IS NOT NULL AND h.last > $2::timestamptz - $8::interval THEN 'min_gap'
+           END AS reason
+    FROM due
+    JOIN locked USING (id)
+    CROSS JOIN c
+    CROSS JOIN LATERAL (
+        SELECT p ->> 'name' AS name, p -> 'messages' AS messages
+        FROM jsonb_array_elements(c.programs) WITH ORDINALITY AS x(p, i)
+        WHERE due.point < (p ->> 'upto')::int
+        ORDER BY i
+        LIMIT 1
+    ) v
+    LEFT JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE d.decided_at > $2::timestamptz - $7::interval) AS recent,
+               max(d.decided_at) AS last
+        FROM deliveries d
+        WHERE d.subscription_id = due.id AND NOT d.test
+          AND d.decided_at > $2::timestamptz - greatest(coalesce($7::interval, interval '0'),
+                                           coalesce($8::interval, interval '0'))
+    ) h ON true
+), sup AS (
+    INSERT INTO campaign_suppressions (campaign_id, subscription_id, variant, reason, at)
+    SELECT $1, id, variant, reason, $2::timestamptz FROM decided WHERE reason IS NOT NULL
+    ON CONFLICT DO NOTHING
+    RETURNING reason
+), sending AS (
+    SELECT decided.*,
+           CASE WHEN action = 'send' AND $10::float8 IS NOT NULL
+                THEN $9::float8
+                     + (row_number() OVER (PARTITION BY action ORDER BY id) - 1) / $10::float8
+                ELSE 0 END AS delay_s
+    FROM decided
+    WHERE reason IS NULL
+), ins AS (
+    INSERT INTO deliveries (subscription_id, campaign_id, variant, dedupe_key, payload, ttl_s,
+                            urgency, topic, status, decided_at, not_before, expires_at,
+                            created_at, finished_at, last_error)
+    SELECT s.id, c.id, s.variant, 'campaign:' || c.id || ':' || s.id::text,
+           momentcast_render(momentcast_program_for(s.messages, s.locale), s.attributes),
+           c.ttl_s, c.urgency, c.topic,
+           CASE s.action WHEN 'expire' THEN 'expired' ELSE 'pending' END,
+           $2::timestamptz + make_interval(secs => s.delay_s),
+           now() + make_interval(secs => s.delay_s),
+           now() + (s.expires - $2::timestamptz),
+           clock_timestamp(),
+           CASE s.action WHEN 'expire' THEN now() END,
+           CASE s.action WHEN 'expire' THEN 'ttl ran out before the push could be sent' END
+    FROM sending s CROSS JOIN c
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING status
+)
+SELECT (SELECT count(*) FROM due) AS due,
+       (SELECT count(*) FROM locked) AS locked,
+       (SELECT count(*) FROM ins WHERE status = 'pending') AS queued,
+       (SELECT count(*) FROM ins WHERE status = 'expired') AS expired,
+       coalesce((SELECT jsonb_object_agg(reason, n)
+                 FROM (SELECT reason, count(*) AS n FROM sup GROUP BY reason) r),
+                '{}'::jsonb) AS suppressed
+
+-- name: campaign_progress
+UPDATE campaigns
+SET status = $2, next_check_at = $3, next_slot = $4,
+    fanned_out_at = CASE WHEN $5 THEN coalesce(fanned_out_at, now()) ELSE fanned_out_at END
+WHERE id = $1
+
+-- name: campaign_finish
+-- A fanned-out campaign is done once nothing of it is pending any more.
+UPDATE campaigns c SET status = 'done', finished_at = now()
+WHERE c.status = 'sending' AND c.fanned_out_at IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM deliveries d
+                  WHERE d.campaign_id = c.id AND d.status = 'pending')
+RETURNING c.id
+
+-- name: campaign_stats_deliveries
+-- Deliveries of campaigns ($1, NULL: all) by variant and status.
+SELECT campaign_id, variant,
+       count(*) FILTER (WHERE status = 'pending') AS queued,
+       count(*) FILTER (WHERE status = 'sent') AS sent,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'gone') AS gone,
+       count(*) FILTER (WHERE status = 'expired') AS expired,
+       count(*) FILTER (WHERE status = 'cancelled') AS cancelled
+FROM deliveries
+WHERE campaign_id IS NOT NULL AND ($1::text IS NULL OR campaign_id = $1)
+GROUP BY campaign_id, variant
+
+-- name: campaign_stats_events
+SELECT d.campaign_id, d.variant, e.type, count(*) AS n
+FROM events e JOIN deliveries d ON d.id = e.delivery_id
+WHERE d.campaign_id IS NOT NULL AND ($1::text IS NULL OR d.campaign_id = $1)
+GROUP BY d.campaign_id, d.variant, e.type
+
+-- name: campaign_stats_suppressions
+SELECT campaign_id, variant, reason, count(*) AS n
+FROM campaign_suppressions
+WHERE $1::text IS NULL OR campaign_id = $1
+GROUP BY campaign_id, variant, reason
