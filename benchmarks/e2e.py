@@ -383,6 +383,8 @@ class Phase:
     others_cores: float = 0.0
     # Share of the phase the target was ready to run but waited for a core.
     target_waited: float = 0.0
+    # PostgreSQL transactions committed or rolled back in the database, per push.
+    xacts: float = math.nan
 
     def p(self, q: float) -> float:
         return _percentile(self.latencies_ms, self.posted, q)
@@ -537,6 +539,13 @@ class Bench:
         got: list[list[Any]] = answer["received"]
         return got
 
+    async def _xacts(self) -> int:
+        count: int = await self.db.fetchval(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        )
+        return count
+
     def _ours(self) -> float:
         """CPU seconds of every process of the benchmark (PostgreSQL when it is embedded)."""
         pids = [pid for _, pid in self.targets.values()] + [self.receiver.proc.pid, os.getpid()]
@@ -575,6 +584,7 @@ class Bench:
         pg0 = self.pg.seconds()
         ours0, busy0, wall0 = self._ours(), machine_busy_seconds(), time.monotonic()
         waited0 = runqueue_wait_seconds(pid)
+        xacts0 = await self._xacts()
 
         async def post(seq: int, request: bytes) -> None:
             sent_at = time.monotonic()
@@ -613,6 +623,9 @@ class Bench:
         wall = time.monotonic() - wall0
         result.others_cores = (machine_busy_seconds() - busy0 - ours) / wall
         result.target_waited = (runqueue_wait_seconds(pid) - waited0) / wall
+        if target == "momentcast":
+            await asyncio.sleep(1.2)  # backends report their counters when idle, <= 1/s
+            result.xacts = await self._xacts() - xacts0 - 1
         result.rejected = self.rejected
 
         if target == "momentcast":
@@ -656,16 +669,18 @@ def print_table(phases: list[Phase], embedded: bool) -> None:
     head = (
         f"{'target':<10} {'rate/s':>6} {'posted':>7} {'pushes':>7} {'lost':>5} {'p50 ms':>7}"
         f" {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'pushes/s':>8} {'cpu ms/push':>11}"
-        f" {'pg ms/push':>10} {'recv ms':>7} {'gen ms':>6} {'others':>6} {'waited':>6}"
+        f" {'pg ms/push':>10} {'xact/push':>9} {'recv ms':>7} {'gen ms':>6} {'others':>6}"
+        f" {'waited':>6}"
     )
     print(head)
     for ph in phases:
         pg = f"{ph.cpu_ms('postgres'):.2f}" if embedded else "n/a"
         worst = ph.latencies_ms[-1] if ph.latencies_ms else math.nan
+        xacts = "-" if math.isnan(ph.xacts) else f"{ph.xacts / max(1, ph.pushes):.2f}"
         print(
             f"{ph.target:<10} {ph.rate:>6} {ph.posted:>7} {ph.pushes:>7} {ph.lost:>5}"
             f" {_ms(ph.p(50)):>7} {_ms(ph.p(90)):>7} {_ms(ph.p(99)):>7} {_ms(worst):>7}"
-            f" {ph.sustained:>8.0f} {ph.cpu_ms('target'):>11.3f} {pg:>10}"
+            f" {ph.sustained:>8.0f} {ph.cpu_ms('target'):>11.3f} {pg:>10} {xacts:>9}"
             f" {ph.cpu_ms('receiver'):>7.3f} {ph.cpu_ms('generator'):>6.3f}"
             f" {ph.others_cores:>6.2f} {ph.target_waited:>6.0%}"
         )
@@ -684,7 +699,8 @@ LEGEND = """\
 latency: from just before the POST to the receiver's timestamp of the decrypted push;
 pushes/s: received per second while posting (after a ramp of min(1 s, seconds/5));
 cpu ms/push: the target process (serve, or the floor); pg, recv, gen: PostgreSQL, the
-receiver, this load generator; others: cores the rest of the machine kept busy meanwhile;
+receiver, this load generator; xact/push: PostgreSQL transactions of the database per push;
+others: cores the rest of the machine kept busy meanwhile;
 waited: share of the phase the target was ready to run but waited for a core."""
 
 
@@ -701,16 +717,19 @@ def print_verdicts(phases: list[Phase]) -> None:
                 f" = {ratios[rate]:.1f}x"
             )
     print("\ntargets (issue 13):")
-    worst_cpu = max((ph.cpu_ms("target") for ph in mc.values()), default=math.nan)
-    worst_ratio = max(ratios.values(), default=math.nan)
-    print(
-        f"  CPU per push <= 0.8 ms: {'met' if worst_cpu <= 0.8 else 'not met'}"
-        f" (worst over rates {worst_cpu:.3f} ms)"
-    )
-    print(
-        f"  CPU per push <= 3x floor: {'met' if worst_ratio <= 3 else 'not met'}"
-        f" (worst over rates {worst_ratio:.1f}x)"
-    )
+
+    def by_rate(passed: dict[int, bool]) -> str:
+        met = [f"{r}/s" for r, ok in passed.items() if ok]
+        missed = [f"{r}/s" for r, ok in passed.items() if not ok]
+        if not passed:
+            return "not measured"
+        if not missed:
+            return "met at every rate"
+        return f"met at {', '.join(met)}; not met at {', '.join(missed)}" if met else "not met"
+
+    cpu = {rate: ph.cpu_ms("target") for rate, ph in mc.items()}
+    print(f"  CPU per push <= 0.8 ms: {by_rate({r: v <= 0.8 for r, v in cpu.items()})}")
+    print(f"  CPU per push <= 3x floor: {by_rate({r: v <= 3 for r, v in ratios.items()})}")
     if 250 in mc:
         p99 = mc[250].p(99)
         print(f"  p99 <= 100 ms at 250/s: {'met' if p99 <= 100 else 'not met'} ({_ms(p99)} ms)")
