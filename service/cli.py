@@ -137,12 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "serve": [
                 runtime.API,
                 runtime.WORKER,
+                runtime.FANOUT,
                 runtime.SENDER,
                 runtime.MAINTENANCE,
                 runtime.RULES_WATCH,
             ],
             "api": [runtime.API, runtime.MAINTENANCE, runtime.RULES_WATCH],
-            "worker": [runtime.WORKER, runtime.SENDER, runtime.RULES_WATCH],
+            "worker": [runtime.WORKER, runtime.FANOUT, runtime.SENDER, runtime.RULES_WATCH],
         }[args.command]
         if getattr(args, "no_sender", False):
             components.remove(runtime.SENDER)

@@ -25,6 +25,9 @@ _LISTEN_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, MomentcastError
 SIGNALS_CHANNEL = "momentcast_signals"
 # Workers NOTIFY this after a batch that decided deliveries; senders LISTEN.
 DELIVERIES_CHANNEL = "momentcast_deliveries"
+# The API and the CLI NOTIFY this when a campaign is created; the fan-out LISTENs (and like
+# the worker it NOTIFYs DELIVERIES_CHANNEL when it queued pushes).
+CAMPAIGNS_CHANNEL = "momentcast_campaigns"
 
 
 class Notifiable(Protocol):

@@ -32,6 +32,7 @@ Component = Callable[[Context, asyncio.Event], Coroutine[Any, Any, None]]
 API = "api"
 WORKER = "worker"
 SENDER = "sender"
+FANOUT = "fanout"
 MAINTENANCE = "maintenance"
 RULES_WATCH = "rules-watch"
 EMBEDDED_WATCH = "embedded-postgres"
@@ -40,10 +41,11 @@ EMBEDDED_WATCH_INTERVAL_S = 1.0
 
 def background_components(names: Iterable[str]) -> dict[str, Component]:
     """The coroutine of each requested non-HTTP component."""
-    from service import maintenance, push, reloader, worker
+    from service import fanout, maintenance, push, reloader, worker
 
     available: dict[str, Component] = {
         WORKER: worker.run,
+        FANOUT: fanout.run,
         SENDER: push.run,
         MAINTENANCE: maintenance.run,
         RULES_WATCH: reloader.watch,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from service import __version__
+from service.api import campaigns, health, pages, rules, signals, subscriptions
 from service.api import events as events_api
-from service.api import health, pages, rules, signals, subscriptions
 from service.api.common import CONTEXT, json_response
 from service.api.cors import cors_middleware
 from service.api.middleware import error_middleware
@@ -37,6 +37,7 @@ def create_app(ctx: Context) -> web.Application:
     app.add_routes(subscriptions.routes)
     app.add_routes(signals.routes)
     app.add_routes(events_api.routes)
+    app.add_routes(campaigns.routes)
     app.add_routes(pages.routes)
     app.cleanup_ctx.append(signals.signal_ingest)
     return app

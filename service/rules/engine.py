@@ -171,28 +171,31 @@ def _apply(
     state.last_signal_at = sig.at
     stale = now is not None and now - sig.at > rs.policy.stale_after
     outcome = Outcome(signal=sig, applied=True, stale=stale)
-    pairs = ev.pair_range(i)
-    if len(pairs):
-        outcome.local_offset_s = float(ev.local_offset[pairs.start])
+    py = ev.lists
+    pairs = range(py.start[i], py.start[i + 1])
+    if not pairs and not state.presence:
+        return outcome  # near nothing, inside nothing: most signals of a busy batch
+    if pairs:
+        outcome.local_offset_s = py.local_offset[pairs.start]
     entered: set[int] = set()
     if sig.located:
         # A context signal (no location) says nothing about where the subscriber is:
         # presence neither enters nor leaves on it.
         seen: set[tuple[str, str]] = set()
         for k in pairs:
-            if ev.free[k]:
+            fence_key = rs.fence_keys[py.fence[k]]
+            if fence_key is None:
                 continue
-            f = int(ev.fence[k])
-            key = (rs.rules[int(rs.fence_rule[f])].id, rs.places[int(rs.fence_place[f])].id)
+            key = fence_key
             seen.add(key)
-            if not ev.accurate[k] or not ev.inside[k]:
+            if not py.accurate[k] or not py.inside[k]:
                 continue  # imprecise fixes and the hysteresis band change nothing
             if key not in state.presence:
                 state.presence[key] = Presence(entered_at=sig.at)
                 entered.add(k)
                 outcome.entered.append(key)
         _leave(rs, sig, state, seen, outcome)
-    matched = ev.matched  # one whole-batch mask, computed once (cached)
+    matched = py.matched  # one whole-batch mask, computed once (cached)
     candidates: list[Match] = []
     for k in pairs:
         if not matched[k]:
@@ -237,7 +240,7 @@ def _apply(
             # As if it alone were live: the live sends and its own would-be sends count.
             history = history + [h for h in state.shadow_history if h.rule_id == m.rule.id]
         # Quiet hours in the local time of the match: a place's, or the subscriber's.
-        reason = _suppressed(rs, m, sig.at, profile, history, bool(ev.quiet[m.pair]))
+        reason = _suppressed(rs, m, sig.at, profile, history, py.quiet[m.pair])
         if reason is not None:
             outcome.suppressed.append(Suppression(m.rule.id, m.place_id, reason))
             continue
@@ -263,7 +266,7 @@ def _leave(
         if fence is None:  # rule or place gone after a reload
             del state.presence[key]
             continue
-        gate = float(rs.fence_gate[fence])
+        gate = rs.fence_gate_list[fence]
         if sig.accuracy_m is not None and sig.accuracy_m > gate:
             continue
         del state.presence[key]

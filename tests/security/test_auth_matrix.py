@@ -7,6 +7,7 @@ fails ``test_every_operation_is_classified``, so a new endpoint cannot ship unre
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -42,6 +43,10 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/v1/rules/{id}/test"): ADMIN,
     ("GET", "/v1/stats"): ADMIN,
     ("GET", "/v1/dashboard"): ADMIN,
+    ("POST", "/v1/campaigns"): ADMIN,
+    ("GET", "/v1/campaigns"): ADMIN,
+    ("GET", "/v1/campaigns/{id}"): ADMIN,
+    ("DELETE", "/v1/campaigns/{id}"): ADMIN,
     # Static pages and scripts for browsers: no data behind them.
     ("GET", "/"): PUBLIC,
     ("GET", "/dashboard"): PUBLIC,
@@ -54,6 +59,12 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PATCH", "/v1/subscriptions/{id}"): {"paused": True},
     ("POST", "/v1/signals"): {"lat": 52.52, "lon": 13.41},
     ("POST", "/v1/simulate"): {"signal": {"lat": 52.52, "lon": 13.41}, "profile": {}},
+    ("POST", "/v1/campaigns"): {
+        "id": "matrix",
+        "audience": {"topics": ["food"]},
+        "message": {"title": "Hello"},
+        "send_at": {"local": (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%dT12:00")},
+    },
 }
 
 # Ways to get the Authorization header wrong; each must be a plain 401.
@@ -128,6 +139,10 @@ def _expected(kind: str, who: str) -> set[int]:
 def _expected_of(method: str, path: str, kind: str, who: str) -> set[int]:
     if (method, path) == ("POST", "/v1/rules/{id}/test") and who == "admin":
         return {202}  # a test push is accepted into the outbox
+    if path == "/v1/campaigns" and method == "POST" and who == "admin":
+        return {201}  # created
+    if path == "/v1/campaigns/{id}" and who == "admin":
+        return {404}  # in, and no campaign has the device's id
     return _expected(kind, who)
 
 

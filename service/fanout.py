@@ -1,0 +1,222 @@
+"""The campaigns' fan-out: each campaign's pushes go into the outbox just in time.
+
+A campaign is looked at when its ``next_check_at`` has come (by this component's clock,
+injectable like the worker's). One tick, in one transaction: lock the campaign row (one
+process at a time per campaign), read the time zones of the audience it has not handled yet,
+let the pure core plan each zone (``service.rules.campaigns.plan_tick``: its moment has come
+or not, quiet hours hold it, its ttl ran out, a local moment missed at creation), then one
+set-based statement queues a delivery for every due subscriber - or an expired one, or a
+suppression by reason - with the dedupe key ``campaign:<id>:<subscription>``, and the
+campaign's next look is stored. A crash rolls the tick back; the next one does the same work
+again, and the dedupe key and the suppressions' unique index keep anything from happening
+twice. The sender then sends what is due, paced by it and by each origin's backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
+
+from service.context import Context
+from service.metrics import REGISTRY
+from service.queue import CAMPAIGNS_CHANNEL, DELIVERIES_CHANNEL, Listener
+from service.rules.campaigns import LOCKED_RETRY, SendAt, plan_tick
+from service.rules.models import PolicyModel
+from service.store import DATABASE_ERRORS, Store
+from service.store.campaigns import CampaignRow, Caps, FanOutResult, ZoneStep
+from service.vocabulary import Late
+
+log = logging.getLogger(__name__)
+
+CAMPAIGN_PUSHES = PromCounter(
+    "momentcast_campaign_pushes_total",
+    "Campaign audience members handled by the fan-out, by outcome (queued, expired, or the "
+    "suppression reason)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+TICK_SECONDS = Histogram(
+    "momentcast_fanout_tick_seconds",
+    "Time of one campaign's fan-out tick",
+    registry=REGISTRY,
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+FANOUT_ERRORS = PromCounter(
+    "momentcast_fanout_errors_total",
+    "Fan-out ticks that failed and were retried",
+    registry=REGISTRY,
+)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class TickResult:
+    campaigns: int = 0  # campaigns ticked
+    queued: int = 0
+    expired: int = 0
+    suppressed: int = 0
+
+
+def _caps(policy: PolicyModel) -> Caps:
+    limits = policy.limits
+    per = limits.per_subscriber
+    return Caps(
+        per_subscriber=per.count if per else None,
+        period=per.period if per else None,
+        min_gap=limits.min_gap,
+    )
+
+
+class FanOut:
+    """Ticks due campaigns. ``clock`` is injectable so tests walk through a day of time zones
+    without waiting for it."""
+
+    def __init__(self, ctx: Context, *, clock: Clock = utcnow) -> None:
+        self.ctx = ctx
+        self.clock = clock
+
+    def _policy(self) -> PolicyModel | None:
+        holder = self.ctx.rules
+        ruleset = holder.current if holder is not None else None
+        return ruleset.policy if ruleset is not None else None
+
+    async def run_once(self) -> TickResult:
+        """Tick every campaign whose next look is due; mark finished ones done."""
+        policy = self._policy()
+        if policy is None:  # quiet hours and caps come with the rules: wait for them
+            return TickResult()
+        store = self.ctx.store
+        now = self.clock()
+        total = TickResult()
+        for campaign_id in await store.due_campaigns(now=now):
+            result = await self.tick(campaign_id, now, policy)
+            if result is None:
+                continue
+            total.campaigns += 1
+            total.queued += result.queued
+            total.expired += result.expired
+            total.suppressed += sum(result.suppressed.values())
+        if total.queued:
+            await store.notify(channel=DELIVERIES_CHANNEL)
+        for done in await store.finish_campaigns():
+            log.info("campaign %s done", done)
+        return total
+
+    async def tick(
+        self, campaign_id: str, now: datetime, policy: PolicyModel
+    ) -> FanOutResult | None:
+        """One campaign's tick in one transaction; None if it is not running or another
+        process is ticking it."""
+        started = time.perf_counter()
+        async with self.ctx.store.transaction() as tx:
+            row = await tx.lock_campaign(campaign_id=campaign_id)
+            if row is None:
+                return None
+            result = await self._tick(tx, row, now, policy)
+        TICK_SECONDS.observe(time.perf_counter() - started)
+        if result.queued:
+            CAMPAIGN_PUSHES.labels("queued").inc(result.queued)
+        if result.expired:
+            CAMPAIGN_PUSHES.labels("expired").inc(result.expired)
+        for reason, n in result.suppressed.items():
+            CAMPAIGN_PUSHES.labels(reason).inc(n)
+        return result
+
+    async def _tick(
+        self, tx: Store, row: CampaignRow, now: datetime, policy: PolicyModel
+    ) -> FanOutResult:
+        late: Late = "send" if row.late == "send" else "skip"
+        send_at = SendAt(instant=row.send_at, local=row.send_local, late=late)
+        zones = await tx.campaign_zones(campaign_id=row.id)
+        plan = plan_tick(
+            send_at,
+            created_at=row.created_at,
+            ttl=timedelta(seconds=row.ttl_s),
+            zones=zones,
+            now=now,
+            quiet=policy.quiet_hours,
+        )
+        result = FanOutResult(due=0, locked=0, queued=0, expired=0)
+        next_slot = row.next_slot
+        if any(z.action != "wait" for z in plan.zones):
+            start = max(now, row.next_slot) if row.next_slot is not None else now
+            result = await tx.fan_out(
+                campaign_id=row.id,
+                now=now,
+                zones=[ZoneStep(z.zone, z.action, z.expires_at) for z in plan.zones],
+                caps=_caps(policy),
+                first_delay_s=(start - now).total_seconds(),
+                rate_per_s=row.rate_per_s,
+            )
+            if row.rate_per_s and result.queued:
+                next_slot = start + timedelta(seconds=result.queued / row.rate_per_s)
+        complete, next_check = plan.complete, plan.next_check
+        if result.locked < result.due:
+            # Subscribers another transaction held (the worker deciding their signals): soon.
+            complete = False
+            retry = now + LOCKED_RETRY
+            next_check = retry if next_check is None else min(next_check, retry)
+        started = plan.started or row.status == "sending"
+        await tx.campaign_progress(
+            campaign_id=row.id,
+            status="sending" if started else "scheduled",
+            next_check_at=None if complete else next_check,
+            next_slot=next_slot,
+            fanned_out=complete,
+        )
+        if complete:
+            log.info("campaign %s fanned out", row.id)
+        return result
+
+    async def drain(self) -> TickResult:
+        """Tick until no campaign is due at this clock's now (tests)."""
+        total = TickResult()
+        while True:
+            result = await self.run_once()
+            if result.campaigns == 0:
+                return total
+            total.campaigns += result.campaigns
+            total.queued += result.queued
+            total.expired += result.expired
+            total.suppressed += result.suppressed
+
+
+async def run(ctx: Context, stop: asyncio.Event) -> None:
+    """The fan-out component of ``momentcast serve`` and ``momentcast worker``: tick due
+    campaigns every poll interval, and at once when one is created (NOTIFY)."""
+    wake = asyncio.Event()
+    listening = asyncio.create_task(
+        Listener(ctx.store, CAMPAIGNS_CHANNEL, wake).run(stop), name="fanout-listen"
+    )
+    fanout = FanOut(ctx)
+    poll = ctx.settings.worker_poll_interval.total_seconds()
+    try:
+        while not stop.is_set():
+            wake.clear()
+            try:
+                await fanout.run_once()
+            except DATABASE_ERRORS as exc:
+                # Nothing was committed; the campaign is still due and is ticked again.
+                FANOUT_ERRORS.inc()
+                log.warning("fan-out tick failed (%s); retrying", type(exc).__name__)
+            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
+            await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
