@@ -217,6 +217,13 @@ class Ruleset:
             if p >= 0
         }
         self.free_fences: IntArray = np.flatnonzero(self.fence_place < 0).astype(np.intp)
+        # Per fence, for the engine's per-signal loop: (rule id, place id), None for a fence
+        # without a place, and the accuracy gate as a Python float.
+        self.fence_keys: list[tuple[str, str] | None] = [
+            (self.rules[r].id, self.places[p].id) if p >= 0 else None
+            for r, p in zip(f_rule, f_place, strict=True)
+        ]
+        self.fence_gate_list: list[float] = [float(g) for g in f_gate]
         # CSR: fences of place p are place_fences[start[p]:start[p + 1]].
         placed = np.flatnonzero(self.fence_place >= 0)
         order = placed[np.argsort(self.fence_place[placed], kind="stable")]
