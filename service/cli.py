@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
         "rules", help="check, describe, preview and replay rule files", add_help=False
     )
     rules.add_argument("args", nargs=argparse.REMAINDER)
+    campaign = sub.add_parser(
+        "campaign", help="send, list, show and cancel campaigns", add_help=False
+    )
+    campaign.add_argument("args", nargs=argparse.REMAINDER)
     demo = sub.add_parser(
         "demo", help="run the whole pipeline against simulated subscribers", add_help=False
     )
@@ -107,9 +111,9 @@ def _vapid(settings: Settings, generate: bool, private: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # `rules` and `demo` hand their options to their own parsers.
+    # `rules`, `campaign` and `demo` hand their options to their own parsers.
     args, rest = _parser().parse_known_args(argv)
-    if rest and args.command not in ("rules", "demo"):
+    if rest and args.command not in ("rules", "demo", "campaign"):
         _parser().error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         # Every command reads the settings (and .env), so a bad one stops each the same way.
@@ -121,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from service.rules import cli as rules_cli
 
             return int(rules_cli.main([*args.args, *rest], rules_dir=settings.rules_dir))
+        if args.command == "campaign":
+            from service import campaign_cli
+
+            return campaign_cli.main([*args.args, *rest], settings)
         if args.command == "testing":
             from service.testing import cli as testing_cli
 
