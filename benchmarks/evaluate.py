@@ -17,6 +17,7 @@ import math
 import random
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import shapely
 from service.rules import Profile, Signal, SignalBatch, evaluate, load_ruleset
 from service.rules.engine import SubscriberState, decide
 from service.rules.places import EARTH_RADIUS_M
+from service.rules.whynot import not_matched_counts
 
 LAT0, LON0 = 52.52, 13.405
 SPAN_M = 20_000.0  # 40 km x 40 km
@@ -193,6 +195,7 @@ def main() -> None:
     )
     print(f"ratio: {core_rate / naive_rate:,.0f}x")
     with_conditions(args, batch, profiles, core_rate, naive_rate, gen)
+    why_not(args, rs, batch)
     dense(rs, n, profiles, core_rate, gen)
 
 
@@ -254,6 +257,31 @@ def with_conditions(
 _T0 = datetime(2026, 3, 2, 11, 0, tzinfo=UTC)
 
 
+def why_not(args: argparse.Namespace, rs: Any, batch: SignalBatch) -> None:
+    """The worker's not_matched counters (whynot.not_matched_counts: one sort of the batch's
+    pairs) on the same batch: timed alone, and evaluate with and without the counting,
+    interleaved in the same run."""
+    ev = evaluate(rs, batch)
+    plain = counted = count_only = math.inf
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        evaluate(rs, batch)
+        plain = min(plain, time.perf_counter() - t)
+        t = time.perf_counter()
+        counts = not_matched_counts(evaluate(rs, batch))
+        counted = min(counted, time.perf_counter() - t)
+        t = time.perf_counter()
+        not_matched_counts(ev)
+        count_only = min(count_only, time.perf_counter() - t)
+    n = len(batch)
+    print(
+        f"why not: counting {len(ev.sig)} pairs into {len(counts)} (rule, reason) counts "
+        f"({sum(counts.values())} signal-rule verdicts) takes {count_only * 1000:.1f} ms, "
+        f"{count_only / plain:.1%} of evaluate; evaluate with the counting "
+        f"{n / counted:,.0f} signals/s, without {n / plain:,.0f} signals/s"
+    )
+
+
 def dense(
     rs: Any, n: int, profiles: list[Profile], core_rate: float, gen: np.random.Generator
 ) -> None:
@@ -288,18 +316,26 @@ def dense(
         for i in range(n // 2)
     ]
     by_id = {p.id: p for p in profiles}
-    best, decided = math.inf, 0
+    best, decided, best_counted = math.inf, 0, math.inf
     for _ in range(3):
         states: dict[str, SubscriberState] = {}
         t = time.perf_counter()
         outcomes = decide(rs, signals, by_id, states, t0 + timedelta(hours=1))
         best = min(best, time.perf_counter() - t)
         decided = sum(o.decision is not None for o in outcomes)
+        # As the worker calls it: with the not_matched counters.
+        states = {}
+        tally: Counter[tuple[str, str]] = Counter()
+        t = time.perf_counter()
+        decide(rs, signals, by_id, states, t0 + timedelta(hours=1), not_matched=tally)
+        best_counted = min(best_counted, time.perf_counter() - t)
     rate = n / best
     print(
         f"decide (dense): {n} signals, {len(rs.fence_rule)} fences, {decided} pushes decided "
         f"({decided / n:.0%}) in {best * 1000:.0f} ms -> {rate:,.0f} signals/s "
-        f"({rate / core_rate:.2f}x the core's evaluate alone)"
+        f"({rate / core_rate:.2f}x the core's evaluate alone); with the not_matched counters "
+        f"{best_counted * 1000:.0f} ms -> {n / best_counted:,.0f} signals/s "
+        f"({best_counted / best - 1:+.1%})"
     )
 
 

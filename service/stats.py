@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from service.store.campaigns import CampaignCounts, CampaignRow
 from service.store.engagement import EngagementCounts
-from service.vocabulary import SHADOW_SENT_COUNTER
+from service.vocabulary import NOT_MATCHED_COUNTER_PREFIX, SHADOW_SENT_COUNTER
 
 # Two-sided alpha 0.05 and power 0.8: the conventional defaults of A/B testing tools.
 ALPHA = 0.05
@@ -40,6 +40,9 @@ class Funnel:
     suppressed: dict[str, int] = field(default_factory=dict)
     # What a shadow rule would have sent (it sends nothing; never part of ``sent``).
     shadow_sent: int = 0
+    # Signals within the rule's reach that did not match it, by the first failed condition;
+    # per rule, so only on its entry with variant "" (such a signal was shown no variant).
+    not_matched: dict[str, int] = field(default_factory=dict)
     sent: int = 0
     failed: int = 0
     gone: int = 0
@@ -67,6 +70,7 @@ class Funnel:
             "variant": self.variant,
             "matched": self.matched,
             "suppressed": dict(sorted(self.suppressed.items())),
+            "not_matched": dict(sorted(self.not_matched.items())),
             "shadow_sent": self.shadow_sent,
             "sent": self.sent,
             "failed": self.failed,
@@ -266,6 +270,9 @@ def collect_funnels(counts: EngagementCounts) -> list[Funnel]:
             f.matched += c.n
         elif c.counter == SHADOW_SENT_COUNTER:
             f.shadow_sent += c.n
+        elif c.counter.startswith(NOT_MATCHED_COUNTER_PREFIX):
+            reason = c.counter.removeprefix(NOT_MATCHED_COUNTER_PREFIX)
+            f.not_matched[reason] = f.not_matched.get(reason, 0) + c.n
         elif c.counter.startswith("suppressed:"):
             reason = c.counter.removeprefix("suppressed:")
             f.suppressed[reason] = f.suppressed.get(reason, 0) + c.n
@@ -275,8 +282,8 @@ def collect_funnels(counts: EngagementCounts) -> list[Funnel]:
 def stats(counts: EngagementCounts) -> dict[str, Any]:
     """The body of /v1/stats (see :class:`Stats`)."""
     funnels = collect_funnels(counts)
-    # A variant named "" only holds suppressions of rules that no longer exist; it is no arm
-    # of an A/B test.
+    # A variant named "" holds what belongs to a rule, not to a variant (not_matched), and
+    # suppressions of rules that no longer exist; it is no arm of an A/B test.
     arms = [f for f in funnels if f.variant]
     return {
         "rules": [f.as_dict() for f in funnels],
@@ -377,6 +384,11 @@ class RuleStats(BaseModel):
     variant: str
     matched: int
     suppressed: dict[str, int]
+    not_matched: dict[str, int] = Field(
+        description="signals within the rule's reach that did not match it, by the first "
+        "failed condition (daypart, topics, context.weather, no_place, ...); per rule, on its "
+        "entry with variant ''"
+    )
     shadow_sent: int = Field(
         description="what the rule would have sent in mode: shadow (it sent nothing)"
     )

@@ -47,7 +47,7 @@ from service.store.signals import (
     SignalFailure,
     Subscriber,
 )
-from service.vocabulary import SHADOW_SENT_COUNTER
+from service.vocabulary import NOT_MATCHED_COUNTER_PREFIX, SHADOW_SENT_COUNTER
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +218,15 @@ def _local_hour(outcome: Outcome) -> int | None:
     return (outcome.signal.at + timedelta(seconds=outcome.local_offset_s)).hour
 
 
-def _counter_rows(ruleset: Ruleset, outcomes: Iterable[Outcome]) -> list[CounterRow]:
+def _counter_rows(
+    ruleset: Ruleset,
+    outcomes: Iterable[Outcome],
+    not_matched: Mapping[tuple[str, str], int] | None = None,
+) -> list[CounterRow]:
     counts: Counter[tuple[str, str, str]] = Counter()
+    # Per rule, not per variant: a signal that did not match was shown no variant.
+    for (rule_id, reason), n in (not_matched or {}).items():
+        counts[(rule_id, "", NOT_MATCHED_COUNTER_PREFIX + reason)] += n
     for outcome in outcomes:
         sub = outcome.signal.subscription_id
         for match in outcome.fired:
@@ -280,13 +287,22 @@ class Worker:
         pending = await tx.pending_signals(subscription_ids=ids)
         states = await self._load_states(tx, ruleset, locked, now)
         profiles = {sub.id: _profile(sub) for sub in locked}
+        not_matched: Counter[tuple[str, str]] = Counter()
         try:
-            outcomes = decide(ruleset, [_signal(row) for row in pending], profiles, states, now)
+            outcomes = decide(
+                ruleset,
+                [_signal(row) for row in pending],
+                profiles,
+                states,
+                now,
+                not_matched=not_matched,
+            )
         except Exception as exc:
             # One signal the engine cannot evaluate must neither stop the others of its batch
             # nor crash-loop the worker on the queue head: find it, decide the rest.
             log.warning("worker: a batch's evaluation raised %s; isolating", type(exc).__name__)
             states = await self._load_states(tx, ruleset, locked, now)  # decide changed them
+            not_matched.clear()  # such a batch counts no not_matched: it is rare
             outcomes, failures = _isolate(ruleset, pending, profiles, states, now)
             held = await self._record_failures(tx, failures)
             if held:
@@ -298,7 +314,7 @@ class Worker:
                 outcomes = [o for o in outcomes if o.signal.subscription_id not in held]
             failed = {f.signal_id for f in failures}
             pending = [p for p in pending if p.subscription_id not in held and p.id not in failed]
-        decisions = await self._store(tx, ruleset, ids, states, outcomes)
+        decisions = await self._store(tx, ruleset, ids, states, outcomes, not_matched)
         await tx.mark_processed(signal_ids=[row.id for row in pending])
         SIGNALS_PROCESSED.inc(len(pending))
         return BatchResult(len(pending), decisions, len(skipped))
@@ -358,6 +374,7 @@ class Worker:
         ids: list[str],
         states: dict[str, SubscriberState],
         outcomes: Sequence[Outcome],
+        not_matched: Mapping[tuple[str, str], int] | None = None,
     ) -> int:
         await tx.replace_presence(subscription_ids=ids, rows=_presence_rows(states))
         await tx.set_last_signal_at(
@@ -374,7 +391,7 @@ class Worker:
                 rows=_shadow_rows(outcomes),
                 before=self.clock() - history_window(ruleset) - timedelta(days=1),
             )
-        counters = _counter_rows(ruleset, outcomes)
+        counters = _counter_rows(ruleset, outcomes, not_matched)
         await tx.bump_counters(rows=counters)
         for c in counters:
             if c.counter.startswith("suppressed:"):

@@ -16,14 +16,16 @@ from typing import Any, TextIO
 from service.errors import RuleLoadError, RulesError, SourceError, TraceError
 from service.rules.engine import Outcome, SubscriberState, decide
 
+from .core import evaluate
 from .loader import load_ruleset
 from .localtime import local_datetime
 from .models import json_schema, policy_json_schema
 from .preview import render_variants
 from .ruleset import Ruleset
-from .signals import Profile
+from .signals import Profile, SignalBatch
 from .source import load_located
 from .trace import read_trace
+from .whynot import why_not
 
 _LOCATED = re.compile(r"^(?P<file>.*?):(?P<line>\d+): (?P<message>.*)$", re.S)
 
@@ -215,9 +217,16 @@ def load_profile(path: str | None) -> Profile:
     )
 
 
-def replay_rows(rs: Ruleset, outcomes: list[Outcome], profile: Profile) -> list[dict[str, Any]]:
+def replay_rows(
+    rs: Ruleset,
+    outcomes: list[Outcome],
+    profile: Profile,
+    why: list[dict[str, str]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per signal; ``why`` (per signal, in the same order): the rules within reach
+    that did not match, with the first failed condition (`whynot.why_not`)."""
     rows = []
-    for o in outcomes:
+    for n, o in enumerate(outcomes):
         s = o.signal
         if o.local_offset_s is not None:
             local = s.at.astimezone(timezone(timedelta(seconds=o.local_offset_s)))
@@ -247,6 +256,10 @@ def replay_rows(rs: Ruleset, outcomes: list[Outcome], profile: Profile) -> list[
                 ],
                 # Shadow rules that would have sent (mode: shadow sends nothing).
                 "shadow": [{"rule": m.rule.id, "place": m.place_id} for m in o.shadow],
+                "not_matched": [
+                    {"rule": rule, "reason": reason}
+                    for rule, reason in (why[n] if why is not None else {}).items()
+                ],
                 "note": "out_of_order" if not o.applied else ("stale" if o.stale else None),
             }
         )
@@ -259,9 +272,19 @@ def replay(rules_dir: str, trace: str, profile_path: str | None) -> dict[str, An
     profile = load_profile(profile_path)
     signals = read_trace(trace, profile.id)
     states: dict[str, SubscriberState] = {}
-    outcomes = decide(rs, signals, {profile.id: profile}, states, now=None, arrival_order=True)
-    rows = replay_rows(rs, outcomes, profile)
+    profiles = {profile.id: profile}
+    outcomes = decide(rs, signals, profiles, states, now=None, arrival_order=True)
+    # The signals in the same order as decide's (arrival order): why each rule whose places
+    # were within reach of the fix did not match.
+    ev = evaluate(rs, SignalBatch.build(signals, profiles))
+    rows = replay_rows(
+        rs, outcomes, profile, [why_not(ev, i, places_only=True) for i in range(len(signals))]
+    )
     reasons = Counter(x["reason"] for r in rows for x in r["suppressed"])
+    not_matched: dict[str, Counter[str]] = {}
+    for r in rows:
+        for x in r["not_matched"]:
+            not_matched.setdefault(x["rule"], Counter())[x["reason"]] += 1
     return {
         "rules_version": rs.version,
         "profile": profile.id,
@@ -271,6 +294,10 @@ def replay(rules_dir: str, trace: str, profile_path: str | None) -> dict[str, An
             "sent": sum(1 for r in rows if r["decision"]),
             "shadow_sent": sum(len(r["shadow"]) for r in rows),
             "suppressed": dict(sorted(reasons.items())),
+            # Per rule, the signals within its reach that did not match it, by reason.
+            "not_matched": {
+                rule: dict(sorted(c.items())) for rule, c in sorted(not_matched.items())
+            },
         },
     }
 
@@ -314,11 +341,13 @@ def format_report(report: dict[str, Any]) -> str:
             what = "-"
         supp = "; ".join(f"{x['rule']}@{x['place']}: {x['reason']}" for x in r["suppressed"])
         shadow = ", ".join(_at(x) for x in r["shadow"])
+        why = "; ".join(f"{x['rule']}: {x['reason']}" for x in r["not_matched"])
         lines.append(
             head
             + what
             + (f"  [shadow {shadow}]" if shadow else "")
             + (f"  [suppressed {supp}]" if supp else "")
+            + (f"  [not matched {why}]" if why else "")
             + (f"  {events}" if events else "")
         )
     s = report["summary"]

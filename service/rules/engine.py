@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import Counter
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ from service.rules.core import Evaluation, Match, evaluate
 from service.rules.ruleset import CompiledRule, CompiledVariant, Ruleset
 from service.rules.signals import Profile, Signal, SignalBatch
 from service.rules.templates import attribute_value, text_value
+from service.rules.whynot import not_matched_counts
 
 __all__ = [
     "Decision",
@@ -134,12 +136,15 @@ def decide(
     states: MutableMapping[str, SubscriberState],
     now: datetime | None = None,
     arrival_order: bool = False,
+    not_matched: Counter[tuple[str, str]] | None = None,
 ) -> list[Outcome]:
     """Apply a batch of signals; one Outcome per signal, in `at` order per
     subscription. `states` is updated in place (missing ones are created).
     `now=None` means "each signal is evaluated at its own time" (replay).
     `arrival_order=True` applies signals exactly as given, so a late one is
-    seen as out of order (replay of a recorded stream)."""
+    seen as out of order (replay of a recorded stream). `not_matched`, when
+    given, gets the batch's (rule id, reason) counts of rules within reach
+    that did not match (`whynot.not_matched_counts`)."""
     if arrival_order:
         ordered = list(signals)
     else:
@@ -153,6 +158,8 @@ def decide(
         if state is None:
             state = states[sig.subscription_id] = SubscriberState(sig.subscription_id)
         out.append(_apply(ruleset, ev, i, sig, profile, state, now, keep))
+    if not_matched is not None:  # after the loop: a batch that raised counts nothing
+        not_matched.update(not_matched_counts(ev))
     return out
 
 

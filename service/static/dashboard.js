@@ -150,6 +150,21 @@
       : el("p", { class: "muted" }, "Nothing suppressed."));
   }
 
+  // not_matched is per rule (on its entry with variant ""): the first failed condition of each
+  // signal that came within reach of the rule (a place within radius + hysteresis, or any
+  // signal for a rule without places) and did not match it.
+  function renderWhyNot(stats) {
+    const box = $("whynot");
+    box.textContent = "";
+    const rows = [];
+    for (const r of stats.rules) {
+      const reasons = Object.entries(r.not_matched || {}).sort((x, y) => y[1] - x[1]);
+      for (const [reason, n] of reasons) rows.push([r.rule, reason, n]);
+    }
+    box.append(rows.length ? table(["rule", "first failed condition", "signals"], rows)
+      : el("p", { class: "muted" }, "No signal within reach of a rule missed it yet."));
+  }
+
   function renderMap(data) {
     const box = $("map");
     const legend = $("legend");
@@ -224,6 +239,7 @@
     renderExperiments(data.stats);
     renderHours(data);
     renderSuppressed(data.stats);
+    renderWhyNot(data.stats);
     renderMap(data);
     $("state").textContent = `updated ${new Date().toLocaleTimeString()}`;
     $("state").className = "muted";
