@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from service import __version__, logs, runtime, vapid
 from service.errors import ConfigError, MomentcastError
 from service.settings import Settings, load_settings, unknown_settings
+
+if TYPE_CHECKING:
+    from service.rules.ruleset import Ruleset
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         "--private", action="store_true", help="also print the private key (base64url)"
     )
     rules = sub.add_parser(
-        "rules", help="check, describe, preview and replay rule files", add_help=False
+        "rules", help="check, describe, preview, replay and backtest rule files", add_help=False
     )
     rules.add_argument("args", nargs=argparse.REMAINDER)
     campaign = sub.add_parser(
@@ -89,6 +95,31 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
+def _backtest(settings: Settings, ruleset: Ruleset, period: timedelta) -> dict[str, Any]:
+    """`rules backtest`: on the configured database (or the embedded one), like migrate; it
+    migrates nothing and writes nothing."""
+    from service.backtest import run_backtest
+    from service.store import open_store
+    from service.store.db import resolve_database
+
+    async def run() -> dict[str, Any]:
+        if settings.database_url is None:  # the embedded database lives in DATA_DIR
+            runtime.prepare_data_dir(settings)
+        target = await asyncio.to_thread(resolve_database, settings)
+        try:
+            store = await open_store(target.dsn, max_size=2)
+            try:
+                return await run_backtest(
+                    store, ruleset, period, retention=settings.signal_retention
+                )
+            finally:
+                await store.close()
+        finally:
+            await asyncio.to_thread(target.close)
+
+    return asyncio.run(run())
+
+
 def _vapid(settings: Settings, generate: bool, private: bool) -> int:
     runtime.prepare_data_dir(settings)
     if generate:
@@ -124,7 +155,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "rules":
             from service.rules import cli as rules_cli
 
-            return int(rules_cli.main([*args.args, *rest], rules_dir=settings.rules_dir))
+            return int(
+                rules_cli.main(
+                    [*args.args, *rest],
+                    rules_dir=settings.rules_dir,
+                    backtest=functools.partial(_backtest, settings),
+                )
+            )
         if args.command == "campaign":
             from service import campaign_cli
 

@@ -45,10 +45,11 @@ _STATUS_TEXT = {
 
 @dataclass(frozen=True)
 class Param:
-    """A required query parameter (a string)."""
+    """A query parameter (a string), required unless said otherwise."""
 
     name: str
     description: str
+    required: bool = True
 
 
 @dataclass
@@ -115,7 +116,7 @@ def build_spec(version: str) -> dict[str, Any]:
             {
                 "name": p.name,
                 "in": "query",
-                "required": True,
+                "required": p.required,
                 "description": p.description,
                 "schema": {"type": "string"},
             }

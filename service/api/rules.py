@@ -1,9 +1,10 @@
-"""Admin routes for rules: what is loaded, reload, the simulator and the test push."""
+"""Admin routes for rules: what is loaded, reload, the simulator, the test push and the
+backtest."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
@@ -11,8 +12,9 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from service.api.common import CONTEXT, json_response, read_model, require_admin
 from service.api.models import Attributes, Locale, SignalBody, Strict, Timezone, Topics
-from service.api.openapi import Op, document
+from service.api.openapi import Op, Param, document
 from service.context import Context
+from service.durations import parse_duration
 from service.errors import NotFound, RulesError, ServiceUnavailable, Unprocessable
 from service.queue import DELIVERIES_CHANNEL
 from service.reloader import reload_rules
@@ -306,3 +308,97 @@ async def post_test_push(request: web.Request) -> web.Response:
     )
     await ctx.store.notify(channel=DELIVERIES_CHANNEL)
     return json_response({"delivery_id": delivery_id}, status=202)
+
+
+class BacktestLive(BaseModel):
+    decided: int = Field(description="deliveries the live rules decided in the period")
+    sent: int = Field(description="of those, accepted by the push service")
+
+
+class BacktestRule(BaseModel):
+    rule: str
+    mode: RuleMode
+    matched: int = Field(description="signals on which the rule fired (before caps)")
+    would_send: int
+    shadow_sent: int = Field(description="for a rule in mode: shadow, what it would send")
+    suppressed: dict[str, int]
+    not_matched: dict[str, int] = Field(
+        description="signals within the rule's reach that did not match it, by the first "
+        "failed condition"
+    )
+    live: BacktestLive
+
+
+class BacktestLiveOnly(BaseModel):
+    rule: str
+    decided: int
+    sent: int
+
+
+class BacktestTotals(BaseModel):
+    would_send: int
+    live_decided: int
+    live_sent: int
+
+
+class BacktestReport(BaseModel):
+    rules_version: str
+    since: str
+    until: str
+    signals: int = Field(description="stored signals of the period that were run")
+    subscribers: int
+    first_signal: str | None
+    last_signal: str | None
+    rules: list[BacktestRule]
+    live_only: list[BacktestLiveOnly] = Field(
+        description="rules that sent in the period but are not in the backtested set"
+    )
+    totals: BacktestTotals
+    notes: list[str]
+
+
+MAX_BACKTEST = timedelta(days=31)
+
+
+@document(
+    Op(
+        "get",
+        "/v1/backtest",
+        "The stored signals of the last period through the loaded rules from fresh presence, "
+        "beside what the live rules sent; writes nothing",
+        response=BacktestReport,
+        auth="admin",
+        errors=[422],
+        tags=["rules"],
+        query=[
+            Param(
+                "since",
+                "how far back, a duration such as 6h or 2d (default 24h, at most 31d)",
+                required=False,
+            )
+        ],
+    )
+)
+@routes.get("/v1/backtest")
+async def get_backtest(request: web.Request) -> web.Response:
+    # Imported with the first backtest, like the simulator: the API loads no numpy on import.
+    from service.backtest import run_backtest
+
+    require_admin(request)
+    text = request.query.get("since", "24h")
+    try:
+        period = parse_duration(text)
+        if period > MAX_BACKTEST:
+            raise ValueError(f"since {text!r} is longer than 31d")
+    except ValueError as exc:
+        raise Unprocessable(
+            f"since: {exc}", details=[{"field": "since", "message": str(exc), "type": "duration"}]
+        ) from None
+    ctx = request.app[CONTEXT]
+    ruleset = _holder(ctx).current
+    if ruleset is None:
+        raise ServiceUnavailable("no valid rule set is loaded")
+    report = await run_backtest(
+        ctx.store, ruleset, period, retention=ctx.settings.signal_retention, offload=True
+    )
+    return json_response(report)

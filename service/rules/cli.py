@@ -1,4 +1,4 @@
-"""`momentcast rules check|schema|replay|preview` - the marketer's tools."""
+"""`momentcast rules check|schema|replay|preview|backtest` - the marketer's tools."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import os
 import re
 import sys
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from service.durations import parse_duration
 from service.errors import RuleLoadError, RulesError, SourceError, TraceError
 from service.rules.engine import Outcome, SubscriberState, decide
 
@@ -80,7 +82,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     preview.add_argument("--rules", default=None, help="rules directory")
     preview.add_argument("--json", action="store_true", help="machine-readable output")
+    backtest = sub.add_parser(
+        "backtest",
+        help="the stored signals of a period against DIR's rules, beside what the live rules "
+        "sent; writes nothing",
+    )
+    backtest.add_argument(
+        "dir", nargs="?", default=None, help="rules directory (default: $MOMENTCAST_RULES_DIR)"
+    )
+    backtest.add_argument(
+        "--since",
+        default="24h",
+        help="how far back, e.g. 6h or 2d (default 24h; signals are kept SIGNAL_RETENTION)",
+    )
+    backtest.add_argument("--json", action="store_true", help="machine-readable output")
     return ap
+
+
+# Runs a backtest of a rule set over a period on the stored signals (service/backtest.py, on
+# the configured database): the core does no I/O, so the command line hands it in.
+Backtester = Callable[[Ruleset, timedelta], dict[str, Any]]
 
 
 def main(
@@ -89,8 +110,10 @@ def main(
     err: TextIO | None = None,
     *,
     rules_dir: str | os.PathLike[str] = "rules",
+    backtest: Backtester | None = None,
 ) -> int:
-    """``rules_dir``: the default folder, MOMENTCAST_RULES_DIR as the settings read it."""
+    """``rules_dir``: the default folder, MOMENTCAST_RULES_DIR as the settings read it;
+    ``backtest``: what reads the stored signals (``momentcast rules backtest`` has one)."""
     stdout = out or sys.stdout
     stderr = err or sys.stderr
     args = _parser().parse_args(argv)
@@ -102,6 +125,8 @@ def main(
         return _check(args.dir or str(rules_dir), args.json, args.strict, stdout, stderr)
     if args.command == "preview":
         return _preview(args, str(rules_dir), stdout, stderr)
+    if args.command == "backtest":
+        return _backtest(args, str(rules_dir), backtest, stdout, stderr)
     return _replay(args, str(rules_dir), stdout, stderr)
 
 
@@ -441,6 +466,76 @@ def format_preview(report: dict[str, Any]) -> str:
         for a in n["actions"]:
             lines.append(f"  action:  [{a['action']}] {a['title']} -> {a['url']}")
         lines.append(f"  locale:  {n['locale'] or 'default'}")
+    return "\n".join(lines) + "\n"
+
+
+def _backtest(
+    args: argparse.Namespace,
+    default_dir: str,
+    backtester: Backtester | None,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    if backtester is None:
+        err.write("the backtest reads the database: run it as momentcast rules backtest\n")
+        return 2
+    try:
+        period = parse_duration(args.since)
+    except ValueError as exc:
+        err.write(f"--since: {exc}\n")
+        return 2
+    directory = args.dir or default_dir
+    try:
+        rs = load_ruleset(directory)
+    except RuleLoadError as exc:
+        for line in exc.errors:
+            err.write(line + "\n")
+        err.write("fix the rules first (momentcast rules check)\n")
+        return 1
+    report = backtester(rs, period)
+    report = {"rules_dir": directory, **report}
+    if args.json:
+        out.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    else:
+        out.write(format_backtest(report))
+    return 0
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda x: -x[1])) or "-"
+
+
+def format_backtest(report: dict[str, Any]) -> str:
+    since, until = (report[k][:19].replace("T", " ") for k in ("since", "until"))
+    lines = [
+        f"backtest of {report['rules_dir']} on {_count(report['signals'], 'stored signal')} of "
+        f"{_count(report['subscribers'], 'subscriber')}, {since} to {until} UTC "
+        "(from fresh presence; nothing written)"
+    ]
+    for note in report["notes"]:
+        lines.append(f"note: {note}")
+    for r in report["rules"]:
+        mode = " [shadow]" if r["mode"] == "shadow" else ""
+        would = f"would send {r['would_send']}"
+        if r["shadow_sent"]:
+            would += f", shadow {r['shadow_sent']}"
+        lines.append(
+            f"{r['rule']}{mode}: {would} (live: {r['live']['decided']} decided, "
+            f"{r['live']['sent']} sent); matched {r['matched']}"
+        )
+        lines.append(f"    suppressed: {_reasons(r['suppressed'])}")
+        lines.append(f"    not matched: {_reasons(r['not_matched'])}")
+    for x in report["live_only"]:
+        lines.append(
+            f"{x['rule']}: not in {report['rules_dir']} (live: {x['decided']} decided, "
+            f"{x['sent']} sent)"
+        )
+    t = report["totals"]
+    pushes = f"{t['would_send']} push{'' if t['would_send'] == 1 else 'es'}"
+    lines.append(
+        f"{_count(report['signals'], 'signal')}: {pushes} would be sent; "
+        f"the live rules decided {t['live_decided']} and sent {t['live_sent']}"
+    )
     return "\n".join(lines) + "\n"
 
 

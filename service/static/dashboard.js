@@ -165,6 +165,33 @@
       : el("p", { class: "muted" }, "No signal within reach of a rule missed it yet."));
   }
 
+  const reasons = (counts) => Object.entries(counts).sort((x, y) => y[1] - x[1])
+    .map(([k, n]) => `${k} ${n}`).join(" · ") || "–";
+
+  // GET /v1/backtest: the stored signals of the period through the loaded rules, from fresh
+  // presence, beside what the live rules decided and sent (it writes nothing).
+  async function runBacktest() {
+    const since = $("bt-since").value.trim() || "24h";
+    $("bt-state").textContent = "running…";
+    $("bt-state").className = "muted";
+    const response = await fetch(`/v1/backtest?since=${encodeURIComponent(since)}`,
+      { headers: { Authorization: `Bearer ${$("token").value.trim()}` } });
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
+    const box = $("backtest");
+    box.textContent = "";
+    for (const note of body.notes) box.append(el("p", { class: "muted" }, note));
+    const rows = body.rules.map((r) => [r.rule, r.mode, r.matched, r.would_send,
+      r.shadow_sent || "–", r.live.decided, r.live.sent, reasons(r.suppressed),
+      reasons(r.not_matched)]);
+    for (const x of body.live_only) rows.push([x.rule, "(not loaded)", "–", "–", "–", x.decided,
+      x.sent, "–", "–"]);
+    box.append(table(["rule", "mode", "matched", "would send", "shadow", "live decided",
+      "live sent", "suppressed", "not matched"], rows));
+    $("bt-state").textContent = `${body.signals} signals of ${body.subscribers} subscribers, `
+      + `${body.since.slice(0, 16)} – ${body.until.slice(0, 16)} UTC`;
+  }
+
   function renderMap(data) {
     const box = $("map");
     const legend = $("legend");
@@ -253,6 +280,10 @@
   }
 
   $("load").addEventListener("click", loadVisibly);
+  $("bt-run").addEventListener("click", () => runBacktest().catch((err) => {
+    $("bt-state").textContent = err.message;
+    $("bt-state").className = "error";
+  }));
   $("auto").addEventListener("change", (e) => {
     clearInterval(timer);
     timer = e.target.checked ? setInterval(loadVisibly, 10000) : null;

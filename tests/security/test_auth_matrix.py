@@ -41,6 +41,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/v1/rules/reload"): ADMIN,
     ("POST", "/v1/simulate"): ADMIN,
     ("POST", "/v1/rules/{id}/test"): ADMIN,
+    ("GET", "/v1/backtest"): ADMIN,
     ("GET", "/v1/stats"): ADMIN,
     ("GET", "/v1/dashboard"): ADMIN,
     ("POST", "/v1/campaigns"): ADMIN,

@@ -26,3 +26,44 @@ SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])
 -- name: purge_shadow_sends
 -- Older than any limit looks back: of no more use.
 DELETE FROM shadow_sends WHERE subscription_id = ANY($1::uuid[]) AND decided_at <= $2
+
+-- name: backtest_ready
+-- The backtest reads test flags: the schema must have migration 0010.
+SELECT EXISTS (
+    SELECT 1 FROM information_schema.columns
+    WHERE table_name = 'deliveries' AND column_name = 'test'
+)
+
+-- name: backtest_stored_since
+-- The oldest signal kept (retention deletes processed ones after SIGNAL_RETENTION).
+SELECT min(at) FROM signals WHERE quarantined_at IS NULL
+
+-- name: backtest_subscribers
+-- The next $4 subscribers (by id, after $3) with signals in [$1, $2): the backtest reads whole
+-- subscribers at a time, so each starts from fresh state and none is split.
+SELECT subscription_id FROM signals
+WHERE at >= $1 AND at < $2 AND quarantined_at IS NULL
+  AND ($3::uuid IS NULL OR subscription_id > $3::uuid)
+GROUP BY subscription_id
+ORDER BY subscription_id
+LIMIT $4
+
+-- name: backtest_signals
+SELECT id, subscription_id, at, lat, lon, accuracy_m, speed_mps, moment, context
+FROM signals
+WHERE subscription_id = ANY($1::uuid[]) AND at >= $2 AND at < $3 AND quarantined_at IS NULL
+ORDER BY subscription_id, at, id
+
+-- name: backtest_profiles
+SELECT id, timezone, locale, topics, attributes, paused, status, last_signal_at
+FROM subscriptions
+WHERE id = ANY($1::uuid[])
+
+-- name: backtest_live
+-- What the live rules decided in [$1, $2) (by decision time), and how many were sent; test
+-- pushes and campaigns left out.
+SELECT rule_id, count(*) AS decided, count(*) FILTER (WHERE status = 'sent') AS sent
+FROM deliveries
+WHERE decided_at >= $1 AND decided_at < $2 AND NOT test AND rule_id IS NOT NULL
+GROUP BY rule_id
+ORDER BY rule_id
