@@ -682,7 +682,7 @@ def print_table(phases: list[Phase], embedded: bool) -> None:
             f" {_ms(ph.p(50)):>7} {_ms(ph.p(90)):>7} {_ms(ph.p(99)):>7} {_ms(worst):>7}"
             f" {ph.sustained:>8.0f} {ph.cpu_ms('target'):>11.3f} {pg:>10} {xacts:>9}"
             f" {ph.cpu_ms('receiver'):>7.3f} {ph.cpu_ms('generator'):>6.3f}"
-            f" {ph.others_cores:>6.2f} {ph.target_waited:>6.0%}"
+            f" {max(0.0, ph.others_cores):>6.2f} {ph.target_waited:>6.0%}"
         )
         extra = []
         if ph.failed:
