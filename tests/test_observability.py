@@ -111,7 +111,7 @@ def test_json_log_format_of_a_real_process(tmp_path: Path, database_url: str) ->
     assert all({"time", "level", "logger", "message"} <= set(e) for e in entries), entries
     [started] = [e for e in entries if " started: " in e["message"]]
     assert started["version"] == __version__
-    assert started["components"] == ["rules-watch", "sender", "worker"]
+    assert started["components"] == ["fanout", "rules-watch", "sender", "worker"]
     assert started["database"] == "external"
     [stopping] = [e for e in entries if e["message"].startswith("momentcast stopping")]
     assert stopping["reason"] == "SIGTERM"

@@ -41,5 +41,5 @@ def test_a_failed_component_exits_non_zero_naming_it(database_url: str, how: str
     assert "component worker" in err
     assert "momentcast: error: component worker " in err
     # The operator's start and stop lines: version, components, database kind; the reason.
-    assert "started: rules-watch, worker; database external" in err
+    assert "started: fanout, rules-watch, worker; database external" in err
     assert "momentcast stopping: component worker " in err
