@@ -3,8 +3,10 @@
 -- deliveries outbox just in time - when a subscriber's moment has come and their quiet hours
 -- are over - in one set-based statement per tick (service/store/sql/campaigns.sql), with the
 -- dedupe key 'campaign:<id>:<subscription>'. The functions below are that statement's view
--- of the audience, the variants and the message; service/rules/campaigns.py holds the same
--- definitions in Python, and tests/campaigns compares the two.
+-- of an audience condition, an attribute's text, a subscriber's variant and the message; they
+-- are inlined by the planner (plain SQL expressions) or cheap, so that 100k subscribers take
+-- seconds. service/rules/campaigns.py holds the same definitions in Python, and
+-- tests/campaigns compares the two.
 
 CREATE TABLE campaigns (
     id            text PRIMARY KEY,
@@ -15,8 +17,9 @@ CREATE TABLE campaigns (
     spec          jsonb NOT NULL,
     -- {"topics"?: [...], "locales"?: [lower-case tags], "conditions": [{key, op, value}]}
     audience      jsonb NOT NULL,
-    -- [{"name", "upto" (cumulative weight), "messages": {locale: program}}], see
-    -- service/rules/campaigns.py program()
+    -- The variants and their messages as the fan-out's statement takes them (variant names
+    -- and lower bounds, locale keys, payload templates, attribute tokens), see
+    -- service/rules/campaigns.py Campaign.programs
     programs      jsonb NOT NULL,
     -- Either an instant, or a wall-clock moment with what to do where it had passed already.
     send_at       timestamptz,
@@ -77,7 +80,9 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     END
 $$;
 
--- conditions.holds(Condition("attributes", key, op, arg), attrs[key], key in attrs).
+-- conditions.holds(Condition("attributes", key, op, arg), attrs[key], key in attrs), with the
+-- argument of in a JSON array and that of not_in {"values": [...], "kinds": [json types]}
+-- (Campaign.audience). No subqueries, so the planner inlines it.
 CREATE FUNCTION momentcast_holds(attrs jsonb, key text, op text, arg jsonb) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT coalesce(CASE
@@ -87,32 +92,15 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         WHEN op = 'eq' THEN momentcast_same(attrs -> key, arg)
         WHEN op = 'ne' THEN jsonb_typeof(attrs -> key) = jsonb_typeof(arg)
                             AND NOT momentcast_same(attrs -> key, arg)
-        WHEN op = 'in' THEN EXISTS (
-            SELECT 1 FROM jsonb_array_elements(arg) w WHERE momentcast_same(attrs -> key, w))
-        WHEN op = 'not_in' THEN
-            EXISTS (SELECT 1 FROM jsonb_array_elements(arg) w
-                    WHERE jsonb_typeof(w) = jsonb_typeof(attrs -> key))
-            AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(arg) w
-                            WHERE momentcast_same(attrs -> key, w))
+        WHEN op = 'in' THEN arg @> jsonb_build_array(attrs -> key)
+        WHEN op = 'not_in' THEN (arg -> 'kinds') ? jsonb_typeof(attrs -> key)
+                                AND NOT (arg -> 'values') @> jsonb_build_array(attrs -> key)
         WHEN jsonb_typeof(attrs -> key) <> 'number' OR jsonb_typeof(arg) <> 'number' THEN false
         WHEN op = 'gt' THEN (attrs -> key)::float8 > arg::float8
         WHEN op = 'gte' THEN (attrs -> key)::float8 >= arg::float8
         WHEN op = 'lt' THEN (attrs -> key)::float8 < arg::float8
         WHEN op = 'lte' THEN (attrs -> key)::float8 <= arg::float8
     END, false)
-$$;
-
--- Is a subscription with these topics, locale and attributes in the audience?
-CREATE FUNCTION momentcast_in_audience(audience jsonb, topics text[], locale text, attrs jsonb)
-RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT (NOT audience ? 'topics'
-            OR topics && ARRAY(SELECT jsonb_array_elements_text(audience -> 'topics')))
-       AND (NOT audience ? 'locales'
-            OR EXISTS (SELECT 1 FROM jsonb_array_elements_text(audience -> 'locales') l
-                       WHERE lower(locale) = l OR lower(locale) LIKE l || '-%'))
-       AND NOT EXISTS (
-            SELECT 1 FROM jsonb_array_elements(coalesce(audience -> 'conditions', '[]')) c
-            WHERE NOT momentcast_holds(attrs, c ->> 'key', c ->> 'op', c -> 'value'))
 $$;
 
 -- templates.attribute_value() of a JSON value as the store hands it to Python (a number
@@ -135,54 +123,26 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     END, 64)
 $$;
 
--- One template of a program: literal parts and {"a": name} attribute fields. NULL: no such
--- template.
-CREATE FUNCTION momentcast_render_text(parts jsonb, attrs jsonb) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN jsonb_typeof(parts) = 'array' THEN coalesce((
-        SELECT string_agg(CASE jsonb_typeof(p)
-                              WHEN 'string' THEN p #>> '{}'
-                              ELSE coalesce(momentcast_text_value(attrs -> (p ->> 'a')), '')
-                          END, '' ORDER BY i)
-        FROM jsonb_array_elements(parts) WITH ORDINALITY AS x(p, i)), '') END
+-- campaigns.render() in SQL: a payload's JSON text with a token where each attribute goes
+-- (tokens[i] stands for attrs[names[i]]), filled with the attributes' texts.
+CREATE FUNCTION momentcast_fill(template text, tokens text[], names text[], attrs jsonb)
+RETURNS jsonb LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    value text;
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(tokens), 0) LOOP
+        value := to_json(coalesce(momentcast_text_value(attrs -> names[i]), ''))::text;
+        template := replace(template, tokens[i], substr(value, 2, length(value) - 2));
+    END LOOP;
+    RETURN template::jsonb;
+END
 $$;
 
--- campaigns.render() of a program for one subscriber's attributes.
-CREATE FUNCTION momentcast_render(program jsonb, attrs jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN program ? 'payload' THEN program -> 'payload' ELSE
-        coalesce((SELECT jsonb_object_agg(f.key, momentcast_render_text(f.value, attrs))
-                  FROM jsonb_each(program -> 'fields') f), '{}'::jsonb)
-        || CASE WHEN program ? 'lang'
-                THEN jsonb_build_object('lang', program -> 'lang') ELSE '{}'::jsonb END
-        || CASE WHEN jsonb_typeof(program -> 'actions') = 'array' THEN jsonb_build_object(
-               'actions', (SELECT jsonb_agg(jsonb_build_object(
-                               'action', a -> 'action',
-                               'title', momentcast_render_text(a -> 'title', attrs),
-                               'url', coalesce(
-                                   momentcast_render_text(a -> 'url', attrs),
-                                   momentcast_render_text(program -> 'fields' -> 'url', attrs),
-                                   '')) ORDER BY i)
-                           FROM jsonb_array_elements(program -> 'actions')
-                                WITH ORDINALITY AS x(a, i)))
-                ELSE '{}'::jsonb END
-    END
-$$;
-
--- campaigns.variant_point(): sha256(subscription \0 campaign), its first 8 bytes as an
--- unsigned big-endian integer, modulo the variants' total weight.
+-- campaigns.variant_point(): sha256(subscription \0 campaign), its first 7 bytes as a
+-- big-endian integer, modulo the variants' total weight.
 CREATE FUNCTION momentcast_variant_point(subscription uuid, campaign text, total integer)
 RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT ((('x' || encode(substr(d, 1, 4), 'hex'))::bit(32)::bigint::numeric * 4294967296
-             + ('x' || encode(substr(d, 5, 4), 'hex'))::bit(32)::bigint) % total)::integer
-    FROM (SELECT sha256(convert_to(subscription::text, 'UTF8') || '\x00'::bytea
-                        || convert_to(campaign, 'UTF8')) AS d) h
-$$;
-
--- The message of a variant for a locale: the exact tag, then its language, else the default.
-CREATE FUNCTION momentcast_program_for(messages jsonb, locale text) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(messages -> lower(locale),
-                    messages -> split_part(lower(locale), '-', 1),
-                    messages -> '')
+    SELECT (('x' || encode(substr(sha256(convert_to(subscription::text, 'UTF8') || '\x00'::bytea
+                                         || convert_to(campaign, 'UTF8')), 1, 7), 'hex')
+            )::bit(56)::bigint % total)::integer
 $$;

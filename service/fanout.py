@@ -140,7 +140,7 @@ class FanOut:
     ) -> FanOutResult:
         late: Late = "send" if row.late == "send" else "skip"
         send_at = SendAt(instant=row.send_at, local=row.send_local, late=late)
-        zones = await tx.campaign_zones(campaign_id=row.id)
+        zones = await tx.campaign_zones(campaign=row)
         plan = plan_tick(
             send_at,
             created_at=row.created_at,
@@ -154,12 +154,11 @@ class FanOut:
         if any(z.action != "wait" for z in plan.zones):
             start = max(now, row.next_slot) if row.next_slot is not None else now
             result = await tx.fan_out(
-                campaign_id=row.id,
+                campaign=row,
                 now=now,
                 zones=[ZoneStep(z.zone, z.action, z.expires_at) for z in plan.zones],
                 caps=_caps(policy),
                 first_delay_s=(start - now).total_seconds(),
-                rate_per_s=row.rate_per_s,
             )
             if row.rate_per_s and result.queued:
                 next_slot = start + timedelta(seconds=result.queued / row.rate_per_s)

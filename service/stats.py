@@ -346,7 +346,7 @@ def campaign_results(counts: CampaignCounts) -> list[dict[str, Any]]:
         f.suppressed[s.reason] = f.suppressed.get(s.reason, 0) + s.n
     out = []
     for row in counts.campaigns:
-        names = [str(p["name"]) for p in row.programs]
+        names = [str(name) for name in row.programs["variants"]]
         arms = [get(row.id, name) for name in names]
         total = Funnel(row.id, "")
         queued = cancelled = 0

@@ -40,3 +40,23 @@ def test_e2e_quick_prints_the_figures_of_momentcast_and_the_floor(pg_server: PgS
     assert re.search(r"^\s+20/s: \d+\.\d+ ms / \d+\.\d+ ms = \d+\.\dx$", out, re.MULTILINE), out
     assert "CPU per push <= 0.8 ms: " in out and "CPU per push <= 3x floor: " in out
     assert ">= 800 pushes/s sustained at p99 <= 250 ms:" in out
+
+
+@pytest.mark.slow
+def test_campaigns_quick_prints_the_fan_out_against_its_baseline(pg_server: PgServer) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTCAST_")}
+    env["MOMENTCAST_BENCH_DATABASE_URL"] = pg_server.admin_dsn
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "campaigns.py"), "--quick"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for case in ("baseline", "plain", "templated", "local"):
+        assert re.search(rf"^{case}\s+5000\s+\d+\s+\d+\.\d+", done.stdout, re.MULTILINE), (
+            done.stdout
+        )
+    assert "fan-out of 100k subscribers <= 10 s: " in done.stdout

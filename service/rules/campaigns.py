@@ -5,9 +5,10 @@ Pure, like the rest of the core: no I/O and no clock (callers pass ``now``). Thi
 checks a campaign as the API or the CLI receives it, compiles its message with the rules'
 compiler (locales, actions, ``{attributes.*}`` templates, the worst-case payload), turns its
 audience and message into the forms the fan-out's one SQL statement evaluates (conditions,
-per-locale "programs"), and plans one fan-out tick: which time zones are due, held by quiet
-hours, dropped because their ttl runs out first, or missed. The SQL side of the same
-definitions (``momentcast_holds``, ``momentcast_render``, ``momentcast_variant_point``) is in
+payload templates per variant and locale), and plans one fan-out tick: which time zones are
+due, held by quiet hours, dropped because their ttl runs out first, or missed. The SQL side of
+the same
+definitions (``momentcast_holds``, ``momentcast_fill``, ``momentcast_variant_point``) is in
 migrations/0009_campaigns.sql; tests/campaigns check that the two agree.
 """
 
@@ -38,7 +39,7 @@ from service.durations import parse_duration
 from service.errors import CampaignInvalid, RuleLoadError
 from service.vocabulary import PUSH_TOPIC, PUSH_TOPIC_PATTERN, Late, Urgency
 
-from .conditions import Condition
+from .conditions import Condition, kind
 from .localtime import zone
 from .models import (
     LOCALE_PATTERN,
@@ -306,10 +307,11 @@ class Campaign:
 
     @property
     def audience(self) -> dict[str, Any]:
-        """The audience as migrations/0009's momentcast_in_audience reads it."""
+        """The audience as the store's queries take it: topics, locales and conditions with
+        their SQL arguments (see :func:`sql_condition`)."""
         out: dict[str, Any] = {
             "conditions": [
-                {"key": c.key, "op": c.op, "value": _json_value(c.value)} for c in self.conditions
+                {"key": c.key, "op": c.op, "value": sql_argument(c)} for c in self.conditions
             ]
         }
         if self.topics is not None:
@@ -319,31 +321,76 @@ class Campaign:
         return out
 
     @property
-    def programs(self) -> list[dict[str, Any]]:
-        """Each variant with the upper end of its share of the variant points and its
-        per-locale programs, for momentcast_render (see :func:`program`)."""
-        out = []
-        upto = 0
+    def programs(self) -> dict[str, Any]:
+        """The variants and messages as the fan-out's statement takes them: variant names and
+        the lower ends of their shares of the variant points (for width_bucket), the locale
+        keys ('' first), and per variant and key the payload's JSON text with a token where
+        each attribute goes (``tokens[i]`` stands for attribute ``names[i]``)."""
+        keys = ["", *sorted({tag for v in self.variants for tag in v.messages if tag})]
+        names = sorted(
+            {
+                name
+                for v in self.variants
+                for m in v.messages.values()
+                for t in m.all_templates
+                for root, name in t.fields
+                if root == "attributes"
+            }
+        )
+        tokens = _tokens(self, len(names))
+        values = {("attributes", n): t for n, t in zip(names, tokens, strict=True)}
+        lower: list[int] = []
+        start = 0
         for v in self.variants:
-            upto += v.weight
-            messages = {tag: program(message) for tag, message in v.messages.items()}
-            out.append({"name": v.name, "upto": upto, "messages": messages})
-        return out
-
-    @property
-    def total_weight(self) -> int:
-        return sum(v.weight for v in self.variants)
+            lower.append(start)
+            start += v.weight
+        templates = [
+            json.dumps(_render_with(v.message_for(key or None), values), ensure_ascii=False)
+            for v in self.variants
+            for key in keys
+        ]
+        return {
+            "variants": [v.name for v in self.variants],
+            "lower": lower,
+            "total": start,
+            "keys": keys,
+            "templates": templates,
+            "tokens": tokens,
+            "names": names,
+        }
 
     def variant_for(self, subscription_id: str) -> CompiledVariant:
         return choose_variant(subscription_id, self.id, self.variants)
 
 
+def _tokens(campaign: Campaign, n: int) -> list[str]:
+    """Stand-ins for attribute values in a payload's JSON text, found in none of its texts."""
+    texts = json.dumps(campaign.spec, ensure_ascii=False)
+    salt = 0
+    while True:
+        nonce = hashlib.sha256(f"{campaign.id}:{salt}".encode()).hexdigest()[:12]
+        if f"@@{nonce}" not in texts:
+            return [f"@@{nonce}:{i}@@" for i in range(n)]
+        salt += 1
+
+
+def sql_argument(cond: Condition) -> Any:
+    """A condition's value as momentcast_holds takes it: in a JSON array for in, and for
+    not_in the values with the JSON types among them."""
+    if cond.op == "in":
+        return list(cond.value) if isinstance(cond.value, tuple) else [cond.value]
+    if cond.op == "not_in":
+        values = list(cond.value) if isinstance(cond.value, tuple) else [cond.value]
+        kinds = sorted({_JSON_TYPES[k] for v in values if (k := kind(v)) is not None})
+        return {"values": values, "kinds": kinds}
+    return cond.value
+
+
+_JSON_TYPES = {"text": "string", "number": "number", "bool": "boolean"}
+
+
 # Tags of unions that are no field of the body (send_at's shapes, a condition's forms).
 _UNION_TAGS = frozenset({"value", "ops"})
-
-
-def _json_value(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def _errors(exc: ValidationError) -> list[tuple[str, str]]:
@@ -440,7 +487,7 @@ def _field_message(error: str) -> tuple[str, str]:
 def choose_variant(
     subscription_id: str, campaign_id: str, variants: Sequence[CompiledVariant]
 ) -> CompiledVariant:
-    """Deterministic per (subscription, campaign), the same hash as rules' choose_variant
+    """Deterministic per (subscription, campaign), by a hash like rules' choose_variant
     (momentcast_variant_point in SQL)."""
     total = sum(v.weight for v in variants)
     point = variant_point(subscription_id, campaign_id, total)
@@ -453,18 +500,22 @@ def choose_variant(
 
 def variant_point(subscription_id: str, campaign_id: str, total: int) -> int:
     digest = hashlib.sha256(f"{subscription_id}\0{campaign_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % total
+    return int.from_bytes(digest[:7], "big") % total
 
 
 def render(message: CompiledMessage, attributes: Mapping[str, Any]) -> dict[str, Any]:
     """The stored payload of one subscriber's push: engine._render for campaigns, whose
-    templates know only ``{attributes.*}``."""
+    templates know only ``{attributes.*}`` (momentcast_fill in SQL)."""
     values = {
         (root, name): attribute_value(attributes.get(name))
         for tpl in message.all_templates
         for root, name in tpl.fields
         if root == "attributes"
     }
+    return _render_with(message, values)
+
+
+def _render_with(message: CompiledMessage, values: Mapping[tuple[str, str], str]) -> dict[str, Any]:
     payload: dict[str, Any] = {name: tpl.render(values) for name, tpl in message.templates.items()}
     if message.lang:
         payload["lang"] = message.lang
@@ -478,33 +529,6 @@ def render(message: CompiledMessage, attributes: Mapping[str, Any]) -> dict[str,
             for a in message.actions
         ]
     return payload
-
-
-def _parts(tpl: Any) -> list[Any]:
-    return [p if isinstance(p, str) else {"a": p[1]} for p in tpl.parts]
-
-
-def program(message: CompiledMessage) -> dict[str, Any]:
-    """What momentcast_render needs to render ``message`` for a row's attributes: the payload
-    itself when no template uses an attribute, else each template as literal parts and
-    ``{"a": name}`` fields."""
-    if not any(root == "attributes" for t in message.all_templates for root, _ in t.fields):
-        return {"payload": render(message, {})}
-    out: dict[str, Any] = {
-        "fields": {name: _parts(tpl) for name, tpl in message.templates.items()},
-    }
-    if message.lang:
-        out["lang"] = message.lang
-    if message.actions:
-        out["actions"] = [
-            {
-                "action": a.action,
-                "title": _parts(a.title),
-                "url": _parts(a.url) if a.url is not None else None,
-            }
-            for a in message.actions
-        ]
-    return out
 
 
 # --- one fan-out tick ----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,7 +21,7 @@ class NewCampaign:
     description: str
     spec: Mapping[str, Any]
     audience: Mapping[str, Any]
-    programs: Sequence[Mapping[str, Any]]
+    programs: Mapping[str, Any]
     send_at: datetime | None
     send_local: datetime | None  # naive wall-clock time
     late: str | None
@@ -38,7 +39,7 @@ class CampaignRow:
     status: str
     spec: dict[str, Any]
     audience: dict[str, Any]
-    programs: list[dict[str, Any]]
+    programs: dict[str, Any]
     send_at: datetime | None
     send_local: datetime | None
     late: str | None
@@ -148,6 +149,23 @@ class AudienceSample:
     attributes: dict[str, Any]
 
 
+def audience_args(audience: Mapping[str, Any]) -> tuple[Any, ...]:
+    """An audience (service.rules.campaigns.Campaign.audience) as the queries' five arguments:
+    topics, locale patterns (a tag, or a longer tag of it: de, de-%), and the conditions'
+    keys, operators and JSON arguments."""
+    topics = audience.get("topics")
+    locales = audience.get("locales")
+    patterns = None if locales is None else [p for tag in locales for p in (tag, tag + "-%")]
+    conditions = audience.get("conditions") or []
+    return (
+        list(topics) if topics is not None else None,
+        patterns,
+        [c["key"] for c in conditions],
+        [c["op"] for c in conditions],
+        [json.dumps(c["value"]) for c in conditions],
+    )
+
+
 class CampaignQueries(StoreBase):
     # --- the admin API and CLI ------------------------------------------------------------
 
@@ -169,17 +187,18 @@ class CampaignQueries(StoreBase):
             c.topic,
             c.rate_per_s,
             c.created_at,
+            *audience_args(c.audience),
         )
         return None if row is None else CampaignRow.from_row(row)
 
     async def audience_size(self, *, audience: Mapping[str, Any]) -> int:
-        n: int = await self._fetchval("campaign_audience_count", audience)
+        n: int = await self._fetchval("campaign_audience_count", *audience_args(audience))
         return n
 
     async def audience_samples(
         self, *, audience: Mapping[str, Any], locales: Sequence[str]
     ) -> list[AudienceSample]:
-        rows = await self._fetch("campaign_samples", audience, list(locales))
+        rows = await self._fetch("campaign_samples", *audience_args(audience), list(locales))
         return [AudienceSample(r["key"], r["attributes"] or {}) for r in rows]
 
     async def campaign(self, *, campaign_id: str) -> CampaignRow | None:
@@ -206,23 +225,25 @@ class CampaignQueries(StoreBase):
         row = await self._fetchrow("campaign_lock", campaign_id)
         return None if row is None else CampaignRow.from_row(row)
 
-    async def campaign_zones(self, *, campaign_id: str) -> list[str]:
-        return [r["zone"] for r in await self._fetch("campaign_zones", campaign_id)]
+    async def campaign_zones(self, *, campaign: CampaignRow) -> list[str]:
+        """The time zones of the campaign's audience it has not handled yet."""
+        rows = await self._fetch("campaign_zones", campaign.id, *audience_args(campaign.audience))
+        return [r["zone"] for r in rows]
 
     async def fan_out(
         self,
         *,
-        campaign_id: str,
+        campaign: CampaignRow,
         now: datetime,
         zones: Sequence[ZoneStep],
         caps: Caps,
         first_delay_s: float = 0.0,
-        rate_per_s: float | None = None,
     ) -> FanOutResult:
         """One tick of the campaign's fan-out, in one statement (see campaign_fan_out)."""
+        p = campaign.programs
         row = await self._fetchrow(
             "campaign_fan_out",
-            campaign_id,
+            campaign.id,
             now,
             [z.zone for z in zones],
             [z.action for z in zones],
@@ -231,7 +252,16 @@ class CampaignQueries(StoreBase):
             caps.period,
             caps.min_gap,
             first_delay_s,
-            rate_per_s,
+            campaign.rate_per_s,
+            *audience_args(campaign.audience),
+            p["lower"],
+            p["total"],
+            p["variants"],
+            p["keys"],
+            {"ttl_s": campaign.ttl_s, "urgency": campaign.urgency, "topic": campaign.topic},
+            p["templates"],
+            p["tokens"],
+            p["names"],
         )
         assert row is not None
         return FanOutResult(

@@ -49,7 +49,10 @@ def test_a_good_body_compiles() -> None:
             {"key": "vip", "op": "eq", "value": True},
         ],
     }
-    assert [(p["name"], p["upto"]) for p in c.programs] == [("a", 1), ("b", 4)]
+    plan = c.programs
+    assert (plan["variants"], plan["lower"], plan["total"]) == (["a", "b"], [0, 1], 4)
+    assert plan["names"] == ["name"] and len(plan["tokens"]) == 1
+    assert plan["tokens"][0] in plan["templates"][0]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from service.rules.campaigns import parse_campaign, program, render, variant_point
+from service.rules.campaigns import parse_campaign, render, sql_argument, variant_point
 from service.rules.conditions import Condition, holds
 from service.rules.templates import attribute_value
 from service.vocabulary import OPERATORS
@@ -64,15 +64,18 @@ async def _sql_holds(
         " $2::text[], $3::text[]) WITH ORDINALITY AS t(a, o, v, i) ORDER BY i",
         [json.dumps(c[0]) for c in cases],
         [c[1] for c in cases],
-        [json.dumps(c[2]) for c in cases],
+        [json.dumps(sql_argument(_condition(c[1], c[2]))) for c in cases],
     )
     return [r["h"] for r in rows]
 
 
-def _py_holds(attrs: dict[str, Any], op: str, arg: Any) -> bool:
+def _condition(op: str, arg: Any) -> Condition:
     value = tuple(arg) if isinstance(arg, list) else arg
-    cond = Condition("attributes", "k", op, value)  # type: ignore[arg-type]
-    return holds(cond, attrs.get("k"), "k" in attrs)
+    return Condition("attributes", "k", op, value)  # type: ignore[arg-type]
+
+
+def _py_holds(attrs: dict[str, Any], op: str, arg: Any) -> bool:
+    return holds(_condition(op, arg), attrs.get("k"), "k" in attrs)
 
 
 async def test_audience_operators_agree_with_the_rule_operators(pool: asyncpg.Pool) -> None:
@@ -157,43 +160,56 @@ async def test_messages_render_in_sql_as_in_python(pool: asyncpg.Pool) -> None:
         "send_at": "2026-11-24T09:00:00Z",
     }
     campaign = parse_campaign(json.dumps(body), now=NOW)
-    for variant in campaign.variants:
-        for message in variant.messages.values():
-            for attrs in PROFILES:
-                stored = await pool.fetchval("SELECT $1::jsonb", attrs)
-                sql = await pool.fetchval(
-                    "SELECT momentcast_render($1::jsonb, $2::jsonb)", program(message), attrs
-                )
-                assert sql == render(message, stored)
-
-
-async def test_locales_pick_the_message_as_rules_do(pool: asyncpg.Pool) -> None:
-    body = {"id": "c", "audience": {}, "message": MESSAGE, "send_at": "2026-11-24T09:00:00Z"}
-    [variant] = parse_campaign(json.dumps(body), now=NOW).variants
-    messages = {tag: program(m) for tag, m in variant.messages.items()}
-    for locale in ("de", "de-AT", "DE-at", "en-GB", "", None, "fr"):
-        sql = await pool.fetchval("SELECT momentcast_program_for($1::jsonb, $2)", messages, locale)
-        assert sql == program(variant.message_for(locale)), locale
+    plan = campaign.programs
+    assert plan["keys"] == ["", "de"] and plan["names"] == [
+        "city",
+        "gold",
+        "missing",
+        "name",
+        "visits",
+    ]
+    for number, template in enumerate(plan["templates"]):
+        variant = campaign.variants[number // len(plan["keys"])]
+        message = variant.message_for(plan["keys"][number % len(plan["keys"])] or None)
+        for attrs in PROFILES:
+            stored = await pool.fetchval("SELECT $1::jsonb", attrs)
+            sql = await pool.fetchval(
+                "SELECT momentcast_fill($1, $2, $3, $4::jsonb)",
+                template,
+                plan["tokens"],
+                plan["names"],
+                attrs,
+            )
+            assert sql == render(message, stored)
 
 
 async def test_audience_topics_and_locales(pool: asyncpg.Pool) -> None:
-    audience = {"topics": ["food", "deals"], "locales": ["de", "fr-ca"], "conditions": []}
-    cases = [
-        (["food"], "de-AT", True),
-        (["deals", "x"], "DE", True),
-        (["food"], "fr-CA", True),
-        (["food"], "fr", False),  # fr-ca asks for Canadian French only
-        (["food"], "dee", False),
-        (["sport"], "de", False),
-        ([], "de", False),
-        (["food"], None, False),
+    from service.store import Store
+
+    store = Store(pool)
+    await pool.execute("TRUNCATE subscriptions CASCADE")
+    rows = [
+        (["food"], "de-AT"),
+        (["deals", "x"], "DE"),
+        (["food"], "fr-CA"),
+        (["food"], "fr"),
+        (["food"], "dee"),
+        (["sport"], "de"),
+        ([], "de"),
+        (["food"], None),
     ]
-    for topics, locale, expected in cases:
-        got = await pool.fetchval(
-            "SELECT momentcast_in_audience($1::jsonb, $2::text[], $3, '{}'::jsonb)",
-            audience,
+    for n, (topics, locale) in enumerate(rows):
+        await pool.execute(
+            "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash, topics, locale)"
+            " VALUES ($1, 'k', 'a', $2, $3, $4)",
+            f"https://push.example/{n}",
+            bytes([n]) * 32,
             topics,
             locale,
         )
-        assert got is expected, (topics, locale)
-    assert await pool.fetchval("SELECT momentcast_in_audience('{}'::jsonb, '{}', NULL, '{}')")
+    audience = {"topics": ["food", "deals"], "locales": ["de", "fr-ca"], "conditions": []}
+    # de matches de-AT and DE; fr-ca only Canadian French; dee is no German.
+    assert await store.audience_size(audience=audience) == 3
+    assert await store.audience_size(audience={"topics": ["food"]}) == 5
+    assert await store.audience_size(audience={}) == len(rows)
+    await pool.execute("TRUNCATE subscriptions CASCADE")

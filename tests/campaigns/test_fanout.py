@@ -267,3 +267,50 @@ async def test_a_rule_push_and_a_campaign_push_compete_for_one_min_gap(
         {"min_gap": 1},
     )
     assert all(row["rule"] == "coffee" for row in stats["rules"])
+
+
+async def test_each_push_is_the_variant_and_locale_python_picks_rendered_as_python_does(
+    api: LiveApi, push_service: PushService
+) -> None:
+    import json
+
+    from service.rules.campaigns import parse_campaign, render
+
+    locales = ["de-AT", "de", "DE-CH", "fr", "en-GB", None, "de-at"] * 3
+    members = {}
+    for n, locale in enumerate(locales):
+        attributes = {"name": f'<{n}> "quoted" \\ {"é" * 70}', "visits": n / 2}
+        profile = {"locale": locale} if locale else {}
+        member = await subscribe(
+            api, push_service, topics=["food"], attributes=attributes, **profile
+        )
+        members[member.id] = (locale, attributes)
+    at = DAY + timedelta(hours=12)
+    data = body(
+        send_at=at.isoformat(),
+        message={
+            "title": "Lunch, {attributes.name}",
+            "body": "{attributes.visits} visits",
+            "url": "https://example.com/{attributes.visits}",
+            "locales": {"de": {"title": "Mittag, {attributes.name}"}},
+            "actions": [{"action": "book", "title": "Book {attributes.visits}"}],
+        },
+        variants=[
+            {"name": "a", "weight": 2},
+            {"name": "none", "weight": 0},
+            {"name": "b", "weight": 1, "message": {"locales": {"de-at": {"body": "Servus"}}}},
+        ],
+    )
+    await create(api.ctx, data, at)
+    await Clock(api.ctx, at).fanout.drain()
+    campaign = parse_campaign(json.dumps(data), now=at)
+    rows = await api.ctx.pool.fetch(
+        "SELECT subscription_id::text AS s, variant, payload FROM deliveries"
+    )
+    assert len(rows) == len(locales)
+    for row in rows:
+        locale, attributes = members[row["s"]]
+        variant = campaign.variant_for(row["s"])
+        assert row["variant"] == variant.name
+        assert row["payload"] == render(variant.message_for(locale), attributes)
+    assert {r["variant"] for r in rows} == {"a", "b"}

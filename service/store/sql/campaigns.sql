@@ -1,38 +1,59 @@
 -- Named queries of campaigns (service/store/campaigns.py): the admin API and CLI, the fan-out
--- (service/fanout.py) and the results. The audience, variant and message functions are
--- migrations/0009_campaigns.sql's.
+-- (service/fanout.py) and the results. The audience is always five arguments - topics (NULL:
+-- any), locale patterns for LIKE (NULL: any), and the conditions' keys, operators and JSON
+-- arguments - evaluated with migrations/0009_campaigns.sql's momentcast_holds, which the
+-- planner inlines.
 
 -- name: campaign_insert
--- Stores a checked campaign with the size of its audience now; nothing when the id is taken.
+-- Stores a checked campaign with the size of its audience now ($14..$18); nothing when the id
+-- is taken.
+WITH conditions AS (
+    SELECT k, o, v::jsonb AS v FROM unnest($16::text[], $17::text[], $18::text[]) AS t(k, o, v)
+)
 INSERT INTO campaigns (id, description, spec, audience, programs, send_at, send_local, late,
                        ttl_s, urgency, topic, rate_per_s, audience_n, created_at,
                        next_check_at)
 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
        (SELECT count(*) FROM subscriptions s
         WHERE s.status = 'active' AND NOT s.paused
-          AND momentcast_in_audience($4, s.topics, s.locale, s.attributes)),
+  AND ($14::text[] IS NULL OR s.topics && $14::text[])
+  AND ($15::text[] IS NULL OR lower(s.locale) LIKE ANY ($15::text[]))
+  AND (cardinality($16::text[]) = 0 OR NOT EXISTS (
+        SELECT 1 FROM conditions c WHERE NOT momentcast_holds(s.attributes, c.k, c.o, c.v)))),
        $13, $13
 ON CONFLICT (id) DO NOTHING
 RETURNING *
 
 -- name: campaign_audience_count
+WITH conditions AS (
+    SELECT k, o, v::jsonb AS v FROM unnest($3::text[], $4::text[], $5::text[]) AS t(k, o, v)
+)
 SELECT count(*) FROM subscriptions s
 WHERE s.status = 'active' AND NOT s.paused
-  AND momentcast_in_audience($1, s.topics, s.locale, s.attributes)
+  AND ($1::text[] IS NULL OR s.topics && $1::text[])
+  AND ($2::text[] IS NULL OR lower(s.locale) LIKE ANY ($2::text[]))
+  AND (cardinality($3::text[]) = 0 OR NOT EXISTS (
+        SELECT 1 FROM conditions c WHERE NOT momentcast_holds(s.attributes, c.k, c.o, c.v)))
 
 -- name: campaign_samples
--- The dry run's samples: one audience member per message locale ($2, '' the default), the
+-- The dry run's samples: one audience member per message locale ($6, '' the default), the
 -- one whose locale picks that message.
+WITH conditions AS (
+    SELECT k, o, v::jsonb AS v FROM unnest($3::text[], $4::text[], $5::text[]) AS t(k, o, v)
+)
 SELECT DISTINCT ON (key) key, attributes
 FROM (
-    SELECT CASE WHEN lower(s.locale) = ANY ($2::text[]) THEN lower(s.locale)
-                WHEN split_part(lower(s.locale), '-', 1) = ANY ($2::text[])
+    SELECT CASE WHEN lower(s.locale) = ANY ($6::text[]) THEN lower(s.locale)
+                WHEN split_part(lower(s.locale), '-', 1) = ANY ($6::text[])
                     THEN split_part(lower(s.locale), '-', 1)
                 ELSE '' END AS key,
            s.id, s.attributes
     FROM subscriptions s
     WHERE s.status = 'active' AND NOT s.paused
-      AND momentcast_in_audience($1, s.topics, s.locale, s.attributes)
+  AND ($1::text[] IS NULL OR s.topics && $1::text[])
+  AND ($2::text[] IS NULL OR lower(s.locale) LIKE ANY ($2::text[]))
+  AND (cardinality($3::text[]) = 0 OR NOT EXISTS (
+        SELECT 1 FROM conditions c WHERE NOT momentcast_holds(s.attributes, c.k, c.o, c.v)))
 ) m
 ORDER BY key, id
 
@@ -75,78 +96,88 @@ WHERE id = $1 AND status IN ('scheduled', 'sending')
 FOR UPDATE SKIP LOCKED
 
 -- name: campaign_zones
--- The time zones ('' for none) of the audience the campaign has not handled yet.
+-- The time zones ('' for none) of the audience ($2..$6) campaign $1 has not handled yet.
+WITH conditions AS (
+    SELECT k, o, v::jsonb AS v FROM unnest($4::text[], $5::text[], $6::text[]) AS t(k, o, v)
+)
 SELECT DISTINCT coalesce(s.timezone, '') AS zone
-FROM campaigns c
-JOIN subscriptions s ON momentcast_in_audience(c.audience, s.topics, s.locale, s.attributes)
-WHERE c.id = $1 AND s.status = 'active' AND NOT s.paused
+FROM subscriptions s
+WHERE s.status = 'active' AND NOT s.paused
+  AND ($2::text[] IS NULL OR s.topics && $2::text[])
+  AND ($3::text[] IS NULL OR lower(s.locale) LIKE ANY ($3::text[]))
+  AND (cardinality($4::text[]) = 0 OR NOT EXISTS (
+        SELECT 1 FROM conditions c WHERE NOT momentcast_holds(s.attributes, c.k, c.o, c.v)))
   AND NOT EXISTS (SELECT 1 FROM deliveries d
-                  WHERE d.dedupe_key = 'campaign:' || c.id || ':' || s.id::text)
+                  WHERE d.dedupe_key = 'campaign:' || $1::text || ':' || s.id::text)
   AND NOT EXISTS (SELECT 1 FROM campaign_suppressions x
-                  WHERE x.campaign_id = c.id AND x.subscription_id = s.id)
+                  WHERE x.campaign_id = $1::text AND x.subscription_id = s.id)
 
 -- name: campaign_fan_out
--- One tick of a campaign, set-based: every audience member not handled yet whose zone ($3)
--- is due ($4: send, expire or skip; wait is left for a later tick) gets a delivery - queued,
--- or expired when its ttl ran out before quiet hours ended - or a suppression with its
--- reason (missed_local_time; the policy's per_subscriber cap $6 over $7 and min_gap $8,
--- counted over every delivery of the subscriber, rules' and campaigns' alike). Subscribers
--- another transaction holds (the worker deciding their signals) are left for the next tick.
--- Times: $2::timestamptz is the fan-out's clock, which decided_at follows (caps compare them); the
--- outbox's not_before and expires_at are the database's now() plus the same offsets, so
--- that the sender, which goes by now(), sends them at once. With a rate ($10 per second)
--- the n-th send waits $9 + n / $10 seconds.
-WITH c AS (
-    SELECT id, audience, programs, ttl_s, urgency, topic,
-           (programs -> -1 ->> 'upto')::int AS total
-    FROM campaigns WHERE id = $1
+-- One tick of campaign $1, set-based: every member of the audience ($11..$15) not handled
+-- yet whose zone ($3) is due ($4: send, expire or skip; wait is left for a later tick) gets a
+-- delivery - queued, or expired when its ttl ($5, its end by zone) ran out before quiet hours
+-- ended - or a suppression with its reason (missed_local_time; the policy's per_subscriber
+-- cap $6 over $7 and min_gap $8, counted over every delivery of the subscriber, rules' and
+-- campaigns' alike). Subscribers another transaction holds (the worker deciding their
+-- signals) are left for the next tick. The variant is the subscriber's point's bucket among
+-- the variants' lower bounds ($16, total weight $17, names $18); the payload is the template
+-- ($21) of that variant and the subscriber's locale key ($19), its tokens ($22) filled with
+-- the attributes named in $23. Times: $2 is the fan-out's clock, which decided_at follows
+-- (caps compare them); the outbox's not_before and expires_at are the database's now() plus
+-- the same offsets, so that the sender, which goes by now(), sends them at once. With a rate
+-- ($10 per second) the n-th send waits $9 + n / $10 seconds. $20: the campaign's ttl, urgency
+-- and topic as {ttl_s, urgency, topic}.
+WITH conditions AS (
+    SELECT k, o, v::jsonb AS v FROM unnest($13::text[], $14::text[], $15::text[]) AS t(k, o, v)
 ), zones AS (
     SELECT * FROM unnest($3::text[], $4::text[], $5::timestamptz[]) AS z(zone, action, expires)
     WHERE action <> 'wait'
 ), due AS (
-    SELECT s.id, s.locale, s.attributes, z.action, z.expires,
-           momentcast_variant_point(s.id, c.id, c.total) AS point
-    FROM c
-    JOIN subscriptions s ON momentcast_in_audience(c.audience, s.topics, s.locale, s.attributes)
+    SELECT s.id, s.locale, s.attributes, z.action, z.expires
+    FROM subscriptions s
     JOIN zones z ON z.zone = coalesce(s.timezone, '')
     WHERE s.status = 'active' AND NOT s.paused
+  AND ($11::text[] IS NULL OR s.topics && $11::text[])
+  AND ($12::text[] IS NULL OR lower(s.locale) LIKE ANY ($12::text[]))
+  AND (cardinality($13::text[]) = 0 OR NOT EXISTS (
+        SELECT 1 FROM conditions c WHERE NOT momentcast_holds(s.attributes, c.k, c.o, c.v)))
       AND NOT EXISTS (SELECT 1 FROM deliveries d
-                      WHERE d.dedupe_key = 'campaign:' || c.id || ':' || s.id::text)
+                      WHERE d.dedupe_key = 'campaign:' || $1::text || ':' || s.id::text)
       AND NOT EXISTS (SELECT 1 FROM campaign_suppressions x
-                      WHERE x.campaign_id = c.id AND x.subscription_id = s.id)
+                      WHERE x.campaign_id = $1::text AND x.subscription_id = s.id)
 ), locked AS (
     SELECT s.id FROM subscriptions s
     WHERE s.id IN (SELECT id FROM due)
     FOR NO KEY UPDATE SKIP LOCKED
+), history AS MATERIALIZED (
+    -- One pass over the deliveries of the locked subscribers, before anything is inserted
+    -- (a per-row lookup would rescan the heap as this statement's inserts grow it).
+    SELECT d.subscription_id,
+           count(*) FILTER (WHERE d.decided_at > $2::timestamptz - $7::interval) AS recent,
+           max(d.decided_at) AS last
+    FROM deliveries d
+    WHERE d.subscription_id IN (SELECT id FROM locked) AND NOT d.test
+      AND d.decided_at > $2::timestamptz - greatest(coalesce($7::interval, interval '0'),
+                                                    coalesce($8::interval, interval '0'))
+    GROUP BY d.subscription_id
 ), decided AS (
     SELECT due.id, due.locale, due.attributes, due.action, due.expires,
-           v.name AS variant, v.messages,
+           CASE WHEN cardinality($16::int[]) = 1 THEN 1
+                ELSE width_bucket(momentcast_variant_point(due.id, $1::text, $17::int),
+                                  $16::int[]) END AS variant_no,
            CASE WHEN due.action = 'skip' THEN 'missed_local_time'
                 WHEN due.action = 'expire' THEN NULL
                 WHEN $6::int IS NOT NULL AND h.recent >= $6::int THEN 'global_cap'
-                WHEN $8::interval IS NOT NULL AND h.last > $2::timestamptz - $8::interval THEN 'min_gap'
+                WHEN $8::interval IS NOT NULL AND h.last > $2::timestamptz - $8::interval
+                    THEN 'min_gap'
            END AS reason
     FROM due
     JOIN locked USING (id)
-    CROSS JOIN c
-    CROSS JOIN LATERAL (
-        SELECT p ->> 'name' AS name, p -> 'messages' AS messages
-        FROM jsonb_array_elements(c.programs) WITH ORDINALITY AS x(p, i)
-        WHERE due.point < (p ->> 'upto')::int
-        ORDER BY i
-        LIMIT 1
-    ) v
-    LEFT JOIN LATERAL (
-        SELECT count(*) FILTER (WHERE d.decided_at > $2::timestamptz - $7::interval) AS recent,
-               max(d.decided_at) AS last
-        FROM deliveries d
-        WHERE d.subscription_id = due.id AND NOT d.test
-          AND d.decided_at > $2::timestamptz - greatest(coalesce($7::interval, interval '0'),
-                                           coalesce($8::interval, interval '0'))
-    ) h ON true
+    LEFT JOIN history h ON h.subscription_id = due.id
 ), sup AS (
     INSERT INTO campaign_suppressions (campaign_id, subscription_id, variant, reason, at)
-    SELECT $1, id, variant, reason, $2::timestamptz FROM decided WHERE reason IS NOT NULL
+    SELECT $1, id, ($18::text[])[variant_no], reason, $2::timestamptz
+    FROM decided WHERE reason IS NOT NULL
     ON CONFLICT DO NOTHING
     RETURNING reason
 ), sending AS (
@@ -154,16 +185,22 @@ WITH c AS (
            CASE WHEN action = 'send' AND $10::float8 IS NOT NULL
                 THEN $9::float8
                      + (row_number() OVER (PARTITION BY action ORDER BY id) - 1) / $10::float8
-                ELSE 0 END AS delay_s
+                ELSE 0 END AS delay_s,
+           (variant_no - 1) * cardinality($19::text[])
+               + coalesce(array_position($19::text[], lower(locale)),
+                          array_position($19::text[], split_part(lower(locale), '-', 1)),
+                          1) AS template_no
     FROM decided
     WHERE reason IS NULL
 ), ins AS (
     INSERT INTO deliveries (subscription_id, campaign_id, variant, dedupe_key, payload, ttl_s,
                             urgency, topic, status, decided_at, not_before, expires_at,
                             created_at, finished_at, last_error)
-    SELECT s.id, c.id, s.variant, 'campaign:' || c.id || ':' || s.id::text,
-           momentcast_render(momentcast_program_for(s.messages, s.locale), s.attributes),
-           c.ttl_s, c.urgency, c.topic,
+    SELECT s.id, $1, ($18::text[])[s.variant_no], 'campaign:' || $1::text || ':' || s.id::text,
+           CASE WHEN cardinality($22::text[]) = 0 THEN (($21::text[])[s.template_no])::jsonb
+                ELSE momentcast_fill(($21::text[])[s.template_no], $22::text[], $23::text[],
+                                     s.attributes) END,
+           ($20::jsonb ->> 'ttl_s')::int, $20::jsonb ->> 'urgency', $20::jsonb ->> 'topic',
            CASE s.action WHEN 'expire' THEN 'expired' ELSE 'pending' END,
            $2::timestamptz + make_interval(secs => s.delay_s),
            now() + make_interval(secs => s.delay_s),
@@ -171,7 +208,7 @@ WITH c AS (
            clock_timestamp(),
            CASE s.action WHEN 'expire' THEN now() END,
            CASE s.action WHEN 'expire' THEN 'ttl ran out before the push could be sent' END
-    FROM sending s CROSS JOIN c
+    FROM sending s
     ON CONFLICT (dedupe_key) DO NOTHING
     RETURNING status
 )
