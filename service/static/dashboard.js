@@ -1,10 +1,12 @@
-/* The dashboard: draws GET /v1/dashboard with plain DOM and SVG (no CDN, no tile server). */
+/* The dashboard: draws GET /v1/dashboard with plain DOM and SVG (no CDN; map tiles only from
+   MOMENTCAST_MAP_TILES, through the vendored Leaflet). */
 "use strict";
 
 (function () {
   const $ = (id) => document.getElementById(id);
   const SVG = "http://www.w3.org/2000/svg";
-  const COLOURS = ["#2357d9", "#c2410c", "#15803d", "#7e22ce", "#0e7490", "#be123c", "#4d7c0f"];
+  // Rule colours are the classes c0..c6 of momentcast.css (no inline styles under the CSP).
+  const COLOURS = 7;
   let timer = null;
 
   function el(tag, attrs = {}, text) {
@@ -78,7 +80,8 @@
     return svg;
   }
 
-  function renderFunnel(stats) {
+  function renderFunnel(data) {
+    const stats = data.stats;
     const box = $("funnel");
     box.textContent = "";
     // "shadow" is what a rule in mode: shadow would have sent: never sent, never in "sent".
@@ -93,6 +96,18 @@
         r.sent, r.failed, r.gone, r.expired, r.shown, r.clicked, actions, r.converted,
         pct(r.ctr)]) tr.insertCell().textContent = v;
       tr.insertCell().append(funnelBar(r));
+    }
+    // Every loaded rule is listed: one without any decision yet gets a row of its own.
+    const seen = new Set(stats.rules.map((r) => r.rule));
+    for (const rule of data.rules) {
+      if (seen.has(rule.id)) continue;
+      const tr = t.insertRow();
+      tr.className = "quiet";
+      tr.insertCell().textContent = rule.id;
+      const cell = tr.insertCell();
+      cell.colSpan = 13;
+      cell.className = "muted";
+      cell.textContent = "no traffic yet";
     }
     box.append(t);
   }
@@ -192,67 +207,255 @@
       + `${body.since.slice(0, 16)} – ${body.until.slice(0, 16)} UTC`;
   }
 
-  function renderMap(data) {
-    const box = $("map");
-    const legend = $("legend");
-    box.textContent = "";
-    legend.textContent = "";
-    const points = [];
-    const shapes = [];
+  // ---- Places: one plan per area (a city), fitted to what it shows; a selector zooms to a
+  // rule or an area. Colours are CSS classes (c0..c6 in momentcast.css): the page's CSP
+  // (style-src 'self') refuses inline style attributes.
+  const AREA_GAP_M = 20000; // places further apart than this are in different areas
+  let selection = "all";
+  let leafletMap = null;
+
+  // Metres east and north of (lat0, lon0): equirectangular, true to shape within a city.
+  function project(c, lat0, lon0) {
+    const k = Math.cos((lat0 * Math.PI) / 180);
+    return [(c[0] - lon0) * k * 111320, (c[1] - lat0) * 110540];
+  }
+
+  function collectPlaces(data) {
+    const places = [];
     data.rules.forEach((rule, i) => {
-      const colour = COLOURS[i % COLOURS.length];
-      const item = el("span");
-      item.append(el("span", { class: "swatch", style: `background:${colour}` }));
-      item.append(document.createTextNode(rule.id));
-      legend.append(item);
       for (const f of rule.places.features) {
         const g = f.geometry;
-        if (g.type === "Point") points.push({ c: g.coordinates, f, colour, rule: rule.id });
-        const polys = g.type === "Polygon" ? [g.coordinates]
-          : g.type === "MultiPolygon" ? g.coordinates : [];
-        for (const p of polys) shapes.push({ ring: p[0], f, colour, rule: rule.id });
+        const rings = g.type === "Polygon" ? [g.coordinates[0]]
+          : g.type === "MultiPolygon" ? g.coordinates.map((p) => p[0]) : [];
+        const coords = g.type === "Point" ? [g.coordinates] : rings.flat();
+        if (!coords.length) continue;
+        const centre = [coords.reduce((a, c) => a + c[0], 0) / coords.length,
+          coords.reduce((a, c) => a + c[1], 0) / coords.length];
+        places.push({ rule: rule.id, cls: `c${i % COLOURS}`, f, point: g.type === "Point",
+          coords, rings, centre, radius: Number(f.properties.radius_m) || 0, area: 0 });
       }
     });
-    const all = [...points.map((p) => p.c), ...shapes.flatMap((s) => s.ring)];
-    if (!all.length) {
-      box.append(el("p", { class: "muted" }, "No places."));
-      return;
+    // Areas: single-linkage clusters of the places' centres.
+    const areas = [];
+    places.forEach((p) => { p.area = -1; });
+    for (const p of places) {
+      if (p.area >= 0) continue;
+      const members = [p];
+      p.area = areas.length;
+      for (let j = 0; j < members.length; j++) {
+        const m = members[j];
+        for (const q of places) {
+          if (q.area >= 0) continue;
+          const [dx, dy] = project(q.centre, m.centre[1], m.centre[0]);
+          if (Math.hypot(dx, dy) <= AREA_GAP_M) {
+            q.area = p.area;
+            members.push(q);
+          }
+        }
+      }
+      areas.push(members);
     }
-    const lons = all.map((c) => c[0]);
-    const lats = all.map((c) => c[1]);
-    const [x0, x1, y0, y1] = [Math.min(...lons), Math.max(...lons), Math.min(...lats),
-      Math.max(...lats)];
-    // Equirectangular with the longitude scaled by cos(latitude): true to shape in a city.
-    const k = Math.cos(((y0 + y1) / 2) * Math.PI / 180);
+    return { places, areas };
+  }
+
+  function areaLabel(members, n) {
+    const names = [...new Set(members.map((p) => p.f.properties.name || p.f.properties.id))];
+    const lat = members.reduce((a, p) => a + p.centre[1], 0) / members.length;
+    const lon = members.reduce((a, p) => a + p.centre[0], 0) / members.length;
+    return `area ${n + 1} (${lat.toFixed(2)}, ${lon.toFixed(2)}): ${names.slice(0, 2).join(", ")}`
+      + (names.length > 2 ? ` +${names.length - 2}` : "");
+  }
+
+  function selected(places) {
+    if (selection.startsWith("rule:")) return places.filter((p) => p.rule === selection.slice(5));
+    if (selection.startsWith("area:")) {
+      return places.filter((p) => p.area === Number(selection.slice(5)));
+    }
+    return places;
+  }
+
+  function renderMapSelector(data, areas) {
+    const select = $("map-select");
+    const options = [["all", `all rules (${areas.length} area${areas.length === 1 ? "" : "s"})`]];
+    for (const r of data.rules) options.push([`rule:${r.id}`, `rule ${r.id}`]);
+    areas.forEach((members, n) => options.push([`area:${n}`, areaLabel(members, n)]));
+    if (!options.some(([v]) => v === selection)) selection = "all";
+    select.textContent = "";
+    for (const [value, label] of options) select.append(el("option", { value }, label));
+    select.value = selection;
+  }
+
+  // One SVG plan fitted to the given places (their radius included).
+  function plan(members) {
+    const lat0 = members.reduce((a, p) => a + p.centre[1], 0) / members.length;
+    const lon0 = members.reduce((a, p) => a + p.centre[0], 0) / members.length;
+    let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
+    for (const p of members) {
+      for (const c of p.coords) {
+        const [x, y] = project(c, lat0, lon0);
+        x0 = Math.min(x0, x - p.radius); x1 = Math.max(x1, x + p.radius);
+        y0 = Math.min(y0, y - p.radius); y1 = Math.max(y1, y + p.radius);
+      }
+    }
     const W = 1000;
-    const spanX = Math.max((x1 - x0) * k, 1e-4);
-    const spanY = Math.max(y1 - y0, 1e-4);
-    const H = Math.round(W * spanY / spanX) || 400;
-    const pad = 30;
-    const sx = (lon) => pad + ((lon - x0) * k / spanX) * (W - 2 * pad);
-    const sy = (lat) => pad + ((y1 - lat) / spanY) * (H - 2 * pad);
-    const metres = (W - 2 * pad) / (spanX * 111320);
+    const H = 480;
+    const pad = 36;
+    const minSpan = 300; // metres: a lone place is not blown up to the whole plan
+    const cx = (x0 + x1) / 2;
+    const cy = (y0 + y1) / 2;
+    const scale = Math.min((W - 2 * pad) / Math.max(x1 - x0, minSpan),
+      (H - 2 * pad) / Math.max(y1 - y0, minSpan)); // px per metre
+    const sx = (x) => W / 2 + (x - cx) * scale;
+    const sy = (y) => H / 2 - (y - cy) * scale;
+    const xy = (c) => project(c, lat0, lon0);
     const svg = el("svg:svg", { viewBox: `0 0 ${W} ${H}`, class: "map", role: "img",
       "aria-label": "places of the rules" });
-    for (const s of shapes) {
-      const poly = el("svg:polygon", { points: s.ring.map((c) => `${sx(c[0])},${sy(c[1])}`)
-        .join(" "), fill: s.colour, "fill-opacity": 0.35, stroke: s.colour });
-      poly.append(el("svg:title", {}, `${s.f.properties.name} (${s.rule})`));
-      svg.append(poly);
+    for (const p of members) {
+      for (const ring of p.rings) {
+        const poly = el("svg:polygon", { points: ring.map((c) => {
+          const [x, y] = xy(c);
+          return `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`;
+        }).join(" "), class: `place area-shape ${p.cls}`, "data-rule": p.rule });
+        poly.append(el("svg:title", {}, `${p.f.properties.name} (${p.rule})`));
+        svg.append(poly);
+      }
+      if (p.point) {
+        const [x, y] = xy(p.coords[0]);
+        const circle = el("svg:circle", { cx: sx(x).toFixed(1), cy: sy(y).toFixed(1),
+          r: Math.max(4, p.radius * scale).toFixed(1), class: `place reach ${p.cls}`,
+          "data-rule": p.rule });
+        circle.append(el("svg:title", {}, `${p.f.properties.name} (${p.rule})`));
+        svg.append(circle);
+        svg.append(el("svg:circle", { cx: sx(x).toFixed(1), cy: sy(y).toFixed(1), r: 7,
+          class: `place marker ${p.cls}`, "data-rule": p.rule, "data-place": p.f.properties.id }));
+        svg.append(el("svg:text", { x: (sx(x) + 10).toFixed(1), y: (sy(y) - 10).toFixed(1),
+          class: "label" }, p.f.properties.name || p.f.properties.id));
+      }
     }
-    for (const p of points) {
-      const r = Math.max(3, (p.f.properties.radius_m || 0) * metres);
-      const circle = el("svg:circle", { cx: sx(p.c[0]), cy: sy(p.c[1]), r, fill: p.colour,
-        "fill-opacity": 0.25, stroke: p.colour });
-      circle.append(el("svg:title", {}, `${p.f.properties.name} (${p.rule})`));
-      svg.append(circle);
-      svg.append(el("svg:circle", { cx: sx(p.c[0]), cy: sy(p.c[1]), r: 2, fill: p.colour }));
+    // A scale bar of a round length near 1/5 of the plan.
+    const steps = [50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
+    const bar = steps.find((m) => m * scale >= (W - 2 * pad) / 6) || steps[steps.length - 1];
+    svg.append(el("svg:rect", { x: pad, y: H - 14, width: bar * scale, height: 4,
+      class: "scale" }));
+    svg.append(el("svg:text", { x: pad, y: H - 22 },
+      bar >= 1000 ? `${bar / 1000} km` : `${bar} m`));
+    return svg;
+  }
+
+  function renderLegend(data) {
+    const legend = $("legend");
+    legend.textContent = "";
+    data.rules.forEach((rule, i) => {
+      const n = rule.places.features.length;
+      const item = el("button", { class: `legend-item secondary${selection === `rule:${rule.id}`
+        ? " active" : ""}`, "data-rule": rule.id, title: `zoom to ${rule.id}` });
+      item.append(el("span", { class: `swatch c${i % COLOURS}` }));
+      item.append(document.createTextNode(`${rule.id}${n ? "" : " (no places)"}`));
+      item.addEventListener("click", () => {
+        selection = selection === `rule:${rule.id}` ? "all" : `rule:${rule.id}`;
+        renderMap(data);
+      });
+      legend.append(item);
+    });
+  }
+
+  function renderMap(data) {
+    const box = $("map");
+    const { places, areas } = collectPlaces(data);
+    renderMapSelector(data, areas);
+    renderLegend(data);
+    $("map-select").onchange = (e) => { selection = e.target.value; renderMap(data); };
+    const shown = selected(places);
+    if (data.map_tiles) {
+      renderTiles(data, shown, box);
+      return;
     }
-    // A 500 m scale bar, since there is no map underneath to judge distances by.
-    svg.append(el("svg:rect", { x: pad, y: H - 12, width: 500 * metres, height: 3,
-      fill: "#1d2330" }));
-    svg.append(el("svg:text", { x: pad, y: H - 16 }, "500 m"));
-    box.append(svg);
+    box.textContent = "";
+    if (!shown.length) {
+      box.append(el("p", { class: "muted" }, places.length ? "This rule has no places."
+        : "No places."));
+      return;
+    }
+    // Each area on its own plan: two cities side by side instead of two dots far apart.
+    const groups = [...new Set(shown.map((p) => p.area))].map((a) => shown.filter((p) =>
+      p.area === a));
+    box.className = groups.length > 1 ? "plans" : "";
+    for (const members of groups) {
+      const figure = el("figure", { class: "plan", "data-area": members[0].area });
+      figure.append(plan(members));
+      figure.append(el("figcaption", { class: "muted" }, areaLabel(members, members[0].area)));
+      box.append(figure);
+    }
+  }
+
+  // ---- The optional basemap (MOMENTCAST_MAP_TILES): the vendored Leaflet, loaded only then.
+  function loadLeaflet() {
+    if (window.L) return Promise.resolve(window.L);
+    return new Promise((resolve, reject) => {
+      const css = el("link", { rel: "stylesheet", href: "/static/vendor/leaflet/leaflet.css" });
+      document.head.append(css);
+      const script = el("script", { src: "/static/vendor/leaflet/leaflet.js" });
+      script.addEventListener("load", () => resolve(window.L));
+      script.addEventListener("error", () => reject(new Error("leaflet.js did not load")));
+      document.head.append(script);
+    });
+  }
+
+  async function drawTiles(data, shown, box) {
+    const L = await loadLeaflet();
+    if (!leafletMap) {
+      box.textContent = "";
+      box.className = "";
+      const holder = el("div", { id: "leaflet", class: "map" });
+      box.append(holder);
+      leafletMap = L.map(holder, { attributionControl: true });
+      leafletMap.attributionControl.setPrefix(false);
+      L.tileLayer(data.map_tiles, { maxZoom: 19, attribution: data.map_attribution || "" })
+        .addTo(leafletMap);
+      leafletMap.placesLayer = L.featureGroup().addTo(leafletMap);
+    }
+    const layer = leafletMap.placesLayer;
+    layer.clearLayers();
+    for (const p of shown) {
+      const title = `${p.f.properties.name} (${p.rule})`;
+      for (const ring of p.rings) {
+        L.polygon(ring.map((c) => [c[1], c[0]]), { className: `place area-shape ${p.cls}` })
+          .bindTooltip(title).addTo(layer);
+      }
+      if (p.point) {
+        const at = [p.coords[0][1], p.coords[0][0]];
+        if (p.radius) {
+          L.circle(at, { radius: p.radius, className: `place reach ${p.cls}` }).addTo(layer);
+        }
+        const marker = L.circleMarker(at, { radius: 5, className: `place marker ${p.cls}` })
+          .bindTooltip(title).addTo(layer);
+        marker.getElement().setAttribute("data-rule", p.rule);
+      }
+    }
+    if (shown.length) leafletMap.fitBounds(layer.getBounds(), { padding: [30, 30], maxZoom: 17 });
+  }
+
+  function renderTiles(data, shown, box) {
+    drawTiles(data, shown, box).catch((err) => {
+      box.textContent = "";
+      box.append(el("p", { class: "error" }, `basemap: ${err.message}`));
+    });
+  }
+
+  // Campaigns (GET /v1/stats' campaigns): listed once one exists.
+  function renderCampaigns(stats) {
+    const section = $("campaigns-box");
+    const campaigns = stats.campaigns || [];
+    section.hidden = campaigns.length === 0;
+    const box = $("campaigns");
+    box.textContent = "";
+    if (!campaigns.length) return;
+    const sendAt = (s) => (typeof s === "string" ? s : `${s.local} local (late: ${s.late})`);
+    box.append(table(["campaign", "status", "send at", "audience", "queued", "sent", "failed",
+      "expired", "cancelled", "suppressed", "shown", "clicked", "converted", "CTR", "winner"],
+      campaigns.map((c) => [c.id, c.status, sendAt(c.send_at), c.audience, c.queued, c.sent,
+        c.failed, c.expired, c.cancelled, reasons(c.suppressed), c.shown, c.clicked,
+        c.converted, pct(c.ctr), c.experiment ? c.experiment.winner || "none yet" : "–"])));
   }
 
   async function load() {
@@ -262,11 +465,12 @@
     const data = await response.json();
     if (!response.ok) throw new Error(data.error ? data.error.message : `HTTP ${response.status}`);
     renderStatus(data);
-    renderFunnel(data.stats);
+    renderFunnel(data);
     renderExperiments(data.stats);
     renderHours(data);
     renderSuppressed(data.stats);
     renderWhyNot(data.stats);
+    renderCampaigns(data.stats);
     renderMap(data);
     $("state").textContent = `updated ${new Date().toLocaleTimeString()}`;
     $("state").className = "muted";

@@ -1,0 +1,191 @@
+"""The dashboard in a real browser (system Chromium) under its own Content-Security-Policy:
+coloured legend entries, markers for places in two cities, each city on a plan fitted to it,
+zoom to one rule, every loaded rule listed without traffic, and no CSP violation.
+
+Set DASHBOARD_SCREENSHOT=$PWD/docs/dashboard.png (an absolute path) to refresh the screenshot of docs/dashboard.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.settings import Settings
+from tests.conftest import ADMIN_TOKEN, LiveApi, make_settings
+from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, async_api
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="no system Chromium (Debian package `chromium`; .ci/run installs it)",
+)
+
+POLICY = """
+limits: {per_subscriber: 5/day, min_gap: 1h}
+stale_after: 10m
+hysteresis_m: 30
+"""
+
+RULE = """
+description: {description}
+priority: {priority}
+trigger: enter
+where: {{places: places/{file}.geojson, radius_m: 80}}
+message:
+  title: "Hello from {{place.name}}"
+  body: "{{place.name}} is {{distance_m}} m away"
+  url: "https://example.com/{{place.id}}"
+  ttl: 20m
+"""
+
+# Two cities 500 km apart, two places each, about 1 km apart within a city.
+CITIES = {
+    "berlin-coffee": ("berlin", [("alex", 52.5219, 13.4132), ("hacke", 52.5246, 13.4020)]),
+    "munich-lunch": ("munich", [("marien", 48.1374, 11.5755), ("viktu", 48.1351, 11.5762)]),
+}
+
+
+def write_rules(root: Path) -> Path:
+    (root / "places").mkdir(parents=True)
+    (root / "policy.yaml").write_text(POLICY)
+    for priority, (rule, (city, places)) in enumerate(CITIES.items(), start=1):
+        features = [
+            {
+                "type": "Feature",
+                "properties": {"id": f"{city}-{pid}", "name": f"{city.title()} {pid.title()}"},
+                "geometry": {"type": "Point", "coordinates": [lon, lat]},
+            }
+            for pid, lat, lon in places
+        ]
+        (root / "places" / f"{city}.geojson").write_text(
+            json.dumps({"type": "FeatureCollection", "features": features})
+        )
+        (root / f"{rule}.yaml").write_text(
+            RULE.format(description=f"{city.title()} places", priority=priority, file=city)
+        )
+    return root
+
+
+@pytest.fixture
+def settings(data_dir: Path, database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(data_dir, database_url, rules_dir=write_rules(tmp_path / "rules"))
+
+
+# Registered before the page's own scripts: every CSP violation the page causes.
+RECORD_VIOLATIONS = """
+window.__violations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__violations.push(`${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}`);
+});
+"""
+
+# Per rule: the legend swatch's colour, and each marker's fill and its centre on screen.
+READ_MAP = """() => {
+  const out = {};
+  for (const item of document.querySelectorAll("#legend .legend-item")) {
+    const swatch = item.querySelector(".swatch");
+    out[item.dataset.rule] = { swatch: getComputedStyle(swatch).backgroundColor, markers: [] };
+  }
+  for (const m of document.querySelectorAll("#map .marker")) {
+    const box = m.getBoundingClientRect();
+    out[m.dataset.rule].markers.push({
+      fill: getComputedStyle(m).fill,
+      x: box.x + box.width / 2, y: box.y + box.height / 2,
+      plan: m.closest("figure").dataset.area,
+    });
+  }
+  return out;
+}"""
+
+
+def spread(markers: list[dict[str, Any]]) -> float:
+    [a, b] = markers
+    return float(((a["x"] - b["x"]) ** 2 + (a["y"] - b["y"]) ** 2) ** 0.5)
+
+
+async def test_dashboard_colours_two_cities_and_zoom_to_a_rule_under_its_csp(
+    api: LiveApi,
+) -> None:
+    async with async_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            console: list[str] = []
+            errors: list[str] = []
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            failed: list[str] = []
+            page.on(
+                "response",
+                lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+            )
+            await page.add_init_script(RECORD_VIOLATIONS)
+
+            response = await page.goto(api.url + "/dashboard")
+            assert response is not None
+            assert "style-src 'self'" in response.headers["content-security-policy"]
+            # The token is entered as the page expects: typed into its field, then Load.
+            await page.fill("#token", ADMIN_TOKEN)
+            await page.click("#load")
+            await page.wait_for_function(
+                "document.querySelectorAll('#map .marker').length === 4", timeout=10_000
+            )
+
+            # Every loaded rule is listed, without any traffic yet.
+            status = await page.inner_text("#status")
+            funnel = await page.inner_text("#funnel")
+            for rule in CITIES:
+                assert rule in status
+                assert rule in funnel
+            assert funnel.count("no traffic yet") == 2
+
+            drawn = await page.evaluate(READ_MAP)
+            assert set(drawn) == set(CITIES)
+            swatches = {rule: drawn[rule]["swatch"] for rule in CITIES}
+            # Coloured, one colour per rule, and the markers wear their rule's colour.
+            for rule, colour in swatches.items():
+                assert colour not in ("", "transparent", "rgba(0, 0, 0, 0)"), rule
+                assert len(drawn[rule]["markers"]) == 2
+                assert {m["fill"] for m in drawn[rule]["markers"]} == {colour}
+            assert len(set(swatches.values())) == 2
+            # Two cities: each on its own plan, fitted, so its two places stay far apart.
+            assert await page.locator("#map figure.plan").count() == 2
+            for rule in CITIES:
+                assert len({m["plan"] for m in drawn[rule]["markers"]}) == 1
+                assert spread(drawn[rule]["markers"]) > 100, drawn[rule]
+            plans = {rule: drawn[rule]["markers"][0]["plan"] for rule in CITIES}
+            assert len(set(plans.values())) == 2
+            screenshot = os.environ.get("DASHBOARD_SCREENSHOT")
+            if screenshot:
+                await page.locator("#map").scroll_into_view_if_needed()
+                await page.screenshot(path=screenshot, full_page=True)
+
+            # Zoom to one rule: only its places, on one plan fitted to them.
+            before = spread(drawn["munich-lunch"]["markers"])
+            await page.select_option("#map-select", "rule:munich-lunch")
+            await page.wait_for_function(
+                "document.querySelectorAll('#map .marker').length === 2", timeout=5_000
+            )
+            zoomed = await page.evaluate(READ_MAP)
+            assert len(zoomed["berlin-coffee"]["markers"]) == 0
+            assert len(zoomed["munich-lunch"]["markers"]) == 2
+            assert await page.locator("#map figure.plan").count() == 1
+            assert spread(zoomed["munich-lunch"]["markers"]) >= before
+            # The legend zooms too, and back to all.
+            await page.click('#legend .legend-item[data-rule="berlin-coffee"]')
+            zoomed = await page.evaluate(READ_MAP)
+            assert [len(zoomed[r]["markers"]) for r in CITIES] == [2, 0]
+            await page.select_option("#map-select", "all")
+            assert await page.locator("#map .marker").count() == 4
+
+            assert await page.evaluate("window.__violations") == []
+            assert [m for m in console if "Content Security Policy" in m] == []
+            # The browser's own favicon.ico request is the one 404 (the page names no icon).
+            assert [f for f in failed if not f.endswith("/favicon.ico")] == []
+            assert [m for m in console if m.startswith("error") and "404" not in m] == []
+            assert errors == []
+        finally:
+            await browser.close()
