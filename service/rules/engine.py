@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from service.rules.core import Evaluation, Match, evaluate
+from service.rules.core import Evaluation, Match, collector_paused, evaluate
 from service.rules.ruleset import CompiledRule, CompiledVariant, Ruleset
 from service.rules.signals import Profile, Signal, SignalBatch
 from service.rules.templates import attribute_value, text_value
@@ -152,14 +152,15 @@ def decide(
     ev = evaluate(ruleset, SignalBatch.build(ordered, profiles))
     keep = history_window(ruleset)
     out: list[Outcome] = []
-    for i, sig in enumerate(ordered):
-        profile = profiles.get(sig.subscription_id) or Profile(id=sig.subscription_id)
-        state = states.get(sig.subscription_id)
-        if state is None:
-            state = states[sig.subscription_id] = SubscriberState(sig.subscription_id)
-        out.append(_apply(ruleset, ev, i, sig, profile, state, now, keep))
-    if not_matched is not None:  # after the loop: a batch that raised counts nothing
-        not_matched.update(not_matched_counts(ev))
+    with collector_paused():  # an outcome a signal: allocation-heavy, no cycles
+        for i, sig in enumerate(ordered):
+            profile = profiles.get(sig.subscription_id) or Profile(id=sig.subscription_id)
+            state = states.get(sig.subscription_id)
+            if state is None:
+                state = states[sig.subscription_id] = SubscriberState(sig.subscription_id)
+            out.append(_apply(ruleset, ev, i, sig, profile, state, now, keep))
+        if not_matched is not None:  # after the loop: a batch that raised counts nothing
+            not_matched.update(not_matched_counts(ev))
     return out
 
 
