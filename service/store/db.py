@@ -127,10 +127,21 @@ async def connect(dsn: str) -> asyncpg.Connection:
     return conn
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset, which asyncpg runs on every release after rolling back what a caller
+    left open: nothing more. Its default sends a round trip (unlock advisory locks, close
+    cursors, UNLISTEN, RESET ALL) that the pool's connections never need - LISTEN and the
+    migrations' advisory lock use connections of their own, and no code sets session state."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     try:
         pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=_init_connection
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            reset=_keep_session,
         )
     except (OSError, asyncpg.PostgresError) as exc:
         raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
