@@ -15,39 +15,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.errors import DatabaseError
+from service.rows import profile_of, signal_of
 from service.rules.backtest import Backtest, LiveSends
 from service.rules.ruleset import Ruleset
-from service.rules.signals import Profile, Signal
 from service.store import Store
-from service.store.signals import PendingSignal, Subscriber
 
 CHUNK_SUBSCRIBERS = 500
-
-
-def _signal(row: PendingSignal) -> Signal:
-    return Signal(
-        subscription_id=row.subscription_id,
-        lat=row.lat,
-        lon=row.lon,
-        at=row.at,
-        accuracy_m=row.accuracy_m,
-        speed_mps=row.speed_mps,
-        moment=row.moment,
-        context=row.context,
-        id=row.id,
-    )
-
-
-def _profile(sub: Subscriber) -> Profile:
-    return Profile(
-        id=sub.id,
-        timezone=sub.timezone,
-        locale=sub.locale,
-        topics=frozenset(sub.topics),
-        attributes=sub.attributes,
-        paused=sub.paused,
-        gone=sub.gone,
-    )
 
 
 async def run_backtest(
@@ -74,8 +47,8 @@ async def run_backtest(
             part = await tx.backtest_chunk(since=start, until=end, after=after, limit=chunk)
             if part.last is None:
                 break
-            signals = [_signal(r) for r in part.signals]
-            profiles = {s.id: _profile(s) for s in part.subscribers}
+            signals = [signal_of(r) for r in part.signals]
+            profiles = {s.id: profile_of(s) for s in part.subscribers}
             if offload:
                 await asyncio.to_thread(bt.add, signals, profiles)
             else:

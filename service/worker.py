@@ -25,12 +25,12 @@ from prometheus_client import Gauge, Histogram
 from service.context import Context
 from service.metrics import REGISTRY
 from service.queue import DELIVERIES_CHANNEL, SIGNALS_CHANNEL, Listener
+from service.rows import profile_of, signal_of
 from service.rules.engine import (
     Outcome,
     Presence,
     Profile,
     Sent,
-    Signal,
     SubscriberState,
     choose_variant,
     decide,
@@ -106,32 +106,6 @@ class BatchResult:
     skipped_subscribers: int = 0
 
 
-def _profile(sub: Subscriber) -> Profile:
-    return Profile(
-        id=sub.id,
-        timezone=sub.timezone,
-        locale=sub.locale,
-        topics=frozenset(sub.topics),
-        attributes=sub.attributes,
-        paused=sub.paused,
-        gone=sub.gone,
-    )
-
-
-def _signal(row: PendingSignal) -> Signal:
-    return Signal(
-        subscription_id=row.subscription_id,
-        lat=row.lat,
-        lon=row.lon,
-        at=row.at,
-        accuracy_m=row.accuracy_m,
-        speed_mps=row.speed_mps,
-        moment=row.moment,
-        context=row.context,
-        id=row.id,
-    )
-
-
 @dataclass(frozen=True)
 class _Failure:
     signal_id: int
@@ -155,7 +129,7 @@ def _isolate(
         sid = row.subscription_id
         trial = {sid: copy.deepcopy(states[sid])}
         try:
-            outcomes += decide(ruleset, [_signal(row)], profiles, trial, now)
+            outcomes += decide(ruleset, [signal_of(row)], profiles, trial, now)
         except Exception as exc:
             failures.append(_Failure(row.id, sid, f"{type(exc).__name__}: {exc}"[:500]))
             continue
@@ -286,12 +260,12 @@ class Worker:
         now = self.clock()
         pending = await tx.pending_signals(subscription_ids=ids)
         states = await self._load_states(tx, ruleset, locked, now)
-        profiles = {sub.id: _profile(sub) for sub in locked}
+        profiles = {sub.id: profile_of(sub) for sub in locked}
         not_matched: Counter[tuple[str, str]] = Counter()
         try:
             outcomes = decide(
                 ruleset,
-                [_signal(row) for row in pending],
+                [signal_of(row) for row in pending],
                 profiles,
                 states,
                 now,
