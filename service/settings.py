@@ -109,6 +109,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     migrations_dir: Path | None = None
+    # The dashboard's basemap: a tile URL template; unset, no basemap and nothing fetched.
+    map_tiles: str | None = None
 
     @field_validator("vapid_subject")
     @classmethod
@@ -198,6 +200,14 @@ class Settings(BaseSettings):
             raise ValueError(f"{value} holds no 0001_init.sql")
         return value
 
+    @field_validator("map_tiles")
+    @classmethod
+    def _check_map_tiles(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        tile_source(value.strip())
+        return value.strip()
+
     @field_validator("push_hosts")
     @classmethod
     def _check_push_hosts(cls, value: list[str]) -> list[str]:
@@ -257,6 +267,44 @@ def _origin(parts: SplitResult, value: str) -> str:
     if port is None or port == _DEFAULT_PORTS.get(scheme):
         return f"{scheme}://{host}"
     return f"{scheme}://{host}:{port}"
+
+
+_TILE_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_TILE_NEEDED = ("z", "x", "y")
+_TILE_KNOWN = (*_TILE_NEEDED, "s", "r")
+
+
+def tile_source(template: str) -> str:
+    """The CSP source of a tile URL template (https://{s}.tile.example.org/{z}/{x}/{y}.png ->
+    https://*.tile.example.org), or ValueError saying what is wrong with it."""
+    example = "e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    parts = urlsplit(template)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"must be an http(s):// tile URL template, {example}, not {template!r}")
+    found = _TILE_PLACEHOLDER.findall(template)
+    missing = [name for name in _TILE_NEEDED if name not in found]
+    if missing:
+        names = ", ".join("{" + name + "}" for name in missing)
+        raise ValueError(f"{template!r} lacks {names}; {example}")
+    unknown = sorted({name for name in found if name not in _TILE_KNOWN})
+    if unknown:
+        names = ", ".join("{" + name + "}" for name in unknown)
+        raise ValueError(
+            f"{template!r}: unknown placeholder {names} (known: {{z}} {{x}} {{y}} {{s}} {{r}})"
+        )
+    host = parts.netloc
+    if "@" in host or any(c in host for c in " ;,'\""):
+        raise ValueError(f"{template!r}: the host may hold no user, spaces or quotes")
+    if "{" in host:
+        # {s}: Leaflet's subdomains (a, b, c), as the first label of the host only.
+        first, _, rest = host.partition(".")
+        if first != "{s}" or "{" in rest or not rest:
+            raise ValueError(
+                f"{template!r}: only {{s}} as the host's first label, "
+                "e.g. https://{s}.tile.example.org/{z}/{x}/{y}.png"
+            )
+        host = "*." + rest
+    return f"{parts.scheme.lower()}://{host.lower()}"
 
 
 def _subject_host(value: str) -> str:

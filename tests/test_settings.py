@@ -75,6 +75,12 @@ def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
         ("PUSH_CONNECT_TIMEOUT", "0", "MOMENTCAST_PUSH_CONNECT_TIMEOUT: must be more than 0"),
         ("PUSH_READ_TIMEOUT", "0", "MOMENTCAST_PUSH_READ_TIMEOUT: must be more than 0"),
         ("BODY_READ_TIMEOUT", "0", "MOMENTCAST_BODY_READ_TIMEOUT: must be more than 0"),
+        ("MAP_TILES", "tile.example.org/{z}/{x}/{y}.png", "MOMENTCAST_MAP_TILES: must be an"),
+        ("MAP_TILES", "ftp://tile.example.org/{z}/{x}/{y}", "MOMENTCAST_MAP_TILES: must be an"),
+        ("MAP_TILES", "https://tile.example.org/{z}/{x}.png", "lacks {y}"),
+        ("MAP_TILES", "https://tile.example.org/{z}/{x}/{y}?key={key}", "unknown placeholder"),
+        ("MAP_TILES", "https://a{s}.example.org/{z}/{x}/{y}", "only {s} as the host's first"),
+        ("MAP_TILES", "https://a.example.org;img-src */{z}/{x}/{y}", "no user, spaces or quotes"),
     ],
 )
 def test_bad_values_name_the_variable(
@@ -114,6 +120,22 @@ def test_durations_that_may_be_zero(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MOMENTCAST_SHUTDOWN_GRACE", "0")
     s = load_settings()
     assert s.signal_retention == s.shutdown_grace == timedelta(0)
+
+
+def test_map_tiles_and_their_csp_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.settings import tile_source
+
+    assert load_settings().map_tiles is None
+    monkeypatch.setenv("MOMENTCAST_MAP_TILES", " ")  # an empty value means unset
+    assert load_settings().map_tiles is None
+    template = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    monkeypatch.setenv("MOMENTCAST_MAP_TILES", template)
+    assert load_settings().map_tiles == template
+    assert tile_source(template) == "https://tile.openstreetmap.org"
+    assert tile_source("https://{s}.Tiles.example.org/{z}/{x}/{y}{r}.png") == (
+        "https://*.tiles.example.org"
+    )
+    assert tile_source("http://127.0.0.1:8081/{z}/{x}/{y}.png") == "http://127.0.0.1:8081"
 
 
 def test_public_url_and_cors_origins_are_normalised(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from service.api.common import CONTEXT, json_response, require_admin
 from service.api.openapi import Op, document
 from service.errors import NotFound
+from service.settings import tile_source
 from service.stats import Stats, stats
 from service.vocabulary import RuleMode
 
@@ -28,6 +29,17 @@ ASSETS: dict[str, str] = {
     "dashboard.js": "text/javascript",
     "demo.js": "text/javascript",
 }
+# Leaflet (service/static/vendor/leaflet/, from the npm registry): loaded by the dashboard only
+# when MOMENTCAST_MAP_TILES is set.
+VENDOR: dict[str, str] = {
+    "leaflet.js": "text/javascript",
+    "leaflet.css": "text/css",
+    "images/layers.png": "image/png",
+    "images/layers-2x.png": "image/png",
+    "images/marker-icon.png": "image/png",
+    "images/marker-icon-2x.png": "image/png",
+    "images/marker-shadow.png": "image/png",
+}
 # The pages load only their own scripts and styles and talk only to this origin.
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -36,16 +48,23 @@ PAGE_CSP = (
 )
 
 
+def page_csp(tiles: str | None = None) -> str:
+    """PAGE_CSP; with a tile URL template, images from its host too (the basemap)."""
+    if tiles is None:
+        return PAGE_CSP
+    return PAGE_CSP.replace("img-src 'self' data:", f"img-src 'self' data: {tile_source(tiles)}")
+
+
 @cache
 def asset(name: str) -> bytes:
     return resources.files("service").joinpath("static", name).read_bytes()
 
 
-def _serve(name: str, *, max_age: int = 300) -> web.Response:
+def _serve(name: str, *, max_age: int = 300, csp: str = PAGE_CSP) -> web.Response:
     content_type = ASSETS[name]
     headers = {"Cache-Control": f"public, max-age={max_age}", "X-Content-Type-Options": "nosniff"}
     if content_type == "text/html":
-        headers["Content-Security-Policy"] = PAGE_CSP
+        headers["Content-Security-Policy"] = csp
         headers["Cache-Control"] = "no-cache"
     return web.Response(
         body=asset(name), content_type=content_type, charset="utf-8", headers=headers
@@ -112,7 +131,7 @@ async def demo_page(request: web.Request) -> web.Response:
 )
 @routes.get("/dashboard")
 async def dashboard_page(request: web.Request) -> web.Response:
-    return _serve("dashboard.html")
+    return _serve("dashboard.html", csp=page_csp(request.app[CONTEXT].settings.map_tiles))
 
 
 @document(
@@ -131,6 +150,28 @@ async def static_asset(request: web.Request) -> web.Response:
     if name not in ASSETS or name in ("sw.js", "index.html", "dashboard.html"):
         raise NotFound("no such file")
     return _serve(name)
+
+
+@document(
+    Op(
+        "get",
+        "/static/vendor/leaflet/{path}",
+        "The vendored Leaflet the dashboard loads for its basemap (MOMENTCAST_MAP_TILES)",
+        errors=[404],
+        content_type="text/plain",
+        tags=["web"],
+    )
+)
+@routes.get("/static/vendor/leaflet/{path:.+}")
+async def vendor_asset(request: web.Request) -> web.Response:
+    path = request.match_info["path"]
+    if path not in VENDOR:
+        raise NotFound("no such file")
+    content_type = VENDOR[path]
+    body = resources.files("service").joinpath("static", "vendor", "leaflet", path).read_bytes()
+    headers = {"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"}
+    charset = None if content_type.startswith("image/") else "utf-8"
+    return web.Response(body=body, content_type=content_type, charset=charset, headers=headers)
 
 
 class HourCount(BaseModel):
@@ -154,6 +195,9 @@ class Dashboard(BaseModel):
     warnings: list[str]
     rules: list[DashboardRule]
     stats: Stats
+    map_tiles: str | None = Field(
+        description="MOMENTCAST_MAP_TILES: the basemap's tile URL template, or null (none)"
+    )
 
 
 @document(
@@ -205,5 +249,6 @@ async def dashboard_data(request: web.Request) -> web.Response:
             "warnings": list(holder.last_warnings) if holder is not None else [],
             "rules": rules,
             "stats": stats(await ctx.store.engagement_counts()),
+            "map_tiles": ctx.settings.map_tiles,
         }
     )

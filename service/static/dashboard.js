@@ -408,9 +408,11 @@
       box.className = "";
       const holder = el("div", { id: "leaflet", class: "map" });
       box.append(holder);
-      leafletMap = L.map(holder, { attributionControl: true });
+      // A view at once: Leaflet draws paths (and so has their elements) only once it has one.
+      leafletMap = L.map(holder, { attributionControl: true }).setView([20, 0], 2);
       leafletMap.attributionControl.setPrefix(false);
-      L.tileLayer(data.map_tiles, { maxZoom: 19, attribution: data.map_attribution || "" })
+      const host = new URL(data.map_tiles.replace("{s}", "a")).host;
+      L.tileLayer(data.map_tiles, { maxZoom: 19, attribution: `tiles: ${host}` })
         .addTo(leafletMap);
       leafletMap.placesLayer = L.featureGroup().addTo(leafletMap);
     }
@@ -429,10 +431,12 @@
         }
         const marker = L.circleMarker(at, { radius: 5, className: `place marker ${p.cls}` })
           .bindTooltip(title).addTo(layer);
-        marker.getElement().setAttribute("data-rule", p.rule);
+        const node = marker.getElement();
+        if (node) node.setAttribute("data-rule", p.rule);
       }
     }
-    if (shown.length) leafletMap.fitBounds(layer.getBounds(), { padding: [30, 30], maxZoom: 17 });
+    if (shown.length) leafletMap.fitBounds(layer.getBounds(), { padding: [30, 30], maxZoom: 17,
+      animate: false });
   }
 
   function renderTiles(data, shown, box) {

@@ -54,6 +54,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/momentcast.js"): PUBLIC,
     ("GET", "/sw.js"): PUBLIC,
     ("GET", "/static/{name}"): PUBLIC,
+    ("GET", "/static/vendor/leaflet/{path}"): PUBLIC,
 }
 
 BODIES: dict[tuple[str, str], Any] = {

@@ -2,7 +2,8 @@
 coloured legend entries, markers for places in two cities, each city on a plan fitted to it,
 zoom to one rule, every loaded rule listed without traffic, and no CSP violation.
 
-Set DASHBOARD_SCREENSHOT=$PWD/docs/dashboard.png (an absolute path) to refresh the screenshot of docs/dashboard.md.
+Set DASHBOARD_SCREENSHOT=$PWD/docs/dashboard.png (an absolute path) to refresh the screenshot
+of docs/dashboard.md.
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ async def test_dashboard_colours_two_cities_and_zoom_to_a_rule_under_its_csp(
                 "response",
                 lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None,
             )
+            requested: list[str] = []
+            page.on("request", lambda r: requested.append(r.url))
             await page.add_init_script(RECORD_VIOLATIONS)
 
             response = await page.goto(api.url + "/dashboard")
@@ -131,7 +134,7 @@ async def test_dashboard_colours_two_cities_and_zoom_to_a_rule_under_its_csp(
             await page.fill("#token", ADMIN_TOKEN)
             await page.click("#load")
             await page.wait_for_function(
-                "document.querySelectorAll('#map .marker').length === 4", timeout=10_000
+                "() => document.querySelectorAll('#map .marker').length === 4", timeout=10_000
             )
 
             # Every loaded rule is listed, without any traffic yet.
@@ -167,7 +170,7 @@ async def test_dashboard_colours_two_cities_and_zoom_to_a_rule_under_its_csp(
             before = spread(drawn["munich-lunch"]["markers"])
             await page.select_option("#map-select", "rule:munich-lunch")
             await page.wait_for_function(
-                "document.querySelectorAll('#map .marker').length === 2", timeout=5_000
+                "() => document.querySelectorAll('#map .marker').length === 2", timeout=5_000
             )
             zoomed = await page.evaluate(READ_MAP)
             assert len(zoomed["berlin-coffee"]["markers"]) == 0
@@ -181,6 +184,9 @@ async def test_dashboard_colours_two_cities_and_zoom_to_a_rule_under_its_csp(
             await page.select_option("#map-select", "all")
             assert await page.locator("#map .marker").count() == 4
 
+            # No MOMENTCAST_MAP_TILES: nothing is fetched from anywhere else, no Leaflet either.
+            assert [u for u in requested if not u.startswith(api.url + "/")] == []
+            assert [u for u in requested if "/vendor/" in u] == []
             assert await page.evaluate("window.__violations") == []
             assert [m for m in console if "Content Security Policy" in m] == []
             # The browser's own favicon.ico request is the one 404 (the page names no icon).
