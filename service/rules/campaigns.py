@@ -345,7 +345,7 @@ class Campaign:
             lower.append(start)
             start += v.weight
         templates = [
-            json.dumps(_render_with(v.message_for(key or None), values), ensure_ascii=False)
+            json.dumps(v.message_for(key or None).render(values), ensure_ascii=False)
             for v in self.variants
             for key in keys
         ]
@@ -512,23 +512,7 @@ def render(message: CompiledMessage, attributes: Mapping[str, Any]) -> dict[str,
         for root, name in tpl.fields
         if root == "attributes"
     }
-    return _render_with(message, values)
-
-
-def _render_with(message: CompiledMessage, values: Mapping[tuple[str, str], str]) -> dict[str, Any]:
-    payload: dict[str, Any] = {name: tpl.render(values) for name, tpl in message.templates.items()}
-    if message.lang:
-        payload["lang"] = message.lang
-    if message.actions:
-        payload["actions"] = [
-            {
-                "action": a.action,
-                "title": a.title.render(values),
-                "url": a.url.render(values) if a.url is not None else payload.get("url", ""),
-            }
-            for a in message.actions
-        ]
-    return payload
+    return message.render(values)
 
 
 # --- one fan-out tick ----------------------------------------------------------------------

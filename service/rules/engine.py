@@ -372,19 +372,7 @@ def render_payload(
                 values[(root, name)] = attribute_value(profile.attributes.get(name))
             elif root == "context":
                 values[(root, name)] = attribute_value(context.get(name))
-    payload: dict[str, Any] = {name: tpl.render(values) for name, tpl in message.templates.items()}
-    if message.lang:
-        payload["lang"] = message.lang
-    if message.actions:
-        payload["actions"] = [
-            {
-                "action": a.action,
-                "title": a.title.render(values),
-                "url": a.url.render(values) if a.url is not None else payload.get("url", ""),
-            }
-            for a in message.actions
-        ]
-    return payload
+    return message.render(values)
 
 
 def _place_value(m: Match, name: str) -> Any:

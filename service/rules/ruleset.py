@@ -3,6 +3,7 @@ numpy arrays and one STRtree over every place any rule uses."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,23 @@ class CompiledMessage:
     lang: str
     templates: dict[str, Template]  # only the fields that are set
     actions: tuple[CompiledAction, ...] = ()
+
+    def render(self, values: Mapping[tuple[str, str], str]) -> dict[str, Any]:
+        """The stored payload: every set field, lang and the actions, with ``values`` filled
+        in (rules and campaigns render through this alone)."""
+        payload: dict[str, Any] = {name: t.render(values) for name, t in self.templates.items()}
+        if self.lang:
+            payload["lang"] = self.lang
+        if self.actions:
+            payload["actions"] = [
+                {
+                    "action": a.action,
+                    "title": a.title.render(values),
+                    "url": a.url.render(values) if a.url is not None else payload.get("url", ""),
+                }
+                for a in self.actions
+            ]
+        return payload
 
     @property
     def all_templates(self) -> list[Template]:
