@@ -446,6 +446,54 @@
     });
   }
 
+  // ---- Per place over a period: GET /v1/stats/places?from=&to= ([from, to), UTC dates), and
+  // the same as CSV (GET /v1/stats.csv), fetched with the token and saved from a blob.
+  function periodQuery() {
+    const q = new URLSearchParams();
+    if ($("pl-from").value) q.set("from", $("pl-from").value);
+    if ($("pl-to").value) q.set("to", $("pl-to").value);
+    return q.toString();
+  }
+
+  async function adminFetch(path) {
+    const response = await fetch(path,
+      { headers: { Authorization: `Bearer ${$("token").value.trim()}` } });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({}));
+      throw new Error(body.error ? body.error.message : `HTTP ${response.status}`);
+    }
+    return response;
+  }
+
+  async function showPlaces() {
+    const body = await (await adminFetch(`/v1/stats/places?${periodQuery()}`)).json();
+    const box = $("places");
+    box.textContent = "";
+    box.append(body.places.length ? table(["rule", "place", "name", "decided", "sent", "failed",
+      "gone", "expired", "shown", "clicked", "converted", "CTR"], body.places.map((p) => [
+      p.rule, p.place || "–", p.place_name || "–", p.decided, p.sent, p.failed, p.gone,
+      p.expired, p.shown, p.clicked, p.converted, pct(p.ctr)]))
+      : el("p", { class: "muted" }, "No deliveries in this period."));
+    $("pl-state").textContent = `${body.since.slice(0, 16)} – ${body.until.slice(0, 16)} UTC`;
+    $("pl-state").className = "muted";
+  }
+
+  async function downloadCsv() {
+    const response = await adminFetch(`/v1/stats.csv?${periodQuery()}`);
+    const name = (response.headers.get("Content-Disposition") || "").match(/filename="(.+)"/);
+    const url = URL.createObjectURL(await response.blob());
+    const link = el("a", { href: url, download: name ? name[1] : "momentcast-stats.csv" });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  }
+
+  const shownError = (id) => (err) => {
+    $(id).textContent = err.message;
+    $(id).className = "error";
+  };
+
   // Campaigns (GET /v1/stats' campaigns): listed once one exists.
   function renderCampaigns(stats) {
     const section = $("campaigns-box");
@@ -492,6 +540,8 @@
     $("bt-state").textContent = err.message;
     $("bt-state").className = "error";
   }));
+  $("pl-run").addEventListener("click", () => showPlaces().catch(shownError("pl-state")));
+  $("pl-csv").addEventListener("click", () => downloadCsv().catch(shownError("pl-state")));
   $("auto").addEventListener("change", (e) => {
     clearInterval(timer);
     timer = e.target.checked ? setInterval(loadVisibly, 10000) : null;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Self
 
 import asyncpg
@@ -111,6 +112,26 @@ class HourlyDecisions:
         return cls(**dict(row))
 
 
+@dataclass(frozen=True, slots=True)
+class PlaceCounts:
+    """Deliveries one rule decided at one place in a period, and what became of them."""
+
+    rule_id: str
+    place_id: str  # '' for a rule without places
+    decided: int
+    sent: int
+    failed: int
+    gone: int
+    expired: int
+    shown: int
+    clicked: int
+    converted: int
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(**dict(row))
+
+
 class EngagementQueries(StoreBase):
     async def record_event(
         self, *, delivery_id: int, type: str, action: str | None = None
@@ -142,3 +163,7 @@ class EngagementQueries(StoreBase):
 
     async def decisions_by_hour(self) -> list[HourlyDecisions]:
         return [HourlyDecisions.from_row(r) for r in await self._fetch("decisions_by_hour")]
+
+    async def place_counts(self, since: datetime, until: datetime) -> list[PlaceCounts]:
+        """Per rule and place, the deliveries decided in [since, until) and their fates."""
+        return [PlaceCounts.from_row(r) for r in await self._fetch("stats_places", since, until)]

@@ -44,6 +44,8 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/v1/backtest"): ADMIN,
     ("GET", "/v1/stats"): ADMIN,
     ("GET", "/v1/dashboard"): ADMIN,
+    ("GET", "/v1/stats/places"): ADMIN,
+    ("GET", "/v1/stats.csv"): ADMIN,
     ("POST", "/v1/campaigns"): ADMIN,
     ("GET", "/v1/campaigns"): ADMIN,
     ("GET", "/v1/campaigns/{id}"): ADMIN,

@@ -184,6 +184,19 @@ async def test_dashboard_colours_two_cities_and_zoom_to_a_rule_under_its_csp(
             await page.select_option("#map-select", "all")
             assert await page.locator("#map .marker").count() == 4
 
+            # Per place over a period (nothing delivered yet), and its CSV as a download.
+            await page.click("#pl-run")
+            await page.wait_for_function(
+                "() => document.querySelector('#places').textContent.includes('No deliveries')",
+                timeout=5_000,
+            )
+            async with page.expect_download() as download_info:
+                await page.click("#pl-csv")
+            download = await download_info.value
+            assert download.suggested_filename.startswith("momentcast-stats_")
+            saved = await download.path()
+            assert Path(saved).read_text().startswith("since,until,rule,place,")
+
             # No MOMENTCAST_MAP_TILES: nothing is fetched from anywhere else, no Leaflet either.
             assert [u for u in requested if not u.startswith(api.url + "/")] == []
             assert [u for u in requested if "/vendor/" in u] == []

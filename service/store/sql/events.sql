@@ -86,3 +86,22 @@ SELECT rule_id, local_hour, count(*) AS n
 FROM deliveries
 WHERE local_hour IS NOT NULL AND NOT test AND rule_id IS NOT NULL
 GROUP BY rule_id, local_hour
+
+-- name: stats_places
+-- Per rule and place, the deliveries decided in [$1, $2) and their fates (test pushes and
+-- campaigns' pushes left out; a delivery counts each event type once).
+SELECT d.rule_id, COALESCE(d.place_id, '') AS place_id,
+       count(*) AS decided,
+       count(*) FILTER (WHERE d.status = 'sent') AS sent,
+       count(*) FILTER (WHERE d.status = 'failed') AS failed,
+       count(*) FILTER (WHERE d.status = 'gone') AS gone,
+       count(*) FILTER (WHERE d.status = 'expired') AS expired,
+       count(*) FILTER (WHERE 'shown' = ANY (e.types)) AS shown,
+       count(*) FILTER (WHERE 'clicked' = ANY (e.types)) AS clicked,
+       count(*) FILTER (WHERE 'converted' = ANY (e.types)) AS converted
+FROM deliveries d
+LEFT JOIN LATERAL (SELECT array_agg(type) AS types FROM events WHERE delivery_id = d.id) e
+       ON true
+WHERE NOT d.test AND d.rule_id IS NOT NULL AND d.created_at >= $1 AND d.created_at < $2
+GROUP BY d.rule_id, COALESCE(d.place_id, '')
+ORDER BY d.rule_id, COALESCE(d.place_id, '')
