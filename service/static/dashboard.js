@@ -435,8 +435,11 @@
         if (node) node.setAttribute("data-rule", p.rule);
       }
     }
-    if (shown.length) leafletMap.fitBounds(layer.getBounds(), { padding: [30, 30], maxZoom: 17,
-      animate: false });
+    // Fitted when the selection changes, not on every refresh (that would undo a pan or zoom).
+    if (shown.length && leafletMap.fittedTo !== selection) {
+      leafletMap.fitBounds(layer.getBounds(), { padding: [30, 30], maxZoom: 17, animate: false });
+      leafletMap.fittedTo = selection;
+    }
   }
 
   function renderTiles(data, shown, box) {

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from service.settings import Settings
 from tests.conftest import ADMIN_TOKEN, LiveApi, make_settings
 from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, async_api
+from tests.web.test_place_stats import delivery
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -107,9 +111,27 @@ def spread(markers: list[dict[str, Any]]) -> float:
     return float(((a["x"] - b["x"]) ** 2 + (a["y"] - b["y"]) ** 2) ** 0.5)
 
 
+async def some_traffic(pool: asyncpg.Pool) -> None:
+    """Deliveries of berlin-coffee in the last hour; munich-lunch has none."""
+    sub = await pool.fetchval(
+        "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash) "
+        "VALUES ('http://127.0.0.1:9/push/x', 'BAAA', 'AAAA', $1) RETURNING id",
+        secrets.token_bytes(32),
+    )
+    at = datetime.now(UTC) - timedelta(hours=1)
+    for place, events in [
+        ("berlin-alex", ("shown", "clicked")),
+        ("berlin-alex", ("shown",)),
+        ("berlin-hacke", ("shown", "clicked", "converted")),
+        ("berlin-hacke", ()),
+    ]:
+        await delivery(pool, sub, place=place, at=at, events=events, rule="berlin-coffee")
+
+
 async def test_dashboard_colours_two_cities_and_zoom_to_a_rule_under_its_csp(
-    api: LiveApi,
+    api: LiveApi, clean_db: asyncpg.Pool
 ) -> None:
+    await some_traffic(clean_db)
     async with async_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
@@ -137,13 +159,16 @@ async def test_dashboard_colours_two_cities_and_zoom_to_a_rule_under_its_csp(
                 "() => document.querySelectorAll('#map .marker').length === 4", timeout=10_000
             )
 
-            # Every loaded rule is listed, without any traffic yet.
+            # Every loaded rule is listed, with or without traffic.
             status = await page.inner_text("#status")
             funnel = await page.inner_text("#funnel")
             for rule in CITIES:
                 assert rule in status
                 assert rule in funnel
-            assert funnel.count("no traffic yet") == 2
+            assert funnel.count("no traffic yet") == 1
+            quiet = page.locator("#funnel tr.quiet")
+            assert await quiet.count() == 1
+            assert "munich-lunch" in await quiet.inner_text()
 
             drawn = await page.evaluate(READ_MAP)
             assert set(drawn) == set(CITIES)
@@ -161,11 +186,6 @@ async def test_dashboard_colours_two_cities_and_zoom_to_a_rule_under_its_csp(
                 assert spread(drawn[rule]["markers"]) > 100, drawn[rule]
             plans = {rule: drawn[rule]["markers"][0]["plan"] for rule in CITIES}
             assert len(set(plans.values())) == 2
-            screenshot = os.environ.get("DASHBOARD_SCREENSHOT")
-            if screenshot:
-                await page.locator("#map").scroll_into_view_if_needed()
-                await page.screenshot(path=screenshot, full_page=True)
-
             # Zoom to one rule: only its places, on one plan fitted to them.
             before = spread(drawn["munich-lunch"]["markers"])
             await page.select_option("#map-select", "rule:munich-lunch")
@@ -184,12 +204,18 @@ async def test_dashboard_colours_two_cities_and_zoom_to_a_rule_under_its_csp(
             await page.select_option("#map-select", "all")
             assert await page.locator("#map .marker").count() == 4
 
-            # Per place over a period (nothing delivered yet), and its CSV as a download.
+            # Per place over a period (the last 7 days by default), and its CSV as a download.
             await page.click("#pl-run")
             await page.wait_for_function(
-                "() => document.querySelector('#places').textContent.includes('No deliveries')",
-                timeout=5_000,
+                "() => document.querySelectorAll('#places tr').length === 3", timeout=5_000
             )
+            per_place = await page.inner_text("#places")
+            assert "Berlin Alex" in per_place
+            assert "Berlin Hacke" in per_place
+            screenshot = os.environ.get("DASHBOARD_SCREENSHOT")
+            if screenshot:
+                await page.screenshot(path=screenshot, full_page=True)
+
             async with page.expect_download() as download_info:
                 await page.click("#pl-csv")
             download = await download_info.value
