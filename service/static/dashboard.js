@@ -285,6 +285,13 @@
     select.value = selection;
   }
 
+  // A place's name and rule, with its counts of the Per place period when there are any.
+  function placeTitle(p) {
+    const c = placeCounts.get(`${p.rule}\u0000${p.f.properties.id}`);
+    const counts = c ? `: ${c.sent} sent, ${c.clicked} clicked, CTR ${pct(c.ctr)}` : "";
+    return `${p.f.properties.name || p.f.properties.id} (${p.rule})${counts}`;
+  }
+
   // One SVG plan fitted to the given places (their radius included).
   function plan(members) {
     const lat0 = members.reduce((a, p) => a + p.centre[1], 0) / members.length;
@@ -316,7 +323,7 @@
           const [x, y] = xy(c);
           return `${sx(x).toFixed(1)},${sy(y).toFixed(1)}`;
         }).join(" "), class: `place area-shape ${p.cls}`, "data-rule": p.rule });
-        poly.append(el("svg:title", {}, `${p.f.properties.name} (${p.rule})`));
+        poly.append(el("svg:title", {}, placeTitle(p)));
         svg.append(poly);
       }
       if (p.point) {
@@ -324,7 +331,7 @@
         const circle = el("svg:circle", { cx: sx(x).toFixed(1), cy: sy(y).toFixed(1),
           r: Math.max(4, p.radius * scale).toFixed(1), class: `place reach ${p.cls}`,
           "data-rule": p.rule });
-        circle.append(el("svg:title", {}, `${p.f.properties.name} (${p.rule})`));
+        circle.append(el("svg:title", {}, placeTitle(p)));
         svg.append(circle);
         svg.append(el("svg:circle", { cx: sx(x).toFixed(1), cy: sy(y).toFixed(1), r: 7,
           class: `place marker ${p.cls}`, "data-rule": p.rule, "data-place": p.f.properties.id }));
@@ -419,7 +426,7 @@
     const layer = leafletMap.placesLayer;
     layer.clearLayers();
     for (const p of shown) {
-      const title = `${p.f.properties.name} (${p.rule})`;
+      const title = placeTitle(p);
       for (const ring of p.rings) {
         L.polygon(ring.map((c) => [c[1], c[0]]), { className: `place area-shape ${p.cls}` })
           .bindTooltip(title).addTo(layer);
@@ -468,8 +475,12 @@
     return response;
   }
 
+  // "rule\u0000place" -> that place's counts of the period: shown in the map's tooltips too.
+  let placeCounts = new Map();
+
   async function showPlaces() {
     const body = await (await adminFetch(`/v1/stats/places?${periodQuery()}`)).json();
+    placeCounts = new Map(body.places.map((p) => [`${p.rule}\u0000${p.place}`, p]));
     const box = $("places");
     box.textContent = "";
     box.append(body.places.length ? table(["rule", "place", "name", "decided", "sent", "failed",
@@ -526,6 +537,8 @@
     renderSuppressed(data.stats);
     renderWhyNot(data.stats);
     renderCampaigns(data.stats);
+    // The per-place counts of the chosen period, for their table and the map's tooltips.
+    await showPlaces().catch(shownError("pl-state"));
     renderMap(data);
     $("state").textContent = `updated ${new Date().toLocaleTimeString()}`;
     $("state").className = "muted";

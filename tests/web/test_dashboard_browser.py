@@ -209,6 +209,10 @@ async def test_dashboard_colours_two_cities_and_zoom_to_a_rule_under_its_csp(
             await page.wait_for_function(
                 "() => document.querySelectorAll('#places tr').length === 3", timeout=5_000
             )
+            # The map's tooltips carry the period's counts per place.
+            titles = await page.locator("#map circle.reach title").all_text_contents()
+            assert "Berlin Alex (berlin-coffee): 2 sent, 1 clicked, CTR 50.0 %" in titles
+            assert "Munich Marien (munich-lunch)" in titles
             per_place = await page.inner_text("#places")
             assert "Berlin Alex" in per_place
             assert "Berlin Hacke" in per_place
