@@ -90,10 +90,12 @@ WHERE status IN ('scheduled', 'sending') AND next_check_at IS NOT NULL AND next_
 ORDER BY next_check_at, id
 
 -- name: campaign_lock
--- One fan-out at a time per campaign; another process's tick is left alone (SKIP LOCKED).
+-- One fan-out at a time per campaign; another process's tick is left alone (SKIP LOCKED). NO
+-- KEY UPDATE, as a cancel's UPDATE takes it, so the foreign-key checks of deliveries being
+-- inserted for the campaign (KEY SHARE) do not hide it from the fan-out.
 SELECT * FROM campaigns
 WHERE id = $1 AND status IN ('scheduled', 'sending')
-FOR UPDATE SKIP LOCKED
+FOR NO KEY UPDATE SKIP LOCKED
 
 -- name: campaign_zones
 -- The time zones ('' for none) of the audience ($2..$6) campaign $1 has not handled yet.

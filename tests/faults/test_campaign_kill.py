@@ -1,0 +1,95 @@
+"""A worker process killed with SIGKILL in the middle of a campaign's fan-out, then started
+again: each subscriber gets exactly one push."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from service.api import campaigns as campaigns_api
+from service.store import Store
+from service.testing import PushService
+from tests.faults.conftest import Stack, add_browser_subscriptions
+
+pytestmark = pytest.mark.slow
+
+# The start of campaign_fan_out (pg_stat_activity keeps the first 1 kB of a query).
+FAN_OUT = "-- One tick of campaign $1, set-based%"
+
+
+async def _wait(pool: asyncpg.Pool, sql: str, timeout: float, *args: object) -> None:
+    deadline = time.monotonic() + timeout
+    while not await pool.fetchval(sql, *args):
+        assert time.monotonic() < deadline, f"not true after {timeout}s: {sql}"
+        await asyncio.sleep(0.05)
+
+
+async def test_sigkill_mid_fan_out_then_restart_sends_each_push_once(
+    stack: Stack, clean_db: asyncpg.Pool
+) -> None:
+    pool = clean_db
+    push = await PushService(stack.keys.vapid_public_b64).start()
+    try:
+        browser = await add_browser_subscriptions(pool, push, 150)
+        await pool.execute("UPDATE subscriptions SET topics = '{food}'")
+        body = {
+            "id": "flash",
+            "audience": {"topics": ["food"]},
+            "message": {"title": "Flash sale"},
+            "send_at": datetime.now(UTC).isoformat(),
+            "ttl": "1h",
+        }
+        await campaigns_api.create(Store(pool), json.dumps(body), now=datetime.now(UTC))
+        # An uncommitted delivery with one subscriber's dedupe key: the fan-out's insert
+        # waits on it half-way through its statement, so the kill lands mid-fan-out.
+        async with pool.acquire() as blocker:
+            tx = blocker.transaction()
+            await tx.start()
+            try:
+                await blocker.execute(
+                    "INSERT INTO deliveries (subscription_id, campaign_id, dedupe_key, payload,"
+                    " ttl_s, expires_at) VALUES ($1, 'flash', $2, '{}', 60,"
+                    " now() + interval '1 minute')",
+                    browser[-1][0],
+                    f"campaign:flash:{browser[-1][0]}",
+                )
+                proc = stack.start("worker", "--no-sender")
+                await _wait(
+                    pool,
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE $1"
+                    " AND wait_event_type = 'Lock')",
+                    30,
+                    FAN_OUT,
+                )
+                proc.sp.proc.send_signal(signal.SIGKILL)
+                proc.sp.proc.wait(10)
+            finally:
+                await tx.rollback()
+        # The killed process's statement finishes, cannot answer, and rolls back.
+        await _wait(
+            pool,
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE $1"
+            " AND state <> 'idle')",
+            30,
+            FAN_OUT,
+        )
+        assert await pool.fetchval("SELECT count(*) FROM deliveries") == 0
+        assert await pool.fetchval("SELECT status FROM campaigns") == "scheduled"
+
+        proc = stack.start("worker")
+        await _wait(pool, "SELECT count(*) = 150 FROM deliveries WHERE status = 'sent'", 60)
+        assert proc.stop() == 0
+    finally:
+        await push.close()
+    received = Counter(sub.id for _, sub in browser for _ in sub.received)
+    assert received == Counter({sub.id: 1 for _, sub in browser})
+    titles = {m["notification"]["title"] for _, sub in browser for m in sub.messages()}
+    assert titles == {"Flash sale"}
+    assert await pool.fetchval("SELECT count(DISTINCT subscription_id) FROM deliveries") == 150
