@@ -280,5 +280,6 @@ async def export_subscription(request: web.Request) -> web.Response:
             "presence": found.presence,
             "deliveries": found.deliveries,
             "shadow_sends": found.shadow_sends,
+            "campaign_suppressions": found.campaign_suppressions,
         }
     )

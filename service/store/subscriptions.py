@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Self
 
@@ -102,6 +102,7 @@ class SubscriptionExport:
     presence: list[dict[str, Any]]
     deliveries: list[dict[str, Any]]
     shadow_sends: list[dict[str, Any]]
+    campaign_suppressions: list[dict[str, Any]] = field(default_factory=list)
 
 
 class SubscriptionQueries(StoreBase):
@@ -157,6 +158,10 @@ class SubscriptionQueries(StoreBase):
                 deliveries=[dict(r) for r in await tx._fetch("export_deliveries", subscription_id)],
                 shadow_sends=[
                     dict(r) for r in await tx._fetch("export_shadow_sends", subscription_id)
+                ],
+                campaign_suppressions=[
+                    dict(r)
+                    for r in await tx._fetch("export_campaign_suppressions", subscription_id)
                 ],
             )
 

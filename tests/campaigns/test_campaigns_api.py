@@ -175,3 +175,35 @@ async def test_cancel_before_the_moment_leaves_nothing_to_send(
     # Cancelling again changes nothing.
     async with api.http.delete(f"{api.url}/v1/campaigns/lunch", headers=api.admin()) as r:
         assert (await r.json())["status"] == "cancelled"
+
+
+async def test_export_shows_a_subscribers_campaigns_and_erasure_unlinks_them(
+    api: LiveApi, push_service: PushService
+) -> None:
+    from tests.campaigns.conftest import Clock, create
+
+    sent, missed = [
+        await subscribe(api, push_service, topics=["food"], timezone=zone)
+        for zone in ("America/New_York", "Asia/Tokyo")
+    ]
+    now = datetime(2026, 11, 24, 6, 0, tzinfo=UTC)  # past noon in Tokyo, not in New York
+    await create(api.ctx, body(send_at={"local": "2026-11-24T12:00"}), now)
+    await Clock(api.ctx, now).at(datetime(2026, 11, 24, 17, 0, tzinfo=UTC))
+    exports = {}
+    for member in (sent, missed):
+        async with api.http.get(
+            f"{api.url}/v1/subscriptions/{member.id}/export", headers=api.admin()
+        ) as r:
+            assert r.status == 200
+            exports[member.id] = await r.json()
+    [delivery] = exports[sent.id]["deliveries"]
+    assert (delivery["campaign_id"], delivery["rule_id"]) == ("lunch", None)
+    assert exports[sent.id]["campaign_suppressions"] == []
+    [suppression] = exports[missed.id]["campaign_suppressions"]
+    assert (suppression["campaign_id"], suppression["reason"]) == ("lunch", "missed_local_time")
+    async with api.http.delete(f"{api.url}/v1/subscriptions/{missed.id}", headers=api.admin()) as r:
+        assert r.status == 204
+    rows = await api.ctx.pool.fetch("SELECT subscription_id, reason FROM campaign_suppressions")
+    assert [(r["subscription_id"], r["reason"]) for r in rows] == [(None, "missed_local_time")]
+    async with api.http.get(f"{api.url}/v1/campaigns/lunch", headers=api.admin()) as r:
+        assert (await r.json())["suppressed"] == {"missed_local_time": 1}
