@@ -51,11 +51,15 @@ TICK_SECONDS = Histogram(
 )
 FANOUT_ERRORS = PromCounter(
     "momentcast_fanout_errors_total",
-    "Fan-out ticks that failed and were retried",
+    "Fan-out ticks that failed (database errors, or a campaign that could not be ticked) and "
+    "were retried",
     registry=REGISTRY,
 )
 
 Clock = Callable[[], datetime]
+
+# When a campaign whose tick raised is looked at again.
+RETRY_FAILED = timedelta(minutes=1)
 
 
 def utcnow() -> datetime:
@@ -102,7 +106,17 @@ class FanOut:
         now = self.clock()
         total = TickResult()
         for campaign_id in await store.due_campaigns(now=now):
-            result = await self.tick(campaign_id, now, policy)
+            try:
+                result = await self.tick(campaign_id, now, policy)
+            except DATABASE_ERRORS:
+                raise
+            except Exception:
+                # One campaign the fan-out cannot tick (a bug, data it does not expect) must
+                # not stop the others, nor be retried in a tight loop: a minute later.
+                FANOUT_ERRORS.inc()
+                log.exception("fan-out: campaign %s failed; trying again in a minute", campaign_id)
+                await store.postpone_campaign(campaign_id=campaign_id, until=now + RETRY_FAILED)
+                continue
             if result is None:
                 continue
             total.campaigns += 1

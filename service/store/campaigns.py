@@ -285,6 +285,10 @@ class CampaignQueries(StoreBase):
             "campaign_progress", campaign_id, status, next_check_at, next_slot, fanned_out
         )
 
+    async def postpone_campaign(self, *, campaign_id: str, until: datetime) -> None:
+        """Look at a running campaign again at ``until`` (its tick failed)."""
+        await self._execute("campaign_postpone", campaign_id, until)
+
     async def finish_campaigns(self) -> list[str]:
         """Mark fanned-out campaigns with nothing pending as done; return their ids."""
         return [r["id"] for r in await self._fetch("campaign_finish")]

@@ -5,6 +5,7 @@ with rules, and a tick that dies half-way."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -314,3 +315,31 @@ async def test_each_push_is_the_variant_and_locale_python_picks_rendered_as_pyth
         assert row["variant"] == variant.name
         assert row["payload"] == render(variant.message_for(locale), attributes)
     assert {r["variant"] for r in rows} == {"a", "b"}
+
+
+async def test_a_campaign_that_cannot_be_ticked_waits_a_minute_and_stops_no_other(
+    api: LiveApi, push_service: PushService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service import fanout
+
+    member = await subscribe(api, push_service, topics=["food"])
+    at = DAY + timedelta(hours=12)
+    await create(api.ctx, body("broken", send_at=at.isoformat()), at)
+    await create(api.ctx, body("fine", send_at=at.isoformat()), at)
+    from service.rules.campaigns import plan_tick as real
+
+    calls: list[object] = []
+
+    def plan(send_at: Any, **kwargs: Any) -> Any:
+        calls.append(send_at)
+        if len(calls) == 1:  # the first due campaign: "broken", by id
+            raise ValueError("a campaign the fan-out cannot plan")
+        return real(send_at, **kwargs)
+
+    monkeypatch.setattr(fanout, "plan_tick", plan)
+    await Clock(api.ctx, at).at(at)
+    rows = await api.ctx.pool.fetch("SELECT id, status, next_check_at FROM campaigns ORDER BY id")
+    state = {r["id"]: (r["status"], r["next_check_at"]) for r in rows}
+    assert state["broken"] == ("scheduled", at + fanout.RETRY_FAILED)
+    assert state["fine"][0] in ("sending", "done")
+    assert len(member.campaign_pushes()) == 1

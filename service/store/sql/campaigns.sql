@@ -228,6 +228,10 @@ SET status = $2, next_check_at = $3, next_slot = $4,
     fanned_out_at = CASE WHEN $5 THEN coalesce(fanned_out_at, now()) ELSE fanned_out_at END
 WHERE id = $1
 
+-- name: campaign_postpone
+UPDATE campaigns SET next_check_at = $2
+WHERE id = $1 AND status IN ('scheduled', 'sending')
+
 -- name: campaign_finish
 -- A fanned-out campaign is done once nothing of it is pending any more.
 UPDATE campaigns c SET status = 'done', finished_at = now()
