@@ -343,3 +343,43 @@ async def test_a_campaign_that_cannot_be_ticked_waits_a_minute_and_stops_no_othe
     assert state["broken"] == ("scheduled", at + fanout.RETRY_FAILED)
     assert state["fine"][0] in ("sending", "done")
     assert len(member.campaign_pushes()) == 1
+
+
+async def test_engagement_with_campaign_pushes_counts_in_the_campaigns_results(
+    api: LiveApi, push_service: PushService
+) -> None:
+    members = [await subscribe(api, push_service, topics=["food"]) for _ in range(4)]
+    at = DAY + timedelta(hours=12)
+    variants = [{"name": "a", "weight": 1}, {"name": "b", "weight": 1}]
+    await create(api.ctx, body(send_at=at.isoformat(), variants=variants), at)
+    await Clock(api.ctx, at).at(at)
+    expected: dict[str, dict[str, int]] = {"a": {}, "b": {}}
+    for i, member in enumerate(members):
+        [push] = member.campaign_pushes()
+        data = push["data"]
+        kinds = ["shown"] + (["clicked"] if i % 2 == 0 else [])
+        for kind in kinds:
+            async with api.http.post(
+                f"{api.url}/v1/events",
+                json={
+                    "delivery_id": data["delivery_id"],
+                    "token": data["event_token"],
+                    "type": kind,
+                },
+            ) as r:
+                assert r.status == 202, await r.text()
+            counts = expected[data["variant"]]
+            counts[kind] = counts.get(kind, 0) + 1
+    async with api.http.get(f"{api.url}/v1/campaigns/lunch", headers=api.admin()) as r:
+        result = await r.json()
+    assert (result["sent"], result["shown"], result["clicked"]) == (4, 4, 2)
+    assert result["ctr"] == 0.5
+    for v in result["variants"]:
+        assert v["shown"] == expected[v["variant"]].get("shown", 0)
+        assert v["clicked"] == expected[v["variant"]].get("clicked", 0)
+    assert result["experiment"]["variants"] == ["a", "b"]
+    assert result["experiment"]["winner"] is None  # four pushes are no sample
+    async with api.http.get(f"{api.url}/v1/stats", headers=api.admin()) as r:
+        stats = await r.json()
+    assert [c["id"] for c in stats["campaigns"]] == ["lunch"]
+    assert all(row["rule"] != "lunch" for row in stats["rules"])
