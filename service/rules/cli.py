@@ -327,22 +327,29 @@ def replay(rules_dir: str, trace: str, profile_path: str | None) -> dict[str, An
     }
 
 
+def _rules_failed(exc: RuleLoadError, err: TextIO) -> int:
+    for line in exc.errors:
+        err.write(line + "\n")
+    err.write("fix the rules first (momentcast rules check)\n")
+    return 1
+
+
+def _write_report(
+    report: dict[str, Any], as_json: bool, text: Callable[[dict[str, Any]], str], out: TextIO
+) -> int:
+    out.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n" if as_json else text(report))
+    return 0
+
+
 def _replay(args: argparse.Namespace, default_dir: str, out: TextIO, err: TextIO) -> int:
     try:
         report = replay(args.rules or default_dir, args.trace, args.profile)
     except RuleLoadError as exc:
-        for line in exc.errors:
-            err.write(line + "\n")
-        err.write("fix the rules first (momentcast rules check)\n")
-        return 1
+        return _rules_failed(exc, err)
     except (TraceError, OSError) as exc:
         err.write(f"{args.trace}: {exc}\n")
         return 1
-    if args.json:
-        out.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-        return 0
-    out.write(format_report(report))
-    return 0
+    return _write_report(report, args.json, format_report, out)
 
 
 def _at(x: dict[str, Any]) -> str:
@@ -435,18 +442,11 @@ def _preview(args: argparse.Namespace, default_dir: str, out: TextIO, err: TextI
             args.rules or default_dir, args.rule, args.place, args.profile, args.locale
         )
     except RuleLoadError as exc:
-        for line in exc.errors:
-            err.write(line + "\n")
-        err.write("fix the rules first (momentcast rules check)\n")
-        return 1
+        return _rules_failed(exc, err)
     except (TraceError, OSError) as exc:
         err.write(f"{exc}\n")
         return 1
-    if args.json:
-        out.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-        return 0
-    out.write(format_preview(report))
-    return 0
+    return _write_report(report, args.json, format_preview, out)
 
 
 def format_preview(report: dict[str, Any]) -> str:
@@ -488,17 +488,9 @@ def _backtest(
     try:
         rs = load_ruleset(directory)
     except RuleLoadError as exc:
-        for line in exc.errors:
-            err.write(line + "\n")
-        err.write("fix the rules first (momentcast rules check)\n")
-        return 1
-    report = backtester(rs, period)
-    report = {"rules_dir": directory, **report}
-    if args.json:
-        out.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    else:
-        out.write(format_backtest(report))
-    return 0
+        return _rules_failed(exc, err)
+    report = {"rules_dir": directory, **backtester(rs, period)}
+    return _write_report(report, args.json, format_backtest, out)
 
 
 def _reasons(counts: dict[str, int]) -> str:
