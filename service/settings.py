@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -102,6 +103,11 @@ class Settings(BaseSettings):
     sender_max_attempts: int = Field(default=8, ge=1, le=100)
     push_connect_timeout: PositiveDuration = timedelta(seconds=5)
     push_read_timeout: PositiveDuration = timedelta(seconds=15)
+    # TEST AND STAGING ONLY: a PEM bundle of CA certificates the sender trusts for push
+    # endpoints besides the system store, so that a push service on a self-signed certificate
+    # (the test push service, a staging receiver) can be reached over https. Real push
+    # services have publicly trusted certificates and never need it.
+    push_ca_file: Path | None = None
     shutdown_grace: SettingDuration = timedelta(seconds=10)
     signal_rate_burst: int = Field(default=60, ge=1)
     signal_rate_per_second: float = Field(default=1.0, gt=0)
@@ -198,6 +204,24 @@ class Settings(BaseSettings):
     def _check_migrations_dir(cls, value: Path | None) -> Path | None:
         if value is not None and not (value / "0001_init.sql").is_file():
             raise ValueError(f"{value} holds no 0001_init.sql")
+        return value
+
+    @field_validator("push_ca_file", mode="before")
+    @classmethod
+    def _empty_push_ca_file(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip() == "" else value
+
+    @field_validator("push_ca_file")
+    @classmethod
+    def _check_push_ca_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        try:
+            ssl.create_default_context(cafile=str(value))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"{value} is not a readable PEM file of CA certificates: {exc}"
+            ) from None
         return value
 
     @field_validator("map_tiles")

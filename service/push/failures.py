@@ -25,6 +25,7 @@ class Failure(enum.StrEnum):
     """The failure classes: the ``failure`` label of the metric, ``[class]`` in log lines."""
 
     CONNECTION = "connection_error"
+    TLS = "tls_error"  # the TLS handshake failed: an untrusted or mismatched certificate
     TIMEOUT = "timeout"
     SERVER_ERROR = "server_error"  # 5xx
     RATE_LIMITED = "rate_limited"  # 429
@@ -42,6 +43,12 @@ class Failure(enum.StrEnum):
 # what to do about it, where that is not obvious.
 _WORDING: dict[Failure, tuple[int, str, str]] = {
     Failure.CONNECTION: (logging.WARNING, "cannot be reached", ""),
+    Failure.TLS: (
+        logging.WARNING,
+        "failed TLS verification",
+        "Public push services have publicly trusted certificates; a test or staging push "
+        "service on a private CA needs MOMENTCAST_PUSH_CA_FILE.",
+    ),
     Failure.TIMEOUT: (logging.WARNING, "timed out", ""),
     Failure.SERVER_ERROR: (logging.WARNING, "answered a server error", ""),
     Failure.RATE_LIMITED: (logging.WARNING, "throttles us", ""),

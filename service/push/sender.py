@@ -21,9 +21,11 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 
@@ -65,6 +67,15 @@ class _Unrecorded:
 
     claimed_at: float  # time.monotonic() of the claim: the lease is counted from there
     outcomes: tuple[DeliveryOutcome, ...]
+
+
+def push_tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The TLS context of push requests: the system trust store, plus ``ca_file``'s CA
+    certificates when set (MOMENTCAST_PUSH_CA_FILE: test and staging push services only)."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=str(ca_file))
+    return context
 
 
 class Sender:
@@ -126,8 +137,15 @@ class Sender:
     async def start(self) -> None:
         settings = self.ctx.settings
         concurrency = settings.sender_concurrency
+        if settings.push_ca_file is not None:
+            log.warning(
+                "sender: MOMENTCAST_PUSH_CA_FILE is set: push services may also present "
+                "certificates issued by the CAs in %s (a test or staging setting)",
+                settings.push_ca_file,
+            )
         connector = aiohttp.TCPConnector(
             limit=concurrency,
+            ssl=push_tls_context(settings.push_ca_file),
             # One slow push service may hold most connections but never all of them.
             limit_per_host=max(1, concurrency * 3 // 4),
             resolver=GuardedResolver(settings.push_hosts),
@@ -474,6 +492,12 @@ class Sender:
                     "refused",
                 )
             child(PUSH_REQUESTS, origin, "connection_error").inc()
+            if isinstance(exc, aiohttp.ClientSSLError):
+                # The certificate error itself: the exception's text repeats the SSL context.
+                cause = getattr(exc, "certificate_error", None) or exc.os_error
+                detail = f"{exc.host}:{exc.port}: {cause}"
+                self.failures.note(origin, Failure.TLS, detail)
+                return self._retry(row, origin, None, f"TLS error: {detail}")
             self.failures.note(origin, Failure.CONNECTION, str(exc))
             return self._retry(row, origin, None, f"connection error: {exc}")
         except TimeoutError:

@@ -19,15 +19,18 @@ from service.testing.pushservice import (
     make_keys,
     verify_vapid,
 )
+from service.testing.tls import CertificateFiles, make_test_certificates
 
 __all__ = [
     "MAX_BODY",
     "SAMPLE_PAYLOAD",
     "BrowserSubscription",
+    "CertificateFiles",
     "Fault",
     "PushService",
     "Received",
     "VapidError",
     "make_keys",
+    "make_test_certificates",
     "verify_vapid",
 ]

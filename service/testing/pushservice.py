@@ -12,6 +12,9 @@ Usage::
     ...                                    # insert sub.endpoint / sub.p256dh / sub.auth
     await service.close()
 
+With ``ssl_context=`` (for instance :func:`service.testing.tls.make_test_certificates`'
+``server_context()``) it serves https, and its endpoints are ``https://`` URLs.
+
 Over HTTP (what ``momentcast testing push-service`` offers client developers):
 ``POST /subscriptions`` makes a new browser-like subscription and answers its
 PushSubscriptionJSON (201), ``GET /subscriptions/{id}/messages`` lists the decrypted messages
@@ -24,6 +27,7 @@ import asyncio
 import json
 import re
 import secrets
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -191,8 +195,11 @@ class PushService:
         check_expiry: bool = True,
         on_receive: Callable[[BrowserSubscription, Received], None] | None = None,
         on_reject: Callable[[BrowserSubscription | None, int, str], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.vapid_public_key = vapid_public_key
+        # Serve https with this context (see service.testing.tls), as real push services do.
+        self.ssl_context = ssl_context
         self.host = host
         self.port = port
         self.on_receive = on_receive
@@ -217,7 +224,7 @@ class PushService:
         app.router.add_get("/subscriptions/{sub_id}/messages", self._messages)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         try:
             await site.start()
         except BaseException:
@@ -225,7 +232,8 @@ class PushService:
             raise
         port = int(self._runner.addresses[0][1])
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self.origin = f"http://{host}:{port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        self.origin = f"{scheme}://{host}:{port}"
         return self
 
     async def close(self) -> None:
