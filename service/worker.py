@@ -1,10 +1,11 @@
 """The worker: claims stored signals and turns them into push decisions, exactly once.
 
-Per batch: claim signals (lease), lock their subscribers (SKIP LOCKED), load every pending
-signal, presence and recent decisions of the locked subscribers, let the pure engine decide,
-then in the same transaction store presence, deliveries (dedupe key), counters and mark the
-signals processed. A crash anywhere rolls the transaction back; the lease then lets another
-worker take the signals again, and the dedupe key keeps a decision from being made twice.
+Per batch: claim signals (lease), then in one transaction lock their subscribers (SKIP
+LOCKED) and load every pending signal, presence and recent decisions of the locked ones (one
+statement), let the pure engine decide, and store presence, deliveries (dedupe key), counters
+and the signals' processed mark (one more statement). A crash anywhere rolls the transaction
+back; the lease then lets another worker take the signals again, and the dedupe key keeps a
+decision from being made twice.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from service.rules.engine import (
 )
 from service.rules.ruleset import Ruleset
 from service.store import DATABASE_ERRORS, Store
+from service.store.batch import BatchWrites, LockedSubscriber
 from service.store.signals import (
     CounterRow,
     DeliveryRow,
@@ -45,7 +47,6 @@ from service.store.signals import (
     PresenceRow,
     SentRow,
     SignalFailure,
-    Subscriber,
 )
 from service.vocabulary import NOT_MATCHED_COUNTER_PREFIX, SHADOW_SENT_COUNTER
 
@@ -135,6 +136,28 @@ def _isolate(
             continue
         states[sid] = trial[sid]
     return outcomes, failures
+
+
+def _states(
+    locked: Sequence[LockedSubscriber], shadow: Iterable[SentRow]
+) -> dict[str, SubscriberState]:
+    """Each locked subscriber's state as loaded; built afresh when a failed batch is isolated
+    (decide moves states on in place)."""
+    states = {}
+    for held in locked:
+        sub = held.subscriber
+        state = SubscriberState(sub.id, last_signal_at=sub.last_signal_at)
+        for row in held.presence:
+            state.presence[(row.rule_id, row.place_id)] = Presence(
+                entered_at=row.entered_at, dwell_fired=row.dwell_fired
+            )
+        state.history = [Sent(h.rule_id, h.place_id, h.decided_at) for h in held.history]
+        states[sub.id] = state
+    for sent in shadow:
+        states[sent.subscription_id].shadow_history.append(
+            Sent(sent.rule_id, sent.place_id, sent.decided_at)
+        )
+    return states
 
 
 def _presence_rows(states: dict[str, SubscriberState]) -> list[PresenceRow]:
@@ -242,14 +265,16 @@ class Worker:
             return BatchResult()
         async with store.transaction() as tx:
             result = await self._process(tx, ruleset, subscribers)
-        if result.decisions:
-            await store.notify(channel=DELIVERIES_CHANNEL)
         BATCH_SECONDS.observe(time.perf_counter() - started)
         return result
 
     async def _process(self, tx: Store, ruleset: Ruleset, subscribers: list[str]) -> BatchResult:
-        locked = await tx.lock_subscriptions(ids=subscribers)
-        ids = [sub.id for sub in locked]
+        now = self.clock()
+        # Decisions are timed by their signals, which may lag the wall clock by the queue's
+        # backlog (signals are accepted up to 24 h old): look back a day further.
+        since = now - history_window(ruleset) - timedelta(days=1)
+        locked = await tx.load_batch(subscription_ids=subscribers, since=since)
+        ids = [held.subscriber.id for held in locked]
         skipped = sorted(set(subscribers) - set(ids))
         if skipped:
             # Another worker holds them and will process their pending signals; let our
@@ -257,10 +282,14 @@ class Worker:
             await tx.release_claims(subscription_ids=skipped)
         if not ids:
             return BatchResult(skipped_subscribers=len(skipped))
-        now = self.clock()
-        pending = await tx.pending_signals(subscription_ids=ids)
-        states = await self._load_states(tx, ruleset, locked, now)
-        profiles = {sub.id: profile_of(sub) for sub in locked}
+        shadow = (
+            await tx.shadow_history(subscription_ids=ids, since=since)
+            if _has_shadow(ruleset)
+            else []
+        )
+        pending = [row for held in locked for row in held.pending]
+        states = _states(locked, shadow)
+        profiles = {held.subscriber.id: profile_of(held.subscriber) for held in locked}
         not_matched: Counter[tuple[str, str]] = Counter()
         try:
             outcomes = decide(
@@ -275,7 +304,7 @@ class Worker:
             # One signal the engine cannot evaluate must neither stop the others of its batch
             # nor crash-loop the worker on the queue head: find it, decide the rest.
             log.warning("worker: a batch's evaluation raised %s; isolating", type(exc).__name__)
-            states = await self._load_states(tx, ruleset, locked, now)  # decide changed them
+            states = _states(locked, shadow)  # decide changed them
             not_matched.clear()  # such a batch counts no not_matched: it is rare
             outcomes, failures = _isolate(ruleset, pending, profiles, states, now)
             held = await self._record_failures(tx, failures)
@@ -288,8 +317,7 @@ class Worker:
                 outcomes = [o for o in outcomes if o.signal.subscription_id not in held]
             failed = {f.signal_id for f in failures}
             pending = [p for p in pending if p.subscription_id not in held and p.id not in failed]
-        decisions = await self._store(tx, ruleset, ids, states, outcomes, not_matched)
-        await tx.mark_processed(signal_ids=[row.id for row in pending])
+        decisions = await self._store(tx, ruleset, ids, states, outcomes, pending, not_matched)
         SIGNALS_PROCESSED.inc(len(pending))
         return BatchResult(len(pending), decisions, len(skipped))
 
@@ -316,31 +344,6 @@ class Worker:
                 held.add(owner[r.signal_id])
         return held
 
-    async def _load_states(
-        self, tx: Store, ruleset: Ruleset, locked: list[Subscriber], now: datetime
-    ) -> dict[str, SubscriberState]:
-        ids = [sub.id for sub in locked]
-        states = {
-            sub.id: SubscriberState(sub.id, last_signal_at=sub.last_signal_at) for sub in locked
-        }
-        for row in await tx.presence(subscription_ids=ids):
-            states[row.subscription_id].presence[(row.rule_id, row.place_id)] = Presence(
-                entered_at=row.entered_at, dwell_fired=row.dwell_fired
-            )
-        # Decisions are timed by their signals, which may lag the wall clock by the queue's
-        # backlog (signals are accepted up to 24 h old): look back a day further.
-        since = now - history_window(ruleset) - timedelta(days=1)
-        for sent in await tx.history(subscription_ids=ids, since=since):
-            states[sent.subscription_id].history.append(
-                Sent(sent.rule_id, sent.place_id, sent.decided_at)
-            )
-        if _has_shadow(ruleset):
-            for sent in await tx.shadow_history(subscription_ids=ids, since=since):
-                states[sent.subscription_id].shadow_history.append(
-                    Sent(sent.rule_id, sent.place_id, sent.decided_at)
-                )
-        return states
-
     async def _store(
         self,
         tx: Store,
@@ -348,13 +351,19 @@ class Worker:
         ids: list[str],
         states: dict[str, SubscriberState],
         outcomes: Sequence[Outcome],
+        pending: Sequence[PendingSignal],
         not_matched: Mapping[tuple[str, str], int] | None = None,
     ) -> int:
-        await tx.replace_presence(subscription_ids=ids, rows=_presence_rows(states))
-        await tx.set_last_signal_at(
-            last={sid: s.last_signal_at for sid, s in states.items() if s.last_signal_at}
+        counters = _counter_rows(ruleset, outcomes, not_matched)
+        writes = BatchWrites(
+            subscription_ids=ids,
+            presence=_presence_rows(states),
+            last_signal_at={sid: s.last_signal_at for sid, s in states.items() if s.last_signal_at},
+            processed=[row.id for row in pending],
+            counters=counters,
+            deliveries=_delivery_rows(outcomes),
         )
-        inserted = await tx.insert_deliveries(rows=_delivery_rows(outcomes))
+        inserted = await tx.store_batch(writes, notify=DELIVERIES_CHANNEL)
         # Rows actually inserted: a batch run again after a crash decides nothing new.
         for rule_id in inserted:
             DECISIONS.labels(rule_id).inc()
@@ -365,8 +374,6 @@ class Worker:
                 rows=_shadow_rows(outcomes),
                 before=self.clock() - history_window(ruleset) - timedelta(days=1),
             )
-        counters = _counter_rows(ruleset, outcomes, not_matched)
-        await tx.bump_counters(rows=counters)
         for c in counters:
             if c.counter.startswith("suppressed:"):
                 SUPPRESSIONS.labels(c.rule_id, c.counter.removeprefix("suppressed:")).inc(c.n)

@@ -7,6 +7,7 @@ named query of ``sql/*.sql`` with named, typed arguments and returns row datacla
 from __future__ import annotations
 
 from service.store.base import DATABASE_ERRORS, StoreBase
+from service.store.batch import BatchQueries
 from service.store.campaigns import CampaignQueries
 from service.store.db import create_pool
 from service.store.deliveries import DeliveryQueries
@@ -17,6 +18,7 @@ from service.store.subscriptions import SubscriptionQueries
 
 
 class Store(
+    BatchQueries,
     SignalQueries,
     SubscriptionQueries,
     EngagementQueries,

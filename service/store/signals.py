@@ -252,74 +252,6 @@ class SignalQueries(StoreBase):
     async def release_claims(self, *, subscription_ids: Sequence[str]) -> None:
         await self._execute("release_claims", subscription_ids)
 
-    async def pending_signals(self, *, subscription_ids: Sequence[str]) -> list[PendingSignal]:
-        """Every unprocessed signal of these subscribers, by subscriber, then time, then id."""
-        rows = await self._fetch("pending_signals_of", subscription_ids)
-        return [PendingSignal.from_row(r) for r in rows]
-
-    async def presence(self, *, subscription_ids: Sequence[str]) -> list[PresenceRow]:
-        rows = await self._fetch("presence_of", subscription_ids)
-        return [PresenceRow.from_row(r) for r in rows]
-
-    async def history(self, *, subscription_ids: Sequence[str], since: datetime) -> list[SentRow]:
-        """Decisions after ``since``, oldest first."""
-        rows = await self._fetch("history_of", subscription_ids, since)
-        return [SentRow.from_row(r) for r in rows]
-
-    async def replace_presence(
-        self, *, subscription_ids: Sequence[str], rows: Sequence[PresenceRow]
-    ) -> None:
-        """The presence of these subscribers becomes exactly ``rows``."""
-        await self._execute("delete_presence_of", subscription_ids)
-        if rows:
-            await self._execute(
-                "insert_presence",
-                [r.subscription_id for r in rows],
-                [r.rule_id for r in rows],
-                [r.place_id for r in rows],
-                [r.entered_at for r in rows],
-                [r.dwell_fired for r in rows],
-            )
-
-    async def set_last_signal_at(self, *, last: Mapping[str, datetime]) -> None:
-        if last:
-            await self._execute("set_last_signal_at", list(last), list(last.values()))
-
-    async def insert_deliveries(self, *, rows: Sequence[DeliveryRow]) -> list[str]:
-        """Insert the decisions not made before (by dedupe key); return the rule of each row
-        that was new (a batch run twice inserts nothing the second time)."""
-        if not rows:
-            return []
-        inserted = await self._fetch(
-            "insert_deliveries",
-            [r.subscription_id for r in rows],
-            [r.signal_id for r in rows],
-            [r.rule_id for r in rows],
-            [r.variant for r in rows],
-            [r.place_id for r in rows],
-            [r.dedupe_key for r in rows],
-            [r.payload for r in rows],
-            [r.distance_m for r in rows],
-            [r.local_hour for r in rows],
-            [r.ttl_s for r in rows],
-            [r.urgency for r in rows],
-            [r.topic for r in rows],
-            [r.decided_at for r in rows],
-        )
-        return [row["rule_id"] for row in inserted]
-
-    async def bump_counters(self, *, rows: Sequence[CounterRow]) -> None:
-        """Add to the rule counters; give ``rows`` sorted by key so that concurrent workers
-        lock counter rows in one order."""
-        if rows:
-            await self._execute(
-                "bump_counters",
-                [r.rule_id for r in rows],
-                [r.variant for r in rows],
-                [r.counter for r in rows],
-                [r.n for r in rows],
-            )
-
     async def record_signal_failures(
         self, *, failures: Sequence[SignalFailure], quarantine_after: int
     ) -> list[FailedSignal]:
@@ -334,9 +266,6 @@ class SignalQueries(StoreBase):
             quarantine_after,
         )
         return [FailedSignal(r["id"], r["attempts"], r["quarantined"]) for r in rows]
-
-    async def mark_processed(self, *, signal_ids: Sequence[int]) -> None:
-        await self._execute("mark_processed", signal_ids)
 
     async def processing_lag(self) -> float:
         """Seconds since the oldest unprocessed signal arrived (0 for an empty queue)."""

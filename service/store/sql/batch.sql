@@ -1,0 +1,77 @@
+-- Named queries of the worker's batch (service/worker.py, service/store/batch.py): after the
+-- lock, one statement reads what a batch needs and one writes what it decided. A batch is
+-- then six round trips (claim, BEGIN, lock, read, store, COMMIT) whatever its size, which is
+-- what a batch of one signal costs at low rates.
+
+-- name: batch_of
+-- Per subscriber the worker has just locked (lock_subscriptions, a statement of its own so
+-- that this one's snapshot is taken after the locks: one taken before would miss what the
+-- worker that held a subscriber until then committed), its pending signals (in time order),
+-- its presence and its decisions since $2. Campaigns' pushes count toward the caps too
+-- (rule_id '': they are no rule's). The contexts come as text: inside a record asyncpg would
+-- hand the binary jsonb to the text-format codec of the pool.
+SELECT sub.id,
+       ARRAY(SELECT ROW(s.id, s.at, s.lat, s.lon, s.accuracy_m, s.speed_mps, s.moment,
+                 s.context::text)
+             FROM signals s
+             WHERE s.subscription_id = sub.id AND s.processed_at IS NULL
+             ORDER BY s.at, s.id) AS pending,
+       ARRAY(SELECT ROW(p.rule_id, p.place_id, p.entered_at, p.dwell_fired)
+             FROM presence p
+             WHERE p.subscription_id = sub.id AND p.inside) AS presence,
+       ARRAY(SELECT ROW(coalesce(d.rule_id, ''), d.place_id, d.decided_at)
+             FROM deliveries d
+             WHERE d.subscription_id = sub.id AND d.decided_at > $2 AND NOT d.test
+             ORDER BY d.decided_at) AS history
+FROM unnest($1::uuid[]) WITH ORDINALITY AS sub(id, n)
+ORDER BY sub.n
+
+-- name: store_batch
+-- Everything a batch decided, in one statement: the subscribers' presence becomes exactly
+-- $1-$5 (rows no longer there deleted, the others upserted: disjoint rows, so the two
+-- sub-statements never touch one row twice), last_signal_at, the signals marked processed,
+-- the counters (keys arrive sorted so concurrent workers lock counter rows in one order: no
+-- deadlock) and the deliveries; the dedupe key makes a decision at most once even if a batch
+-- runs twice. Returns the rule of each delivery that was new, and NOTIFYs $27 (delivered at
+-- COMMIT, so a sender woken by it sees the rows) only when there is one.
+WITH new_presence AS MATERIALIZED (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::bool[])
+        AS t(s, r, p, e, d)
+), gone AS (
+    DELETE FROM presence pr
+    WHERE pr.subscription_id = ANY($6::uuid[])
+      AND NOT EXISTS (SELECT 1 FROM new_presence n
+                      WHERE n.s = pr.subscription_id AND n.r = pr.rule_id AND n.p = pr.place_id)
+), kept AS (
+    INSERT INTO presence (subscription_id, rule_id, place_id, inside, entered_at, dwell_fired,
+                          visit, updated_at)
+    SELECT s, r, p, true, e, d, 0, now() FROM new_presence
+    ON CONFLICT (subscription_id, rule_id, place_id) DO UPDATE
+    SET inside = true, entered_at = excluded.entered_at, dwell_fired = excluded.dwell_fired,
+        visit = 0, updated_at = excluded.updated_at
+), last_signal AS (
+    UPDATE subscriptions AS sub SET last_signal_at = t.at
+    FROM unnest($7::uuid[], $8::timestamptz[]) AS t(id, at)
+    WHERE sub.id = t.id
+), processed AS (
+    UPDATE signals SET processed_at = now(), claimed_until = NULL WHERE id = ANY($9::bigint[])
+), counters AS (
+    INSERT INTO rule_counters (rule_id, variant, counter, n)
+    SELECT * FROM unnest($10::text[], $11::text[], $12::text[], $13::bigint[])
+    ON CONFLICT (rule_id, variant, counter) DO UPDATE SET n = rule_counters.n + excluded.n
+), inserted AS (
+    INSERT INTO deliveries (subscription_id, signal_id, rule_id, variant, place_id, dedupe_key,
+                            payload, distance_m, local_hour, ttl_s, urgency, topic, decided_at,
+                            expires_at, created_at)
+    SELECT s, sig, r, v, p, k, pl, dm, lh, ttl, u, tp, at, at + make_interval(secs => ttl),
+           clock_timestamp()
+    FROM unnest($14::uuid[], $15::bigint[], $16::text[], $17::text[], $18::text[], $19::text[],
+                $20::jsonb[], $21::real[], $22::smallint[], $23::int[], $24::text[],
+                $25::text[], $26::timestamptz[])
+         AS t(s, sig, r, v, p, k, pl, dm, lh, ttl, u, tp, at)
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING rule_id
+), notified AS (
+    SELECT pg_notify($27, '') FROM (SELECT 1 FROM inserted LIMIT 1) AS any_new
+)
+SELECT rule_id, (SELECT count(*) FROM notified) AS notified FROM inserted
