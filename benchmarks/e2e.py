@@ -26,6 +26,7 @@ posting for --seconds, then at most --drain seconds for the remaining pushes.
 
     .venv/bin/python benchmarks/e2e.py [--rates 50,250,500,800,1000] [--seconds 10]
     .venv/bin/python benchmarks/e2e.py --quick          # a few seconds: the smoke test's run
+    .venv/bin/python benchmarks/e2e.py --profile        # and serve's CPU per push by stage
 
 Targets (issue 13, this 2-core machine): CPU per push <= 0.8 ms and <= 3x the floor's;
 p99 <= 100 ms at 250 pushes/s; >= 800 pushes/s sustained at p99 <= 250 ms.
@@ -41,6 +42,7 @@ import math
 import os
 import random
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -385,6 +387,8 @@ class Phase:
     target_waited: float = 0.0
     # PostgreSQL transactions committed or rolled back in the database, per push.
     xacts: float = math.nan
+    # With --profile: py-spy's samples of the target by pipeline stage (see stage_of).
+    stages: Counter[str] = field(default_factory=Counter)
 
     def p(self, q: float) -> float:
         return _percentile(self.latencies_ms, self.posted, q)
@@ -585,6 +589,17 @@ class Bench:
         ours0, busy0, wall0 = self._ours(), machine_busy_seconds(), time.monotonic()
         waited0 = runqueue_wait_seconds(pid)
         xacts0 = await self._xacts()
+        profiler = profile_path = None
+        if self.args.profile and target == "momentcast":
+            profile_path = self.args.profile / f"serve-{rate}.txt"
+            profiler = await asyncio.create_subprocess_exec(
+                self.args.profile_tool,
+                *("record", "--pid", str(pid), "--duration", str(math.ceil(seconds))),
+                *("--rate", "100", "--nonblocking", "--format", "raw"),
+                *("--output", str(profile_path)),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
 
         async def post(seq: int, request: bytes) -> None:
             sent_at = time.monotonic()
@@ -608,6 +623,9 @@ class Bench:
         result.post_rate = n / max(1e-9, time.monotonic() - t0)
         await asyncio.gather(*tasks)
         result.posted = len(posted)
+        if profiler is not None and profile_path is not None:
+            await profiler.wait()
+            result.stages = read_profile(profile_path)
 
         received: list[list[Any]] = []
         deadline = time.monotonic() + self.args.drain
@@ -659,6 +677,44 @@ class Bench:
         return result
 
 
+# Which stage of the pipeline a sampled stack is working for: the first of these files it
+# passes through from its root (the event loop runs every stage's tasks, so the coroutine at
+# the bottom of the stack names its stage; the database calls a stage makes count as its).
+STAGES = (
+    ("API", ("service/api/", "aiohttp/web_")),
+    ("ingest writer", ("service/ingest.py",)),
+    ("worker", ("service/worker.py", "service/rules/")),
+    ("sender", ("service/push/", "service/webpush.py", "aiohttp/client", "aiohttp/connector")),
+)
+OTHER_STAGE = "loop and driver"  # the event loop itself, asyncpg's and asyncio's callbacks
+
+
+def stage_of(stack: str) -> str:
+    for frame in stack.split(";"):
+        for stage, marks in STAGES:
+            if any(mark in frame for mark in marks):
+                return stage
+    return OTHER_STAGE
+
+
+def read_profile(path: Path) -> Counter[str]:
+    """Samples by stage from py-spy's raw (collapsed stack) output; py-spy leaves out idle
+    samples, so the shares are shares of CPU time."""
+    stages: Counter[str] = Counter()
+    if not path.exists():
+        return stages
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            stages[stage_of(stack)] += int(count)
+    return stages
+
+
+def py_spy() -> str | None:
+    found = Path(sys.executable).with_name("py-spy")
+    return str(found) if found.exists() else shutil.which("py-spy")
+
+
 def _ms(value: float) -> str:
     if math.isinf(value):
         return "lost"
@@ -702,6 +758,22 @@ cpu ms/push: the target process (serve, or the floor); pg, recv, gen: PostgreSQL
 receiver, this load generator; xact/push: PostgreSQL transactions of the database per push;
 others: cores the rest of the machine kept busy meanwhile;
 waited: share of the phase the target was ready to run but waited for a core."""
+
+
+def print_stages(phases: list[Phase]) -> None:
+    profiled = [ph for ph in phases if ph.stages]
+    if not profiled:
+        return
+    names = [stage for stage, _ in STAGES] + [OTHER_STAGE]
+    print("\nCPU per push of serve by stage (py-spy samples while posting), ms (share):")
+    print(f"{'rate/s':>6} {'samples':>7} " + " ".join(f"{n:>17}" for n in names))
+    for ph in profiled:
+        total = sum(ph.stages.values())
+        cells = [
+            f"{ph.cpu_ms('target') * ph.stages[n] / total:.3f} ({ph.stages[n] / total:>4.0%})"
+            for n in names
+        ]
+        print(f"{ph.rate:>6} {total:>7} " + " ".join(f"{c:>17}" for c in cells))
 
 
 def print_verdicts(phases: list[Phase]) -> None:
@@ -893,6 +965,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     print()
     print_table(phases, embedded is not None)
     print(LEGEND)
+    print_stages(phases)
     print_verdicts(phases)
 
 
@@ -916,6 +989,11 @@ async def main() -> None:
         "--targets", default="momentcast,floor", help="which to run: momentcast, floor or both"
     )
     parser.add_argument("--quick", action="store_true", help="a short run (smoke test)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample serve with py-spy while posting; print its CPU per push by stage",
+    )
     parser.add_argument("--role", choices=["receiver", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--vapid-public", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -931,8 +1009,15 @@ async def main() -> None:
         args.drain, args.warmup, args.warmup_rate, args.idle = 30.0, 1.0, 20, 1.0
     args.rates = [int(r) for r in str(args.rates).split(",") if r.strip()]
     args.targets = [t for t in ("momentcast", "floor") if t in args.targets.split(",")]
+    tool = py_spy() if args.profile else None
+    if args.profile and tool is None:
+        parser.error("--profile needs py-spy (make venv installs it)")
+    args.profile_tool = tool
     print(f"cpus: {os.cpu_count()}, load average at start: {_load()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="mc-bench-e2e-") as tmp:
+        if args.profile:
+            args.profile = Path(tmp) / "profiles"
+            args.profile.mkdir()
         await run(args, Path(tmp))
     print(f"load average at the end: {_load()}")
 
