@@ -590,7 +590,7 @@ class Bench:
         waited0 = runqueue_wait_seconds(pid)
         xacts0 = await self._xacts()
         profiler = profile_path = None
-        if self.args.profile and target == "momentcast":
+        if self.args.profile_tool and target == "momentcast":
             profile_path = self.args.profile / f"serve-{rate}.txt"
             profiler = await asyncio.create_subprocess_exec(
                 self.args.profile_tool,
@@ -698,14 +698,15 @@ def stage_of(stack: str) -> str:
 
 
 def read_profile(path: Path) -> Counter[str]:
-    """Samples by stage from py-spy's raw (collapsed stack) output; py-spy leaves out idle
-    samples, so the shares are shares of CPU time."""
+    """Samples by stage from py-spy's raw (collapsed stack) output, so that the shares are
+    shares of CPU time: py-spy leaves out most idle samples, but not all of those of a loop
+    waiting in epoll, which are dropped here."""
     stages: Counter[str] = Counter()
     if not path.exists():
         return stages
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
+        if stack and count.isdigit() and "Selector.select (selectors.py" not in stack:
             stages[stage_of(stack)] += int(count)
     return stages
 
@@ -991,8 +992,11 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a short run (smoke test)")
     parser.add_argument(
         "--profile",
-        action="store_true",
-        help="sample serve with py-spy while posting; print its CPU per push by stage",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="sample serve with py-spy while posting; print its CPU per push by stage (and"
+        " keep py-spy's raw stacks, serve-RATE.txt, in DIR if given)",
     )
     parser.add_argument("--role", choices=["receiver", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--vapid-public", help=argparse.SUPPRESS)
@@ -1009,15 +1013,15 @@ async def main() -> None:
         args.drain, args.warmup, args.warmup_rate, args.idle = 30.0, 1.0, 20, 1.0
     args.rates = [int(r) for r in str(args.rates).split(",") if r.strip()]
     args.targets = [t for t in ("momentcast", "floor") if t in args.targets.split(",")]
-    tool = py_spy() if args.profile else None
-    if args.profile and tool is None:
+    profiling = args.profile is not None
+    args.profile_tool = py_spy() if profiling else None
+    if profiling and args.profile_tool is None:
         parser.error("--profile needs py-spy (make venv installs it)")
-    args.profile_tool = tool
     print(f"cpus: {os.cpu_count()}, load average at start: {_load()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="mc-bench-e2e-") as tmp:
-        if args.profile:
-            args.profile = Path(tmp) / "profiles"
-            args.profile.mkdir()
+        if profiling:
+            args.profile = Path(args.profile or Path(tmp) / "profiles")
+            args.profile.mkdir(parents=True, exist_ok=True)
         await run(args, Path(tmp))
     print(f"load average at the end: {_load()}")
 
