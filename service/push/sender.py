@@ -126,6 +126,7 @@ class Sender:
         self._session: aiohttp.ClientSession | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._turn = asyncio.Lock()
 
     async def __aenter__(self) -> Sender:
         await self.start()
@@ -210,20 +211,35 @@ class Sender:
     async def _lane(self, stop: asyncio.Event) -> None:
         poll = self.ctx.settings.worker_poll_interval.total_seconds()
         while not stop.is_set():
-            self._wake.clear()
-            try:
-                sent = await self.run_once()
-            except DATABASE_ERRORS as exc:
-                # The database restarting should delay pushes, not kill the process.
-                self._database_lost(exc, poll)
-                sent = 0
-            else:
+            # One lane at a time waits for work and claims: a NOTIFY wakes one lane, not
+            # all of them to find the outbox empty but for one (a claim each, per push at low
+            # rates). A full batch hands the turn on at once: more may be due.
+            async with self._turn:
+                if not self._wake.is_set():
+                    waiters = [
+                        asyncio.create_task(stop.wait()),
+                        asyncio.create_task(self._wake.wait()),
+                    ]
+                    await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
+                    for waiter in waiters:
+                        waiter.cancel()
+                    if stop.is_set():
+                        return
+                self._wake.clear()
+                try:
+                    rows = await self._claim(self.batch_size)
+                except DATABASE_ERRORS as exc:
+                    # The database restarting should delay pushes, not kill the process.
+                    self._database_lost(exc, poll)
+                    continue
                 self._database_back()
-            if sent == 0:
-                waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
-                await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
-                for waiter in waiters:
-                    waiter.cancel()
+                if len(rows) >= self.batch_size:
+                    self._wake.set()
+            if rows:
+                try:
+                    await self._send_claimed(rows)
+                except DATABASE_ERRORS as exc:
+                    self._database_lost(exc, poll)
 
     async def run_once(self, limit: int | None = None) -> int:
         """Claim one batch of due deliveries, send it and record the outcomes.
@@ -232,10 +248,16 @@ class Sender:
         outcomes are still recorded and unfinished rows are released for another sender.
         Outcomes the database could not take are kept and recorded first thing next time.
         """
+        rows = await self._claim(limit or self.batch_size)
+        if rows:
+            await self._send_claimed(rows)
+        return len(rows)
+
+    async def _claim(self, limit: int) -> list[ClaimedDelivery]:
         await self._record_unrecorded()
-        rows = await self.store.claim_deliveries(limit=limit or self.batch_size, lease_s=self.lease)
-        if not rows:
-            return 0
+        return await self.store.claim_deliveries(limit=limit, lease_s=self.lease)
+
+    async def _send_claimed(self, rows: list[ClaimedDelivery]) -> None:
         claimed_at = time.monotonic()
         await self._learn_pauses()
         tasks = [asyncio.create_task(self._deliver(row, claimed_at)) for row in rows]
@@ -257,7 +279,6 @@ class Sender:
                 await asyncio.shield(self._record(claimed_at, [*finished, *released]))
             raise
         await self._record(claimed_at, outcomes)
-        return len(rows)
 
     # -- recording, and the database going away ------------------------------------------
 

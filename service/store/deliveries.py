@@ -109,23 +109,31 @@ class DeliveryQueries(StoreBase):
         if not outcomes and not pauses:
             return
         gone = sorted({o.gone_subscription for o in outcomes if o.gone_subscription is not None})
+        if not pauses and not gone:
+            # The common batch: one statement is atomic by itself, and BEGIN and COMMIT would
+            # be two more round trips per batch (a batch of one push at low rates).
+            await self._record(outcomes)
+            return
         async with self.transaction() as tx:
             if pauses:
                 await tx.pause_origins(pauses)
             if not outcomes:
                 return
-            await tx._execute(
-                "push_record",
-                [o.id for o in outcomes],
-                [o.status for o in outcomes],
-                [o.attempted for o in outcomes],
-                [o.http_status for o in outcomes],
-                [o.error for o in outcomes],
-                [o.delay for o in outcomes],
-            )
+            await tx._record(outcomes)
             if gone:
                 await tx._execute("push_mark_gone", gone)
                 await tx._execute("push_cancel_for_gone", gone)
+
+    async def _record(self, outcomes: Sequence[DeliveryOutcome]) -> None:
+        await self._execute(
+            "push_record",
+            [o.id for o in outcomes],
+            [o.status for o in outcomes],
+            [o.attempted for o in outcomes],
+            [o.http_status for o in outcomes],
+            [o.error for o in outcomes],
+            [o.delay for o in outcomes],
+        )
 
     async def pause_origins(self, pauses: Sequence[OriginPause]) -> None:
         """Share origins' 429 pauses with every sender: a running pause is only ever made
