@@ -255,11 +255,13 @@ class Sender:
 
     async def _claim(self, limit: int) -> list[ClaimedDelivery]:
         await self._record_unrecorded()
-        return await self.store.claim_deliveries(limit=limit, lease_s=self.lease)
+        claim = await self.store.claim_deliveries(limit=limit, lease_s=self.lease)
+        if claim.rows:
+            self._learn_pauses(claim.pauses)
+        return claim.rows
 
     async def _send_claimed(self, rows: list[ClaimedDelivery]) -> None:
         claimed_at = time.monotonic()
-        await self._learn_pauses()
         tasks = [asyncio.create_task(self._deliver(row, claimed_at)) for row in rows]
         try:
             outcomes = await asyncio.gather(*tasks)
@@ -356,13 +358,9 @@ class Sender:
 
     # -- origin pauses, shared through the database --------------------------------------
 
-    async def _learn_pauses(self) -> None:
-        """Merge what every sender wrote about origin pauses into what this one knows."""
-        try:
-            shared = await self.store.paused_origins()
-        except DATABASE_ERRORS as exc:
-            log.warning("sender: cannot read origin pauses, going by our own: %s", exc)
-            return
+    def _learn_pauses(self, shared: list[OriginPause]) -> None:
+        """Merge what every sender wrote about origin pauses (read with the claim) into what
+        this one knows."""
         now = time.monotonic()
         found = {p.origin: OriginBackoff(now + p.pause_s, p.strikes) for p in shared}
         for origin in self._origins.keys() | found.keys():

@@ -94,11 +94,20 @@ class OriginPause:
         return cls(origin=row["origin"], pause_s=row["pause_s"], strikes=row["strikes"])
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A sender's claimed batch, and every origin's shared 429 pause at the time."""
+
+    rows: list[ClaimedDelivery]
+    pauses: list[OriginPause]  # empty when nothing was claimed
+
+
 class DeliveryQueries(StoreBase):
-    async def claim_deliveries(self, *, limit: int, lease_s: float) -> list[ClaimedDelivery]:
+    async def claim_deliveries(self, *, limit: int, lease_s: float) -> Claim:
         """Lease up to ``limit`` due deliveries to this sender for ``lease_s`` seconds."""
         rows = await self._fetch("push_claim", limit, lease_s)
-        return [ClaimedDelivery.from_row(row) for row in rows]
+        pauses = [OriginPause(*pause) for pause in (rows[0]["pauses"] or ())] if rows else []
+        return Claim([ClaimedDelivery.from_row(row) for row in rows], pauses)
 
     async def record_outcomes(
         self, outcomes: Sequence[DeliveryOutcome], pauses: Sequence[OriginPause] = ()

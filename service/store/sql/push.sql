@@ -3,7 +3,9 @@
 -- name: push_claim
 -- Due pending deliveries, oldest first, leased to this sender until $2 seconds from now.
 -- SKIP LOCKED lets any number of senders claim side by side; the lease hands a row to
--- another sender if this one dies mid-send.
+-- another sender if this one dies mid-send. Every row also carries the origins' shared 429
+-- pauses (as push_paused_origins reads them; evaluated once), so a batch learns them
+-- without a round trip of its own.
 WITH due AS (
     SELECT id
     FROM deliveries
@@ -23,7 +25,12 @@ WITH due AS (
 )
 SELECT c.id, c.subscription_id, c.rule_id, c.campaign_id, c.variant, c.payload, c.ttl_s,
        c.urgency, c.topic, c.expires_at, c.attempts, s.endpoint, s.p256dh, s.auth,
-       s.status AS subscription_status, s.paused, now() AS db_now
+       s.status AS subscription_status, s.paused, now() AS db_now,
+       (SELECT array_agg(ROW(o.origin,
+                             GREATEST(0, extract(epoch FROM o.paused_until - now()))::float8,
+                             o.strikes) ORDER BY o.origin)
+        FROM push_origins o
+        WHERE o.paused_until > now() OR o.strikes > 0) AS pauses
 FROM claimed c
 LEFT JOIN subscriptions s ON s.id = c.subscription_id
 ORDER BY c.id
@@ -68,7 +75,7 @@ SET paused_until = GREATEST(o.paused_until, EXCLUDED.paused_until),
     updated_at = now()
 
 -- name: push_paused_origins
--- Read once per claimed batch: a handful of rows (one per push service that ever throttled).
+-- A handful of rows (one per push service that ever throttled); push_claim reads the same.
 SELECT origin,
        GREATEST(0, extract(epoch FROM paused_until - now()))::float8 AS pause_s,
        strikes
