@@ -51,10 +51,18 @@ def _pin(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
+def _use_loop(loop: str) -> None:
+    """Both servers run on the same event loop, so the ratio compares like with like."""
+    if loop == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 # --- servers (run as child processes) --------------------------------------------------------
 
 
-def serve_app(dsn: str, port: int, data_dir: str) -> None:
+def serve_app(dsn: str, port: int, data_dir: str, loop: str) -> None:
     """(a) the real momentcast API, with rate limits out of the way."""
     from aiohttp import web
 
@@ -65,6 +73,7 @@ def serve_app(dsn: str, port: int, data_dir: str) -> None:
     from service.store.db import create_pool
 
     _pin(0)
+    _use_loop(loop)
     if "MC_BENCH_IN_FLIGHT" in os.environ:  # for tuning experiments only
         from service import ingest
 
@@ -89,11 +98,12 @@ def serve_app(dsn: str, port: int, data_dir: str) -> None:
     asyncio.run(main())
 
 
-def serve_bare(port: int) -> None:
+def serve_bare(port: int, loop: str) -> None:
     """(b) the floor: parse the same JSON, answer 202, store nothing."""
     from aiohttp import web
 
     _pin(0)
+    _use_loop(loop)
 
     async def handler(request: web.Request) -> web.Response:
         body = json.loads(await request.read())
@@ -188,8 +198,9 @@ async def _prepare(dsn: str) -> list[str]:
         await conn.execute("TRUNCATE signals, subscriptions CASCADE")
         device_tokens = [tokens.new_token() for _ in range(DEVICES)]
         await conn.executemany(
-            "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash) "
-            "VALUES ($1, 'bench', 'bench', $2)",
+            # Location consent given: without it every located signal is a 403.
+            "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash, consent_at) "
+            "VALUES ($1, 'bench', 'bench', $2, now())",
             [
                 (f"https://fcm.googleapis.com/fcm/send/bench-{i}", tokens.hash_token(t))
                 for i, t in enumerate(device_tokens)
@@ -234,7 +245,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def bench(dsn: str, duration: int, connections: int, workdir: Path) -> dict[str, Any]:
+def bench(dsn: str, duration: int, connections: int, workdir: Path, loop: str) -> dict[str, Any]:
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
     device_tokens = asyncio.run(_prepare(dsn))
@@ -243,7 +254,7 @@ def bench(dsn: str, duration: int, connections: int, workdir: Path) -> dict[str,
     results: dict[str, Any] = {}
 
     port = _free_port()
-    bare = _start(["serve-bare", str(port)], port)
+    bare = _start(["serve-bare", str(port), loop], port)
     try:
         run_wrk(f"http://127.0.0.1:{port}", device_tokens, single, 2, connections, workdir)
         results["bare"] = run_wrk(
@@ -253,7 +264,7 @@ def bench(dsn: str, duration: int, connections: int, workdir: Path) -> dict[str,
         _stop(bare)
 
     port = _free_port()
-    app = _start(["serve-app", dsn, str(port), str(workdir / "data")], port)
+    app = _start(["serve-app", dsn, str(port), str(workdir / "data"), loop], port)
     try:
         run_wrk(f"http://127.0.0.1:{port}", device_tokens, single, 2, connections, workdir)
         before = asyncio.run(_count(dsn))
@@ -276,11 +287,14 @@ def bench(dsn: str, duration: int, connections: int, workdir: Path) -> dict[str,
     return results
 
 
-def report(results: dict[str, Any], duration: int, connections: int) -> None:
+def report(results: dict[str, Any], duration: int, connections: int, loop: str) -> None:
     bare, durable, batch = results["bare"], results["durable"], results["batch"]
     ratio = durable["rps"] / bare["rps"]
     signals_per_s = batch["rps"] * BATCH
-    print(f"wrk -t1 -c{connections} -d{duration}s on loopback; servers pinned to CPU 0")
+    print(
+        f"wrk -t1 -c{connections} -d{duration}s on loopback; servers pinned to CPU 0, "
+        f"both on the {loop} event loop"
+    )
     print(f"{'':34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     for name, r in (
         ("(a) POST /v1/signals, durable 202", durable),
@@ -297,6 +311,13 @@ def report(results: dict[str, Any], duration: int, connections: int) -> None:
         f"(a) rows committed during the run: {durable['rows']:.0f} "
         f"(wrk counted {durable['requests']:.0f} answers)"
     )
+    # Every 202 must be a stored row: rows can only exceed answers by what was in flight.
+    for name, r, per in (("(a)", durable, 1), ("(c)", batch, BATCH)):
+        if r["non_2xx"] or r["rows"] < r["requests"] * per:
+            print(
+                f"CHECK FAILED {name}: {r['non_2xx']:.0f} non-2xx answers, "
+                f"{r['rows']:.0f} rows for {r['requests'] * per:.0f} accepted signals"
+            )
     print(
         f"(c) batches of {BATCH}: {batch['rps']:.0f} req/s = {signals_per_s:,.0f} signals/s, "
         f"p50 {batch['p50_ms']:.1f} ms, p99 {batch['p99_ms']:.1f} ms, "
@@ -306,16 +327,22 @@ def report(results: dict[str, Any], duration: int, connections: int) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "serve-app":
-        serve_app(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        serve_app(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5])
         return
     if len(sys.argv) > 1 and sys.argv[1] == "serve-bare":
-        serve_bare(int(sys.argv[2]))
+        serve_bare(int(sys.argv[2]), sys.argv[3])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--dsn", help="PostgreSQL URL (default: a temporary embedded server)")
     parser.add_argument("--json", action="store_true", help="print raw figures as JSON")
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the event loop of both servers (default: asyncio's own)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mc-bench-") as tmp:
         workdir = Path(tmp)
@@ -327,13 +354,13 @@ def main() -> None:
             embedded = EmbeddedPostgres(workdir / "pg")
             dsn = embedded.start()
         try:
-            results = bench(dsn, args.duration, args.connections, workdir)
+            results = bench(dsn, args.duration, args.connections, workdir, args.loop)
         finally:
             if embedded is not None:
                 embedded.stop()
     if args.json:
         print(json.dumps(results, indent=2))
-    report(results, args.duration, args.connections)
+    report(results, args.duration, args.connections, args.loop)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from service.api import campaigns, health, pages, rules, signals, subscriptions
 from service.api import events as events_api
 from service.api.common import CONTEXT, json_response
 from service.api.cors import cors_middleware
-from service.api.middleware import error_middleware
 from service.api.openapi import Op, build_spec, document
 from service.context import Context
 
@@ -24,8 +23,8 @@ async def openapi(request: web.Request) -> web.Response:
 
 def create_app(ctx: Context) -> web.Application:
     app = web.Application(
-        # CORS outermost, so error answers carry its headers too.
-        middlewares=[cors_middleware, error_middleware],
+        # One layer: CORS around the JSON errors (error answers carry its headers too).
+        middlewares=[cors_middleware],
         client_max_size=ctx.settings.max_body_bytes,
     )
     app[CONTEXT] = ctx

@@ -1,7 +1,8 @@
 """CORS for browser clients: allowed origins come from the CORS_ORIGINS setting.
 
-This middleware sits outside the error middleware, so error answers carry the CORS headers
-too; without them a page could not read why its request failed.
+The CORS middleware wraps the error handling (``handle_errors``), so error answers carry the
+CORS headers too; without them a page could not read why its request failed. It calls that
+handling directly rather than through a second middleware, one layer per request fewer.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from aiohttp import web
 from aiohttp.web_response import StreamResponse
 
 from service.api.common import CONTEXT
-from service.api.middleware import Handler, error_response
+from service.api.middleware import Handler, error_response, handle_errors
 
 ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type"
@@ -26,7 +27,8 @@ def origin_allowed(origin: str, allowed: list[str]) -> bool:
 async def cors_middleware(request: web.Request, handler: Handler) -> StreamResponse:
     origin = request.headers.get("Origin")
     if origin is None:
-        return await handler(request)
+        # Not a browser's cross-origin call (devices, servers, same-origin pages): no CORS.
+        return await handle_errors(request, handler)
     allowed = origin_allowed(origin, request.app[CONTEXT].settings.cors_origins)
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         if not allowed:
@@ -42,7 +44,7 @@ async def cors_middleware(request: web.Request, handler: Handler) -> StreamRespo
                 "Vary": "Origin",
             },
         )
-    response = await handler(request)
+    response = await handle_errors(request, handler)
     if allowed:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS

@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -70,7 +71,10 @@ async def _read_body_in_time(request: web.Request) -> None:
     """Read the whole body now, within BODY_READ_TIMEOUT, so a client trickling it byte by
     byte (slow-loris) cannot hold a connection and a handler for ever. aiohttp keeps the
     bytes, so the handler's own ``read()`` returns them without waiting again."""
-    if not request.body_exists:
+    if not request.body_exists or request.content.is_eof():
+        # Nothing to wait for: no body, or all of it arrived with the headers (nearly every
+        # small request), so the handler's read() cannot block. This skips arming and
+        # cancelling a timer per request, which was measurable at 10k requests/s.
         return
     ctx = request.app.get(CONTEXT)
     seconds = (
@@ -88,10 +92,31 @@ async def _read_body_in_time(request: web.Request) -> None:
         ) from None
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> StreamResponse:
+# The metric children by label values: ``labels()`` checks and joins its arguments under a
+# lock on every call; a dict lookup is a third of that. As bounded as the registry's own
+# children (one per method, route template and status seen).
+_REQUESTS: dict[tuple[str, str, int], Any] = {}
+_LATENCY: dict[str, Any] = {}
+
+
+def _observe(method: str, route: str, status: int, seconds: float) -> None:
+    counter = _REQUESTS.get((method, route, status))
+    if counter is None:
+        counter = _REQUESTS[(method, route, status)] = HTTP_REQUESTS.labels(
+            method, route, str(status)
+        )
+    counter.inc()
+    histogram = _LATENCY.get(route)
+    if histogram is None:
+        histogram = _LATENCY[route] = HTTP_LATENCY.labels(route)
+    histogram.observe(seconds)
+
+
+async def handle_errors(request: web.Request, handler: Handler) -> StreamResponse:
+    """Every answer as JSON errors, counted and timed: the body of the error middleware, a
+    plain coroutine so that the CORS middleware can wrap it without a second middleware
+    layer (each layer costs aiohttp a call and a coroutine per request)."""
     started = time.perf_counter()
-    route = _route_name(request)
     try:
         limit = request.client_max_size
         if request.content_length is not None and request.content_length > limit:
@@ -112,11 +137,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> StreamResp
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         response = error_response(exc.status, message, headers=headers)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, route)
+        log.exception("unhandled error on %s %s", request.method, _route_name(request))
         response = error_response(500, "internal server error")
-    HTTP_REQUESTS.labels(request.method, route, str(response.status)).inc()
-    HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+    _observe(request.method, _route_name(request), response.status, time.perf_counter() - started)
     return response
+
+
+error_middleware = web.middleware(handle_errors)
 
 
 class AccessLogger(AbstractAccessLogger):

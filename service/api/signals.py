@@ -14,10 +14,9 @@ from service.api.common import (
     bearer_token,
     is_admin,
     json_body_error,
-    json_response,
     require_json,
 )
-from service.api.models import SIGNAL_BODY, Accepted, SignalBatchBody, SignalBody
+from service.api.models import Accepted, SignalBatchBody, SignalBody, parse_signals
 from service.api.openapi import Op, document
 from service.errors import (
     ConsentRequired,
@@ -52,10 +51,10 @@ async def signal_ingest(app: web.Application) -> AsyncIterator[None]:
 
 
 def _rows(body: SignalBody | SignalBatchBody) -> list[SignalRow]:
-    now = datetime.now(UTC)
+    # A signal without "at" is stored with the request's time of receipt (SignalRequest's).
     signals = body.signals if isinstance(body, SignalBatchBody) else [body]
     return [
-        SignalRow(s.at or now, s.lat, s.lon, s.accuracy_m, s.speed_mps, s.moment, s.context)
+        SignalRow(s.at, s.lat, s.lon, s.accuracy_m, s.speed_mps, s.moment, s.context)
         for s in signals
     ]
 
@@ -87,14 +86,16 @@ async def post_signals(request: web.Request) -> web.Response:
         )
     require_json(request)
     try:
-        body = SIGNAL_BODY.validate_json(await request.read())
+        body = parse_signals(await request.read())
     except ValidationError as exc:
         # The first location part is the union tag ("single"/"batch"), not a field.
         raise json_body_error(exc, skip=1) from None
     rows = _rows(body)
     try:
         # The token is checked inside the batch statement: one round trip for all requests.
-        result = await request.app[WRITER].submit(SignalRequest(digest, rows))
+        result = await request.app[WRITER].submit(
+            SignalRequest(digest, rows, received_at=datetime.now(UTC))
+        )
     except IngestUnavailable as exc:
         raise ServiceUnavailable(str(exc), headers={"Retry-After": "1"}) from None
     if not result.known:
@@ -104,4 +105,9 @@ async def post_signals(request: web.Request) -> web.Response:
             "this subscription has not consented to location use: PATCH its location_consent "
             "to true once the user agreed, or send signals without lat/lon; nothing was stored"
         )
-    return json_response({"accepted": len(rows)}, status=202)
+    return web.Response(
+        body=b'{"accepted": %d}' % len(rows),
+        status=202,
+        content_type="application/json",
+        charset="utf-8",
+    )

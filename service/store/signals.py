@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 import asyncpg
@@ -17,11 +17,13 @@ import asyncpg
 from service.store.base import StoreBase
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, 0.58 us a row
+# against 0.13 us, and ingest builds one per signal (500 per batch request).
+@dataclass(slots=True)
 class SignalRow:
-    """One signal as a device sent it (``at`` already defaulted to the time of receipt)."""
+    """One signal as a device sent it."""
 
-    at: datetime
+    at: datetime | None  # None: the time its request was received
     lat: float | None  # None with lon: a context signal
     lon: float | None
     accuracy_m: float | None
@@ -36,6 +38,8 @@ class SignalRequest:
 
     token_hash: bytes
     signals: Sequence[SignalRow]
+    # What a signal without ``at`` gets: one value per request, not one per row to send.
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,28 +196,39 @@ class SignalQueries(StoreBase):
     ) -> IngestedBatch:
         """Store the signals of many requests in one statement, committed when it returns,
         and NOTIFY ``channel`` with that COMMIT if any row was stored."""
+        # Per request: its token, its time of receipt, whether it carries a location.
         token_hash: list[bytes] = []
-        at: list[datetime] = []
+        received_at: list[datetime] = []
+        located: list[bool] = []
+        # Per signal: its request (1-based, as WITH ORDINALITY counts), then its columns.
+        request_no: list[int] = []
+        at: list[datetime | None] = []
         lat: list[float | None] = []
         lon: list[float | None] = []
         accuracy: list[float | None] = []
         speed: list[float | None] = []
         moment: list[str | None] = []
         context: list[Mapping[str, object]] = []
-        request_no: list[int] = []
-        for number, request in enumerate(requests):
+        for number, request in enumerate(requests, 1):
+            token_hash.append(request.token_hash)
+            received_at.append(request.received_at)
+            has_location = False
             for s in request.signals:
                 request_no.append(number)
-                token_hash.append(request.token_hash)
                 at.append(s.at)
                 lat.append(s.lat)
                 lon.append(s.lon)
+                has_location = has_location or s.lat is not None
                 accuracy.append(s.accuracy_m)
                 speed.append(s.speed_mps)
                 moment.append(s.moment)
                 context.append(s.context)
+            located.append(has_location)
         args = (
             token_hash,
+            received_at,
+            located,
+            request_no,
             at,
             lat,
             lon,
@@ -222,7 +237,6 @@ class SignalQueries(StoreBase):
             moment,
             json.dumps(context),
             channel,
-            request_no,
         )
         try:
             row = await self._fetchrow("ingest_signals", *args)

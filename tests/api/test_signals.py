@@ -159,6 +159,60 @@ async def test_batch_is_stored_in_request_order(
     assert [r["lat"] for r in rows] == [11.0, 12.0, 13.0, 21.0, 22.0, 23.0]
 
 
+async def test_one_group_commit_answers_each_request_on_its_own(
+    api: LiveApi, device: Device, other_device: Device
+) -> None:
+    # Every outcome in one statement: stored, the same device twice, an unknown token, a
+    # paused subscription, a location without consent (refused) and a context signal from
+    # that same unconsented device (stored: context signals need no consent).
+    paused = await register(api, location_consent=True)
+    async with api.http.patch(
+        api.url + f"/v1/subscriptions/{paused.id}", json={"paused": True}, headers=paused.auth()
+    ) as resp:
+        assert resp.status == 200
+    unconsented = await register(api, location_consent=False)
+    received = datetime.now(UTC) - timedelta(seconds=30)
+    explicit = datetime.now(UTC) - timedelta(minutes=3)
+
+    def req(d: Device | None, *rows: SignalRow) -> SignalRequest:
+        digest = tokens.hash_token(d.token if d else secrets.token_urlsafe(32))
+        return SignalRequest(digest, rows, received_at=received)
+
+    def located(lat: float, at: datetime | None = None) -> SignalRow:
+        return SignalRow(at, lat, 13.0, None, None, None, {"n": lat})
+
+    context_only = SignalRow(None, None, None, None, None, "know", {"page": "menu"})
+    requests = [
+        req(device, located(1.0), located(2.0, explicit)),
+        req(None, located(3.0)),
+        req(paused, located(4.0)),
+        req(unconsented, context_only, located(5.0)),
+        req(other_device, located(6.0)),
+        req(unconsented, context_only),
+        req(device, located(7.0)),
+    ]
+    batch = await api.ctx.store.ingest_signals(requests=requests, channel=SIGNALS_CHANNEL)
+    hashes = [r.token_hash for r in requests]
+    assert batch.known == frozenset(hashes[i] for i in (0, 2, 3, 4, 5, 6))
+    assert batch.paused == frozenset({hashes[2]})
+    assert batch.consent_refused == frozenset({3})
+    assert batch.stored == 5
+    rows = await api.ctx.pool.fetch(
+        "SELECT subscription_id::text AS sub, lat, at, moment, context FROM signals ORDER BY id"
+    )
+    assert [(r["sub"], r["lat"]) for r in rows] == [
+        (device.id, 1.0),
+        (device.id, 2.0),
+        (other_device.id, 6.0),
+        (unconsented.id, None),
+        (device.id, 7.0),
+    ]
+    # A signal without "at" takes its request's time of receipt; an explicit one is kept.
+    assert [r["at"] for r in rows] == [received, explicit, received, received, received]
+    assert rows[1]["context"] == {"n": 2.0}
+    assert (rows[3]["moment"], rows[3]["context"]) == ("know", {"page": "menu"})
+
+
 async def test_worker_lock_does_not_block_ingest(api: LiveApi, device: Device) -> None:
     # A worker holds its subscribers' rows for a whole batch; the foreign-key check of every
     # signal insert for them must not wait for it (one waiting row stalls its group commit).
