@@ -57,18 +57,6 @@ class Match:
     pair: int  # index of the (signal, fence) pair in its Evaluation
 
 
-@dataclass(frozen=True, slots=True)
-class PairLists:
-    fence: list[int]
-    inside: list[bool]
-    accurate: list[bool]
-    free: list[bool]
-    matched: list[bool]
-    quiet: list[bool]
-    local_offset: list[float]
-    start: list[int]
-
-
 @dataclass
 class Evaluation:
     """Per (signal, fence) pairs within reach, sorted by signal."""
@@ -89,42 +77,39 @@ class Evaluation:
 
     @cached_property
     def matched(self) -> npt.NDArray[np.bool_]:
-        """Pairs that passed every condition. Cached: the engine reads it once per signal,
-        and rebuilding the whole-batch mask each time made ``decide`` quadratic."""
+        """Pairs that passed every condition. Cached: the engine, the reasons and the counts
+        all read it."""
         return np.asarray(self.inside & self.accurate & (self.code == OK))
-
-    @cached_property
-    def lists(self) -> PairLists:
-        """The per-pair arrays as Python lists, for the engine's loop over signals: indexing
-        a list is several times cheaper than taking a numpy scalar out of an array."""
-        return PairLists(
-            fence=self.fence.tolist(),
-            inside=self.inside.tolist(),
-            accurate=self.accurate.tolist(),
-            free=self.free.tolist(),
-            matched=self.matched.tolist(),
-            quiet=self.quiet.tolist(),
-            local_offset=self.local_offset.tolist(),
-            start=self.start.tolist(),
-        )
 
     def pair_range(self, i: int) -> range:
         return range(int(self.start[i]), int(self.start[i + 1]))
 
-    def match_at(self, k: int) -> Match:
+    def matches(self, ks: IntArray) -> list[Match]:
+        """The matches of pairs ``ks``, read out of the arrays in one go."""
         rs = self.ruleset
-        f = int(self.fence[k])
-        p = int(rs.fence_place[f])
-        ttl = float(self.ttl_left[k])
-        place = rs.places[p] if p >= 0 else None
-        return Match(
-            rule=rs.rules[int(rs.fence_rule[f])],
-            place=place,
-            place_id=place.id if place is not None else "",
-            distance_m=float(self.distance[k]) if place is not None else None,
-            ttl_left_s=None if np.isnan(ttl) else ttl,
-            pair=k,
-        )
+        fence = self.fence[ks]
+        rules, places = rs.rules, rs.places
+        out = []
+        for k, r, p, d, ttl in zip(
+            ks.tolist(),
+            rs.fence_rule[fence].tolist(),
+            rs.fence_place[fence].tolist(),
+            self.distance[ks].tolist(),
+            self.ttl_left[ks].tolist(),
+            strict=True,
+        ):
+            place = places[p] if p >= 0 else None
+            out.append(
+                Match(
+                    rule=rules[r],
+                    place=place,
+                    place_id=place.id if place is not None else "",
+                    distance_m=d if place is not None else None,
+                    ttl_left_s=None if ttl != ttl else ttl,  # NaN: no window
+                    pair=k,
+                )
+            )
+        return out
 
     def reasons(self, i: int) -> dict[str, str | None]:
         """For every rule: None when it matched signal i, else why not."""

@@ -12,6 +12,7 @@ an absent entry means outside.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections import Counter
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -19,7 +20,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from service.rules.core import Evaluation, Match, collector_paused, evaluate
+from service.rules.presence import (
+    BatchPresence,
+    Presence,
+    batch_presence,
+    microseconds,
+    microseconds_of,
+)
 from service.rules.ruleset import CompiledRule, CompiledVariant, Ruleset
 from service.rules.signals import Profile, Signal, SignalBatch
 from service.rules.templates import attribute_value, text_value
@@ -41,12 +52,6 @@ __all__ = [
 ]
 
 
-@dataclass
-class Presence:
-    entered_at: datetime
-    dwell_fired: bool = False
-
-
 @dataclass(frozen=True)
 class Sent:
     rule_id: str
@@ -54,7 +59,7 @@ class Sent:
     sent_at: datetime
 
 
-@dataclass
+@dataclass(slots=True)
 class SubscriberState:
     """What the engine remembers per subscription between batches."""
 
@@ -88,7 +93,7 @@ class Suppression:
     reason: str
 
 
-@dataclass
+@dataclass(slots=True)  # one a signal: slots make them cheaper to build and to hold
 class Outcome:
     signal: Signal
     applied: bool  # False: older than the last applied signal, changed nothing
@@ -106,6 +111,8 @@ class Outcome:
 def choose_variant(subscription_id: str, rule: CompiledRule) -> CompiledVariant:
     """Deterministic per (subscription, rule): a stable hash picks a point on
     the cumulative weights, so a subscriber always sees the same variant."""
+    if len(rule.variants) == 1:
+        return rule.variants[0]  # what the hash would pick, without hashing
     total = sum(v.weight for v in rule.variants)
     digest = hashlib.sha256(f"{subscription_id}\0{rule.id}".encode()).digest()
     point = int.from_bytes(digest[:8], "big") % total
@@ -144,89 +151,138 @@ def decide(
     `arrival_order=True` applies signals exactly as given, so a late one is
     seen as out of order (replay of a recorded stream). `not_matched`, when
     given, gets the batch's (rule id, reason) counts of rules within reach
-    that did not match (`whynot.not_matched_counts`)."""
+    that did not match (`whynot.not_matched_counts`).
+
+    The whole batch at once: which signals apply (none older than its subscriber's last),
+    which are stale, presence (`presence.batch_presence`) and which pairs fire are numpy
+    over the batch; Python runs per signal with a firing rule (caps, quiet hours, the
+    decision) and per entry, exit and outcome it returns."""
     if arrival_order:
         ordered = list(signals)
     else:
         ordered = sorted(signals, key=lambda s: (s.subscription_id, s.at))
-    ev = evaluate(ruleset, SignalBatch.build(ordered, profiles))
-    keep = history_window(ruleset)
-    out: list[Outcome] = []
     with collector_paused():  # an outcome a signal: allocation-heavy, no cycles
-        for i, sig in enumerate(ordered):
-            profile = profiles.get(sig.subscription_id) or Profile(id=sig.subscription_id)
-            state = states.get(sig.subscription_id)
-            if state is None:
-                state = states[sig.subscription_id] = SubscriberState(sig.subscription_id)
-            out.append(_apply(ruleset, ev, i, sig, profile, state, now, keep))
-        if not_matched is not None:  # after the loop: a batch that raised counts nothing
+        ev = evaluate(ruleset, SignalBatch.build(ordered, profiles))
+        out = _decide(ruleset, ev, ordered, profiles, states, now)
+        if not_matched is not None:  # at the end: a batch that raised counts nothing
             not_matched.update(not_matched_counts(ev))
     return out
 
 
-def _apply(
+def _decide(
     rs: Ruleset,
     ev: Evaluation,
-    i: int,
-    sig: Signal,
+    ordered: list[Signal],
+    profiles: Mapping[str, Profile],
+    states: MutableMapping[str, SubscriberState],
+    now: datetime | None,
+) -> list[Outcome]:
+    n = len(ordered)
+    codes: dict[str, int] = {}
+    sub = np.asarray(
+        [codes.setdefault(s.subscription_id, len(codes)) for s in ordered], dtype=np.intp
+    )
+    subs: list[SubscriberState] = []
+    for sid in codes:  # created in the order their subscribers first come
+        state = states.get(sid)
+        if state is None:
+            state = states[sid] = SubscriberState(sid)
+        subs.append(state)
+    at = [s.at for s in ordered]
+    us = microseconds_of(at)
+    applied = _applied(sub, us, [s.last_signal_at for s in subs])
+    if now is None:
+        stale = np.zeros(n, dtype=bool)
+    else:
+        stale_us = rs.policy.stale_after // _US
+        stale = applied & (microseconds(now) - us > stale_us)
+    # The last applied signal of each subscriber is its last_signal_at.
+    last = np.full(len(subs), -1, dtype=np.intp)
+    app = np.flatnonzero(applied)
+    np.maximum.at(last, sub[app], app)
+    for c in np.flatnonzero(last >= 0).tolist():
+        subs[c].last_signal_at = at[int(last[c])]
+
+    pres = batch_presence(rs, ev, sub, applied, stale, us, at, [s.presence for s in subs])
+
+    applied_l = applied.tolist()
+    stale_l = stale.tolist()
+    out = [Outcome(sig, a, st) for sig, a, st in zip(ordered, applied_l, stale_l, strict=True)]
+    start = ev.start
+    with_pairs = np.flatnonzero(applied & (start[1:] > start[:-1]))
+    for i, offset in zip(
+        with_pairs.tolist(), ev.local_offset[start[with_pairs]].tolist(), strict=True
+    ):
+        out[i].local_offset_s = offset
+    keys = rs.fence_keys
+    came = np.flatnonzero(pres.entered)
+    for i, f in zip(ev.sig[came].tolist(), ev.fence[came].tolist(), strict=True):
+        out[i].entered.append(keys[f])
+    for i, key in pres.left:
+        out[i].left.append(key)
+
+    # The pairs that fire: matched, on a fresh applied signal, by the rule's trigger.
+    trigger = np.asarray([_TRIGGER_CODE[r.trigger] for r in rs.rules], dtype=np.int8)
+    trig = trigger[rs.fence_rule[ev.fence]]
+    fires = np.where(trig == 0, pres.entered, np.where(trig == 1, pres.dwell_fires, True))
+    fires &= ev.matched & applied[ev.sig] & ~stale[ev.sig]
+    firing = np.flatnonzero(fires)
+    if not len(firing):
+        return out
+    matches = ev.matches(firing)
+    fsig = ev.sig[firing]
+    bounds = [0, *(np.flatnonzero(np.diff(fsig)) + 1).tolist(), len(firing)]
+    keep = history_window(rs)
+    fsig_l = fsig.tolist()
+    fsub = sub[fsig].tolist()
+    for a, b in itertools.pairwise(bounds):
+        i = fsig_l[a]
+        sid = ordered[i].subscription_id
+        profile = profiles.get(sid) or Profile(id=sid)
+        _fire(rs, ev, pres, matches[a:b], out[i], profile, subs[fsub[a]], keep)
+    return out
+
+
+_TRIGGER_CODE: dict[str, int] = {"enter": 0, "dwell": 1, "inside": 2, "signal": 3}
+_US = timedelta(microseconds=1)
+
+
+def _applied(
+    sub: npt.NDArray[np.intp], us: npt.NDArray[np.int64], last: list[datetime | None]
+) -> npt.NDArray[np.bool_]:
+    """A signal applies unless it is older than its subscriber's last applied one (before the
+    batch or earlier in it): a running maximum per subscriber, on ranks of the times so that
+    one pass over the signals grouped by subscriber does it."""
+    n = len(sub)
+    carried = [(c, microseconds(t)) for c, t in enumerate(last) if t is not None]
+    known = [c for c, _ in carried]
+    times = np.concatenate((us, np.asarray([t for _, t in carried], dtype=np.int64)))
+    _, rank = np.unique(times, return_inverse=True)
+    rank = rank.reshape(-1).astype(np.int64)
+    floor = np.full(len(last), -1, dtype=np.int64)
+    floor[known] = rank[n:]
+    order = np.argsort(sub, kind="stable")
+    grouped = sub[order].astype(np.int64) * (len(times) + 1) + rank[order]
+    ok = (grouped == np.maximum.accumulate(grouped)) & (rank[order] >= floor[sub[order]])
+    applied = np.empty(n, dtype=bool)
+    applied[order] = ok
+    return applied
+
+
+def _fire(
+    rs: Ruleset,
+    ev: Evaluation,
+    pres: BatchPresence,
+    candidates: list[Match],
+    outcome: Outcome,
     profile: Profile,
     state: SubscriberState,
-    now: datetime | None,
     keep: timedelta,
-) -> Outcome:
-    if state.last_signal_at is not None and sig.at < state.last_signal_at:
-        return Outcome(signal=sig, applied=False)
-    state.last_signal_at = sig.at
-    stale = now is not None and now - sig.at > rs.policy.stale_after
-    outcome = Outcome(signal=sig, applied=True, stale=stale)
-    py = ev.lists
-    pairs = range(py.start[i], py.start[i + 1])
-    if not pairs and not state.presence:
-        return outcome  # near nothing, inside nothing: most signals of a busy batch
-    if pairs:
-        outcome.local_offset_s = py.local_offset[pairs.start]
-    entered: set[int] = set()
-    if sig.located:
-        # A context signal (no location) says nothing about where the subscriber is:
-        # presence neither enters nor leaves on it.
-        seen: set[tuple[str, str]] = set()
-        for k in pairs:
-            fence_key = rs.fence_keys[py.fence[k]]
-            if fence_key is None:
-                continue
-            key = fence_key
-            seen.add(key)
-            if not py.accurate[k] or not py.inside[k]:
-                continue  # imprecise fixes and the hysteresis band change nothing
-            if key not in state.presence:
-                state.presence[key] = Presence(entered_at=sig.at)
-                entered.add(k)
-                outcome.entered.append(key)
-        _leave(rs, sig, state, seen, outcome)
-    matched = py.matched  # one whole-batch mask, computed once (cached)
-    candidates: list[Match] = []
-    for k in pairs:
-        if not matched[k]:
-            continue
-        m = ev.match_at(k)
-        if m.rule.trigger == "enter":
-            fires = k in entered
-        elif m.rule.trigger == "dwell":
-            pres = state.presence[(m.rule.id, m.place_id)]
-            fires = (
-                not pres.dwell_fired
-                and (sig.at - pres.entered_at).total_seconds() >= m.rule.dwell_s
-            )
-            # A stale signal leaves the dwell to fire on a later fresh one.
-            if fires and not stale:
-                pres.dwell_fired = True
-        else:
-            fires = True
-        if fires and not stale:
-            candidates.append(m)
+) -> None:
+    """Caps, gaps and quiet hours over one signal's firing pairs, best first: at most one
+    decision, the suppressions before it, the shadow rules that would have sent."""
+    sig = outcome.signal
     outcome.fired = candidates
-    if not candidates:
-        return outcome
     # Highest priority, then the nearest place (a rule without places after any place),
     # then the rule id.
     candidates.sort(
@@ -241,6 +297,7 @@ def _apply(
     state.history = [h for h in state.history if h.sent_at > cutoff]
     if state.shadow_history:
         state.shadow_history = [h for h in state.shadow_history if h.sent_at > cutoff]
+    quiet = ev.quiet
     for m in candidates:
         shadow = m.rule.model.mode == "shadow"
         history = state.history
@@ -248,7 +305,7 @@ def _apply(
             # As if it alone were live: the live sends and its own would-be sends count.
             history = history + [h for h in state.shadow_history if h.rule_id == m.rule.id]
         # Quiet hours in the local time of the match: a place's, or the subscriber's.
-        reason = _suppressed(rs, m, sig.at, profile, history, py.quiet[m.pair])
+        reason = _suppressed(rs, m, sig.at, profile, history, bool(quiet[m.pair]))
         if reason is not None:
             outcome.suppressed.append(Suppression(m.rule.id, m.place_id, reason))
             continue
@@ -258,27 +315,10 @@ def _apply(
             outcome.shadow.append(m)
             state.shadow_history.append(Sent(m.rule.id, m.place_id, sig.at))
             continue
-        outcome.decision = _render(m, sig, profile, state)
+        visit = pres.entered_at(m.pair) if m.rule.trigger in ("enter", "dwell") else None
+        outcome.decision = _render(m, sig, profile, visit)
         state.history.append(Sent(m.rule.id, m.place_id, sig.at))
         break
-    return outcome
-
-
-def _leave(
-    rs: Ruleset, sig: Signal, state: SubscriberState, seen: set[tuple[str, str]], outcome: Outcome
-) -> None:
-    """Presence entries not within reach of this fix are left, unless the
-    fix is too imprecise for that fence to judge."""
-    for key in [k for k in state.presence if k not in seen]:
-        fence = rs.fence_by_ids.get(key)
-        if fence is None:  # rule or place gone after a reload
-            del state.presence[key]
-            continue
-        gate = rs.fence_gate_list[fence]
-        if sig.accuracy_m is not None and sig.accuracy_m > gate:
-            continue
-        del state.presence[key]
-        outcome.left.append(key)
 
 
 def _count(
@@ -323,7 +363,7 @@ def _suppressed(
     return None
 
 
-def _render(m: Match, sig: Signal, profile: Profile, state: SubscriberState) -> Decision:
+def _render(m: Match, sig: Signal, profile: Profile, visit: datetime | None) -> Decision:
     rule = m.rule
     variant = choose_variant(sig.subscription_id, rule)
     payload = render_payload(m, variant, profile, sig.context)
@@ -331,10 +371,8 @@ def _render(m: Match, sig: Signal, profile: Profile, state: SubscriberState) -> 
     ttl = msg.ttl.total_seconds()
     if m.ttl_left_s is not None:
         ttl = min(ttl, m.ttl_left_s)
-    if rule.trigger in ("enter", "dwell"):
-        # Once per visit: the visit is named by the time it began.
-        visit = int(state.presence[(rule.id, m.place_id)].entered_at.timestamp())
-        key = f"{sig.subscription_id}:{rule.id}:{m.place_id}:{visit}"
+    if visit is not None:  # enter and dwell: once per visit, named by the time it began
+        key = f"{sig.subscription_id}:{rule.id}:{m.place_id}:{int(visit.timestamp())}"
     else:
         # inside and signal: each signal is one decision (its stored id, else its time).
         each = sig.id if sig.id is not None else int(sig.at.timestamp() * 1000)
@@ -364,14 +402,13 @@ def render_payload(
     values: dict[tuple[str, str], str] = {("rule", "id"): rule.id}
     if m.distance_m is not None:
         values[("distance_m", "")] = str(round(m.distance_m))
-    for tpl in message.all_templates:
-        for root, name in tpl.fields:
-            if root == "place":
-                values[(root, name)] = text_value(_place_value(m, name))
-            elif root == "attributes":
-                values[(root, name)] = attribute_value(profile.attributes.get(name))
-            elif root == "context":
-                values[(root, name)] = attribute_value(context.get(name))
+    for root, name in message.fields:
+        if root == "place":
+            values[(root, name)] = text_value(_place_value(m, name))
+        elif root == "attributes":
+            values[(root, name)] = attribute_value(profile.attributes.get(name))
+        elif root == "context":
+            values[(root, name)] = attribute_value(context.get(name))
     return message.render(values)
 
 

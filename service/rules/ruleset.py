@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,11 @@ class CompiledMessage:
         for a in self.actions:
             out += [a.title] if a.url is None else [a.title, a.url]
         return out
+
+    @cached_property
+    def fields(self) -> tuple[tuple[str, str], ...]:
+        """Every field the templates use, once each: what a render needs values for."""
+        return tuple(dict.fromkeys(f for t in self.all_templates for f in t.fields))
 
 
 @dataclass(frozen=True)

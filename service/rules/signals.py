@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,6 +14,7 @@ from .conditions import Column
 from .places import FloatArray, IntArray
 
 AttrValue = str | int | float | bool
+_MOMENT_CODE: dict[str | None, int] = {m: i + 1 for i, m in enumerate(MOMENTS)}
 
 
 @dataclass(frozen=True)
@@ -95,36 +95,39 @@ class SignalBatch:
 
     @classmethod
     def build(cls, signals: Sequence[Signal], profiles: Mapping[str, Profile]) -> SignalBatch:
-        n = len(signals)
+        # Per subscription once: its profile and that profile's index.
+        index_of: dict[str, int] = {}
         uniq: dict[str, int] = {}
         plist: list[Profile] = []
-        pidx = np.empty(n, dtype=np.intp)
-        per_signal: list[Profile] = []
-        for i, s in enumerate(signals):
-            prof = profiles.get(s.subscription_id) or Profile(id=s.subscription_id)
-            j = uniq.get(prof.id)
+        per_sub: list[Profile] = []
+        pidx: list[int] = []
+        for s in signals:
+            sid = s.subscription_id
+            j = index_of.get(sid)
             if j is None:
-                j = uniq[prof.id] = len(plist)
-                plist.append(prof)
-            pidx[i] = j
-            per_signal.append(prof)
+                prof = profiles.get(sid) or Profile(id=sid)
+                u = uniq.get(prof.id)
+                if u is None:
+                    u = uniq[prof.id] = len(plist)
+                    plist.append(prof)
+                j = index_of[sid] = len(per_sub)
+                per_sub.append(prof)
+            pidx.append(j)
+        sub_profile = np.asarray([uniq[p.id] for p in per_sub], dtype=np.intp)
 
         def col(values: list[float | None]) -> FloatArray:
-            return np.asarray([math.nan if v is None else v for v in values], dtype=np.float64)
+            return np.asarray(values, dtype=np.float64)  # None becomes NaN
 
         return cls(
             signals=signals,
-            profiles=per_signal,
+            profiles=[per_sub[j] for j in pidx],
             lat=col([s.lat for s in signals]),
             lon=col([s.lon for s in signals]),
             t=col([s.at.timestamp() for s in signals]),
             accuracy=col([s.accuracy_m for s in signals]),
             speed=col([s.speed_mps for s in signals]),
-            moment=np.asarray(
-                [MOMENTS.index(s.moment) + 1 if s.moment in MOMENTS else 0 for s in signals],
-                dtype=np.intp,
-            ),
-            profile_idx=pidx,
+            moment=np.asarray([_MOMENT_CODE.get(s.moment, 0) for s in signals], dtype=np.intp),
+            profile_idx=sub_profile[np.asarray(pidx, dtype=np.intp)],
             unique_profiles=plist,
         )
 

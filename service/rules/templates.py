@@ -39,7 +39,7 @@ class Template:
         return [p for p in self.parts if isinstance(p, tuple)]
 
     def render(self, values: Mapping[tuple[str, str], str]) -> str:
-        return "".join(p if isinstance(p, str) else values.get(p, "") for p in self.parts)
+        return "".join([p if isinstance(p, str) else values.get(p, "") for p in self.parts])
 
 
 def parse_template(text: str) -> Template:

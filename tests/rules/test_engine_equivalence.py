@@ -20,6 +20,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from service.rules import Profile, Ruleset, Signal, load_ruleset
@@ -119,7 +120,7 @@ def _ref_apply(
     for k in pairs:
         if not ev.matched[k]:
             continue
-        m = ev.match_at(k)
+        m = _ref_match(ev, k)
         if m.rule.trigger == "enter":
             fires = k in entered
         elif m.rule.trigger == "dwell":
@@ -166,6 +167,22 @@ def _ref_apply(
         state.history.append(Sent(m.rule.id, m.place_id, sig.at))
         break
     return outcome
+
+
+def _ref_match(ev: Evaluation, k: int) -> Match:
+    rs = ev.ruleset
+    f = int(ev.fence[k])
+    p = int(rs.fence_place[f])
+    ttl = float(ev.ttl_left[k])
+    place = rs.places[p] if p >= 0 else None
+    return Match(
+        rule=rs.rules[int(rs.fence_rule[f])],
+        place=place,
+        place_id=place.id if place is not None else "",
+        distance_m=float(ev.distance[k]) if place is not None else None,
+        ttl_left_s=None if np.isnan(ttl) else ttl,
+        pair=k,
+    )
 
 
 def _ref_count(
@@ -507,3 +524,12 @@ def test_states_given_by_the_caller_are_used_as_given(tmp_path: Path) -> None:
         ]
     batches = random_batches(rnd, subs)
     check_batches(rs, batches, profiles, copy.deepcopy(states), copy.deepcopy(states))
+    # A batch with no pair at all: far-away fixes, some too imprecise to leave anything.
+    far = [
+        Signal(s, north_of(LAT, 9000), LON, T0 + timedelta(days=1, minutes=i), accuracy_m=acc)
+        for i, s in enumerate(subs)
+        for acc in (5000.0, None if i % 2 else 5000.0)
+    ]
+    got, want = copy.deepcopy(states), copy.deepcopy(states)
+    check_batches(rs, [(far, None, False)], profiles, got, want)
+    assert any(st.presence for st in got.values())
