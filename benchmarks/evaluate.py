@@ -242,7 +242,8 @@ def with_conditions(
     )
     best = math.inf
     for _ in range(args.repeat):
-        fresh = SignalBatch(**{**cbatch.__dict__, "_columns": {}})  # columns built each run
+        # Columns and topic memberships built each run.
+        fresh = SignalBatch(**{**cbatch.__dict__, "_columns": {}, "_topics": []})
         t = time.perf_counter()
         ev = evaluate(rs, fresh)
         best = min(best, time.perf_counter() - t)

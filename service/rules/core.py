@@ -341,15 +341,7 @@ def _conditions(
     if who is not None:
         pidx = batch.profile_idx[sig]
         if who.topics:
-            # Once per subscriber among this rule's pairs, not per pair.
-            wanted = set(who.topics)
-            uniq, inv = np.unique(pidx, return_inverse=True)
-            has = np.fromiter(
-                (bool(wanted & batch.unique_profiles[int(p)].topics) for p in uniq),
-                dtype=bool,
-                count=len(uniq),
-            )
-            fails.append((rc["topics"], ~has[inv.reshape(-1)]))
+            fails.append((rc["topics"], ~batch.having_topics(who.topics)[pidx]))
         for cond in rule.conditions:
             if cond.source == "attributes":
                 holds = condition_mask(cond, batch.attribute_column(cond.key))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import operator
 from collections import Counter
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -157,10 +158,7 @@ def decide(
     which are stale, presence (`presence.batch_presence`) and which pairs fire are numpy
     over the batch; Python runs per signal with a firing rule (caps, quiet hours, the
     decision) and per entry, exit and outcome it returns."""
-    if arrival_order:
-        ordered = list(signals)
-    else:
-        ordered = sorted(signals, key=lambda s: (s.subscription_id, s.at))
+    ordered = list(signals) if arrival_order else sorted(signals, key=_BY_SUBSCRIPTION_AND_TIME)
     with collector_paused():  # an outcome a signal: allocation-heavy, no cycles
         ev = evaluate(ruleset, SignalBatch.build(ordered, profiles))
         out = _decide(ruleset, ev, ordered, profiles, states, now)
@@ -243,6 +241,7 @@ def _decide(
     return out
 
 
+_BY_SUBSCRIPTION_AND_TIME = operator.attrgetter("subscription_id", "at")
 _TRIGGER_CODE: dict[str, int] = {"enter": 0, "dwell": 1, "inside": 2, "signal": 3}
 _US = timedelta(microseconds=1)
 

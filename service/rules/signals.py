@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+import numpy.typing as npt
 
 from service.vocabulary import MOMENTS
 
@@ -67,6 +68,9 @@ class SignalBatch:
     unique_profiles: list[Profile]
     # Columns of the keys conditions ask about, built on first use.
     _columns: dict[tuple[str, str], Column] = field(default_factory=dict, repr=False)
+    # Per topic, the unique profiles that have it: gathered on first use into this (the
+    # batch is frozen) one-element list.
+    _topics: list[dict[str, IntArray]] = field(default_factory=list, repr=False)
 
     def attribute_column(self, key: str) -> Column:
         """``key`` of every unique profile's attributes (index it with profile_idx)."""
@@ -75,6 +79,24 @@ class SignalBatch:
             rows = [p.attributes for p in self.unique_profiles]
             col = self._columns[("attributes", key)] = Column.build(rows, key)
         return col
+
+    def having_topics(self, topics: Iterable[str]) -> npt.NDArray[np.bool_]:
+        """Per unique profile: it has at least one of ``topics`` (index it with profile_idx).
+        The batch's topic memberships are gathered once, so each rule costs one pass over
+        the profiles with its topics, not a set intersection per profile."""
+        if not self._topics:
+            members: dict[str, list[int]] = {}
+            for j, p in enumerate(self.unique_profiles):
+                for t in p.topics:
+                    members.setdefault(t, []).append(j)
+            self._topics.append({t: np.asarray(js, dtype=np.intp) for t, js in members.items()})
+        having = self._topics[0]
+        has = np.zeros(len(self.unique_profiles), dtype=bool)
+        for t in topics:
+            js = having.get(t)
+            if js is not None:
+                has[js] = True
+        return has
 
     def context_column(self, key: str) -> Column:
         """``key`` of every signal's context."""
