@@ -340,8 +340,8 @@ def main() -> None:
     parser.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),
-        default="asyncio",
-        help="the event loop of both servers (default: asyncio's own)",
+        default="uvloop",
+        help="the event loop of both servers (default: uvloop, as momentcast api/serve run)",
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mc-bench-") as tmp:

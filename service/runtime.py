@@ -265,6 +265,18 @@ def _watch_embedded(embedded: EmbeddedPostgres) -> Component:
     return watch
 
 
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop where it is installed (every platform but Windows): the API's
+    per-request cost is mostly the event loop's and the sockets' (docs/performance.md, Signal
+    ingest); aiohttp and asyncpg both support it. Elsewhere asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 def run_blocking(settings: Settings, components: Iterable[str]) -> None:
     """Entry point of ``momentcast serve|api|worker``: owns the embedded database's lifetime."""
     components = list(components)
@@ -275,6 +287,6 @@ def run_blocking(settings: Settings, components: Iterable[str]) -> None:
         check_listen(settings.host, settings.metrics_port, "METRICS_PORT")
     target = resolve_database(settings)
     try:
-        asyncio.run(run(settings, target.dsn, components, embedded=target.embedded))
+        run_event_loop(run(settings, target.dsn, components, embedded=target.embedded))
     finally:
         target.close()
