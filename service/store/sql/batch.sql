@@ -8,22 +8,38 @@
 -- that this one's snapshot is taken after the locks: one taken before would miss what the
 -- worker that held a subscriber until then committed), its pending signals (in time order),
 -- its presence and its decisions since $2. Campaigns' pushes count toward the caps too
--- (rule_id '': they are no rule's). The contexts come as text: inside a record asyncpg would
--- hand the binary jsonb to the text-format codec of the pool.
+-- (rule_id '': they are no rule's). Each table is read once for all the subscribers (= ANY,
+-- then grouped), not once per subscriber: a subquery per subscriber let the planner AND in
+-- the partial index of every unprocessed signal, scanned anew for each. The contexts come as
+-- text: inside a record asyncpg would hand the binary jsonb to the text-format codec.
+WITH pending AS (
+    SELECT subscription_id,
+           array_agg(ROW(id, at, lat, lon, accuracy_m, speed_mps, moment, context::text)
+                     ORDER BY at, id) AS rows
+    FROM signals
+    WHERE subscription_id = ANY($1::uuid[]) AND processed_at IS NULL
+    GROUP BY subscription_id
+), present AS (
+    SELECT subscription_id, array_agg(ROW(rule_id, place_id, entered_at, dwell_fired)) AS rows
+    FROM presence
+    WHERE subscription_id = ANY($1::uuid[]) AND inside
+    GROUP BY subscription_id
+), history AS (
+    SELECT subscription_id,
+           array_agg(ROW(coalesce(rule_id, ''), place_id, decided_at) ORDER BY decided_at)
+               AS rows
+    FROM deliveries
+    WHERE subscription_id = ANY($1::uuid[]) AND decided_at > $2 AND NOT test
+    GROUP BY subscription_id
+)
 SELECT sub.id,
-       ARRAY(SELECT ROW(s.id, s.at, s.lat, s.lon, s.accuracy_m, s.speed_mps, s.moment,
-                 s.context::text)
-             FROM signals s
-             WHERE s.subscription_id = sub.id AND s.processed_at IS NULL
-             ORDER BY s.at, s.id) AS pending,
-       ARRAY(SELECT ROW(p.rule_id, p.place_id, p.entered_at, p.dwell_fired)
-             FROM presence p
-             WHERE p.subscription_id = sub.id AND p.inside) AS presence,
-       ARRAY(SELECT ROW(coalesce(d.rule_id, ''), d.place_id, d.decided_at)
-             FROM deliveries d
-             WHERE d.subscription_id = sub.id AND d.decided_at > $2 AND NOT d.test
-             ORDER BY d.decided_at) AS history
+       coalesce(pending.rows, '{}') AS pending,
+       coalesce(present.rows, '{}') AS presence,
+       coalesce(history.rows, '{}') AS history
 FROM unnest($1::uuid[]) WITH ORDINALITY AS sub(id, n)
+LEFT JOIN pending ON pending.subscription_id = sub.id
+LEFT JOIN present ON present.subscription_id = sub.id
+LEFT JOIN history ON history.subscription_id = sub.id
 ORDER BY sub.n
 
 -- name: store_batch
