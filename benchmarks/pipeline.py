@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -97,7 +98,9 @@ async def reset(pool: asyncpg.Pool) -> None:
 
 
 async def add_subscribers(pool: asyncpg.Pool, n: int) -> list[tuple[uuid.UUID, str]]:
+    """Subscribers that consented to location use (the API refuses fixes from any other)."""
     subs = [(uuid.uuid4(), secrets.token_urlsafe(32)) for _ in range(n)]
+    consent_at = datetime.now(UTC)
     await pool.copy_records_to_table(
         "subscriptions",
         records=[
@@ -107,10 +110,11 @@ async def add_subscribers(pool: asyncpg.Pool, n: int) -> list[tuple[uuid.UUID, s
                 "k",
                 "a",
                 hashlib.sha256(tok.encode()).digest(),
+                consent_at,
             )
             for sid, tok in subs
         ],
-        columns=["id", "endpoint", "p256dh", "auth", "token_hash"],
+        columns=["id", "endpoint", "p256dh", "auth", "token_hash", "consent_at"],
     )
     return subs
 
@@ -191,6 +195,7 @@ async def end_to_end(dsn: str, rules: Path, data_dir: Path, rate: int, seconds: 
         rng = random.Random(2)
         points = place_points(rules)
         accepted: dict[tuple[str, datetime], float] = {}
+        refused: Counter[str] = Counter()
         now = datetime.now(UTC)
 
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as http:
@@ -205,6 +210,8 @@ async def end_to_end(dsn: str, rules: Path, data_dir: Path, rate: int, seconds: 
                 ) as resp:
                     if resp.status == 202:
                         accepted[(str(sid), at)] = time.time()
+                    else:
+                        refused[f"{resp.status} {(await resp.text())[:120]}"] += 1
 
             tasks = []
             t0 = time.perf_counter()
@@ -239,6 +246,8 @@ async def end_to_end(dsn: str, rules: Path, data_dir: Path, rate: int, seconds: 
         f"end to end: {len(accepted)}/{n} signals accepted at {len(accepted) / sent_s:,.0f}/s "
         f"(target {rate}/s), {len(lat_ms)} deliveries"
     )
+    for answer, count in refused.most_common():
+        print(f"  refused {count}x: {answer}")
     if lat_ms:
         print(
             f"202 -> delivery row: p50 {statistics.median(lat_ms):.1f} ms, "
