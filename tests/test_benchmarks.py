@@ -5,6 +5,7 @@ Nothing here is timed: the figures' values depend on the machine and are not ass
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -60,3 +61,26 @@ def test_campaigns_quick_prints_the_fan_out_against_its_baseline(pg_server: PgSe
             done.stdout
         )
     assert "fan-out of 100k subscribers <= 10 s: " in done.stdout
+
+
+@pytest.mark.slow
+async def test_pipeline_small_run_accepts_every_signal_and_decides(pg_server: PgServer) -> None:
+    # Its own database: the benchmark empties the tables it fills.
+    dsn = await pg_server.create_database()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTCAST_")}
+        env["MOMENTCAST_BENCH_DATABASE_URL"] = dsn
+        command = [sys.executable, str(REPO / "benchmarks" / "pipeline.py")]
+        command += ["--signals", "2000", "--rate", "200", "--seconds", "1"]
+        done = await asyncio.to_thread(
+            subprocess.run, command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+        )
+    finally:
+        await pg_server.drop_database(dsn)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    worker = re.search(r"^worker, database in the loop: 2000 .* \((\d+) deliveries", out, re.M)
+    engine = re.search(r"^baseline, pure engine in memory: .* \((\d+) decisions\)$", out, re.M)
+    assert worker and engine and worker[1] == engine[1] and int(worker[1]) > 0, out
+    assert re.search(r"^end to end: 200/200 signals accepted", out, re.MULTILINE), out
+    assert re.search(r"^202 -> delivery row: p50 \d+\.\d ms", out, re.MULTILINE), out
