@@ -345,6 +345,19 @@ def runqueue_wait_seconds(pid: int) -> float:
     return total / 1e9
 
 
+async def wake_up_cpu_us(gap: float, n: int = 100) -> float:
+    """CPU microseconds this process spends per wake-up of its event loop after ``gap``
+    seconds asleep, with nothing else to do: what every wait of a stage for the network or
+    the database costs on top of the work once the process goes idle between requests."""
+    schedstat = Path("/proc/self/schedstat")
+    if not schedstat.exists():
+        return math.nan
+    before = int(schedstat.read_text().split()[0])
+    for _ in range(n):
+        await asyncio.sleep(gap)
+    return (int(schedstat.read_text().split()[0]) - before) / n / 1000
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine spent busy (all cores, every process)."""
     t = psutil.cpu_times()
@@ -940,6 +953,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                 await asyncio.sleep(args.idle)
                 idle = (cpu_seconds([serve.proc.pid]) - idle0) / args.idle
                 print(f"serve at rest: {idle * 1000:.0f} ms of CPU per second", flush=True)
+                wakes = [
+                    f"{await wake_up_cpu_us(gap):.0f} us after {gap * 1000:g} ms"
+                    for gap in (0.001, 0.02)
+                ]
+                print(f"one wake-up of an idle event loop here: {', '.join(wakes)}", flush=True)
                 phases: list[Phase] = []
                 for rate in args.rates:
                     for target in args.targets:
