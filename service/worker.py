@@ -1,10 +1,10 @@
 """The worker: claims stored signals and turns them into push decisions, exactly once.
 
 Per batch: claim signals (lease), then in one transaction lock their subscribers (SKIP
-LOCKED) and load every pending signal, presence and recent decisions of the locked ones (one
-statement), let the pure engine decide, and store presence, deliveries (dedupe key), counters
-and the signals' processed mark (one more statement). A crash anywhere rolls the transaction
-back; the lease then lets another worker take the signals again, and the dedupe key keeps a
+LOCKED), load every pending signal, presence and recent decisions of the locked ones in one
+statement, let the pure engine decide, and store presence, deliveries (dedupe key), counters
+and the signals' processed marks in one more. A crash anywhere rolls the transaction back;
+the lease then lets another worker take the signals again, and the dedupe key keeps a
 decision from being made twice.
 """
 
