@@ -483,3 +483,49 @@ async def test_idle_sender_wakes_on_the_workers_notify(
     finally:
         stop.set()
         await task
+
+
+async def test_a_notified_push_costs_one_claim_and_a_backlog_is_sent_at_start(
+    ctx: Context, push_service: PushService
+) -> None:
+    from datetime import timedelta
+
+    # No polling during the test: every claim is a start-up claim or one a NOTIFY caused.
+    ctx.settings.worker_poll_interval = timedelta(seconds=30)
+    claims = 0
+    claim_deliveries = ctx.store.claim_deliveries
+
+    async def counted(**kwargs: float) -> object:
+        nonlocal claims
+        claims += 1
+        return await claim_deliveries(**kwargs)  # type: ignore[arg-type]
+
+    ctx.store.claim_deliveries = counted  # type: ignore[method-assign,assignment]
+    waiting = push_service.subscribe()
+    await insert_delivery(ctx.pool, await insert_subscription(ctx.pool, waiting))
+    stop = asyncio.Event()
+    task = asyncio.create_task(sender_module.run(ctx, stop))
+    try:
+        # Pending before the sender started: sent at once, not after the 30 s poll.
+        started = time.monotonic()
+        while not waiting.received and time.monotonic() - started < 10:
+            await asyncio.sleep(0.01)
+        assert waiting.received and time.monotonic() - started < 5
+        await asyncio.sleep(0.3)
+        before = claims
+        subs = [push_service.subscribe() for _ in range(10)]
+        for sub in subs:
+            # One at a time, as the worker queues them at low rates, each with its NOTIFY.
+            await insert_delivery(ctx.pool, await insert_subscription(ctx.pool, sub))
+            await ctx.pool.execute("NOTIFY momentcast_deliveries")
+            started = time.monotonic()
+            while not sub.received and time.monotonic() - started < 10:
+                await asyncio.sleep(0.01)
+            assert sub.received
+            await asyncio.sleep(0.05)
+        # All four lanes used to wake and claim on each NOTIFY, and the one that got the row
+        # claimed again: five claims a push.
+        assert claims - before == len(subs)
+    finally:
+        stop.set()
+        await task
