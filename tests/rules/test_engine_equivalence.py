@@ -25,17 +25,20 @@ import pytest
 
 from service.rules import Profile, Ruleset, Signal, load_ruleset
 from service.rules.core import Evaluation, Match, collector_paused, evaluate
+
+# _suppressed and _render (caps, gaps, quiet hours, the decision) are the engine's per-signal
+# code, which the whole-batch work left as it was: the reference shares them and checks what
+# did change.
 from service.rules.engine import (
-    Decision,
     Outcome,
     Presence,
     Sent,
     SubscriberState,
     Suppression,
-    choose_variant,
+    _render,
+    _suppressed,
     decide,
     history_window,
-    render_payload,
 )
 from service.rules.signals import SignalBatch
 from service.rules.whynot import not_matched_counts
@@ -155,7 +158,7 @@ def _ref_apply(
         history = state.history
         if shadow:
             history = history + [h for h in state.shadow_history if h.rule_id == m.rule.id]
-        reason = _ref_suppressed(rs, m, sig.at, profile, history, bool(ev.quiet[m.pair]))
+        reason = _suppressed(rs, m, sig.at, profile, history, bool(ev.quiet[m.pair]))
         if reason is not None:
             outcome.suppressed.append(Suppression(m.rule.id, m.place_id, reason))
             continue
@@ -163,7 +166,12 @@ def _ref_apply(
             outcome.shadow.append(m)
             state.shadow_history.append(Sent(m.rule.id, m.place_id, sig.at))
             continue
-        outcome.decision = _ref_render(m, sig, profile, state)
+        visit = (
+            state.presence[(m.rule.id, m.place_id)].entered_at
+            if m.rule.trigger in ("enter", "dwell")
+            else None
+        )
+        outcome.decision = _render(m, sig, profile, visit)
         state.history.append(Sent(m.rule.id, m.place_id, sig.at))
         break
     return outcome
@@ -182,76 +190,6 @@ def _ref_match(ev: Evaluation, k: int) -> Match:
         distance_m=float(ev.distance[k]) if place is not None else None,
         ttl_left_s=None if np.isnan(ttl) else ttl,
         pair=k,
-    )
-
-
-def _ref_count(
-    history: list[Sent], since: datetime, rule: str | None = None, place: str | None = None
-) -> int:
-    return sum(
-        1
-        for h in history
-        if h.sent_at > since
-        and (rule is None or h.rule_id == rule)
-        and (place is None or h.place_id == place)
-    )
-
-
-def _ref_suppressed(
-    rs: Ruleset, m: Match, at: datetime, profile: Profile, history: list[Sent], quiet: bool
-) -> str | None:
-    if profile.gone:
-        return "gone"
-    if profile.paused:
-        return "paused"
-    if quiet:
-        return "quiet_hours"
-    lim = rs.policy.limits
-    if (
-        lim.per_subscriber
-        and _ref_count(history, at - lim.per_subscriber.period) >= lim.per_subscriber.count
-    ):
-        return "global_cap"
-    if lim.min_gap and history and max(h.sent_at for h in history) > at - lim.min_gap:
-        return "min_gap"
-    rc = m.rule.per_subscriber
-    if rc and _ref_count(history, at - rc.period, rule=m.rule.id) >= rc.count:
-        return "rule_cap"
-    pc = m.rule.per_place
-    if (
-        pc
-        and m.place is not None
-        and _ref_count(history, at - pc.period, rule=m.rule.id, place=m.place_id) >= pc.count
-    ):
-        return "place_cooldown"
-    return None
-
-
-def _ref_render(m: Match, sig: Signal, profile: Profile, state: SubscriberState) -> Decision:
-    rule = m.rule
-    variant = choose_variant(sig.subscription_id, rule)
-    payload = render_payload(m, variant, profile, sig.context)
-    msg = rule.model.message
-    ttl = msg.ttl.total_seconds()
-    if m.ttl_left_s is not None:
-        ttl = min(ttl, m.ttl_left_s)
-    if rule.trigger in ("enter", "dwell"):
-        visit = int(state.presence[(rule.id, m.place_id)].entered_at.timestamp())
-        key = f"{sig.subscription_id}:{rule.id}:{m.place_id}:{visit}"
-    else:
-        each = sig.id if sig.id is not None else int(sig.at.timestamp() * 1000)
-        key = f"{sig.subscription_id}:{rule.id}:{m.place_id}:s{each}"
-    return Decision(
-        rule_id=rule.id,
-        place_id=m.place_id,
-        distance_m=round(m.distance_m, 1) if m.distance_m is not None else None,
-        variant=variant.name,
-        priority=rule.priority,
-        payload=payload,
-        ttl_s=max(0, math.ceil(ttl)),
-        urgency=msg.urgency,
-        topic=msg.topic,
-        dedupe_key=key,
     )
 
 
