@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -40,7 +38,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -48,13 +45,14 @@ if str(REPO) not in sys.path:
 
 import asyncpg  # noqa: E402
 
+from benchmarks.benchdb import bench_database  # noqa: E402
 from service.api import campaigns as campaigns_api  # noqa: E402
 from service.context import Context, Keys  # noqa: E402
 from service.fanout import FanOut  # noqa: E402
 from service.rules.models import PolicyModel  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.store import Store, migrations  # noqa: E402
-from service.store.db import EmbeddedPostgres, create_pool  # noqa: E402
+from service.store.db import create_pool  # noqa: E402
 
 ZONES = [
     "Pacific/Honolulu",
@@ -85,10 +83,6 @@ ZONES = [
 LOCALES = ["de-DE", "en-GB", "fr"]
 DAY = datetime(2026, 11, 24, tzinfo=UTC)
 POLICY = PolicyModel.model_validate({"limits": {"per_subscriber": "3/day", "min_gap": "1h"}})
-
-
-def _with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
 
 
 async def _subscribers(pool: asyncpg.Pool, n: int) -> None:
@@ -206,21 +200,8 @@ async def _timed(
 
 async def main(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="mc-bench-campaigns-"))
-    server = os.environ.get("MOMENTCAST_BENCH_DATABASE_URL") or os.environ.get(
-        "MOMENTCAST_DATABASE_URL"
-    )
-    embedded = None
-    throwaway = None
-    if server:
-        throwaway = "momentcast_campaigns_" + secrets.token_hex(4)
-        conn = await asyncpg.connect(server)
-        await conn.execute(f'CREATE DATABASE "{throwaway}"')
-        await conn.close()
-        dsn = _with_database(server, throwaway)
-    else:
-        embedded = EmbeddedPostgres(tmp / "pg")
-        dsn = embedded.start()
-    try:
+    async with bench_database(tmp, "momentcast_campaigns") as database:
+        dsn = database.dsn
         await migrations.migrate(dsn)
         pool = await create_pool(dsn, min_size=1, max_size=4)
         settings = Settings(
@@ -256,13 +237,6 @@ async def main(args: argparse.Namespace) -> int:
             figures[case] = (rows, statistics.median(times), ticks)
         await _reset(pool)
         await pool.close()
-    finally:
-        if embedded is not None:
-            embedded.stop()
-        if throwaway is not None and server:
-            conn = await asyncpg.connect(server)
-            await conn.execute(f'DROP DATABASE IF EXISTS "{throwaway}" WITH (FORCE)')
-            await conn.close()
     base = figures["baseline"][1]
     print(f"\nmedian of {args.repeat} runs")
     print(f"{'case':<10} {'rows':>8} {'ticks':>5} {'seconds':>8} {'rows/s':>9} {'x baseline':>10}")

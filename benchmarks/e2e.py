@@ -41,7 +41,6 @@ import json
 import math
 import os
 import random
-import secrets
 import shutil
 import signal
 import subprocess
@@ -52,7 +51,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -852,137 +851,115 @@ async def register(http: aiohttp.ClientSession, url: str, subs: list[dict[str, A
     return list(await asyncio.gather(*(one(s) for s in subs)))
 
 
-def _with_database(dsn: str, name: str) -> str:
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
-
-
 async def run(args: argparse.Namespace, tmp: Path) -> None:
+    from benchmarks.benchdb import bench_database
     from service.store import migrations
-    from service.store.db import EmbeddedPostgres
 
-    server = os.environ.get("MOMENTCAST_BENCH_DATABASE_URL") or os.environ.get(
-        "MOMENTCAST_DATABASE_URL"
-    )
-    embedded = None
-    throwaway = None
-    if server:
-        throwaway = "momentcast_e2e_" + secrets.token_hex(4)
-        conn = await asyncpg.connect(server)
-        await conn.execute(f'CREATE DATABASE "{throwaway}"')
-        await conn.close()
-        dsn = _with_database(server, throwaway)
-    else:
-        embedded = EmbeddedPostgres(tmp / "pg")
-        dsn = embedded.start()
-    serve = None
-    helpers: list[Helper] = []
-    try:
-        await migrations.migrate(dsn)
-        rules = tmp / "rules"
-        (rules / "places").mkdir(parents=True)
-        (rules / "places" / "cafe.geojson").write_text(json.dumps(PLACES))
-        (rules / "policy.yaml").write_text(POLICY)
-        (rules / "near.yaml").write_text(RULE)
-        vapid = generate_private_key()
-        receiver = await Helper.start(
-            "receiver",
-            tmp,
-            "--subscribers",
-            str(args.subscribers),
-            "--vapid-public",
-            public_key_b64url(vapid),
-        )
-        helpers.append(receiver)
-        announced = await receiver.read()
-        env = {
-            "MOMENTCAST_DATABASE_URL": dsn,
-            "MOMENTCAST_DATA_DIR": str(tmp / "data"),
-            "MOMENTCAST_RULES_DIR": str(rules),
-            "MOMENTCAST_HOST": "127.0.0.1",
-            "MOMENTCAST_PORT": "0",
-            "MOMENTCAST_LOG_LEVEL": "WARNING",
-            "MOMENTCAST_ADMIN_TOKEN": ADMIN_TOKEN,
-            "MOMENTCAST_VAPID_PRIVATE_KEY": private_key_to_b64url(vapid),
-            "MOMENTCAST_VAPID_SUBJECT": SUBJECT,
-            "MOMENTCAST_PUSH_HOSTS": "http://127.0.0.1",
-            "MOMENTCAST_SIGNAL_RATE_BURST": "1000000",
-            "MOMENTCAST_SIGNAL_RATE_PER_SECOND": "1000000",
-        }
-        for item in args.serve_env:
-            name, _, value = item.partition("=")
-            env[name if name.startswith("MOMENTCAST_") else "MOMENTCAST_" + name] = value
-        serve = Serve(env, tmp)
-        url = await serve.ready()
-        connector = aiohttp.TCPConnector(limit=256)
-        timeout = aiohttp.ClientTimeout(total=60)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-            tokens = await register(http, url, announced["subscriptions"])
-            config = {
-                "vapid_private_key": private_key_to_b64url(vapid),
-                "subscribers": {
-                    t: {"endpoint": s["endpoint"], **s["keys"]}
-                    for t, s in zip(tokens, announced["subscriptions"], strict=True)
-                },
+    async with bench_database(tmp, "momentcast_e2e") as database:
+        dsn, embedded = database.dsn, database.embedded
+        serve = None
+        helpers: list[Helper] = []
+        try:
+            await migrations.migrate(dsn)
+            rules = tmp / "rules"
+            (rules / "places").mkdir(parents=True)
+            (rules / "places" / "cafe.geojson").write_text(json.dumps(PLACES))
+            (rules / "policy.yaml").write_text(POLICY)
+            (rules / "near.yaml").write_text(RULE)
+            vapid = generate_private_key()
+            receiver = await Helper.start(
+                "receiver",
+                tmp,
+                "--subscribers",
+                str(args.subscribers),
+                "--vapid-public",
+                public_key_b64url(vapid),
+            )
+            helpers.append(receiver)
+            announced = await receiver.read()
+            env = {
+                "MOMENTCAST_DATABASE_URL": dsn,
+                "MOMENTCAST_DATA_DIR": str(tmp / "data"),
+                "MOMENTCAST_RULES_DIR": str(rules),
+                "MOMENTCAST_HOST": "127.0.0.1",
+                "MOMENTCAST_PORT": "0",
+                "MOMENTCAST_LOG_LEVEL": "WARNING",
+                "MOMENTCAST_ADMIN_TOKEN": ADMIN_TOKEN,
+                "MOMENTCAST_VAPID_PRIVATE_KEY": private_key_to_b64url(vapid),
+                "MOMENTCAST_VAPID_SUBJECT": SUBJECT,
+                "MOMENTCAST_PUSH_HOSTS": "http://127.0.0.1",
+                "MOMENTCAST_SIGNAL_RATE_BURST": "1000000",
+                "MOMENTCAST_SIGNAL_RATE_PER_SECOND": "1000000",
             }
-            (tmp / "floor.json").write_text(json.dumps(config))
-            floor = await Helper.start("floor", tmp, "--config", str(tmp / "floor.json"))
-            helpers.append(floor)
-            floor_url = (await floor.read())["url"]
-            db = await asyncpg.connect(dsn)
-            clients = {"momentcast": RawClient(url), "floor": RawClient(floor_url)}
-            try:
-                bench = Bench(
-                    args,
-                    clients,
-                    receiver,
-                    db,
-                    tokens,
-                    {"momentcast": (url, serve.proc.pid), "floor": (floor_url, floor.proc.pid)},
-                    PostgresCpu(embedded.pgdata if embedded is not None else None),
-                )
-                print(
-                    f"momentcast serve pid {serve.proc.pid}, floor pid {floor.proc.pid},"
-                    f" receiver pid {receiver.proc.pid}; {args.subscribers} subscribers;"
-                    f" database {'embedded' if embedded else 'from the environment'}",
-                    flush=True,
-                )
-                for target in args.targets:  # warm-up, not reported
-                    await bench.phase(target, args.warmup_rate, args.warmup)
-                await bench.settle(serve.proc.pid)
-                idle0 = cpu_seconds([serve.proc.pid])
-                await asyncio.sleep(args.idle)
-                idle = (cpu_seconds([serve.proc.pid]) - idle0) / args.idle
-                print(f"serve at rest: {idle * 1000:.0f} ms of CPU per second", flush=True)
-                wakes = [
-                    f"{await wake_up_cpu_us(gap):.0f} us after {gap * 1000:g} ms"
-                    for gap in (0.001, 0.02)
-                ]
-                print(f"one wake-up of an idle event loop here: {', '.join(wakes)}", flush=True)
-                phases: list[Phase] = []
-                for rate in args.rates:
-                    for target in args.targets:
-                        ph = await bench.phase(target, rate, args.seconds)
-                        phases.append(ph)
-                        print(
-                            f"  {target} at {rate}/s: {ph.pushes}/{ph.posted} pushes,"
-                            f" p99 {_ms(ph.p(99))} ms",
-                            flush=True,
-                        )
-            finally:
-                for client in clients.values():
-                    client.close()
-                await db.close()
-    finally:
-        for helper in helpers:
-            await helper.stop()
-        if serve is not None:
-            serve.stop()
-        if embedded is not None:
-            embedded.stop()
-        if throwaway is not None and server:
-            conn = await asyncpg.connect(server)
-            await conn.execute(f'DROP DATABASE IF EXISTS "{throwaway}" WITH (FORCE)')
-            await conn.close()
+            for item in args.serve_env:
+                name, _, value = item.partition("=")
+                env[name if name.startswith("MOMENTCAST_") else "MOMENTCAST_" + name] = value
+            serve = Serve(env, tmp)
+            url = await serve.ready()
+            connector = aiohttp.TCPConnector(limit=256)
+            timeout = aiohttp.ClientTimeout(total=60)
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+                tokens = await register(http, url, announced["subscriptions"])
+                config = {
+                    "vapid_private_key": private_key_to_b64url(vapid),
+                    "subscribers": {
+                        t: {"endpoint": s["endpoint"], **s["keys"]}
+                        for t, s in zip(tokens, announced["subscriptions"], strict=True)
+                    },
+                }
+                (tmp / "floor.json").write_text(json.dumps(config))
+                floor = await Helper.start("floor", tmp, "--config", str(tmp / "floor.json"))
+                helpers.append(floor)
+                floor_url = (await floor.read())["url"]
+                db = await asyncpg.connect(dsn)
+                clients = {"momentcast": RawClient(url), "floor": RawClient(floor_url)}
+                try:
+                    bench = Bench(
+                        args,
+                        clients,
+                        receiver,
+                        db,
+                        tokens,
+                        {"momentcast": (url, serve.proc.pid), "floor": (floor_url, floor.proc.pid)},
+                        PostgresCpu(embedded.pgdata if embedded is not None else None),
+                    )
+                    print(
+                        f"momentcast serve pid {serve.proc.pid}, floor pid {floor.proc.pid},"
+                        f" receiver pid {receiver.proc.pid}; {args.subscribers} subscribers;"
+                        f" database {'embedded' if embedded else 'from the environment'}",
+                        flush=True,
+                    )
+                    for target in args.targets:  # warm-up, not reported
+                        await bench.phase(target, args.warmup_rate, args.warmup)
+                    await bench.settle(serve.proc.pid)
+                    idle0 = cpu_seconds([serve.proc.pid])
+                    await asyncio.sleep(args.idle)
+                    idle = (cpu_seconds([serve.proc.pid]) - idle0) / args.idle
+                    print(f"serve at rest: {idle * 1000:.0f} ms of CPU per second", flush=True)
+                    wakes = [
+                        f"{await wake_up_cpu_us(gap):.0f} us after {gap * 1000:g} ms"
+                        for gap in (0.001, 0.02)
+                    ]
+                    print(f"one wake-up of an idle event loop here: {', '.join(wakes)}", flush=True)
+                    phases: list[Phase] = []
+                    for rate in args.rates:
+                        for target in args.targets:
+                            ph = await bench.phase(target, rate, args.seconds)
+                            phases.append(ph)
+                            print(
+                                f"  {target} at {rate}/s: {ph.pushes}/{ph.posted} pushes,"
+                                f" p99 {_ms(ph.p(99))} ms",
+                                flush=True,
+                            )
+                finally:
+                    for client in clients.values():
+                        client.close()
+                    await db.close()
+        finally:
+            for helper in helpers:
+                await helper.stop()
+            if serve is not None:
+                serve.stop()
     print()
     print_table(phases, embedded is not None)
     print(LEGEND)
