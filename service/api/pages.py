@@ -261,20 +261,6 @@ async def dashboard_data(request: web.Request) -> web.Response:
 
 DEFAULT_PERIOD = timedelta(days=7)
 MAX_PERIOD = timedelta(days=366)
-PLACE_COLUMNS = (
-    "rule",
-    "place",
-    "place_name",
-    "decided",
-    "sent",
-    "failed",
-    "gone",
-    "expired",
-    "shown",
-    "clicked",
-    "converted",
-    "ctr",
-)
 
 
 class PlaceStats(BaseModel):
@@ -290,6 +276,10 @@ class PlaceStats(BaseModel):
     clicked: int
     converted: int
     ctr: float | None = Field(description="clicked / sent")
+
+
+# The CSV export's columns after since and until: the JSON rows' fields, in their order.
+PLACE_COLUMNS = tuple(PlaceStats.model_fields)
 
 
 class PlaceStatsReport(BaseModel):
