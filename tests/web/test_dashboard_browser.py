@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,25 @@ document.addEventListener("securitypolicyviolation", (e) => {
 });
 """
 
+
+@asynccontextmanager
+async def dashboard_browser() -> AsyncIterator[tuple[async_api.Page, list[str], list[str]]]:
+    """A 1280x900 page in the system Chromium that records its console lines, its uncaught
+    errors and (in ``window.__violations``) every CSP violation; the browser is closed after."""
+    async with async_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            console: list[str] = []
+            errors: list[str] = []
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.add_init_script(RECORD_VIOLATIONS)
+            yield page, console, errors
+        finally:
+            await browser.close()
+
+
 # Per rule: the legend swatch's colour, and each marker's fill and its centre on screen.
 READ_MAP = """() => {
   const out = {};
@@ -132,109 +153,99 @@ async def test_dashboard_colours_two_cities_and_zoom_to_a_rule_under_its_csp(
     api: LiveApi, clean_db: asyncpg.Pool
 ) -> None:
     await some_traffic(clean_db)
-    async with async_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            console: list[str] = []
-            errors: list[str] = []
-            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            failed: list[str] = []
-            page.on(
-                "response",
-                lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None,
-            )
-            requested: list[str] = []
-            page.on("request", lambda r: requested.append(r.url))
-            await page.add_init_script(RECORD_VIOLATIONS)
+    async with dashboard_browser() as (page, console, errors):
+        failed: list[str] = []
+        page.on(
+            "response",
+            lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+        )
+        requested: list[str] = []
+        page.on("request", lambda r: requested.append(r.url))
 
-            response = await page.goto(api.url + "/dashboard")
-            assert response is not None
-            assert "style-src 'self'" in response.headers["content-security-policy"]
-            # The token is entered as the page expects: typed into its field, then Load.
-            await page.fill("#token", ADMIN_TOKEN)
-            await page.click("#load")
-            await page.wait_for_function(
-                "() => document.querySelectorAll('#map .marker').length === 4", timeout=10_000
-            )
+        response = await page.goto(api.url + "/dashboard")
+        assert response is not None
+        assert "style-src 'self'" in response.headers["content-security-policy"]
+        # The token is entered as the page expects: typed into its field, then Load.
+        await page.fill("#token", ADMIN_TOKEN)
+        await page.click("#load")
+        await page.wait_for_function(
+            "() => document.querySelectorAll('#map .marker').length === 4", timeout=10_000
+        )
 
-            # Every loaded rule is listed, with or without traffic.
-            status = await page.inner_text("#status")
-            funnel = await page.inner_text("#funnel")
-            for rule in CITIES:
-                assert rule in status
-                assert rule in funnel
-            assert funnel.count("no traffic yet") == 1
-            quiet = page.locator("#funnel tr.quiet")
-            assert await quiet.count() == 1
-            assert "munich-lunch" in await quiet.inner_text()
+        # Every loaded rule is listed, with or without traffic.
+        status = await page.inner_text("#status")
+        funnel = await page.inner_text("#funnel")
+        for rule in CITIES:
+            assert rule in status
+            assert rule in funnel
+        assert funnel.count("no traffic yet") == 1
+        quiet = page.locator("#funnel tr.quiet")
+        assert await quiet.count() == 1
+        assert "munich-lunch" in await quiet.inner_text()
 
-            drawn = await page.evaluate(READ_MAP)
-            assert set(drawn) == set(CITIES)
-            swatches = {rule: drawn[rule]["swatch"] for rule in CITIES}
-            # Coloured, one colour per rule, and the markers wear their rule's colour.
-            for rule, colour in swatches.items():
-                assert colour not in ("", "transparent", "rgba(0, 0, 0, 0)"), rule
-                assert len(drawn[rule]["markers"]) == 2
-                assert {m["fill"] for m in drawn[rule]["markers"]} == {colour}
-            assert len(set(swatches.values())) == 2
-            # Two cities: each on its own plan, fitted, so its two places stay far apart.
-            assert await page.locator("#map figure.plan").count() == 2
-            for rule in CITIES:
-                assert len({m["plan"] for m in drawn[rule]["markers"]}) == 1
-                assert spread(drawn[rule]["markers"]) > 100, drawn[rule]
-            plans = {rule: drawn[rule]["markers"][0]["plan"] for rule in CITIES}
-            assert len(set(plans.values())) == 2
-            # Zoom to one rule: only its places, on one plan fitted to them.
-            before = spread(drawn["munich-lunch"]["markers"])
-            await page.select_option("#map-select", "rule:munich-lunch")
-            await page.wait_for_function(
-                "() => document.querySelectorAll('#map .marker').length === 2", timeout=5_000
-            )
-            zoomed = await page.evaluate(READ_MAP)
-            assert len(zoomed["berlin-coffee"]["markers"]) == 0
-            assert len(zoomed["munich-lunch"]["markers"]) == 2
-            assert await page.locator("#map figure.plan").count() == 1
-            assert spread(zoomed["munich-lunch"]["markers"]) >= before
-            # The legend zooms too, and back to all.
-            await page.click('#legend .legend-item[data-rule="berlin-coffee"]')
-            zoomed = await page.evaluate(READ_MAP)
-            assert [len(zoomed[r]["markers"]) for r in CITIES] == [2, 0]
-            await page.select_option("#map-select", "all")
-            assert await page.locator("#map .marker").count() == 4
+        drawn = await page.evaluate(READ_MAP)
+        assert set(drawn) == set(CITIES)
+        swatches = {rule: drawn[rule]["swatch"] for rule in CITIES}
+        # Coloured, one colour per rule, and the markers wear their rule's colour.
+        for rule, colour in swatches.items():
+            assert colour not in ("", "transparent", "rgba(0, 0, 0, 0)"), rule
+            assert len(drawn[rule]["markers"]) == 2
+            assert {m["fill"] for m in drawn[rule]["markers"]} == {colour}
+        assert len(set(swatches.values())) == 2
+        # Two cities: each on its own plan, fitted, so its two places stay far apart.
+        assert await page.locator("#map figure.plan").count() == 2
+        for rule in CITIES:
+            assert len({m["plan"] for m in drawn[rule]["markers"]}) == 1
+            assert spread(drawn[rule]["markers"]) > 100, drawn[rule]
+        plans = {rule: drawn[rule]["markers"][0]["plan"] for rule in CITIES}
+        assert len(set(plans.values())) == 2
+        # Zoom to one rule: only its places, on one plan fitted to them.
+        before = spread(drawn["munich-lunch"]["markers"])
+        await page.select_option("#map-select", "rule:munich-lunch")
+        await page.wait_for_function(
+            "() => document.querySelectorAll('#map .marker').length === 2", timeout=5_000
+        )
+        zoomed = await page.evaluate(READ_MAP)
+        assert len(zoomed["berlin-coffee"]["markers"]) == 0
+        assert len(zoomed["munich-lunch"]["markers"]) == 2
+        assert await page.locator("#map figure.plan").count() == 1
+        assert spread(zoomed["munich-lunch"]["markers"]) >= before
+        # The legend zooms too, and back to all.
+        await page.click('#legend .legend-item[data-rule="berlin-coffee"]')
+        zoomed = await page.evaluate(READ_MAP)
+        assert [len(zoomed[r]["markers"]) for r in CITIES] == [2, 0]
+        await page.select_option("#map-select", "all")
+        assert await page.locator("#map .marker").count() == 4
 
-            # Per place over a period (the last 7 days by default), and its CSV as a download.
-            await page.click("#pl-run")
-            await page.wait_for_function(
-                "() => document.querySelectorAll('#places tr').length === 3", timeout=5_000
-            )
-            # The map's tooltips carry the period's counts per place.
-            titles = await page.locator("#map circle.reach title").all_text_contents()
-            assert "Berlin Alex (berlin-coffee): 2 sent, 1 clicked, CTR 50.0 %" in titles
-            assert "Munich Marien (munich-lunch)" in titles
-            per_place = await page.inner_text("#places")
-            assert "Berlin Alex" in per_place
-            assert "Berlin Hacke" in per_place
-            screenshot = os.environ.get("DASHBOARD_SCREENSHOT")
-            if screenshot:
-                await page.screenshot(path=screenshot, full_page=True)
+        # Per place over a period (the last 7 days by default), and its CSV as a download.
+        await page.click("#pl-run")
+        await page.wait_for_function(
+            "() => document.querySelectorAll('#places tr').length === 3", timeout=5_000
+        )
+        # The map's tooltips carry the period's counts per place.
+        titles = await page.locator("#map circle.reach title").all_text_contents()
+        assert "Berlin Alex (berlin-coffee): 2 sent, 1 clicked, CTR 50.0 %" in titles
+        assert "Munich Marien (munich-lunch)" in titles
+        per_place = await page.inner_text("#places")
+        assert "Berlin Alex" in per_place
+        assert "Berlin Hacke" in per_place
+        screenshot = os.environ.get("DASHBOARD_SCREENSHOT")
+        if screenshot:
+            await page.screenshot(path=screenshot, full_page=True)
 
-            async with page.expect_download() as download_info:
-                await page.click("#pl-csv")
-            download = await download_info.value
-            assert download.suggested_filename.startswith("momentcast-stats_")
-            saved = await download.path()
-            assert Path(saved).read_text().startswith("since,until,rule,place,")
+        async with page.expect_download() as download_info:
+            await page.click("#pl-csv")
+        download = await download_info.value
+        assert download.suggested_filename.startswith("momentcast-stats_")
+        saved = await download.path()
+        assert Path(saved).read_text().startswith("since,until,rule,place,")
 
-            # No MOMENTCAST_MAP_TILES: nothing is fetched from anywhere else, no Leaflet either.
-            assert [u for u in requested if not u.startswith(api.url + "/")] == []
-            assert [u for u in requested if "/vendor/" in u] == []
-            assert await page.evaluate("window.__violations") == []
-            assert [m for m in console if "Content Security Policy" in m] == []
-            # The browser's own favicon.ico request is the one 404 (the page names no icon).
-            assert [f for f in failed if not f.endswith("/favicon.ico")] == []
-            assert [m for m in console if m.startswith("error") and "404" not in m] == []
-            assert errors == []
-        finally:
-            await browser.close()
+        # No MOMENTCAST_MAP_TILES: nothing is fetched from anywhere else, no Leaflet either.
+        assert [u for u in requested if not u.startswith(api.url + "/")] == []
+        assert [u for u in requested if "/vendor/" in u] == []
+        assert await page.evaluate("window.__violations") == []
+        assert [m for m in console if "Content Security Policy" in m] == []
+        # The browser's own favicon.ico request is the one 404 (the page names no icon).
+        assert [f for f in failed if not f.endswith("/favicon.ico")] == []
+        assert [m for m in console if m.startswith("error") and "404" not in m] == []
+        assert errors == []

@@ -15,8 +15,8 @@ from aiohttp import web
 from service.api.pages import PAGE_CSP, VENDOR, page_csp
 from service.settings import Settings
 from tests.conftest import ADMIN_TOKEN, LiveApi, make_settings, start_app
-from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, async_api
-from tests.web.test_dashboard_browser import RECORD_VIOLATIONS, write_rules
+from tests.web.test_browser import CHROMIUM
+from tests.web.test_dashboard_browser import dashboard_browser, write_rules
 
 
 def png(width: int = 256, height: int = 256) -> bytes:
@@ -101,55 +101,43 @@ async def test_dashboard_names_the_tiles_and_serves_the_vendored_leaflet(
     reason="no system Chromium (Debian package `chromium`; .ci/run installs it)",
 )
 async def test_basemap_in_chromium_under_the_csp(api: LiveApi, tiles: TileServer) -> None:
-    async with async_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            console: list[str] = []
-            errors: list[str] = []
-            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            await page.add_init_script(RECORD_VIOLATIONS)
-            await page.goto(api.url + "/dashboard")
-            await page.fill("#token", ADMIN_TOKEN)
-            await page.click("#load")
-            await page.wait_for_function(
-                "() => document.querySelectorAll('#map .leaflet-interactive.marker').length === 4",
-                timeout=10_000,
-            )
-            await page.wait_for_function(
-                "() => [...document.querySelectorAll('#map img.leaflet-tile')]"
-                ".some((t) => t.complete && t.naturalWidth > 0)",
-                timeout=10_000,
-            )
-            assert tiles.requests
-            # Markers wear their rule's colour (CSS classes, not inline styles).
-            fills = await page.evaluate(
-                "[...document.querySelectorAll('#map .marker')]"
-                ".map((m) => [m.dataset.rule, getComputedStyle(m).fill])"
-            )
-            by_rule = {rule: {f for r, f in fills if r == rule} for rule, _ in fills}
-            assert len(by_rule) == 2
-            assert all(len(f) == 1 for f in by_rule.values())
-            assert len({next(iter(f)) for f in by_rule.values()}) == 2
-            # Zoom to one rule: the map fits its two places, a few hundred metres apart.
-            zoom_all = await page.evaluate("document.querySelector('#map .leaflet-tile').src")
-            await page.select_option("#map-select", "rule:munich-lunch")
-            await page.wait_for_function(
-                "() => document.querySelectorAll('#map .leaflet-interactive.marker').length === 2",
-                timeout=5_000,
-            )
-            boxes = await page.evaluate(
-                "[...document.querySelectorAll('#map .marker')].map((m) => {"
-                " const b = m.getBoundingClientRect(); return [b.x, b.y]; })"
-            )
-            [(ax, ay), (bx, by)] = boxes
-            assert ((ax - bx) ** 2 + (ay - by) ** 2) ** 0.5 > 100
-            assert zoom_all != await page.evaluate(
-                "document.querySelector('#map .leaflet-tile').src"
-            )
-            assert await page.evaluate("window.__violations") == []
-            assert [m for m in console if "Content Security Policy" in m] == []
-            assert errors == []
-        finally:
-            await browser.close()
+    async with dashboard_browser() as (page, console, errors):
+        await page.goto(api.url + "/dashboard")
+        await page.fill("#token", ADMIN_TOKEN)
+        await page.click("#load")
+        await page.wait_for_function(
+            "() => document.querySelectorAll('#map .leaflet-interactive.marker').length === 4",
+            timeout=10_000,
+        )
+        await page.wait_for_function(
+            "() => [...document.querySelectorAll('#map img.leaflet-tile')]"
+            ".some((t) => t.complete && t.naturalWidth > 0)",
+            timeout=10_000,
+        )
+        assert tiles.requests
+        # Markers wear their rule's colour (CSS classes, not inline styles).
+        fills = await page.evaluate(
+            "[...document.querySelectorAll('#map .marker')]"
+            ".map((m) => [m.dataset.rule, getComputedStyle(m).fill])"
+        )
+        by_rule = {rule: {f for r, f in fills if r == rule} for rule, _ in fills}
+        assert len(by_rule) == 2
+        assert all(len(f) == 1 for f in by_rule.values())
+        assert len({next(iter(f)) for f in by_rule.values()}) == 2
+        # Zoom to one rule: the map fits its two places, a few hundred metres apart.
+        zoom_all = await page.evaluate("document.querySelector('#map .leaflet-tile').src")
+        await page.select_option("#map-select", "rule:munich-lunch")
+        await page.wait_for_function(
+            "() => document.querySelectorAll('#map .leaflet-interactive.marker').length === 2",
+            timeout=5_000,
+        )
+        boxes = await page.evaluate(
+            "[...document.querySelectorAll('#map .marker')].map((m) => {"
+            " const b = m.getBoundingClientRect(); return [b.x, b.y]; })"
+        )
+        [(ax, ay), (bx, by)] = boxes
+        assert ((ax - bx) ** 2 + (ay - by) ** 2) ** 0.5 > 100
+        assert zoom_all != await page.evaluate("document.querySelector('#map .leaflet-tile').src")
+        assert await page.evaluate("window.__violations") == []
+        assert [m for m in console if "Content Security Policy" in m] == []
+        assert errors == []
