@@ -4,43 +4,24 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from tests.processes import REPO
+from tests.test_benchmarks import run_benchmark
 
 
 @pytest.mark.slow
 async def test_push_benchmark_over_tls_prints_every_figure_and_ratio(database_url: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTCAST_")}
-    env["MOMENTCAST_BENCH_DATABASE_URL"] = database_url  # a fresh database of the session's
     # The npm baseline needs node and npm (the benchmark runs `npm ci` when it must).
     node = shutil.which("node") is not None and shutil.which("npm") is not None
-    command = [
-        sys.executable,
-        str(REPO / "benchmarks" / "push.py"),
-        "--tls",
-        "--latency",
-        "0.05",
-        "--messages",
-        "600",
-        "--subscribers",
-        "50",
-        "--naive",
-        "3",
-        "--concurrency",
-        "64",
-        "--node" if node else "--no-node",
-    ]
+    args = ["--tls", "--latency", "0.05", "--messages", "600", "--subscribers", "50"]
+    args += ["--naive", "3", "--concurrency", "64", "--node" if node else "--no-node"]
+    # database_url: a fresh database of the session's.
     done = await asyncio.to_thread(
-        subprocess.run, command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+        run_benchmark, "push.py", *args, database_url=database_url, timeout=300
     )
-    assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "receiver: https (run-time CA), 50 ms per answer" in out, out
     for case in ("(a) sender", "(b) floor", "(c) pywebpush") + (

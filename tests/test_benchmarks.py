@@ -17,21 +17,29 @@ from tests.conftest import PgServer
 from tests.processes import REPO
 
 
-@pytest.mark.slow
-def test_e2e_quick_prints_the_figures_of_momentcast_and_the_floor(pg_server: PgServer) -> None:
+def run_benchmark(
+    script: str, *args: str, database_url: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """``benchmarks/<script>`` run as a user runs it, with none of this session's MOMENTCAST_
+    settings but MOMENTCAST_BENCH_DATABASE_URL; it must exit 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTCAST_")}
-    # The session's server: the benchmark creates its own database there and drops it.
-    env["MOMENTCAST_BENCH_DATABASE_URL"] = pg_server.admin_dsn
+    env["MOMENTCAST_BENCH_DATABASE_URL"] = database_url
     done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "e2e.py"), "--quick"],
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
         env=env,
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
+    return done
+
+
+@pytest.mark.slow
+def test_e2e_quick_prints_the_figures_of_momentcast_and_the_floor(pg_server: PgServer) -> None:
+    # The session's server: the benchmark creates its own database there and drops it.
+    out = run_benchmark("e2e.py", "--quick", database_url=pg_server.admin_dsn, timeout=600).stdout
     assert "p50 ms" in out and "p99 ms" in out and "cpu ms/push" in out, out
     number = r"(?:\d+(?:\.\d+)?|lost)"
     for target in ("momentcast", "floor"):
@@ -45,17 +53,7 @@ def test_e2e_quick_prints_the_figures_of_momentcast_and_the_floor(pg_server: PgS
 
 @pytest.mark.slow
 def test_campaigns_quick_prints_the_fan_out_against_its_baseline(pg_server: PgServer) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTCAST_")}
-    env["MOMENTCAST_BENCH_DATABASE_URL"] = pg_server.admin_dsn
-    done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "campaigns.py"), "--quick"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_benchmark("campaigns.py", "--quick", database_url=pg_server.admin_dsn, timeout=300)
     for case in ("baseline", "plain", "templated", "local"):
         assert re.search(rf"^{case}\s+5000\s+\d+\s+\d+\.\d+", done.stdout, re.MULTILINE), (
             done.stdout
@@ -68,16 +66,12 @@ async def test_pipeline_small_run_accepts_every_signal_and_decides(pg_server: Pg
     # Its own database: the benchmark empties the tables it fills.
     dsn = await pg_server.create_database()
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTCAST_")}
-        env["MOMENTCAST_BENCH_DATABASE_URL"] = dsn
-        command = [sys.executable, str(REPO / "benchmarks" / "pipeline.py")]
-        command += ["--signals", "2000", "--rate", "200", "--seconds", "1"]
+        args = ("--signals", "2000", "--rate", "200", "--seconds", "1")
         done = await asyncio.to_thread(
-            subprocess.run, command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+            run_benchmark, "pipeline.py", *args, database_url=dsn, timeout=300
         )
     finally:
         await pg_server.drop_database(dsn)
-    assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     worker = re.search(r"^worker, database in the loop: 2000 .* \((\d+) deliveries", out, re.M)
     engine = re.search(r"^baseline, pure engine in memory: .* \((\d+) decisions\)$", out, re.M)
