@@ -1,4 +1,8 @@
 -- Queries of engagement events, /v1/stats and the dashboard (service/store/engagement.py).
+-- The statistics read the rows still stored plus the daily counts the roll-up keeps of older
+-- ones (migrations/0013_rollups.sql, service/store/sql/retention.sql), so their totals stay the
+-- same when rows are rolled up. The roll-up counts and deletes in one transaction, so a
+-- snapshot sees every row in exactly one of the two.
 
 -- name: event_record
 -- Accepted whatever the delivery's status: a browser may show a push before the sender has
@@ -50,11 +54,6 @@ WITH d AS (
 SELECT COALESCE((SELECT target IS NOT NULL FROM d), false) AS known,
        (SELECT target ->> 'url' FROM d) AS url,
        EXISTS (SELECT 1 FROM ins) AS inserted
-
--- The statistics below read the rows still stored plus the daily counts the roll-up keeps of
--- older ones (migrations/0013_rollups.sql, service/store/sql/retention.sql), so their totals
--- stay the same when rows are rolled up. The roll-up counts and deletes in one transaction, so
--- a snapshot sees every row in exactly one of the two.
 
 -- name: stats_deliveries
 -- Test pushes (POST /v1/rules/{id}/test) count in no rule's statistics; campaigns' pushes have
