@@ -480,3 +480,27 @@ async def test_an_event_racing_the_roll_up_of_its_push_is_a_404_not_a_500(wapi: 
     assert await pool.fetchval("SELECT count(*) FROM events") == 0
     [counts] = await pool.fetch("SELECT deliveries, clicked FROM rule_delivery_days")
     assert tuple(counts) == (1, 0)
+
+
+async def test_the_roll_up_leaves_what_the_rules_caps_still_look_back_at(
+    data_dir: Path, database_url: str, clean_db: asyncpg.Pool, rules_dir: Path
+) -> None:
+    # DELIVERY_RETENTION of one day, but the coffee rule's per_place 1/week still counts the
+    # pushes of the last 7 days (and the worker a day more): those stay.
+    ctx = context_for(
+        make_settings(data_dir, database_url, delivery_retention=timedelta(days=1)),
+        clean_db,
+        rules_dir,
+    )
+    sub = await add_subscription(clean_db)
+    rng = random.Random(3)
+    for days in (3, 7, 9, 10):
+        await insert_delivery(
+            clean_db, rng, subscription=sub, at=TODAY - timedelta(days=days), rule="coffee",
+            place="a", status="sent",
+        )  # fmt: skip
+    assert maintenance.delivery_retention(ctx) == timedelta(days=8)
+    rolled = await maintenance.roll_up(ctx)
+    assert rolled.deliveries == 2
+    left = await clean_db.fetch("SELECT created_at FROM deliveries ORDER BY created_at")
+    assert [TODAY - r["created_at"] for r in left] == [timedelta(days=7), timedelta(days=3)]
