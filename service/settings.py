@@ -91,6 +91,8 @@ class Settings(BaseSettings):
     push_hosts: CsvList = Field(default_factory=lambda: list(DEFAULT_PUSH_HOSTS))
     cors_origins: CsvList = Field(default_factory=list)
     signal_retention: SettingDuration = timedelta(hours=24)
+    # Deliveries, events and suppressions older than this are rolled up into daily counts.
+    delivery_retention: SettingDuration = timedelta(days=90)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     body_read_timeout: PositiveDuration = timedelta(seconds=30)
     db_pool_min: int = Field(default=1, ge=0)

@@ -42,6 +42,12 @@ TABLES = (
     "subscriptions",
     "push_origins",
     "campaigns",
+    "shadow_sends",
+    "rule_delivery_days",
+    "rule_hour_days",
+    "rule_click_days",
+    "campaign_delivery_days",
+    "campaign_suppression_days",
 )
 ADMIN_TOKEN = "test-admin-token-" + "x" * 16
 

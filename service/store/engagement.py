@@ -138,14 +138,22 @@ class EngagementQueries(StoreBase):
     ) -> EventRecorded:
         """Record one event of a delivery (a replay counts once; a click may name one of the
         delivery's action buttons, and the first click's action is kept)."""
-        row = await self._fetchrow("event_record", delivery_id, type, action)
+        try:
+            row = await self._fetchrow("event_record", delivery_id, type, action)
+        except asyncpg.ForeignKeyViolationError:
+            # The roll-up deleted the delivery between our read and our insert (its claim made
+            # the insert wait): as if it had been gone already.
+            return EventRecorded(found=False, known=False, inserted=False)
         assert row is not None  # the query answers one row whatever it finds
         return EventRecorded(found=row["found"], known=row["known"], inserted=row["inserted"])
 
     async def record_click(self, *, delivery_id: int, action: str | None) -> Click:
         """A click on a delivery's notification (``action`` None) or on one of its buttons:
         recorded once when the delivery has that target, with the stored url to go to."""
-        row = await self._fetchrow("event_click", delivery_id, action)
+        try:
+            row = await self._fetchrow("event_click", delivery_id, action)
+        except asyncpg.ForeignKeyViolationError:  # rolled up meanwhile, as in record_event
+            return Click(known=False, url=None, inserted=False)
         assert row is not None
         return Click(known=row["known"], url=row["url"], inserted=row["inserted"])
 

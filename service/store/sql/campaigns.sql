@@ -241,28 +241,65 @@ WHERE c.status = 'sending' AND c.fanned_out_at IS NOT NULL
 RETURNING c.id
 
 -- name: campaign_stats_deliveries
--- Deliveries of campaigns ($1, NULL: all) by variant and status.
+-- Deliveries of campaigns ($1, NULL: all) by variant and status: the rows still stored plus
+-- the daily counts of rolled-up ones (migrations/0013_rollups.sql; only pushes with an outcome
+-- are rolled up, so queued is the stored rows').
 SELECT campaign_id, variant,
-       count(*) FILTER (WHERE status = 'pending') AS queued,
-       count(*) FILTER (WHERE status = 'sent') AS sent,
-       count(*) FILTER (WHERE status = 'failed') AS failed,
-       count(*) FILTER (WHERE status = 'gone') AS gone,
-       count(*) FILTER (WHERE status = 'expired') AS expired,
-       count(*) FILTER (WHERE status = 'cancelled') AS cancelled
-FROM deliveries
-WHERE campaign_id IS NOT NULL AND ($1::text IS NULL OR campaign_id = $1)
+       sum(queued)::bigint AS queued, sum(sent)::bigint AS sent,
+       sum(failed)::bigint AS failed, sum(gone)::bigint AS gone,
+       sum(expired)::bigint AS expired, sum(cancelled)::bigint AS cancelled
+FROM (
+    SELECT campaign_id, variant,
+           count(*) FILTER (WHERE status = 'pending') AS queued,
+           count(*) FILTER (WHERE status = 'sent') AS sent,
+           count(*) FILTER (WHERE status = 'failed') AS failed,
+           count(*) FILTER (WHERE status = 'gone') AS gone,
+           count(*) FILTER (WHERE status = 'expired') AS expired,
+           count(*) FILTER (WHERE status = 'cancelled') AS cancelled
+    FROM deliveries
+    WHERE campaign_id IS NOT NULL AND ($1::text IS NULL OR campaign_id = $1)
+    GROUP BY campaign_id, variant
+    UNION ALL
+    SELECT campaign_id, variant, 0,
+           coalesce(sum(deliveries) FILTER (WHERE status = 'sent'), 0),
+           coalesce(sum(deliveries) FILTER (WHERE status = 'failed'), 0),
+           coalesce(sum(deliveries) FILTER (WHERE status = 'gone'), 0),
+           coalesce(sum(deliveries) FILTER (WHERE status = 'expired'), 0),
+           coalesce(sum(deliveries) FILTER (WHERE status = 'cancelled'), 0)
+    FROM campaign_delivery_days
+    WHERE $1::text IS NULL OR campaign_id = $1
+    GROUP BY campaign_id, variant
+) t
 GROUP BY campaign_id, variant
 
 -- name: campaign_stats_events
-SELECT d.campaign_id, d.variant, e.type, count(*) AS n
-FROM events e JOIN deliveries d ON d.id = e.delivery_id
-WHERE d.campaign_id IS NOT NULL AND ($1::text IS NULL OR d.campaign_id = $1)
-GROUP BY d.campaign_id, d.variant, e.type
+SELECT campaign_id, variant, type, sum(n)::bigint AS n
+FROM (
+    SELECT d.campaign_id, d.variant, e.type, count(*) AS n
+    FROM events e JOIN deliveries d ON d.id = e.delivery_id
+    WHERE d.campaign_id IS NOT NULL AND ($1::text IS NULL OR d.campaign_id = $1)
+    GROUP BY d.campaign_id, d.variant, e.type
+    UNION ALL
+    SELECT r.campaign_id, r.variant, t.type, t.n
+    FROM campaign_delivery_days r
+    CROSS JOIN LATERAL (VALUES ('shown', r.shown), ('clicked', r.clicked),
+                               ('dismissed', r.dismissed), ('converted', r.converted)) t(type, n)
+    WHERE t.n > 0 AND ($1::text IS NULL OR r.campaign_id = $1)
+) t
+GROUP BY campaign_id, variant, type
 
 -- name: campaign_stats_suppressions
-SELECT campaign_id, variant, reason, count(*) AS n
-FROM campaign_suppressions
-WHERE $1::text IS NULL OR campaign_id = $1
+SELECT campaign_id, variant, reason, sum(n)::bigint AS n
+FROM (
+    SELECT campaign_id, variant, reason, count(*) AS n
+    FROM campaign_suppressions
+    WHERE $1::text IS NULL OR campaign_id = $1
+    GROUP BY campaign_id, variant, reason
+    UNION ALL
+    SELECT campaign_id, variant, reason, n
+    FROM campaign_suppression_days
+    WHERE $1::text IS NULL OR campaign_id = $1
+) t
 GROUP BY campaign_id, variant, reason
 
 -- name: export_campaign_suppressions

@@ -1,4 +1,8 @@
 -- Queries of engagement events, /v1/stats and the dashboard (service/store/engagement.py).
+-- The statistics read the rows still stored plus the daily counts the roll-up keeps of older
+-- ones (migrations/0013_rollups.sql, service/store/sql/retention.sql), so their totals stay the
+-- same when rows are rolled up. The roll-up counts and deletes in one transaction, so a
+-- snapshot sees every row in exactly one of the two.
 
 -- name: event_record
 -- Accepted whatever the delivery's status: a browser may show a push before the sender has
@@ -55,53 +59,110 @@ SELECT COALESCE((SELECT target IS NOT NULL FROM d), false) AS known,
 -- Test pushes (POST /v1/rules/{id}/test) count in no rule's statistics; campaigns' pushes have
 -- results of their own (campaigns.sql).
 SELECT rule_id, variant,
-       count(*) FILTER (WHERE status = 'sent') AS sent,
-       count(*) FILTER (WHERE status = 'failed') AS failed,
-       count(*) FILTER (WHERE status = 'gone') AS gone,
-       count(*) FILTER (WHERE status = 'expired') AS expired
-FROM deliveries
-WHERE NOT test AND rule_id IS NOT NULL
+       sum(sent)::bigint AS sent, sum(failed)::bigint AS failed,
+       sum(gone)::bigint AS gone, sum(expired)::bigint AS expired
+FROM (
+    SELECT rule_id, variant,
+           count(*) FILTER (WHERE status = 'sent') AS sent,
+           count(*) FILTER (WHERE status = 'failed') AS failed,
+           count(*) FILTER (WHERE status = 'gone') AS gone,
+           count(*) FILTER (WHERE status = 'expired') AS expired
+    FROM deliveries
+    WHERE NOT test AND rule_id IS NOT NULL
+    GROUP BY rule_id, variant
+    UNION ALL
+    SELECT rule_id, variant,
+           coalesce(sum(deliveries) FILTER (WHERE status = 'sent'), 0),
+           coalesce(sum(deliveries) FILTER (WHERE status = 'failed'), 0),
+           coalesce(sum(deliveries) FILTER (WHERE status = 'gone'), 0),
+           coalesce(sum(deliveries) FILTER (WHERE status = 'expired'), 0)
+    FROM rule_delivery_days
+    GROUP BY rule_id, variant
+) t
 GROUP BY rule_id, variant
 
 -- name: stats_events
-SELECT d.rule_id, d.variant, e.type, count(*) AS n
-FROM events e JOIN deliveries d ON d.id = e.delivery_id
-WHERE NOT d.test AND d.rule_id IS NOT NULL
-GROUP BY d.rule_id, d.variant, e.type
+SELECT rule_id, variant, type, sum(n)::bigint AS n
+FROM (
+    SELECT d.rule_id, d.variant, e.type, count(*) AS n
+    FROM events e JOIN deliveries d ON d.id = e.delivery_id
+    WHERE NOT d.test AND d.rule_id IS NOT NULL
+    GROUP BY d.rule_id, d.variant, e.type
+    UNION ALL
+    SELECT r.rule_id, r.variant, t.type, t.n
+    FROM rule_delivery_days r
+    CROSS JOIN LATERAL (VALUES ('shown', r.shown), ('clicked', r.clicked),
+                               ('dismissed', r.dismissed), ('converted', r.converted)) t(type, n)
+    WHERE t.n > 0
+) t
+GROUP BY rule_id, variant, type
 
 -- name: stats_actions
 -- Clicks by action button (the first click of a delivery; clicks on the notification itself
 -- have no action and are only in stats_events).
-SELECT d.rule_id, d.variant, e.action, count(*) AS n
-FROM events e JOIN deliveries d ON d.id = e.delivery_id
-WHERE e.type = 'clicked' AND e.action IS NOT NULL AND NOT d.test AND d.rule_id IS NOT NULL
-GROUP BY d.rule_id, d.variant, e.action
+SELECT rule_id, variant, action, sum(n)::bigint AS n
+FROM (
+    SELECT d.rule_id, d.variant, e.action, count(*) AS n
+    FROM events e JOIN deliveries d ON d.id = e.delivery_id
+    WHERE e.type = 'clicked' AND e.action IS NOT NULL AND NOT d.test AND d.rule_id IS NOT NULL
+    GROUP BY d.rule_id, d.variant, e.action
+    UNION ALL
+    SELECT rule_id, variant, action, clicks FROM rule_click_days
+) t
+GROUP BY rule_id, variant, action
 
 -- name: stats_counters
 SELECT rule_id, variant, counter, n FROM rule_counters
 
 -- name: decisions_by_hour
 -- Local hour at the signal's location: when in the day the micro-moments happen.
-SELECT rule_id, local_hour, count(*) AS n
-FROM deliveries
-WHERE local_hour IS NOT NULL AND NOT test AND rule_id IS NOT NULL
+SELECT rule_id, local_hour, sum(n)::bigint AS n
+FROM (
+    SELECT rule_id, local_hour, count(*) AS n
+    FROM deliveries
+    WHERE local_hour IS NOT NULL AND NOT test AND rule_id IS NOT NULL
+    GROUP BY rule_id, local_hour
+    UNION ALL
+    SELECT rule_id, local_hour, deliveries FROM rule_hour_days
+) t
 GROUP BY rule_id, local_hour
 
 -- name: stats_places
 -- Per rule and place, the deliveries decided in [$1, $2) and their fates (test pushes and
--- campaigns' pushes left out; a delivery counts each event type once).
-SELECT d.rule_id, COALESCE(d.place_id, '') AS place_id,
-       count(*) AS decided,
-       count(*) FILTER (WHERE d.status = 'sent') AS sent,
-       count(*) FILTER (WHERE d.status = 'failed') AS failed,
-       count(*) FILTER (WHERE d.status = 'gone') AS gone,
-       count(*) FILTER (WHERE d.status = 'expired') AS expired,
-       count(*) FILTER (WHERE 'shown' = ANY (e.types)) AS shown,
-       count(*) FILTER (WHERE 'clicked' = ANY (e.types)) AS clicked,
-       count(*) FILTER (WHERE 'converted' = ANY (e.types)) AS converted
-FROM deliveries d
-LEFT JOIN LATERAL (SELECT array_agg(type) AS types FROM events WHERE delivery_id = d.id) e
-       ON true
-WHERE NOT d.test AND d.rule_id IS NOT NULL AND d.created_at >= $1 AND d.created_at < $2
-GROUP BY d.rule_id, COALESCE(d.place_id, '')
-ORDER BY d.rule_id, COALESCE(d.place_id, '')
+-- campaigns' pushes left out; a delivery counts each event type once). A rolled-up day counts
+-- when its start (midnight UTC) is in the period: exact for periods of whole UTC days, as the
+-- dashboard asks for.
+SELECT rule_id, place_id,
+       sum(decided)::bigint AS decided, sum(sent)::bigint AS sent,
+       sum(failed)::bigint AS failed, sum(gone)::bigint AS gone,
+       sum(expired)::bigint AS expired, sum(shown)::bigint AS shown,
+       sum(clicked)::bigint AS clicked, sum(converted)::bigint AS converted
+FROM (
+    SELECT d.rule_id, COALESCE(d.place_id, '') AS place_id,
+           count(*) AS decided,
+           count(*) FILTER (WHERE d.status = 'sent') AS sent,
+           count(*) FILTER (WHERE d.status = 'failed') AS failed,
+           count(*) FILTER (WHERE d.status = 'gone') AS gone,
+           count(*) FILTER (WHERE d.status = 'expired') AS expired,
+           count(*) FILTER (WHERE 'shown' = ANY (e.types)) AS shown,
+           count(*) FILTER (WHERE 'clicked' = ANY (e.types)) AS clicked,
+           count(*) FILTER (WHERE 'converted' = ANY (e.types)) AS converted
+    FROM deliveries d
+    LEFT JOIN LATERAL (SELECT array_agg(type) AS types FROM events WHERE delivery_id = d.id) e
+           ON true
+    WHERE NOT d.test AND d.rule_id IS NOT NULL AND d.created_at >= $1 AND d.created_at < $2
+    GROUP BY d.rule_id, COALESCE(d.place_id, '')
+    UNION ALL
+    SELECT rule_id, place_id,
+           sum(deliveries),
+           coalesce(sum(deliveries) FILTER (WHERE status = 'sent'), 0),
+           coalesce(sum(deliveries) FILTER (WHERE status = 'failed'), 0),
+           coalesce(sum(deliveries) FILTER (WHERE status = 'gone'), 0),
+           coalesce(sum(deliveries) FILTER (WHERE status = 'expired'), 0),
+           sum(shown), sum(clicked), sum(converted)
+    FROM rule_delivery_days
+    WHERE (day::timestamp AT TIME ZONE 'UTC') >= $1 AND (day::timestamp AT TIME ZONE 'UTC') < $2
+    GROUP BY rule_id, place_id
+) t
+GROUP BY rule_id, place_id
+ORDER BY rule_id, place_id
