@@ -216,8 +216,14 @@ class Sender:
         for task in late:
             task.cancel()
         listening.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await listening
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            # The listener only wakes the lanes (polling is the fallback): its end must not
+            # keep the last record below from running.
+            log.warning("sender: the LISTEN task had ended: %r", exc)
         results = await asyncio.gather(*lanes, return_exceptions=True)
         await self._last_record()
         failed = [r for r in results if isinstance(r, Exception)]

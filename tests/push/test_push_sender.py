@@ -164,6 +164,27 @@ async def test_a_cut_post_keeps_its_lease_and_is_not_released_as_never_sent(
     assert len(slow.request_times) == 1
 
 
+async def test_a_dead_listener_does_not_spoil_the_senders_stop(
+    ctx: Context, push_service: PushService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The LISTEN task ends with an error no one foresaw: the lanes go on polling, and the
+    # stop still finishes (its last record included) without raising.
+    async def broken() -> None:
+        raise RuntimeError("listener broke")
+
+    monkeypatch.setattr(ctx.store, "connect", broken)
+    sub = push_service.subscribe()
+    await insert_delivery(ctx.pool, await insert_subscription(ctx.pool, sub))
+    stop = asyncio.Event()
+    task = asyncio.create_task(sender_module.run(ctx, stop))
+    deadline = time.monotonic() + 10
+    while not sub.received:
+        assert time.monotonic() < deadline and not task.done()
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, timeout=ctx.settings.shutdown_grace.total_seconds() + 2)
+
+
 async def test_one_vapid_signature_per_origin_across_1000_sends(
     ctx: Context, push_service: PushService, sender: Sender
 ) -> None:
