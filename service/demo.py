@@ -421,7 +421,6 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
             push_hosts=["http://127.0.0.1"],
             worker_poll_interval=timedelta(milliseconds=200),
             log_level="WARNING",
-            shutdown_grace=timedelta(seconds=3),
             rules_poll_interval=timedelta(hours=1),
         )
         where = "MOMENTCAST_DATABASE_URL" if settings.database_url else "embedded, temporary"

@@ -39,6 +39,10 @@ EXAMPLE_DOMAINS = ("example.com", "example.org", "example.net")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
+# What SHUTDOWN_GRACE must leave, after the longest send (connect + read timeout), for
+# recording its outcome: a stop that cuts a POST could send that push twice.
+OUTCOME_WRITE_BUDGET = timedelta(seconds=5)
+
 DEFAULT_PUSH_HOSTS = (
     "fcm.googleapis.com",
     "updates.push.services.mozilla.com",
@@ -110,7 +114,8 @@ class Settings(BaseSettings):
     # (the test push service, a staging receiver) can be reached over https. Real push
     # services have publicly trusted certificates and never need it.
     push_ca_file: Path | None = None
-    shutdown_grace: SettingDuration = timedelta(seconds=10)
+    # Covers one whole send and its outcome's write (see _check_shutdown_grace).
+    shutdown_grace: SettingDuration = timedelta(seconds=30)
     signal_rate_burst: int = Field(default=60, ge=1)
     signal_rate_per_second: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"
@@ -181,6 +186,24 @@ class Settings(BaseSettings):
         smallest = info.data.get("db_pool_min")
         if smallest is not None and value < smallest:
             raise ValueError(f"must be at least {ENV_PREFIX}DB_POOL_MIN ({smallest})")
+        return value
+
+    @field_validator("shutdown_grace")
+    @classmethod
+    def _check_shutdown_grace(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        connect = info.data.get("push_connect_timeout")
+        read = info.data.get("push_read_timeout")
+        if connect is None or read is None:  # those are wrong themselves, and said so
+            return value
+        needed = connect + read + OUTCOME_WRITE_BUDGET
+        if value < needed:
+            raise ValueError(
+                f"{_seconds(value)} is shorter than one push send and its outcome's write "
+                f"({ENV_PREFIX}PUSH_CONNECT_TIMEOUT {_seconds(connect)} + "
+                f"{ENV_PREFIX}PUSH_READ_TIMEOUT {_seconds(read)} + "
+                f"{_seconds(OUTCOME_WRITE_BUDGET)}), so a stop could cut a push in flight and "
+                f"send it twice; set at least {_seconds(needed)}"
+            )
         return value
 
     @field_validator("log_format", mode="before")
@@ -278,6 +301,10 @@ class Settings(BaseSettings):
             "Apple's push service refuses it (403 BadJwtToken); set a mailto: or https: "
             "contact you read"
         )
+
+
+def _seconds(value: timedelta) -> str:
+    return f"{value.total_seconds():g}s"
 
 
 def _origin(parts: SplitResult, value: str) -> str:

@@ -80,6 +80,13 @@ _WORST_DATA: dict[str, Any] = {
 }
 
 
+def delivery_tag(delivery_id: int) -> str:
+    """``mc-<delivery id>``: the notification tag of a push whose message sets none, and the
+    Topic of one whose rule sets none. A push sent again (a sender killed before it recorded
+    the outcome) then replaces the first one, at the push service and on the device."""
+    return f"mc-{delivery_id}"
+
+
 def click_url(base_url: str, delivery_id: int, action: str, token: str) -> str:
     """``{base}/c/{delivery_id}/{action}?t=<event token>``: records the click, then redirects."""
     return f"{base_url}/c/{delivery_id}/{quote(action, safe='')}?t={token}"
@@ -109,6 +116,11 @@ def declarative_message(
         value = payload.get(key)
         if value is not None:
             notification[key] = value
+    if not notification.get("tag"):
+        # One notification per delivery on the device, however often it was sent; the copy
+        # replaces the first without a second alert.
+        notification["tag"] = delivery_tag(delivery_id)
+        notification["renotify"] = False
     actions = payload.get("actions")
     if actions:
         notification["actions"] = [

@@ -106,3 +106,21 @@ def test_image_install_and_entry_point_in_clean_venv(tmp_path: Path, database_ur
         assert subprocess.run(probe, timeout=30).returncode == 0
     finally:
         assert service.stop() == 0, service.stderr()
+
+
+def test_compose_waits_longer_than_the_shutdown_grace() -> None:
+    # docker compose sends SIGKILL after stop_grace_period (default 10 s): it must outlast the
+    # grace in which a stopping process finishes and records the pushes in flight.
+    import yaml
+
+    from service.durations import parse_setting_duration
+    from service.settings import Settings
+
+    service = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]["momentcast"]
+    env = service.get("environment") or {}
+    grace = parse_setting_duration(
+        env.get("MOMENTCAST_SHUTDOWN_GRACE", Settings.model_fields["shutdown_grace"].default)
+    )
+    assert parse_setting_duration(service["stop_grace_period"]) > grace
+    stop_signal = {op: rest for op, rest in _instructions()}.get("STOPSIGNAL", "SIGTERM")
+    assert stop_signal in ("SIGTERM", "SIGINT")  # what starts momentcast's graceful stop

@@ -115,11 +115,26 @@ def test_log_format_and_metrics_port(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_durations_that_may_be_zero(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Deleting processed signals at once, and stopping without grace, are legitimate.
+    # Deleting processed signals at once is legitimate.
     monkeypatch.setenv("MOMENTCAST_SIGNAL_RETENTION", "0")
-    monkeypatch.setenv("MOMENTCAST_SHUTDOWN_GRACE", "0")
+    assert load_settings().signal_retention == timedelta(0)
+
+
+def test_the_shutdown_grace_covers_a_send_and_its_record(monkeypatch: pytest.MonkeyPatch) -> None:
     s = load_settings()
-    assert s.signal_retention == s.shutdown_grace == timedelta(0)
+    # The default covers the default send (5 s connect + 15 s read) and the outcome's write.
+    assert s.shutdown_grace >= s.push_connect_timeout + s.push_read_timeout + timedelta(seconds=5)
+    monkeypatch.setenv("MOMENTCAST_PUSH_READ_TIMEOUT", "2s")
+    monkeypatch.setenv("MOMENTCAST_PUSH_CONNECT_TIMEOUT", "1s")
+    monkeypatch.setenv("MOMENTCAST_SHUTDOWN_GRACE", "8s")
+    assert load_settings().shutdown_grace == timedelta(seconds=8)
+    monkeypatch.setenv("MOMENTCAST_SHUTDOWN_GRACE", "0")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith(
+        "MOMENTCAST_SHUTDOWN_GRACE: 0s is shorter than one push send and its outcome's write"
+    )
+    assert str(info.value).endswith("set at least 8s")
 
 
 def test_map_tiles_and_their_csp_source(monkeypatch: pytest.MonkeyPatch) -> None:

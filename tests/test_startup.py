@@ -82,6 +82,27 @@ def test_pool_min_above_max_is_one_line_and_exit_2(tmp_path: Path, database_url:
     )
 
 
+def test_a_shutdown_grace_shorter_than_a_send_is_one_line_and_exit_2(
+    tmp_path: Path, database_url: str
+) -> None:
+    # 10 s was the old default: shorter than one send (5 s connect + 15 s read), so a stop cut
+    # POSTs in flight and a restart sent them again.
+    env = _env(tmp_path, database_url, MOMENTCAST_SHUTDOWN_GRACE="10", MOMENTCAST_PORT="0")
+    proc = start(["serve"], env, cwd=tmp_path)
+    try:
+        _, err = proc.proc.communicate(timeout=60)
+    finally:
+        if proc.proc.poll() is None:  # it started: the grace was not refused
+            proc.stop()
+    assert proc.proc.returncode == 2, err
+    assert _one_error_line(err) == (
+        "momentcast: configuration error: MOMENTCAST_SHUTDOWN_GRACE: 10s is shorter than one "
+        "push send and its outcome's write (MOMENTCAST_PUSH_CONNECT_TIMEOUT 5s + "
+        "MOMENTCAST_PUSH_READ_TIMEOUT 15s + 5s), so a stop could cut a push in flight and "
+        "send it twice; set at least 25s"
+    )
+
+
 def test_migrate_reads_dotenv_and_warns_about_unknown_names_once(
     tmp_path: Path, database_url: str
 ) -> None:

@@ -8,6 +8,16 @@ push service from stalling everybody behind a single batch. What an answer means
 long to wait is :mod:`service.push.retry`'s; which endpoints may be reached is
 :mod:`service.endpoints`'; how failures are logged and counted is :mod:`service.push.failures`'.
 
+Stopping (SIGTERM) stops claiming and finishes what is in flight: rows not yet being sent are
+released at once, sends under way get their answer and their outcome is recorded.
+SHUTDOWN_GRACE covers the longest send and that write (settings refuse a shorter one), so a
+stop cuts no POST; should one be cut all the same (the database hanging on the record), its
+row is not released but keeps its lease: a POST that went out must not count as never sent.
+Outcomes are fenced: each carries its claim's lease token and the database takes it only
+while the row still holds that token (a sender past its lease cannot undo another's claim).
+Every push carries a ``Topic`` and its notification the tag ``mc-<delivery id>`` (unless the
+message has a tag), so one re-sent after a lost outcome replaces itself on the device.
+
 A 429 pauses its origin for every sender process: the pause is written to ``push_origins``
 at once and with the batch's outcomes, and read once per claimed batch, so a process that never
 got the 429 defers that origin's rows too. If the database goes away after a batch was sent,
@@ -23,7 +33,7 @@ import logging
 import random
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -48,7 +58,14 @@ from service.push.retry import Action, OriginBackoff, RetryPolicy, classify
 from service.queue import DELIVERIES_CHANNEL, Listener
 from service.store import DATABASE_ERRORS
 from service.store.deliveries import ClaimedDelivery, DeliveryOutcome, OriginPause
-from service.webpush import VapidSigner, build_headers, encrypt, render_payload, ttl_seconds
+from service.webpush import (
+    VapidSigner,
+    build_headers,
+    delivery_tag,
+    encrypt,
+    render_payload,
+    ttl_seconds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +74,8 @@ DEFAULT_LANES = 4
 # A 429 that extends an origin's pause by less than this (seconds) is not written again.
 SHARE_STEP = 1.0
 # How long a send waits for its origin's new pause to be written (the batch's record writes it
-# otherwise), and a stopping sender for the outcomes an outage held back.
+# otherwise), a stopping sender for a batch's outcomes and again for those an outage held back.
+# Twice this fits in settings.OUTCOME_WRITE_BUDGET, which SHUTDOWN_GRACE leaves after a send.
 QUICK_WRITE_TIMEOUT = 2.0
 
 
@@ -65,7 +83,6 @@ QUICK_WRITE_TIMEOUT = 2.0
 class _Unrecorded:
     """Outcomes of a batch the database did not take (it went away after the sends)."""
 
-    claimed_at: float  # time.monotonic() of the claim: the lease is counted from there
     outcomes: tuple[DeliveryOutcome, ...]
 
 
@@ -189,15 +206,24 @@ class Sender:
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait([stopper, *lanes], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
-        # Rows that are claimed but not yet being sent are released at once from here on.
+        # Rows that are claimed but not yet being sent are released at once from here on;
+        # sends under way finish (at most send_budget) and their records are bounded by
+        # QUICK_WRITE_TIMEOUT. The lanes' wait leaves room for the last record, so that all
+        # of it ends within the grace (the runtime cancels components after it).
         self._stopping.set()
         grace = self.ctx.settings.shutdown_grace.total_seconds()
-        _, late = await asyncio.wait(lanes, timeout=grace)
+        _, late = await asyncio.wait(lanes, timeout=max(0.0, grace - QUICK_WRITE_TIMEOUT - 0.5))
         for task in late:
             task.cancel()
         listening.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await listening
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            # The listener only wakes the lanes (polling is the fallback): its end must not
+            # keep the last record below from running.
+            log.warning("sender: the LISTEN task had ended: %r", exc)
         results = await asyncio.gather(*lanes, return_exceptions=True)
         await self._last_record()
         failed = [r for r in results if isinstance(r, Exception)]
@@ -262,7 +288,9 @@ class Sender:
 
     async def _send_claimed(self, rows: list[ClaimedDelivery]) -> None:
         claimed_at = time.monotonic()
-        tasks = [asyncio.create_task(self._deliver(row, claimed_at)) for row in rows]
+        # The rows whose POST has begun: from then on the push service may have the message.
+        posted: set[int] = set()
+        tasks = [asyncio.create_task(self._deliver(row, claimed_at, posted)) for row in rows]
         try:
             outcomes = await asyncio.gather(*tasks)
         except asyncio.CancelledError:
@@ -273,56 +301,82 @@ class Sender:
                 t.result() for t in tasks if t.done() and not t.cancelled() and not t.exception()
             ]
             done_ids = {o.id for o in finished}
+            # Never sent: released for another sender. A cut POST is not released: it may
+            # have reached the push service, so its row keeps its lease and goes out again
+            # (same Topic and tag) only when the lease has run out.
             released = [
-                DeliveryOutcome(row.id, "pending") for row in rows if row.id not in done_ids
+                DeliveryOutcome(row.id, "pending", lease=row.lease)
+                for row in rows
+                if row.id not in done_ids and row.id not in posted
             ]
+            cut = [row.id for row in rows if row.id not in done_ids and row.id in posted]
+            if cut:
+                log.warning(
+                    "sender: %d pushes were cut mid-send; they keep their lease and are sent "
+                    "again after it (%.0f s), with the same Topic and tag",
+                    len(cut),
+                    self.lease,
+                )
             # Kept for later if the database is gone: the cancellation must go on regardless.
             with contextlib.suppress(*DATABASE_ERRORS):
-                await asyncio.shield(self._record(claimed_at, [*finished, *released]))
+                await asyncio.shield(self._record([*finished, *released]))
             raise
-        await self._record(claimed_at, outcomes)
+        await self._record(outcomes)
 
     # -- recording, and the database going away ------------------------------------------
 
-    async def _record(self, claimed_at: float, outcomes: list[DeliveryOutcome]) -> None:
+    async def _record(self, outcomes: list[DeliveryOutcome]) -> None:
         """Record a batch's outcomes and the origin pauses not written yet, in one
         transaction; if the database is gone, keep the outcomes and raise."""
         pauses = self._pauses_to_publish()
         try:
-            await self.store.record_outcomes(outcomes, [pause for pause, _ in pauses])
-        except DATABASE_ERRORS:
+            # A stopping sender must not wait long for a database that is not answering: the
+            # outcomes are kept and tried once more before it exits (TimeoutError is an
+            # OSError, one of DATABASE_ERRORS).
+            async with asyncio.timeout(QUICK_WRITE_TIMEOUT if self._stopping.is_set() else None):
+                recorded = await self.store.record_outcomes(
+                    outcomes, [pause for pause, _ in pauses]
+                )
+        except BaseException:
+            # Whatever cut the write (a lost connection of any class, a cancellation), the
+            # pushes are out: keep their outcomes. Should the write have committed after
+            # all, the fencing makes a second one change nothing.
             if outcomes:
-                self._unrecorded.append(_Unrecorded(claimed_at, tuple(outcomes)))
+                self._unrecorded.append(_Unrecorded(tuple(outcomes)))
             raise
         self._published(pauses)
+        self._note_fenced(len(outcomes) - recorded)
 
     async def _record_unrecorded(self) -> None:
         """Record what a lost connection kept from the database, before claiming anything.
 
-        Until their lease runs out the rows are still ours, so every outcome stands. After
-        that another sender may have claimed them: only final outcomes are still recorded
-        (a 'sent' spares a second send); releasing or rescheduling could undo its claim.
+        Every outcome is offered; the fencing takes only those whose rows still carry this
+        sender's claim. A row whose lease ran out and that another sender claimed is that
+        sender's now: our outcome must not release or reschedule it (it is sent again).
         """
         if not self._unrecorded:
             return
         held, self._unrecorded = self._unrecorded, []
-        now = time.monotonic()
-        outcomes = [
-            outcome
-            for batch in held
-            for outcome in batch.outcomes
-            if now - batch.claimed_at < self.lease - 1 or outcome.status != "pending"
-        ]
+        outcomes = [outcome for batch in held for outcome in batch.outcomes]
         pauses = self._pauses_to_publish()
         try:
-            await self.store.record_outcomes(outcomes, [pause for pause, _ in pauses])
+            recorded = await self.store.record_outcomes(outcomes, [pause for pause, _ in pauses])
         except BaseException:
             self._unrecorded[:0] = held
             raise
         self._published(pauses)
-        log.info(
-            "sender: recorded %d outcomes held back while the database was away", len(outcomes)
-        )
+        log.info("sender: recorded %d outcomes held back while the database was away", recorded)
+        self._note_fenced(len(outcomes) - recorded)
+
+    @staticmethod
+    def _note_fenced(count: int) -> None:
+        if count:
+            log.warning(
+                "sender: %d outcomes not recorded: their rows are no longer this sender's "
+                "claim (the lease ran out and another sender took them, or they were "
+                "recorded already)",
+                count,
+            )
 
     async def _last_record(self) -> None:
         """On the way out: one more try at what the database did not take."""
@@ -382,6 +436,8 @@ class Sender:
 
     async def _publish_pauses(self) -> None:
         """Write new pauses at once: other processes must not wait for this batch to end."""
+        if self._stopping.is_set():
+            return  # the batch's record carries them; the grace is for that write
         async with self._publishing:
             pauses = self._pauses_to_publish()
             if not pauses:
@@ -398,21 +454,25 @@ class Sender:
 
     # -- one delivery ----------------------------------------------------------------------
 
-    async def _deliver(self, row: ClaimedDelivery, claimed_at: float) -> DeliveryOutcome:
+    async def _deliver(
+        self, row: ClaimedDelivery, claimed_at: float, posted: set[int]
+    ) -> DeliveryOutcome:
         # Which push service the row is for, once known: the label of an internal error.
         origin = [NO_ORIGIN]
         try:
-            return await self._deliver_checked(row, claimed_at, origin)
+            outcome = await self._deliver_checked(row, claimed_at, origin, posted)
         except Exception as exc:
             # A bug must not lose the row: retry it later like a transient failure (it uses
             # up an attempt, so a row that always hits the bug fails in the end).
             self.failures.note(
                 origin[0], Failure.INTERNAL, f"delivery {row.id}: {exc!r}", exc_info=exc
             )
-            return self._retry(row, origin[0], None, f"internal error: {exc!r}", label="error")
+            outcome = self._retry(row, origin[0], None, f"internal error: {exc!r}", label="error")
+        # The claim's token: the record is fenced by it.
+        return replace(outcome, lease=row.lease)
 
     async def _deliver_checked(
-        self, row: ClaimedDelivery, claimed_at: float, known_origin: list[str]
+        self, row: ClaimedDelivery, claimed_at: float, known_origin: list[str], posted: set[int]
     ) -> DeliveryOutcome:
         if row.endpoint is None or row.p256dh is None or row.auth is None:
             return self._count(DeliveryOutcome(row.id, "cancelled", error="subscription gone"))
@@ -475,8 +535,12 @@ class Sender:
                 authorization=self.signer.authorization(origin),
                 ttl=ttl,
                 urgency=row.urgency,
-                topic=row.topic,
+                # Always a Topic: the rule's, else the delivery's own, so that a push sent
+                # again (its outcome lost with a killed process) replaces the first one at
+                # the push service if that one is still undelivered.
+                topic=row.topic or delivery_tag(row.id),
             )
+            posted.add(row.id)
             outcome = await self._post(row, row.endpoint, origin, headers, body)
             if origin in self._unpublished:
                 await self._publish_pauses()

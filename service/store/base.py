@@ -17,6 +17,8 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.OutdatedSchemaCacheError,
 )
 
 Pool = asyncpg.Pool

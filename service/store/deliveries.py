@@ -18,6 +18,8 @@ class ClaimedDelivery:
     """A due delivery leased to one sender, with what it needs of its subscription."""
 
     id: int
+    # This claim's lease token: an outcome is recorded only while the row still carries it.
+    lease: uuid.UUID
     subscription_id: uuid.UUID | None
     rule_id: str | None  # a rule's delivery, or
     campaign_id: str | None  # a campaign's
@@ -48,6 +50,7 @@ class ClaimedDelivery:
     def from_row(cls, row: asyncpg.Record) -> Self:
         return cls(
             id=row["id"],
+            lease=row["claim_token"],
             subscription_id=row["subscription_id"],
             rule_id=row["rule_id"],
             campaign_id=row["campaign_id"],
@@ -69,7 +72,10 @@ class ClaimedDelivery:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryOutcome:
-    """What became of one claimed delivery; ``status`` 'pending' means retry or release."""
+    """What became of one claimed delivery; ``status`` 'pending' means retry or release.
+
+    ``lease`` is the claim's token (:attr:`ClaimedDelivery.lease`): without the right one the
+    outcome is not recorded."""
 
     id: int
     status: str
@@ -78,6 +84,7 @@ class DeliveryOutcome:
     error: str | None = None
     delay: float | None = None  # seconds from now until the next try, for 'pending'
     gone_subscription: uuid.UUID | None = None
+    lease: uuid.UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,38 +118,44 @@ class DeliveryQueries(StoreBase):
 
     async def record_outcomes(
         self, outcomes: Sequence[DeliveryOutcome], pauses: Sequence[OriginPause] = ()
-    ) -> None:
+    ) -> int:
         """Record a batch of outcomes in one transaction; a 404/410 retires its subscription
         and cancels what else was pending for it. ``pauses`` are written in the same
-        transaction (see :meth:`pause_origins`)."""
+        transaction (see :meth:`pause_origins`).
+
+        Fenced: an outcome whose ``lease`` is no longer the row's claim token (the lease ran
+        out and another sender claimed the row, or it was recorded already) changes nothing.
+        Returns how many outcomes were recorded."""
         if not outcomes and not pauses:
-            return
+            return 0
         gone = sorted({o.gone_subscription for o in outcomes if o.gone_subscription is not None})
         if not pauses and not gone:
             # The common batch: one statement is atomic by itself, and BEGIN and COMMIT would
             # be two more round trips per batch (a batch of one push at low rates).
-            await self._record(outcomes)
-            return
+            return await self._record(outcomes)
         async with self.transaction() as tx:
             if pauses:
                 await tx.pause_origins(pauses)
             if not outcomes:
-                return
-            await tx._record(outcomes)
+                return 0
+            recorded = await tx._record(outcomes)
             if gone:
                 await tx._execute("push_mark_gone", gone)
                 await tx._execute("push_cancel_for_gone", gone)
+            return recorded
 
-    async def _record(self, outcomes: Sequence[DeliveryOutcome]) -> None:
-        await self._execute(
+    async def _record(self, outcomes: Sequence[DeliveryOutcome]) -> int:
+        status = await self._execute(
             "push_record",
             [o.id for o in outcomes],
+            [o.lease for o in outcomes],
             [o.status for o in outcomes],
             [o.attempted for o in outcomes],
             [o.http_status for o in outcomes],
             [o.error for o in outcomes],
             [o.delay for o in outcomes],
         )
+        return int(status.rsplit(" ", 1)[-1])
 
     async def pause_origins(self, pauses: Sequence[OriginPause]) -> None:
         """Share origins' 429 pauses with every sender: a running pause is only ever made

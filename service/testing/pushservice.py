@@ -123,11 +123,15 @@ def verify_vapid(
 
 @dataclass
 class Fault:
-    """How to misbehave for one subscription. ``times`` limits it to the first N requests."""
+    """How to misbehave for one subscription. ``times`` limits it to the first N requests.
+
+    ``read_first`` reads the whole request before the ``delay``: a push service that has the
+    message but is slow to answer, and delivers it even if the sender goes away meanwhile."""
 
     status: int | None = None
     retry_after: str | None = None
     delay: float = 0.0
+    read_first: bool = False
     reset: bool = False
     redirect_to: str | None = None
     times: int | None = None
@@ -292,6 +296,8 @@ class PushService:
             return self._reject(None, 404, "no such subscription")
         sub.request_times.append(time.monotonic())
         fault = self._active_fault(sub)
+        if fault is not None and fault.read_first:
+            await request.read()  # cached: read() below returns it again
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
         if fault is not None and fault.reset:

@@ -28,7 +28,7 @@ def settings(data_dir: Path, database_url: str) -> Settings:
         database_url,
         push_connect_timeout=2,
         push_read_timeout=1,
-        shutdown_grace=5,
+        shutdown_grace=8,  # the least these timeouts allow: 2 + 1 + 5 s
         worker_poll_interval=1,
         sender_max_attempts=3,
         public_url="https://momentcast.example.com",

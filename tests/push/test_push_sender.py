@@ -128,6 +128,63 @@ async def test_long_topic_is_derived_deterministically(
     assert topics[0] == topics[1] != topics[2]
 
 
+async def test_a_delivery_without_a_topic_carries_its_own_topic_and_tag(
+    ctx: Context, push_service: PushService, sender: Sender
+) -> None:
+    sub = push_service.subscribe()
+    untagged = {k: v for k, v in PAYLOAD.items() if k != "tag"}
+    delivery_id = await insert_delivery(
+        ctx.pool, await insert_subscription(ctx.pool, sub), payload=untagged, topic=None
+    )
+    await sender.run_once()
+    [received] = sub.received
+    assert received.headers["Topic"] == f"mc-{delivery_id}"
+    assert received.json()["notification"]["tag"] == f"mc-{delivery_id}"
+
+
+async def test_a_cut_post_keeps_its_lease_and_is_not_released_as_never_sent(
+    ctx: Context, push_service: PushService, sender: Sender
+) -> None:
+    # A stop that really has to cut a send (it outlasted the grace): the POST that went out
+    # unanswered is not released for an immediate retry; the row waits for its lease.
+    slow = push_service.subscribe(Fault(delay=3))
+    cut = await insert_delivery(ctx.pool, await insert_subscription(ctx.pool, slow))
+    task = asyncio.create_task(sender.run_once())
+    deadline = time.monotonic() + 5
+    while not slow.request_times:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    row = await delivery(ctx.pool, cut)
+    assert row["status"] == "pending" and row["attempts"] == 0
+    assert await ctx.pool.fetchval("SELECT claimed_until > now() FROM deliveries"), dict(row)
+    assert await sender.run_once() == 0  # not claimable before the lease runs out
+    assert len(slow.request_times) == 1
+
+
+async def test_a_dead_listener_does_not_spoil_the_senders_stop(
+    ctx: Context, push_service: PushService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The LISTEN task ends with an error no one foresaw: the lanes go on polling, and the
+    # stop still finishes (its last record included) without raising.
+    async def broken() -> None:
+        raise RuntimeError("listener broke")
+
+    monkeypatch.setattr(ctx.store, "connect", broken)
+    sub = push_service.subscribe()
+    await insert_delivery(ctx.pool, await insert_subscription(ctx.pool, sub))
+    stop = asyncio.Event()
+    task = asyncio.create_task(sender_module.run(ctx, stop))
+    deadline = time.monotonic() + 10
+    while not sub.received:
+        assert time.monotonic() < deadline and not task.done()
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, timeout=ctx.settings.shutdown_grace.total_seconds() + 2)
+
+
 async def test_one_vapid_signature_per_origin_across_1000_sends(
     ctx: Context, push_service: PushService, sender: Sender
 ) -> None:

@@ -181,11 +181,21 @@ def test_render_payload_defaults() -> None:
     assert notification["lang"] == ""
     assert notification["navigate"] == BASE + "/c/7/open?t=tok7"
     assert notification["data"]["url"] is None
-    assert not {"tag", "icon", "image", "actions"} & set(notification)
+    assert not {"icon", "image", "actions"} & set(notification)
     # Extra data stored with the message is kept; the per-delivery values win.
     stored = {"title": "T", "body": "B", "data": {"extra": 1, "rule": "old"}}
     data = json.loads(render_payload(stored, DATA, base_url=BASE))["notification"]["data"]
     assert data == {"extra": 1, **DATA, "url": None}
+
+
+def test_every_notification_has_a_tag_one_delivery_shows_once() -> None:
+    # A push sent twice (its outcome lost with a killed sender) must show once on the device:
+    # without a tag of the message's own, the delivery's tag; the copy does not alert again.
+    notification = json.loads(render_payload({"title": "T"}, DATA, base_url=BASE))["notification"]
+    assert (notification["tag"], notification["renotify"]) == ("mc-7", False)
+    tagged = {"title": "T", "tag": "lunch"}
+    notification = json.loads(render_payload(tagged, DATA, base_url=BASE))["notification"]
+    assert notification["tag"] == "lunch" and "renotify" not in notification
 
 
 def test_rendered_size_bound_covers_the_longest_ids_tokens_and_urls() -> None:

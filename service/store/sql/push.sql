@@ -3,7 +3,9 @@
 -- name: push_claim
 -- Due pending deliveries, oldest first, leased to this sender until $2 seconds from now.
 -- SKIP LOCKED lets any number of senders claim side by side; the lease hands a row to
--- another sender if this one dies mid-send. Every row also carries the origins' shared 429
+-- another sender if this one dies mid-send. Each row gets a fresh lease token (claim_token):
+-- push_record takes an outcome only with that token, so a sender past its lease cannot undo
+-- the claim of the sender that took the row over. Every row also carries the origins' shared 429
 -- pauses (as push_paused_origins reads them; evaluated once), so a batch learns them
 -- without a round trip of its own.
 WITH due AS (
@@ -17,13 +19,14 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE deliveries d
-    SET claimed_until = now() + make_interval(secs => $2)
+    SET claimed_until = now() + make_interval(secs => $2),
+        claim_token = gen_random_uuid()
     FROM due
     WHERE d.id = due.id
-    RETURNING d.id, d.subscription_id, d.rule_id, d.campaign_id, d.variant, d.payload,
+    RETURNING d.id, d.claim_token, d.subscription_id, d.rule_id, d.campaign_id, d.variant, d.payload,
               d.ttl_s, d.urgency, d.topic, d.expires_at, d.attempts
 )
-SELECT c.id, c.subscription_id, c.rule_id, c.campaign_id, c.variant, c.payload, c.ttl_s,
+SELECT c.id, c.claim_token, c.subscription_id, c.rule_id, c.campaign_id, c.variant, c.payload, c.ttl_s,
        c.urgency, c.topic, c.expires_at, c.attempts, s.endpoint, s.p256dh, s.auth,
        s.status AS subscription_status, s.paused, now() AS db_now,
        (SELECT array_agg(ROW(o.origin,
@@ -37,7 +40,9 @@ ORDER BY c.id
 
 -- name: push_record
 -- One statement for a whole batch of outcomes. A row stays 'pending' for a retry (then
--- not_before says when); the status guard keeps a concurrent cancellation in place.
+-- not_before says when); the status guard keeps a concurrent cancellation in place, and the
+-- token guard (fencing) ignores an outcome whose claim is no longer this sender's: its lease
+-- ran out and another sender claimed the row, or the outcome was recorded already.
 UPDATE deliveries d
 SET status = u.status,
     attempts = d.attempts + u.attempted,
@@ -45,10 +50,12 @@ SET status = u.status,
     last_error = u.error,
     not_before = COALESCE(now() + make_interval(secs => u.delay_s), d.not_before),
     finished_at = CASE WHEN u.status = 'pending' THEN NULL ELSE now() END,
-    claimed_until = NULL
-FROM unnest($1::bigint[], $2::text[], $3::int[], $4::int[], $5::text[], $6::float8[])
-     AS u(id, status, attempted, http_status, error, delay_s)
-WHERE d.id = u.id AND d.status = 'pending'
+    claimed_until = NULL,
+    claim_token = NULL
+FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::int[], $6::text[],
+            $7::float8[])
+     AS u(id, token, status, attempted, http_status, error, delay_s)
+WHERE d.id = u.id AND d.claim_token = u.token AND d.status = 'pending'
 
 -- name: push_mark_gone
 -- The push service said the endpoint no longer exists: stop using it.
