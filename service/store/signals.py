@@ -55,7 +55,7 @@ class IngestedBatch:
     stored: int
     # Per request (by position): its signals stored by this batch. The others of a stored
     # request were duplicates (their client id already stored, or repeated in the batch).
-    accepted: tuple[int, ...] = ()
+    accepted: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
