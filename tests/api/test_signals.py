@@ -324,6 +324,46 @@ async def test_one_group_commit_counts_new_and_duplicate_ids_per_request(
     ]
 
 
+async def test_a_deadlock_of_the_group_commit_is_retried(api: LiveApi, device: Device) -> None:
+    # Another writer holds "k2" uncommitted; the group commit inserts "k1", then waits for
+    # "k2"; the other writer then waits for the group commit (here a table lock, so that the
+    # retry cannot race it for "k1"): a deadlock. PostgreSQL aborts the group commit's
+    # statement (the other writer looks for deadlocks only after 20 s), the other writer
+    # commits, and the group commit's second run stores "k1" and finds "k2" stored.
+    at = datetime.now(UTC)
+    rows = [SignalRow(at, 52.52, 13.4, None, None, None, {}, cid) for cid in ("k1", "k2")]
+    request = SignalRequest(tokens.hash_token(device.token), rows)
+    async with api.ctx.pool.acquire() as other:
+        tx = other.transaction()
+        await tx.start()
+        try:
+            await other.execute("SET LOCAL deadlock_timeout = '20s'")
+            await other.execute(
+                "INSERT INTO signals (subscription_id, at, lat, lon, client_id) "
+                "VALUES ($1::uuid, now(), 1, 1, 'k2')",
+                device.id,
+            )
+            ingest = asyncio.create_task(
+                api.ctx.store.ingest_signals(requests=[request], channel=SIGNALS_CHANNEL)
+            )
+            async with asyncio.timeout(30):
+                while not await api.ctx.pool.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                ):
+                    await asyncio.sleep(0.05)
+                await other.execute("LOCK TABLE signals IN SHARE MODE")
+            await tx.commit()
+        except BaseException:
+            await tx.rollback()
+            raise
+    async with asyncio.timeout(30):
+        batch = await ingest
+    assert batch.accepted == (1,) and batch.stored == 1
+    stored = await api.ctx.pool.fetch("SELECT client_id, lat FROM signals ORDER BY client_id")
+    assert [(r["client_id"], r["lat"]) for r in stored] == [("k1", 52.52), ("k2", 1.0)]
+
+
 async def test_worker_lock_does_not_block_ingest(api: LiveApi, device: Device) -> None:
     # A worker holds its subscribers' rows for a whole batch; the foreign-key check of every
     # signal insert for them must not wait for it (one waiting row stalls its group commit).
