@@ -164,7 +164,6 @@
       this.now = options.now || (() => Date.now());
       this.random = options.random || Math.random;
       this.sleep = options.sleep || ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
-      this.newId = options.newId || newSignalId;
       this.retryAt = 0;  // no signal request before this time (ms): the server's Retry-After
       this.flushing = null;
       this.throttle = new Throttle(this.options);
@@ -359,7 +358,7 @@
       const nowMs = this.now();
       if (!force && !this.throttle.accept(signal, nowMs)) return false;
       this.throttle.sent(signal, nowMs);
-      signal.id = this.newId();
+      signal.id = newSignalId();
       this.queue.push(signal);
       // Offline or rate-limited: keep the newest fixes only, the old ones lose their value.
       if (this.queue.length > this.options.maxQueue) {
@@ -378,7 +377,7 @@
       if (m !== null && m !== undefined && !MOMENTS.includes(m)) {
         throw this._fail(new MomentcastError("config", `moment must be one of ${MOMENTS.join(", ")}`));
       }
-      const signal = { id: this.newId(), at: new Date(this.now()).toISOString() };
+      const signal = { id: newSignalId(), at: new Date(this.now()).toISOString() };
       if (m) signal.moment = m;
       const merged = { ...this.context, ...(context || {}) };
       if (Object.keys(merged).length) signal.context = merged;
