@@ -1,6 +1,6 @@
 """Signal ingest benchmark: durable 202 vs a bare aiohttp handler, same run, same machine.
 
-    .venv/bin/python -m benchmarks.ingest [--duration 10] [--connections 64] [--dsn URL]
+    .venv/bin/python -m benchmarks.ingest [--duration 10] [--connections 64] [--dsn URL] [--ids]
 
 Load generator: ``wrk`` (Debian package ``wrk``; ``apt-get install wrk``) on loopback, with a
 Lua script that rotates over many device tokens. Each server is one process pinned to CPU 0,
@@ -10,6 +10,9 @@ started in a temporary directory, with its default durable settings (fsync on).
 (a) ``POST /v1/signals`` with one signal: the real app, 202 only after the group COMMIT.
 (b) a bare aiohttp handler that parses the same JSON with ``json.loads`` and answers 202.
 (c) ``POST /v1/signals`` with 500-signal batches, reported in signals/s.
+
+``--ids`` gives every signal of (a) and (c) a unique client ``id``, as the browser SDK does (the
+server then checks each against the stored ones); (b) parses the same bodies.
 """
 
 from __future__ import annotations
@@ -120,13 +123,20 @@ def serve_bare(port: int, loop: str) -> None:
 LUA = """
 local tokens = {%(tokens)s}
 local body = %(body)s
+local run = "%(run)s"
 local i = 0
 request = function()
   i = i + 1
   local headers = {}
   headers["Content-Type"] = "application/json"
   headers["Authorization"] = "Bearer " .. tokens[(i %% #tokens) + 1]
-  return wrk.format("POST", "/v1/signals", headers, body)
+  -- With --ids the body holds @ID@ placeholders: a new id for each signal of each request.
+  local b = body
+  if %(ids)s then
+    local k = 0
+    b = body:gsub("@ID@", function() k = k + 1; return run .. "-" .. i .. "-" .. k end)
+  end
+  return wrk.format("POST", "/v1/signals", headers, b)
 end
 """
 
@@ -140,7 +150,13 @@ def run_wrk(
 ) -> dict[str, float]:
     script = workdir / f"wrk-{time.monotonic_ns()}.lua"
     script.write_text(
-        LUA % {"tokens": ", ".join(f'"{t}"' for t in tokens), "body": _lua_string(body)}
+        LUA
+        % {
+            "tokens": ", ".join(f'"{t}"' for t in tokens),
+            "body": _lua_string(body),
+            "run": time.monotonic_ns(),  # ids stay unique across the runs of one database
+            "ids": "true" if "@ID@" in body else "false",
+        }
     )
     cmd = [
         "wrk",
@@ -245,12 +261,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def bench(dsn: str, duration: int, connections: int, workdir: Path, loop: str) -> dict[str, Any]:
+def bench(
+    dsn: str, duration: int, connections: int, workdir: Path, loop: str, ids: bool = False
+) -> dict[str, Any]:
     if not shutil.which("wrk"):
         raise SystemExit("wrk not found: apt-get install wrk")
     device_tokens = asyncio.run(_prepare(dsn))
-    single = json.dumps(SIGNAL)
-    batch = json.dumps({"signals": [SIGNAL] * BATCH})
+    signal = {"id": "@ID@", **SIGNAL} if ids else SIGNAL
+    single = json.dumps(signal)
+    batch = json.dumps({"signals": [signal] * BATCH})
     results: dict[str, Any] = {}
 
     port = _free_port()
@@ -287,13 +306,16 @@ def bench(dsn: str, duration: int, connections: int, workdir: Path, loop: str) -
     return results
 
 
-def report(results: dict[str, Any], duration: int, connections: int, loop: str) -> None:
+def report(
+    results: dict[str, Any], duration: int, connections: int, loop: str, ids: bool = False
+) -> None:
     bare, durable, batch = results["bare"], results["durable"], results["batch"]
     ratio = durable["rps"] / bare["rps"]
     signals_per_s = batch["rps"] * BATCH
     print(
         f"wrk -t1 -c{connections} -d{duration}s on loopback; servers pinned to CPU 0, "
-        f"both on the {loop} event loop"
+        f"both on the {loop} event loop; "
+        + ("a unique id in every signal" if ids else "signals without ids")
     )
     print(f"{'':34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     for name, r in (
@@ -338,6 +360,9 @@ def main() -> None:
     parser.add_argument("--dsn", help="PostgreSQL URL (default: a temporary embedded server)")
     parser.add_argument("--json", action="store_true", help="print raw figures as JSON")
     parser.add_argument(
+        "--ids", action="store_true", help="a unique client id in every signal, as the SDK sends"
+    )
+    parser.add_argument(
         "--loop",
         choices=("asyncio", "uvloop"),
         default="uvloop",
@@ -354,13 +379,13 @@ def main() -> None:
             embedded = EmbeddedPostgres(workdir / "pg")
             dsn = embedded.start()
         try:
-            results = bench(dsn, args.duration, args.connections, workdir, args.loop)
+            results = bench(dsn, args.duration, args.connections, workdir, args.loop, args.ids)
         finally:
             if embedded is not None:
                 embedded.stop()
     if args.json:
         print(json.dumps(results, indent=2))
-    report(results, args.duration, args.connections, args.loop)
+    report(results, args.duration, args.connections, args.loop, args.ids)
 
 
 if __name__ == "__main__":

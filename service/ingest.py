@@ -7,6 +7,11 @@ yet the cost of a commit (and of its fsync) is shared by all requests that arriv
 A batch is all-or-nothing: if its COMMIT fails, every request in it gets the error and none of
 their rows exist. The rows of one request never span two batches.
 
+A signal may carry a client-chosen id: one whose id is already stored for its subscription (a
+client's retry), or repeated earlier in the batch, is a duplicate and not stored again. Each
+request learns how many of its signals were new and how many duplicates, even when the same id
+comes twice in one request or in two requests of one batch.
+
 One ``NOTIFY momentcast_signals`` per committed batch wakes the workers (PostgreSQL delivers
 it at COMMIT, never for a rolled-back batch).
 """
@@ -40,6 +45,8 @@ class IngestResult:
     known: bool  # the token belongs to a subscription
     stored: bool  # False when that subscription is paused or gave no location consent
     consent_refused: bool = False  # a location came without location consent
+    accepted: int = 0  # signals stored now (for a paused subscription: taken and dropped)
+    duplicates: int = 0  # signals whose client id was already stored or repeated
 
 
 @dataclass(slots=True)
@@ -149,7 +156,7 @@ class SignalWriter:
         self.rows += committed.stored
         for number, item in enumerate(batch):
             if not item.done.done():
-                item.done.set_result(_result(committed, item.request.token_hash, number))
+                item.done.set_result(_result(committed, item.request, number))
 
     @staticmethod
     def _fail(batch: list[_Pending], error: IngestUnavailable) -> None:
@@ -160,7 +167,19 @@ class SignalWriter:
                 item.done.exception()
 
 
-def _result(batch: IngestedBatch, token_hash: bytes, number: int) -> IngestResult:
-    known = token_hash in batch.known
+def _result(batch: IngestedBatch, request: SignalRequest, number: int) -> IngestResult:
+    known = request.token_hash in batch.known
     refused = number in batch.consent_refused
-    return IngestResult(known, known and not refused and token_hash not in batch.paused, refused)
+    paused = request.token_hash in batch.paused
+    stored = known and not refused and not paused
+    if stored:
+        accepted = batch.accepted[number]
+    elif paused:
+        # Nothing is stored for a paused subscription; its answer counts the request's own
+        # signals as the database would have (an id repeated within the request counts once).
+        ids = [s.client_id for s in request.signals if s.client_id is not None]
+        accepted = len(request.signals) - len(ids) + len(set(ids))
+    else:
+        accepted = 0
+    duplicates = len(request.signals) - accepted if stored or paused else 0
+    return IngestResult(known, stored, refused, accepted, duplicates)

@@ -8,9 +8,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from service import tokens
 from service.errors import IngestUnavailable
 from service.ingest import SignalWriter
 from service.store.signals import IngestedBatch, SignalRequest, SignalRow
+from tests.api.conftest import register
+from tests.conftest import LiveApi
 
 ROW = SignalRow(datetime.now(UTC), 52.52, 13.405, None, None, None, {})
 
@@ -52,3 +55,28 @@ async def test_a_dead_writer_answers_waiting_and_later_requests() -> None:
     finally:
         with pytest.raises(RuntimeError):
             await writer.stop()
+
+
+async def test_each_request_of_one_group_commit_gets_its_own_counts(api: LiveApi) -> None:
+    device, other = await register(api), await register(api)
+    at = datetime.now(UTC)
+
+    def req(token: str, *ids: str | None) -> SignalRequest:
+        rows = [SignalRow(at, 52.52, 13.4, None, None, None, {}, i) for i in ids]
+        return SignalRequest(tokens.hash_token(token), rows)
+
+    writer = SignalWriter(api.ctx.store)
+    await writer.start()
+    try:
+        # Queued before the writer runs again: one batch, one statement.
+        results = await asyncio.gather(
+            writer.submit(req(device.token, "a", "b", "a")),
+            writer.submit(req(device.token, "b", "c")),
+            writer.submit(req(other.token, "a")),
+            writer.submit(req(device.token, "a", None)),
+        )
+    finally:
+        await writer.stop()
+    assert writer.batches == 1
+    assert [(r.accepted, r.duplicates) for r in results] == [(2, 1), (1, 1), (1, 0), (1, 1)]
+    assert writer.rows == 5

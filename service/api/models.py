@@ -244,7 +244,20 @@ def _check_signal_time(value: datetime | None) -> datetime | None:
     return value
 
 
+SignalId = Annotated[
+    str,
+    Field(
+        pattern=_KEY_RE.pattern,
+        description="Chosen by the client, unique per subscription (1-64 characters of "
+        "A-Z a-z 0-9 . _ : -): a signal whose id is already stored is not stored or decided "
+        "again, so a retry with the same id is safe. Kept as long as the signal "
+        "(SIGNAL_RETENTION)",
+    ),
+]
+
+
 class SignalBody(Strict):
+    id: SignalId | None = None
     lat: Annotated[Finite, Field(ge=-90, le=90)] | None = Field(
         None, description="With lon, or neither: a signal without them is a context signal"
     )
@@ -276,7 +289,11 @@ class SignalBatchBody(Strict):
 
 
 class Accepted(Strict):
-    accepted: int
+    accepted: int = Field(description="signals stored by this request")
+    duplicates: int = Field(
+        description="signals not stored again: their id was already stored for this "
+        "subscription, or came earlier in the same request"
+    )
 
 
 def _signal_shape(value: Any) -> str:

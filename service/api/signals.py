@@ -54,7 +54,7 @@ def _rows(body: SignalBody | SignalBatchBody) -> list[SignalRow]:
     # A signal without "at" is stored with the request's time of receipt (SignalRequest's).
     signals = body.signals if isinstance(body, SignalBatchBody) else [body]
     return [
-        SignalRow(s.at, s.lat, s.lon, s.accuracy_m, s.speed_mps, s.moment, s.context)
+        SignalRow(s.at, s.lat, s.lon, s.accuracy_m, s.speed_mps, s.moment, s.context, s.id)
         for s in signals
     ]
 
@@ -106,7 +106,7 @@ async def post_signals(request: web.Request) -> web.Response:
             "to true once the user agreed, or send signals without lat/lon; nothing was stored"
         )
     return web.Response(
-        body=b'{"accepted": %d}' % len(rows),
+        body=b'{"accepted": %d, "duplicates": %d}' % (result.accepted, result.duplicates),
         status=202,
         content_type="application/json",
         charset="utf-8",

@@ -6,8 +6,8 @@
  *   mc.startTracking({ moment: "go" });          // asks for location permission
  *
  * Plain script, no build step. Every browser API it touches can be passed in `options`
- * (fetch, navigator, storage, caches, Notification, now), which is how node's test runner
- * exercises it without a browser. See docs/clients.md.
+ * (fetch, navigator, storage, caches, Notification, now, random, sleep), which is how node's
+ * test runner exercises it without a browser. See docs/clients.md.
  */
 "use strict";
 
@@ -19,6 +19,10 @@
   const MOMENTS = ["know", "go", "do", "buy"];
   const MAX_BATCH = 500;
   const EARTH_RADIUS_M = 6371008.8;
+  // Answers after which sending the same signals again may succeed. The server may have
+  // stored them before a 5xx or a lost answer: every signal carries an id, so a retry is
+  // never stored twice.
+  const RETRY_STATUSES = [429, 502, 503, 504];
 
   const DEFAULTS = {
     serviceWorker: "/sw.js",
@@ -30,6 +34,12 @@
     maxIntervalS: 120,
     highAccuracy: true,
     maxQueue: 100,
+    // Signal retries: up to `retries` more tries after a network error, 429, 502, 503 or
+    // 504, waiting a random time between half and all of retryBaseMs * 2^n (at most
+    // retryMaxMs), or Retry-After when the server sends it.
+    retries: 4,
+    retryBaseMs: 1000,
+    retryMaxMs: 30000,
   };
 
   class MomentcastError extends Error {
@@ -104,6 +114,30 @@
     return signal;
   }
 
+  /** An id for a signal, unique for this device: the server stores a signal once per id. */
+  function newSignalId() {
+    const c = root.crypto;
+    if (c && typeof c.randomUUID === "function") return c.randomUUID();
+    // No randomUUID (a page without HTTPS): time and randomness, 1-64 of [A-Za-z0-9._:-].
+    return `${Date.now().toString(36)}.${Math.random().toString(36).slice(2)}` +
+      `${Math.random().toString(36).slice(2)}`;
+  }
+
+  /** Whether sending the same request again may succeed (network, 429, 502-504). */
+  function retryable(err) {
+    return err instanceof MomentcastError &&
+      (err.code === "network" || RETRY_STATUSES.includes(err.status));
+  }
+
+  /** Milliseconds to wait before retry number `attempt` (0 for the first retry): Retry-After
+   * when the server gave one, plus a little jitter; else exponential backoff with jitter, so
+   * that devices cut off together do not come back together. */
+  function retryDelayMs(attempt, err, { retryBaseMs, retryMaxMs }, random) {
+    if (err && err.retryAfterS) return err.retryAfterS * 1000 + random() * retryBaseMs;
+    const ceiling = Math.min(retryMaxMs, retryBaseMs * 2 ** attempt);
+    return ceiling / 2 + random() * (ceiling / 2);
+  }
+
   function geolocationError(err) {
     const codes = { 1: "location-denied", 2: "location-unavailable", 3: "location-timeout" };
     const code = codes[err && err.code] || "location-error";
@@ -128,6 +162,10 @@
       this.caches = options.caches !== undefined ? options.caches : root.caches;
       this.Notification = options.Notification || root.Notification;
       this.now = options.now || (() => Date.now());
+      this.random = options.random || Math.random;
+      this.sleep = options.sleep || ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+      this.retryAt = 0;  // no signal request before this time (ms): the server's Retry-After
+      this.flushing = null;
       this.throttle = new Throttle(this.options);
       this.moment = null;
       this.context = {};
@@ -320,6 +358,7 @@
       const nowMs = this.now();
       if (!force && !this.throttle.accept(signal, nowMs)) return false;
       this.throttle.sent(signal, nowMs);
+      signal.id = newSignalId();
       this.queue.push(signal);
       // Offline or rate-limited: keep the newest fixes only, the old ones lose their value.
       if (this.queue.length > this.options.maxQueue) {
@@ -338,7 +377,7 @@
       if (m !== null && m !== undefined && !MOMENTS.includes(m)) {
         throw this._fail(new MomentcastError("config", `moment must be one of ${MOMENTS.join(", ")}`));
       }
-      const signal = { at: new Date(this.now()).toISOString() };
+      const signal = { id: newSignalId(), at: new Date(this.now()).toISOString() };
       if (m) signal.moment = m;
       const merged = { ...this.context, ...(context || {}) };
       if (Object.keys(merged).length) signal.context = merged;
@@ -361,24 +400,57 @@
       }
     }
 
-    /** Send queued signals in one batch; on failure they stay queued for the next try. */
+    /** Send queued signals in one batch; on failure they stay queued for the next try.
+     * Network errors, 429 and 502-504 are retried with the same signals (so the same ids)
+     * after a backoff with jitter or the server's Retry-After. One flush at a time: a call
+     * while one runs waits for it, then sends what is still queued. */
     async flush() {
+      this._require();
+      while (this.flushing) {
+        try { await this.flushing; } catch (_err) { /* that call reported its own error */ }
+      }
+      const mine = this._flushOnce();
+      this.flushing = mine;
+      try {
+        return await mine;
+      } finally {
+        if (this.flushing === mine) this.flushing = null;
+      }
+    }
+
+    async _flushOnce() {
       const reg = this._require();
       if (this.queue.length === 0) return true;
+      if (this.now() < this.retryAt) return false;  // the server asked to wait: stay queued
       const batch = this.queue.slice(0, MAX_BATCH);
       const body = batch.length === 1 ? batch[0] : { signals: batch };
-      try {
-        await this._request("POST", "/v1/signals", body, reg.token);
-      } catch (err) {
-        if (err.status && err.status >= 400 && err.status < 500 && err.status !== 429) {
-          // The server refused these signals for good (invalid, revoked token): drop them.
-          this.queue.splice(0, batch.length);
+      for (let attempt = 0; ; attempt += 1) {
+        try {
+          await this._request("POST", "/v1/signals", body, reg.token);
+          break;
+        } catch (err) {
+          if (err.retryAfterS) this.retryAt = this.now() + err.retryAfterS * 1000;
+          const delay = retryDelayMs(attempt, err, this.options, this.random);
+          if (!retryable(err) || attempt >= this.options.retries ||
+              delay > this.options.retryMaxMs + this.options.retryBaseMs) {
+            if (err.status >= 400 && err.status < 500 && err.status !== 429) {
+              // The server refused these signals for good (invalid, revoked token): drop them.
+              this._forget(batch);
+            }
+            this._fail(err);
+            return false;
+          }
+          await this.sleep(delay);
         }
-        this._fail(err);
-        return false;
       }
-      this.queue.splice(0, batch.length);
+      this._forget(batch);
       return true;
+    }
+
+    /** Take `batch` off the queue (by identity: the queue may have been trimmed meanwhile). */
+    _forget(batch) {
+      const sent = new Set(batch);
+      this.queue = this.queue.filter((signal) => !sent.has(signal));
     }
 
     /** Follow navigator.geolocation.watchPosition; errors reach on("error", ...). */
@@ -476,6 +548,7 @@
     create: (options) => new Client(options),
     Client, Throttle, MomentcastError,
     base64UrlToBytes, distanceM, signalFromPosition, geolocationError, profileBody,
+    newSignalId, retryable, retryDelayMs, RETRY_STATUSES,
     STORAGE_KEY, STATE_CACHE, REGISTRATION_URL, LAST_CLICK_URL,
   };
   if (typeof module === "object" && module.exports) module.exports = Momentcast;

@@ -30,6 +30,9 @@ class SignalRow:
     speed_mps: float | None
     moment: str | None
     context: Mapping[str, object]
+    # Chosen by the client, unique per subscription: a signal whose id is already stored (a
+    # retry) is not stored again. None: no id, never a duplicate.
+    client_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,9 @@ class IngestedBatch:
     # signals were stored.
     consent_refused: frozenset[int]
     stored: int
+    # Per request (by position): its signals stored by this batch. The others of a stored
+    # request were duplicates (their client id already stored, or repeated in the batch).
+    accepted: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +215,7 @@ class SignalQueries(StoreBase):
         speed: list[float | None] = []
         moment: list[str | None] = []
         context: list[Mapping[str, object]] = []
+        client_id: list[str | None] = []
         for number, request in enumerate(requests, 1):
             token_hash.append(request.token_hash)
             received_at.append(request.received_at)
@@ -223,6 +230,7 @@ class SignalQueries(StoreBase):
                 speed.append(s.speed_mps)
                 moment.append(s.moment)
                 context.append(s.context)
+                client_id.append(s.client_id)
             located.append(has_location)
         args = (
             token_hash,
@@ -236,6 +244,7 @@ class SignalQueries(StoreBase):
             speed,
             moment,
             json.dumps(context),
+            client_id,
             channel,
         )
         try:
@@ -244,12 +253,21 @@ class SignalQueries(StoreBase):
             # A subscription was erased between the join and the insert; the retry's join no
             # longer sees it, so its rows are dropped like an unknown token's.
             row = await self._fetchrow("ingest_signals", *args)
+        except asyncpg.DeadlockDetectedError:
+            # Two concurrent batches inserting the same client ids in opposite orders wait for
+            # each other; PostgreSQL aborted this one, the other commits. Run again, its ids
+            # are duplicates now.
+            row = await self._fetchrow("ingest_signals", *args)
         assert row is not None
+        accepted = [0] * len(requests)
+        for position, n in zip(row["accepted_requests"], row["accepted_counts"], strict=True):
+            accepted[position] = n
         return IngestedBatch(
             known=frozenset(bytes(h) for h in row["known"]),
             paused=frozenset(bytes(h) for h in row["paused"]),
             consent_refused=frozenset(row["refused"]),
             stored=int(row["stored"]),
+            accepted=tuple(accepted),
         )
 
     # --- the worker's batch ---------------------------------------------------------------

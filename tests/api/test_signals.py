@@ -8,6 +8,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -47,6 +48,14 @@ BAD_SIGNALS: list[tuple[str, Any, str]] = [
     ("not an object", [BERLIN], "(body)"),
     ("empty batch", {"signals": []}, "signals"),
     ("batch of 501", {"signals": [BERLIN] * 501}, "signals"),
+    ("id empty", {**BERLIN, "id": ""}, "id"),
+    ("id of 65 characters", {**BERLIN, "id": "x" * 65}, "id"),
+    ("id with a slash", {**BERLIN, "id": "a/b"}, "id"),
+    ("id with a space", {**BERLIN, "id": "a b"}, "id"),
+    ("id ending in a newline", {**BERLIN, "id": "abc\n"}, "id"),
+    ("id not ASCII", {**BERLIN, "id": "caf\u00e9"}, "id"),
+    ("id a number", {**BERLIN, "id": 7}, "id"),
+    ("id in a batch", {"signals": [BERLIN, {**BERLIN, "id": "a%b"}]}, "signals.1.id"),
 ]
 
 
@@ -118,7 +127,7 @@ async def test_signal_is_stored_with_its_fields(api: LiveApi, device: Device) ->
     }
     async with api.http.post(api.url + "/v1/signals", json=one, headers=device.auth()) as resp:
         assert resp.status == 202
-        assert await resp.json() == {"accepted": 1}
+        assert await resp.json() == {"accepted": 1, "duplicates": 0}
     row = await api.ctx.pool.fetchrow("SELECT * FROM signals")
     assert str(row["subscription_id"]) == device.id
     assert (row["lat"], row["lon"], row["moment"]) == (48.1372, 11.5756, "buy")
@@ -128,7 +137,7 @@ async def test_signal_is_stored_with_its_fields(api: LiveApi, device: Device) ->
     async with api.http.post(
         api.url + "/v1/signals", json={"signals": [BERLIN] * 500}, headers=device.auth()
     ) as resp:
-        assert resp.status == 202 and (await resp.json()) == {"accepted": 500}
+        assert resp.status == 202 and (await resp.json()) == {"accepted": 500, "duplicates": 0}
     assert (await count_rows(api.ctx.pool, "signals"))["signals"] == 501
 
 
@@ -211,6 +220,148 @@ async def test_one_group_commit_answers_each_request_on_its_own(
     assert [r["at"] for r in rows] == [received, explicit, received, received, received]
     assert rows[1]["context"] == {"n": 2.0}
     assert (rows[3]["moment"], rows[3]["context"]) == ("know", {"page": "menu"})
+
+
+async def _post_signals(api: LiveApi, device: Device, body: Any) -> Any:
+    async with api.http.post(api.url + "/v1/signals", json=body, headers=device.auth()) as r:
+        assert r.status == 202, await r.text()
+        return await r.json()
+
+
+async def test_a_retry_with_the_same_id_is_stored_once(
+    api: LiveApi, device: Device, other_device: Device
+) -> None:
+    first = {**BERLIN, "id": "fix-1"}
+    assert await _post_signals(api, device, first) == {"accepted": 1, "duplicates": 0}
+    # The client saw no answer (a timeout, a 503 after the COMMIT) and sends it again.
+    assert await _post_signals(api, device, first) == {"accepted": 0, "duplicates": 1}
+    # A batch: one already stored, a new id twice (stored once, the first), one without an id.
+    batch = [first, {**BERLIN, "id": "fix-2"}, {"lat": 52.6, "lon": 13.4, "id": "fix-2"}, BERLIN]
+    answer = await _post_signals(api, device, {"signals": batch})
+    assert answer == {"accepted": 2, "duplicates": 2}
+    # Ids are per subscription: another device may use the same one.
+    assert await _post_signals(api, other_device, first) == {"accepted": 1, "duplicates": 0}
+    rows = await api.ctx.pool.fetch(
+        "SELECT subscription_id::text AS sub, client_id, lat FROM signals ORDER BY id"
+    )
+    assert [(r["sub"], r["client_id"], r["lat"]) for r in rows] == [
+        (device.id, "fix-1", 52.52),
+        (device.id, "fix-2", 52.52),
+        (device.id, None, 52.52),
+        (other_device.id, "fix-1", 52.52),
+    ]
+
+
+async def test_concurrent_requests_with_the_same_id_store_it_once(api_with: Any) -> None:
+    # Two API processes' writers (so concurrent transactions), many requests in each.
+    first = await api_with(signal_rate_burst=10_000)
+    second = await api_with(signal_rate_burst=10_000)
+    device = await register(first)
+    bodies: list[Any] = [
+        {**BERLIN, "id": "same"},
+        {"signals": [{**BERLIN, "id": "same"}, {**BERLIN, "id": "other"}]},
+    ]
+    answers = await asyncio.gather(
+        *(
+            _post_signals(api, device, body)
+            for _ in range(20)
+            for api in (first, second)
+            for body in bodies
+        )
+    )
+    assert sum(a["accepted"] for a in answers) == 2
+    assert sum(a["duplicates"] for a in answers) == 20 * 2 * 3 - 2
+    rows = await first.ctx.pool.fetch("SELECT client_id FROM signals ORDER BY client_id")
+    assert [r["client_id"] for r in rows] == ["other", "same"]
+
+
+async def test_one_group_commit_counts_new_and_duplicate_ids_per_request(
+    api: LiveApi, device: Device, other_device: Device
+) -> None:
+    unconsented = await register(api, location_consent=False)
+    at = datetime.now(UTC)
+
+    def located(client_id: str | None) -> SignalRow:
+        return SignalRow(at, 52.52, 13.4, None, None, None, {}, client_id)
+
+    def context(client_id: str | None) -> SignalRow:
+        return SignalRow(at, None, None, None, None, "know", {}, client_id)
+
+    def req(d: Device, *rows: SignalRow) -> SignalRequest:
+        return SignalRequest(tokens.hash_token(d.token), rows)
+
+    store = api.ctx.store
+    await store.ingest_signals(requests=[req(device, located("old"))], channel=SIGNALS_CHANNEL)
+    requests = [
+        # "a" new (its second copy a duplicate), "old" stored before, one without an id
+        req(device, located("a"), located("old"), located("a"), located(None)),
+        # "a" is the first request's, "b" new
+        req(device, located("a"), located("b")),
+        # another subscription's "a"
+        req(other_device, located("a")),
+        # refused (a location without consent): stores nothing, so "w" stays new ...
+        req(unconsented, located("w")),
+        # ... for this context signal of the same subscription
+        req(unconsented, context("w")),
+        req(device, located(None), located(None)),
+    ]
+    batch = await store.ingest_signals(requests=requests, channel=SIGNALS_CHANNEL)
+    assert batch.consent_refused == frozenset({3})
+    assert batch.accepted == (2, 1, 1, 0, 1, 2)
+    assert batch.stored == 7
+    rows = await api.ctx.pool.fetch(
+        "SELECT subscription_id::text AS sub, client_id FROM signals ORDER BY id"
+    )
+    assert [(r["sub"], r["client_id"]) for r in rows] == [
+        (device.id, "old"),
+        (device.id, "a"),
+        (device.id, None),
+        (device.id, "b"),
+        (other_device.id, "a"),
+        (unconsented.id, "w"),
+        (device.id, None),
+        (device.id, None),
+    ]
+
+
+async def test_a_deadlock_of_the_group_commit_is_retried(api: LiveApi, device: Device) -> None:
+    # Another writer holds "k2" uncommitted; the group commit inserts "k1", then waits for
+    # "k2"; the other writer then waits for the group commit (here a table lock, so that the
+    # retry cannot race it for "k1"): a deadlock. PostgreSQL aborts the group commit's
+    # statement (the other writer looks for deadlocks only after 20 s), the other writer
+    # commits, and the group commit's second run stores "k1" and finds "k2" stored.
+    at = datetime.now(UTC)
+    rows = [SignalRow(at, 52.52, 13.4, None, None, None, {}, cid) for cid in ("k1", "k2")]
+    request = SignalRequest(tokens.hash_token(device.token), rows)
+    async with api.ctx.pool.acquire() as other:
+        tx = other.transaction()
+        await tx.start()
+        try:
+            await other.execute("SET LOCAL deadlock_timeout = '20s'")
+            await other.execute(
+                "INSERT INTO signals (subscription_id, at, lat, lon, client_id) "
+                "VALUES ($1::uuid, now(), 1, 1, 'k2')",
+                device.id,
+            )
+            ingest = asyncio.create_task(
+                api.ctx.store.ingest_signals(requests=[request], channel=SIGNALS_CHANNEL)
+            )
+            async with asyncio.timeout(30):
+                while not await api.ctx.pool.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                ):
+                    await asyncio.sleep(0.05)
+                await other.execute("LOCK TABLE signals IN SHARE MODE")
+            await tx.commit()
+        except BaseException:
+            await tx.rollback()
+            raise
+    async with asyncio.timeout(30):
+        batch = await ingest
+    assert batch.accepted == (1,) and batch.stored == 1
+    stored = await api.ctx.pool.fetch("SELECT client_id, lat FROM signals ORDER BY client_id")
+    assert [(r["client_id"], r["lat"]) for r in stored] == [("k1", 52.52), ("k2", 1.0)]
 
 
 async def test_worker_lock_does_not_block_ingest(api: LiveApi, device: Device) -> None:
@@ -445,6 +596,46 @@ async def test_failed_commit_answers_503_and_stores_nothing(api_with: Any, break
     results = await asyncio.gather(*(post(i) for i in range(50)))
     assert {r[0] for r in results} == {202}
     assert await pool.fetchval("SELECT count(*) FROM signals") == 150
+
+
+SLOW_COMMIT = """
+CREATE TABLE slow_commit (seconds float8);
+CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_sleep(coalesce((SELECT max(seconds) FROM slow_commit), 0));
+    RETURN NULL;
+END $$;
+-- Deferred: the signal is inserted, then its COMMIT takes that long.
+CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON signals
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();
+"""
+
+
+async def test_a_retry_after_a_client_timeout_is_not_stored_again(
+    api_with: Any, breakable: Any
+) -> None:
+    # What the issue measured: the client gives up before the 202, the COMMIT goes through
+    # anyway, and the client sends the signal again.
+    _, pool = breakable
+    await pool.execute(SLOW_COMMIT)
+    api = await api_with(pool=pool, signal_rate_burst=10_000)
+    device = await register(api)
+    await pool.execute("INSERT INTO slow_commit VALUES (2)")
+    body = {**BERLIN, "id": "slow-1"}
+    with pytest.raises(TimeoutError):
+        async with api.http.post(
+            api.url + "/v1/signals",
+            json=body,
+            headers=device.auth(),
+            timeout=aiohttp.ClientTimeout(total=0.5),
+        ) as resp:
+            await resp.read()
+    async with asyncio.timeout(30):
+        while await pool.fetchval("SELECT count(*) FROM signals") == 0:
+            await asyncio.sleep(0.1)
+    await pool.execute("DELETE FROM slow_commit")
+    assert await _post_signals(api, device, body) == {"accepted": 0, "duplicates": 1}
+    assert await pool.fetchval("SELECT count(*) FROM signals") == 1
 
 
 async def test_database_gone_answers_503(

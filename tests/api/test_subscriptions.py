@@ -363,10 +363,10 @@ async def test_erasure_leaves_no_personal_row(
 ) -> None:
     pool = api.ctx.pool
     for dev in (device, other_device):
+        # Client-chosen signal ids are the client's data too.
+        signals = [{"lat": 52.52, "lon": 13.405, "id": f"sig-{dev.id[:8]}-{i}"} for i in range(3)]
         async with api.http.post(
-            api.url + "/v1/signals",
-            json={"signals": [{"lat": 52.52, "lon": 13.405}] * 3},
-            headers=dev.auth(),
+            api.url + "/v1/signals", json={"signals": signals}, headers=dev.auth()
         ) as resp:
             assert resp.status == 202
         await pool.execute(
@@ -397,7 +397,12 @@ async def test_erasure_leaves_no_personal_row(
         r["tablename"]
         for r in await pool.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
     ]
-    traces = (device.id, device.subscription["endpoint"], device.subscription["keys"]["auth"])
+    traces = (
+        device.id,
+        device.subscription["endpoint"],
+        device.subscription["keys"]["auth"],
+        f"sig-{device.id[:8]}-",
+    )
     for table in tables:
         for trace in traces:
             hits = await pool.fetchval(

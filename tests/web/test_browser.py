@@ -20,6 +20,7 @@ import pytest
 
 from service import tokens
 from service.webpush import render_payload
+from tests.api.conftest import register
 from tests.conftest import LiveApi
 
 async_api = pytest.importorskip(
@@ -198,3 +199,51 @@ async def test_declarative_push_shows_notification_and_reports_shown_and_clicked
         "SELECT type, action FROM events WHERE delivery_id = $1 ORDER BY at", delivery_id
     )
     assert [(r["type"], r["action"]) for r in rows] == [("shown", None), ("clicked", "menu")]
+
+
+# The SDK in the page, with a fetch that loses the first answer of POST /v1/signals after the
+# server stored the signal (a timeout, a dropped connection): the SDK must send it again, with
+# the same id, and the server must store it once.
+LOSE_FIRST_SIGNAL_ANSWER = """async ([server, registration]) => {
+  localStorage.setItem(Momentcast.STORAGE_KEY, JSON.stringify(registration));
+  const seen = [];
+  const lossy = async (url, init) => {
+    const response = await fetch(url, init);
+    if (url.endsWith("/v1/signals")) {
+      seen.push({ status: response.status, answer: await response.clone().json(),
+        sent: JSON.parse(init.body) });
+      if (seen.length === 1) throw new TypeError("the answer was lost");
+    }
+    return response;
+  };
+  const mc = Momentcast.create({ server, fetch: lossy, retryBaseMs: 20 });
+  const ok = await mc.signal({ moment: "know", context: { page: "boots" } });
+  return { ok, seen, queued: mc.queue.length };
+}"""
+
+
+async def test_sdk_retries_a_lost_answer_with_the_same_id_and_is_stored_once(
+    api: LiveApi, clean_db: asyncpg.Pool
+) -> None:
+    device = await register(api)
+    registration = {"server": api.url, "id": device.id, "token": device.token, "profile": {}}
+    async with async_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(api.url + "/")
+            result = await page.evaluate(LOSE_FIRST_SIGNAL_ANSWER, [api.url, registration])
+            assert errors == []
+        finally:
+            await browser.close()
+    assert result["ok"] is True and result["queued"] == 0
+    assert [(s["status"], s["answer"]) for s in result["seen"]] == [
+        (202, {"accepted": 1, "duplicates": 0}),
+        (202, {"accepted": 0, "duplicates": 1}),
+    ]
+    first, retry = (s["sent"] for s in result["seen"])
+    assert retry == first
+    rows = await clean_db.fetch("SELECT client_id, context FROM signals")
+    assert [(r["client_id"], r["context"]) for r in rows] == [(first["id"], {"page": "boots"})]

@@ -115,3 +115,24 @@ async def test_a_page_view_without_the_condition_sends_nothing_and_places_still_
     await deliver(api)
     [message] = sub.messages()
     assert notification(message)["title"] in ("Coffee at Cafe A", "Espresso break at Cafe A?")
+
+
+async def test_a_retried_signal_is_decided_and_pushed_once(
+    api: LiveApi, push_service: PushService
+) -> None:
+    # The PAGE rule has no caps: every stored signal that matches is a push.
+    sub, token = await subscriber(api, push_service)
+    headers = {"Authorization": f"Bearer {token}"}
+    answers = []
+    for signal in ({**PAGE_VIEW, "id": "view-1"}, {**PAGE_VIEW, "id": "view-1"}):
+        # The second is a client's retry of a request whose 202 it never saw.
+        async with api.http.post(f"{api.url}/v1/signals", json=signal, headers=headers) as r:
+            assert r.status == 202, await r.text()
+            answers.append(await r.json())
+    assert answers == [{"accepted": 1, "duplicates": 0}, {"accepted": 0, "duplicates": 1}]
+    await deliver(api)
+    assert len(sub.messages()) == 1
+    # Another id is another signal: decided, and pushed, again.
+    await send(api, token, {**PAGE_VIEW, "id": "view-2"})
+    await deliver(api)
+    assert len(sub.messages()) == 2

@@ -74,7 +74,8 @@ DELETE FROM subscriptions WHERE id = $1
 -- name: export_signals
 -- A data-subject access request: the subscriber's stored signals (retention already bounds
 -- them), oldest first.
-SELECT id, at, received_at, lat, lon, accuracy_m, speed_mps, moment, context, processed_at
+SELECT id, client_id, at, received_at, lat, lon, accuracy_m, speed_mps, moment, context,
+       processed_at
 FROM signals WHERE subscription_id = $1 ORDER BY at, id
 
 -- name: export_presence

@@ -2,7 +2,7 @@
 
 -- name: ingest_signals
 -- One statement per group commit, run outside an explicit transaction: PostgreSQL commits it
--- before answering, so its result means COMMIT succeeded, and the pg_notify ($12 = channel) is
+-- before answering, so its result means COMMIT succeeded, and the pg_notify ($13 = channel) is
 -- delivered with that COMMIT or not at all. Requests come as per-request arrays ($1-$3: token
 -- hash, time of receipt, whether any of its signals has a location), signals as per-row arrays
 -- ($4 = the request's position, 1-based, then the columns): a token is sent and matched once
@@ -14,33 +14,61 @@
 -- Ids follow the order of the arrays (requests in queue order, each request's signals in its
 -- order): signals without "at" share one time, so the worker applies them by id. INSERT ...
 -- SELECT keeps no input order by itself (the join may reverse it), hence ORDER BY ord.
+-- Client ids ($12, NULL for a signal without one) make retries idempotent: of the signals of
+-- one subscription with the same client id, only the first in the batch is a candidate (the
+-- others, in its request or a later one, are duplicates of it), and a candidate whose id is
+-- already stored, or is being stored by a concurrent commit, is skipped by ON CONFLICT (which
+-- waits for that commit). Each request's newly stored signals come back as accepted_requests
+-- (0-based) and accepted_counts; the rest of a stored request's signals were duplicates.
 WITH req AS (
     SELECT r.request, r.token_hash, r.received_at, r.located, s.id AS subscription_id,
            s.paused, s.consent_at IS NOT NULL AS consented
     FROM unnest($1::bytea[], $2::timestamptz[], $3::bool[]) WITH ORDINALITY
          AS r(token_hash, received_at, located, request)
     JOIN subscriptions s ON s.token_hash = r.token_hash
-), stored AS (
-    INSERT INTO signals (subscription_id, at, lat, lon, accuracy_m, speed_mps, moment, context)
-    SELECT q.subscription_id, coalesce(u.at, q.received_at), u.lat, u.lon, u.accuracy_m,
-           u.speed_mps, u.moment, u.context
+), incoming AS (
+    SELECT u.ord, u.request, q.subscription_id, coalesce(u.at, q.received_at) AS at, u.lat,
+           u.lon, u.accuracy_m, u.speed_mps, u.moment, u.context, u.client_id
     FROM unnest($4::int[], $5::timestamptz[], $6::float8[], $7::float8[], $8::real[],
                 $9::real[], $10::text[],
                 -- the contexts come as one JSON array: one json.dumps per batch, not per row
                 array(SELECT c FROM jsonb_array_elements($11::text::jsonb) WITH ORDINALITY
-                      AS e(c, n) ORDER BY n))
+                      AS e(c, n) ORDER BY n),
+                $12::text[])
          WITH ORDINALITY AS u(request, at, lat, lon, accuracy_m, speed_mps, moment, context,
-                              ord)
+                              client_id, ord)
     JOIN req q ON q.request = u.request
     WHERE NOT q.paused AND (q.consented OR NOT q.located)
-    ORDER BY u.ord
-    RETURNING 1
+), firsts AS (
+    SELECT DISTINCT ON (subscription_id, client_id) ord, request, subscription_id, client_id
+    FROM incoming
+    WHERE client_id IS NOT NULL
+    ORDER BY subscription_id, client_id, ord
+), stored AS (
+    INSERT INTO signals (subscription_id, at, lat, lon, accuracy_m, speed_mps, moment, context,
+                         client_id)
+    SELECT i.subscription_id, i.at, i.lat, i.lon, i.accuracy_m, i.speed_mps, i.moment,
+           i.context, i.client_id
+    FROM incoming i
+    WHERE i.client_id IS NULL OR i.ord IN (SELECT ord FROM firsts)
+    ORDER BY i.ord
+    ON CONFLICT (subscription_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+    RETURNING subscription_id, client_id
+), accepted AS (
+    -- a signal without an id is always stored; one with an id only if ON CONFLICT let it in
+    SELECT request, count(*) AS n
+    FROM (SELECT request FROM incoming WHERE client_id IS NULL
+          UNION ALL
+          SELECT f.request FROM firsts f JOIN stored s USING (subscription_id, client_id)) AS a
+    GROUP BY request
 ), notified AS (
-    SELECT pg_notify($12, '') FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored
+    SELECT pg_notify($13, '') FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored
 )
 SELECT array(SELECT DISTINCT token_hash FROM req) AS known,
        array(SELECT DISTINCT token_hash FROM req WHERE paused) AS paused,
        -- 0-based positions, as the caller numbers its requests
        array(SELECT request - 1 FROM req WHERE located AND NOT consented) AS refused,
+       array(SELECT request - 1 FROM accepted ORDER BY request) AS accepted_requests,
+       array(SELECT n FROM accepted ORDER BY request) AS accepted_counts,
        (SELECT count(*) FROM stored) AS stored,
        (SELECT count(*) FROM notified) AS notified

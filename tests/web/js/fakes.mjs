@@ -35,7 +35,7 @@ export function fakeFetch(routes) {
       body: init.body === undefined ? undefined : JSON.parse(init.body) });
     const route = routes[`${method} ${path}`];
     if (route === undefined) return new Response("{}", { status: 404 });
-    const answer = typeof route === "function" ? route(calls.at(-1)) : route;
+    const answer = typeof route === "function" ? await route(calls.at(-1)) : route;
     if (answer instanceof Error) throw answer;
     const [status, body, headers] = answer;
     return new Response(status === 204 ? null : JSON.stringify(body), { status, headers });

@@ -25,19 +25,33 @@ function routes(extra = {}) {
 }
 
 function client({ permission = "granted", fetchRoutes = routes(), nav = fakeNavigator(),
-  clock = { t: 1_000_000 }, options = {} } = {}) {
+  clock = { t: 1_000_000 }, random = () => 0.5, options = {} } = {}) {
   const fetch = fakeFetch(fetchRoutes);
   const storage = new FakeStorage();
   const caches = new FakeCaches();
   const errors = [];
+  // Retry waits pass on the fake clock at once; each one is recorded.
+  const sleeps = [];
+  const sleep = async (ms) => { sleeps.push(ms); clock.t += ms; };
   const mc = Momentcast.create({
     server: `${SERVER}/`, fetch, navigator: nav, storage, caches,
     Notification: { requestPermission: async () => permission }, now: () => clock.t,
-    ...options,
+    random, sleep, ...options,
   });
   mc.on("error", (e) => errors.push(e));
-  return { mc, fetch, nav, storage, caches, errors, clock };
+  return { mc, fetch, nav, storage, caches, errors, clock, sleeps };
 }
+
+/** An answer per call of POST /v1/signals, in order; the last one repeats. */
+function signalAnswers(...answers) {
+  let n = 0;
+  return routes({ "POST /v1/signals": () => answers[Math.min(n++, answers.length - 1)] });
+}
+
+const signalCalls = (fetch) => fetch.calls.filter((c) => c.path === "/v1/signals");
+const SIGNAL_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+const UNAVAILABLE = [503, { error: { code: "unavailable", message: "retry later" } },
+  { "Retry-After": "1" }];
 
 describe("helpers", () => {
   it("decodes base64url keys to bytes", () => {
@@ -262,6 +276,142 @@ describe("signals", () => {
     const { mc, errors } = client();
     assert.throws(() => mc.startTracking(), (e) => e.code === "not-subscribed");
     assert.equal(errors.length, 1);
+  });
+});
+
+describe("retries", () => {
+  it("gives every signal its own id, in the server's alphabet", async () => {
+    const { mc, fetch, clock } = client();
+    await mc.subscribe();
+    await mc.sendPosition(position(52.52, 13.4));
+    clock.t += 60_000;
+    await mc.sendPosition(position(52.53, 13.4));
+    await mc.signal({ moment: "know" });
+    const ids = signalCalls(fetch).map((c) => c.body.id);
+    assert.equal(new Set(ids).size, 3);
+    for (const id of ids) assert.match(id, SIGNAL_ID);
+    // Without crypto.randomUUID (a page served without HTTPS) the ids still fit.
+    const saved = globalThis.crypto;
+    Object.defineProperty(globalThis, "crypto", { value: undefined, configurable: true });
+    try {
+      const fallback = new Set(Array.from({ length: 100 }, () => Momentcast.newSignalId()));
+      assert.equal(fallback.size, 100);
+      for (const id of fallback) assert.match(id, SIGNAL_ID);
+    } finally {
+      Object.defineProperty(globalThis, "crypto", { value: saved, configurable: true });
+    }
+  });
+
+  it("retries a network error, 503 and 429 with the same ids, backing off with jitter",
+    async () => {
+      const draws = [0, 1, 0.5, 0.25];
+      const { mc, fetch, errors, sleeps } = client({
+        random: () => draws.shift(),
+        fetchRoutes: signalAnswers(
+          new TypeError("Failed to fetch"),
+          [503, { error: { code: "unavailable", message: "retry later" } }],
+          [429, { error: { code: "rate_limited", message: "slow down" } },
+            { "Retry-After": "3" }],
+          [202, { accepted: 0, duplicates: 1 }],
+        ),
+      });
+      await mc.subscribe();
+      assert.equal(await mc.sendPosition(position(52.52, 13.4)), true);
+      const calls = signalCalls(fetch);
+      assert.equal(calls.length, 4);
+      // The very same signal every time: the server stores it once, whichever try it kept.
+      for (const call of calls) assert.deepEqual(call.body, calls[0].body);
+      assert.match(calls[0].body.id, SIGNAL_ID);
+      // Between half and all of 1 s, then of 2 s (the draws 0 and 1); then the server's
+      // Retry-After (3 s) plus up to 1 s of jitter (the draw 0.5).
+      assert.deepEqual(sleeps, [500, 2000, 3500]);
+      assert.equal(mc.queue.length, 0);
+      assert.deepEqual(errors, [], "a retry that succeeded reports nothing");
+    });
+
+  it("does not retry what the server refused for good", async () => {
+    for (const status of [400, 401, 403, 413, 422]) {
+      const { mc, fetch, errors, sleeps } = client({
+        fetchRoutes: signalAnswers([status, { error: { code: "x", message: "no" } }]),
+      });
+      await mc.subscribe();
+      assert.equal(await mc.sendPosition(position(52.52, 13.4)), false);
+      assert.equal(signalCalls(fetch).length, 1, `HTTP ${status} sent once`);
+      assert.deepEqual(sleeps, []);
+      assert.equal(errors.at(-1).status, status);
+      assert.equal(mc.queue.length, 0, "dropped");
+    }
+  });
+
+  it("gives up after `retries`, keeps the signal, and later sends it with the same id",
+    async () => {
+      let up = false;
+      const { mc, fetch, errors, sleeps, clock } = client({
+        random: () => 1,
+        options: { retries: 6 },
+        fetchRoutes: routes({
+          "POST /v1/signals": () => (up ? [202, { accepted: 1, duplicates: 0 }]
+            : [503, { error: { code: "unavailable", message: "retry later" } }]),
+        }),
+      });
+      await mc.subscribe();
+      assert.equal(await mc.sendPosition(position(52.52, 13.4)), false);
+      assert.equal(signalCalls(fetch).length, 7);
+      // Doubling from 1 s, never above retryMaxMs (30 s).
+      assert.deepEqual(sleeps, [1000, 2000, 4000, 8000, 16000, 30000]);
+      assert.equal(errors.length, 1);
+      assert.equal(errors[0].status, 503);
+      assert.equal(mc.queue.length, 1);
+      up = true;
+      clock.t += 60_000;
+      assert.equal(await mc.sendPosition(position(52.53, 13.4)), true);
+      const [first, ...rest] = signalCalls(fetch);
+      const last = rest.at(-1);
+      assert.equal(last.body.signals.length, 2);
+      assert.equal(last.body.signals[0].id, first.body.id);
+      assert.notEqual(last.body.signals[1].id, first.body.id);
+    });
+
+  it("waits a long Retry-After out between flushes instead of sleeping through it",
+    async () => {
+      const { mc, fetch, sleeps, clock } = client({
+        fetchRoutes: signalAnswers(
+          [429, { error: { code: "rate_limited", message: "slow down" } },
+            { "Retry-After": "120" }],
+          [202, { accepted: 1, duplicates: 0 }],
+        ),
+      });
+      await mc.subscribe();
+      assert.equal(await mc.signal({ moment: "know" }), false);
+      assert.deepEqual(sleeps, []);
+      clock.t += 60_000;
+      assert.equal(await mc.flush(), false, "Retry-After has not passed");
+      assert.equal(signalCalls(fetch).length, 1);
+      clock.t += 61_000;
+      assert.equal(await mc.flush(), true);
+      assert.equal(signalCalls(fetch).length, 2);
+    });
+
+  it("sends a signal queued during a retry after it, once", async () => {
+    let gate;
+    const first = new Promise((resolve) => { gate = resolve; });
+    let n = 0;
+    const { mc, fetch } = client({
+      fetchRoutes: routes({ "POST /v1/signals": async () => {
+        n += 1;
+        if (n === 1) { await first; return UNAVAILABLE; }
+        return [202, { accepted: 1, duplicates: 0 }];
+      } }),
+    });
+    await mc.subscribe();
+    const one = mc.signal({ moment: "know" });
+    const two = mc.signal({ moment: "buy" });
+    gate();
+    assert.deepEqual(await Promise.all([one, two]), [true, true]);
+    const sent = signalCalls(fetch).map((c) => c.body);
+    assert.equal(mc.queue.length, 0);
+    assert.deepEqual(sent.map((b) => b.moment || b.signals.map((s) => s.moment)),
+      ["know", "know", "buy"]);
   });
 });
 
