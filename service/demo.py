@@ -1,7 +1,8 @@
 """``momentcast demo``: the whole pipeline, for real, against simulated subscribers.
 
-What runs: PostgreSQL (the embedded one in a temporary DATA_DIR, or MOMENTCAST_DATABASE_URL),
-the API, the worker and the sender on a loopback port, and the strict test push service
+What runs: a throwaway embedded PostgreSQL in a temporary directory (never
+MOMENTCAST_DATABASE_URL: on a server that names the real data, which five fake subscribers
+must not join; the embedded server needs no privilege there and is always installed), the API, the worker and the sender on a loopback port, and the strict test push service
 (service.testing) standing in for the subscribers' browsers: it checks the VAPID token and
 decrypts every push with the subscriber's private key. Simulated subscribers register through
 POST /v1/subscriptions, walk routes through the places of the demo's own rules (Berlin,
@@ -24,7 +25,6 @@ import io
 import itertools
 import json
 import math
-import os
 import secrets
 import shutil
 import socket
@@ -45,7 +45,7 @@ from service import runtime
 from service.rules.units import Window, parse_window
 from service.settings import Settings
 from service.store import open_store
-from service.store.db import resolve_database
+from service.store.db import EmbeddedPostgres
 from service.testing import BrowserSubscription, Fault, PushService
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -411,7 +411,7 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
         port = _free_port()
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
-            database_url=os.environ.get("MOMENTCAST_DATABASE_URL") or None,
+            database_url=None,  # the throwaway embedded server below, whatever is configured
             data_dir=root / "data",
             host="127.0.0.1",
             port=port,
@@ -424,13 +424,12 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
             shutdown_grace=timedelta(seconds=3),
             rules_poll_interval=timedelta(hours=1),
         )
-        where = "MOMENTCAST_DATABASE_URL" if settings.database_url else "embedded, temporary"
-        demo.say(f"Starting PostgreSQL ({where}), API, worker and sender...")
-        target = resolve_database(settings)
+        demo.say("Starting PostgreSQL (embedded, temporary), API, worker and sender...")
+        embedded = EmbeddedPostgres(root / "pg")
         try:
-            summary = asyncio.run(demo.run(settings, target.dsn))
+            summary = asyncio.run(demo.run(settings, embedded.start()))
         finally:
-            target.close()
+            embedded.stop()
     demo.say(f"Done in {time.monotonic() - started:.1f} s.")
     if args.summary_json:
         args.summary_json.write_text(

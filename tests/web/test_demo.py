@@ -9,13 +9,33 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
+
+from service.store import migrations
 from tests.conftest import PgServer
+
+
+async def _rows_per_table(dsn: str) -> dict[str, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        tables = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+        )
+        return {
+            t["tablename"]: await conn.fetchval(f'SELECT count(*) FROM "{t["tablename"]}"')
+            for t in tables
+        }
+    finally:
+        await conn.close()
 
 
 async def test_demo_summary_matches_what_the_receiver_got(
     pg_server: PgServer, tmp_path: Path
 ) -> None:
+    # The configured database stands for a server's real data: the demo must not touch it.
     dsn = await pg_server.create_database()
+    await migrations.migrate(dsn)
+    before = await _rows_per_table(dsn)
     out = tmp_path / "summary.json"
     env = {**os.environ, "MOMENTCAST_DATABASE_URL": dsn}
     env.pop("MOMENTCAST_ADMIN_TOKEN", None)
@@ -30,8 +50,10 @@ async def test_demo_summary_matches_what_the_receiver_got(
             timeout=60,
             check=False,
         )
+        after = await _rows_per_table(dsn)
     finally:
         await pg_server.drop_database(dsn)
+    assert after == before, "the demo wrote into MOMENTCAST_DATABASE_URL"
     elapsed = time.monotonic() - started
     assert result.returncode == 0, result.stdout + result.stderr
     assert elapsed < 60
