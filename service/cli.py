@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import logging
 import sys
@@ -172,10 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = _parser().parse_known_args(argv)
     if rest and args.command not in ("rules", "demo", "campaign"):
         _parser().error(f"unrecognized arguments: {' '.join(rest)}")
+    warned = False
     try:
         # Every command reads the settings (and .env), so a bad one stops each the same way.
         settings = load_settings()
         logs.configure(settings.log_level, settings.log_format)
+        warned = True
         for warning in unknown_settings():
             logging.getLogger("service.settings").warning("%s", warning)
         if args.command == "rules":
@@ -221,6 +224,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         runtime.run_blocking(settings, components)
         return 0
     except ConfigError as exc:
+        if not warned:
+            # The settings failed before logging was set up; a misspelt name is the likely
+            # cause (MOMENTCAST_PROT left PORT at its default), so say it beside the error.
+            with contextlib.suppress(OSError, ValueError):  # an unreadable .env: the error says
+                for warning in unknown_settings():
+                    print(f"momentcast: warning: {warning}", file=sys.stderr)
         print(f"momentcast: configuration error: {exc}", file=sys.stderr)
         return 2
     except MomentcastError as exc:

@@ -148,3 +148,20 @@ def test_a_data_dir_that_cannot_be_created_is_one_line_and_exit_2(
         "momentcast: configuration error: MOMENTCAST_DATA_DIR: cannot create "
         f"{tmp_path / 'a-file' / 'data'}: Not a directory"
     )
+
+
+def test_a_configuration_error_also_names_the_unknown_settings(tmp_path: Path) -> None:
+    # The typo is the likely cause of the error: MOMENTCAST_PROT was meant to set the port.
+    (tmp_path / ".env").write_text("MOMENTCAST_SECRETKEY=not-a-setting-name\n")
+    env = {"MOMENTCAST_PROT": "8080", "MOMENTCAST_DB_POOL_MAX": "many"}
+    code, _, err = _run(["serve"], env, tmp_path)
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == [
+        "momentcast: warning: MOMENTCAST_PROT is not a setting; did you mean MOMENTCAST_PORT?",
+        "momentcast: warning: MOMENTCAST_SECRETKEY (in .env) is not a setting; "
+        "did you mean MOMENTCAST_SECRET_KEY?",
+        "momentcast: configuration error: MOMENTCAST_DB_POOL_MAX: "
+        "Input should be a valid integer, unable to parse string as an integer",
+    ], err
