@@ -1,8 +1,9 @@
 """``momentcast demo``: the whole pipeline, for real, against simulated subscribers.
 
 What runs: a throwaway embedded PostgreSQL in a temporary directory (never
-MOMENTCAST_DATABASE_URL: on a server that names the real data, which five fake subscribers
-must not join; the embedded server needs no privilege there and is always installed), the API, the worker and the sender on a loopback port, and the strict test push service
+MOMENTCAST_DATABASE_URL: on a server it names the real data, which five fake subscribers must
+not join; the embedded server needs no privilege and is always installed), the API, the
+worker and the sender on a loopback port, and the strict test push service
 (service.testing) standing in for the subscribers' browsers: it checks the VAPID token and
 decrypts every push with the subscriber's private key. Simulated subscribers register through
 POST /v1/subscriptions, walk routes through the places of the demo's own rules (Berlin,

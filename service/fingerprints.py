@@ -17,7 +17,7 @@ from service.settings import ENV_PREFIX
 from service.store import Store
 
 VAPID = "vapid_public_key"
-SECRET = "secret_key"
+SECRET = "secret_key"  # noqa: S105 - the name of a row, not a secret
 # What each fingerprint is of, named by the setting an operator fixes.
 SETTINGS = {VAPID: f"{ENV_PREFIX}VAPID_PRIVATE_KEY", SECRET: f"{ENV_PREFIX}SECRET_KEY"}
 

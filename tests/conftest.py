@@ -42,6 +42,9 @@ TABLES = (
     "subscriptions",
     "push_origins",
     "campaigns",
+    # Processes started against the session database record their keys; each test starts
+    # with keys of its own (tests/test_deployment_keys.py).
+    "deployment_keys",
 )
 ADMIN_TOKEN = "test-admin-token-" + "x" * 16
 

@@ -21,6 +21,7 @@ import threading
 import venv
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.processes import REPO, start
@@ -142,7 +143,9 @@ def test_healthcheck_follows_momentcast_port(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_image_install_and_entry_point_in_clean_venv(tmp_path: Path, database_url: str) -> None:
+def test_image_install_and_entry_point_in_clean_venv(
+    tmp_path: Path, database_url: str, clean_db: asyncpg.Pool
+) -> None:
     app = tmp_path / "app"
     app.mkdir()
     env: dict[str, str] = {}

@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.processes import REPO, start
@@ -124,7 +125,7 @@ def test_rules_check_refuses_a_bad_dotenv_like_every_command(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_the_example_vapid_subject_is_warned_about_at_start(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, database_url: str, clean_db: asyncpg.Pool
 ) -> None:
     proc = start(["worker"], _env(tmp_path, database_url), cwd=tmp_path)
     try:
