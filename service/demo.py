@@ -422,7 +422,6 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
             push_hosts=["http://127.0.0.1"],
             worker_poll_interval=timedelta(milliseconds=200),
             log_level="WARNING",
-            shutdown_grace=timedelta(seconds=3),
             rules_poll_interval=timedelta(hours=1),
         )
         demo.say("Starting PostgreSQL (embedded, temporary), API, worker and sender...")
