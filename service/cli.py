@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from service import demo
 
-            return int(demo.main([*args.args, *rest]))
+            return int(demo.main([*args.args, *rest], server=settings.database_url))
         if args.command == "migrate":
             return _migrate(settings)
         if args.command == "vapid":
