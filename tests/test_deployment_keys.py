@@ -4,6 +4,7 @@ fingerprints, and a process started with other keys stops with one line naming t
 from __future__ import annotations
 
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -120,3 +121,21 @@ async def test_vapid_generate_is_a_deliberate_rotation(tmp_path: Path, deploymen
     assert f"VAPID public key: {new_public}" in _starts("serve", env)
     recorded = await _recorded(deployment_db)
     assert recorded["vapid_public_key"] == fingerprints.vapid_fingerprint(new_public)
+
+
+def test_vapid_generate_keeps_the_old_key_when_the_database_is_unreachable(
+    tmp_path: Path,
+) -> None:
+    # A new key the database never heard of would stop every process at its next start.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = _env(tmp_path / "data", f"postgresql://postgres@127.0.0.1:{port}/momentcast")
+    before = start(["vapid"], env)
+    old_public, _ = before.proc.communicate(timeout=60)
+    rotated = start(["vapid", "--generate"], env)
+    _, err = rotated.proc.communicate(timeout=60)
+    assert rotated.proc.returncode == 1, err
+    assert "cannot connect to PostgreSQL" in err, err
+    after = start(["vapid"], env)
+    assert after.proc.communicate(timeout=60)[0] == old_public
