@@ -29,6 +29,7 @@ RUN pip install --no-cache-dir . \
 USER 10001
 VOLUME ["/data"]
 EXPOSE 8080
+# The port the service listens on: MOMENTCAST_PORT, also when `docker run -e` changes it.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('MOMENTCAST_PORT', '8080'), timeout=4)"]
 CMD ["momentcast", "serve"]

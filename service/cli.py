@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import logging
 import sys
@@ -16,6 +17,8 @@ from service.errors import ConfigError, MomentcastError
 from service.settings import Settings, load_settings, unknown_settings
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+
     from service.rules.ruleset import Ruleset
 
 
@@ -33,14 +36,16 @@ def _parser() -> argparse.ArgumentParser:
         "--no-sender", action="store_true", help="only decide; leave sending to other processes"
     )
     sub.add_parser("migrate", help="apply pending database migrations and exit")
-    vapid_cmd = sub.add_parser("vapid", help="print the VAPID public key")
+    vapid_cmd = sub.add_parser("vapid", help="print the VAPID public key (or the private key)")
     vapid_cmd.add_argument(
         "--generate",
         action="store_true",
         help="replace the key kept in DATA_DIR with a new pair (existing subscriptions break)",
     )
     vapid_cmd.add_argument(
-        "--private", action="store_true", help="also print the private key (base64url)"
+        "--private",
+        action="store_true",
+        help="print the private key instead, one line (what MOMENTCAST_VAPID_PRIVATE_KEY takes)",
     )
     rules = sub.add_parser(
         "rules", help="check, describe, preview, replay and backtest rule files", add_help=False
@@ -128,17 +133,39 @@ def _vapid(settings: Settings, generate: bool, private: bool) -> int:
                 "MOMENTCAST_VAPID_PRIVATE_KEY is set; generate a key with "
                 "`momentcast vapid --generate` without it, or replace the variable yourself"
             )
-        key = vapid.rotate(settings.data_dir)
+        key = asyncio.run(_rotate_vapid(settings))
         print(
             f"generated a new VAPID key pair in {settings.data_dir / vapid.KEY_FILE}",
             file=sys.stderr,
         )
     else:
         key = vapid.load_or_create(settings.data_dir, settings.vapid_private_key)
-    print(vapid.public_key_b64url(key))
-    if private:
-        print(vapid.private_key_to_b64url(key))
+    # One line either way, so that `MOMENTCAST_VAPID_PRIVATE_KEY=$(momentcast vapid --private)`
+    # works: the private key alone, or the public key alone.
+    print(vapid.private_key_to_b64url(key) if private else vapid.public_key_b64url(key))
     return 0
+
+
+async def _rotate_vapid(settings: Settings) -> EllipticCurvePrivateKey:
+    """Replace the kept key pair and make it the deployment's in the database (which
+    remembers its fingerprint). The database comes first: when it cannot be reached, the old
+    key stays, rather than a new one that every process would then refuse to start with."""
+    from service import fingerprints
+    from service.store import migrations, open_store
+    from service.store.db import resolve_database
+
+    target = await asyncio.to_thread(resolve_database, settings)
+    try:
+        await migrations.migrate(target.dsn, settings.migrations_dir)
+        store = await open_store(target.dsn, max_size=1)
+        try:
+            key = vapid.rotate(settings.data_dir)
+            await fingerprints.record_vapid_rotation(store, vapid.public_key_b64url(key))
+        finally:
+            await store.close()
+    finally:
+        await asyncio.to_thread(target.close)
+    return key
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,10 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = _parser().parse_known_args(argv)
     if rest and args.command not in ("rules", "demo", "campaign"):
         _parser().error(f"unrecognized arguments: {' '.join(rest)}")
+    warned = False
     try:
         # Every command reads the settings (and .env), so a bad one stops each the same way.
         settings = load_settings()
         logs.configure(settings.log_level, settings.log_format)
+        warned = True
         for warning in unknown_settings():
             logging.getLogger("service.settings").warning("%s", warning)
         if args.command == "rules":
@@ -173,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from service import demo
 
-            return int(demo.main([*args.args, *rest]))
+            return int(demo.main([*args.args, *rest], server=settings.database_url))
         if args.command == "migrate":
             return _migrate(settings)
         if args.command == "vapid":
@@ -195,6 +224,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         runtime.run_blocking(settings, components)
         return 0
     except ConfigError as exc:
+        if not warned:
+            # The settings failed before logging was set up; a misspelt name is the likely
+            # cause (MOMENTCAST_PROT left PORT at its default), so say it beside the error.
+            with contextlib.suppress(OSError, ValueError):  # an unreadable .env: the error says
+                for warning in unknown_settings():
+                    print(f"momentcast: warning: {warning}", file=sys.stderr)
         print(f"momentcast: configuration error: {exc}", file=sys.stderr)
         return 2
     except MomentcastError as exc:

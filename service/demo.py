@@ -1,7 +1,10 @@
 """``momentcast demo``: the whole pipeline, for real, against simulated subscribers.
 
-What runs: PostgreSQL (the embedded one in a temporary DATA_DIR, or MOMENTCAST_DATABASE_URL),
-the API, the worker and the sender on a loopback port, and the strict test push service
+What runs: PostgreSQL on a throwaway database, never the configured one (on a server,
+MOMENTCAST_DATABASE_URL names the real data, which five fake subscribers must not join): a
+new database on that server, dropped afterwards, or, without it or without the privilege to
+create one, an embedded PostgreSQL in a temporary directory. Then the API, the
+worker and the sender on a loopback port, and the strict test push service
 (service.testing) standing in for the subscribers' browsers: it checks the VAPID token and
 decrypts every push with the subscriber's private key. Simulated subscribers register through
 POST /v1/subscriptions, walk routes through the places of the demo's own rules (Berlin,
@@ -24,28 +27,34 @@ import io
 import itertools
 import json
 import math
-import os
 import secrets
 import shutil
 import socket
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import aiohttp
 import yaml
 
 from service import runtime
+from service.errors import DatabaseError
 from service.rules.units import Window, parse_window
 from service.settings import Settings
 from service.store import open_store
-from service.store.db import resolve_database
+from service.store.db import (
+    EmbeddedPostgres,
+    create_throwaway_database,
+    drop_throwaway_database,
+)
 from service.testing import BrowserSubscription, Fault, PushService
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -387,7 +396,38 @@ class Demo:
         self.say(f"  events reported     shown {s.shown}, clicked {s.clicked}")
 
 
-def main(argv: list[str], out: TextIO = sys.stdout) -> int:
+@contextlib.asynccontextmanager
+async def throwaway_database(
+    server: str | None, root: Path, say: Callable[[str], None]
+) -> AsyncIterator[str]:
+    """A database the demo may fill and forget; never ``server``'s own database."""
+    if server:
+        try:
+            dsn = await create_throwaway_database(server, "momentcast_demo")
+        except DatabaseError as exc:
+            say(f"MOMENTCAST_DATABASE_URL: {exc}; the demo uses an embedded PostgreSQL instead.")
+        else:
+            name = urlsplit(dsn).path.lstrip("/")
+            say(
+                f"Starting PostgreSQL (throwaway database {name} on MOMENTCAST_DATABASE_URL's "
+                "server, dropped afterwards), API, worker and sender..."
+            )
+            try:
+                yield dsn
+            finally:
+                await drop_throwaway_database(server, dsn)
+            return
+    say("Starting PostgreSQL (embedded, temporary), API, worker and sender...")
+    embedded = EmbeddedPostgres(root / "pg")
+    try:
+        yield await asyncio.to_thread(embedded.start)
+    finally:
+        await asyncio.to_thread(embedded.stop)
+
+
+def main(argv: list[str], out: TextIO = sys.stdout, server: str | None = None) -> int:
+    """``server``: the configured DATABASE_URL, whose server may hold the demo's own
+    throwaway database (never its own database)."""
     parser = argparse.ArgumentParser(prog="momentcast demo", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--rules",
@@ -411,7 +451,7 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
         port = _free_port()
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
-            database_url=os.environ.get("MOMENTCAST_DATABASE_URL") or None,
+            database_url=None,  # the demo runs on throwaway_database()'s, never this one
             data_dir=root / "data",
             host="127.0.0.1",
             port=port,
@@ -423,13 +463,12 @@ def main(argv: list[str], out: TextIO = sys.stdout) -> int:
             log_level="WARNING",
             rules_poll_interval=timedelta(hours=1),
         )
-        where = "MOMENTCAST_DATABASE_URL" if settings.database_url else "embedded, temporary"
-        demo.say(f"Starting PostgreSQL ({where}), API, worker and sender...")
-        target = resolve_database(settings)
-        try:
-            summary = asyncio.run(demo.run(settings, target.dsn))
-        finally:
-            target.close()
+
+        async def run() -> Summary:
+            async with throwaway_database(server, root, demo.say) as dsn:
+                return await demo.run(settings, dsn)
+
+        summary = asyncio.run(run())
     demo.say(f"Done in {time.monotonic() - started:.1f} s.")
     if args.summary_json:
         args.summary_json.write_text(

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from service import __version__, tokens
+from service import __version__, fingerprints, tokens
 from service.api import create_app, create_metrics_app
 from service.api.middleware import AccessLogger
 from service.context import Context, Keys
@@ -172,6 +172,8 @@ async def run(
     failure: ComponentFailed | None = None
     try:
         ctx = Context(settings=settings, store=Store(pool, dsn=dsn), keys=Keys.load(settings))
+        # Before anything serves or sends: keys that differ from the deployment's stop here.
+        await fingerprints.check(ctx.store, ctx.keys.vapid_public_b64, ctx.keys.secret_key)
         await load_rules(ctx)
         listening = None
         if API in names:

@@ -48,6 +48,9 @@ TABLES = (
     "rule_click_days",
     "campaign_delivery_days",
     "campaign_suppression_days",
+    # Processes started against the session database record their keys; each test starts
+    # with keys of its own (tests/test_deployment_keys.py).
+    "deployment_keys",
 )
 ADMIN_TOKEN = "test-admin-token-" + "x" * 16
 

@@ -7,15 +7,21 @@ the image's ENV against the test database, checked with the image's HEALTHCHECK 
 
 from __future__ import annotations
 
+import fnmatch
+import http.server
 import json
+import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import venv
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.processes import REPO, start
@@ -49,8 +55,97 @@ def test_image_runs_as_non_root_with_healthcheck() -> None:
     assert "MOMENTCAST_HOST=0.0.0.0" in ops["ENV"]
 
 
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """Whether Docker leaves ``path`` (relative to the context) out: the last matching pattern
+    decides, ``!`` re-includes, a pattern is anchored at the context's root unless it starts
+    with ``**/`` (any depth), and a folder's pattern takes everything inside it."""
+    parts = path.split("/")
+    ignored = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.removeprefix("!").strip("/")
+        for end in range(1, len(parts) + 1):  # the path and each folder above it
+            candidates = ["/".join(parts[:end])]
+            if pattern.startswith("**/"):
+                candidates = ["/".join(parts[start:end]) for start in range(end)]
+            tail = pattern.removeprefix("**/")
+            if any(fnmatch.fnmatchcase(c, tail) for c in candidates):
+                ignored = not negate
+                break
+    return ignored
+
+
+def test_dockerignore_keeps_secrets_and_local_state_out_of_the_build_context() -> None:
+    # `docker build .` sends the whole folder to the daemon (and to remote builders): the
+    # admin token, the VAPID key and the secret key in .momentcast/, a .env with passwords.
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    for path in [
+        ".momentcast/admin_token",
+        ".momentcast/vapid_private.pem",
+        ".momentcast/pg/postgresql.conf",
+        "deploy/.momentcast/secret_key",
+        ".env",
+        "compose/.env",
+        ".venv/bin/python",
+        ".git/config",
+        "service/__pycache__/cli.cpython-311.pyc",
+        ".mypy_cache/3.11/service.json",
+        ".pytest_cache/v/cache/lastfailed",
+        ".ruff_cache/CACHEDIR.TAG",
+        "momentcast.egg-info/PKG-INFO",
+    ]:
+        assert _ignored(path, patterns), path
+    # What the image copies stays in.
+    for op, rest in _instructions():
+        if op == "COPY":
+            for src in rest.split()[:-1]:
+                assert not _ignored(src, patterns), src
+                if (REPO / src).is_dir():
+                    for file in (REPO / src).rglob("*.py"):
+                        if "__pycache__" not in file.parts:
+                            relative = file.relative_to(REPO).as_posix()
+                            assert not _ignored(relative, patterns), relative
+
+
+def test_healthcheck_follows_momentcast_port(tmp_path: Path) -> None:
+    ops = dict(_instructions())
+    healthcheck = json.loads(ops["HEALTHCHECK"][ops["HEALTHCHECK"].index("CMD") + 3 :].strip())
+    assert healthcheck[0] == "python"
+
+    class Healthz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Healthz)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            nobody = closed.getsockname()[1]
+
+        def probe(env_port: int) -> int:
+            env = {"PATH": os.environ["PATH"], "MOMENTCAST_PORT": str(env_port)}
+            command = [sys.executable, *healthcheck[1:]]
+            return subprocess.run(command, env=env, capture_output=True, timeout=30).returncode
+
+        assert probe(port) == 0
+        assert probe(nobody) != 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.slow
-def test_image_install_and_entry_point_in_clean_venv(tmp_path: Path, database_url: str) -> None:
+def test_image_install_and_entry_point_in_clean_venv(
+    tmp_path: Path, database_url: str, clean_db: asyncpg.Pool
+) -> None:
     app = tmp_path / "app"
     app.mkdir()
     env: dict[str, str] = {}
@@ -102,8 +197,9 @@ def test_image_install_and_entry_point_in_clean_venv(tmp_path: Path, database_ur
         service.wait_banner()
         assert service.url is not None
         probe = [str(bindir / "python"), *healthcheck[1:]]
-        probe[-1] = probe[-1].replace("http://127.0.0.1:8080", service.url)
-        assert subprocess.run(probe, timeout=30).returncode == 0
+        port = service.url.rsplit(":", 1)[1]
+        probe_env = {**env, "MOMENTCAST_PORT": port}
+        assert subprocess.run(probe, env=probe_env, timeout=30).returncode == 0
     finally:
         assert service.stop() == 0, service.stderr()
 

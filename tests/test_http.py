@@ -54,11 +54,20 @@ async def test_readyz_reports_database_outage(api: LiveApi, database_url: str) -
 async def test_metrics_is_prometheus_text(api: LiveApi) -> None:
     async with api.http.get(api.url + "/healthz"):
         pass
-    async with api.http.get(api.url + "/metrics") as resp:
+    async with api.http.get(api.url + "/metrics", headers=api.admin()) as resp:
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain")
         text = await resp.text()
     assert 'momentcast_http_requests_total{method="GET",route="/healthz",status="200"}' in text
+
+
+async def test_metrics_on_the_public_port_answers_only_to_the_admin_token(api: LiveApi) -> None:
+    # Route names, counts and rates tell an outsider how the service is used and loaded.
+    for headers in ({}, {"Authorization": "Bearer not-the-admin-token-at-all"}):
+        async with api.http.get(api.url + "/metrics", headers=headers) as resp:
+            assert resp.status == 401
+            assert resp.headers["WWW-Authenticate"] == "Bearer"
+            assert_error(await resp.json(), "unauthorized")
 
 
 async def test_openapi_is_3_1_and_lists_routes(api: LiveApi) -> None:

@@ -12,6 +12,7 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from service import __version__
@@ -100,7 +101,9 @@ def _metrics_url(proc: ServiceProcess) -> str:
 
 
 @pytest.mark.slow
-def test_json_log_format_of_a_real_process(tmp_path: Path, database_url: str) -> None:
+def test_json_log_format_of_a_real_process(
+    tmp_path: Path, database_url: str, clean_db: asyncpg.Pool
+) -> None:
     proc = start(["worker"], _env(tmp_path, database_url, MOMENTCAST_LOG_FORMAT="json"))
     try:
         proc.wait_banner()
@@ -118,7 +121,9 @@ def test_json_log_format_of_a_real_process(tmp_path: Path, database_url: str) ->
 
 
 @pytest.mark.slow
-def test_metrics_port_takes_metrics_off_the_public_port(tmp_path: Path, database_url: str) -> None:
+def test_metrics_port_takes_metrics_off_the_public_port(
+    tmp_path: Path, database_url: str, clean_db: asyncpg.Pool
+) -> None:
     proc = start(["serve"], _env(tmp_path, database_url, MOMENTCAST_METRICS_PORT="0"))
     try:
         proc.wait_banner()
@@ -140,7 +145,9 @@ def test_metrics_port_takes_metrics_off_the_public_port(tmp_path: Path, database
 
 
 @pytest.mark.slow
-def test_a_worker_serves_its_metrics_on_the_metrics_port(tmp_path: Path, database_url: str) -> None:
+def test_a_worker_serves_its_metrics_on_the_metrics_port(
+    tmp_path: Path, database_url: str, clean_db: asyncpg.Pool
+) -> None:
     proc = start(["worker"], _env(tmp_path, database_url, MOMENTCAST_METRICS_PORT="0"))
     try:
         proc.wait_banner()

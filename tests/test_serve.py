@@ -7,6 +7,7 @@ import signal
 import urllib.request
 from pathlib import Path
 
+import asyncpg
 import psutil
 import pytest
 
@@ -56,7 +57,9 @@ def test_serve_with_embedded_database_keeps_data_and_stops_cleanly(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_worker_starts_connects_and_stops_on_sigterm(tmp_path: Path, database_url: str) -> None:
+def test_worker_starts_connects_and_stops_on_sigterm(
+    tmp_path: Path, database_url: str, clean_db: asyncpg.Pool
+) -> None:
     env = {
         "MOMENTCAST_DATA_DIR": str(tmp_path / "d"),
         "MOMENTCAST_DATABASE_URL": database_url,

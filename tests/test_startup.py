@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from tests.processes import REPO, start
@@ -145,7 +146,7 @@ def test_rules_check_refuses_a_bad_dotenv_like_every_command(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_the_example_vapid_subject_is_warned_about_at_start(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, database_url: str, clean_db: asyncpg.Pool
 ) -> None:
     proc = start(["worker"], _env(tmp_path, database_url), cwd=tmp_path)
     try:
@@ -169,3 +170,20 @@ def test_a_data_dir_that_cannot_be_created_is_one_line_and_exit_2(
         "momentcast: configuration error: MOMENTCAST_DATA_DIR: cannot create "
         f"{tmp_path / 'a-file' / 'data'}: Not a directory"
     )
+
+
+def test_a_configuration_error_also_names_the_unknown_settings(tmp_path: Path) -> None:
+    # The typo is the likely cause of the error: MOMENTCAST_PROT was meant to set the port.
+    (tmp_path / ".env").write_text("MOMENTCAST_SECRETKEY=not-a-setting-name\n")
+    env = {"MOMENTCAST_PROT": "8080", "MOMENTCAST_DB_POOL_MAX": "many"}
+    code, _, err = _run(["serve"], env, tmp_path)
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == [
+        "momentcast: warning: MOMENTCAST_PROT is not a setting; did you mean MOMENTCAST_PORT?",
+        "momentcast: warning: MOMENTCAST_SECRETKEY (in .env) is not a setting; "
+        "did you mean MOMENTCAST_SECRET_KEY?",
+        "momentcast: configuration error: MOMENTCAST_DB_POOL_MAX: "
+        "Input should be a valid integer, unable to parse string as an integer",
+    ], err

@@ -42,8 +42,8 @@ def test_wrong_curve_and_garbage_are_config_errors() -> None:
         vapid.parse_private_key(pem)
 
 
-def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ["PATH"], "MOMENTCAST_DATA_DIR": str(tmp_path / "data")}
+def _cli(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "MOMENTCAST_DATA_DIR": str(tmp_path / "data"), **extra}
     return subprocess.run(
         [sys.executable, "-m", "service", "vapid", *args],
         env=env,
@@ -61,9 +61,24 @@ def test_cli_prints_the_same_key_until_regenerated(tmp_path: Path) -> None:
     assert len(vapid.b64url_decode(public)) == 65
     assert _cli(tmp_path).stdout.strip() == public
     regenerated = _cli(tmp_path, "--generate")
-    assert regenerated.returncode == 0
+    assert regenerated.returncode == 0, regenerated.stderr
     assert regenerated.stdout.strip() != public
     assert _cli(tmp_path).stdout.strip() == regenerated.stdout.strip()
+
+
+def test_private_prints_one_line_that_works_as_the_setting(tmp_path: Path) -> None:
+    # The docs' recipe: MOMENTCAST_VAPID_PRIVATE_KEY=$(momentcast vapid --private).
+    public = _cli(tmp_path).stdout.strip()
+    printed = _cli(tmp_path, "--private")
+    assert printed.returncode == 0, printed.stderr
+    lines = printed.stdout.splitlines()
+    assert len(lines) == 1, printed.stdout
+    other_host = tmp_path / "other"
+    other_host.mkdir()
+    again = _cli(other_host, MOMENTCAST_VAPID_PRIVATE_KEY=lines[0])
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == public
+    assert not (other_host / "data" / vapid.KEY_FILE).exists()
 
 
 def test_event_tokens_are_bound_to_their_delivery_and_survive_any_input() -> None:

@@ -30,7 +30,7 @@ def create_app(ctx: Context) -> web.Application:
     app[CONTEXT] = ctx
     app.add_routes(health.routes)
     if ctx.settings.metrics_port is None:
-        app.add_routes(health.metrics_routes)
+        app.add_routes(health.public_metrics_routes)
     app.add_routes(openapi_routes)
     app.add_routes(rules.routes)
     app.add_routes(subscriptions.routes)

@@ -8,12 +8,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
-from service.api.common import CONTEXT, json_response
+from service.api.common import CONTEXT, json_response, require_admin
 from service.api.openapi import Op, document
 from service.metrics import REGISTRY
 
 routes = web.RouteTableDef()
-# Its own table: with METRICS_PORT set, /metrics is served there and not on the public port.
+# Tables of their own: with METRICS_PORT set, /metrics is served there (without a token) and
+# not on the public port; without it, the public port serves it to the admin token.
+public_metrics_routes = web.RouteTableDef()
 metrics_routes = web.RouteTableDef()
 
 
@@ -53,19 +55,34 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
+def _metrics_text() -> web.Response:
+    body = generate_latest(REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 @document(
     Op(
         "get",
         "/metrics",
-        "Prometheus metrics (text format); with METRICS_PORT set, served on that port only",
+        "Prometheus metrics (text format), to the admin token; with METRICS_PORT set, served "
+        "there without a token and not on this port",
+        auth="admin",
         tags=["operations"],
         content_type="text/plain",
     )
 )
+@public_metrics_routes.get("/metrics")
+async def metrics_with_admin_token(request: web.Request) -> web.Response:
+    # Route names, request counts and rates describe the deployment's traffic: on the public
+    # port they are for the operator only.
+    require_admin(request)
+    return _metrics_text()
+
+
 @metrics_routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(REGISTRY)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    """METRICS_PORT: no token (bind it to an internal interface; scrapers carry none)."""
+    return _metrics_text()
 
 
 @document(

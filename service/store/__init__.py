@@ -12,6 +12,7 @@ from service.store.campaigns import CampaignQueries
 from service.store.db import create_pool
 from service.store.deliveries import DeliveryQueries
 from service.store.engagement import EngagementQueries
+from service.store.keys import KeyQueries
 from service.store.retention import RetentionQueries
 from service.store.rules import RuleQueries
 from service.store.signals import SignalQueries
@@ -27,6 +28,7 @@ class Store(
     RuleQueries,
     CampaignQueries,
     RetentionQueries,
+    KeyQueries,
     StoreBase,
 ):
     """Every query of momentcast."""

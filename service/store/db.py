@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import secrets
 import warnings
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -110,6 +112,37 @@ def resolve_database(settings: Settings) -> DatabaseTarget:
         return DatabaseTarget(settings.database_url)
     embedded = EmbeddedPostgres(settings.pg_dir)
     return DatabaseTarget(embedded.start(), embedded)
+
+
+def _with_database(dsn: str, name: str) -> str:
+    """``dsn`` with its database replaced (host list, user and query string kept)."""
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + name))
+
+
+async def create_throwaway_database(server_dsn: str, prefix: str) -> str:
+    """A new, empty database named ``<prefix>_<random>`` on the server of ``server_dsn``;
+    its DSN. Raises DatabaseError when it cannot be made (no CREATEDB privilege, say)."""
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    try:
+        conn = await asyncpg.connect(server_dsn)
+        try:
+            # An identifier cannot be a parameter; the name is ours (prefix + hex), not input.
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseError(f"cannot create a database on the server: {exc}") from exc
+    return _with_database(server_dsn, name)
+
+
+async def drop_throwaway_database(server_dsn: str, dsn: str) -> None:
+    """Drop what :func:`create_throwaway_database` made, closing its sessions first."""
+    name = urlsplit(dsn).path.lstrip("/")
+    conn = await asyncpg.connect(server_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+import asyncpg
 import pytest
 
 from tests.processes import start
@@ -29,7 +30,9 @@ sys.exit(main(["worker", "--no-sender"]))
 
 
 @pytest.mark.parametrize("how", ["raise", "return"])
-def test_a_failed_component_exits_non_zero_naming_it(database_url: str, how: str) -> None:
+def test_a_failed_component_exits_non_zero_naming_it(
+    database_url: str, clean_db: asyncpg.Pool, how: str
+) -> None:
     proc = start(
         [how],
         {"MOMENTCAST_DATABASE_URL": database_url, "MOMENTCAST_WORKER_POLL_INTERVAL": "1s"},

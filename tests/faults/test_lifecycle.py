@@ -127,7 +127,7 @@ async def test_broken_rules_while_running_keep_the_old_set_working(
                 during = await r.json()
             assert sorted(r["id"] for r in during["rules"]) == rule_ids
             assert during["errors"]
-            async with http.get(serve.url + "/metrics") as r:
+            async with http.get(serve.url + "/metrics", headers=ADMIN) as r:
                 metrics = await r.text()
             errors = [
                 line

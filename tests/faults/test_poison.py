@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from service.testing import PushService
+from tests.conftest import ADMIN_TOKEN
 from tests.faults.conftest import Stack, add_browser_subscriptions
 from tests.worker.conftest import CAFE_A
 
@@ -20,6 +21,8 @@ pytestmark = pytest.mark.slow
 # can hold one; at the end of year 9999 UTC, Berlin's local time no longer exists and the
 # engine's local-time arithmetic raises OverflowError. A real poison, not an injected one.
 POISON_AT = datetime(9999, 12, 31, 23, 30, tzinfo=UTC)
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 async def test_a_poison_signal_is_quarantined_and_the_batch_is_decided(
@@ -61,7 +64,7 @@ async def test_a_poison_signal_is_quarantined_and_the_batch_is_decided(
         assert sorted(d["subscription_id"] for d in decided) == sorted(sid for sid, _ in subs)
         async with (
             aiohttp.ClientSession() as http,
-            http.get(worker.url + "/metrics") as r,
+            http.get(worker.url + "/metrics", headers=ADMIN) as r,
         ):
             metrics = await r.text()
         assert "momentcast_signals_quarantined_total 1.0" in metrics

@@ -25,7 +25,7 @@ EVENT_TOKEN = "event_token"  # a per-delivery HMAC in the body or query, no bear
 ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
-    ("GET", "/metrics"): PUBLIC,
+    ("GET", "/metrics"): ADMIN,
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/v1/vapid-public-key"): PUBLIC,
     ("POST", "/v1/subscriptions"): PUBLIC,
