@@ -11,6 +11,11 @@
  * report `shown`. Clicks are reported to events_url as well as counted by the `navigate` links
  * (GET /c/...): the server counts a delivery's click once, whichever arrives first. The older
  * payload (title, body, url ... at the top level) is still shown.
+ *
+ * Imported into a site's own worker, it shares that worker politely: it handles only
+ * momentcast's pushes (those whose data carries a delivery_id) and leaves every other push to
+ * the site's handlers, and it calls skipWaiting() and clients.claim() only when it is itself
+ * the registered script, never on the site's behalf.
  */
 "use strict";
 
@@ -20,6 +25,43 @@ const MC_REGISTRATION = "/__momentcast/registration";
 const MC_DECLARATIVE = 8030;
 const MC_FIELDS = ["body", "icon", "image", "badge", "tag", "lang", "dir", "timestamp",
   "silent", "requireInteraction", "renotify"];
+
+/** The URL this file was loaded from, read from a stack trace: a worker has no
+ * document.currentScript, and importScripts() leaves location.href at the site's worker.
+ * Null when the trace names no URL. */
+function ownScriptUrl() {
+  const stack = String(new Error().stack || "");
+  const match = /((?:https?|file):\/\/[^\s()@]+?):\d+:\d+/.exec(stack);
+  return match ? match[1] : null;
+}
+
+const MC_SCRIPT_URL = ownScriptUrl();
+
+/** Whether this file is the worker's registered script (not imported into another one).
+ * When unsure, it is not: then a new version waits for the old one's tabs to close, which
+ * is the browser's default, rather than taking over a worker that is not its own. */
+function isRegisteredScript(scope, scriptUrl = MC_SCRIPT_URL) {
+  const own = scope && scope.location && scope.location.href;
+  return Boolean(own && scriptUrl && own.split("#")[0] === scriptUrl.split("#")[0]);
+}
+
+/** The push's JSON payload, or null (no data, not JSON). */
+function pushPayload(event) {
+  try {
+    return event.data ? event.data.json() : null;
+  } catch (_err) {
+    return null;
+  }
+}
+
+/** Whether a push payload is momentcast's: its data carries the delivery_id (declarative
+ * messages in notification.data, the older payload in data). */
+function isOurs(payload) {
+  if (!payload || typeof payload !== "object") return false;
+  const holder = payload.web_push === MC_DECLARATIVE ? payload.notification : payload;
+  const data = holder && typeof holder === "object" ? holder.data : null;
+  return Boolean(data && typeof data === "object" && data.delivery_id != null);
+}
 
 /** The notification a push describes: a declarative message's, or an old-format payload's
  * (its url and action urls then stand in for the navigate links). Null when there is none. */
@@ -122,13 +164,7 @@ async function focusOrOpen(scope, url) {
   return scope.clients.openWindow ? scope.clients.openWindow(url) : null;
 }
 
-async function onPush(scope, event) {
-  let payload;
-  try {
-    payload = event.data ? event.data.json() : null;
-  } catch (_err) {
-    payload = null;
-  }
+async function onPush(scope, payload) {
   let title;
   let options;
   try {
@@ -182,13 +218,20 @@ async function onSubscriptionChange(scope, event) {
   for (const client of windows) client.postMessage({ type: "momentcast:registration", ...next });
 }
 
-/** Attach the handlers to a service worker global scope. */
-function install(scope) {
-  scope.addEventListener("push", (event) => event.waitUntil(onPush(scope, event)));
+/** Attach the handlers to a service worker global scope. `standalone`: this file is the
+ * registered script, so it may take over at once (see isRegisteredScript). */
+function install(scope, { standalone = false } = {}) {
+  scope.addEventListener("push", (event) => {
+    const payload = pushPayload(event);
+    // Not momentcast's: the site's own handlers show it (no notification, no waitUntil here).
+    if (!isOurs(payload)) return;
+    event.waitUntil(onPush(scope, payload));
+  });
   scope.addEventListener("notificationclick", (event) => event.waitUntil(onClick(scope, event)));
   scope.addEventListener("notificationclose", (event) => event.waitUntil(onClose(scope, event)));
   scope.addEventListener("pushsubscriptionchange",
     (event) => event.waitUntil(onSubscriptionChange(scope, event)));
+  if (!standalone) return;
   // A new version of this file takes over at once instead of waiting for every tab to close.
   scope.addEventListener("install", () => scope.skipWaiting && scope.skipWaiting());
   scope.addEventListener("activate",
@@ -197,9 +240,10 @@ function install(scope) {
 
 if (typeof module === "object" && module.exports) {
   module.exports = {
-    MC_STATE_CACHE, MC_LAST_CLICK, MC_REGISTRATION,
-    notificationOf, notificationFromPayload, eventBody, reportEvent, clickTarget, install,
+    MC_STATE_CACHE, MC_LAST_CLICK, MC_REGISTRATION, MC_SCRIPT_URL,
+    notificationOf, notificationFromPayload, eventBody, reportEvent, clickTarget, isOurs,
+    isRegisteredScript, install,
   };
 } else if (typeof ServiceWorkerGlobalScope !== "undefined" && self instanceof ServiceWorkerGlobalScope) {
-  install(self);
+  install(self, { standalone: isRegisteredScript(self) });
 }
