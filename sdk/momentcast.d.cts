@@ -49,7 +49,6 @@ declare namespace Momentcast {
     now?: () => number;
     random?: () => number;
     sleep?: (ms: number) => Promise<void>;
-    newId?: () => string;
   }
 
   /** What subscribe() registers; PATCH /v1/subscriptions/{id} takes the same and `paused`. */

@@ -60,8 +60,8 @@ importScripts("{api}/sw.js");
 
 self.sitePushes = [];
 self.addEventListener("push", (event) => {
-  const payload = event.data ? event.data.json() : {};
-  if (!payload.title) return;  // not the site's: momentcast's sw.js shows its own
+  if (momentcast.isOurPush(event)) return;  // momentcast's: its sw.js shows it
+  const payload = event.data.json();
   self.sitePushes.push(payload.title);
   event.waitUntil(self.registration.showNotification(`Shop: ${payload.title}`));
 });
@@ -211,8 +211,8 @@ async def test_subscribe_keeps_the_sites_worker_and_shows_only_its_own_pushes(
             # Before: ['skipWaiting', 'claim']. sw.js knows it was imported: its own URL (from
             # a stack trace) is momentcast's, the worker's script is the site's.
             assert await worker.evaluate("self.takeover") == []
-            assert await worker.evaluate("MC_SCRIPT_URL") == api.url + "/sw.js"
-            assert await worker.evaluate("isRegisteredScript(self)") is False
+            assert await worker.evaluate("self.momentcast.scriptUrl") == api.url + "/sw.js"
+            assert await worker.evaluate("self.momentcast.standalone") is False
             assert errors == []
         finally:
             await browser.close()

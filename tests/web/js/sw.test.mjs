@@ -224,6 +224,21 @@ describe("clicks", () => {
     assert.deepEqual(s.fetch.calls[0].body, { delivery_id: 7, token: "tok7", type: "dismissed" });
   });
 
+  it("leaves a click on the site's own notification to the site", async () => {
+    // The site's notification, shown by its own handler: no delivery_id in its data.
+    for (const type of ["notificationclick", "notificationclose"]) {
+      const s = scope();
+      const n = notification({ url: "https://shop.example/sale" });
+      await s.dispatch(type, { notification: n, action: "" });
+      assert.equal(n.closed, false, type);
+      assert.deepEqual(s.opened, [], type);
+      assert.equal(s.waited, 0, type);
+      assert.equal(s.fetch.calls.length, 0, type);
+      const cache = await s.caches.open(sw.MC_STATE_CACHE);
+      assert.equal(await cache.match(sw.MC_LAST_CLICK), undefined, type);
+    }
+  });
+
   it("sends nothing for a notification without event data", async () => {
     const s = scope();
     await s.dispatch("notificationclick", { notification: notification({ url: null }) });
@@ -281,6 +296,7 @@ function loadWorker({ scriptURL, sourceURL = "https://push.example.com/sw.js" })
   const context = vm.createContext({ self, ServiceWorkerGlobalScope, Response, URL });
   const source = readFileSync(new URL(SW_PATH, import.meta.url), "utf8");
   new vm.Script(source, { filename: sourceURL }).runInContext(context);
+  const typeOf = (name) => vm.runInContext(`typeof ${name}`, context);
   const dispatch = async (type, event = {}) => {
     const pending = [];
     for (const fn of listeners[type] || []) {
@@ -288,7 +304,7 @@ function loadWorker({ scriptURL, sourceURL = "https://push.example.com/sw.js" })
     }
     await Promise.all(pending);
   };
-  return { calls, dispatch };
+  return { calls, dispatch, self, typeOf };
 }
 
 describe("installed into a worker", () => {
@@ -313,4 +329,18 @@ describe("installed into a worker", () => {
         assert.deepEqual(w.calls, [`show ${PAYLOAD.notification.title}`, "waitUntil push"]);
       }
     });
+
+  it("replaces none of the site's names: one global, momentcast", () => {
+    const w = loadWorker({ scriptURL: "https://shop.example/app-sw.js" });
+    // A site's worker with its own install() or onPush() keeps them.
+    for (const name of ["install", "onPush", "onClick", "reportEvent", "isOurs",
+      "MC_STATE_CACHE", "MC_SCRIPT_URL"]) {
+      assert.equal(w.typeOf(name), "undefined", name);
+    }
+    assert.equal(w.self.momentcast.standalone, false);
+    assert.equal(w.self.momentcast.scriptUrl, "https://push.example.com/sw.js");
+    assert.equal(w.self.momentcast.isOurPush(pushEvent(PAYLOAD)), true);
+    assert.equal(w.self.momentcast.isOurPush(pushEvent({ title: "Site news" })), false);
+    assert.equal(w.self.momentcast.isOurPush({ data: null }), false);
+  });
 });
