@@ -622,7 +622,7 @@
     newSignalId, retryable, retryDelayMs, RETRY_STATUSES, DEFAULT_WORKER,
     STORAGE_KEY, STATE_CACHE, REGISTRATION_URL, LAST_CLICK_URL,
   };
-  // A module (CommonJS, or the npm package's ES module) exports it; a <script> makes the
+  // A module (CommonJS, or the npm package's ES module) exports it; a script tag makes the
   // global `Momentcast`.
   if (typeof module === "object" && module.exports) module.exports = Momentcast;
   else root.Momentcast = Momentcast;
