@@ -28,7 +28,7 @@ STATIC = REPO / "service" / "static"
 NODE = shutil.which("node")
 NPM = shutil.which("npm")
 
-pytestmark = pytest.mark.skipif(
+needs_node = pytest.mark.skipif(
     NODE is None or NPM is None,
     reason="node and npm are not installed (Debian packages `nodejs` and `npm`)",
 )
@@ -102,6 +102,7 @@ def test_version_is_the_servers() -> None:
     assert lock["version"] == lock["packages"][""]["version"] == package["version"]
 
 
+@needs_node
 def test_pack_holds_the_served_files_byte_for_byte(packed: Packed) -> None:
     assert packed.files == PACKED_FILES
     dist = packed.root / "dist"
@@ -126,6 +127,7 @@ def _targets(node: Any) -> Iterator[str]:
             yield from _targets(value)
 
 
+@needs_node
 def test_types_check_on_a_consumer(consumer: Path) -> None:
     """tsc --noEmit with node16 (import and require) and bundler resolution. The consumer's
     @ts-expect-error lines are misuse the types must refuse: tsc fails on an unused one."""
@@ -135,6 +137,7 @@ def test_types_check_on_a_consumer(consumer: Path) -> None:
         run([NODE, str(tsc), "--noEmit", "-p", config], consumer)
 
 
+@needs_node
 def test_types_fail_on_misuse(consumer: Path) -> None:
     """The same check fails once a misuse is not marked as expected: the types are not `any`."""
     assert NODE is not None
@@ -163,6 +166,7 @@ def declared(path: Path, pattern: str) -> set[str]:
     return set(re.findall(pattern, path.read_text(), flags=re.MULTILINE))
 
 
+@needs_node
 def test_esm_and_commonjs_load_and_every_export_is_typed(consumer: Path) -> None:
     assert NODE is not None
     esm = json.loads(run([NODE, "run.mjs"], consumer).stdout)
