@@ -10,9 +10,10 @@
  * registers /sw.js over a worker the page already has.
  *
  * Plain script, no build step. The npm package (sdk/) is built from this very file: a
- * CommonJS copy and an ES module made from it, with hand-written types (sdk/momentcast.d.cts). Every browser API it touches can be passed in `options`
- * (fetch, navigator, storage, caches, Notification, now, random, sleep), which is how node's
- * test runner exercises it without a browser. See docs/clients.md.
+ * CommonJS copy and an ES module made from it, with hand-written types
+ * (sdk/momentcast.d.cts). Every browser API it touches can be passed in `options` (fetch,
+ * navigator, storage, caches, Notification, now, random, sleep), which is how node's test
+ * runner exercises it without a browser. See docs/clients.md.
  */
 "use strict";
 
