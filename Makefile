@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench clean venv
+.PHONY: run test lint bench clean venv sdk
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ lint: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-test
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+# The SDK's npm package, built from service/static/ (sdk/build.mjs): sdk/momentcast-<version>.tgz.
+sdk:
+	cd sdk && npm pack
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -5,9 +5,15 @@
  *   await mc.subscribe({ topics: ["food"] });   // asks for notification permission
  *   mc.startTracking({ moment: "go" });          // asks for location permission
  *
- * Plain script, no build step. Every browser API it touches can be passed in `options`
- * (fetch, navigator, storage, caches, Notification, now, random, sleep), which is how node's
- * test runner exercises it without a browser. See docs/clients.md.
+ * A site with a service worker of its own passes it (`serviceWorker: "/app-sw.js"`, or its
+ * ServiceWorkerRegistration) after adding importScripts(".../sw.js") to it; the SDK never
+ * registers /sw.js over a worker the page already has.
+ *
+ * Plain script, no build step. The npm package (sdk/) is built from this very file: a
+ * CommonJS copy and an ES module made from it, with hand-written types
+ * (sdk/momentcast.d.cts). Every browser API it touches can be passed in `options` (fetch,
+ * navigator, storage, caches, Notification, now, random, sleep), which is how node's test
+ * runner exercises it without a browser. See docs/clients.md.
  */
 "use strict";
 
@@ -23,9 +29,10 @@
   // stored them before a 5xx or a lost answer: every signal carries an id, so a retry is
   // never stored twice.
   const RETRY_STATUSES = [429, 502, 503, 504];
+  // Registered only for a page that has no service worker yet (and no serviceWorker option).
+  const DEFAULT_WORKER = "/sw.js";
 
   const DEFAULTS = {
-    serviceWorker: "/sw.js",
     // A new fix is sent when it moved minDistanceM since the last one sent, but not more
     // often than every minIntervalS; standing still still sends every maxIntervalS so that
     // "dwell" rules (three minutes in a store) can fire.
@@ -138,6 +145,47 @@
     return ceiling / 2 + random() * (ceiling / 2);
   }
 
+  /** The registration among the page's whose worker script is `url` (resolved against the
+   * page), or null. */
+  async function findRegistration(container, url) {
+    if (!container.getRegistrations) return null;
+    for (const registration of await container.getRegistrations()) {
+      const worker = registration.active || registration.waiting || registration.installing;
+      if (!worker) continue;
+      let wanted;
+      try {
+        wanted = new URL(url, root.location ? root.location.href : worker.scriptURL).href;
+      } catch (_err) {
+        return null;
+      }
+      if (worker.scriptURL === wanted) return registration;
+    }
+    return null;
+  }
+
+  /** `registration` once it has an active worker: pushManager.subscribe() needs one, and a
+   * worker registered a moment ago is still installing. */
+  function activated(registration) {
+    if (registration.active) return Promise.resolve(registration);
+    const worker = registration.installing || registration.waiting;
+    if (!worker || !worker.addEventListener) return Promise.resolve(registration);
+    return new Promise((resolve, reject) => {
+      worker.addEventListener("statechange", () => {
+        if (worker.state === "activated") resolve(registration);
+        if (worker.state === "redundant") {
+          reject(new Error(`the service worker ${worker.scriptURL} failed to install`));
+        }
+      });
+    });
+  }
+
+  /** Whether `value` can be the serviceWorker option: a script URL or a registration. */
+  function validWorkerOption(value) {
+    if (value === undefined || value === null) return true;
+    if (typeof value === "string") return value !== "";
+    return typeof value === "object" && Boolean(value.pushManager);
+  }
+
   function geolocationError(err) {
     const codes = { 1: "location-denied", 2: "location-unavailable", 3: "location-timeout" };
     const code = codes[err && err.code] || "location-error";
@@ -153,6 +201,11 @@
     constructor(options = {}) {
       if (!options.server && !root.location) {
         throw new MomentcastError("config", "options.server is required");
+      }
+      if (!validWorkerOption(options.serviceWorker)) {
+        throw new MomentcastError("config",
+          "options.serviceWorker must be the URL of your service worker script or its " +
+          "ServiceWorkerRegistration");
       }
       this.options = { ...DEFAULTS, ...options };
       this.server = (options.server || root.location.origin).replace(/\/+$/, "");
@@ -239,6 +292,24 @@
       });
     }
 
+    /** The service worker registration pushes go to. The serviceWorker option names it (a
+     * URL, registered unless the page has it already, or a registration); without the
+     * option, the worker already registered for this page is kept (a site's own, which
+     * imports sw.js), and only a page with none gets /sw.js. `register` false: find only. */
+    async _serviceWorker(register) {
+      const container = this.navigator.serviceWorker;
+      const wanted = this.options.serviceWorker;
+      if (wanted && typeof wanted === "object") return wanted;
+      if (typeof wanted === "string") {
+        const existing = await findRegistration(container, wanted);
+        if (existing || !register) return existing;
+        return container.register(wanted);
+      }
+      const existing = container.getRegistration ? await container.getRegistration() : null;
+      if (existing || !register) return existing || null;
+      return container.register(DEFAULT_WORKER);
+    }
+
     async _request(method, path, body, token) {
       const headers = {};
       if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -285,8 +356,7 @@
       }
       try {
         const { public_key: publicKey } = await this._request("GET", "/v1/vapid-public-key");
-        const worker = await nav.serviceWorker.register(this.options.serviceWorker);
-        const ready = nav.serviceWorker.ready ? await nav.serviceWorker.ready : worker;
+        const ready = await activated(await this._serviceWorker(true));
         if (!ready.pushManager) {
           throw new MomentcastError("unsupported", "this browser has no Web Push");
         }
@@ -487,9 +557,10 @@
       const reg = this._require();
       this.stopTracking();
       try {
-        const sw = this.navigator.serviceWorker;
-        const ready = sw && sw.ready ? await sw.ready : null;
-        const subscription = ready ? await ready.pushManager.getSubscription() : null;
+        const registration = this.navigator && this.navigator.serviceWorker
+          ? await this._serviceWorker(false) : null;
+        const subscription = registration && registration.pushManager
+          ? await registration.pushManager.getSubscription() : null;
         if (subscription) await subscription.unsubscribe();
         try {
           await this._request("DELETE", `/v1/subscriptions/${encodeURIComponent(reg.id)}`,
@@ -548,9 +619,11 @@
     create: (options) => new Client(options),
     Client, Throttle, MomentcastError,
     base64UrlToBytes, distanceM, signalFromPosition, geolocationError, profileBody,
-    newSignalId, retryable, retryDelayMs, RETRY_STATUSES,
+    newSignalId, retryable, retryDelayMs, RETRY_STATUSES, DEFAULT_WORKER,
     STORAGE_KEY, STATE_CACHE, REGISTRATION_URL, LAST_CLICK_URL,
   };
+  // A module (CommonJS, or the npm package's ES module) exports it; a script tag makes the
+  // global `Momentcast`.
   if (typeof module === "object" && module.exports) module.exports = Momentcast;
-  root.Momentcast = Momentcast;
+  else root.Momentcast = Momentcast;
 })(typeof globalThis !== "undefined" ? globalThis : this);

@@ -187,6 +187,8 @@ async def test_declarative_push_shows_notification_and_reports_shown_and_clicked
 
             [worker] = context.service_workers
             assert worker.url == api.url + "/sw.js"
+            # Registered itself (not imported), sw.js takes over at once (skipWaiting, claim).
+            assert await worker.evaluate("self.momentcast.standalone") is True
             assert await worker.evaluate(CLICK_IN_WORKER, [MESSAGE["tag"], "menu"])
             await wait_for_event(clean_db, delivery_id, "clicked")
             # sw.js closes the notification it handled.

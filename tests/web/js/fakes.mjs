@@ -56,25 +56,43 @@ export function fakePushSubscription(endpoint = "https://push.example.net/abc") 
   };
 }
 
-export function fakeNavigator({ existing = null } = {}) {
-  const state = { subscribeOptions: null, registered: null, subscription: existing,
-    watches: new Map(), nextWatch: 1, cleared: [] };
-  const pushManager = {
-    async getSubscription() { return state.subscription; },
-    async subscribe(options) {
-      state.subscribeOptions = options;
-      state.subscription = fakePushSubscription();
-      state.subscription.options = options;
-      return state.subscription;
+/** A ServiceWorkerRegistration with a working pushManager; `scriptURL` is its worker's. */
+export function fakeRegistration(state, scriptURL = "https://shop.example/sw.js") {
+  return {
+    scope: new URL("/", scriptURL).href,
+    active: { scriptURL, state: "activated" },
+    pushManager: {
+      async getSubscription() { return state.subscription; },
+      async subscribe(options) {
+        state.subscribeOptions = options;
+        state.subscription = fakePushSubscription();
+        state.subscription.options = options;
+        return state.subscription;
+      },
     },
   };
-  const registration = { pushManager };
+}
+
+/** navigator with a service worker container: `registrations` are the site's workers already
+ * registered (made with fakeRegistration), `controller` the script URL controlling the page. */
+export function fakeNavigator({ existing = null, registrations = [], controller = null } = {}) {
+  const state = { subscribeOptions: null, registered: null, subscription: existing,
+    registrations, watches: new Map(), nextWatch: 1, cleared: [] };
   const listeners = [];
   return {
     state,
     serviceWorker: {
-      async register(url) { state.registered = url; return registration; },
-      ready: Promise.resolve(registration),
+      controller: controller ? { scriptURL: controller } : null,
+      async register(url) {
+        state.registered = url;
+        const registration = fakeRegistration(state, new URL(url, "https://shop.example/").href);
+        state.registrations = [registration];  // one scope: the new script replaces the old
+        return registration;
+      },
+      // The registration whose scope covers the page (all fakes have scope "/").
+      async getRegistration() { return state.registrations[0]; },
+      async getRegistrations() { return [...state.registrations]; },
+      get ready() { return Promise.resolve(state.registrations[0]); },
       addEventListener(type, fn) { listeners.push([type, fn]); },
       dispatch(type, event) { for (const [t, fn] of listeners) if (t === type) fn(event); },
     },

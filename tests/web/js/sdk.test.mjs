@@ -4,7 +4,8 @@ import { createRequire } from "node:module";
 import { describe, it } from "node:test";
 
 import {
-  FakeCaches, FakeStorage, fakeFetch, fakeNavigator, fakePushSubscription, position,
+  FakeCaches, FakeStorage, fakeFetch, fakeNavigator, fakePushSubscription, fakeRegistration,
+  position,
 } from "./fakes.mjs";
 
 const require = createRequire(import.meta.url);
@@ -155,6 +156,68 @@ describe("subscribe", () => {
     await new Promise((r) => setTimeout(r, 0));
     assert.equal(mc.registration.token, "tok-2");
     assert.equal(JSON.parse(storage.getItem(Momentcast.STORAGE_KEY)).id, "sub-2");
+  });
+});
+
+describe("the site's own service worker", () => {
+  const APP_SW = "https://shop.example/app-sw.js";
+  const scripts = (nav) => nav.state.registrations.map((r) => r.active.scriptURL);
+
+  it("uses the worker named by serviceWorker and registers no other", async () => {
+    const nav = fakeNavigator();
+    const app = fakeRegistration(nav.state, APP_SW);
+    nav.state.registrations = [app];
+    const { mc, fetch } = client({ nav, options: { serviceWorker: "/app-sw.js" } });
+    await mc.subscribe();
+    assert.equal(nav.state.registered, null, "the site's registration is reused as it is");
+    assert.deepEqual(scripts(nav), [APP_SW]);
+    assert.ok(fetch.calls.some((c) => c.path === "/v1/subscriptions"));
+    assert.equal(nav.state.subscription.options.userVisibleOnly, true);
+  });
+
+  it("registers the named worker when the site has not yet", async () => {
+    const nav = fakeNavigator();
+    const { mc } = client({ nav, options: { serviceWorker: "/app-sw.js" } });
+    await mc.subscribe();
+    assert.equal(nav.state.registered, "/app-sw.js");
+    assert.deepEqual(scripts(nav), [APP_SW]);
+  });
+
+  it("uses a ServiceWorkerRegistration passed in, for subscribe and unsubscribe", async () => {
+    const nav = fakeNavigator();
+    const own = { subscription: null };
+    const app = fakeRegistration(own, APP_SW);
+    const { mc } = client({ nav, fetchRoutes: routes({
+      "DELETE /v1/subscriptions/sub-1": [204, null] }), options: { serviceWorker: app } });
+    await mc.subscribe();
+    assert.equal(nav.state.registered, null);
+    assert.ok(own.subscription, "subscribed through the registration given");
+    await mc.unsubscribe();
+    assert.equal(own.subscription.unsubscribed, true);
+  });
+
+  it("with no option, keeps the worker already registered for the page", async () => {
+    for (const controller of [APP_SW, null]) {
+      const nav = fakeNavigator({ controller });
+      nav.state.registrations = [fakeRegistration(nav.state, APP_SW)];
+      const { mc } = client({ nav });
+      await mc.subscribe();
+      assert.equal(nav.state.registered, null, `controller ${controller}`);
+      assert.deepEqual(scripts(nav), [APP_SW]);
+    }
+  });
+
+  it("with no option and no worker, registers /sw.js", async () => {
+    const { mc, nav } = client();
+    await mc.subscribe();
+    assert.equal(nav.state.registered, "/sw.js");
+  });
+
+  it("refuses a serviceWorker option that is neither a URL nor a registration", () => {
+    for (const serviceWorker of [42, "", {}, true]) {
+      assert.throws(() => client({ options: { serviceWorker } }),
+        (e) => e.code === "config" && /serviceWorker/.test(e.message), String(serviceWorker));
+    }
   });
 });
 

@@ -1,12 +1,15 @@
 // Unit tests of service/static/sw.js: events are dispatched to a fake worker scope.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { describe, it } from "node:test";
+import vm from "node:vm";
 
 import { FakeCaches, fakeFetch, fakePushSubscription } from "./fakes.mjs";
 
 const require = createRequire(import.meta.url);
-const sw = require("../../../service/static/sw.js");
+const SW_PATH = "../../../service/static/sw.js";
+const sw = require(SW_PATH);
 
 const EVENTS = "https://push.example.com/v1/events";
 const CLICK = "https://push.example.com/c/7";
@@ -38,7 +41,7 @@ function scope({ fetchRoutes = { "POST /v1/events": [202, { recorded: true }] },
   windows = [] } = {}) {
   const listeners = {};
   const s = {
-    shown: [], opened: [], focused: [], messages: [],
+    shown: [], opened: [], focused: [], messages: [], waited: 0,
     fetch: fakeFetch(fetchRoutes),
     caches: new FakeCaches(),
     Response,
@@ -56,7 +59,7 @@ function scope({ fetchRoutes = { "POST /v1/events": [202, { recorded: true }] },
     },
     async dispatch(type, event) {
       const pending = [];
-      listeners[type]({ ...event, waitUntil: (p) => pending.push(p) });
+      listeners[type]({ ...event, waitUntil: (p) => { s.waited += 1; pending.push(p); } });
       await Promise.all(pending);
     },
   };
@@ -121,17 +124,40 @@ describe("notifications", () => {
     assert.equal(call.headers["Content-Type"], "text/plain");
   });
 
-  it("still shows something for an unreadable push (userVisibleOnly) and reports nothing",
-    async () => {
-      for (const data of [{ json: () => { throw new SyntaxError("x"); } },
-        { json: () => ({ web_push: 8030 }) }, null]) {
-        const s = scope();
-        await s.dispatch("push", { data });
-        assert.equal(s.shown.length, 1);
-        assert.equal(s.shown[0].title, "New notification");
-        assert.equal(s.fetch.calls.length, 0);
-      }
-    });
+  it("still shows something for its own push without a title (userVisibleOnly)", async () => {
+    for (const payload of [
+      { web_push: 8030, notification: { data: { delivery_id: 7 } } },
+      { body: "no title", data: { delivery_id: 7 } },
+    ]) {
+      const s = scope();
+      await s.dispatch("push", pushEvent(payload));
+      assert.equal(s.shown.length, 1);
+      assert.equal(s.shown[0].title, "New notification");
+      assert.equal(s.fetch.calls.length, 0);
+    }
+  });
+
+  it("leaves a push without momentcast's delivery_id to the site's own handlers", async () => {
+    // A site importing sw.js into its worker keeps its own push handler: a push of its own
+    // (title and all, but no data.delivery_id) must not show twice, nor be waited on here.
+    for (const data of [
+      { json: () => ({ title: "Site news", body: "from the site's own server" }) },
+      { json: () => ({ web_push: 8030, notification: { title: "Declarative, not ours" } }) },
+      { json: () => ({ title: "Sale", data: { id: 3 } }) },
+      { json: () => { throw new SyntaxError("not JSON"); } },
+      { json: () => "a string" },
+      null,
+    ]) {
+      const s = scope();
+      await s.dispatch("push", { data });
+      assert.deepEqual(s.shown, []);
+      assert.equal(s.waited, 0, "no waitUntil for a push that is not ours");
+      assert.equal(s.fetch.calls.length, 0);
+    }
+    assert.equal(sw.isOurs(PAYLOAD), true);
+    assert.equal(sw.isOurs(LEGACY), true);
+    assert.equal(sw.isOurs({ title: "Site news" }), false);
+  });
 
   it("retries a failed report once, but not a refused one", async () => {
     let answers = [new TypeError("offline"), [202, {}]];
@@ -198,6 +224,21 @@ describe("clicks", () => {
     assert.deepEqual(s.fetch.calls[0].body, { delivery_id: 7, token: "tok7", type: "dismissed" });
   });
 
+  it("leaves a click on the site's own notification to the site", async () => {
+    // The site's notification, shown by its own handler: no delivery_id in its data.
+    for (const type of ["notificationclick", "notificationclose"]) {
+      const s = scope();
+      const n = notification({ url: "https://shop.example/sale" });
+      await s.dispatch(type, { notification: n, action: "" });
+      assert.equal(n.closed, false, type);
+      assert.deepEqual(s.opened, [], type);
+      assert.equal(s.waited, 0, type);
+      assert.equal(s.fetch.calls.length, 0, type);
+      const cache = await s.caches.open(sw.MC_STATE_CACHE);
+      assert.equal(await cache.match(sw.MC_LAST_CLICK), undefined, type);
+    }
+  });
+
   it("sends nothing for a notification without event data", async () => {
     const s = scope();
     await s.dispatch("notificationclick", { notification: notification({ url: null }) });
@@ -234,5 +275,72 @@ describe("pushsubscriptionchange", () => {
     const s = scope();
     await s.dispatch("pushsubscriptionchange", { oldSubscription: null });
     assert.equal(s.fetch.calls.length, 0);
+  });
+});
+
+// sw.js as a browser loads it: evaluated as a classic script in a worker scope, either as the
+// registered script itself or through importScripts() from the site's own worker. The script's
+// file name is its URL, as in a browser's stack traces, which is what sw.js looks at.
+function loadWorker({ scriptURL, sourceURL = "https://push.example.com/sw.js" }) {
+  const calls = [];
+  const listeners = {};
+  class ServiceWorkerGlobalScope {}
+  const self = Object.assign(new ServiceWorkerGlobalScope(), {
+    location: new URL(scriptURL),
+    addEventListener(type, fn) { (listeners[type] ||= []).push(fn); },
+    skipWaiting() { calls.push("skipWaiting"); return Promise.resolve(); },
+    clients: { claim() { calls.push("claim"); return Promise.resolve(); } },
+    registration: { async showNotification(title) { calls.push(`show ${title}`); } },
+    fetch: async () => new Response("{}", { status: 202 }),
+  });
+  const context = vm.createContext({ self, ServiceWorkerGlobalScope, Response, URL });
+  const source = readFileSync(new URL(SW_PATH, import.meta.url), "utf8");
+  new vm.Script(source, { filename: sourceURL }).runInContext(context);
+  const typeOf = (name) => vm.runInContext(`typeof ${name}`, context);
+  const dispatch = async (type, event = {}) => {
+    const pending = [];
+    for (const fn of listeners[type] || []) {
+      fn({ ...event, waitUntil: (p) => { calls.push(`waitUntil ${type}`); pending.push(p); } });
+    }
+    await Promise.all(pending);
+  };
+  return { calls, dispatch, self, typeOf };
+}
+
+describe("installed into a worker", () => {
+  it("takes over at once as the registered script itself", async () => {
+    const w = loadWorker({ scriptURL: "https://push.example.com/sw.js" });
+    await w.dispatch("install");
+    await w.dispatch("activate");
+    assert.deepEqual(w.calls, ["skipWaiting", "claim", "waitUntil activate"]);
+  });
+
+  it("imported into the site's own worker, never calls skipWaiting() or clients.claim()",
+    async () => {
+      for (const scriptURL of ["https://shop.example/app-sw.js", "https://shop.example/sw.js",
+        "https://push.example.com/app/sw.js"]) {
+        const w = loadWorker({ scriptURL });
+        await w.dispatch("install");
+        await w.dispatch("activate");
+        assert.deepEqual(w.calls, [], scriptURL);
+        // Its own pushes it still shows; the site's it leaves alone.
+        await w.dispatch("push", pushEvent(PAYLOAD));
+        await w.dispatch("push", pushEvent({ title: "Site news" }));
+        assert.deepEqual(w.calls, [`show ${PAYLOAD.notification.title}`, "waitUntil push"]);
+      }
+    });
+
+  it("replaces none of the site's names: one global, momentcast", () => {
+    const w = loadWorker({ scriptURL: "https://shop.example/app-sw.js" });
+    // A site's worker with its own install() or onPush() keeps them.
+    for (const name of ["install", "onPush", "onClick", "reportEvent", "isOurs",
+      "MC_STATE_CACHE", "MC_SCRIPT_URL"]) {
+      assert.equal(w.typeOf(name), "undefined", name);
+    }
+    assert.equal(w.self.momentcast.standalone, false);
+    assert.equal(w.self.momentcast.scriptUrl, "https://push.example.com/sw.js");
+    assert.equal(w.self.momentcast.isOurPush(pushEvent(PAYLOAD)), true);
+    assert.equal(w.self.momentcast.isOurPush(pushEvent({ title: "Site news" })), false);
+    assert.equal(w.self.momentcast.isOurPush({ data: null }), false);
   });
 });
