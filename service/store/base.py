@@ -43,7 +43,9 @@ _SESSION_ENDED = frozenset({"57P01", "57P02", "57P03", "57P05", "25P03"})
 
 # Statements whose work grows with the audience or the table rather than with a batch (one
 # tick of a campaign of millions is one statement): bounded by this instead of DB_TIMEOUT.
-LONG_STATEMENTS = frozenset({"campaign_fan_out", "campaign_zones", "purge_signals"})
+LONG_STATEMENTS = frozenset(
+    {"campaign_fan_out", "campaign_zones", "purge_signals", "purge_shadow_sends_older"}
+)
 LONG_STATEMENT_TIMEOUT_S = 600.0
 
 Pool = asyncpg.Pool
