@@ -26,15 +26,15 @@ from service.store.db import connect, q
 #   close is seen raises this (MagicStack/asyncpg#1069). Also InternalClientErrors:
 #   OutdatedSchemaCacheError, and TargetServerAttributeNotMatched (a host list with no
 #   primary yet, mid-failover);
-# - an OSError: refused, reset, broken pipe, and TimeoutError (DB_TIMEOUT ran out);
-# - DatabaseError: a dedicated connection (LISTEN) could not be opened.
+# - an OSError: refused, reset, broken pipe, and TimeoutError (DB_TIMEOUT ran out).
+# (A dedicated connection that cannot be opened raises DatabaseError; its one user, the
+# listener, retries on it too.)
 DATABASE_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     TimeoutError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
-    DatabaseError,
 )
 
 # Server errors after which the server has closed (or is closing) the session: connection

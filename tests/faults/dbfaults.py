@@ -150,12 +150,16 @@ class FreezingProxy:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for pair in self._pairs:
-            for w in pair.writers:
-                w.close()
+        writers = [w for pair in self._pairs for w in pair.writers]
+        for w in writers:
+            w.transport.abort()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # The sockets close on the loop's next turns: before the caller blocks it (stopping
+        # PostgreSQL waits for its clients to go).
+        async with asyncio.timeout(5):
+            await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
 
 
 def postgres_address(dsn: str) -> tuple[str, int] | str:
