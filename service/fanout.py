@@ -27,7 +27,7 @@ from prometheus_client import Histogram
 
 from service.context import Context
 from service.metrics import REGISTRY
-from service.queue import CAMPAIGNS_CHANNEL, DELIVERIES_CHANNEL, Listener
+from service.queue import CAMPAIGNS_CHANNEL, DELIVERIES_CHANNEL, DatabaseRetry, Listener
 from service.rules.campaigns import LOCKED_RETRY, SendAt, plan_tick
 from service.rules.models import PolicyModel
 from service.store import DATABASE_ERRORS, Store
@@ -60,6 +60,8 @@ Clock = Callable[[], datetime]
 
 # When a campaign whose tick raised is looked at again.
 RETRY_FAILED = timedelta(minutes=1)
+# The longest pause between two tries while the database fails (the first is 0.25 s).
+RETRY_CAP_S = 5.0
 
 
 def utcnow() -> datetime:
@@ -216,6 +218,7 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
     )
     fanout = FanOut(ctx)
     poll = ctx.settings.worker_poll_interval.total_seconds()
+    retry = DatabaseRetry("fanout", log, cap_s=max(RETRY_CAP_S, poll))
     try:
         while not stop.is_set():
             wake.clear()
@@ -224,7 +227,9 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
             except DATABASE_ERRORS as exc:
                 # Nothing was committed; the campaign is still due and is ticked again.
                 FANOUT_ERRORS.inc()
-                log.warning("fan-out tick failed (%s); retrying", type(exc).__name__)
+                await retry.pause(exc, stop)
+                continue
+            retry.succeeded()
             waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
             await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:

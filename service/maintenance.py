@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from service.context import Context
+from service.queue import DatabaseRetry
 from service.rules.engine import history_window
+from service.store import DATABASE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +120,18 @@ async def run_once(ctx: Context) -> Pass:
 
 
 async def run(ctx: Context, stop: asyncio.Event) -> None:
+    # A database that is away is one warning line and a sooner retry, not a traceback a pass.
+    retry = DatabaseRetry("maintenance", log, first_s=5.0, cap_s=RETENTION_INTERVAL_S)
     while not stop.is_set():
+        wait = RETENTION_INTERVAL_S
         try:
             await run_once(ctx)
+        except DATABASE_ERRORS as exc:
+            wait = retry.failed(exc)
         except Exception:
             log.exception("retention pass failed; retrying")
+        else:
+            retry.succeeded()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(RETENTION_INTERVAL_S):
+            async with asyncio.timeout(wait):
                 await stop.wait()

@@ -31,3 +31,10 @@ EVENTS_REJECTED = Counter(
     "(all of them: MOMENTCAST_SECRET_KEY differs between the API and the sender)",
     registry=REGISTRY,
 )
+DATABASE_ERRORS_TOTAL = Counter(
+    "momentcast_database_errors_total",
+    "Database errors a background component lived through (a lost or half-open connection, "
+    "a timeout, an outage) before backing off and retrying, by component",
+    ["component"],
+    registry=REGISTRY,
+)

@@ -37,6 +37,7 @@ MAINTENANCE = "maintenance"
 RULES_WATCH = "rules-watch"
 EMBEDDED_WATCH = "embedded-postgres"
 EMBEDDED_WATCH_INTERVAL_S = 1.0
+POOL_CLOSE_TIMEOUT_S = 5.0
 
 
 def background_components(names: Iterable[str]) -> dict[str, Component]:
@@ -153,7 +154,10 @@ async def run(
     """Run ``components`` until SIGINT/SIGTERM (or ``stop``), then shut down in order."""
     names = set(components)
     await migrations.migrate(dsn, settings.migrations_dir)
-    pool = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    db_timeout = settings.db_timeout.total_seconds()
+    pool = await create_pool(
+        dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max, db_timeout=db_timeout
+    )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     stop_reason = "stop requested"
@@ -171,7 +175,8 @@ async def run(
     tasks: list[asyncio.Task[None]] = []
     failure: ComponentFailed | None = None
     try:
-        ctx = Context(settings=settings, store=Store(pool, dsn=dsn), keys=Keys.load(settings))
+        store = Store(pool, dsn=dsn, timeout=db_timeout)
+        ctx = Context(settings=settings, store=store, keys=Keys.load(settings))
         # Before anything serves or sends: keys that differ from the deployment's stop here.
         await fingerprints.check(ctx.store, ctx.keys.vapid_public_b64, ctx.keys.secret_key)
         await load_rules(ctx)
@@ -245,7 +250,13 @@ async def run(
             await asyncio.gather(*tasks, return_exceptions=True)
         if metrics_runner is not None:
             await metrics_runner.cleanup()
-        await pool.close()
+        try:
+            # Gracefully if the connections answer; one stuck on a half-open connection
+            # must not hold the exit for long.
+            async with asyncio.timeout(POOL_CLOSE_TIMEOUT_S):
+                await pool.close()
+        except TimeoutError:
+            pool.terminate()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)

@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     body_read_timeout: PositiveDuration = timedelta(seconds=30)
     db_pool_min: int = Field(default=1, ge=0)
     db_pool_max: int = Field(default=10, ge=1)
+    # A statement, a connection attempt or the wait for a pooled connection that takes longer
+    # fails (the connection is dropped, the work retried): a half-open connection is noticed.
+    db_timeout: PositiveDuration = timedelta(seconds=20)
     workers: int = Field(default=1, ge=0, le=64)
     worker_batch_size: int = Field(default=500, ge=1, le=100_000)
     worker_poll_interval: PositiveDuration = timedelta(seconds=1)

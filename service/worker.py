@@ -25,7 +25,7 @@ from prometheus_client import Gauge, Histogram
 
 from service.context import Context
 from service.metrics import REGISTRY
-from service.queue import DELIVERIES_CHANNEL, SIGNALS_CHANNEL, Listener
+from service.queue import DELIVERIES_CHANNEL, SIGNALS_CHANNEL, DatabaseRetry, Listener
 from service.rows import profile_of, signal_of
 from service.rules.engine import (
     Outcome,
@@ -92,6 +92,8 @@ SIGNALS_QUARANTINED = PromCounter(
 Clock = Callable[[], datetime]
 
 LAG_INTERVAL_S = 5.0
+# The longest pause between two tries while the database fails (the first is 0.25 s).
+RETRY_CAP_S = 5.0
 # Failed evaluations after which a signal is quarantined instead of tried again.
 QUARANTINE_AFTER = 3
 
@@ -395,10 +397,11 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
     listening = asyncio.create_task(
         Listener(ctx.store, SIGNALS_CHANNEL, wake).run(stop), name="worker-listen"
     )
+    poll = ctx.settings.worker_poll_interval.total_seconds()
+    retry = DatabaseRetry("worker", log, cap_s=max(RETRY_CAP_S, poll))
 
     async def loop() -> None:
         worker = Worker(ctx)
-        poll = ctx.settings.worker_poll_interval.total_seconds()
         lag_checked = 0.0
         while not stop.is_set():
             try:
@@ -408,12 +411,12 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
                     PROCESSING_LAG.set(await ctx.store.processing_lag())
                 result = await worker.run_once()
             except DATABASE_ERRORS as exc:
-                # The database went away or a batch failed: nothing was committed, the
-                # lease hands the signals back. Retry after a pause.
+                # The database went away, a connection broke or went silent, or a batch
+                # failed: nothing was committed, the lease hands the signals back.
                 WORKER_ERRORS.inc()
-                log.warning("worker batch failed (%s); retrying", type(exc).__name__)
-                await _sleep_or_stop(stop, poll)
+                await retry.pause(exc, stop)
                 continue
+            retry.succeeded()
             if result.signals or result.skipped_subscribers:
                 continue
             wake.clear()
@@ -426,12 +429,6 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
         listening.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listening
-
-
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stop.wait()
 
 
 async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import secrets
+import socket
 import warnings
 from dataclasses import dataclass
 from functools import cache
@@ -20,6 +21,18 @@ from service.errors import DatabaseError
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# asyncpg's own default for a connection attempt, where no DB_TIMEOUT applies.
+CONNECT_TIMEOUT_S = 60.0
+# What a failed connection attempt raises: the OS (refused, unreachable, timed out), the
+# server (authentication, too many clients, shutting down) or asyncpg itself (a host list
+# where no server is a primary: TargetServerAttributeNotMatched, an InternalClientError).
+CONNECT_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 _QUERY_NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
@@ -145,18 +158,69 @@ async def drop_throwaway_database(server_dsn: str, dsn: str) -> None:
         await conn.close()
 
 
+# A peer that vanished without a word (a partition, a dead host, a dropped NAT entry) is
+# otherwise noticed only after the kernel's two hours of keepalive silence, or never on an
+# idle connection. With these, an idle connection is probed after 10 s of silence and dropped
+# after 3 unanswered probes 5 s apart, and one whose sent bytes stay unacknowledged for 25 s
+# is dropped: either way within 25 s (docs/operations.md, "Lost connections").
+KEEPALIVE_IDLE_S = 10
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 3
+USER_TIMEOUT_MS = 25_000
+
+
+def keep_alive(conn: asyncpg.Connection) -> bool:
+    """Turn on TCP keepalive and the user timeout on ``conn``'s socket; False where it has
+    none to set (a Unix socket, a platform without the options).
+
+    asyncpg takes no such parameters (libpq's ``keepalives_*`` are not among its DSN options)
+    and has no public handle on the socket; its own protocol sets TCP_NODELAY the same way,
+    on the transport's socket, which uvloop's transports expose as well."""
+    transport = getattr(conn, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    options = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+        ("TCP_USER_TIMEOUT", USER_TIMEOUT_MS),
+    ):
+        option = getattr(socket, name, None)
+        if option is not None:
+            options.append((socket.IPPROTO_TCP, option, value))
+    try:
+        for level, option, value in options:
+            sock.setsockopt(level, option, value)
+    except OSError as exc:
+        log.debug("cannot set TCP keepalive on a database connection: %s", exc)
+        return False
+    return True
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
+    keep_alive(conn)
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def connect(dsn: str) -> asyncpg.Connection:
-    """A single connection with the same codecs as the pool's (LISTEN, migrations)."""
+async def connect(dsn: str, *, db_timeout: float | None = None) -> asyncpg.Connection:
+    """A single connection with the same codecs as the pool's (LISTEN, migrations).
+
+    ``db_timeout`` bounds the connection attempt and becomes the connection's statement timeout;
+    None: asyncpg's 60 s to connect and no statement timeout (migrations may take long)."""
     try:
-        conn = await asyncpg.connect(dsn)
-    except (OSError, asyncpg.PostgresError) as exc:
+        conn = await asyncpg.connect(
+            dsn, timeout=db_timeout or CONNECT_TIMEOUT_S, command_timeout=db_timeout
+        )
+    except CONNECT_ERRORS as exc:
         raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
-    await _init_connection(conn)
+    try:
+        await _init_connection(conn)
+    except BaseException:
+        conn.terminate()  # lost while setting up: nobody else will close it
+        raise
     return conn
 
 
@@ -167,7 +231,11 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     migrations' advisory lock use connections of their own, and no code sets session state."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, db_timeout: float | None = None
+) -> asyncpg.Pool:
+    """The pool; ``db_timeout`` (the DB_TIMEOUT of long-running processes) bounds each statement
+    and each connection attempt. None (the CLI's one-off commands): asyncpg's defaults."""
     try:
         pool = await asyncpg.create_pool(
             dsn,
@@ -175,8 +243,10 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
             max_size=max_size,
             init=_init_connection,
             reset=_keep_session,
+            timeout=db_timeout or CONNECT_TIMEOUT_S,
+            command_timeout=db_timeout,
         )
-    except (OSError, asyncpg.PostgresError) as exc:
+    except CONNECT_ERRORS as exc:
         raise DatabaseError(f"cannot connect to PostgreSQL: {exc}") from exc
     assert pool is not None
     return pool
