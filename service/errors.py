@@ -27,6 +27,7 @@ Every error momentcast raises on purpose derives from :class:`MomentcastError`::
         │   └── ConsentRequired     403 consent_required
         ├── NotFound                404 not_found
         ├── Conflict                409 conflict
+        │   └── EndpointRegistered  409 endpoint_registered
         ├── RequestTooLarge         413 payload_too_large
         ├── UnsupportedMediaType    415 unsupported_media_type
         ├── Unprocessable           422 invalid
@@ -188,6 +189,13 @@ class NotFound(ApiError):
 class Conflict(ApiError):
     status = 409
     code = "conflict"
+
+
+class EndpointRegistered(Conflict):
+    """A registration of a push endpoint that is already registered, without the proof that
+    the caller holds that subscription (its keys.auth or its device token)."""
+
+    code = "endpoint_registered"
 
 
 class RequestTooLarge(ApiError):
