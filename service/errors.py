@@ -33,6 +33,7 @@ Every error momentcast raises on purpose derives from :class:`MomentcastError`::
         ├── Unprocessable           422 invalid
         ├── TooManyRequests         429 rate_limited
         └── ServiceUnavailable      503 unavailable
+            └── DatabaseUnavailable 503 database_unavailable
 
 Rule-file errors are also ``ValueError`` and the address refusal an ``OSError``, as the
 libraries that raise through them (PyYAML, aiohttp's resolver) expect.
@@ -221,3 +222,10 @@ class TooManyRequests(ApiError):
 class ServiceUnavailable(ApiError):
     status = 503
     code = "unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database did not answer (down, restarting, unreachable, a connection lost): the
+    request may be retried after ``Retry-After``; whatever it changed was not committed."""
+
+    code = "database_unavailable"

@@ -14,9 +14,10 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_response import StreamResponse
 
 from service.api.common import CONTEXT
-from service.errors import ApiError, RequestTooLarge
+from service.errors import ApiError, DatabaseUnavailable, RequestTooLarge
 from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from service.settings import Settings
+from service.store import DATABASE_ERRORS
 
 log = logging.getLogger("momentcast.api")
 
@@ -54,6 +55,27 @@ def error_response(
         text=json.dumps(body),
         content_type="application/json",
         headers=headers,
+    )
+
+
+# Seconds a client waits before retrying a request the database could not serve: about what
+# a restart or a failover takes.
+DATABASE_RETRY_AFTER = "5"
+
+
+def _database_unavailable(request: web.Request, exc: Exception) -> DatabaseUnavailable:
+    # The class (and SQLSTATE) only: a driver's message may quote stored values.
+    sqlstate = getattr(exc, "sqlstate", None)
+    log.warning(
+        "database unavailable on %s %s: %s%s",
+        request.method,
+        _route_name(request),
+        type(exc).__name__,
+        f" (SQLSTATE {sqlstate})" if sqlstate else "",
+    )
+    return DatabaseUnavailable(
+        "the database is unavailable; nothing was changed, retry later",
+        headers={"Retry-After": DATABASE_RETRY_AFTER},
     )
 
 
@@ -128,6 +150,11 @@ async def handle_errors(request: web.Request, handler: Handler) -> StreamRespons
         response = error_response(
             exc.status, exc.message, code=exc.code, details=exc.details, headers=exc.headers
         )
+    except DATABASE_ERRORS as exc:
+        # Every route that needs the database, in one place: an outage is a 503 to retry,
+        # never a 500 with a traceback.
+        err = _database_unavailable(request, exc)
+        response = error_response(err.status, err.message, code=err.code, headers=err.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
