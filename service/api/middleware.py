@@ -69,7 +69,7 @@ def _database_unavailable(request: web.Request, exc: Exception) -> DatabaseUnava
     log.warning(
         "database unavailable on %s %s: %s%s",
         request.method,
-        _route_name(request),
+        route_name(request),
         type(exc).__name__,
         f" (SQLSTATE {sqlstate})" if sqlstate else "",
     )
@@ -79,10 +79,19 @@ def _database_unavailable(request: web.Request, exc: Exception) -> DatabaseUnava
     )
 
 
-def _route_name(request: web.Request) -> str:
-    # The route template, never the concrete path: paths carry subscription ids.
+# The route template of a request, kept for the access log. aiohttp answers some requests
+# itself before routing them (a malformed request line or header: 400); those have no match
+# info at all, and ``request.match_info`` asserts that it has one.
+_ROUTE = web.RequestKey("momentcast_route", str)
+
+
+def route_name(request: web.Request) -> str:
+    """The route template, never the concrete path (paths carry subscription ids). Only for
+    a routed request: the middlewares, which run after routing, name it here."""
     resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
+    route = resource.canonical if resource is not None else "unmatched"
+    request[_ROUTE] = route
+    return route
 
 
 # Without a context (a bare app in a unit test) bodies get the default timeout.
@@ -164,9 +173,9 @@ async def handle_errors(request: web.Request, handler: Handler) -> StreamRespons
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         response = error_response(exc.status, message, headers=headers)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, _route_name(request))
+        log.exception("unhandled error on %s %s", request.method, route_name(request))
         response = error_response(500, "internal server error")
-    _observe(request.method, _route_name(request), response.status, time.perf_counter() - started)
+    _observe(request.method, route_name(request), response.status, time.perf_counter() - started)
     return response
 
 
@@ -177,9 +186,8 @@ class AccessLogger(AbstractAccessLogger):
     """Method, route template, status and time: no query strings, bodies, ids or tokens."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        route = "unmatched"
-        if isinstance(request, web.Request):
-            route = _route_name(request)
+        # Named by the middlewares; a request answered before routing never got there.
+        route = request.get(_ROUTE, "unmatched")
         ms = round(time * 1000, 1)
         self.logger.info(
             "%s %s %s %.1fms",

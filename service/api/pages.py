@@ -143,7 +143,7 @@ async def dashboard_page(request: web.Request) -> web.Response:
         "/static/{name}",
         "The pages' own styles and scripts (a fixed list)",
         errors=[404],
-        content_type="text/plain",
+        content_type="*/*",  # each file its own: CSS, JavaScript, PNG
         tags=["web"],
     )
 )
@@ -161,7 +161,7 @@ async def static_asset(request: web.Request) -> web.Response:
         "/static/vendor/leaflet/{path}",
         "The vendored Leaflet the dashboard loads for its basemap (MOMENTCAST_MAP_TILES)",
         errors=[404],
-        content_type="text/plain",
+        content_type="*/*",  # each file its own: CSS, JavaScript, PNG
         tags=["web"],
     )
 )
