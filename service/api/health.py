@@ -18,7 +18,13 @@ metrics_routes = web.RouteTableDef()
 
 
 @document(
-    Op("get", "/healthz", "Liveness: the process answers, with its version", tags=["operations"])
+    Op(
+        "get",
+        "/healthz",
+        "Liveness: the process answers, with its version",
+        tags=["operations"],
+        database=False,
+    )
 )
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
@@ -32,6 +38,7 @@ async def healthz(request: web.Request) -> web.Response:
         "Readiness: the database answers and a rule set is loaded",
         tags=["operations"],
         errors=[503],
+        database=False,
     )
 )
 @routes.get("/readyz")
@@ -60,6 +67,7 @@ async def readyz(request: web.Request) -> web.Response:
         "Prometheus metrics (text format); with METRICS_PORT set, served on that port only",
         tags=["operations"],
         content_type="text/plain",
+        database=False,
     )
 )
 @metrics_routes.get("/metrics")
@@ -74,6 +82,7 @@ async def metrics(request: web.Request) -> web.Response:
         "/v1/vapid-public-key",
         "The VAPID public key for applicationServerKey",
         tags=["subscriptions"],
+        database=False,
     )
 )
 @routes.get("/v1/vapid-public-key")

@@ -156,6 +156,16 @@ async def test_every_route_answers_503_or_works_while_the_database_is_down(
             }
             assert not unclassified, f"classify these routes in ROUTES: {sorted(unclassified)}"
 
+            # The contract says so too: each route that needs the database documents its 503.
+            async with http.get(url + "/openapi.json") as resp:
+                spec = (await resp.json())["paths"]
+            undocumented = [
+                key
+                for key, call in ROUTES.items()
+                if call.expect == DOWN and "503" not in spec[key[1]][key[0].lower()]["responses"]
+            ]
+            assert not undocumented, undocumented
+
             # The outage: the server stops; its connections close, new ones are refused.
             await asyncio.to_thread(stoppable_database.embedded.stop)
 
