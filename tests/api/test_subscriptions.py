@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -317,6 +318,29 @@ async def test_reregistration_with_a_stale_token_is_refused(api: LiveApi) -> Non
     ) as resp:
         assert resp.status == 409
         assert (await resp.json())["error"]["code"] == "endpoint_registered"
+
+
+async def test_concurrent_first_registrations_of_one_endpoint(api: LiveApi) -> None:
+    # Racing inserts of a new endpoint: one creates it, the same subscription renews it, and
+    # other keys get 409; none is a 500 or a second row.
+    endpoint = push_subscription()["endpoint"]
+    same = push_subscription(endpoint)
+    others = [push_subscription(endpoint) for _ in range(5)]
+
+    async def post(sub: dict[str, Any]) -> int:
+        async with api.http.post(api.url + "/v1/subscriptions", json={"subscription": sub}) as r:
+            return r.status
+
+    statuses = await asyncio.gather(*(post(sub) for sub in [same, same, *others]))
+    rows = await api.ctx.pool.fetch("SELECT auth FROM subscriptions WHERE endpoint = $1", endpoint)
+    assert len(rows) == 1
+    winner = rows[0]["auth"]
+    for sub, status in zip([same, same, *others], statuses, strict=True):
+        if sub["keys"]["auth"] == winner:
+            assert status in (200, 201), statuses
+        else:
+            assert status == 409, statuses
+    assert statuses.count(201) == 1, statuses
 
 
 async def test_patch_changes_only_given_fields(api: LiveApi, device: Device) -> None:
