@@ -226,6 +226,6 @@ class ServiceUnavailable(ApiError):
 
 class DatabaseUnavailable(ServiceUnavailable):
     """The database did not answer (down, restarting, unreachable, a connection lost): the
-    request may be retried after ``Retry-After``; whatever it changed was not committed."""
+    request may be retried after ``Retry-After``."""
 
     code = "database_unavailable"

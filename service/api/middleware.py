@@ -63,18 +63,28 @@ def error_response(
 DATABASE_RETRY_AFTER = "5"
 
 
+# One warning per this many seconds: during an outage every request fails the same way, and
+# the access log already has a line for each.
+_WARN_EVERY_S = 10.0
+_last_warning = {"at": -_WARN_EVERY_S}
+
+
 def _database_unavailable(request: web.Request, exc: Exception) -> DatabaseUnavailable:
-    # The class (and SQLSTATE) only: a driver's message may quote stored values.
-    sqlstate = getattr(exc, "sqlstate", None)
-    log.warning(
-        "database unavailable on %s %s: %s%s",
-        request.method,
-        route_name(request),
-        type(exc).__name__,
-        f" (SQLSTATE {sqlstate})" if sqlstate else "",
-    )
+    now = time.monotonic()
+    if now - _last_warning["at"] >= _WARN_EVERY_S:
+        _last_warning["at"] = now
+        # The class (and SQLSTATE) only: a driver's message may quote stored values.
+        sqlstate = getattr(exc, "sqlstate", None)
+        log.warning(
+            "database unavailable on %s %s: %s%s (answering 503; once per %gs)",
+            request.method,
+            route_name(request),
+            type(exc).__name__,
+            f" (SQLSTATE {sqlstate})" if sqlstate else "",
+            _WARN_EVERY_S,
+        )
     return DatabaseUnavailable(
-        "the database is unavailable; nothing was changed, retry later",
+        "the database is unavailable; retry after Retry-After seconds",
         headers={"Retry-After": DATABASE_RETRY_AFTER},
     )
 
