@@ -27,11 +27,13 @@ Every error momentcast raises on purpose derives from :class:`MomentcastError`::
         │   └── ConsentRequired     403 consent_required
         ├── NotFound                404 not_found
         ├── Conflict                409 conflict
+        │   └── EndpointRegistered  409 endpoint_registered
         ├── RequestTooLarge         413 payload_too_large
         ├── UnsupportedMediaType    415 unsupported_media_type
         ├── Unprocessable           422 invalid
         ├── TooManyRequests         429 rate_limited
         └── ServiceUnavailable      503 unavailable
+            └── DatabaseUnavailable 503 database_unavailable
 
 Rule-file errors are also ``ValueError`` and the address refusal an ``OSError``, as the
 libraries that raise through them (PyYAML, aiohttp's resolver) expect.
@@ -190,6 +192,13 @@ class Conflict(ApiError):
     code = "conflict"
 
 
+class EndpointRegistered(Conflict):
+    """A registration of a push endpoint that is already registered, without the proof that
+    the caller holds that subscription (its keys.auth or its device token)."""
+
+    code = "endpoint_registered"
+
+
 class RequestTooLarge(ApiError):
     status = 413
     code = "payload_too_large"
@@ -213,3 +222,10 @@ class TooManyRequests(ApiError):
 class ServiceUnavailable(ApiError):
     status = 503
     code = "unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database did not answer (down, restarting, unreachable, a connection lost): the
+    request may be retried after ``Retry-After``."""
+
+    code = "database_unavailable"

@@ -15,7 +15,9 @@ from service.context import Context
 openapi_routes = web.RouteTableDef()
 
 
-@document(Op("get", "/openapi.json", "This OpenAPI 3.1 document", tags=["operations"]))
+@document(
+    Op("get", "/openapi.json", "This OpenAPI 3.1 document", database=False, tags=["operations"])
+)
 @openapi_routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
     return json_response(build_spec(__version__))

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.web_response import StreamResponse
 
 from service.api.common import CONTEXT
-from service.api.middleware import Handler, error_response, handle_errors
+from service.api.middleware import Handler, error_response, handle_errors, route_name
 
 ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type"
@@ -31,6 +31,7 @@ async def cors_middleware(request: web.Request, handler: Handler) -> StreamRespo
         return await handle_errors(request, handler)
     allowed = origin_allowed(origin, request.app[CONTEXT].settings.cors_origins)
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        route_name(request)  # for the access log: a preflight skips handle_errors
         if not allowed:
             return error_response(403, f"origin {origin} is not allowed (CORS_ORIGINS)")
         # Bearer tokens, not cookies: credentials mode is never needed.

@@ -20,7 +20,13 @@ metrics_routes = web.RouteTableDef()
 
 
 @document(
-    Op("get", "/healthz", "Liveness: the process answers, with its version", tags=["operations"])
+    Op(
+        "get",
+        "/healthz",
+        "Liveness: the process answers, with its version",
+        tags=["operations"],
+        database=False,
+    )
 )
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
@@ -34,6 +40,7 @@ async def healthz(request: web.Request) -> web.Response:
         "Readiness: the database answers and a rule set is loaded",
         tags=["operations"],
         errors=[503],
+        database=False,
     )
 )
 @routes.get("/readyz")
@@ -69,6 +76,7 @@ def _metrics_text() -> web.Response:
         auth="admin",
         tags=["operations"],
         content_type="text/plain",
+        database=False,
     )
 )
 @public_metrics_routes.get("/metrics")
@@ -91,6 +99,7 @@ async def metrics(request: web.Request) -> web.Response:
         "/v1/vapid-public-key",
         "The VAPID public key for applicationServerKey",
         tags=["subscriptions"],
+        database=False,
     )
 )
 @routes.get("/v1/vapid-public-key")

@@ -14,9 +14,10 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_response import StreamResponse
 
 from service.api.common import CONTEXT
-from service.errors import ApiError, RequestTooLarge
+from service.errors import ApiError, DatabaseUnavailable, RequestTooLarge
 from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from service.settings import Settings
+from service.store import DATABASE_ERRORS
 
 log = logging.getLogger("momentcast.api")
 
@@ -57,10 +58,50 @@ def error_response(
     )
 
 
-def _route_name(request: web.Request) -> str:
-    # The route template, never the concrete path: paths carry subscription ids.
+# Seconds a client waits before retrying a request the database could not serve: about what
+# a restart or a failover takes.
+DATABASE_RETRY_AFTER = "5"
+
+
+# One warning per this many seconds: during an outage every request fails the same way, and
+# the access log already has a line for each.
+_WARN_EVERY_S = 10.0
+_last_warning = {"at": -_WARN_EVERY_S}
+
+
+def _database_unavailable(request: web.Request, exc: Exception) -> DatabaseUnavailable:
+    now = time.monotonic()
+    if now - _last_warning["at"] >= _WARN_EVERY_S:
+        _last_warning["at"] = now
+        # The class (and SQLSTATE) only: a driver's message may quote stored values.
+        sqlstate = getattr(exc, "sqlstate", None)
+        log.warning(
+            "database unavailable on %s %s: %s%s (answering 503; once per %gs)",
+            request.method,
+            route_name(request),
+            type(exc).__name__,
+            f" (SQLSTATE {sqlstate})" if sqlstate else "",
+            _WARN_EVERY_S,
+        )
+    return DatabaseUnavailable(
+        "the database is unavailable; retry after Retry-After seconds",
+        headers={"Retry-After": DATABASE_RETRY_AFTER},
+    )
+
+
+# The route template of a request, kept for the access log. aiohttp answers some requests
+# itself before routing them (a malformed request line or header: 400); those have no match
+# info at all, and ``request.match_info`` asserts that it has one.
+_ROUTE = web.RequestKey("momentcast_route", str)
+
+
+def route_name(request: web.Request) -> str:
+    """The route template, never the concrete path (paths carry subscription ids). Only for
+    a routed request: the middlewares, which run after routing, name it here."""
     resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
+    route = resource.canonical if resource is not None else "unmatched"
+    request[_ROUTE] = route
+    return route
 
 
 # Without a context (a bare app in a unit test) bodies get the default timeout.
@@ -128,6 +169,11 @@ async def handle_errors(request: web.Request, handler: Handler) -> StreamRespons
         response = error_response(
             exc.status, exc.message, code=exc.code, details=exc.details, headers=exc.headers
         )
+    except DATABASE_ERRORS as exc:
+        # Every route that needs the database, in one place: an outage is a 503 to retry,
+        # never a 500 with a traceback.
+        err = _database_unavailable(request, exc)
+        response = error_response(err.status, err.message, code=err.code, headers=err.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -137,9 +183,9 @@ async def handle_errors(request: web.Request, handler: Handler) -> StreamRespons
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         response = error_response(exc.status, message, headers=headers)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, _route_name(request))
+        log.exception("unhandled error on %s %s", request.method, route_name(request))
         response = error_response(500, "internal server error")
-    _observe(request.method, _route_name(request), response.status, time.perf_counter() - started)
+    _observe(request.method, route_name(request), response.status, time.perf_counter() - started)
     return response
 
 
@@ -150,9 +196,8 @@ class AccessLogger(AbstractAccessLogger):
     """Method, route template, status and time: no query strings, bodies, ids or tokens."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        route = "unmatched"
-        if isinstance(request, web.Request):
-            route = _route_name(request)
+        # Named by the middlewares; a request answered before routing never got there.
+        route = request.get(_ROUTE, "unmatched")
         ms = round(time * 1000, 1)
         self.logger.info(
             "%s %s %s %.1fms",

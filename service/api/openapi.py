@@ -39,7 +39,8 @@ _STATUS_TEXT = {
     415: "Wrong content type",
     422: "Invalid request",
     429: "Too many requests",
-    503: "Temporarily unavailable",
+    503: "Temporarily unavailable (database_unavailable: the database is down; retry after "
+    "Retry-After)",
 }
 
 
@@ -72,6 +73,10 @@ class Op:
     # Required query parameters, and other success answers that are pages (status -> type).
     query: list[Param] = field(default_factory=list)
     pages: dict[int, str] = field(default_factory=dict)
+    # Whether the route needs the database: then it documents 503 database_unavailable (the
+    # answer of every such route while the database is down). True unless said otherwise,
+    # so that a new route cannot leave it out.
+    database: bool = True
 
 
 def document(op: Op) -> Callable[[F], F]:
@@ -163,6 +168,8 @@ def build_spec(version: str) -> dict[str, Any]:
             errors |= {401}
         if op.auth in ("device", "device_or_admin"):
             errors |= {403}
+        if op.database:
+            errors |= {503}
         for status in sorted(errors):
             responses[str(status)] = {
                 "description": _STATUS_TEXT.get(status, "Error"),

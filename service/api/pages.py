@@ -81,6 +81,7 @@ def _serve(name: str, *, max_age: int = 300, csp: str = PAGE_CSP) -> web.Respons
         "The browser SDK (plain JavaScript, see docs/clients.md)",
         content_type="text/javascript",
         tags=["web"],
+        database=False,
     )
 )
 @routes.get("/momentcast.js")
@@ -98,6 +99,7 @@ async def sdk(request: web.Request) -> web.Response:
         "The service worker: shows pushes, reports shown and clicked",
         content_type="text/javascript",
         tags=["web"],
+        database=False,
     )
 )
 @routes.get("/sw.js")
@@ -116,6 +118,7 @@ async def service_worker(request: web.Request) -> web.Response:
         "Demo page: subscribe, send a position, see the decision explained",
         content_type="text/html",
         tags=["web"],
+        database=False,
     )
 )
 @routes.get("/")
@@ -130,6 +133,7 @@ async def demo_page(request: web.Request) -> web.Response:
         "Dashboard (the page asks for the admin token; its data is GET /v1/dashboard)",
         content_type="text/html",
         tags=["web"],
+        database=False,
     )
 )
 @routes.get("/dashboard")
@@ -143,8 +147,9 @@ async def dashboard_page(request: web.Request) -> web.Response:
         "/static/{name}",
         "The pages' own styles and scripts (a fixed list)",
         errors=[404],
-        content_type="text/plain",
+        content_type="*/*",  # each file its own: CSS, JavaScript, PNG
         tags=["web"],
+        database=False,
     )
 )
 @routes.get("/static/{name}")
@@ -161,8 +166,9 @@ async def static_asset(request: web.Request) -> web.Response:
         "/static/vendor/leaflet/{path}",
         "The vendored Leaflet the dashboard loads for its basemap (MOMENTCAST_MAP_TILES)",
         errors=[404],
-        content_type="text/plain",
+        content_type="*/*",  # each file its own: CSS, JavaScript, PNG
         tags=["web"],
+        database=False,
     )
 )
 @routes.get("/static/vendor/leaflet/{path:.+}")

@@ -150,6 +150,7 @@ def status(holder: RulesHolder) -> dict[str, Any]:
         response=RulesStatus,
         auth="admin",
         tags=["rules"],
+        database=False,
     )
 )
 @routes.get("/v1/rules")
@@ -167,6 +168,7 @@ async def get_rules(request: web.Request) -> web.Response:
         auth="admin",
         errors=[422],
         tags=["rules"],
+        database=False,
     )
 )
 @routes.post("/v1/rules/reload")
@@ -191,6 +193,7 @@ async def post_reload(request: web.Request) -> web.Response:
         response=SimulateResult,
         auth="admin",
         tags=["rules"],
+        database=False,
     )
 )
 @routes.post("/v1/simulate")

@@ -30,6 +30,7 @@ from service.api.openapi import Op, document
 from service.endpoints import check_endpoint
 from service.errors import (
     EndpointRefused,
+    EndpointRegistered,
     Forbidden,
     NotFound,
     Unauthorized,
@@ -99,6 +100,15 @@ def _profile(row: ProfileRow) -> dict[str, Any]:
     return SubscriptionProfile.model_validate(row, from_attributes=True).model_dump(mode="json")
 
 
+def _presented_token(request: web.Request) -> str | None:
+    """The bearer token of a registration, if it carries one. Registering needs none, so a
+    missing or malformed header is no error here; it just proves nothing."""
+    try:
+        return bearer_token(request)
+    except Unauthorized:
+        return None
+
+
 @dataclass
 class Caller:
     admin: bool
@@ -151,7 +161,7 @@ async def own_subscription(request: web.Request, *, admin_ok: bool = False) -> u
         response=SubscriptionCreated,
         status=201,
         tags=["subscriptions"],
-        errors=[],
+        errors=[409],
         extra_responses={200: SubscriptionCreated},
     )
 )
@@ -162,6 +172,7 @@ async def create_subscription(request: web.Request) -> web.Response:
     _check_endpoint(request, sub)
     prove_keys_usable(sub.keys.p256dh, sub.keys.auth)
     token = tokens.new_token()
+    presented = _presented_token(request)
     registration = Registration(
         endpoint=sub.endpoint,
         p256dh=sub.keys.p256dh,
@@ -172,8 +183,16 @@ async def create_subscription(request: web.Request) -> web.Response:
         topics=body.topics,
         attributes=body.attributes,
         location_consent=body.location_consent,
+        presented_token_hash=None if presented is None else tokens.hash_token(presented),
     )
     registered = await request.app[CONTEXT].store.register(registration=registration)
+    if registered is None:
+        # Nothing tells the caller whose it is: no id, no token, nothing stored.
+        raise EndpointRegistered(
+            "this push endpoint is already registered; re-register it with the same "
+            "subscription (keys.auth) or with the device token it was given "
+            "(Authorization: Bearer <device token>)"
+        )
     # 200 tells a re-registering browser it kept its id; its old token no longer works.
     status = 201 if registered.created else 200
     created = SubscriptionCreated(id=registered.id, token=token)

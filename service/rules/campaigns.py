@@ -118,8 +118,10 @@ def _local_moment(value: object) -> object:
     return value
 
 
-def _topic(value: str) -> str:
-    if not _TOPIC.match(value):
+def _topic(value: object) -> str:
+    # A before-validator sees the raw JSON value: a number or an object is no topic (and
+    # would make the pattern match raise a TypeError, a 500).
+    if not isinstance(value, str) or not _TOPIC.match(value):
         raise ValueError(f"topic {value!r}: up to 64 of A-Z a-z 0-9 _ . : -")
     return value
 

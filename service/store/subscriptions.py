@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hmac
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +37,9 @@ class Registration:
     topics: list[str] | None = None
     attributes: dict[str, Any] | None = None
     location_consent: bool | None = None
+    # The SHA-256 of the device token the request carried, if any: with the same keys.auth,
+    # the proof that lets it renew an endpoint that is already registered.
+    presented_token_hash: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +47,6 @@ class Registered:
     id: uuid.UUID
     # False when the endpoint was already registered and kept its id.
     created: bool
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(id=row["id"], created=row["created"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,23 +106,30 @@ class SubscriptionExport:
 
 
 class SubscriptionQueries(StoreBase):
-    async def register(self, *, registration: Registration) -> Registered:
-        """Insert the subscription, or renew the keys and token of its endpoint."""
+    async def register(self, *, registration: Registration) -> Registered | None:
+        """Insert the subscription, or renew the keys and token of its endpoint when the
+        registration proves it holds that subscription: the stored keys.auth (the browser
+        sends its same subscription again) or the stored device token. None when it proves
+        neither: an endpoint URL is no secret, so nothing is changed."""
         r = registration
-        row = await self._fetchrow(
-            "subscription_upsert",
-            r.endpoint,
-            r.p256dh,
-            r.auth,
-            r.token_hash,
-            r.timezone,
-            r.locale,
-            r.topics,
-            r.attributes,
-            r.location_consent,
-        )
-        assert row is not None  # an upsert always returns its row
-        return Registered.from_row(row)
+        profile = (r.timezone, r.locale, r.topics, r.attributes, r.location_consent)
+        async with self.transaction() as tx:
+            found = await tx._fetchrow("subscription_by_endpoint", r.endpoint)
+            while found is None:
+                new_id = await tx._fetchval(
+                    "subscription_insert", r.endpoint, r.p256dh, r.auth, r.token_hash, *profile
+                )
+                if new_id is not None:
+                    return Registered(id=new_id, created=True)
+                # Registered by a request that committed while this insert waited for it
+                # (and if that one is erased again by now, the insert is tried again).
+                found = await tx._fetchrow("subscription_by_endpoint", r.endpoint)
+            if not _proves_ownership(r, found["auth"], bytes(found["token_hash"])):
+                return None
+            await tx._execute(
+                "subscription_renew", found["id"], r.p256dh, r.auth, r.token_hash, *profile
+            )
+            return Registered(id=found["id"], created=False)
 
     async def device_token(self, *, token_hash: bytes) -> DeviceToken | None:
         row = await self._fetchrow("subscription_auth", token_hash)
@@ -180,3 +187,16 @@ class SubscriptionQueries(StoreBase):
             ):
                 await tx._execute(name, subscription_id)
         return True
+
+
+def _proves_ownership(registration: Registration, auth: str, token_hash: bytes) -> bool:
+    """Whether the registration holds the stored subscription: both secrets are compared in
+    constant time (and both always), so the answer's timing tells nothing about either."""
+    # base64url with or without its padding is the same secret (validation allows both).
+    same_auth = hmac.compare_digest(
+        registration.auth.rstrip("=").encode("utf-8", "surrogatepass"),
+        auth.rstrip("=").encode("utf-8", "surrogatepass"),
+    )
+    presented = registration.presented_token_hash
+    same_token = presented is not None and hmac.compare_digest(presented, token_hash)
+    return same_auth or same_token

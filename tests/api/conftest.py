@@ -6,6 +6,7 @@ import base64
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from service.api import create_app
 from service.context import Context, Keys
 from service.store import Store
+from service.tokens import event_token
 from tests.conftest import LiveApi, make_settings, start_app
 
 
@@ -104,3 +106,44 @@ def assert_error(body: dict[str, Any], status: int, code: str, mentions: str) ->
     assert error["code"] == code, (status, error)
     assert mentions in error["message"], error
     assert isinstance(error["details"], list)
+
+
+@dataclass
+class RealIds:
+    """One of each thing a path or body names, really stored: a device, a campaign, a rule
+    and a delivery of that rule to the device (with the event token of its links)."""
+
+    device: Device
+    campaign_id: str
+    rule_id: str
+    delivery_id: int
+    event_token: str
+
+
+def later() -> str:
+    """A campaign's send_at that stays ahead while a test runs (a year ahead is refused)."""
+    return (datetime.now(UTC) + timedelta(days=30)).isoformat()
+
+
+async def real_ids(api: LiveApi) -> RealIds:
+    """Make them through the API itself, as a deployment would have them."""
+    device = await register(api, topics=["food"])
+    campaign_id = "real-" + secrets.token_hex(3)
+    campaign = {
+        "id": campaign_id,
+        "audience": {"topics": ["food"]},
+        "message": {"title": "Lunch time", "body": "2-for-1 mains today"},
+        "send_at": later(),
+    }
+    async with api.http.post(api.url + "/v1/campaigns", json=campaign, headers=api.admin()) as r:
+        assert r.status == 201, await r.text()
+    rule_id = "lunch-nearby"
+    async with api.http.post(
+        api.url + f"/v1/rules/{rule_id}/test",
+        json={"subscription_id": device.id},
+        headers=api.admin(),
+    ) as r:
+        assert r.status == 202, await r.text()
+        delivery_id = (await r.json())["delivery_id"]
+    token = event_token(api.ctx.keys.secret_key, delivery_id)
+    return RealIds(device, campaign_id, rule_id, delivery_id, token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -216,9 +217,12 @@ async def test_registration_stores_hash_only_and_profile(api: LiveApi) -> None:
 
 async def test_reregistration_keeps_id_rotates_token_and_keys(api: LiveApi) -> None:
     first = await register(api, timezone="Europe/Berlin", topics=["food"])
+    # New keys for the same endpoint: the device proves it holds the subscription by its token.
     again = push_subscription(first.subscription["endpoint"])
     async with api.http.post(
-        api.url + "/v1/subscriptions", json={"subscription": again, "topics": ["coffee"]}
+        api.url + "/v1/subscriptions",
+        json={"subscription": again, "topics": ["coffee"]},
+        headers=first.auth(),
     ) as resp:
         assert resp.status == 200
         body = await resp.json()
@@ -237,6 +241,106 @@ async def test_reregistration_keeps_id_rotates_token_and_keys(api: LiveApi) -> N
     row = await api.ctx.pool.fetchrow("SELECT p256dh, auth FROM subscriptions")
     assert (row["p256dh"], row["auth"]) == (again["keys"]["p256dh"], again["keys"]["auth"])
     assert (await count_rows(api.ctx.pool, "subscriptions"))["subscriptions"] == 1
+
+
+async def test_endpoint_alone_does_not_take_over_a_subscription(
+    api: LiveApi, device: Device, other_device: Device
+) -> None:
+    # Measured: other keys and no credential answered 200 with the same id, and the real
+    # device's token then got 401. An endpoint URL is no secret (push services, logs, tickets).
+    endpoint = device.subscription["endpoint"]
+    before = await api.ctx.pool.fetchrow(
+        "SELECT * FROM subscriptions WHERE id = $1::uuid", device.id
+    )
+    stranger = push_subscription(endpoint)
+    not_credentials: list[dict[str, str]] = [
+        {},
+        other_device.auth(),  # another subscription's token
+        {"Authorization": "Bearer " + "z" * 43},  # no token at all
+        {"Authorization": "Basic abc"},
+        api.admin(),  # the admin does not own browsers' subscriptions either
+    ]
+    for headers in not_credentials:
+        async with api.http.post(
+            api.url + "/v1/subscriptions",
+            json={"subscription": stranger, "topics": ["stolen"]},
+            headers=headers,
+        ) as resp:
+            body = await resp.json()
+            assert resp.status == 409, (headers, body)
+        assert_error(body, 409, "endpoint_registered", "already registered")
+        assert device.token not in json.dumps(body) and device.id not in json.dumps(body)
+    # Nothing changed: same keys, same token, same profile.
+    after = await api.ctx.pool.fetchrow(
+        "SELECT * FROM subscriptions WHERE id = $1::uuid", device.id
+    )
+    assert dict(after) == dict(before)
+    async with api.http.get(
+        api.url + f"/v1/subscriptions/{device.id}", headers=device.auth()
+    ) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["topics"] == ["food"]
+
+
+async def test_same_browser_subscription_reregisters_without_token(
+    api: LiveApi, device: Device
+) -> None:
+    # The browser sends its unchanged subscription again (a reinstall, lost local storage):
+    # its keys.auth is the proof.
+    async with api.http.post(
+        api.url + "/v1/subscriptions", json={"subscription": device.subscription}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        body = await resp.json()
+    assert body["id"] == device.id and body["token"] != device.token
+    async with api.http.get(
+        api.url + f"/v1/subscriptions/{device.id}", headers=device.auth()
+    ) as resp:
+        assert resp.status == 401  # the old token is revoked
+    async with api.http.get(
+        api.url + f"/v1/subscriptions/{device.id}",
+        headers={"Authorization": f"Bearer {body['token']}"},
+    ) as resp:
+        assert resp.status == 200
+
+
+async def test_reregistration_with_a_stale_token_is_refused(api: LiveApi) -> None:
+    first = await register(api)
+    # The same browser subscription renews the token; the first token is no proof any more.
+    async with api.http.post(
+        api.url + "/v1/subscriptions", json={"subscription": first.subscription}
+    ) as resp:
+        assert resp.status == 200
+    async with api.http.post(
+        api.url + "/v1/subscriptions",
+        json={"subscription": push_subscription(first.subscription["endpoint"])},
+        headers=first.auth(),
+    ) as resp:
+        assert resp.status == 409
+        assert (await resp.json())["error"]["code"] == "endpoint_registered"
+
+
+async def test_concurrent_first_registrations_of_one_endpoint(api: LiveApi) -> None:
+    # Racing inserts of a new endpoint: one creates it, the same subscription renews it, and
+    # other keys get 409; none is a 500 or a second row.
+    endpoint = push_subscription()["endpoint"]
+    same = push_subscription(endpoint)
+    others = [push_subscription(endpoint) for _ in range(5)]
+
+    async def post(sub: dict[str, Any]) -> int:
+        async with api.http.post(api.url + "/v1/subscriptions", json={"subscription": sub}) as r:
+            return r.status
+
+    statuses = await asyncio.gather(*(post(sub) for sub in [same, same, *others]))
+    rows = await api.ctx.pool.fetch("SELECT auth FROM subscriptions WHERE endpoint = $1", endpoint)
+    assert len(rows) == 1
+    winner = rows[0]["auth"]
+    for sub, status in zip([same, same, *others], statuses, strict=True):
+        if sub["keys"]["auth"] == winner:
+            assert status in (200, 201), statuses
+        else:
+            assert status == 409, statuses
+    assert statuses.count(201) == 1, statuses
 
 
 async def test_patch_changes_only_given_fields(api: LiveApi, device: Device) -> None:

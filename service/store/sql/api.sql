@@ -1,16 +1,26 @@
 -- Named queries of the subscriptions routes (run by service/store/subscriptions.py).
 
--- name: subscription_upsert
--- Re-registering an endpoint keeps its id, replaces its keys and token, and changes only the
--- profile fields the request carries (NULL here means "not given").
-INSERT INTO subscriptions AS s (endpoint, p256dh, auth, token_hash, timezone, locale, topics,
-                                attributes, consent_at)
+-- name: subscription_insert
+-- A new endpoint; nothing (no row) when it is already registered, even by a registration
+-- that commits while this one waits for it.
+INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash, timezone, locale, topics,
+                           attributes, consent_at)
 VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, '{}'::text[]), coalesce($8, '{}'::jsonb),
         CASE WHEN $9::boolean THEN now() END)
-ON CONFLICT (endpoint) DO UPDATE SET
-    p256dh = excluded.p256dh,
-    auth = excluded.auth,
-    token_hash = excluded.token_hash,
+ON CONFLICT (endpoint) DO NOTHING
+RETURNING id
+
+-- name: subscription_by_endpoint
+-- The registered endpoint's proofs of ownership, locked until the re-registration decides.
+SELECT id, auth, token_hash FROM subscriptions WHERE endpoint = $1 FOR UPDATE
+
+-- name: subscription_renew
+-- Re-registering an endpoint keeps its id, replaces its keys and token, and changes only the
+-- profile fields the request carries (NULL here means "not given").
+UPDATE subscriptions AS s SET
+    p256dh = $2,
+    auth = $3,
+    token_hash = $4,
     timezone = coalesce($5, s.timezone),
     locale = coalesce($6, s.locale),
     topics = coalesce($7, s.topics),
@@ -19,7 +29,7 @@ ON CONFLICT (endpoint) DO UPDATE SET
                       WHEN $9::boolean THEN now() END,
     status = 'active',
     updated_at = now()
-RETURNING id, (xmax = 0) AS created
+WHERE id = $1
 
 -- name: subscription_auth
 SELECT id, token_hash FROM subscriptions WHERE token_hash = $1
