@@ -17,7 +17,7 @@ from service.api.common import CONTEXT
 from service.errors import ApiError, DatabaseUnavailable, RequestTooLarge
 from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from service.settings import Settings
-from service.store import DATABASE_ERRORS
+from service.store import DATABASE_ERRORS, database_unavailable
 
 log = logging.getLogger("momentcast.api")
 
@@ -171,9 +171,14 @@ async def handle_errors(request: web.Request, handler: Handler) -> StreamRespons
         )
     except DATABASE_ERRORS as exc:
         # Every route that needs the database, in one place: an outage is a 503 to retry,
-        # never a 500 with a traceback.
-        err = _database_unavailable(request, exc)
-        response = error_response(err.status, err.message, code=err.code, headers=err.headers)
+        # never a 500 with a traceback. A statement the server refused for what it is (a
+        # constraint, a bad query) is a bug, and stays a 500 with its traceback.
+        if database_unavailable(exc):
+            err = _database_unavailable(request, exc)
+            response = error_response(err.status, err.message, code=err.code, headers=err.headers)
+        else:
+            log.exception("unhandled error on %s %s", request.method, route_name(request))
+            response = error_response(500, "internal server error")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -6,7 +6,7 @@ named query of ``sql/*.sql`` with named, typed arguments and returns row datacla
 
 from __future__ import annotations
 
-from service.store.base import DATABASE_ERRORS, StoreBase
+from service.store.base import DATABASE_ERRORS, StoreBase, database_unavailable
 from service.store.batch import BatchQueries
 from service.store.campaigns import CampaignQueries
 from service.store.db import create_pool
@@ -38,4 +38,4 @@ async def open_store(dsn: str, *, min_size: int = 1, max_size: int = 10) -> Stor
     return Store(await create_pool(dsn, min_size=min_size, max_size=max_size), dsn=dsn)
 
 
-__all__ = ["DATABASE_ERRORS", "Store", "open_store"]
+__all__ = ["DATABASE_ERRORS", "Store", "database_unavailable", "open_store"]

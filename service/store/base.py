@@ -70,6 +70,24 @@ def connection_broken(exc: BaseException) -> bool:
     )
 
 
+# Server answers that mean "unavailable for now, try again": the session ended (above), a
+# connection exception (class 08), too many connections or out of resources (class 53),
+# a system error (58), a server in recovery or shutting down (57P0x), a serialization
+# failure or deadlock (40001, 40P01). Any other SQLSTATE is a bug in a query or a broken
+# invariant, which must show as a 500 with its traceback, not hide behind a 503.
+_TRANSIENT_CLASSES = ("08", "53", "58")
+_TRANSIENT_STATES = _SESSION_ENDED | {"57P04", "40001", "40P01"}
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (one of DATABASE_ERRORS) means the database is unreachable or
+    unavailable for now (a 503 to retry), rather than a fault of the statement itself."""
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(getattr(exc, "sqlstate", "") or "")
+        return state.startswith(_TRANSIENT_CLASSES) or state in _TRANSIENT_STATES
+    return isinstance(exc, DATABASE_ERRORS)
+
+
 class StoreBase:
     """Bound to the pool (each call takes a connection) or, inside :meth:`transaction`, to the
     one connection of that transaction. Area modules add their queries as methods that take

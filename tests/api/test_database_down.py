@@ -24,7 +24,7 @@ import pytest
 from service.api import create_app
 from service.context import Context, Keys
 from service.runtime import load_rules
-from service.store import Store, migrations
+from service.store import DATABASE_ERRORS, Store, database_unavailable, migrations
 from service.store.db import EmbeddedPostgres, create_pool
 from tests.api.conftest import RealIds, later, push_subscription, real_ids
 from tests.conftest import LiveApi, make_settings, start_app
@@ -210,3 +210,22 @@ async def test_every_route_answers_503_or_works_while_the_database_is_down(
     finally:
         await runner.cleanup()
         pool.terminate()
+
+
+async def test_a_statement_the_server_refuses_is_no_outage(pool: asyncpg.Pool) -> None:
+    """Only an unreachable or unavailable database is a 503: a query the server refuses for
+    what it is (a bug) stays a 500 with its traceback, so it is seen and fixed."""
+    with pytest.raises(asyncpg.PostgresError) as refused:
+        await pool.execute("SELECT 1 / 0")
+    assert isinstance(refused.value, DATABASE_ERRORS)
+    assert not database_unavailable(refused.value)
+
+    async with pool.acquire() as victim:
+        pid = await victim.fetchval("SELECT pg_backend_pid()")
+        await pool.execute("SELECT pg_terminate_backend($1)", pid)
+        with pytest.raises(DATABASE_ERRORS) as gone:
+            for _ in range(50):  # the FATAL may arrive a moment after the terminate returns
+                await victim.execute("SELECT 1")
+                await asyncio.sleep(0.05)
+        assert database_unavailable(gone.value)
+    assert database_unavailable(ConnectionRefusedError())
