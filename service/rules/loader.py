@@ -79,7 +79,10 @@ class _Load:
             return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = raw[: exc.start].count(b"\n") + 1
-            self.err(path, line, "not UTF-8 text")
+            excel = ' (in Excel: save as "CSV UTF-8 (Comma delimited)")'  # not "CSV": cp1252
+            self.err(
+                path, line, "not UTF-8 text" + (excel if path.suffix.lower() == ".csv" else "")
+            )
             return None
 
     def located(self, path: Path) -> Located | None:

@@ -221,6 +221,18 @@ def test_excel_csv_utf8_with_bom_and_crlf_is_accepted(tmp_path: Path) -> None:
     assert rs.warnings == []
 
 
+def test_a_sheet_saved_in_excels_older_csv_encoding_says_how_to_save_it(tmp_path: Path) -> None:
+    root = write(tmp_path / "rules", {"near.yaml": RULE})
+    # Excel's "CSV (Comma delimited)" writes Windows-1252, not UTF-8.
+    (root / "places" / "shops.csv").write_bytes(SHOPS.encode("cp1252"))
+    f = f"{root}/places/shops.csv"
+    error = f'{f}:6: not UTF-8 text (in Excel: save as "CSV UTF-8 (Comma delimited)")'
+    assert errors_of(root) == [
+        error,
+        f"{root}/near.yaml:4: where.places: 'places/shops.csv' has 1 error: {error}",
+    ]
+
+
 def test_an_id_in_a_csv_and_a_geojson_file_is_a_duplicate(tmp_path: Path) -> None:
     geo = {"type": "FeatureCollection", "features": [point("soho", 40.72, -74.0)]}
     root = write(
