@@ -92,8 +92,8 @@ def parse_places_csv(text: str, file: str, taken: Taken | None = None) -> CsvPla
             break
         except csv.Error as exc:
             out.errors.append((start, _csv_problem(exc)))
-            if reader.line_num < start:
-                break
+            if header is None or reader.line_num < start:
+                return out  # no header to read the rows by, or nothing more to read
             continue  # the reader goes on at the next line
         if not any(cell.strip() for cell in row):
             continue  # a blank line, or a row of empty cells

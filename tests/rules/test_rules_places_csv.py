@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.rules import RuleLoadError, Ruleset, RulesHolder, load_ruleset
+from service.rules.places_csv import parse_places_csv
 from tests.processes import start
 from tests.rules.rulekit import POLICY, point
 
@@ -362,3 +365,17 @@ def test_an_edited_csv_is_noticed_by_the_hot_reload(tmp_path: Path) -> None:
     (root / "places" / "shops.csv").write_text(SHOPS + "dumbo,Dumbo Coffee,40.7033,-73.9881,,,\n")
     assert holder.poll() == []
     assert len(holder.current.places) == 7
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from(list('id,name,lat,lon,radius_m\n\r";\t 0123456789.-eEx\x00\ufeff'))
+    )
+)
+def test_any_text_gives_places_or_errors_at_lines_of_the_file(body: str) -> None:
+    for text in (body, "id,name,lat,lon,radius_m\n" + body):
+        found = parse_places_csv(text, "f.csv")
+        last = len(text.splitlines()) + 1
+        assert all(1 <= line <= last for line, _ in [*found.errors, *found.warnings]), found
+        assert all(p.line is not None and 1 < p.line <= last for p in found.places)
