@@ -14,7 +14,7 @@ Warnings (documented in docs/rules.md, "Warnings"):
 Error: a window wholly inside the quiet hours - nothing is ever sent in it.
 
 Pure: no clock and no I/O beyond the `read_text` callable it is given (used only to find
-the line of a place in its GeoJSON file once a place is reported).
+the line of a place in its GeoJSON file once a place is reported; a CSV row has its line).
 """
 
 from __future__ import annotations
@@ -273,15 +273,29 @@ def _far_places(
         found = far_places(group)
         if not found:
             continue
-        loc = _locate(file, read_text)
+        # A CSV row knows its line; a GeoJSON feature's is found in the file's text.
+        loc = _locate(file, read_text) if group[0].line is None else None
         for place, metres, (mid_lat, mid_lon) in found:
             key: Key = ("features", place.index, "geometry", "coordinates")
+            what = f"feature {place.index} ({place.id!r})"
+            if place.line is not None:
+                what = f"place {place.id!r}"
             message = (
-                f"feature {place.index} ({place.id!r}) is {metres / 1000:,.0f} km from the "
+                f"{what} is {metres / 1000:,.0f} km from the "
                 f"median point of the {len(group)} places in this file "
                 f"({mid_lat:.4f}, {mid_lon:.4f}), far from the rest"
             )
             swapped = _swapped_m(place, mid_lat, mid_lon)
+            if place.line is not None:
+                if swapped is not None and swapped <= FAR_M:
+                    message += (
+                        f"; with lat and lon swapped it would be {swapped / 1000:,.0f} km "
+                        "from it - are the lat and lon columns swapped?"
+                    )
+                else:
+                    message += "; are its lat and lon right?"
+                out.warn(file, place.line, message)
+                continue
             if swapped is not None and swapped <= FAR_M:
                 message += (
                     f"; with latitude and longitude swapped it would be "

@@ -10,6 +10,7 @@ from pathlib import Path
 from service.errors import RuleLoadError
 
 from .loader import load_ruleset
+from .places import is_places_file
 from .ruleset import Ruleset
 
 
@@ -55,7 +56,7 @@ class RulesHolder:
         h = hashlib.sha256()
         if self.path.is_dir():
             for p in sorted(self.path.rglob("*")):
-                if p.is_file() and p.suffix in (".yaml", ".yml", ".geojson"):
+                if p.is_file() and (p.suffix in (".yaml", ".yml") or is_places_file(p)):
                     st = p.stat()
                     h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return h.hexdigest()

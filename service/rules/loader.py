@@ -32,7 +32,8 @@ from .models import (
     RuleModel,
     Variant,
 )
-from .places import Place, make_place
+from .places import Place, is_places_file, make_place
+from .places_csv import load_csv_places
 from .ruleset import (
     MESSAGE_FIELDS,
     CompiledAction,
@@ -78,7 +79,10 @@ class _Load:
             return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = raw[: exc.start].count(b"\n") + 1
-            self.err(path, line, "not UTF-8 text")
+            excel = ' (in Excel: save as "CSV UTF-8 (Comma delimited)")'  # not "CSV": cp1252
+            self.err(
+                path, line, "not UTF-8 text" + (excel if path.suffix.lower() == ".csv" else "")
+            )
             return None
 
     def located(self, path: Path) -> Located | None:
@@ -233,7 +237,7 @@ def load_ruleset(path: str | Path) -> Ruleset:
             policy = _validate(load, policy_file, ploc, PolicyModel)
     else:
         load.err(policy_file, 1, "policy.yaml is missing (dayparts, quiet_hours, limits)")
-    place_files = sorted((root / "places").glob("*.geojson")) if (root / "places").is_dir() else []
+    place_files = sorted(p for p in (root / "places").glob("*") if is_places_file(p))
     rule_files = sorted(
         p
         for p in [*root.glob("*.yaml"), *root.glob("*.yml")]
@@ -250,12 +254,14 @@ def load_ruleset(path: str | Path) -> Ruleset:
             for extra in model.where.files if model.where else []:
                 target = (root / extra).resolve()
                 if (
-                    target.suffix == ".geojson"
+                    is_places_file(target)
                     and target.is_file()
                     and target not in [p.resolve() for p in place_files]
                 ):
                     place_files.append(root / extra)
-    by_file = _load_places(load, place_files)
+    csv_files = [p for p in place_files if p.suffix.lower() == ".csv"]
+    by_file = _load_places(load, [p for p in place_files if p not in csv_files])
+    by_file.update(load_csv_places(csv_files, load.read, load.err, load.warn, by_file))
     resolved = {p.resolve(): v for p, v in by_file.items()}
     all_places: list[Place] = [p for v in by_file.values() for p in v]
     index_of = {id(p): i for i, p in enumerate(all_places)}
@@ -405,19 +411,13 @@ def _rule_places(
             key = (*key, i)
         target = (root / name).resolve()
         if target not in places_by_file:
-            exists = target.is_file()
             load.err(
-                rf,
-                loc.line_of(key),
-                f"where.places: {name!r} "
-                + ("has errors (see above)" if exists else "not found under " + str(root)),
+                rf, loc.line_of(key), f"where.places: {name!r} {_unusable(load, target, root)}"
             )
             continue
         chosen.extend(places_by_file[target])
     flt = where.filter or {}
-    matched = [
-        p for p in chosen if all(k in p.properties and p.properties[k] == v for k, v in flt.items())
-    ]
+    matched = [p for p in chosen if all(p.has(k, v) for k, v in flt.items())]
     if flt and chosen and not matched:
         present = sorted({text_value(p.properties.get(k)) for p in chosen for k in flt})[:8]
         load.err(
@@ -435,6 +435,32 @@ def _rule_places(
             "set where.radius_m",
         )
     return matched
+
+
+def _unusable(load: _Load, target: Path, root: Path) -> str:
+    """Why a rule's places file gave no places. The file's own errors are named here, not
+    "above": `rules check` of one rule file, the reload log and GET /v1/rules may show
+    this error without them."""
+    if not target.is_file():
+        return f"not found under {root}"
+    if not is_places_file(target):
+        return "is not a places file; use .csv (id,name,lat,lon) or GeoJSON (.geojson or .json)"
+    own = [e for e in load.errors if _error_file(e) == target]
+    if not own:  # every places file that is read and left out has an error; just in case
+        return "could not be loaded"
+    return f"has {len(own)} error{'' if len(own) == 1 else 's'}: {own[0]}"
+
+
+def _error_file(entry: str) -> Path | None:
+    """The file of a ``file:line: message`` entry (a path may hold ": " itself)."""
+    head, sep, rest = entry.partition(": ")
+    while sep:
+        file, colon, line = head.rpartition(":")
+        if colon and line.isdigit():
+            return Path(file).resolve()
+        more, sep, rest = rest.partition(": ")
+        head += ": " + more
+    return None
 
 
 def _valid_id(rule_id: str) -> bool:

@@ -68,7 +68,8 @@ class Campaign(_Strict):
 
 class Where(_Strict):
     places: str | list[str] = Field(
-        description="GeoJSON file(s) under rules/, e.g. places/restaurants.geojson"
+        description="Places file(s) under rules/: GeoJSON (.geojson, .json) or CSV with "
+        "id,name,lat,lon, e.g. places/restaurants.geojson or places/shops.csv"
     )
     filter: dict[str, Scalar] | None = Field(
         None, description="Feature properties that must all be equal, e.g. {category: restaurant}"

@@ -1,4 +1,4 @@
-"""Places (GeoJSON features) and distances in metres.
+"""Places (GeoJSON features, or rows of a CSV: see places_csv.py) and distances in metres.
 
 Earth model: a sphere of radius 6,371,008.8 m (the IUGG mean radius); the
 difference to the WGS84 ellipsoid is below 0.5 % and far below GPS error.
@@ -19,7 +19,10 @@ difference to the WGS84 ellipsoid is below 0.5 % and far below GPS error.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +36,11 @@ from service.errors import PlaceError
 EARTH_RADIUS_M = 6_371_008.8
 MAX_ABS_LAT = 85.0
 M_PER_DEG = EARTH_RADIUS_M * np.pi / 180.0
+
+# The files a rules folder's places may come from: GeoJSON in either of its usual
+# extensions, or a spreadsheet saved as CSV (places_csv.py).
+PLACE_SUFFIXES = (".geojson", ".json", ".csv")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -58,10 +66,23 @@ def wrap_lon(dlon: FloatArray) -> FloatArray:
     return np.asarray((dlon + 180.0) % 360.0 - 180.0)
 
 
+def is_places_file(path: Path | str) -> bool:
+    return Path(path).suffix.lower() in PLACE_SUFFIXES
+
+
+def number(text: str) -> float | None:
+    """A decimal number as a person writes it in a cell (`40.7`, `-74`, `1e3`), else None:
+    no `nan`, `inf` or `1_000`, which Python's float() would take."""
+    if _NUMBER.fullmatch(text) is None:
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
 @dataclass(eq=False)
 class Place:
-    """One GeoJSON feature. `key` is unique over all files; `id` is what
-    marketers see (the `id` property, else `<file stem>-<index>`)."""
+    """One GeoJSON feature or CSV row. `key` is unique over all files; `id` is what
+    marketers see (the `id` property, else `<file stem>-<index>`; a CSV's `id` column)."""
 
     key: str
     id: str
@@ -78,10 +99,27 @@ class Place:
     bounds: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # unwrapped lon/lat
     equivalent_radius_m: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    line: int | None = None  # the CSV line of the row; None for a GeoJSON feature
 
     @property
     def name(self) -> str:
         return str(self.properties.get("name", self.id))
+
+    def has(self, key: str, value: Any) -> bool:
+        """Whether a `where.filter` entry holds. GeoJSON values compare as they are; a
+        spreadsheet's cells are all text, so there a number matches a cell holding the
+        same number (`2` matches "2" and "02") and true/false match true/yes and
+        false/no in any case."""
+        if key not in self.properties:
+            return False
+        have = self.properties[key]
+        if self.line is None or not isinstance(have, str):
+            return bool(have == value)
+        if isinstance(value, bool):
+            return have.lower() in (("true", "yes") if value else ("false", "no"))
+        if isinstance(value, int | float):
+            return number(have) == value
+        return bool(have == value)
 
     def feature(self, radius_m: float | None) -> dict[str, Any]:
         """The place as a GeoJSON feature in lon/lat (the dashboard's map); a point carries
