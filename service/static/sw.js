@@ -217,9 +217,13 @@
       applicationServerKey: old && old.options ? old.options.applicationServerKey
         : registration.applicationServerKey,
     });
+    // The device token proves this browser holds the subscription: an endpoint that stays the
+    // same with new keys is renewed only with it (else 409 endpoint_registered).
+    const headers = { "Content-Type": "application/json" };
+    if (registration.token) headers.Authorization = `Bearer ${registration.token}`;
     const response = await scope.fetch(`${registration.server}/v1/subscriptions`, {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers,
       body: JSON.stringify({ subscription: subscription.toJSON(), ...(registration.profile || {}) }),
     });
     if (!response.ok) return;

@@ -264,6 +264,8 @@ describe("pushsubscriptionchange", () => {
     const post = s.fetch.calls[0];
     assert.equal(post.url, "https://push.example.com/v1/subscriptions");
     assert.equal(post.body.subscription.endpoint, "https://push.example.net/new");
+    // The old token: proof of ownership if the endpoint stayed the same with new keys.
+    assert.equal(post.headers.Authorization, "Bearer tok-1");
     assert.deepEqual(post.body.topics, ["food"]);
     const stored = await (await cache.match(sw.MC_REGISTRATION)).json();
     assert.equal(stored.token, "tok-9");
