@@ -43,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
         "--private", action="store_true", help="also print the private key (base64url)"
     )
     rules = sub.add_parser(
-        "rules", help="check, describe, preview, replay and backtest rule files", add_help=False
+        "rules",
+        help="init, check, describe, preview, replay and backtest rule files",
+        add_help=False,
     )
     rules.add_argument("args", nargs=argparse.REMAINDER)
     campaign = sub.add_parser(
