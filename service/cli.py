@@ -48,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
         help="print the private key instead, one line (what MOMENTCAST_VAPID_PRIVATE_KEY takes)",
     )
     rules = sub.add_parser(
-        "rules", help="check, describe, preview, replay and backtest rule files", add_help=False
+        "rules",
+        help="init, check, describe, preview, replay and backtest rule files",
+        add_help=False,
     )
     rules.add_argument("args", nargs=argparse.REMAINDER)
     campaign = sub.add_parser(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from service.context import Context
 from service.metrics import RULES_LOAD_ERRORS, RULES_LOADED
+from service.settings import ENV_PREFIX
 
 if TYPE_CHECKING:
     from service.rules import RulesHolder
@@ -20,7 +21,10 @@ log = logging.getLogger(__name__)
 def _account(holder: RulesHolder, errors: list[str]) -> None:
     if errors:
         RULES_LOAD_ERRORS.inc()
-        log.error("rules reload rejected, previous set stays active (%d errors)", len(errors))
+        if holder.current is None:
+            log.error("rules rejected, no rule set is active (%d errors)", len(errors))
+        else:
+            log.error("rules reload rejected, previous set stays active (%d errors)", len(errors))
         for line in errors:
             log.error("rules: %s", line)
     elif holder.current is not None:
@@ -45,13 +49,33 @@ async def reload_rules(holder: RulesHolder) -> list[str]:
     return await asyncio.to_thread(_reload, holder)
 
 
+def _empty_warning(ctx: Context, holder: RulesHolder) -> str:
+    path = holder.path
+    state = "is empty" if path.is_dir() else "does not exist"
+    if "rules_dir" in ctx.settings.model_fields_set:
+        where = f"{ENV_PREFIX}RULES_DIR: {path} {state}"
+    else:
+        where = f"no rules: {path} {state} ({ENV_PREFIX}RULES_DIR is unset)"
+    return (
+        f"{where}; running with an empty rule set, nothing is sent until rules are added; "
+        f"write a starter set with `momentcast rules init {path}`"
+    )
+
+
 def load(ctx: Context) -> RulesHolder:
     # The rules (and with them shapely, numpy and the time-zone finder) are imported by the
     # processes that load them, not by every importer of this module (ingest, the API).
     from service.rules import RulesHolder
 
     holder = RulesHolder(ctx.settings.rules_dir, load_now=False)
-    _reload(holder)  # at start-up, before anything is served
+    if holder.is_empty():
+        # A fresh install has no rules yet: serve (and be ready) with none rather than wait
+        # for ever, and say once how to get some. Files added later are loaded by the poll.
+        holder.start_empty()
+        RULES_LOADED.set(0)
+        log.warning("%s", _empty_warning(ctx, holder))
+    else:
+        _reload(holder)  # at start-up, before anything is served
     ctx.rules = holder
     return holder
 

@@ -138,8 +138,9 @@ def test_metrics_port_takes_metrics_off_the_public_port(
         status, body = _get(metrics)
         assert status == 200
         assert 'momentcast_http_requests_total{method="GET",route="/healthz",status="200"}' in body
-        # The metrics port serves metrics only.
-        assert _get(metrics.removesuffix("/metrics") + "/healthz")[0] == 404
+        # The metrics port serves metrics and liveness only.
+        assert _get(metrics.removesuffix("/metrics") + "/healthz")[0] == 200
+        assert _get(metrics.removesuffix("/metrics") + "/readyz")[0] == 404
     finally:
         assert proc.stop() == 0, proc.stderr()
 
@@ -155,5 +156,9 @@ def test_a_worker_serves_its_metrics_on_the_metrics_port(
         status, body = _get(_metrics_url(proc))
         assert status == 200
         assert "momentcast_signals_processed_total" in body
+        # A worker has no API: its liveness probe is on the metrics port.
+        status, body = _get(_metrics_url(proc).removesuffix("/metrics") + "/healthz")
+        assert status == 200, body
+        assert json.loads(body) == {"status": "ok", "version": __version__}
     finally:
         assert proc.stop() == 0, proc.stderr()

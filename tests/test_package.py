@@ -211,3 +211,62 @@ async def test_installed_commands_work_outside_the_repository(
     finally:
         sink.send_signal(signal.SIGINT)
         assert sink.wait(15) == 0
+
+
+@pytest.mark.slow
+async def test_the_installed_wheel_serves_with_no_rules_and_inits_a_starter_set(
+    installed: Path, pg_server: PgServer, tmp_path: Path
+) -> None:
+    # A first start from an empty folder: no rules ship with the package, yet serve is ready,
+    # with one warning that names the command writing a starter set.
+    from tests.test_first_hour import wait_ready
+
+    cwd = tmp_path / "fresh"
+    cwd.mkdir()
+    momentcast = str(installed / "momentcast")
+    dsn = await pg_server.create_database()
+    try:
+        env = _clean_env(
+            MOMENTCAST_DATABASE_URL=dsn,
+            MOMENTCAST_DATA_DIR=str(cwd / "data"),
+            MOMENTCAST_PORT="0",
+            MOMENTCAST_ADMIN_TOKEN="a-first-hour-admin-token",
+        )
+        serve = ServiceProcess(
+            subprocess.Popen(
+                [momentcast, "serve"],
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+        try:
+            serve.wait_banner()
+            assert serve.url is not None
+            wait_ready(serve.url)
+        finally:
+            assert serve.stop() == 0, serve.stderr()
+        log = serve.stderr().splitlines()
+        warnings = [line for line in log if "momentcast rules init rules" in line]
+        assert len(warnings) == 1, log
+        assert not any("previous set" in line for line in log), log
+    finally:
+        await pg_server.drop_database(dsn)
+
+    made = _run([momentcast, "rules", "init", "rules"], cwd=cwd, env=_clean_env())
+    assert "momentcast rules check rules" in made.stdout
+    checked = _run([momentcast, "rules", "check", "--strict", "rules"], cwd=cwd, env=_clean_env())
+    assert "error" not in checked.stdout
+    again = subprocess.run(
+        [momentcast, "rules", "init", "rules"],
+        cwd=cwd,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == 1
+    assert len(again.stderr.splitlines()) == 1 and "not empty" in again.stderr

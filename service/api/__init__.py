@@ -45,7 +45,9 @@ def create_app(ctx: Context) -> web.Application:
 
 
 def create_metrics_app() -> web.Application:
-    """``/metrics`` alone, for METRICS_PORT (in every process, the worker's included)."""
+    """``/metrics`` and ``/healthz``, for METRICS_PORT (in every process, the worker's
+    included): a worker has no API, so its liveness probe is here."""
     app = web.Application()
     app.add_routes(health.metrics_routes)
+    app.router.add_get("/healthz", health.healthz)
     return app

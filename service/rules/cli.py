@@ -7,10 +7,12 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta, timezone
+from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -29,6 +31,9 @@ from .source import load_located
 from .trace import read_trace
 from .whynot import why_not
 
+# What `rules init` writes: policy, one location rule, its places (shipped in the wheel).
+STARTER = Path(str(resources.files("service.rules") / "starter"))
+
 _LOCATED = re.compile(r"^(?P<file>.*?):(?P<line>\d+): (?P<message>.*)$", re.S)
 
 
@@ -46,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
         prog="momentcast rules", description="Check, describe, preview and replay rule files."
     )
     sub = ap.add_subparsers(dest="command", required=True)
+    init = sub.add_parser(
+        "init", help="write a starter rule set (policy, one example rule, places) to edit"
+    )
+    init.add_argument(
+        "dir",
+        nargs="?",
+        default=None,
+        help="a new or empty folder (default: $MOMENTCAST_RULES_DIR or rules)",
+    )
     check = sub.add_parser("check", help="load every file and report all errors and warnings")
     check.add_argument(
         "dir",
@@ -121,6 +135,8 @@ def main(
         doc = policy_json_schema() if args.policy else json_schema()
         stdout.write(json.dumps(doc, indent=2) + "\n")
         return 0
+    if args.command == "init":
+        return _init(Path(args.dir or rules_dir), stdout, stderr)
     if args.command == "check":
         return _check(args.dir or str(rules_dir), args.json, args.strict, stdout, stderr)
     if args.command == "preview":
@@ -128,6 +144,38 @@ def main(
     if args.command == "backtest":
         return _backtest(args, str(rules_dir), backtest, stdout, stderr)
     return _replay(args, str(rules_dir), stdout, stderr)
+
+
+def _init(target: Path, stdout: TextIO, stderr: TextIO) -> int:
+    """Copy the starter set into a new or empty folder; never over a marketer's files."""
+    if target.exists() and not target.is_dir():
+        stderr.write(f"momentcast rules init: {target} is not a folder; name a new one\n")
+        return 1
+    if target.is_dir() and any(target.iterdir()):
+        stderr.write(
+            f"momentcast rules init: {target} is not empty; name a new or empty folder "
+            "(nothing was written)\n"
+        )
+        return 1
+    try:
+        # shutil.copy, not copy2: fresh mtimes, so a running service's poll sees new files.
+        shutil.copytree(
+            STARTER,
+            target,
+            dirs_exist_ok=True,
+            copy_function=shutil.copy,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    except OSError as exc:
+        stderr.write(f"momentcast rules init: cannot write {target}: {exc.strerror or exc}\n")
+        return 1
+    files = sorted(p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file())
+    stdout.write(
+        f"wrote a starter rule set to {target}: {', '.join(files)}\n"
+        f"next: put your places in {target / 'places'}, edit the rule, then run "
+        f"`momentcast rules check {target}` (docs/rules.md)\n"
+    )
+    return 0
 
 
 def _check_target(target: str) -> tuple[str, Path | None]:

@@ -51,14 +51,42 @@ class RulesHolder:
             self._fingerprint = fingerprint
             return []
 
+    def is_empty(self) -> bool:
+        """No folder, or none of the files a rule set is made of: a fresh install."""
+        return not self.path.is_dir() or not any(True for _ in self._files())
+
+    def start_empty(self) -> None:
+        """Serve with no rules (readiness holds) until files appear; the poll loads them."""
+        from .models import PolicyModel
+
+        with self._lock:
+            self.current = Ruleset(
+                rules=[],
+                policy=PolicyModel.model_validate({}),
+                places=[],
+                version="empty",
+                root=str(self.path),
+            )
+            self.loaded_at = datetime.now(UTC)
+            self.last_errors = []
+            self.last_warnings = []
+            self._fingerprint = self.fingerprint()
+
+    def _files(self) -> list[Path]:
+        if not self.path.is_dir():
+            return []
+        return sorted(
+            p
+            for p in self.path.rglob("*")
+            if p.is_file() and (p.suffix in (".yaml", ".yml") or is_places_file(p))
+        )
+
     def fingerprint(self) -> str:
         """Cheap change detector for polling: names, sizes and mtimes."""
         h = hashlib.sha256()
-        if self.path.is_dir():
-            for p in sorted(self.path.rglob("*")):
-                if p.is_file() and (p.suffix in (".yaml", ".yml") or is_places_file(p)):
-                    st = p.stat()
-                    h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        for p in self._files():
+            st = p.stat()
+            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return h.hexdigest()
 
     def changed(self) -> bool:
