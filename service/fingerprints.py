@@ -15,9 +15,11 @@ from service import vapid
 from service.errors import ConfigError
 from service.settings import ENV_PREFIX
 from service.store import Store
+from service.vocabulary import DeploymentKey
 
-VAPID = "vapid_public_key"
-SECRET = "secret_key"  # noqa: S105 - the name of a row, not a secret
+# The rows' names (service.vocabulary.DEPLOYMENT_KEYS, the column's CHECK list).
+VAPID: DeploymentKey = "vapid_public_key"
+SECRET: DeploymentKey = "secret_key"  # noqa: S105 - the name of a row, not a secret
 # What each fingerprint is of, named by the setting an operator fixes.
 SETTINGS = {VAPID: f"{ENV_PREFIX}VAPID_PRIVATE_KEY", SECRET: f"{ENV_PREFIX}SECRET_KEY"}
 

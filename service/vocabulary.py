@@ -110,3 +110,8 @@ SUPPRESSED_COUNTER_PREFIX: Final = "suppressed:"
 # rule that did not match it, as the prefix followed by the first failed condition (variant "").
 SHADOW_SENT_COUNTER: Final = "shadow_sent"
 NOT_MATCHED_COUNTER_PREFIX: Final = "not_matched:"
+
+# The keys whose fingerprints the database keeps for the deployment (migration 0014): every
+# process of one deployment must use the same VAPID key pair and SECRET_KEY.
+DeploymentKey = Literal["vapid_public_key", "secret_key"]
+DEPLOYMENT_KEYS: Final[tuple[DeploymentKey, ...]] = get_args(DeploymentKey)
