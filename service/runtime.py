@@ -134,7 +134,7 @@ def _banner(ctx: Context, out: TextIO, listening: str | None, metrics: str | Non
 
 
 async def load_rules(ctx: Context) -> None:
-    """Load rules/ into the context; a broken set is reported but does not stop the process."""
+    """Load rules/ into the context (``run`` refuses to start on a set with errors)."""
     from service import reloader
 
     reloader.load(ctx)
@@ -173,6 +173,10 @@ async def run(
     try:
         ctx = Context(settings=settings, store=Store(pool, dsn=dsn), keys=Keys.load(settings))
         await load_rules(ctx)
+        if ctx.rules is not None and ctx.rules.current is None:
+            from service import reloader
+
+            raise reloader.start_up_error(ctx.rules)
         listening = None
         if API in names:
             app = create_app(ctx)
