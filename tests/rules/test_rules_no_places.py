@@ -134,3 +134,22 @@ def test_the_rules_cli_checks_previews_and_replays_without_places(tmp_path: Path
     out = io.StringIO()
     assert main(["replay", str(trace), "--rules", str(root)], out=out, err=err) == 0
     assert "SEND anywhere (variant default, ttl 600s): Hello" in out.getvalue()
+
+
+def test_a_place_rule_over_an_empty_places_file_leaves_the_free_rules_working(
+    tmp_path: Path,
+) -> None:
+    near = (
+        "trigger: enter\nwhere: {places: places/none.geojson, radius_m: 50}\nmessage: {title: Hi}\n"
+    )
+    root = no_places_dir(tmp_path / "rules", {"anywhere.yaml": ANYWHERE, "near.yaml": near})
+    (root / "places").mkdir()
+    (root / "places" / "none.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    rs = load_ruleset(root)
+    assert rs.places == [] and rs.warnings == [
+        f"{root}/places/none.geojson:1: warning: no features"
+    ]
+    outcomes = decide(rs, signals(), PROFILES, {}, T0 + timedelta(seconds=1))
+    assert [o.decision.rule_id for o in outcomes if o.decision] == ["anywhere", "anywhere"]
+    ev = evaluate(rs, SignalBatch.build(signals(), PROFILES))
+    assert ev.reasons(0)["near"] == "no_place" and ev.reasons(1)["near"] == "no_location"
