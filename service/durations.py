@@ -38,7 +38,7 @@ def parse_duration(value: object) -> timedelta:
         )
     if seconds <= 0:
         raise ValueError(f"duration {value!r} must be longer than zero")
-    return timedelta(seconds=seconds)
+    return _timedelta(seconds, value)
 
 
 def parse_setting_duration(value: object) -> timedelta:
@@ -46,10 +46,19 @@ def parse_setting_duration(value: object) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=float(value))
+        return _timedelta(float(value), value)
     seconds = _seconds(value, unit_required=False) if isinstance(value, str) else None
     if seconds is None:
         raise ValueError(
             f"expected a duration such as 30s, 20m, 2h or 7d, or a number of seconds, got {value!r}"
         )
-    return timedelta(seconds=seconds)
+    return _timedelta(seconds, value)
+
+
+def _timedelta(seconds: float, value: object) -> timedelta:
+    # timedelta raises OverflowError past 999,999,999 days, which validation would not
+    # turn into a message: `ttl: 99999999999999d` must be an error at its line.
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"duration {value!r} is too long") from None

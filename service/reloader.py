@@ -9,6 +9,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from service.context import Context
+from service.errors import ConfigError
 from service.metrics import RULES_LOAD_ERRORS, RULES_LOADED
 from service.settings import ENV_PREFIX
 
@@ -74,14 +75,34 @@ def load(ctx: Context) -> RulesHolder:
         holder.start_empty()
         RULES_LOADED.set(0)
         log.warning("%s", _empty_warning(ctx, holder))
+    elif holder.reload():  # at start-up, before anything is served
+        RULES_LOAD_ERRORS.inc()
     else:
-        _reload(holder)  # at start-up, before anything is served
+        _account(holder, [])
     ctx.rules = holder
     return holder
 
 
+def start_up_error(holder: RulesHolder) -> ConfigError:
+    """A process does not start on a rule set with errors (it would serve nothing and a
+    supervisor would not see why): one line, the first error and where to see them all."""
+    errors = holder.last_errors
+    count = f"{len(errors)} error{'' if len(errors) == 1 else 's'}"
+    first = errors[0] if errors else "not loaded"
+    return ConfigError(
+        f"{ENV_PREFIX}RULES_DIR: {count} in {holder.path}, the first: {first} "
+        "(momentcast rules check lists them all)"
+    )
+
+
 async def watch(ctx: Context, stop: asyncio.Event) -> None:
-    """Reload when files under RULES_DIR change, and on SIGHUP."""
+    """Reload when files under RULES_DIR change, and on SIGHUP.
+
+    Nothing a file under RULES_DIR holds may end this loop: its end would stop the whole
+    process (runtime treats a component that returns as failed), and the next start would
+    meet the same file. A rejected set is logged and the previous one stays; anything else
+    that goes wrong is logged and the next poll tries again.
+    """
     holder: RulesHolder | None = ctx.rules
     if holder is None:
         return
@@ -98,13 +119,19 @@ async def watch(ctx: Context, stop: asyncio.Event) -> None:
                 task.cancel()
             if stop.is_set():
                 break
-            if hup.is_set():
-                hup.clear()
-                await reload_rules(holder)
-                continue
-            # File scanning is blocking I/O; keep it off the event loop.
-            if await asyncio.to_thread(holder.changed):
-                await reload_rules(holder)
+            try:
+                await _poll(holder, hup)
+            except Exception:
+                log.exception("rules watcher: the reload failed; the previous set stays active")
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(signal.SIGHUP)
+
+
+async def _poll(holder: RulesHolder, hup: asyncio.Event) -> None:
+    if hup.is_set():
+        hup.clear()
+        await reload_rules(holder)
+    # File scanning is blocking I/O; keep it off the event loop.
+    elif await asyncio.to_thread(holder.changed):
+        await reload_rules(holder)

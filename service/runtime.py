@@ -135,7 +135,7 @@ def _banner(ctx: Context, out: TextIO, listening: str | None, metrics: str | Non
 
 
 async def load_rules(ctx: Context) -> None:
-    """Load rules/ into the context; a broken set is reported but does not stop the process."""
+    """Load rules/ into the context (``run`` refuses to start on a set with errors)."""
     from service import reloader
 
     reloader.load(ctx)
@@ -180,6 +180,10 @@ async def run(
         # Before anything serves or sends: keys that differ from the deployment's stop here.
         await fingerprints.check(ctx.store, ctx.keys.vapid_public_b64, ctx.keys.secret_key)
         await load_rules(ctx)
+        if ctx.rules is not None and ctx.rules.current is None:
+            from service import reloader
+
+            raise reloader.start_up_error(ctx.rules)
         listening = None
         if API in names:
             app = create_app(ctx)

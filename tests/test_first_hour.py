@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from service import reloader
@@ -20,14 +21,18 @@ from service.rules import RulesHolder
 from service.rules import cli as rules_cli
 from service.rules.engine import decide
 from service.rules.signals import Profile, Signal
+from tests.conftest import ADMIN_TOKEN
 from tests.processes import REPO, ServiceProcess, start
 
 README = REPO / "README.md"
 
 
-def _get(url: str) -> tuple[int, str]:
+def _get(url: str, token: str | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=10) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -54,6 +59,8 @@ def _env(tmp_path: Path, database_url: str, **extra: str) -> dict[str, str]:
         "MOMENTCAST_DATA_DIR": str(tmp_path / "data"),
         "MOMENTCAST_PORT": "0",
         "MOMENTCAST_PUSH_HOSTS": "http://127.0.0.1",
+        # /metrics on the public port answers only to the admin token.
+        "MOMENTCAST_ADMIN_TOKEN": ADMIN_TOKEN,
         **extra,
     }
 
@@ -83,7 +90,7 @@ def _the_warning(lines: list[str]) -> str:
 
 @pytest.mark.slow
 def test_serve_with_no_rules_folder_is_ready_and_says_how_to_get_rules(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, database_url: str, clean_db: asyncpg.Pool
 ) -> None:
     cwd = tmp_path / "fresh"
     cwd.mkdir()
@@ -97,7 +104,7 @@ def test_serve_with_no_rules_folder_is_ready_and_says_how_to_get_rules(
 @pytest.mark.slow
 @pytest.mark.parametrize("state", ["missing", "empty"])
 def test_a_configured_rules_dir_that_is_missing_or_empty_starts_empty_and_names_it(
-    tmp_path: Path, database_url: str, state: str
+    tmp_path: Path, database_url: str, clean_db: asyncpg.Pool, state: str
 ) -> None:
     rules = tmp_path / "my-rules"
     if state == "empty":
@@ -108,7 +115,7 @@ def test_a_configured_rules_dir_that_is_missing_or_empty_starts_empty_and_names_
         # What the warning says to do, with the service running: the poll loads the set.
         assert rules_cli.main(["init", str(rules)], io.StringIO(), io.StringIO()) == 0
         deadline = time.monotonic() + 60
-        while "momentcast_rules_loaded 1.0" not in _get(url + "/metrics")[1]:
+        while "momentcast_rules_loaded 1.0" not in _get(url + "/metrics", ADMIN_TOKEN)[1]:
             assert time.monotonic() < deadline, "the starter set was never loaded"
             time.sleep(0.2)
 

@@ -178,7 +178,8 @@ async def post_reload(request: web.Request) -> web.Response:
     errors = await reload_rules(holder)
     if errors:
         raise Unprocessable(
-            f"rules not reloaded: {len(errors)} error(s); the previous set stays active",
+            f"rules not reloaded: {len(errors)} error(s), the first: {errors[0]}; "
+            "the previous set stays active",
             details=errors,
         )
     return json_response(status(holder))

@@ -411,8 +411,11 @@ def format_report(report: dict[str, Any]) -> str:
         events = " ".join([*(f"+{x}" for x in r["entered"]), *(f"-{x}" for x in r["left"])])
         d = r["decision"]
         if d is not None:
+            # A location-free rule's decision has no place and no distance.
+            where = f" @ {d['place']}" if d["place"] else ""
+            metres = f"{d['distance_m']:.0f} m, " if d["distance_m"] is not None else ""
             what = (
-                f"SEND {d['rule']} @ {d['place']} ({d['distance_m']:.0f} m, variant "
+                f"SEND {d['rule']}{where} ({metres}variant "
                 f"{d['variant']}, ttl {d['ttl_s']}s): {d['title']}"
             )
         elif r["note"]:

@@ -246,7 +246,11 @@ def _offsets(rs: Ruleset, batch: SignalBatch, sig: IntArray, place: IntArray) ->
     """UTC offset at each pair's signal, grouped by zone so zoneinfo runs
     once per (zone, quarter hour)."""
     names = list(rs.tz_names)
-    zone_code = np.where(place >= 0, rs.place_tz_code[place], -1)
+    # Only real places are looked up: -1 (a location-free rule) would index the last place,
+    # or fail on a rule set without places.
+    zone_code = np.full(len(place), -1, dtype=np.intp)
+    placed = place >= 0
+    zone_code[placed] = rs.place_tz_code[place[placed]]
     unknown = np.flatnonzero(zone_code < 0)
     if len(unknown):
         codes = {name: c for c, name in enumerate(names)}

@@ -37,9 +37,14 @@ class RulesHolder:
             fingerprint = self.fingerprint()
             try:
                 ruleset = load_ruleset(self.path)
-            except RuleLoadError as exc:
-                self.last_errors = list(exc.errors)
-                self.last_warnings = list(exc.warnings)
+            except Exception as exc:  # load_ruleset raises RuleLoadError only; a bug stays here
+                if isinstance(exc, RuleLoadError):
+                    errors, warnings = list(exc.errors), list(exc.warnings)
+                else:
+                    errors = [f"{self.path}:1: cannot be loaded ({type(exc).__name__}: {exc})"]
+                    warnings = []
+                self.last_errors = errors
+                self.last_warnings = warnings
                 self.failed_reloads += 1
                 self._fingerprint = fingerprint
                 return self.last_errors
@@ -75,18 +80,26 @@ class RulesHolder:
     def _files(self) -> list[Path]:
         if not self.path.is_dir():
             return []
+        # Any kind of file, not only regular ones: the loader refuses a pipe named x.yaml
+        # (reading it would block), and the change detector must see it to report that.
         return sorted(
             p
             for p in self.path.rglob("*")
-            if p.is_file() and (p.suffix in (".yaml", ".yml") or is_places_file(p))
+            if (p.suffix in (".yaml", ".yml") or is_places_file(p)) and not p.is_dir()
         )
 
     def fingerprint(self) -> str:
         """Cheap change detector for polling: names, sizes and mtimes."""
         h = hashlib.sha256()
-        for p in self._files():
-            st = p.stat()
-            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        try:
+            for p in self._files():
+                try:
+                    st = p.stat()
+                except OSError:  # removed since the listing (an editor's swap file)
+                    continue
+                h.update(f"{p}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError as exc:  # the folder itself unreadable: a stable value, no crash
+            h.update(f"error {exc}".encode())
         return h.hexdigest()
 
     def changed(self) -> bool:

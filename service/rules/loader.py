@@ -9,11 +9,15 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Sequence
+import logging
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -42,7 +46,7 @@ from .ruleset import (
     CompiledVariant,
     Ruleset,
 )
-from .source import Located, load_located
+from .source import MAX_SOURCE_BYTES, Located, load_located
 from .templates import (
     Template,
     json_bytes,
@@ -53,6 +57,12 @@ from .templates import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+
+log = logging.getLogger(__name__)
+
+# GeoJSON of places is data, not hand-written text, and may hold tens of thousands of
+# places; it is parsed by the json module (no aliases, linear), so it gets a larger bound.
+MAX_PLACES_BYTES: Final = 64 << 20
 
 
 @dataclass
@@ -68,11 +78,29 @@ class _Load:
     def warn(self, file: Path | str, line: int, message: str) -> None:
         self.warnings.append(f"{file}:{line}: warning: {message}")
 
-    def read(self, path: Path) -> str | None:
+    def read(self, path: Path, limit: int = MAX_SOURCE_BYTES) -> str | None:
+        """The file's text, or None after an error: anything but a regular file (a FIFO
+        would block the reader forever), more than ``limit`` bytes (refused before it is
+        read whole or parsed), unreadable, not UTF-8."""
+        what = "a places file" if limit == MAX_PLACES_BYTES else "a rules file"
         try:
-            raw = path.read_bytes()
+            # Non-blocking: opening a FIFO to read would wait for a writer.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            with os.fdopen(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    self.err(path, 1, "not a regular file")
+                    return None
+                raw = handle.read(limit + 1)  # the file may grow after any size check
+                size = max(len(raw), os.fstat(handle.fileno()).st_size)
         except OSError as exc:
-            self.err(path, 1, f"cannot read: {exc.strerror}")
+            self.err(path, 1, f"cannot read: {exc.strerror or exc}")
+            return None
+        if size > limit:
+            self.err(
+                path,
+                1,
+                f"the file has {size} bytes; {what} may have at most {limit} ({limit >> 20} MiB)",
+            )
             return None
         self.digest.update(str(path.relative_to(self.root)).encode() + b"\0" + raw + b"\0")
         try:
@@ -97,6 +125,27 @@ class _Load:
         for line, msg in loc.duplicates:
             self.err(path, line, msg)
         return loc
+
+    @contextmanager
+    def guard(self, file: Path | str) -> Iterator[None]:
+        """Whatever a file's content makes a step raise ends as an error of that file, so
+        the hot reloader, the reload endpoint and the start-up get ``file:line: message``
+        rather than an exception (a loader bug must not take a process down either)."""
+        try:
+            yield
+        except RuleLoadError:
+            raise
+        except SourceError as exc:
+            self.err(file, exc.line, exc.message)
+        except RecursionError:
+            self.err(file, 1, "nested too deeply")
+        except Exception as exc:
+            log.warning("loading %s raised %r", file, exc, exc_info=exc)
+            self.err(file, 1, f"cannot be loaded ({type(exc).__name__}: {_clip(str(exc))})")
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _dotted(path: Sequence[str | int]) -> str:
@@ -176,65 +225,91 @@ def _load_places(load: _Load, files: list[Path]) -> dict[Path, list[Place]]:
     out: dict[Path, list[Place]] = {}
     seen_ids: dict[str, str] = {}
     for path in files:
-        text = load.read(path)
-        if text is None:
-            continue
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            load.err(path, exc.lineno, f"not valid JSON: {exc.msg}")
-            continue
-        if (
-            not isinstance(doc, dict)
-            or doc.get("type") != "FeatureCollection"
-            or not isinstance(doc.get("features"), list)
-        ):
-            load.err(path, 1, "a places file must be a GeoJSON FeatureCollection")
-            continue
-        lines: Located | None = None
-
-        def line(i: int, key: str | None = None, text: str = text) -> int:
-            # Line numbers are only needed for errors, so the slower
-            # line-aware parse runs only then.
-            nonlocal lines
-            if lines is None:
-                lines = load_located(text)
-            return lines.line_of(("features", i) if key is None else ("features", i, key))
-
-        places: list[Place] = []
-        for i, feature in enumerate(doc["features"]):
-            try:
-                place = make_place(str(path), i, feature, path.stem)
-            except PlaceError as exc:
-                load.err(path, line(i, "geometry"), str(exc))
-                continue
-            if place.id in seen_ids:
-                load.err(
-                    path,
-                    line(i, "properties"),
-                    f"feature {i}: duplicate place id {place.id!r} (also {seen_ids[place.id]})",
-                )
-                continue
-            seen_ids[place.id] = f"{path} feature {place.index}"
-            places.append(place)
-        if not doc["features"]:
-            load.warn(path, 1, "no features")
-        out[path] = places
+        with load.guard(path):
+            places = _places_of(load, path, seen_ids)
+            if places is not None:
+                out[path] = places
     return out
 
 
+def _places_of(load: _Load, path: Path, seen_ids: dict[str, str]) -> list[Place] | None:
+    text = load.read(path, MAX_PLACES_BYTES)
+    if text is None:
+        return None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        load.err(path, exc.lineno, f"not valid JSON: {exc.msg}")
+        return None
+    except RecursionError:
+        load.err(path, 1, "not valid GeoJSON: nested too deeply")
+        return None
+    if (
+        not isinstance(doc, dict)
+        or doc.get("type") != "FeatureCollection"
+        or not isinstance(doc.get("features"), list)
+    ):
+        load.err(path, 1, "a places file must be a GeoJSON FeatureCollection")
+        return None
+    lines: Located | None = None
+
+    def line(i: int, key: str | None = None) -> int:
+        # Line numbers are only needed for errors, so the slower line-aware parse runs
+        # only then; a file too large (or too deep) for it names the feature on line 1.
+        nonlocal lines
+        if lines is None:
+            try:
+                lines = load_located(text)
+            except SourceError:
+                lines = Located(data=None)
+        return lines.line_of(("features", i) if key is None else ("features", i, key))
+
+    places: list[Place] = []
+    for i, feature in enumerate(doc["features"]):
+        try:
+            place = make_place(str(path), i, feature, path.stem)
+        except PlaceError as exc:
+            load.err(path, line(i, "geometry"), str(exc))
+            continue
+        if place.id in seen_ids:
+            load.err(
+                path,
+                line(i, "properties"),
+                f"feature {i}: duplicate place id {place.id!r} (also {seen_ids[place.id]})",
+            )
+            continue
+        seen_ids[place.id] = f"{path} feature {place.index}"
+        places.append(place)
+    if not doc["features"]:
+        load.warn(path, 1, "no features")
+    return places
+
+
 def load_ruleset(path: str | Path) -> Ruleset:
-    """Load and check a rules directory; raises RuleLoadError with all errors."""
+    """Load and check a rules directory; raises RuleLoadError with all errors, and no other
+    exception whatever the files hold (they are untrusted text)."""
     root = Path(path)
     load = _Load(root=root)
+    try:
+        return _load_ruleset(root, load)
+    except RuleLoadError:
+        raise
+    except Exception as exc:  # a step outside every file's guard: name the folder
+        log.warning("loading %s raised %r", root, exc, exc_info=exc)
+        message = f"{root}:1: cannot be loaded ({type(exc).__name__}: {_clip(str(exc))})"
+        raise RuleLoadError([*load.errors, message], load.warnings) from None
+
+
+def _load_ruleset(root: Path, load: _Load) -> Ruleset:
     if not root.is_dir():
         raise RuleLoadError([f"{root}:1: rules directory not found"])
     policy_file = root / "policy.yaml"
     policy: PolicyModel | None = None
     if policy_file.is_file():
-        ploc = load.located(policy_file)
-        if ploc is not None:
-            policy = _validate(load, policy_file, ploc, PolicyModel)
+        with load.guard(policy_file):
+            ploc = load.located(policy_file)
+            if ploc is not None:
+                policy = _validate(load, policy_file, ploc, PolicyModel)
     else:
         load.err(policy_file, 1, "policy.yaml is missing (dayparts, quiet_hours, limits)")
     place_files = sorted(p for p in (root / "places").glob("*") if is_places_file(p))
@@ -245,11 +320,13 @@ def load_ruleset(path: str | Path) -> Ruleset:
     )
     parsed: list[tuple[Path, Located, RuleModel]] = []
     for rf in rule_files:
-        loc = load.located(rf)
-        if loc is None:
-            continue
-        model = _validate(load, rf, loc, RuleModel)
-        if model is not None:
+        with load.guard(rf):
+            loc = load.located(rf)
+            if loc is None:
+                continue
+            model = _validate(load, rf, loc, RuleModel)
+            if model is None:
+                continue
             parsed.append((rf, loc, model))
             for extra in model.where.files if model.where else []:
                 target = (root / extra).resolve()
@@ -261,14 +338,21 @@ def load_ruleset(path: str | Path) -> Ruleset:
                     place_files.append(root / extra)
     csv_files = [p for p in place_files if p.suffix.lower() == ".csv"]
     by_file = _load_places(load, [p for p in place_files if p not in csv_files])
-    by_file.update(load_csv_places(csv_files, load.read, load.err, load.warn, by_file))
+    # A sheet of shops is data, like GeoJSON: the places limit, not the rule files' 1 MiB.
+    by_file.update(
+        load_csv_places(
+            csv_files, lambda p: load.read(p, MAX_PLACES_BYTES), load.err, load.warn, by_file
+        )
+    )
     resolved = {p.resolve(): v for p, v in by_file.items()}
     all_places: list[Place] = [p for v in by_file.values() for p in v]
     index_of = {id(p): i for i, p in enumerate(all_places)}
     rules: list[CompiledRule] = []
     ids: dict[str, Path] = {}
     for rf, loc, model in parsed:
-        rule = _compile_rule(load, root, rf, loc, model, policy, resolved, index_of, len(rules))
+        rule: CompiledRule | None = None
+        with load.guard(rf):
+            rule = _compile_rule(load, root, rf, loc, model, policy, resolved, index_of, len(rules))
         if rule is None:
             continue
         if rule.id in ids:

@@ -252,7 +252,12 @@ class Limits(_Strict):
 class RuleModel(_Strict):
     id: str | None = Field(None, description="Defaults to the file name without .yaml")
     description: str = ""
-    priority: int = Field(0, description="Higher wins when several rules match one signal")
+    priority: int = Field(
+        0,
+        ge=-1_000_000,
+        le=1_000_000,
+        description="Higher wins when several rules match one signal",
+    )
     campaign: Campaign | None = None
     trigger: Trigger = Field(
         "enter", description="enter, dwell, inside (need where); signal (default without where)"
