@@ -42,9 +42,10 @@ class Sent:
 
 
 async def _post_until_acknowledged(
-    http: aiohttp.ClientSession, url: str, token: str, sent: Sent, rng: random.Random
+    http: aiohttp.ClientSession, serve: Proc, token: str, sent: Sent, rng: random.Random
 ) -> None:
     """What the SDK does: retry 503 (after Retry-After) and network errors, with jitter."""
+    url = serve.url
     body = {"lat": CAFE_A[0], "lon": CAFE_A[1], "accuracy_m": 5}
     delay = 0.1
     while True:
@@ -61,6 +62,7 @@ async def _post_until_acknowledged(
                 wait = min(float(r.headers["Retry-After"]), 2.0)
         except (aiohttp.ClientError, TimeoutError) as exc:
             sent.answers.append(type(exc).__name__)
+            assert serve.alive(), "momentcast exited:\n" + _log_tail(serve)
             wait = delay
         await asyncio.sleep(wait * rng.uniform(0.5, 1.0))
         delay = min(delay * 2, 1.0)
@@ -85,13 +87,16 @@ async def _register(
     return tokens
 
 
+def _log_tail(serve: Proc) -> str:
+    return "\n".join([line for line in serve.err if "aiohttp.access" not in line][-60:])
+
+
 def _stuck(serve: Proc, sent: list[Sent], switch: dict[str, float]) -> str:
     answers = Counter(str(a) for s in sent for a in s.answers)
     acked = sum(s.acked_at is not None for s in sent)
-    log = [line for line in serve.err if "aiohttp.access" not in line]
     return (
         f"signals not acknowledged in time: {acked}/{len(sent)} acknowledged, answers "
-        f"{dict(answers)}, switch {sorted(switch)}; alive {serve.alive()}\n" + "\n".join(log[-60:])
+        f"{dict(answers)}, switch {sorted(switch)}; alive {serve.alive()}\n" + _log_tail(serve)
     )
 
 
@@ -107,10 +112,10 @@ async def _until_delivered(
         )
         if pushed == len(subs) and left == 0:
             return
-        assert serve.alive(), serve.stderr()
+        assert serve.alive(), _log_tail(serve)
         assert time.monotonic() < deadline, (
             f"after the failover {pushed}/{len(subs)} pushed, {left} left to do\n"
-            + serve.stderr()[-4000:]
+            + _log_tail(serve)
         )
         await asyncio.sleep(0.2)
 
@@ -137,7 +142,7 @@ async def test_primary_killed_and_standby_promoted_mid_stream_loses_nothing(
             async def client() -> None:
                 while queue:
                     i = queue.pop(0)
-                    await _post_until_acknowledged(http, serve.url, tokens[i], sent[i], rng)
+                    await _post_until_acknowledged(http, serve, tokens[i], sent[i], rng)
                     if sum(s.acked_at is not None for s in sent) >= KILL_AFTER:
                         acked.set()
                     await asyncio.sleep(0.01)
@@ -167,7 +172,7 @@ async def test_primary_killed_and_standby_promoted_mid_stream_loses_nothing(
             stored = await conn.fetchval("SELECT count(DISTINCT subscription_id) FROM signals")
         finally:
             await conn.close()
-        assert serve.alive(), serve.stderr()
+        assert serve.alive(), _log_tail(serve)
         code = await asyncio.to_thread(serve.stop)
     finally:
         await push.close()
@@ -188,5 +193,5 @@ async def test_primary_killed_and_standby_promoted_mid_stream_loses_nothing(
     assert stored == SIGNALS, "an acknowledged signal is missing on the new primary"
     copies = Counter(len(sub.received) for sub in subs)
     assert copies == Counter({1: SIGNALS}), f"pushes per acknowledged signal: {copies}"
-    assert code == 0, serve.stderr()
+    assert code == 0, _log_tail(serve)
     stack.check_logs(log_privacy.secrets)
