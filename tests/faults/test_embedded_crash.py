@@ -15,6 +15,11 @@ from tests.processes import REPO, ServiceProcess, start
 
 pytestmark = pytest.mark.slow
 
+# The data directories are under short_tmp, not pytest's tmp_path: as root the embedded
+# server runs as a user of its own, which must traverse every parent, and each pytest
+# session that starts (another one on the same machine) resets /tmp/pytest-of-root to 0700,
+# so initdb or pg_ctl failed with "Permission denied" now and then.
+
 
 def _serve(data: Path) -> ServiceProcess:
     proc = start(
@@ -42,8 +47,8 @@ def _gone(pid: int, timeout: float = 15) -> bool:
     return False
 
 
-def test_kill_9_then_restart_and_clean_stop_leaves_no_postgres(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_kill_9_then_restart_and_clean_stop_leaves_no_postgres(short_tmp: Path) -> None:
+    data = short_tmp / "data"
     first = _serve(data)
     first.proc.kill()
     first.proc.wait(10)
@@ -53,8 +58,8 @@ def test_kill_9_then_restart_and_clean_stop_leaves_no_postgres(tmp_path: Path) -
     assert _gone(postmaster), "the embedded PostgreSQL outlived a clean stop"
 
 
-def test_embedded_postgres_dying_stops_momentcast_with_an_error(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_embedded_postgres_dying_stops_momentcast_with_an_error(short_tmp: Path) -> None:
+    data = short_tmp / "data"
     serve = _serve(data)
     try:
         psutil.Process(_postmaster(data)).kill()
