@@ -198,12 +198,23 @@ class DashboardRule(BaseModel):
     decisions_by_hour: list[HourCount]
 
 
+class DashboardSubscribers(BaseModel):
+    active: int = Field(description="subscriptions that can be sent to: not paused, not gone")
+    paused: int = Field(description="not gone, paused by the subscriber")
+    gone: int = Field(description="the push service says the subscription no longer exists")
+    sharing_location: int = Field(
+        description="of active, those that consented to location use: the audience of "
+        "rules with places (the others and campaigns can reach every active one)"
+    )
+
+
 class Dashboard(BaseModel):
     status: str = Field(description="'ok', 'errors' (old set still active) or 'not loaded'")
     errors: list[str] = Field(description="file:line: message of the last failed load")
     warnings: list[str]
     rules: list[DashboardRule]
     stats: Stats
+    subscribers: DashboardSubscribers
     map_tiles: str | None = Field(
         description="MOMENTCAST_MAP_TILES: the basemap's tile URL template, or null (none)"
     )
@@ -214,7 +225,7 @@ class Dashboard(BaseModel):
         "get",
         "/v1/dashboard",
         "Everything the dashboard draws: rule status and load errors, each rule's places, "
-        "decisions by local hour, and /v1/stats",
+        "decisions by local hour, /v1/stats and the subscriber counts",
         response=Dashboard,
         auth="admin",
         tags=["web"],
@@ -258,9 +269,21 @@ async def dashboard_data(request: web.Request) -> web.Response:
             "warnings": list(holder.last_warnings) if holder is not None else [],
             "rules": rules,
             "stats": stats(await ctx.store.engagement_counts()),
+            "subscribers": await _subscribers(request),
             "map_tiles": ctx.settings.map_tiles,
         }
     )
+
+
+async def _subscribers(request: web.Request) -> dict[str, int]:
+    """The dashboard's subscriber and audience counts (its own: /v1/stats is the API's)."""
+    totals = await request.app[CONTEXT].store.subscriber_totals()
+    return {
+        "active": totals.active,
+        "paused": totals.paused,
+        "gone": totals.gone,
+        "sharing_location": totals.sharing_location,
+    }
 
 
 # ---- Statistics per place over a period (the dashboard's "Per place", and its CSV export).

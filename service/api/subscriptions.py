@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from service import tokens, webpush
 from service.api.common import (
@@ -26,7 +26,7 @@ from service.api.models import (
     SubscriptionCreated,
     SubscriptionProfile,
 )
-from service.api.openapi import Op, document
+from service.api.openapi import Op, Param, document
 from service.endpoints import check_endpoint
 from service.errors import (
     EndpointRefused,
@@ -302,3 +302,91 @@ async def export_subscription(request: web.Request) -> web.Response:
             "campaign_suppressions": found.campaign_suppressions,
         }
     )
+
+
+# ---- The dashboard's test recipients: GET /v1/subscriptions (admin).
+
+RECENT_DEFAULT = 20
+RECENT_MAX = 100
+# The push services of the browsers, by the host of their endpoints; any other is "other" (a
+# self-hosted push service's host could name its owner).
+PUSH_SERVICES = {
+    "fcm.googleapis.com": "Chrome (FCM)",
+    "android.googleapis.com": "Chrome (FCM)",
+    "updates.push.services.mozilla.com": "Firefox",
+    "web.push.apple.com": "Safari",
+}
+
+
+def push_service(host: str) -> str:
+    host = host.lower().rsplit("@", 1)[-1].split(":", 1)[0]
+    if host.endswith(".notify.windows.com"):
+        return "Edge (WNS)"
+    return PUSH_SERVICES.get(host, "other")
+
+
+class RecentSubscription(BaseModel):
+    id: uuid.UUID
+    created_at: str = Field(description="when it registered, RFC 3339")
+    last_seen_at: str | None = Field(description="its newest signal's time, or null (none yet)")
+    push_service: str = Field(
+        description="the browser's push service: 'Chrome (FCM)', 'Firefox', 'Safari', "
+        "'Edge (WNS)' or 'other' (never the endpoint)"
+    )
+    locale: str | None
+    topics: list[str]
+    location_consent: bool
+
+
+class RecentSubscriptions(BaseModel):
+    subscriptions: list[RecentSubscription]
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "").strip()
+    if not raw:
+        return RECENT_DEFAULT
+    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= RECENT_MAX:
+        return int(raw)
+    message = f"must be a whole number from 1 to {RECENT_MAX}"
+    raise Unprocessable(
+        f"limit: {message}", details=[{"field": "limit", "message": message, "type": "limit"}]
+    )
+
+
+@document(
+    Op(
+        "get",
+        "/v1/subscriptions",
+        "The active, unpaused subscriptions seen or registered last, newest first (the "
+        "dashboard's test recipients): never an endpoint, key, token or position",
+        response=RecentSubscriptions,
+        auth="admin",
+        errors=[422],
+        tags=["subscriptions"],
+        query=[
+            Param(
+                "limit",
+                f"how many, 1 to {RECENT_MAX} (default {RECENT_DEFAULT})",
+                required=False,
+            )
+        ],
+    )
+)
+@routes.get("/v1/subscriptions")
+async def recent_subscriptions(request: web.Request) -> web.Response:
+    require_admin(request)
+    rows = await request.app[CONTEXT].store.recent_subscriptions(limit=_limit(request))
+    listed = [
+        {
+            "id": str(r.id),
+            "created_at": r.created_at.isoformat(),
+            "last_seen_at": None if r.last_seen_at is None else r.last_seen_at.isoformat(),
+            "push_service": push_service(r.push_host),
+            "locale": r.locale,
+            "topics": sorted(r.topics),
+            "location_consent": r.location_consent,
+        }
+        for r in rows
+    ]
+    return json_response({"subscriptions": listed})

@@ -49,22 +49,129 @@
     box.append(t);
   }
 
-  // POST /v1/rules/{id}/test: the rule's message now, to one subscription (e.g. your phone),
-  // past caps and quiet hours; it is marked test and counts in no statistic.
+  // POST /v1/rules/{id}/test: the rule's message now, to the recipient chosen above the
+  // rules table, past caps and quiet hours; it is marked test and counts in no statistic.
   async function sendTest(rule) {
-    const id = window.prompt(`Send a test push of ${rule} now to the subscription id:`);
-    if (!id || !id.trim()) return;
+    const choice = $("test-recipient").value;
+    const id = (choice === "other" ? $("test-other").value : choice).trim();
+    if (!id) {
+      $("state").textContent = "choose a test recipient above the rules table first";
+      $("state").className = "error";
+      return;
+    }
     const response = await fetch(`/v1/rules/${encodeURIComponent(rule)}/test`, {
       method: "POST",
       headers: { Authorization: `Bearer ${$("token").value.trim()}`,
         "Content-Type": "application/json" },
-      body: JSON.stringify({ subscription_id: id.trim() }),
+      body: JSON.stringify({ subscription_id: id }),
     });
     const body = await response.json();
     $("state").textContent = response.ok
       ? `test push of ${rule} queued (delivery ${body.delivery_id})`
       : `test push of ${rule}: ${body.error ? body.error.message : `HTTP ${response.status}`}`;
     $("state").className = response.ok ? "ok" : "error";
+  }
+
+  // The demo page's own device, if this browser subscribed there: the SDK keeps its
+  // registration in this origin's localStorage (momentcast.js, STORAGE_KEY).
+  function demoDevice() {
+    try {
+      const reg = JSON.parse(localStorage.getItem("momentcast.registration") || "null");
+      return reg && reg.id && reg.server === location.origin ? reg.id : null;
+    } catch (_err) {
+      return null;
+    }
+  }
+
+  function ago(iso) {
+    const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+    if (s < 90) return "just now";
+    if (s < 5400) return `${Math.round(s / 60)} min ago`;
+    if (s < 129600) return `${Math.round(s / 3600)} h ago`;
+    return `${Math.round(s / 86400)} d ago`;
+  }
+
+  // Test recipients: the demo page's device first, then GET /v1/subscriptions (the active,
+  // unpaused ones seen or registered last; no endpoint, token or position), then any id.
+  async function renderRecipients() {
+    const body = await (await adminFetch("/v1/subscriptions?limit=20")).json();
+    const select = $("test-recipient");
+    const before = select.value;
+    select.textContent = "";
+    const mine = demoDevice();
+    if (mine) {
+      select.append(el("option", { value: mine },
+        `this browser (the demo page's device) · ${mine.slice(0, 8)}`));
+    }
+    for (const s of body.subscriptions) {
+      if (s.id === mine) continue;
+      const seen = s.last_seen_at ? `seen ${ago(s.last_seen_at)}`
+        : `registered ${ago(s.created_at)}`;
+      select.append(el("option", { value: s.id }, [s.push_service, s.locale || "no locale",
+        s.topics.length ? s.topics.join(", ") : "no topics",
+        s.location_consent ? "shares location" : "no location", seen, s.id.slice(0, 8)]
+        .join(" · ")));
+    }
+    if (!select.options.length) {
+      select.append(el("option", { value: "", disabled: "" },
+        "no subscriber yet: subscribe this browser on the demo page (/)"));
+    }
+    select.append(el("option", { value: "other" }, "another subscription id…"));
+    // A refresh keeps the choice while it is still offered.
+    if ([...select.options].some((o) => o.value === before && !o.disabled)) select.value = before;
+    else select.selectedIndex = select.options[0].disabled ? -1 : 0;
+    $("test-other").hidden = select.value !== "other";
+  }
+
+  const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+  // Who the rules and campaigns can reach: the dashboard's own counts (GET /v1/dashboard).
+  function renderCounts(data) {
+    const c = data.subscribers;
+    const box = $("counts");
+    box.textContent = "";
+    box.append(el("p", {}, `Subscribers: ${c.active} active · ${c.paused} paused · `
+      + `${c.gone} gone (their push service dropped them)`));
+    box.append(el("p", {}, `Audience: ${c.sharing_location} share their location (rules `
+      + "with places reach only them); campaigns and rules without places can reach "
+      + `${c.active === 1 ? "the 1 active subscriber" : `all ${c.active} active`} (their `
+      + "topics and attributes conditions narrow that)."));
+    const campaigns = data.stats.campaigns || [];
+    if (campaigns.length) {
+      box.append(el("p", { class: "muted" }, `${plural(campaigns.length, "campaign")}: `
+        + campaigns.slice(0, 5).map((x) => `${x.id} reached ${x.audience}`).join(" · ")
+        + (campaigns.length > 5 ? " …" : "") + " (its audience when it was created)"));
+    }
+  }
+
+  // What to do next on a fresh deployment: a rule, a campaign, subscribers.
+  function renderNextSteps(data) {
+    const list = $("next-steps-list");
+    list.textContent = "";
+    const step = (...parts) => {
+      const li = el("li");
+      for (const p of parts) li.append(p.code ? el("code", {}, p.code) : document.createTextNode(p));
+      list.append(li);
+    };
+    if (!data.rules.length) {
+      step("No rules are loaded. ", { code: "momentcast rules init rules" }, " writes a starter "
+        + "set (a policy, an example rule and a places file) into ./rules, the default ",
+      { code: "MOMENTCAST_RULES_DIR" }, "; ", { code: "momentcast rules check rules" },
+      " checks it, and the running service loads it within seconds. Each field is explained "
+        + "in docs/rules.md.");
+    }
+    if (!(data.stats.campaigns || []).length) {
+      step("No campaign yet: one message to an audience at a set time (or at a local time in "
+        + "each subscriber's zone). Write one as in docs/campaigns.md, see its audience and a "
+        + "sample with ", { code: "momentcast campaign send FILE.yaml --dry-run" },
+      ", then send it without --dry-run.");
+    }
+    if (!data.subscribers.active) {
+      step("No subscribers yet. Add the SDK to your site (docs/clients.md), or subscribe "
+        + "this browser on the demo page at ", { code: "/" }, "; then send yourself a test "
+        + "push with a rule's send test button.");
+    }
+    $("next-steps").hidden = list.children.length === 0;
   }
 
   function funnelBar(row) {
@@ -80,6 +187,10 @@
     return svg;
   }
 
+  const hasFunnel = (r) => Boolean(r.matched || r.shadow_sent || r.sent || r.failed || r.gone
+    || r.expired || r.shown || r.clicked || r.dismissed || r.converted
+    || Object.keys(r.suppressed || {}).length || Object.keys(r.clicked_actions || {}).length);
+
   function renderFunnel(data) {
     const stats = data.stats;
     const box = $("funnel");
@@ -87,7 +198,11 @@
     // "shadow" is what a rule in mode: shadow would have sent: never sent, never in "sent".
     const t = table(["rule", "variant", "matched", "shadow (not sent)", "sent", "failed", "gone",
       "expired", "shown", "clicked", "by action", "converted", "CTR", "funnel"], []);
-    for (const r of stats.rules) {
+    // The entry of variant "" holds what belongs to a rule rather than to a variant: its
+    // not_matched (drawn in Why not) and suppressions of rules no longer loaded. It is a
+    // funnel row only when it has numbers of a funnel, never a row of zeros.
+    const rows = stats.rules.filter((r) => r.variant || hasFunnel(r));
+    for (const r of rows) {
       const tr = t.insertRow();
       // Clicks on action buttons, by action; the rest of "clicked" is the notification itself.
       const actions = Object.entries(r.clicked_actions || {}).map(([a, n]) => `${a} ${n}`)
@@ -98,7 +213,12 @@
       tr.insertCell().append(funnelBar(r));
     }
     // Every loaded rule is listed: one without any decision yet gets a row of its own.
-    const seen = new Set(stats.rules.map((r) => r.rule));
+    const seen = new Set(rows.map((r) => r.rule));
+    const missed = new Map();
+    for (const r of stats.rules) {
+      const n = Object.values(r.not_matched || {}).reduce((a, b) => a + b, 0);
+      missed.set(r.rule, (missed.get(r.rule) || 0) + n);
+    }
     for (const rule of data.rules) {
       if (seen.has(rule.id)) continue;
       const tr = t.insertRow();
@@ -107,7 +227,9 @@
       const cell = tr.insertCell();
       cell.colSpan = 13;
       cell.className = "muted";
-      cell.textContent = "no traffic yet";
+      const n = missed.get(rule.id) || 0;
+      cell.textContent = n ? `nothing matched yet: ${plural(n, "signal")} within reach did not `
+        + "match (see Why not)" : "no traffic yet";
     }
     box.append(t);
   }
@@ -317,6 +439,8 @@
     const xy = (c) => project(c, lat0, lon0);
     const svg = el("svg:svg", { viewBox: `0 0 ${W} ${H}`, class: "map", role: "img",
       "aria-label": "places of the rules" });
+    // Shapes first, then the markers and their labels above every shape (hoverable).
+    const pins = [];
     for (const p of members) {
       for (const ring of p.rings) {
         const poly = el("svg:polygon", { points: ring.map((c) => {
@@ -333,12 +457,17 @@
           "data-rule": p.rule });
         circle.append(el("svg:title", {}, placeTitle(p)));
         svg.append(circle);
-        svg.append(el("svg:circle", { cx: sx(x).toFixed(1), cy: sy(y).toFixed(1), r: 7,
-          class: `place marker ${p.cls}`, "data-rule": p.rule, "data-place": p.f.properties.id }));
-        svg.append(el("svg:text", { x: (sx(x) + 10).toFixed(1), y: (sy(y) - 10).toFixed(1),
+        const pin = el("svg:g", { class: "pin" });
+        const marker = el("svg:circle", { cx: sx(x).toFixed(1), cy: sy(y).toFixed(1), r: 7,
+          class: `place marker ${p.cls}`, "data-rule": p.rule, "data-place": p.f.properties.id });
+        marker.append(el("svg:title", {}, placeTitle(p)));
+        pin.append(marker);
+        pin.append(el("svg:text", { x: (sx(x) + 10).toFixed(1), y: (sy(y) - 10).toFixed(1),
           class: "label" }, p.f.properties.name || p.f.properties.id));
+        pins.push(pin);
       }
     }
+    svg.append(...pins);
     // A scale bar of a round length near 1/5 of the plan.
     const steps = [50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
     const bar = steps.find((m) => m * scale >= (W - 2 * pad) / 6) || steps[steps.length - 1];
@@ -347,6 +476,20 @@
     svg.append(el("svg:text", { x: pad, y: H - 22 },
       bar >= 1000 ? `${bar / 1000} km` : `${bar} m`));
     return svg;
+  }
+
+  // Labels that would overlap one already drawn (in file order) are hidden; each shows while
+  // its marker is hovered (momentcast.css, .pin:hover). Needs the plan in the document.
+  function declutter(svg) {
+    const kept = [];
+    const pad = 2;
+    for (const label of svg.querySelectorAll("text.label")) {
+      const b = label.getBBox();
+      const clash = kept.some((k) => b.x < k.x + k.width + pad && k.x < b.x + b.width + pad
+        && b.y < k.y + k.height + pad && k.y < b.y + b.height + pad);
+      label.classList.toggle("crowded", clash);
+      if (!clash) kept.push(b);
+    }
   }
 
   function renderLegend(data) {
@@ -389,9 +532,11 @@
     box.className = groups.length > 1 ? "plans" : "";
     for (const members of groups) {
       const figure = el("figure", { class: "plan", "data-area": members[0].area });
-      figure.append(plan(members));
+      const drawn = plan(members);
+      figure.append(drawn);
       figure.append(el("figcaption", { class: "muted" }, areaLabel(members, members[0].area)));
       box.append(figure);
+      declutter(drawn);
     }
   }
 
@@ -530,6 +675,8 @@
     const response = await fetch("/v1/dashboard", { headers: { Authorization: `Bearer ${token}` } });
     const data = await response.json();
     if (!response.ok) throw new Error(data.error ? data.error.message : `HTTP ${response.status}`);
+    renderNextSteps(data);
+    renderCounts(data);
     renderStatus(data);
     renderFunnel(data);
     renderExperiments(data.stats);
@@ -537,6 +684,7 @@
     renderSuppressed(data.stats);
     renderWhyNot(data.stats);
     renderCampaigns(data.stats);
+    await renderRecipients().catch(shownError("state"));
     // The per-place counts of the chosen period, for their table and the map's tooltips.
     await showPlaces().catch(shownError("pl-state"));
     renderMap(data);
@@ -552,6 +700,10 @@
   }
 
   $("load").addEventListener("click", loadVisibly);
+  $("test-recipient").addEventListener("change", (e) => {
+    $("test-other").hidden = e.target.value !== "other";
+    if (e.target.value === "other") $("test-other").focus();
+  });
   $("bt-run").addEventListener("click", () => runBacktest().catch((err) => {
     $("bt-state").textContent = err.message;
     $("bt-state").className = "error";

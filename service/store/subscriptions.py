@@ -105,6 +105,37 @@ class SubscriptionExport:
     campaign_suppressions: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class RecentSubscription:
+    """A test recipient the dashboard offers: nothing that reaches or locates the device."""
+
+    id: uuid.UUID
+    created_at: datetime
+    last_seen_at: datetime | None  # the newest signal applied, if any
+    push_host: str  # the endpoint's host only: which push service, never the endpoint
+    locale: str | None
+    topics: list[str]
+    location_consent: bool
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(**dict(row))
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberTotals:
+    """The subscriptions held now, by state (``sharing_location``: of ``active``)."""
+
+    active: int
+    paused: int
+    gone: int
+    sharing_location: int
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(**dict(row))
+
+
 class SubscriptionQueries(StoreBase):
     async def register(self, *, registration: Registration) -> Registered | None:
         """Insert the subscription, or renew the keys and token of its endpoint when the
@@ -134,6 +165,17 @@ class SubscriptionQueries(StoreBase):
     async def device_token(self, *, token_hash: bytes) -> DeviceToken | None:
         row = await self._fetchrow("subscription_auth", token_hash)
         return None if row is None else DeviceToken.from_row(row)
+
+    async def recent_subscriptions(self, *, limit: int) -> list[RecentSubscription]:
+        """The ``limit`` active, unpaused subscriptions seen or registered last."""
+        return [
+            RecentSubscription.from_row(r) for r in await self._fetch("subscriptions_recent", limit)
+        ]
+
+    async def subscriber_totals(self) -> SubscriberTotals:
+        row = await self._fetchrow("subscriber_totals")
+        assert row is not None  # an aggregate without GROUP BY: always one row
+        return SubscriberTotals.from_row(row)
 
     async def subscription_profile(self, *, subscription_id: uuid.UUID) -> ProfileRow | None:
         row = await self._fetchrow("subscription_profile", subscription_id)

@@ -63,6 +63,7 @@ ROUTES: dict[tuple[str, str], Call] = {
     ("PATCH", "/v1/subscriptions/{id}"): Call(DOWN, "device", "patch"),
     ("DELETE", "/v1/subscriptions/{id}"): Call(DOWN, "device"),
     ("GET", "/v1/subscriptions/{id}/export"): Call(DOWN, "admin"),
+    ("GET", "/v1/subscriptions"): Call(DOWN, "admin"),
     ("POST", "/v1/signals"): Call(DOWN, "device", "signal"),
     ("POST", "/v1/events"): Call(DOWN, None, "event"),
     ("GET", "/c/{delivery_id}/{action}"): Call(DOWN),

@@ -33,6 +33,8 @@ ACCESS: dict[tuple[str, str], str] = {
     ("PATCH", "/v1/subscriptions/{id}"): DEVICE,
     ("DELETE", "/v1/subscriptions/{id}"): DEVICE_OR_ADMIN,
     ("GET", "/v1/subscriptions/{id}/export"): ADMIN,
+    # The dashboard's test recipients: no endpoint, token or position, still admin only.
+    ("GET", "/v1/subscriptions"): ADMIN,
     ("POST", "/v1/signals"): DEVICE_SELF,
     ("POST", "/v1/events"): EVENT_TOKEN,
     # The navigate links of declarative pushes: the event token is ?t=.

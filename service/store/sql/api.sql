@@ -106,3 +106,25 @@ FROM deliveries d WHERE d.subscription_id = $1 ORDER BY d.id
 -- What shadow rules would have sent the subscriber (kept only as long as limits look back).
 SELECT rule_id, place_id, decided_at FROM shadow_sends WHERE subscription_id = $1
 ORDER BY decided_at
+
+-- name: subscriptions_recent
+-- The dashboard's test recipients: the $1 active, unpaused subscriptions (a test push to any
+-- other is refused) seen or registered last. Only the endpoint's host leaves this query, to
+-- name the push service; never the endpoint, keys or token. A scan of subscriptions with a
+-- top-N sort: run when the dashboard loads, not on a hot path.
+SELECT id, created_at, last_signal_at AS last_seen_at, split_part(endpoint, '/', 3) AS push_host,
+       locale, topics, consent_at IS NOT NULL AS location_consent
+FROM subscriptions
+WHERE status = 'active' AND NOT paused
+ORDER BY greatest(created_at, last_signal_at) DESC, id
+LIMIT $1
+
+-- name: subscriber_totals
+-- The dashboard's subscriber counts: the subscriptions held now by state (an erased one is
+-- deleted, so counted nowhere), and of the active ones those sharing their location.
+SELECT count(*) FILTER (WHERE status = 'active' AND NOT paused) AS active,
+       count(*) FILTER (WHERE status = 'active' AND paused) AS paused,
+       count(*) FILTER (WHERE status = 'gone') AS gone,
+       count(*) FILTER (WHERE status = 'active' AND NOT paused AND consent_at IS NOT NULL)
+           AS sharing_location
+FROM subscriptions
