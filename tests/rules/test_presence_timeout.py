@@ -1,0 +1,84 @@
+"""Presence expires (policy `presence_timeout`) and an `enter` rule that stays silent because
+the subscriber is already inside says `not_triggered`, on a controlled clock: every signal
+carries its own `at`, nothing reads the wall clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from service.rules import Profile, Ruleset, Signal
+from service.rules.cli import replay_rows
+from service.rules.engine import Outcome, SubscriberState, decide
+from tests.rules.rulekit import POLICY
+
+LAT, LON = 52.52, 13.405
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # Monday 11:00 in Berlin
+PLACES = {
+    "shops": [
+        {
+            "type": "Feature",
+            "properties": {"id": "shop", "name": "Shop"},
+            "geometry": {"type": "Point", "coordinates": [LON, LAT]},
+        }
+    ]
+}
+ENTER = (
+    "trigger: enter\nwhere: {places: places/shops.geojson, radius_m: 100}\n"
+    'message: {title: "At {place.name}", ttl: 1h}\n'
+)
+
+
+def inside(at: datetime, sub: str = "s") -> Signal:
+    return Signal(sub, LAT, LON, at, accuracy_m=10.0)
+
+
+def run(rs: Ruleset, signals: list[Signal], states: dict[str, SubscriberState]) -> list[Outcome]:
+    return decide(rs, signals, {"s": Profile("s")}, states, now=None, arrival_order=True)
+
+
+def test_enter_fires_again_after_the_presence_timeout(
+    make_rules: Callable[..., Ruleset],
+) -> None:
+    rs = make_rules({"hello.yaml": ENTER}, places=PLACES)
+    assert rs.policy.presence_timeout == timedelta(hours=2)
+    out = run(rs, [inside(T0), inside(T0 + timedelta(hours=3))], {})
+    assert [o.decision is not None for o in out] == [True, True]
+    assert out[1].entered == [("hello", "shop")]
+
+
+def test_enter_within_the_timeout_is_not_triggered(make_rules: Callable[..., Ruleset]) -> None:
+    rs = make_rules({"hello.yaml": ENTER}, places=PLACES)
+    out = run(rs, [inside(T0), inside(T0 + timedelta(hours=1))], {})
+    assert [o.decision is not None for o in out] == [True, False]
+    assert out[1].silent == [("hello", "shop")]
+    rows = replay_rows(rs, out, Profile("s"))
+    assert rows[1]["silent"] == [{"rule": "hello", "place": "shop", "reason": "not_triggered"}]
+
+
+def test_the_timeout_spans_batches_and_is_configurable(
+    make_rules: Callable[..., Ruleset],
+) -> None:
+    """The state carried between batches (the worker's) expires the same way; a context
+    signal (no location) counts as seen."""
+    rs = make_rules({"hello.yaml": ENTER}, policy=POLICY + "presence_timeout: 30m\n", places=PLACES)
+    states: dict[str, SubscriberState] = {}
+    assert run(rs, [inside(T0)], states)[0].decision is not None
+    # Seen every 20 minutes (a page without location): still inside, no new entry.
+    seen = [Signal("s", None, None, T0 + timedelta(minutes=20 * i)) for i in (1, 2)]
+    run(rs, seen, states)
+    again = run(rs, [inside(T0 + timedelta(minutes=55))], states)[0]
+    assert again.decision is None and again.silent == [("hello", "shop")]
+    # Then 31 minutes without a signal: outside again, the next fix inside is an enter.
+    later = run(rs, [inside(T0 + timedelta(minutes=86))], states)[0]
+    assert later.entered == [("hello", "shop")] and later.decision is not None
+
+
+def test_a_stale_signal_is_marked_and_triggers_nothing(
+    make_rules: Callable[..., Ruleset],
+) -> None:
+    rs = make_rules({"hello.yaml": ENTER}, places=PLACES)
+    out = decide(rs, [inside(T0)], {}, {}, now=T0 + timedelta(minutes=30))
+    assert out[0].stale and out[0].decision is None and out[0].entered
+    rows = replay_rows(rs, out, Profile("s"))
+    assert rows[0]["silent"] == [{"rule": "hello", "place": "shop", "reason": "stale"}]
