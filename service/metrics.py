@@ -31,3 +31,14 @@ EVENTS_REJECTED = Counter(
     "(all of them: MOMENTCAST_SECRET_KEY differs between the API and the sender)",
     registry=REGISTRY,
 )
+SIGNALS_STALE = Counter(
+    "momentcast_signals_stale_total",
+    "Signals older than the policy's stale_after when the worker took them in: they updated "
+    "presence and triggered nothing (a lagging queue, or clients sending old positions)",
+    registry=REGISTRY,
+)
+SIGNALS_DUPLICATE = Counter(
+    "momentcast_signals_duplicate_total",
+    "Signals not stored because their client-chosen id was already stored (retries)",
+    registry=REGISTRY,
+)

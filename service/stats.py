@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from typing import Any
 
@@ -289,6 +289,8 @@ def stats(counts: EngagementCounts) -> dict[str, Any]:
         "rules": [f.as_dict() for f in funnels],
         "experiments": experiments(arms),
         "campaigns": campaign_results(counts.campaigns) if counts.campaigns else [],
+        "signals": asdict(counts.signals),
+        "subscribers": asdict(counts.subscribers),
     }
 
 
@@ -468,7 +470,34 @@ class CampaignResult(CampaignCountsModel):
     experiment: Experiment | None = Field(description="with two or more variants, as rules'")
 
 
+class SignalStats(BaseModel):
+    stored: int = Field(
+        description="signals received and stored since the deployment began (duplicates not "
+        "counted), a running total: retention and roll-ups do not lower it"
+    )
+    stale: int = Field(
+        description="of those, signals older than the policy's stale_after when the worker "
+        "took them in: they updated presence and triggered nothing (a running total)"
+    )
+    duplicates: int = Field(
+        description="signals not stored because their client-chosen id was already stored "
+        "(retries; a running total)"
+    )
+    quarantined: int = Field(description="signals held in quarantine now")
+
+
+class SubscriberStats(BaseModel):
+    active: int = Field(description="subscriptions that can be sent to: not paused, not gone")
+    paused: int = Field(description="not gone, paused by the subscriber")
+    gone: int = Field(description="the push service says the subscription no longer exists")
+    location_consent: int = Field(
+        description="of active and paused, those that consented to location use"
+    )
+
+
 class Stats(BaseModel):
     rules: list[RuleStats]
     experiments: list[Experiment]
     campaigns: list[CampaignResult] = Field(default_factory=list)
+    signals: SignalStats
+    subscribers: SubscriberStats

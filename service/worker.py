@@ -24,7 +24,7 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge, Histogram
 
 from service.context import Context
-from service.metrics import REGISTRY
+from service.metrics import REGISTRY, SIGNALS_STALE
 from service.queue import DELIVERIES_CHANNEL, SIGNALS_CHANNEL, Listener
 from service.rows import profile_of, signal_of
 from service.rules.engine import (
@@ -362,8 +362,10 @@ class Worker:
             processed=[row.id for row in pending],
             counters=counters,
             deliveries=_delivery_rows(outcomes),
+            stale=sum(o.stale for o in outcomes),
         )
         inserted = await tx.store_batch(writes, notify=DELIVERIES_CHANNEL)
+        SIGNALS_STALE.inc(writes.stale)
         # Rows actually inserted: a batch run again after a crash decides nothing new.
         for rule_id in inserted:
             DECISIONS.labels(rule_id).inc()

@@ -53,6 +53,7 @@ class IngestedBatch:
     # signals were stored.
     consent_refused: frozenset[int]
     stored: int
+    duplicates: int  # signals of stored requests refused by their client id
     # Per request (by position): its signals stored by this batch. The others of a stored
     # request were duplicates (their client id already stored, or repeated in the batch).
     accepted: tuple[int, ...]
@@ -267,6 +268,7 @@ class SignalQueries(StoreBase):
             paused=frozenset(bytes(h) for h in row["paused"]),
             consent_refused=frozenset(row["refused"]),
             stored=int(row["stored"]),
+            duplicates=int(row["duplicates"]),
             accepted=tuple(accepted),
         )
 
