@@ -152,7 +152,8 @@ def decide(
 ) -> list[Outcome]:
     """Apply a batch of signals; one Outcome per signal, in `at` order per
     subscription. `states` is updated in place (missing ones are created).
-    `now=None` means "each signal is evaluated at its own time" (replay).
+    `now=None` means "each signal is evaluated at its own time" (replay, backtest): then a
+    signal is stale only if it has a `received_at` more than stale_after after its `at`.
     `arrival_order=True` applies signals exactly as given, so a late one is
     seen as out of order (replay of a recorded stream). `not_matched`, when
     given, gets the batch's (rule id, reason) counts of rules within reach
@@ -194,11 +195,18 @@ def _decide(
     us = microseconds_of(at)
     before = [s.last_signal_at for s in subs]
     applied = _applied(sub, us, before)
-    if now is None:
-        stale = np.zeros(n, dtype=bool)
-    else:
-        stale_us = rs.policy.stale_after // _US
+    stale_us = rs.policy.stale_after // _US
+    if now is not None:
         stale = applied & (microseconds(now) - us > stale_us)
+    else:
+        # Each signal at its own time; a stored one is stale if it reached the server late.
+        received = [s.received_at for s in ordered]
+        stale = np.zeros(n, dtype=bool)
+        late = [i for i, r in enumerate(received) if r is not None]
+        if late:
+            rec = microseconds_of([received[i] for i in late])  # type: ignore[misc]
+            stale[late] = rec - us[late] > stale_us
+            stale &= applied
     # The last applied signal of each subscriber is its last_signal_at.
     last = np.full(len(subs), -1, dtype=np.intp)
     app = np.flatnonzero(applied)

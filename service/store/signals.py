@@ -97,6 +97,7 @@ class PendingSignal:
     speed_mps: float | None
     moment: str | None
     context: Mapping[str, Any]
+    received_at: datetime | None = None  # read by the backtest only
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Self:
@@ -110,6 +111,7 @@ class PendingSignal:
             speed_mps=row["speed_mps"],
             moment=row["moment"],
             context=row["context"] or {},
+            received_at=row.get("received_at"),
         )
 
 

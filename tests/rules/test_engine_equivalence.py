@@ -98,7 +98,10 @@ def _ref_apply(
         EXPIRED["presence"] += bool(state.presence)
         state.presence.clear()  # not seen for that long: outside every place again, silently
     state.last_signal_at = sig.at
-    stale = now is not None and now - sig.at > rs.policy.stale_after
+    if now is not None:
+        stale = now - sig.at > rs.policy.stale_after
+    else:
+        stale = sig.received_at is not None and sig.received_at - sig.at > rs.policy.stale_after
     outcome = Outcome(signal=sig, applied=True, stale=stale)
     pairs = ev.pair_range(i)
     if not pairs and not state.presence:
@@ -315,8 +318,13 @@ def random_signal(rnd: random.Random, sub: str, at: datetime, n: int) -> Signal:
     context = {"weather": weather} if weather else {}
     moment = rnd.choice([None, "know", "go", "buy"])
     sid: int | None = n if rnd.random() < 0.8 else None
+    # Stored signals know when they arrived: some late (stale when judged at their own time).
+    received = at + timedelta(minutes=rnd.choice([0.0, 1.0, 9.0, 12.0, 40.0]))
+    received_at = received if rnd.random() < 0.5 else None
     if rnd.random() < 0.12:  # a context signal: no location
-        return Signal(sub, None, None, at, moment=moment, context=context, id=sid)
+        return Signal(
+            sub, None, None, at, moment=moment, context=context, id=sid, received_at=received_at
+        )
     lat, lon = rnd.choice(ANCHORS)
     r = rnd.choice([0.0, 5.0, 30.0, 55.0, 80.0, 95.0, 110.0, 125.0, 160.0, 400.0, 5000.0])
     r *= rnd.uniform(0.8, 1.2)
@@ -332,6 +340,7 @@ def random_signal(rnd: random.Random, sub: str, at: datetime, n: int) -> Signal:
         moment=moment,
         context=context,
         id=sid,
+        received_at=received_at,
     )
 
 

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from service.rules import Profile, Ruleset, Signal
-from service.rules.cli import replay_rows
+from service.rules.backtest import Backtest
+from service.rules.cli import replay, replay_rows
 from service.rules.engine import Outcome, SubscriberState, decide
-from tests.rules.rulekit import POLICY
+from tests.rules.rulekit import POLICY, write_dir
 
 LAT, LON = 52.52, 13.405
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # Monday 11:00 in Berlin
-PLACES = {
+PLACES: dict[str, list[dict[str, object]]] = {
     "shops": [
         {
             "type": "Feature",
@@ -82,3 +84,41 @@ def test_a_stale_signal_is_marked_and_triggers_nothing(
     assert out[0].stale and out[0].decision is None and out[0].entered
     rows = replay_rows(rs, out, Profile("s"))
     assert rows[0]["silent"] == [{"rule": "hello", "place": "shop", "reason": "stale"}]
+
+
+def test_backtest_counts_signals_that_arrived_stale(make_rules: Callable[..., Ruleset]) -> None:
+    """Stored signals carry when they were received: the backtest (each signal judged at its
+    own time) calls one stale that reached the server later than stale_after, as the worker
+    did."""
+    rs = make_rules({"hello.yaml": ENTER}, places=PLACES)
+    late = Signal("s", LAT, LON, T0, accuracy_m=10.0, received_at=T0 + timedelta(minutes=30))
+    bt = Backtest(rs)
+    bt.add([late], {"s": Profile("s")})
+    report = bt.report(since=T0 - timedelta(hours=1), until=T0 + timedelta(hours=1), live=[])
+    (row,) = report["rules"]
+    assert row["would_send"] == 0 and row["silent"] == {"stale": 1}
+    # On time: it would have sent.
+    bt = Backtest(rs)
+    bt.add([inside(T0)], {"s": Profile("s")})
+    report = bt.report(since=T0 - timedelta(hours=1), until=T0 + timedelta(hours=1), live=[])
+    assert report["rules"][0]["would_send"] == 1
+
+
+def test_replay_of_a_trace_with_receipt_times_shows_stale(tmp_path: Path) -> None:
+    """A trace may give when each point reached the server (a recorded stream): a point that
+    arrived more than stale_after late is stale in the replay, as the worker judged it."""
+    rules = write_dir(tmp_path / "rules", {"hello.yaml": ENTER}, POLICY, PLACES)
+    trace = tmp_path / "trace.csv"
+    trace.write_text(
+        "lat,lon,time,accuracy_m,speed_mps,moment,received_at\n"
+        f"{LAT},{LON},2026-03-02T10:00:00Z,10,,,2026-03-02T10:30:00Z\n"
+        f"{LAT},{LON},2026-03-02T10:45:00Z,10,,,2026-03-02T10:45:02Z\n"
+    )
+    report = replay(str(rules), str(trace), None)
+    first, second = report["rows"]
+    assert first["note"] == "stale" and first["decision"] is None
+    assert first["silent"] == [{"rule": "hello", "place": "shop", "reason": "stale"}]
+    assert first["entered"] == ["hello@shop"]  # a stale signal still moves presence
+    assert second["decision"] is None
+    assert second["silent"] == [{"rule": "hello", "place": "shop", "reason": "not_triggered"}]
+    assert report["summary"]["silent"] == {"not_triggered": 1, "stale": 1}
