@@ -20,7 +20,11 @@ from pydantic import BaseModel, Field
 
 from service.store.campaigns import CampaignCounts, CampaignRow
 from service.store.engagement import EngagementCounts
-from service.vocabulary import NOT_MATCHED_COUNTER_PREFIX, SHADOW_SENT_COUNTER
+from service.vocabulary import (
+    NOT_MATCHED_COUNTER_PREFIX,
+    SHADOW_SENT_COUNTER,
+    SILENT_COUNTER_PREFIX,
+)
 
 # Two-sided alpha 0.05 and power 0.8: the conventional defaults of A/B testing tools.
 ALPHA = 0.05
@@ -43,6 +47,8 @@ class Funnel:
     # Signals within the rule's reach that did not match it, by the first failed condition;
     # per rule, so only on its entry with variant "" (such a signal was shown no variant).
     not_matched: dict[str, int] = field(default_factory=dict)
+    # Signals the rule matched without sending, by reason (not_triggered, stale); per rule too.
+    silent: dict[str, int] = field(default_factory=dict)
     sent: int = 0
     failed: int = 0
     gone: int = 0
@@ -71,6 +77,7 @@ class Funnel:
             "matched": self.matched,
             "suppressed": dict(sorted(self.suppressed.items())),
             "not_matched": dict(sorted(self.not_matched.items())),
+            "silent": dict(sorted(self.silent.items())),
             "shadow_sent": self.shadow_sent,
             "sent": self.sent,
             "failed": self.failed,
@@ -273,6 +280,9 @@ def collect_funnels(counts: EngagementCounts) -> list[Funnel]:
         elif c.counter.startswith(NOT_MATCHED_COUNTER_PREFIX):
             reason = c.counter.removeprefix(NOT_MATCHED_COUNTER_PREFIX)
             f.not_matched[reason] = f.not_matched.get(reason, 0) + c.n
+        elif c.counter.startswith(SILENT_COUNTER_PREFIX):
+            reason = c.counter.removeprefix(SILENT_COUNTER_PREFIX)
+            f.silent[reason] = f.silent.get(reason, 0) + c.n
         elif c.counter.startswith("suppressed:"):
             reason = c.counter.removeprefix("suppressed:")
             f.suppressed[reason] = f.suppressed.get(reason, 0) + c.n
@@ -390,6 +400,11 @@ class RuleStats(BaseModel):
         description="signals within the rule's reach that did not match it, by the first "
         "failed condition (daypart, topics, context.weather, no_place, ...); per rule, on its "
         "entry with variant ''"
+    )
+    silent: dict[str, int] = Field(
+        description="signals the rule matched without sending, by reason: not_triggered (an "
+        "enter rule, the subscriber already inside), stale (older than stale_after); per "
+        "rule, on its entry with variant ''"
     )
     shadow_sent: int = Field(
         description="what the rule would have sent in mode: shadow (it sent nothing)"

@@ -48,7 +48,11 @@ from service.store.signals import (
     SentRow,
     SignalFailure,
 )
-from service.vocabulary import NOT_MATCHED_COUNTER_PREFIX, SHADOW_SENT_COUNTER
+from service.vocabulary import (
+    NOT_MATCHED_COUNTER_PREFIX,
+    SHADOW_SENT_COUNTER,
+    SILENT_COUNTER_PREFIX,
+)
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +240,10 @@ def _counter_rows(
             rule = ruleset.rule_by_id.get(s.rule_id)
             variant = choose_variant(sub, rule).name if rule else ""
             counts[(s.rule_id, variant, "suppressed:" + s.reason)] += 1
+        # Matched and silent: per rule, like not_matched (no variant was shown).
+        silent = SILENT_COUNTER_PREFIX + ("stale" if outcome.stale else "not_triggered")
+        for rule_id, _ in outcome.silent:
+            counts[(rule_id, "", silent)] += 1
     # Sorted: concurrent workers then lock counter rows in one order (no deadlock).
     return [CounterRow(r, v, c, n) for (r, v, c), n in sorted(counts.items())]
 
