@@ -8,10 +8,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from service.rules import Profile, Ruleset, Signal
+import pytest
+
+from service.errors import RuleLoadError
+from service.rules import Profile, Ruleset, Signal, load_ruleset
 from service.rules.backtest import Backtest
 from service.rules.cli import replay, replay_rows
 from service.rules.engine import Outcome, SubscriberState, decide
+from service.rules.models import policy_json_schema
 from tests.rules.rulekit import POLICY, write_dir
 
 LAT, LON = 52.52, 13.405
@@ -122,3 +126,17 @@ def test_replay_of_a_trace_with_receipt_times_shows_stale(tmp_path: Path) -> Non
     assert second["decision"] is None
     assert second["silent"] == [{"rule": "hello", "place": "shop", "reason": "not_triggered"}]
     assert report["summary"]["silent"] == {"not_triggered": 1, "stale": 1}
+
+
+def test_rules_check_and_the_schema_know_presence_timeout(tmp_path: Path) -> None:
+    bad = POLICY + "presence_timeout: 2 hours\n"
+    rules = write_dir(tmp_path / "rules", {"hello.yaml": ENTER}, bad, PLACES)
+    with pytest.raises(RuleLoadError) as exc:
+        load_ruleset(rules)
+    line = POLICY.count("\n") + 1
+    assert any(
+        e.startswith(f"{rules / 'policy.yaml'}:{line}: presence_timeout: bad duration")
+        for e in exc.value.errors
+    ), exc.value.errors
+    schema = policy_json_schema()["properties"]["presence_timeout"]
+    assert schema["default"] == "PT2H" and "not seen" in schema["description"]
