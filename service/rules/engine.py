@@ -200,12 +200,11 @@ def _decide(
         stale = applied & (microseconds(now) - us > stale_us)
     else:
         # Each signal at its own time; a stored one is stale if it reached the server late.
-        received = [s.received_at for s in ordered]
         stale = np.zeros(n, dtype=bool)
-        late = [i for i, r in enumerate(received) if r is not None]
-        if late:
-            rec = microseconds_of([received[i] for i in late])  # type: ignore[misc]
-            stale[late] = rec - us[late] > stale_us
+        known = [(i, s.received_at) for i, s in enumerate(ordered) if s.received_at is not None]
+        if known:
+            late = [i for i, _ in known]
+            stale[late] = microseconds_of([r for _, r in known]) - us[late] > stale_us
             stale &= applied
     # The last applied signal of each subscriber is its last_signal_at.
     last = np.full(len(subs), -1, dtype=np.intp)
