@@ -213,10 +213,10 @@ def _decide(
     for c in np.flatnonzero(last >= 0).tolist():
         subs[c].last_signal_at = at[int(last[c])]
 
-    # Presence expires (policy presence_timeout): a subscriber's signals are cut into visits
-    # of the engine at each gap longer than the timeout, and presence runs per such session
-    # as if each were a subscriber of its own, the first carrying the stored presence in
-    # unless it begins with a gap, each later one starting outside every place.
+    # Presence expires (policy presence_timeout): a subscriber's signals are cut into
+    # sessions at each gap longer than the timeout, and presence runs per session as if each
+    # were a subscriber of its own: the first carries the stored presence in unless a gap
+    # opens it, each later one starts outside every place (the expiry is silent: no leave).
     session, carries = _sessions(sub, us, applied, before, rs.policy.presence_timeout // _US)
     n_sessions = len(carries)
     carried: list[dict[tuple[str, str], Presence]] = [
