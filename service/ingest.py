@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.errors import IngestUnavailable
+from service.metrics import SIGNALS_DUPLICATE
 from service.queue import SIGNALS_CHANNEL
 from service.store.signals import IngestedBatch, SignalQueries, SignalRequest
 
@@ -154,6 +155,7 @@ class SignalWriter:
             return
         self.batches += 1
         self.rows += committed.stored
+        SIGNALS_DUPLICATE.inc(committed.duplicates)
         for number, item in enumerate(batch):
             if not item.done.done():
                 item.done.set_result(_result(committed, item.request, number))

@@ -38,3 +38,14 @@ DATABASE_ERRORS_TOTAL = Counter(
     ["component"],
     registry=REGISTRY,
 )
+SIGNALS_STALE = Counter(
+    "momentcast_signals_stale_total",
+    "Signals older than the policy's stale_after when the worker took them in: they updated "
+    "presence and triggered nothing (a lagging queue, or clients sending old positions)",
+    registry=REGISTRY,
+)
+SIGNALS_DUPLICATE = Counter(
+    "momentcast_signals_duplicate_total",
+    "Signals not stored because their client-chosen id was already stored (retries)",
+    registry=REGISTRY,
+)

@@ -18,6 +18,7 @@ def signal_of(row: PendingSignal) -> Signal:
         moment=row.moment,
         context=row.context,
         id=row.id,
+        received_at=row.received_at,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from typing import Any
 
@@ -20,7 +20,11 @@ from pydantic import BaseModel, Field
 
 from service.store.campaigns import CampaignCounts, CampaignRow
 from service.store.engagement import EngagementCounts
-from service.vocabulary import NOT_MATCHED_COUNTER_PREFIX, SHADOW_SENT_COUNTER
+from service.vocabulary import (
+    NOT_MATCHED_COUNTER_PREFIX,
+    SHADOW_SENT_COUNTER,
+    SILENT_COUNTER_PREFIX,
+)
 
 # Two-sided alpha 0.05 and power 0.8: the conventional defaults of A/B testing tools.
 ALPHA = 0.05
@@ -43,6 +47,8 @@ class Funnel:
     # Signals within the rule's reach that did not match it, by the first failed condition;
     # per rule, so only on its entry with variant "" (such a signal was shown no variant).
     not_matched: dict[str, int] = field(default_factory=dict)
+    # Signals the rule matched without sending, by reason (not_triggered, stale); per rule too.
+    silent: dict[str, int] = field(default_factory=dict)
     sent: int = 0
     failed: int = 0
     gone: int = 0
@@ -71,6 +77,7 @@ class Funnel:
             "matched": self.matched,
             "suppressed": dict(sorted(self.suppressed.items())),
             "not_matched": dict(sorted(self.not_matched.items())),
+            "silent": dict(sorted(self.silent.items())),
             "shadow_sent": self.shadow_sent,
             "sent": self.sent,
             "failed": self.failed,
@@ -273,6 +280,9 @@ def collect_funnels(counts: EngagementCounts) -> list[Funnel]:
         elif c.counter.startswith(NOT_MATCHED_COUNTER_PREFIX):
             reason = c.counter.removeprefix(NOT_MATCHED_COUNTER_PREFIX)
             f.not_matched[reason] = f.not_matched.get(reason, 0) + c.n
+        elif c.counter.startswith(SILENT_COUNTER_PREFIX):
+            reason = c.counter.removeprefix(SILENT_COUNTER_PREFIX)
+            f.silent[reason] = f.silent.get(reason, 0) + c.n
         elif c.counter.startswith("suppressed:"):
             reason = c.counter.removeprefix("suppressed:")
             f.suppressed[reason] = f.suppressed.get(reason, 0) + c.n
@@ -289,6 +299,8 @@ def stats(counts: EngagementCounts) -> dict[str, Any]:
         "rules": [f.as_dict() for f in funnels],
         "experiments": experiments(arms),
         "campaigns": campaign_results(counts.campaigns) if counts.campaigns else [],
+        "signals": asdict(counts.signals),
+        "subscribers": asdict(counts.subscribers),
     }
 
 
@@ -389,6 +401,11 @@ class RuleStats(BaseModel):
         "failed condition (daypart, topics, context.weather, no_place, ...); per rule, on its "
         "entry with variant ''"
     )
+    silent: dict[str, int] = Field(
+        description="signals the rule matched without sending, by reason: not_triggered (an "
+        "enter rule, the subscriber already inside), stale (older than stale_after); per "
+        "rule, on its entry with variant ''"
+    )
     shadow_sent: int = Field(
         description="what the rule would have sent in mode: shadow (it sent nothing)"
     )
@@ -468,7 +485,34 @@ class CampaignResult(CampaignCountsModel):
     experiment: Experiment | None = Field(description="with two or more variants, as rules'")
 
 
+class SignalStats(BaseModel):
+    stored: int = Field(
+        description="signals received and stored since the deployment began (duplicates not "
+        "counted), a running total: retention and roll-ups do not lower it"
+    )
+    stale: int = Field(
+        description="of those, signals older than the policy's stale_after when the worker "
+        "took them in: they updated presence and triggered nothing (a running total)"
+    )
+    duplicates: int = Field(
+        description="signals not stored because their client-chosen id was already stored "
+        "(retries; a running total)"
+    )
+    quarantined: int = Field(description="signals held in quarantine now")
+
+
+class SubscriberStats(BaseModel):
+    active: int = Field(description="subscriptions that can be sent to: not paused, not gone")
+    paused: int = Field(description="not gone, paused by the subscriber")
+    gone: int = Field(description="the push service says the subscription no longer exists")
+    location_consent: int = Field(
+        description="of active and paused, those that consented to location use"
+    )
+
+
 class Stats(BaseModel):
     rules: list[RuleStats]
     experiments: list[Experiment]
     campaigns: list[CampaignResult] = Field(default_factory=list)
+    signals: SignalStats
+    subscribers: SubscriberStats

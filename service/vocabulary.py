@@ -110,6 +110,9 @@ SUPPRESSED_COUNTER_PREFIX: Final = "suppressed:"
 # rule that did not match it, as the prefix followed by the first failed condition (variant "").
 SHADOW_SENT_COUNTER: Final = "shadow_sent"
 NOT_MATCHED_COUNTER_PREFIX: Final = "not_matched:"
+# A rule matched a signal and stayed silent: "silent:not_triggered" (an enter rule, already
+# inside) or "silent:stale"; per rule (variant ""), like not_matched.
+SILENT_COUNTER_PREFIX: Final = "silent:"
 
 # The keys whose fingerprints the database keeps for the deployment (migration 0014): every
 # process of one deployment must use the same VAPID key pair and SECRET_KEY.

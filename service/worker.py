@@ -24,7 +24,7 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge, Histogram
 
 from service.context import Context
-from service.metrics import REGISTRY
+from service.metrics import REGISTRY, SIGNALS_STALE
 from service.queue import DELIVERIES_CHANNEL, SIGNALS_CHANNEL, DatabaseRetry, Listener
 from service.rows import profile_of, signal_of
 from service.rules.engine import (
@@ -48,7 +48,11 @@ from service.store.signals import (
     SentRow,
     SignalFailure,
 )
-from service.vocabulary import NOT_MATCHED_COUNTER_PREFIX, SHADOW_SENT_COUNTER
+from service.vocabulary import (
+    NOT_MATCHED_COUNTER_PREFIX,
+    SHADOW_SENT_COUNTER,
+    SILENT_COUNTER_PREFIX,
+)
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +242,10 @@ def _counter_rows(
             rule = ruleset.rule_by_id.get(s.rule_id)
             variant = choose_variant(sub, rule).name if rule else ""
             counts[(s.rule_id, variant, "suppressed:" + s.reason)] += 1
+        # Matched and silent: per rule, like not_matched (no variant was shown).
+        silent = SILENT_COUNTER_PREFIX + ("stale" if outcome.stale else "not_triggered")
+        for rule_id, _ in outcome.silent:
+            counts[(rule_id, "", silent)] += 1
     # Sorted: concurrent workers then lock counter rows in one order (no deadlock).
     return [CounterRow(r, v, c, n) for (r, v, c), n in sorted(counts.items())]
 
@@ -364,8 +372,10 @@ class Worker:
             processed=[row.id for row in pending],
             counters=counters,
             deliveries=_delivery_rows(outcomes),
+            stale=sum(o.stale for o in outcomes),
         )
         inserted = await tx.store_batch(writes, notify=DELIVERIES_CHANNEL)
+        SIGNALS_STALE.inc(writes.stale)
         # Rows actually inserted: a batch run again after a crash decides nothing new.
         for rule_id in inserted:
             DECISIONS.labels(rule_id).inc()

@@ -51,6 +51,7 @@ TABLES = (
     # Processes started against the session database record their keys; each test starts
     # with keys of its own (tests/test_deployment_keys.py).
     "deployment_keys",
+    "signal_totals",
 )
 ADMIN_TOKEN = "test-admin-token-" + "x" * 16
 

@@ -326,6 +326,10 @@ class BacktestRule(BaseModel):
     would_send: int
     shadow_sent: int = Field(description="for a rule in mode: shadow, what it would send")
     suppressed: dict[str, int]
+    silent: dict[str, int] = Field(
+        description="signals the rule matched without sending, by reason: not_triggered (an "
+        "enter rule, already inside), stale (received later than stale_after)"
+    )
     not_matched: dict[str, int] = Field(
         description="signals within the rule's reach that did not match it, by the first "
         "failed condition"

@@ -39,6 +39,7 @@ class _Tally:
     would_send: int = 0
     shadow_sent: int = 0
     suppressed: Counter[str] = field(default_factory=Counter)
+    silent: Counter[str] = field(default_factory=Counter)  # matched, triggered nothing
     not_matched: Counter[str] = field(default_factory=Counter)
 
 
@@ -74,6 +75,8 @@ class Backtest:
                 tally[m.rule.id].shadow_sent += 1
             for s in o.suppressed:
                 tally[s.rule_id].suppressed[s.reason] += 1
+            for rule_id, _ in o.silent:
+                tally[rule_id].silent["stale" if o.stale else "not_triggered"] += 1
         for (rule_id, reason), n in not_matched.items():
             tally[rule_id].not_matched[reason] += n
 
@@ -101,6 +104,7 @@ class Backtest:
                     "would_send": t.would_send,
                     "shadow_sent": t.shadow_sent,
                     "suppressed": dict(sorted(t.suppressed.items())),
+                    "silent": dict(sorted(t.silent.items())),
                     "not_matched": dict(sorted(t.not_matched.items())),
                     "live": {"decided": x.decided if x else 0, "sent": x.sent if x else 0},
                 }

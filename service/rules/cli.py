@@ -329,6 +329,11 @@ def replay_rows(
                 ],
                 # Shadow rules that would have sent (mode: shadow sends nothing).
                 "shadow": [{"rule": m.rule.id, "place": m.place_id} for m in o.shadow],
+                # Matched rules that triggered nothing, and why (stale, not_triggered).
+                "silent": [
+                    {"rule": r, "place": p, "reason": "stale" if o.stale else "not_triggered"}
+                    for r, p in o.silent
+                ],
                 "not_matched": [
                     {"rule": rule, "reason": reason}
                     for rule, reason in (why[n] if why is not None else {}).items()
@@ -354,6 +359,7 @@ def replay(rules_dir: str, trace: str, profile_path: str | None) -> dict[str, An
         rs, outcomes, profile, [why_not(ev, i, places_only=True) for i in range(len(signals))]
     )
     reasons = Counter(x["reason"] for r in rows for x in r["suppressed"])
+    silent = Counter(x["reason"] for r in rows for x in r["silent"])
     not_matched: dict[str, Counter[str]] = {}
     for r in rows:
         for x in r["not_matched"]:
@@ -367,6 +373,8 @@ def replay(rules_dir: str, trace: str, profile_path: str | None) -> dict[str, An
             "sent": sum(1 for r in rows if r["decision"]),
             "shadow_sent": sum(len(r["shadow"]) for r in rows),
             "suppressed": dict(sorted(reasons.items())),
+            # Matched but triggered nothing: stale signals, enter rules already inside.
+            "silent": dict(sorted(silent.items())),
             # Per rule, the signals within its reach that did not match it, by reason.
             "not_matched": {
                 rule: dict(sorted(c.items())) for rule, c in sorted(not_matched.items())
@@ -425,18 +433,24 @@ def format_report(report: dict[str, Any]) -> str:
         supp = "; ".join(f"{x['rule']}@{x['place']}: {x['reason']}" for x in r["suppressed"])
         shadow = ", ".join(_at(x) for x in r["shadow"])
         why = "; ".join(f"{x['rule']}: {x['reason']}" for x in r["not_matched"])
+        quiet = "; ".join(f"{_at(x)}: {x['reason']}" for x in r["silent"] if not r["note"])
         lines.append(
             head
             + what
             + (f"  [shadow {shadow}]" if shadow else "")
             + (f"  [suppressed {supp}]" if supp else "")
+            + (f"  [matched, {quiet}]" if quiet else "")
             + (f"  [not matched {why}]" if why else "")
             + (f"  {events}" if events else "")
         )
     s = report["summary"]
     why = ", ".join(f"{k} {v}" for k, v in s["suppressed"].items()) or "none"
     shadow = f", {s['shadow_sent']} shadow (not sent)" if s["shadow_sent"] else ""
-    lines.append(f"{s['signals']} signals, {s['sent']} pushes{shadow}, suppressed: {why}")
+    silent = ", ".join(f"{k} {v}" for k, v in s["silent"].items())
+    lines.append(
+        f"{s['signals']} signals, {s['sent']} pushes{shadow}, suppressed: {why}"
+        + (f"; matched but silent: {silent}" if silent else "")
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -567,6 +581,8 @@ def format_backtest(report: dict[str, Any]) -> str:
             f"{r['live']['sent']} sent); matched {r['matched']}"
         )
         lines.append(f"    suppressed: {_reasons(r['suppressed'])}")
+        if r["silent"]:
+            lines.append(f"    matched but silent: {_reasons(r['silent'])}")
         lines.append(f"    not matched: {_reasons(r['not_matched'])}")
     for x in report["live_only"]:
         lines.append(

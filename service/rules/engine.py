@@ -102,6 +102,10 @@ class Outcome:
     local_offset_s: float | None = None  # known when the signal was near a place
     entered: list[tuple[str, str]] = field(default_factory=list)
     left: list[tuple[str, str]] = field(default_factory=list)
+    # (rule id, place id) of matched rules that stayed silent: every one of a stale signal
+    # (reason `stale`), else `enter` rules because the subscriber was already inside
+    # (reason `not_triggered`).
+    silent: list[tuple[str, str]] = field(default_factory=list)
     fired: list[Match] = field(default_factory=list)
     decision: Decision | None = None
     suppressed: list[Suppression] = field(default_factory=list)
@@ -148,7 +152,8 @@ def decide(
 ) -> list[Outcome]:
     """Apply a batch of signals; one Outcome per signal, in `at` order per
     subscription. `states` is updated in place (missing ones are created).
-    `now=None` means "each signal is evaluated at its own time" (replay).
+    `now=None` means "each signal is evaluated at its own time" (replay, backtest): then a
+    signal is stale only if it has a `received_at` more than stale_after after its `at`.
     `arrival_order=True` applies signals exactly as given, so a late one is
     seen as out of order (replay of a recorded stream). `not_matched`, when
     given, gets the batch's (rule id, reason) counts of rules within reach
@@ -188,12 +193,19 @@ def _decide(
         subs.append(state)
     at = [s.at for s in ordered]
     us = microseconds_of(at)
-    applied = _applied(sub, us, [s.last_signal_at for s in subs])
-    if now is None:
-        stale = np.zeros(n, dtype=bool)
-    else:
-        stale_us = rs.policy.stale_after // _US
+    before = [s.last_signal_at for s in subs]
+    applied = _applied(sub, us, before)
+    stale_us = rs.policy.stale_after // _US
+    if now is not None:
         stale = applied & (microseconds(now) - us > stale_us)
+    else:
+        # Each signal at its own time; a stored one is stale if it reached the server late.
+        stale = np.zeros(n, dtype=bool)
+        known = [(i, s.received_at) for i, s in enumerate(ordered) if s.received_at is not None]
+        if known:
+            late = [i for i, _ in known]
+            stale[late] = microseconds_of([r for _, r in known]) - us[late] > stale_us
+            stale &= applied
     # The last applied signal of each subscriber is its last_signal_at.
     last = np.full(len(subs), -1, dtype=np.intp)
     app = np.flatnonzero(applied)
@@ -201,7 +213,22 @@ def _decide(
     for c in np.flatnonzero(last >= 0).tolist():
         subs[c].last_signal_at = at[int(last[c])]
 
-    pres = batch_presence(rs, ev, sub, applied, stale, us, at, [s.presence for s in subs])
+    # Presence expires (policy presence_timeout): a subscriber's signals are cut into
+    # sessions at each gap longer than the timeout, and presence runs per session as if each
+    # were a subscriber of its own: the first carries the stored presence in unless a gap
+    # opens it, each later one starts outside every place (the expiry is silent: no leave).
+    session, carries = _sessions(sub, us, applied, before, rs.policy.presence_timeout // _US)
+    n_sessions = len(carries)
+    carried: list[dict[tuple[str, str], Presence]] = [
+        subs[c].presence if keep_in else {} for c, keep_in in carries
+    ]
+    pres = batch_presence(rs, ev, session, applied, stale, us, at, carried)
+    # Each subscriber leaves with its last session's presence.
+    for j in range(n_sessions):
+        c = carries[j][0]
+        if (j + 1 == n_sessions or carries[j + 1][0] != c) and carried[j] is not subs[c].presence:
+            subs[c].presence.clear()
+            subs[c].presence.update(carried[j])
 
     applied_l = applied.tolist()
     stale_l = stale.tolist()
@@ -222,8 +249,15 @@ def _decide(
     # The pairs that fire: matched, on a fresh applied signal, by the rule's trigger.
     trigger = np.asarray([_TRIGGER_CODE[r.trigger] for r in rs.rules], dtype=np.int8)
     trig = trigger[rs.fence_rule[ev.fence]]
+    fresh = ev.matched & applied[ev.sig] & ~stale[ev.sig]
+    silent = np.flatnonzero(
+        (fresh & (trig == 0) & ~pres.entered) | (ev.matched & applied[ev.sig] & stale[ev.sig])
+    )
+    for i, f in zip(ev.sig[silent].tolist(), ev.fence[silent].tolist(), strict=True):
+        key = keys[f]
+        out[i].silent.append(key if key is not None else (rs.rules[rs.fence_rule[f]].id, ""))
     fires = np.where(trig == 0, pres.entered, np.where(trig == 1, pres.dwell_fires, True))
-    fires &= ev.matched & applied[ev.sig] & ~stale[ev.sig]
+    fires &= fresh
     firing = np.flatnonzero(fires)
     if not len(firing):
         return out
@@ -244,6 +278,52 @@ def _decide(
 _BY_SUBSCRIPTION_AND_TIME = operator.attrgetter("subscription_id", "at")
 _TRIGGER_CODE: dict[str, int] = {"enter": 0, "dwell": 1, "inside": 2, "signal": 3}
 _US = timedelta(microseconds=1)
+
+
+def _sessions(
+    sub: npt.NDArray[np.intp],
+    us: npt.NDArray[np.int64],
+    applied: npt.NDArray[np.bool_],
+    before: list[datetime | None],
+    timeout_us: int,
+) -> tuple[npt.NDArray[np.intp], list[tuple[int, bool]]]:
+    """Each signal's session: a new one begins at a subscriber's first signal and at each
+    applied signal more than ``timeout_us`` after the subscriber's applied signal before it
+    (``before``: the last one of an earlier batch). Returns the session code of each signal
+    and, per session in code order, (its subscriber, whether it carries the subscriber's
+    presence in: the first session, unless a gap opens it)."""
+    n = len(sub)
+    order = np.argsort(sub, kind="stable")  # processing order within each subscriber
+    grouped = sub[order]
+    new_sub = np.ones(n, dtype=bool)
+    np.not_equal(grouped[1:], grouped[:-1], out=new_sub[1:])
+    # The previous applied time within the subscriber, else its last before the batch.
+    last_before = np.asarray(
+        [-1 if t is None else microseconds(t) for t in before], dtype=np.int64
+    ).reshape(len(before))
+    app = applied[order]
+    t = us[order]
+    idx = np.where(app, np.arange(n), -1)
+    group_floor = np.maximum.accumulate(np.where(new_sub, np.arange(n), 0)) - 1
+    prev_idx = np.empty(n, dtype=np.intp)
+    if n:
+        prev_idx[0] = -1
+        prev_idx[1:] = np.maximum.accumulate(idx)[:-1]
+    within = prev_idx > group_floor  # an applied signal of the same subscriber came before
+    prev_t = np.where(within, t[np.maximum(prev_idx, 0)], last_before[grouped])
+    gap = app & (prev_t >= 0) & (t - prev_t > timeout_us)
+    starts = new_sub | gap
+    code_sorted = np.cumsum(starts) - 1
+    session = np.empty(n, dtype=np.intp)
+    session[order] = code_sorted
+    heads = np.flatnonzero(starts)
+    carries = [
+        (c, first and not g)
+        for c, first, g in zip(
+            grouped[heads].tolist(), new_sub[heads].tolist(), gap[heads].tolist(), strict=True
+        )
+    ]
+    return session, carries
 
 
 def _applied(

@@ -319,7 +319,14 @@ class PolicyModel(_Strict):
     dayparts: dict[str, WindowText] = Field(default_factory=dict)
     quiet_hours: WindowText | None = None
     limits: PolicyLimits = Field(default_factory=lambda: PolicyLimits.model_validate({}))
-    stale_after: Duration = timedelta(minutes=10)
+    stale_after: Duration = Field(
+        timedelta(minutes=10),
+        description="Signals older than this when processed update presence but trigger nothing",
+    )
+    presence_timeout: Duration = Field(
+        timedelta(hours=2),
+        description="A subscriber not seen for this long is outside every place again",
+    )
     hysteresis_m: float = Field(30.0, ge=0, le=5000)
 
 

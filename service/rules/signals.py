@@ -29,6 +29,9 @@ class Signal:
     moment: str | None = None
     context: Mapping[str, AttrValue] = field(default_factory=dict)
     id: int | str | None = None  # the stored signal's id, when there is one
+    # When the server received it (stored signals): with no ``now`` (backtest), a signal
+    # received later than stale_after after its ``at`` is judged stale, as the worker did.
+    received_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.at.tzinfo is None:

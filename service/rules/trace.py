@@ -117,6 +117,9 @@ def _geojson(text: str, sub: str) -> list[Signal]:
                     accuracy_m=_opt_float(props.get("accuracy_m"), where, "accuracy_m"),
                     speed_mps=_opt_float(props.get("speed_mps"), where, "speed_mps"),
                     moment=_moment(props.get("moment"), where),
+                    received_at=_time(props["received_at"], f"{where} received_at")
+                    if props.get("received_at")
+                    else None,
                 )
             )
         elif geom.get("type") == "LineString":
@@ -142,12 +145,14 @@ def _csv(text: str, sub: str) -> list[Signal]:
             continue
         where = f"line {n}"
         if len(row) < 3:
-            raise TraceError(f"{where}: expected lat,lon,time[,accuracy_m,speed_mps,moment]")
+            raise TraceError(
+                f"{where}: expected lat,lon,time[,accuracy_m,speed_mps,moment,received_at]"
+            )
         lat = _opt_float(row[0], where, "lat")
         lon = _opt_float(row[1], where, "lon")
         if lat is None or lon is None:
             raise TraceError(f"{where}: lat and lon are required")
-        cells = [c.strip() for c in row] + [""] * 3
+        cells = [c.strip() for c in row] + [""] * 4
         out.append(
             Signal(
                 sub,
@@ -157,6 +162,7 @@ def _csv(text: str, sub: str) -> list[Signal]:
                 accuracy_m=_opt_float(cells[3], where, "accuracy_m"),
                 speed_mps=_opt_float(cells[4], where, "speed_mps"),
                 moment=_moment(cells[5], where),
+                received_at=_time(cells[6], f"{where} received_at") if cells[6] else None,
             )
         )
     return out

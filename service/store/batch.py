@@ -44,6 +44,7 @@ class BatchWrites:
     processed: Sequence[int]  # signal ids
     counters: Sequence[CounterRow]  # sorted by key (the lock order of counter rows)
     deliveries: Sequence[DeliveryRow]
+    stale: int = 0  # signals judged stale: added to the running totals of /v1/stats
 
 
 def _context(text: str | None) -> dict[str, Any]:
@@ -116,5 +117,6 @@ class BatchQueries(SignalQueries):
             [r.topic for r in d],
             [r.decided_at for r in d],
             notify,
+            writes.stale,
         )
         return [row["rule_id"] for row in rows]

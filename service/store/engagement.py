@@ -89,6 +89,34 @@ class RuleCounter:
 
 
 @dataclass(frozen=True, slots=True)
+class SignalCounts:
+    """The ``signals`` of /v1/stats: running totals (signal_totals) and the quarantine now."""
+
+    stored: int = 0
+    stale: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(**dict(row))
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberCounts:
+    """The ``subscribers`` of /v1/stats: the subscriptions held now, by state."""
+
+    active: int = 0
+    paused: int = 0
+    gone: int = 0
+    location_consent: int = 0
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(**dict(row))
+
+
+@dataclass(frozen=True, slots=True)
 class EngagementCounts:
     """Every count of the funnels, read in one snapshot so the stages agree."""
 
@@ -97,6 +125,8 @@ class EngagementCounts:
     counters: list[RuleCounter]
     actions: list[ActionCount] = field(default_factory=list)
     campaigns: CampaignCounts | None = None
+    signals: SignalCounts = field(default_factory=SignalCounts)
+    subscribers: SubscriberCounts = field(default_factory=SubscriberCounts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +197,8 @@ class EngagementQueries(StoreBase):
                 counters=[RuleCounter.from_row(r) for r in await tx._fetch("stats_counters")],
                 actions=[ActionCount.from_row(r) for r in await tx._fetch("stats_actions")],
                 campaigns=await read_campaign_counts(tx, None),
+                signals=SignalCounts.from_row((await tx._fetch("stats_signals"))[0]),
+                subscribers=SubscriberCounts.from_row((await tx._fetch("stats_subscribers"))[0]),
             )
 
     async def decisions_by_hour(self) -> list[HourlyDecisions]:

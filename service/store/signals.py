@@ -53,6 +53,7 @@ class IngestedBatch:
     # signals were stored.
     consent_refused: frozenset[int]
     stored: int
+    duplicates: int  # signals of stored requests refused by their client id
     # Per request (by position): its signals stored by this batch. The others of a stored
     # request were duplicates (their client id already stored, or repeated in the batch).
     accepted: tuple[int, ...]
@@ -96,6 +97,7 @@ class PendingSignal:
     speed_mps: float | None
     moment: str | None
     context: Mapping[str, Any]
+    received_at: datetime | None = None  # read by the backtest only
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Self:
@@ -109,6 +111,7 @@ class PendingSignal:
             speed_mps=row["speed_mps"],
             moment=row["moment"],
             context=row["context"] or {},
+            received_at=row.get("received_at"),
         )
 
 
@@ -267,6 +270,7 @@ class SignalQueries(StoreBase):
             paused=frozenset(bytes(h) for h in row["paused"]),
             consent_refused=frozenset(row["refused"]),
             stored=int(row["stored"]),
+            duplicates=int(row["duplicates"]),
             accepted=tuple(accepted),
         )
 

@@ -45,8 +45,9 @@ async def add_subscriber(pool: asyncpg.Pool, profile: dict[str, Any]) -> uuid.UU
 
 async def add_trace(pool: asyncpg.Pool, sid: uuid.UUID, trace: Path, shift: timedelta) -> None:
     await pool.executemany(
-        "INSERT INTO signals (subscription_id, at, lat, lon, accuracy_m, speed_mps, moment)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        # received when taken: the backtest calls a signal received late stale
+        "INSERT INTO signals (subscription_id, at, received_at, lat, lon, accuracy_m,"
+        " speed_mps, moment) VALUES ($1, $2, $2, $3, $4, $5, $6, $7)",
         [
             (sid, s.at + shift, s.lat, s.lon, s.accuracy_m, s.speed_mps, s.moment)
             for s in read_trace(str(trace), "x")
@@ -156,7 +157,8 @@ async def test_backtest_command_on_the_database(
     now = datetime.now(UTC)
     cafe = (52.5219, 13.4132)
     await pool.executemany(
-        "INSERT INTO signals (subscription_id, at, lat, lon, accuracy_m) VALUES ($1,$2,$3,$4,10)",
+        "INSERT INTO signals (subscription_id, at, received_at, lat, lon, accuracy_m)"
+        " VALUES ($1, $2, $2, $3, $4, 10)",
         [
             (sid, now - timedelta(hours=3), cafe[0], cafe[1] - 0.01),  # far
             (sid, now - timedelta(hours=2), *cafe),  # enters café A: the push
@@ -204,8 +206,8 @@ async def test_backtest_route(ctx: Context, tmp_path: Path) -> None:
         sid = await add_subscriber(ctx.pool, {})
         now = datetime.now(UTC)
         await ctx.pool.execute(
-            "INSERT INTO signals (subscription_id, at, lat, lon, accuracy_m)"
-            " VALUES ($1, $2, 52.5219, 13.4132, 10)",
+            "INSERT INTO signals (subscription_id, at, received_at, lat, lon, accuracy_m)"
+            " VALUES ($1, $2, $2, 52.5219, 13.4132, 10)",
             sid,
             now - timedelta(hours=1),
         )

@@ -47,6 +47,9 @@ from tests.rules.rulekit import north_of, point, square, write_dir
 # ---------------------------------------------------------------------------------------------
 # The reference: the per-signal engine, one Python step per signal and per pair.
 
+# How often the reference let presence expire (presence_timeout): the generator must make it.
+EXPIRED: Counter[str] = Counter()
+
 
 def reference_decide(
     ruleset: Ruleset,
@@ -88,8 +91,17 @@ def _ref_apply(
 ) -> Outcome:
     if state.last_signal_at is not None and sig.at < state.last_signal_at:
         return Outcome(signal=sig, applied=False)
+    if (
+        state.last_signal_at is not None
+        and sig.at - state.last_signal_at > rs.policy.presence_timeout
+    ):
+        EXPIRED["presence"] += bool(state.presence)
+        state.presence.clear()  # not seen for that long: outside every place again, silently
     state.last_signal_at = sig.at
-    stale = now is not None and now - sig.at > rs.policy.stale_after
+    if now is not None:
+        stale = now - sig.at > rs.policy.stale_after
+    else:
+        stale = sig.received_at is not None and sig.received_at - sig.at > rs.policy.stale_after
     outcome = Outcome(signal=sig, applied=True, stale=stale)
     pairs = ev.pair_range(i)
     if not pairs and not state.presence:
@@ -126,6 +138,8 @@ def _ref_apply(
         m = _ref_match(ev, k)
         if m.rule.trigger == "enter":
             fires = k in entered
+            if not fires and not stale:
+                outcome.silent.append((m.rule.id, m.place_id))
         elif m.rule.trigger == "dwell":
             pres = state.presence[(m.rule.id, m.place_id)]
             fires = (
@@ -136,7 +150,9 @@ def _ref_apply(
                 pres.dwell_fired = True
         else:
             fires = True
-        if fires and not stale:
+        if stale:
+            outcome.silent.append((m.rule.id, m.place_id))
+        elif fires:
             candidates.append(m)
     outcome.fired = candidates
     if not candidates:
@@ -289,6 +305,7 @@ def policy_text(rnd: random.Random) -> str:
         + "}\n"
         + f"stale_after: {rnd.choice(['2m', '10m'])}\n"
         + f"hysteresis_m: {rnd.choice([0, 30])}\n"
+        + f"presence_timeout: {rnd.choice(['5m', '30m', '2h'])}\n"
     )
 
 
@@ -301,8 +318,13 @@ def random_signal(rnd: random.Random, sub: str, at: datetime, n: int) -> Signal:
     context = {"weather": weather} if weather else {}
     moment = rnd.choice([None, "know", "go", "buy"])
     sid: int | None = n if rnd.random() < 0.8 else None
+    # Stored signals know when they arrived: some late (stale when judged at their own time).
+    received = at + timedelta(minutes=rnd.choice([0.0, 1.0, 9.0, 12.0, 40.0]))
+    received_at = received if rnd.random() < 0.5 else None
     if rnd.random() < 0.12:  # a context signal: no location
-        return Signal(sub, None, None, at, moment=moment, context=context, id=sid)
+        return Signal(
+            sub, None, None, at, moment=moment, context=context, id=sid, received_at=received_at
+        )
     lat, lon = rnd.choice(ANCHORS)
     r = rnd.choice([0.0, 5.0, 30.0, 55.0, 80.0, 95.0, 110.0, 125.0, 160.0, 400.0, 5000.0])
     r *= rnd.uniform(0.8, 1.2)
@@ -318,6 +340,7 @@ def random_signal(rnd: random.Random, sub: str, at: datetime, n: int) -> Signal:
         moment=moment,
         context=context,
         id=sid,
+        received_at=received_at,
     )
 
 
@@ -414,6 +437,7 @@ def test_the_random_batches_exercise_every_path(tmp_path: Path) -> None:
     suppression reason occurs, shadow rules fire, presence enters and leaves, signals arrive
     stale and out of order."""
     seen: Counter[str] = Counter()
+    expired_before = EXPIRED["presence"]
     for seed in range(40):
         rnd = random.Random(seed)
         rules = rule_texts(rnd)
@@ -428,15 +452,17 @@ def test_the_random_batches_exercise_every_path(tmp_path: Path) -> None:
                 seen["stale"] += o.stale
                 seen["entered"] += bool(o.entered)
                 seen["left"] += bool(o.left)
+                seen["silent"] += bool(o.silent)
                 seen["shadow"] += bool(o.shadow)
                 for s in o.suppressed:
                     seen[s.reason] += 1
                 if o.decision is not None:
                     seen["decided:" + rs.rule_by_id[o.decision.rule_id].trigger] += 1
-    wanted = {"applied", "out_of_order", "stale", "entered", "left", "shadow"}
+    wanted = {"applied", "out_of_order", "stale", "entered", "left", "shadow", "silent"}
     wanted |= {"gone", "paused", "quiet_hours", "global_cap", "min_gap", "rule_cap"}
     wanted |= {"place_cooldown"} | {f"decided:{t}" for t in ("enter", "dwell", "inside", "signal")}
     assert wanted <= {k for k, v in seen.items() if v}, seen
+    assert EXPIRED["presence"] > expired_before
 
 
 def test_states_given_by_the_caller_are_used_as_given(tmp_path: Path) -> None:
@@ -462,9 +488,16 @@ def test_states_given_by_the_caller_are_used_as_given(tmp_path: Path) -> None:
         ]
     batches = random_batches(rnd, subs)
     check_batches(rs, batches, profiles, copy.deepcopy(states), copy.deepcopy(states))
-    # A batch with no pair at all: far-away fixes, some too imprecise to leave anything.
+
+    # A batch with no pair at all: far-away fixes, some too imprecise to leave anything, a
+    # minute after each subscriber's last signal (within any presence_timeout).
+    def next_minute(s: str) -> datetime:
+        st = states.get(s)
+        last = st.last_signal_at if st is not None else None
+        return (last or T0) + timedelta(minutes=1)
+
     far = [
-        Signal(s, north_of(LAT, 9000), LON, T0 + timedelta(days=1, minutes=i), accuracy_m=acc)
+        Signal(s, north_of(LAT, 9000), LON, next_minute(s), accuracy_m=acc)
         for i, s in enumerate(subs)
         for acc in (5000.0, None if i % 2 else 5000.0)
     ]

@@ -48,8 +48,10 @@ def test_replay_cli_text_and_formats(tmp_path: Path) -> None:
     assert code == 0
     assert "SEND lunch-nearby @ rest-02" in text
     assert text.rstrip().endswith(
-        "17 signals, 4 pushes, suppressed: global_cap 2, min_gap 2, quiet_hours 1"
+        "17 signals, 4 pushes, suppressed: global_cap 2, min_gap 2, quiet_hours 1; "
+        "matched but silent: not_triggered 2"
     )
+    assert "[matched, lunch-nearby@rest-02: not_triggered]" in text
     # The same walk as GeoJSON points and as GPX gives the same decisions.
     rows = [
         line.split(",")

@@ -170,10 +170,14 @@ async def test_batch_out_then_in_leaves_presence_inside(wctx: Context, wapi: Liv
     await send(outside, CAFE_A)
     presence = await wctx.pool.fetch("SELECT rule_id, place_id, inside FROM presence")
     assert [(p["rule_id"], p["place_id"], p["inside"]) for p in presence] == [("coffee", "a", True)]
-    # The next fix inside is no new entry: nothing fires, nothing is suppressed.
+    # The next fix inside is no new entry: nothing fires, nothing is suppressed; the enter
+    # rule's silence is counted (the live why-not).
     await send(CAFE_A)
     assert [r["place_id"] for r in await deliveries(wctx.pool)] == ["a"]
-    assert await counters(wctx.pool) == {("coffee", "matched"): 1}
+    assert await counters(wctx.pool) == {
+        ("coffee", "matched"): 1,
+        ("coffee", "silent:not_triggered"): 1,
+    }
 
 
 async def test_decisions_metric_counts_inserted_rows_not_attempts(wctx: Context) -> None:

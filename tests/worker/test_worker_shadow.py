@@ -59,6 +59,7 @@ async def test_a_shadow_rule_counts_and_never_sends(wctx: Context) -> None:
         ("cake", "shadow_sent"): 1,
         ("cake", "suppressed:rule_cap"): 3,
         ("coffee", "matched"): 1,
+        ("coffee", "silent:not_triggered"): 3,  # an enter rule, already inside
     }
     kept = await pool.fetch("SELECT rule_id, place_id, decided_at FROM shadow_sends")
     assert [(r["rule_id"], r["place_id"], r["decided_at"]) for r in kept] == [("cake", "a", T0)]

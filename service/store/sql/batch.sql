@@ -48,7 +48,8 @@ ORDER BY sub.n
 -- sub-statements never touch one row twice), last_signal_at, the signals marked processed,
 -- the counters (keys arrive sorted so concurrent workers lock counter rows in one order: no
 -- deadlock) and the deliveries; the dedupe key makes a decision at most once even if a batch
--- runs twice. Returns the rule of each delivery that was new, and NOTIFYs $27 (delivered at
+-- runs twice; $28 stale signals are added to signal_totals. Returns the rule of each delivery
+-- that was new, and NOTIFYs $27 (delivered at
 -- COMMIT, so a sender woken by it sees the rows) only when there is one.
 WITH new_presence AS MATERIALIZED (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::bool[])
@@ -87,6 +88,10 @@ WITH new_presence AS MATERIALIZED (
          AS t(s, sig, r, v, p, k, pl, dm, lh, ttl, u, tp, at)
     ON CONFLICT (dedupe_key) DO NOTHING
     RETURNING rule_id
+), stale AS (
+    -- $28: the batch's stale signals, into the running totals of /v1/stats
+    INSERT INTO signal_totals AS t (one, stale) SELECT true, $28::bigint WHERE $28::bigint > 0
+    ON CONFLICT (one) DO UPDATE SET stale = t.stale + excluded.stale
 ), notified AS (
     SELECT pg_notify($27, '') FROM (SELECT 1 FROM inserted LIMIT 1) AS any_new
 )

@@ -114,6 +114,22 @@ GROUP BY rule_id, variant, action
 -- name: stats_counters
 SELECT rule_id, variant, counter, n FROM rule_counters
 
+-- name: stats_signals
+-- Running totals (migrations/0015_signal_totals.sql; no row yet means none), and the signals
+-- held in quarantine now (a partial index: cheap however many signals are stored).
+SELECT coalesce((SELECT stored FROM signal_totals), 0)::bigint AS stored,
+       coalesce((SELECT stale FROM signal_totals), 0)::bigint AS stale,
+       coalesce((SELECT duplicates FROM signal_totals), 0)::bigint AS duplicates,
+       (SELECT count(*) FROM signals WHERE quarantined_at IS NOT NULL) AS quarantined
+
+-- name: stats_subscribers
+-- The subscriptions held now (an erased one is deleted, so counted nowhere).
+SELECT count(*) FILTER (WHERE status = 'active' AND NOT paused) AS active,
+       count(*) FILTER (WHERE status = 'active' AND paused) AS paused,
+       count(*) FILTER (WHERE status = 'gone') AS gone,
+       count(*) FILTER (WHERE status = 'active' AND consent_at IS NOT NULL) AS location_consent
+FROM subscriptions
+
 -- name: decisions_by_hour
 -- Local hour at the signal's location: when in the day the micro-moments happen.
 SELECT rule_id, local_hour, sum(n)::bigint AS n

@@ -61,6 +61,19 @@ WITH req AS (
           UNION ALL
           SELECT f.request FROM firsts f JOIN stored s USING (subscription_id, client_id)) AS a
     GROUP BY request
+), dropped AS (
+    -- signals of stored requests refused as duplicates of their client id
+    SELECT (SELECT count(*) FROM incoming WHERE client_id IS NOT NULL)
+           - (SELECT count(*) FROM stored WHERE client_id IS NOT NULL) AS n
+), totals AS (
+    -- the running totals of /v1/stats (migrations/0015_signal_totals.sql): one row upserted
+    -- per commit that stored or refused something, after this statement's inserts, so the
+    -- row's lock is held only for the COMMIT that follows
+    INSERT INTO signal_totals AS t (one, stored, duplicates)
+    SELECT true, s.n, d.n FROM (SELECT count(*) AS n FROM stored) AS s, dropped AS d
+    WHERE s.n + d.n > 0
+    ON CONFLICT (one) DO UPDATE
+    SET stored = t.stored + excluded.stored, duplicates = t.duplicates + excluded.duplicates
 ), notified AS (
     SELECT pg_notify($13, '') FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored
 )
@@ -71,4 +84,5 @@ SELECT array(SELECT DISTINCT token_hash FROM req) AS known,
        array(SELECT request - 1 FROM accepted ORDER BY request) AS accepted_requests,
        array(SELECT n FROM accepted ORDER BY request) AS accepted_counts,
        (SELECT count(*) FROM stored) AS stored,
+       (SELECT n FROM dropped) AS duplicates,
        (SELECT count(*) FROM notified) AS notified

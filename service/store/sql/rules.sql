@@ -49,7 +49,8 @@ ORDER BY subscription_id
 LIMIT $4
 
 -- name: backtest_signals
-SELECT id, subscription_id, at, lat, lon, accuracy_m, speed_mps, moment, context
+-- received_at: a signal that reached the server later than stale_after is judged stale.
+SELECT id, subscription_id, at, lat, lon, accuracy_m, speed_mps, moment, context, received_at
 FROM signals
 WHERE subscription_id = ANY($1::uuid[]) AND at >= $2 AND at < $3 AND quarantined_at IS NULL
 ORDER BY subscription_id, at, id
