@@ -16,9 +16,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from service import reloader
-from service.rules import RulesHolder
-from service.rules import cli as rules_cli
+from service.cli import rules as rules_cli
+from service.reload import watch as reloader
+from service.reload.holder import RulesHolder
 from service.rules.engine import decide
 from service.rules.signals import Profile, Signal
 from tests.conftest import ADMIN_TOKEN

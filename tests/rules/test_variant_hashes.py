@@ -7,12 +7,15 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import cast
 
-from service.rules.campaigns import choose_variant as campaign_variant
-from service.rules.campaigns import variant_point
-from service.rules.engine import choose_variant as rule_variant
+from service.campaigns.body import campaign_variant, variant_point
+from service.rules.engine import rule_variant
 from service.rules.ruleset import CompiledRule, CompiledVariant
 
-VARIANTS = [CompiledVariant("a", 50, {}), CompiledVariant("b", 30, {}), CompiledVariant("c", 20, {})]
+VARIANTS = [
+    CompiledVariant("a", 50, {}),
+    CompiledVariant("b", 30, {}),
+    CompiledVariant("c", 20, {}),
+]
 SUBSCRIBERS = [f"sub-{i}" for i in range(12)]
 
 
