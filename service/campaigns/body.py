@@ -1,14 +1,14 @@
-"""Campaigns: the marketer's own timing - one message to a segment, at a moment that is an
-instant or a wall-clock time in each subscriber's own time zone.
+"""A campaign's body: one message to a segment, at a moment that is an instant or a wall-clock
+time in each subscriber's own time zone.
 
-Pure, like the rest of the core: no I/O and no clock (callers pass ``now``). This module
-checks a campaign as the API or the CLI receives it, compiles its message with the rules'
-compiler (locales, actions, ``{attributes.*}`` templates, the worst-case payload), turns its
-audience and message into the forms the fan-out's one SQL statement evaluates (conditions,
-payload templates per variant and locale), and plans one fan-out tick: which time zones are
-due, held by quiet hours, dropped because their ttl runs out first, or missed. The SQL side of
-the same definitions (``momentcast_holds``, ``momentcast_fill``, ``momentcast_variant_point``) is in
-migrations/0009_campaigns.sql; tests/campaigns check that the two agree.
+Pure: no I/O and no clock (callers pass ``now``). This module checks a campaign as the API or
+the CLI receives it (service/campaigns/usecases.py), compiles its message with the rules'
+compiler (locales, actions, ``{attributes.*}`` templates, the worst-case payload), and turns
+its audience and message into the forms the fan-out's one SQL statement evaluates
+(conditions, payload templates per variant and locale); service/campaigns/plan.py plans one
+fan-out tick. The SQL side of the same definitions (``momentcast_holds``, ``momentcast_fill``,
+``momentcast_variant_point``) is in migrations/0009_campaigns.sql; tests/campaigns check that
+the two agree.
 """
 
 from __future__ import annotations

@@ -29,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Location- and context-aware Web Push for micro-moments.",
     )
     parser.add_argument("--version", action="version", version=f"momentcast {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # `program`: the `rules` and `campaign` parsers name their own subcommand `command` (argparse
+    # says "argument command: invalid choice" with it).
+    sub = parser.add_subparsers(dest="program", required=True, metavar="COMMAND")
     serve.add_commands(sub)
     rules.add_commands(
         sub.add_parser(
@@ -75,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     # `demo` hands its options to its own parser.
     args, rest = _parser().parse_known_args(argv)
-    if rest and args.command != "demo":
+    if rest and args.program != "demo":
         _parser().error(f"unrecognized arguments: {' '.join(rest)}")
     warned = False
     try:
@@ -85,19 +87,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         warned = True
         for warning in unknown_settings():
             logging.getLogger("service.settings").warning("%s", warning)
-        if args.command == "rules":
+        if args.program == "rules":
             return rules.run(
                 args,
                 rules_dir=settings.rules_dir,
                 backtest=functools.partial(serve.backtest, settings),
             )
-        if args.command == "campaign":
+        if args.program == "campaign":
             return campaigns.run(args, settings)
-        if args.command == "testing":
+        if args.program == "testing":
             from service.testing import cli as testing_cli
 
             return testing_cli.main(args.host, args.port, args.vapid_public_key)
-        if args.command == "demo":
+        if args.program == "demo":
             from service import demo
 
             return int(demo.main([*args.args, *rest], server=settings.database_url))

@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def add_commands(ap: argparse.ArgumentParser) -> None:
     """The `campaign` commands, under ``ap`` (`momentcast campaign`' parser in the one tree)."""
-    sub = ap.add_subparsers(dest="campaign_command", required=True)
+    sub = ap.add_subparsers(dest="command", required=True)
     send = sub.add_parser("send", help="check a campaign file and schedule it")
     send.add_argument("file", help="the campaign in YAML or JSON (the POST /v1/campaigns body)")
     send.add_argument(
@@ -86,7 +86,7 @@ def main(argv: list[str], settings: Settings, out: TextIO | None = None) -> int:
 def run(args: argparse.Namespace, settings: Settings, out: TextIO | None = None) -> int:
     """One parsed `campaign` command."""
     stdout = out or sys.stdout
-    command = args.campaign_command
+    command = args.command
     from service.rules.source import load_located
 
     located = None

@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def add_commands(ap: argparse.ArgumentParser) -> None:
     """The `rules` commands, under ``ap`` (`momentcast rules`' parser in the one tree)."""
-    sub = ap.add_subparsers(dest="rules_command", required=True)
+    sub = ap.add_subparsers(dest="command", required=True)
     init = sub.add_parser(
         "init", help="write a starter rule set (policy, one example rule, places) to edit"
     )
@@ -145,7 +145,7 @@ def run(
     """One parsed `rules` command."""
     stdout = out or sys.stdout
     stderr = err or sys.stderr
-    command = args.rules_command
+    command = args.command
     if command == "schema":
         doc = policy_json_schema() if args.policy else json_schema()
         stdout.write(json.dumps(doc, indent=2) + "\n")

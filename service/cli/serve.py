@@ -56,11 +56,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """`serve`, `api`, `worker` (until stopped), `migrate` or `vapid`."""
-    if args.command == "migrate":
+    if args.program == "migrate":
         return migrate(settings)
-    if args.command == "vapid":
+    if args.program == "vapid":
         return vapid_key(settings, args.generate, args.private)
-    components = list(COMPONENTS[args.command])
+    components = list(COMPONENTS[args.program])
     if getattr(args, "no_sender", False):
         components.remove(runtime.SENDER)
     runtime.run_blocking(settings, components)
