@@ -9,7 +9,7 @@ a throwaway database is created and dropped afterwards; without either, an embed
 PostgreSQL (the package's default, fsync on) in a temporary directory.
 
 N subscribers in 24 time zones, 3 locales, with a name and a visit count. Each case creates a
-campaign (service/api/campaigns.py create, as POST /v1/campaigns does) and times the fan-out's
+campaign (service/campaigns/usecases.py create, as POST /v1/campaigns does) and times the fan-out's
 ticks (service.fanout.FanOut on a fixed clock) until every subscriber is in the outbox; the
 deliveries are then deleted (and the table vacuumed) for the next case:
 
@@ -46,7 +46,7 @@ if str(REPO) not in sys.path:
 import asyncpg  # noqa: E402
 
 from benchmarks.benchdb import bench_database  # noqa: E402
-from service.api import campaigns as campaigns_api  # noqa: E402
+from service.campaigns import usecases as campaigns_api  # noqa: E402
 from service.context import Context, Keys  # noqa: E402
 from service.fanout import FanOut  # noqa: E402
 from service.rules.models import PolicyModel  # noqa: E402
@@ -181,7 +181,7 @@ async def _fan_out(ctx: Context, case: str) -> tuple[int, float, int]:
 
 
 def _local_noon(zone: str) -> datetime:
-    from service.rules.campaigns import SendAt
+    from service.campaigns.body import SendAt
 
     return SendAt(local=datetime(2026, 11, 24, 12, 0)).moment_in(zone)
 

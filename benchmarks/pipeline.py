@@ -38,7 +38,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from service.context import Context, Keys  # noqa: E402
-from service.rules import Profile, RulesHolder, Signal  # noqa: E402
+from service.reload.holder import RulesHolder  # noqa: E402
+from service.rules import Profile, Signal  # noqa: E402
 from service.rules.engine import decide  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.store import Store, migrations  # noqa: E402

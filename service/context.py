@@ -45,7 +45,7 @@ class Context:
     settings: Settings
     store: Store
     keys: Keys
-    # service.rules.RulesHolder once rules are loaded; Any keeps this module free of rules/.
+    # service.reload.holder.RulesHolder once rules are loaded; Any keeps this module free of rules/.
     rules: Any = None
 
     @property

@@ -116,6 +116,23 @@ class CampaignInvalid(RulesError):
         super().__init__(first + more)
 
 
+class CampaignError(MomentcastError):
+    """A campaign use case (service/campaigns/) refused; the API answers each with its HTTP
+    status, the CLI prints the message. (A body with errors is :class:`CampaignInvalid`.)"""
+
+
+class CampaignMalformed(CampaignError, ValueError):
+    """A campaign body that is not JSON at all (400)."""
+
+
+class CampaignExists(CampaignError):
+    """A campaign with this id exists; campaigns are not changed once created (409)."""
+
+
+class CampaignNotFound(CampaignError):
+    """No campaign with this id (404)."""
+
+
 class PushError(MomentcastError):
     """Sending to push services."""
 

@@ -3,7 +3,7 @@
 A campaign is looked at when its ``next_check_at`` has come (by this component's clock,
 injectable like the worker's). One tick, in one transaction: lock the campaign row (one
 process at a time per campaign), read the time zones of the audience it has not handled yet,
-let the pure core plan each zone (``service.rules.campaigns.plan_tick``: its moment has come
+let the pure core plan each zone (``service.campaigns.plan.plan_tick``: its moment has come
 or not, quiet hours hold it, its ttl ran out, a local moment missed at creation), then one
 set-based statement queues a delivery for every due subscriber - or an expired one, or a
 suppression by reason - with the dedupe key ``campaign:<id>:<subscription>``, and the
@@ -25,10 +25,11 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
+from service.campaigns.body import SendAt
+from service.campaigns.plan import LOCKED_RETRY, plan_tick
 from service.context import Context
 from service.metrics import REGISTRY
 from service.queue import CAMPAIGNS_CHANNEL, DELIVERIES_CHANNEL, DatabaseRetry, Listener
-from service.rules.campaigns import LOCKED_RETRY, SendAt, plan_tick
 from service.rules.models import PolicyModel
 from service.store import DATABASE_ERRORS, Store
 from service.store.campaigns import CampaignRow, Caps, FanOutResult, ZoneStep

@@ -42,7 +42,8 @@ POOL_CLOSE_TIMEOUT_S = 5.0
 
 def background_components(names: Iterable[str]) -> dict[str, Component]:
     """The coroutine of each requested non-HTTP component."""
-    from service import fanout, maintenance, push, reloader, worker
+    from service import fanout, maintenance, push, worker
+    from service.reload import watch as reloader
 
     available: dict[str, Component] = {
         WORKER: worker.run,
@@ -136,7 +137,7 @@ def _banner(ctx: Context, out: TextIO, listening: str | None, metrics: str | Non
 
 async def load_rules(ctx: Context) -> None:
     """Load rules/ into the context (``run`` refuses to start on a set with errors)."""
-    from service import reloader
+    from service.reload import watch as reloader
 
     reloader.load(ctx)
 
@@ -181,7 +182,7 @@ async def run(
         await fingerprints.check(ctx.store, ctx.keys.vapid_public_b64, ctx.keys.secret_key)
         await load_rules(ctx)
         if ctx.rules is not None and ctx.rules.current is None:
-            from service import reloader
+            from service.reload import watch as reloader
 
             raise reloader.start_up_error(ctx.rules)
         listening = None

@@ -33,9 +33,9 @@ from service.rules.engine import (
     Profile,
     Sent,
     SubscriberState,
-    choose_variant,
     decide,
     history_window,
+    rule_variant,
 )
 from service.rules.ruleset import Ruleset
 from service.store import DATABASE_ERRORS, Store
@@ -233,14 +233,14 @@ def _counter_rows(
     for outcome in outcomes:
         sub = outcome.signal.subscription_id
         for match in outcome.fired:
-            variant = choose_variant(sub, match.rule).name
+            variant = rule_variant(sub, match.rule).name
             counts[(match.rule.id, variant, "matched")] += 1
         for match in outcome.shadow:  # a shadow rule's would-be send: counted, never sent
-            variant = choose_variant(sub, match.rule).name
+            variant = rule_variant(sub, match.rule).name
             counts[(match.rule.id, variant, SHADOW_SENT_COUNTER)] += 1
         for s in outcome.suppressed:
             rule = ruleset.rule_by_id.get(s.rule_id)
-            variant = choose_variant(sub, rule).name if rule else ""
+            variant = rule_variant(sub, rule).name if rule else ""
             counts[(s.rule_id, variant, "suppressed:" + s.reason)] += 1
         # Matched and silent: per rule, like not_matched (no variant was shown).
         silent = SILENT_COUNTER_PREFIX + ("stale" if outcome.stale else "not_triggered")

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from service import campaign_cli, cli
-from service.rules import cli as rules_cli
+from service import cli
+from service.cli import campaigns as campaign_cli
+from service.cli import rules as rules_cli
 from tests.processes import REPO
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

@@ -16,9 +16,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from service import reloader
-from service.rules import RulesHolder
-from service.rules import cli as rules_cli
+from service.cli import rules as rules_cli
+from service.reload import watch as reloader
+from service.reload.holder import RulesHolder
 from service.rules.engine import decide
 from service.rules.signals import Profile, Signal
 from tests.conftest import ADMIN_TOKEN
@@ -194,7 +194,7 @@ async def test_a_rejected_first_load_does_not_speak_of_a_previous_set(
     rules.mkdir()
     (rules / "policy.yaml").write_text("limits: [\n")
     holder = RulesHolder(rules, load_now=False)
-    with caplog.at_level(logging.ERROR, logger="service.reloader"):
+    with caplog.at_level(logging.ERROR, logger="service.reload.watch"):
         assert await reloader.reload_rules(holder)
     messages = [r.getMessage() for r in caplog.records]
     assert not any("previous set" in m for m in messages), messages

@@ -14,8 +14,8 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from service import reloader
 from service.context import Context
+from service.reload import watch as reloader
 from service.store import Store
 from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.processes import start

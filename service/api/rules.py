@@ -17,11 +17,11 @@ from service.context import Context
 from service.durations import parse_duration
 from service.errors import NotFound, RulesError, ServiceUnavailable, Unprocessable
 from service.queue import DELIVERIES_CHANNEL
-from service.reloader import reload_rules
+from service.reload.watch import reload_rules
 from service.vocabulary import RuleMode, Trigger
 
 if TYPE_CHECKING:
-    from service.rules import RulesHolder
+    from service.reload.holder import RulesHolder
 
 routes = web.RouteTableDef()
 
@@ -390,7 +390,7 @@ MAX_BACKTEST = timedelta(days=31)
 @routes.get("/v1/backtest")
 async def get_backtest(request: web.Request) -> web.Response:
     # Imported with the first backtest, like the simulator: the API loads no numpy on import.
-    from service.backtest import run_backtest
+    from service.reports.backtest import run_backtest
 
     require_admin(request)
     text = request.query.get("since", "24h")

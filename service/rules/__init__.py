@@ -6,7 +6,6 @@ from service.errors import RuleLoadError
 
 from .core import Evaluation, Match, evaluate
 from .engine import simulate
-from .holder import RulesHolder
 from .loader import load_ruleset
 from .models import json_schema
 from .ruleset import CompiledRule, Ruleset
@@ -18,7 +17,6 @@ __all__ = [
     "Match",
     "Profile",
     "RuleLoadError",
-    "RulesHolder",
     "Ruleset",
     "Signal",
     "SignalBatch",

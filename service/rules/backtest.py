@@ -1,6 +1,6 @@
 """The backtest's arithmetic: stored signals through the engine with another rule set.
 
-Pure: the caller (service/backtest.py) reads the signals of a period and the subscribers'
+Pure: the caller (service/reports/backtest.py) reads the signals of a period and the subscribers'
 profiles through the store, in chunks of whole subscribers, and hands them to
 :meth:`Backtest.add`; every subscriber starts from fresh presence and no pushes (nothing of
 the live state is read, nothing is written). Each signal is judged at its own time, in time

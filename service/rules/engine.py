@@ -46,9 +46,9 @@ __all__ = [
     "Signal",
     "SubscriberState",
     "Suppression",
-    "choose_variant",
     "decide",
     "render_payload",
+    "rule_variant",
     "simulate",
 ]
 
@@ -113,9 +113,10 @@ class Outcome:
     shadow: list[Match] = field(default_factory=list)
 
 
-def choose_variant(subscription_id: str, rule: CompiledRule) -> CompiledVariant:
-    """Deterministic per (subscription, rule): a stable hash picks a point on
-    the cumulative weights, so a subscriber always sees the same variant."""
+def rule_variant(subscription_id: str, rule: CompiledRule) -> CompiledVariant:
+    """Deterministic per (subscription, rule): a stable hash (8 bytes of SHA-256; a campaign's
+    ``campaign_variant`` takes 7, and neither may change) picks a point on the cumulative
+    weights, so a subscriber always sees the same variant."""
     if len(rule.variants) == 1:
         return rule.variants[0]  # what the hash would pick, without hashing
     total = sum(v.weight for v in rule.variants)
@@ -444,7 +445,7 @@ def _suppressed(
 
 def _render(m: Match, sig: Signal, profile: Profile, visit: datetime | None) -> Decision:
     rule = m.rule
-    variant = choose_variant(sig.subscription_id, rule)
+    variant = rule_variant(sig.subscription_id, rule)
     payload = render_payload(m, variant, profile, sig.context)
     msg = rule.model.message
     ttl = msg.ttl.total_seconds()

@@ -55,12 +55,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Campaign(_Strict):
+# A rule file's `campaign:` key: the local dates the rule may fire on. Not a campaign (that is
+# service.campaigns, the marketer's one-off message); no docstring, which the schema would show.
+class DateWindow(_Strict):
     start: date | None = Field(None, description="First local date the rule may fire")
     end: date | None = Field(None, description="Last local date the rule may fire (inclusive)")
 
     @model_validator(mode="after")
-    def _ordered(self) -> Campaign:
+    def _ordered(self) -> DateWindow:
         if self.start and self.end and self.end < self.start:
             raise ValueError(f"campaign ends ({self.end}) before it starts ({self.start})")
         return self
@@ -258,7 +260,7 @@ class RuleModel(_Strict):
         le=1_000_000,
         description="Higher wins when several rules match one signal",
     )
-    campaign: Campaign | None = None
+    campaign: DateWindow | None = None
     trigger: Trigger = Field(
         "enter", description="enter, dwell, inside (need where); signal (default without where)"
     )

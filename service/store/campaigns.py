@@ -15,7 +15,7 @@ from service.store.base import StoreBase
 
 @dataclass(frozen=True, slots=True)
 class NewCampaign:
-    """A checked campaign to store (service.rules.campaigns.Campaign, flattened)."""
+    """A checked campaign to store (service.campaigns.body.Campaign, flattened)."""
 
     id: str
     description: str
@@ -150,7 +150,7 @@ class AudienceSample:
 
 
 def audience_args(audience: Mapping[str, Any]) -> tuple[Any, ...]:
-    """An audience (service.rules.campaigns.Campaign.audience) as the queries' five arguments:
+    """An audience (service.campaigns.body.Campaign.audience) as the queries' five arguments:
     topics, locale patterns (a tag, or a longer tag of it: de, de-%), and the conditions'
     keys, operators and JSON arguments."""
     topics = audience.get("topics")

@@ -14,10 +14,10 @@ from typing import Any
 import asyncpg
 import yaml
 
-from service.backtest import run_backtest
 from service.context import Context
+from service.reports.backtest import run_backtest
 from service.rules import load_ruleset
-from service.rules.cli import replay
+from service.rules.replay import replay
 from service.rules.trace import read_trace
 from tests.api_admin.test_marketer_api import serve, write_rules
 from tests.conftest import LiveApi

@@ -17,7 +17,7 @@ import pytest
 from service.api import create_app
 from service.context import Context
 from service.push import Sender
-from service.reloader import load
+from service.reload.watch import load
 from service.store import Store
 from service.testing import BrowserSubscription, PushService
 from service.worker import Worker

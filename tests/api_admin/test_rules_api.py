@@ -10,7 +10,7 @@ import pytest
 
 from service.api import create_app
 from service.context import Context
-from service.reloader import load
+from service.reload.watch import load
 from service.store import Store
 from tests.conftest import LiveApi, make_settings, start_app
 

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from service.api import campaigns as campaigns_api
+from service.campaigns import usecases as campaigns_api
 from service.context import Context
 from service.fanout import FanOut
 from service.push import Sender

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from service.campaigns.body import SendAt, parse_campaign, parse_rate
+from service.campaigns.plan import plan_tick, quiet_end
 from service.errors import CampaignInvalid
-from service.rules.campaigns import SendAt, parse_campaign, parse_rate, plan_tick, quiet_end
 from service.rules.units import parse_window
 
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)

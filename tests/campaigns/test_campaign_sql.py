@@ -1,5 +1,5 @@
 """The SQL side of campaigns (migrations/0009_campaigns.sql) agrees with the Python side
-(service/rules/campaigns.py and the rules' conditions and templates) it mirrors."""
+(service/campaigns/body.py and the rules' conditions and templates) it mirrors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from service.rules.campaigns import parse_campaign, render, sql_argument, variant_point
+from service.campaigns.body import parse_campaign, render, sql_argument, variant_point
 from service.rules.conditions import Condition, holds
 from service.rules.templates import attribute_value
 from service.vocabulary import OPERATORS

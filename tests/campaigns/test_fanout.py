@@ -275,7 +275,7 @@ async def test_each_push_is_the_variant_and_locale_python_picks_rendered_as_pyth
 ) -> None:
     import json
 
-    from service.rules.campaigns import parse_campaign, render
+    from service.campaigns.body import parse_campaign, render
 
     locales = ["de-AT", "de", "DE-CH", "fr", "en-GB", None, "de-at"] * 3
     members = {}
@@ -326,7 +326,7 @@ async def test_a_campaign_that_cannot_be_ticked_waits_a_minute_and_stops_no_othe
     at = DAY + timedelta(hours=12)
     await create(api.ctx, body("broken", send_at=at.isoformat()), at)
     await create(api.ctx, body("fine", send_at=at.isoformat()), at)
-    from service.rules.campaigns import plan_tick as real
+    from service.campaigns.plan import plan_tick as real
 
     calls: list[object] = []
 

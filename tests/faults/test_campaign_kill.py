@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from service.api import campaigns as campaigns_api
+from service.campaigns import usecases as campaigns_api
 from service.store import Store
 from service.testing import PushService
 from tests.faults.conftest import Stack, add_browser_subscriptions

@@ -13,9 +13,9 @@ import pytest
 from service.errors import RuleLoadError
 from service.rules import Profile, Ruleset, Signal, load_ruleset
 from service.rules.backtest import Backtest
-from service.rules.cli import replay, replay_rows
 from service.rules.engine import Outcome, SubscriberState, decide
 from service.rules.models import policy_json_schema
+from service.rules.replay import replay, replay_rows
 from tests.rules.rulekit import POLICY, write_dir
 
 LAT, LON = 52.52, 13.405

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from service.cli.rules import main
 from service.rules import RuleLoadError, load_ruleset
 from service.rules.checks import check_ruleset, far_places
-from service.rules.cli import main
 from service.rules.source import load_located
 from tests.rules.rulekit import (
     BERLIN,

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from service.rules import Profile, Ruleset, Signal
-from service.rules.engine import Outcome, SubscriberState, choose_variant, decide
+from service.rules.engine import Outcome, SubscriberState, decide, rule_variant
 from tests.rules.rulekit import POLICY, north_of, point
 
 LAT, LON = 52.52, 13.405  # place "spot", radius 100 m, hysteresis 30 m
@@ -187,13 +187,13 @@ def test_variant_split_is_stable_and_within_3_points(make_rules: Callable[..., R
     extra = "variants:\n  - {name: a, weight: 70}\n  - {name: b, weight: 30, message: {title: B}}\n"
     rs = make_rules({"r.yaml": rule(extra=extra)}, places=PLACES)
     r = rs.rules[0]
-    counts = Counter(choose_variant(f"sub-{i}", r).name for i in range(10_000))
+    counts = Counter(rule_variant(f"sub-{i}", r).name for i in range(10_000))
     assert abs(counts["a"] / 10_000 - 0.70) < 0.03
     assert abs(counts["b"] / 10_000 - 0.30) < 0.03
     assert all(
-        choose_variant(f"sub-{i}", r).name == choose_variant(f"sub-{i}", r).name for i in range(100)
+        rule_variant(f"sub-{i}", r).name == rule_variant(f"sub-{i}", r).name for i in range(100)
     )
     out = walk(rs, [(10, 5)], profile=Profile("sub-1"))
     d = out[0].decision
-    assert d is not None and d.variant == choose_variant("sub-1", r).name
+    assert d is not None and d.variant == rule_variant("sub-1", r).name
     assert (d.payload["title"] == "B") == (d.variant == "b")

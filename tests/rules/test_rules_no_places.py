@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from service.cli.rules import main
 from service.rules import Profile, Ruleset, Signal, load_ruleset
 from service.rules.backtest import Backtest
-from service.rules.cli import main
 from service.rules.core import evaluate
 from service.rules.engine import SubscriberState, decide, simulate
 from service.rules.preview import render_for

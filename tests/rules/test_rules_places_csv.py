@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.rules import RuleLoadError, Ruleset, RulesHolder, load_ruleset
+from service.reload.holder import RulesHolder
+from service.rules import RuleLoadError, Ruleset, load_ruleset
 from service.rules.places_csv import parse_places_csv
 from tests.processes import start
 from tests.rules.rulekit import POLICY, point

@@ -6,7 +6,7 @@ import io
 import json
 from pathlib import Path
 
-from service.rules.cli import main
+from service.cli.rules import main
 from tests.rules.rulekit import POLICY, write_dir
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from service.rules import RulesHolder
-from service.rules.cli import main, replay
+from service.cli.rules import main
+from service.reload.holder import RulesHolder
+from service.rules.replay import replay
 from tests.rules.rulekit import POLICY, write_dir
 
 REPO = Path(__file__).resolve().parents[2]

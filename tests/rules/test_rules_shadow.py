@@ -8,9 +8,10 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+from service.cli.rules import main
 from service.rules import Profile, Ruleset, Signal, simulate
-from service.rules.cli import main, replay
 from service.rules.engine import SubscriberState
+from service.rules.replay import replay
 from tests.rules.rulekit import POLICY, north_of, write_dir
 from tests.rules.test_rules_engine import LAT, LON, PLACES, T0, rule, walk
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from service.cli.rules import main
 from service.rules import Profile, Ruleset, Signal, SignalBatch, evaluate, simulate
-from service.rules.cli import main, replay
 from service.rules.engine import SubscriberState, decide
+from service.rules.replay import replay
 from service.rules.whynot import not_matched_counts, why_not
 from tests.rules.rulekit import BERLIN, DEFAULT_PLACES, north_of, write_dir
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from service import tokens
 from service.push import Sender
-from service.rules.engine import choose_variant
+from service.rules.engine import rule_variant
 from service.testing import BrowserSubscription, Fault, PushService
 from service.worker import Worker
 from tests.conftest import LiveApi
@@ -72,7 +72,7 @@ async def test_stats_equal_what_happened(api: LiveApi, push_service: PushService
     subscribers, processed = await pipeline(api, push_service, n=10, gone=2)
     assert processed == 20
     rule = api.ctx.rules.current.rules[0]
-    variant_of = {sid: choose_variant(sid, rule).name for sid, _ in subscribers}
+    variant_of = {sid: rule_variant(sid, rule).name for sid, _ in subscribers}
     assert set(variant_of.values()) == {"a", "b"}, "the scenario needs both arms"
 
     received = [(sid, m) for sid, sub in subscribers for m in sub.messages()]

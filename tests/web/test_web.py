@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.rules import RulesHolder
+from service.reload.holder import RulesHolder
 from service.testing import PushService
 from service.worker import Worker
 from tests.conftest import REPO, LiveApi

@@ -16,7 +16,7 @@ import pytest
 
 from service.api import create_app
 from service.context import Context, Keys
-from service.rules import RulesHolder
+from service.reload.holder import RulesHolder
 from service.settings import Settings
 from service.store import Store
 from tests.conftest import LiveApi, make_settings, start_app

@@ -14,7 +14,7 @@ from service.metrics import RULES_LOAD_ERRORS, RULES_LOADED
 from service.settings import ENV_PREFIX
 
 if TYPE_CHECKING:
-    from service.rules import RulesHolder
+    from service.reload.holder import RulesHolder
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _empty_warning(ctx: Context, holder: RulesHolder) -> str:
 def load(ctx: Context) -> RulesHolder:
     # The rules (and with them shapely, numpy and the time-zone finder) are imported by the
     # processes that load them, not by every importer of this module (ingest, the API).
-    from service.rules import RulesHolder
+    from service.reload.holder import RulesHolder
 
     holder = RulesHolder(ctx.settings.rules_dir, load_now=False)
     if holder.is_empty():

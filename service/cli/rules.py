@@ -1,35 +1,31 @@
-"""`momentcast rules check|schema|replay|preview|backtest` - the marketer's tools."""
+"""`momentcast rules init|check|schema|replay|preview|backtest` - the marketer's tools.
+
+The reports are made by the rules package (service/rules/replay.py, preview.py) and, for the
+backtest, by service/reports/backtest.py on the configured database; this module parses,
+formats and sets the exit code.
+"""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import re
 import shutil
 import sys
-from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta, timezone
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
 from service.durations import parse_duration
-from service.errors import RuleLoadError, RulesError, SourceError, TraceError
-from service.rules.engine import Outcome, SubscriberState, decide
-
-from .core import evaluate
-from .loader import load_ruleset
-from .localtime import local_datetime
-from .models import json_schema, policy_json_schema
-from .preview import render_variants
-from .ruleset import Ruleset
-from .signals import Profile, SignalBatch
-from .source import load_located
-from .trace import read_trace
-from .whynot import why_not
+from service.errors import RuleLoadError, TraceError
+from service.rules.loader import load_ruleset
+from service.rules.models import json_schema, policy_json_schema
+from service.rules.preview import folder_of, preview
+from service.rules.replay import replay
+from service.rules.ruleset import Ruleset
 
 # What `rules init` writes: policy, one location rule, its places (shipped in the wheel).
 STARTER = Path(str(resources.files("service.rules") / "starter"))
@@ -46,10 +42,18 @@ def _split(entry: str) -> dict[str, Any]:
     return {"file": m["file"], "line": int(m["line"]), "message": message}
 
 
+DESCRIPTION = "Check, describe, preview and replay rule files."
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="momentcast rules", description="Check, describe, preview and replay rule files."
-    )
+    """The `rules` commands on their own (what ``main`` parses)."""
+    ap = argparse.ArgumentParser(prog="momentcast rules", description=DESCRIPTION)
+    add_commands(ap)
+    return ap
+
+
+def add_commands(ap: argparse.ArgumentParser) -> None:
+    """The `rules` commands, under ``ap`` (`momentcast rules`' parser in the one tree)."""
     sub = ap.add_subparsers(dest="command", required=True)
     init = sub.add_parser(
         "init", help="write a starter rule set (policy, one example rule, places) to edit"
@@ -110,11 +114,10 @@ def _parser() -> argparse.ArgumentParser:
         help="how far back, e.g. 6h or 2d (default 24h; signals are kept SIGNAL_RETENTION)",
     )
     backtest.add_argument("--json", action="store_true", help="machine-readable output")
-    return ap
 
 
-# Runs a backtest of a rule set over a period on the stored signals (service/backtest.py, on
-# the configured database): the core does no I/O, so the command line hands it in.
+# Runs a backtest of a rule set over a period on the stored signals (service/reports/backtest.py,
+# on the configured database); `momentcast rules backtest` hands one in.
 Backtester = Callable[[Ruleset, timedelta], dict[str, Any]]
 
 
@@ -128,20 +131,32 @@ def main(
 ) -> int:
     """``rules_dir``: the default folder, MOMENTCAST_RULES_DIR as the settings read it;
     ``backtest``: what reads the stored signals (``momentcast rules backtest`` has one)."""
+    return run(_parser().parse_args(argv), out, err, rules_dir=rules_dir, backtest=backtest)
+
+
+def run(
+    args: argparse.Namespace,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    *,
+    rules_dir: str | os.PathLike[str] = "rules",
+    backtest: Backtester | None = None,
+) -> int:
+    """One parsed `rules` command."""
     stdout = out or sys.stdout
     stderr = err or sys.stderr
-    args = _parser().parse_args(argv)
-    if args.command == "schema":
+    command = args.command
+    if command == "schema":
         doc = policy_json_schema() if args.policy else json_schema()
         stdout.write(json.dumps(doc, indent=2) + "\n")
         return 0
-    if args.command == "init":
+    if command == "init":
         return _init(Path(args.dir or rules_dir), stdout, stderr)
-    if args.command == "check":
+    if command == "check":
         return _check(args.dir or str(rules_dir), args.json, args.strict, stdout, stderr)
-    if args.command == "preview":
+    if command == "preview":
         return _preview(args, str(rules_dir), stdout, stderr)
-    if args.command == "backtest":
+    if command == "backtest":
         return _backtest(args, str(rules_dir), backtest, stdout, stderr)
     return _replay(args, str(rules_dir), stdout, stderr)
 
@@ -178,18 +193,6 @@ def _init(target: Path, stdout: TextIO, stderr: TextIO) -> int:
     return 0
 
 
-def _check_target(target: str) -> tuple[str, Path | None]:
-    """The folder to load and, for a file argument, the file to report: a rule file's
-    folder, or for a places file the folder above `places/` that holds policy.yaml."""
-    path = Path(target)
-    if not path.is_file():
-        return target, None
-    root = path.parent
-    if not (root / "policy.yaml").is_file() and (root.parent / "policy.yaml").is_file():
-        root = root.parent
-    return str(root), path.resolve()
-
-
 def _in_file(entry_file: str | None, only: Path) -> bool:
     return entry_file is not None and Path(entry_file).resolve() == only
 
@@ -199,7 +202,7 @@ def _count(n: int, word: str) -> str:
 
 
 def _check(target: str, as_json: bool, strict: bool, out: TextIO, err: TextIO) -> int:
-    directory, only = _check_target(target)
+    directory, only = folder_of(target)
     rs: Ruleset | None = None
     try:
         rs = load_ruleset(directory)
@@ -265,122 +268,6 @@ def _check(target: str, as_json: bool, strict: bool, out: TextIO, err: TextIO) -
         return 1
     out.write(f"{what} OK, {_count(len(warnings), 'warning')}\n")
     return 0
-
-
-def load_profile(path: str | None) -> Profile:
-    if path is None:
-        return Profile(id="replay")
-    try:
-        data = load_located(Path(path).read_text(encoding="utf-8")).data or {}
-    except (OSError, SourceError) as exc:
-        raise TraceError(f"{path}: cannot read the profile: {exc}") from None
-    if not isinstance(data, dict):
-        raise TraceError(f"{path}: a profile is a mapping (timezone, topics, attributes, paused)")
-    allowed = {"id", "timezone", "locale", "topics", "attributes", "paused"}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise TraceError(f"{path}: unknown profile keys {unknown}; allowed: {sorted(allowed)}")
-    return Profile(
-        id=str(data.get("id", "replay")),
-        timezone=data.get("timezone"),
-        locale=data.get("locale"),
-        topics=frozenset(data.get("topics") or []),
-        attributes=dict(data.get("attributes") or {}),
-        paused=bool(data.get("paused", False)),
-    )
-
-
-def replay_rows(
-    rs: Ruleset,
-    outcomes: list[Outcome],
-    profile: Profile,
-    why: list[dict[str, str]] | None = None,
-) -> list[dict[str, Any]]:
-    """One row per signal; ``why`` (per signal, in the same order): the rules within reach
-    that did not match, with the first failed condition (`whynot.why_not`)."""
-    rows = []
-    for n, o in enumerate(outcomes):
-        s = o.signal
-        if o.local_offset_s is not None:
-            local = s.at.astimezone(timezone(timedelta(seconds=o.local_offset_s)))
-        else:
-            local = local_datetime(s.at, s.lat, s.lon, profile.timezone)
-        d = o.decision
-        rows.append(
-            {
-                "time": local.isoformat(),
-                "lat": s.lat,
-                "lon": s.lon,
-                "entered": [f"{r}@{p}" for r, p in o.entered],
-                "left": [f"{r}@{p}" for r, p in o.left],
-                "decision": None
-                if d is None
-                else {
-                    "rule": d.rule_id,
-                    "place": d.place_id,
-                    "distance_m": d.distance_m,
-                    "variant": d.variant,
-                    "ttl_s": d.ttl_s,
-                    **d.payload,
-                },
-                "suppressed": [
-                    {"rule": x.rule_id, "place": x.place_id, "reason": x.reason}
-                    for x in o.suppressed
-                ],
-                # Shadow rules that would have sent (mode: shadow sends nothing).
-                "shadow": [{"rule": m.rule.id, "place": m.place_id} for m in o.shadow],
-                # Matched rules that triggered nothing, and why (stale, not_triggered).
-                "silent": [
-                    {"rule": r, "place": p, "reason": "stale" if o.stale else "not_triggered"}
-                    for r, p in o.silent
-                ],
-                "not_matched": [
-                    {"rule": rule, "reason": reason}
-                    for rule, reason in (why[n] if why is not None else {}).items()
-                ],
-                "note": "out_of_order" if not o.applied else ("stale" if o.stale else None),
-            }
-        )
-    return rows
-
-
-def replay(rules_dir: str, trace: str, profile_path: str | None) -> dict[str, Any]:
-    """The replay report as a JSON-ready document (also what tests compare)."""
-    rs = load_ruleset(rules_dir)
-    profile = load_profile(profile_path)
-    signals = read_trace(trace, profile.id)
-    states: dict[str, SubscriberState] = {}
-    profiles = {profile.id: profile}
-    outcomes = decide(rs, signals, profiles, states, now=None, arrival_order=True)
-    # The signals in the same order as decide's (arrival order): why each rule whose places
-    # were within reach of the fix did not match.
-    ev = evaluate(rs, SignalBatch.build(signals, profiles))
-    rows = replay_rows(
-        rs, outcomes, profile, [why_not(ev, i, places_only=True) for i in range(len(signals))]
-    )
-    reasons = Counter(x["reason"] for r in rows for x in r["suppressed"])
-    silent = Counter(x["reason"] for r in rows for x in r["silent"])
-    not_matched: dict[str, Counter[str]] = {}
-    for r in rows:
-        for x in r["not_matched"]:
-            not_matched.setdefault(x["rule"], Counter())[x["reason"]] += 1
-    return {
-        "rules_version": rs.version,
-        "profile": profile.id,
-        "rows": rows,
-        "summary": {
-            "signals": len(rows),
-            "sent": sum(1 for r in rows if r["decision"]),
-            "shadow_sent": sum(len(r["shadow"]) for r in rows),
-            "suppressed": dict(sorted(reasons.items())),
-            # Matched but triggered nothing: stale signals, enter rules already inside.
-            "silent": dict(sorted(silent.items())),
-            # Per rule, the signals within its reach that did not match it, by reason.
-            "not_matched": {
-                rule: dict(sorted(c.items())) for rule, c in sorted(not_matched.items())
-            },
-        },
-    }
 
 
 def _rules_failed(exc: RuleLoadError, err: TextIO) -> int:
@@ -452,53 +339,6 @@ def format_report(report: dict[str, Any]) -> str:
         + (f"; matched but silent: {silent}" if silent else "")
     )
     return "\n".join(lines) + "\n"
-
-
-def preview(
-    rules_dir: str,
-    rule: str,
-    place: str | None = None,
-    profile_path: str | None = None,
-    locale: str | None = None,
-) -> dict[str, Any]:
-    """The preview report as a JSON-ready document: every variant's notification. ``rule`` is
-    a rule id, or the path of a rule file (its folder is loaded)."""
-    directory, only = _check_target(rule) if Path(rule).is_file() else (rules_dir, None)
-    rs = load_ruleset(directory)
-    if only is not None:
-        found = [r for r in rs.rules if Path(r.file).resolve() == only]
-        if not found:
-            raise TraceError(f"{rule}: not a rule file of {directory}")
-        compiled = found[0]
-    else:
-        compiled_or_none = rs.rule_by_id.get(rule)
-        if compiled_or_none is None:
-            known = ", ".join(sorted(rs.rule_by_id))
-            raise TraceError(f"no rule {rule!r} in {directory}; the rules: {known}")
-        compiled = compiled_or_none
-    profile = load_profile(profile_path) if profile_path else Profile(id="preview")
-    if locale:
-        profile = dataclasses.replace(profile, locale=locale)
-    try:
-        variants = render_variants(rs, compiled, profile, place)
-    except RulesError as exc:
-        raise TraceError(str(exc)) from None
-    first = variants[0]
-    return {
-        "rule": compiled.id,
-        "place": first.place_id or None,
-        "place_name": first.place_name,
-        "profile": profile.id,
-        "locale": profile.locale,
-        "variants": [
-            {
-                "variant": v.variant.name,
-                "weight": v.variant.weight,
-                "notification": v.notification(),
-            }
-            for v in variants
-        ],
-    }
 
 
 def _preview(args: argparse.Namespace, default_dir: str, out: TextIO, err: TextIO) -> int:
@@ -596,7 +436,3 @@ def format_backtest(report: dict[str, Any]) -> str:
         f"the live rules decided {t['live_decided']} and sent {t['live_sent']}"
     )
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

@@ -8,10 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from service.errors import RuleLoadError
-
-from .loader import load_ruleset
-from .places import is_places_file
-from .ruleset import Ruleset
+from service.rules.loader import load_ruleset
+from service.rules.places import is_places_file
+from service.rules.ruleset import Ruleset
 
 
 class RulesHolder:
@@ -62,7 +61,7 @@ class RulesHolder:
 
     def start_empty(self) -> None:
         """Serve with no rules (readiness holds) until files appear; the poll loads them."""
-        from .models import PolicyModel
+        from service.rules.models import PolicyModel
 
         with self._lock:
             self.current = Ruleset(

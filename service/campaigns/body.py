@@ -1,15 +1,14 @@
-"""Campaigns: the marketer's own timing - one message to a segment, at a moment that is an
-instant or a wall-clock time in each subscriber's own time zone.
+"""A campaign's body: one message to a segment, at a moment that is an instant or a wall-clock
+time in each subscriber's own time zone.
 
-Pure, like the rest of the core: no I/O and no clock (callers pass ``now``). This module
-checks a campaign as the API or the CLI receives it, compiles its message with the rules'
-compiler (locales, actions, ``{attributes.*}`` templates, the worst-case payload), turns its
-audience and message into the forms the fan-out's one SQL statement evaluates (conditions,
-payload templates per variant and locale), and plans one fan-out tick: which time zones are
-due, held by quiet hours, dropped because their ttl runs out first, or missed. The SQL side of
-the same
-definitions (``momentcast_holds``, ``momentcast_fill``, ``momentcast_variant_point``) is in
-migrations/0009_campaigns.sql; tests/campaigns check that the two agree.
+Pure: no I/O and no clock (callers pass ``now``). This module checks a campaign as the API or
+the CLI receives it (service/campaigns/usecases.py), compiles its message with the rules'
+compiler (locales, actions, ``{attributes.*}`` templates, the worst-case payload), and turns
+its audience and message into the forms the fan-out's one SQL statement evaluates
+(conditions, payload templates per variant and locale); service/campaigns/plan.py plans one
+fan-out tick. The SQL side of the same definitions (``momentcast_holds``, ``momentcast_fill``,
+``momentcast_variant_point``) is in migrations/0009_campaigns.sql; tests/campaigns check that
+the two agree.
 """
 
 from __future__ import annotations
@@ -17,10 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AwareDatetime,
@@ -37,11 +36,9 @@ from pydantic import (
 
 from service.durations import parse_duration
 from service.errors import CampaignInvalid, RuleLoadError
-from service.vocabulary import PUSH_TOPIC, PUSH_TOPIC_PATTERN, Late, Urgency
-
-from .conditions import Condition, kind
-from .localtime import zone
-from .models import (
+from service.rules.conditions import Condition, kind
+from service.rules.localtime import zone
+from service.rules.models import (
     LOCALE_PATTERN,
     RULE_ID,
     ConditionOps,
@@ -49,9 +46,9 @@ from .models import (
     Message,
     Variant,
 )
-from .ruleset import CompiledMessage, CompiledVariant
-from .templates import attribute_value
-from .units import Window
+from service.rules.ruleset import CompiledMessage, CompiledVariant
+from service.rules.templates import attribute_value
+from service.vocabulary import PUSH_TOPIC, PUSH_TOPIC_PATTERN, Late, Urgency
 
 # The widest UTC offsets in tzdata (Etc/GMT+12 .. Pacific/Kiritimati): a local moment has
 # come everywhere LATEST_OFFSET after it came as UTC wall-clock time.
@@ -65,12 +62,6 @@ DEFAULT_TTL = timedelta(hours=1)
 MAX_TOPICS = 32
 MAX_LOCALES = 32
 MAX_CONDITIONS = 32
-# The fan-out looks at a running campaign at least this often (subscribers who join its
-# audience, or move to a later time zone, while it runs).
-RESCAN = timedelta(minutes=15)
-# Until then a subscriber another transaction holds (the worker deciding their signals) is
-# looked at again.
-LOCKED_RETRY = timedelta(seconds=1)
 
 _LOCAL = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}$")
 _TOPIC = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -362,7 +353,7 @@ class Campaign:
         }
 
     def variant_for(self, subscription_id: str) -> CompiledVariant:
-        return choose_variant(subscription_id, self.id, self.variants)
+        return campaign_variant(subscription_id, self.id, self.variants)
 
 
 def _tokens(campaign: Campaign, n: int) -> list[str]:
@@ -471,7 +462,7 @@ def parse_campaign(raw: str | bytes, *, now: datetime) -> Campaign:
 
 
 def _compile(body: CampaignBody) -> list[CompiledVariant]:
-    from .loader import compile_message
+    from service.rules.loader import compile_message
 
     return compile_message(body.message, body.variants, name=body.id + "xxxx")
 
@@ -486,11 +477,12 @@ def _field_message(error: str) -> tuple[str, str]:
 # --- the message per subscriber ------------------------------------------------------------
 
 
-def choose_variant(
+def campaign_variant(
     subscription_id: str, campaign_id: str, variants: Sequence[CompiledVariant]
 ) -> CompiledVariant:
-    """Deterministic per (subscription, campaign), by a hash like rules' choose_variant
-    (momentcast_variant_point in SQL)."""
+    """Deterministic per (subscription, campaign): 7 bytes of SHA-256 (momentcast_variant_point
+    in SQL computes the same), unlike a rule's ``rule_variant`` (8 bytes). Neither may change:
+    a running A/B test would reshuffle its subscribers."""
     total = sum(v.weight for v in variants)
     point = variant_point(subscription_id, campaign_id, total)
     for variant in variants:
@@ -515,97 +507,3 @@ def render(message: CompiledMessage, attributes: Mapping[str, Any]) -> dict[str,
         if root == "attributes"
     }
     return message.render(values)
-
-
-# --- one fan-out tick ----------------------------------------------------------------------
-
-ZoneAction = Literal["send", "expire", "skip", "wait"]
-
-
-@dataclass(frozen=True)
-class ZonePlan:
-    """What to do now with the not yet handled audience in one time zone ('' is none)."""
-
-    zone: str
-    action: ZoneAction
-    # The clock time the pushes' ttl runs out (their moment + ttl).
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class Tick:
-    zones: list[ZonePlan]
-    # When to look again (None: never - the fan-out is complete).
-    next_check: datetime | None
-    complete: bool
-    started: bool  # the moment has come for some zone
-
-
-def quiet_end(now: datetime, zone_name: str, quiet: Window | None) -> datetime | None:
-    """When the quiet hours around ``now`` end in the zone; None when it is not quiet."""
-    if quiet is None:
-        return None
-    tz = zone(zone_name or None)
-    local = now.astimezone(tz)
-    second = local.hour * 3600 + local.minute * 60 + local.second
-    if not quiet.contains(second):
-        return None
-    wall = local.replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
-    end = wall + timedelta(seconds=quiet.end)
-    if quiet.crosses_midnight and second >= quiet.start:
-        end += timedelta(days=1)
-    ends = end.replace(tzinfo=tz).astimezone(UTC)
-    if ends <= now:  # a DST change inside the quiet hours: count the seconds instead
-        ends = now + timedelta(seconds=quiet.seconds_left(second))
-    return ends
-
-
-def plan_tick(
-    send_at: SendAt,
-    *,
-    created_at: datetime,
-    ttl: timedelta,
-    zones: Iterable[str],
-    now: datetime,
-    quiet: Window | None,
-) -> Tick:
-    """Per zone of the audience still to handle: ``send`` (the moment has come and it is not
-    quiet there), ``wait`` (the moment is ahead, or quiet hours hold the push until they
-    end), ``expire`` (the ttl runs out before the push could go) or ``skip`` (a local moment
-    that had passed when the campaign was created, with ``late: skip``)."""
-    plans: list[ZonePlan] = []
-    wakes: list[datetime] = []
-    started = False
-    for name in sorted(set(zones)):
-        moment = send_at.moment_in(name)
-        if moment < created_at:
-            if send_at.instant is None and send_at.late == "skip":
-                plans.append(ZonePlan(name, "skip", moment + ttl))
-                started = True
-                continue
-            moment = created_at  # late: send, or an instant a moment ago: at once
-        expires = moment + ttl
-        if moment > now:
-            plans.append(ZonePlan(name, "wait", expires))
-            wakes.append(moment)
-            continue
-        started = True
-        if now >= expires:
-            plans.append(ZonePlan(name, "expire", expires))
-            continue
-        ends = quiet_end(now, name, quiet)
-        if ends is None:
-            plans.append(ZonePlan(name, "send", expires))
-        elif ends >= expires:
-            plans.append(ZonePlan(name, "expire", expires))  # dropped: the ttl runs out first
-        else:
-            plans.append(ZonePlan(name, "wait", expires))
-            wakes.append(ends)
-    latest = max(send_at.latest, created_at)
-    waiting = any(p.action == "wait" for p in plans)
-    complete = not waiting and now >= latest
-    if complete:
-        return Tick(plans, None, True, True)
-    if now < latest:
-        wakes.append(latest)
-    return Tick(plans, min([*wakes, now + RESCAN]), False, started or now >= send_at.earliest)
