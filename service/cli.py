@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from service import __version__, logs, runtime, vapid
+from service import __version__, logs, runtime
 from service.errors import ConfigError, MomentcastError
 from service.settings import Settings, load_settings, unknown_settings
+from service.webpush import vapid
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey

@@ -17,7 +17,7 @@ from service.api.openapi import Op, Param, document
 from service.errors import Forbidden, NotFound, Unprocessable
 from service.metrics import EVENTS_REJECTED
 from service.stats import Stats, stats
-from service.webpush import ACTION_PATTERN, OPEN_ACTION
+from service.webpush.message import ACTION_PATTERN, OPEN_ACTION
 
 routes = web.RouteTableDef()
 

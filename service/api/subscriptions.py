@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from service import tokens, webpush
+from service import tokens
 from service.api.common import (
     CONTEXT,
     bearer_token,
@@ -27,7 +27,6 @@ from service.api.models import (
     SubscriptionProfile,
 )
 from service.api.openapi import Op, document
-from service.endpoints import check_endpoint
 from service.errors import (
     EndpointRefused,
     EndpointRegistered,
@@ -42,6 +41,8 @@ from service.store.subscriptions import (
     ProfileRow,
     Registration,
 )
+from service.webpush.encryption import encrypt
+from service.webpush.endpoints import check_endpoint
 
 routes = web.RouteTableDef()
 
@@ -66,7 +67,7 @@ def prove_keys_usable(keys_p256dh: str, keys_auth: str) -> None:
     """
     try:
         # The sender's own encryption, so what passes here is what pushes will use.
-        webpush.encrypt(_PROBE, keys_p256dh, keys_auth)
+        encrypt(_PROBE, keys_p256dh, keys_auth)
     except Exception as exc:
         raise Unprocessable(
             "subscription.keys: the keys cannot encrypt a push message",
