@@ -1,4 +1,5 @@
-"""POST /v1/subscriptions and GET|PATCH|DELETE /v1/subscriptions/{id}."""
+"""GET /v1/vapid-public-key (what a browser subscribes with), POST /v1/subscriptions and
+GET|PATCH|DELETE /v1/subscriptions/{id} (and its export)."""
 
 from __future__ import annotations
 
@@ -151,6 +152,20 @@ async def own_subscription(request: web.Request, *, admin_ok: bool = False) -> u
     if wanted is None or wanted != caller.subscription_id:
         raise Forbidden("this device token does not open that subscription")
     return wanted
+
+
+@document(
+    Op(
+        "get",
+        "/v1/vapid-public-key",
+        "The VAPID public key for applicationServerKey",
+        tags=["subscriptions"],
+        database=False,
+    )
+)
+@routes.get("/v1/vapid-public-key")
+async def vapid_public_key(request: web.Request) -> web.Response:
+    return json_response({"public_key": request.app[CONTEXT].keys.vapid_public_b64})
 
 
 @document(
