@@ -115,6 +115,10 @@ class StoreBase:
             raise DatabaseError("this store was made without a DSN; it cannot open connections")
         return await connect(self.dsn, db_timeout=self.timeout)
 
+    async def ping(self) -> None:
+        """Raises one of ``DATABASE_ERRORS`` unless the database answers."""
+        await self._fetchval("ping")
+
     async def check_connection(self, conn: asyncpg.Connection, *, within: float) -> None:
         """One round trip on a dedicated connection; raises one of DATABASE_ERRORS unless the
         server answers within ``within`` seconds (a half-open connection never does)."""

@@ -1,4 +1,5 @@
--- Named queries of the subscriptions routes (run by service/store/subscriptions.py).
+-- Named queries of subscriptions (run by service/store/subscriptions.py): registration,
+-- device authentication, patch, erasure and the data-subject export.
 
 -- name: subscription_insert
 -- A new endpoint; nothing (no row) when it is already registered, even by a registration
@@ -106,3 +107,9 @@ FROM deliveries d WHERE d.subscription_id = $1 ORDER BY d.id
 -- What shadow rules would have sent the subscriber (kept only as long as limits look back).
 SELECT rule_id, place_id, decided_at FROM shadow_sends WHERE subscription_id = $1
 ORDER BY decided_at
+
+-- name: export_campaign_suppressions
+-- A data-subject access request: the campaigns that sent the subscriber nothing, and why
+-- (their pushes are among the export's deliveries).
+SELECT campaign_id, variant, reason, at FROM campaign_suppressions
+WHERE subscription_id = $1 ORDER BY at, campaign_id
