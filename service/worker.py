@@ -49,6 +49,7 @@ from service.store.signals import (
     SignalFailure,
 )
 from service.vocabulary import NOT_MATCHED_COUNTER_PREFIX, SHADOW_SENT_COUNTER
+from service.waiting import wait_any
 
 log = logging.getLogger(__name__)
 
@@ -420,7 +421,7 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
             if result.signals or result.skipped_subscribers:
                 continue
             wake.clear()
-            await _wait_any(stop, wake, poll)
+            await wait_any(stop, wake, seconds=poll)
 
     try:
         await asyncio.gather(*(loop() for _ in range(max(1, ctx.settings.workers))))
@@ -429,12 +430,3 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
         listening.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listening
-
-
-async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
-    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in waiters:
-            task.cancel()

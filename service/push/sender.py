@@ -58,6 +58,7 @@ from service.push.retry import Action, OriginBackoff, RetryPolicy, classify
 from service.queue import DELIVERIES_CHANNEL, Listener
 from service.store import DATABASE_ERRORS
 from service.store.deliveries import ClaimedDelivery, DeliveryOutcome, OriginPause
+from service.waiting import wait_any
 from service.webpush.encryption import encrypt
 from service.webpush.endpoints import GuardedResolver, check_endpoint
 from service.webpush.message import build_headers, delivery_tag, render_payload, ttl_seconds
@@ -238,13 +239,7 @@ class Sender:
             # rates). A full batch hands the turn on at once: more may be due.
             async with self._turn:
                 if not self._wake.is_set():
-                    waiters = [
-                        asyncio.create_task(stop.wait()),
-                        asyncio.create_task(self._wake.wait()),
-                    ]
-                    await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
-                    for waiter in waiters:
-                        waiter.cancel()
+                    await wait_any(stop, self._wake, seconds=poll)
                     if stop.is_set():
                         return
                 self._wake.clear()

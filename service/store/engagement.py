@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Self
 
 import asyncpg
 
-from service.store.base import StoreBase
+from service.store.base import Row, StoreBase
 from service.store.campaigns import CampaignCounts, read_campaign_counts
 
 
 @dataclass(frozen=True, slots=True)
-class DeliveryCounts:
+class DeliveryCounts(Row):
     """Deliveries of one rule variant by final status."""
 
     rule_id: str
@@ -23,13 +22,9 @@ class DeliveryCounts:
     gone: int
     expired: int
 
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
-
 
 @dataclass(frozen=True, slots=True)
-class EventCount:
+class EventCount(Row):
     """How many deliveries of one rule variant got one event type."""
 
     rule_id: str
@@ -37,23 +32,15 @@ class EventCount:
     type: str
     n: int
 
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
-
 
 @dataclass(frozen=True, slots=True)
-class ActionCount:
+class ActionCount(Row):
     """How many deliveries of one rule variant were first clicked on one action button."""
 
     rule_id: str
     variant: str
     action: str
     n: int
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +62,13 @@ class Click:
 
 
 @dataclass(frozen=True, slots=True)
-class RuleCounter:
+class RuleCounter(Row):
     """One of the engine's counters of a rule variant (``matched``, ``suppressed:<reason>``)."""
 
     rule_id: str
     variant: str
     counter: str
     n: int
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,20 +83,16 @@ class EngagementCounts:
 
 
 @dataclass(frozen=True, slots=True)
-class HourlyDecisions:
+class HourlyDecisions(Row):
     """Deliveries a rule decided in one local hour at the signal's location."""
 
     rule_id: str
     local_hour: int
     n: int
 
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
-
 
 @dataclass(frozen=True, slots=True)
-class PlaceCounts:
+class PlaceCounts(Row):
     """Deliveries one rule decided at one place in a period, and what became of them."""
 
     rule_id: str
@@ -126,10 +105,6 @@ class PlaceCounts:
     shown: int
     clicked: int
     converted: int
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
 
 
 class EngagementQueries(StoreBase):

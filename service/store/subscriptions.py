@@ -11,7 +11,7 @@ from typing import Any, Self
 
 import asyncpg
 
-from service.store.base import StoreBase
+from service.store.base import Row, StoreBase
 
 
 class Keep(enum.Enum):
@@ -73,7 +73,7 @@ class DeviceToken:
 
 
 @dataclass(frozen=True, slots=True)
-class ProfileRow:
+class ProfileRow(Row):
     """What a subscription holds besides its keys and token."""
 
     id: uuid.UUID
@@ -86,10 +86,6 @@ class ProfileRow:
     status: str
     created_at: datetime
     updated_at: datetime
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
 
 
 @dataclass(frozen=True, slots=True)
