@@ -10,8 +10,8 @@ Processes, all on loopback:
     RFC 8030 headers and the VAPID token, decrypts every push (RFC 8291) with the browser-side
     key and timestamps it (CLOCK_MONOTONIC, which all processes of the machine share).
   * the floor, the baseline in the same run: a bare aiohttp process that parses the signal,
-    encrypts one push (service.webpush.encrypt, a cached VAPID header) and POSTs it to the
-    same receiver; no database, no rules, no outbox.
+    encrypts one push (service.webpush.encryption.encrypt, a cached VAPID header) and POSTs it
+    to the same receiver; no database, no rules, no outbox.
   * this process: registers N subscribers through the public API (with location consent),
     then, per rate, posts single signals at that fixed rate for --seconds, first to serve and
     then to the floor, each signal producing exactly one push (a place rule with trigger
@@ -61,7 +61,7 @@ from aiohttp import web
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from service.vapid import (  # noqa: E402
+from service.webpush.vapid import (  # noqa: E402
     generate_private_key,
     parse_private_key,
     private_key_to_b64url,
@@ -158,8 +158,10 @@ def _reply(message: dict[str, Any]) -> None:
 
 
 async def floor_main(args: argparse.Namespace) -> None:
-    from service.endpoints import origin
-    from service.webpush import VapidSigner, build_headers, encrypt
+    from service.webpush.encryption import encrypt
+    from service.webpush.endpoints import origin
+    from service.webpush.message import build_headers
+    from service.webpush.vapid import VapidSigner
 
     config = json.loads(Path(args.config).read_text())
     subscribers: dict[str, dict[str, str]] = config["subscribers"]
@@ -696,7 +698,7 @@ STAGES = (
     ("API", ("service/api/", "aiohttp/web_")),
     ("ingest writer", ("service/ingest.py",)),
     ("worker", ("service/worker.py", "service/rules/")),
-    ("sender", ("service/push/", "service/webpush.py", "aiohttp/client", "aiohttp/connector")),
+    ("sender", ("service/push/", "service/webpush/", "aiohttp/client", "aiohttp/connector")),
 )
 # The event loop itself (its wake-ups too) and the callbacks of asyncpg and asyncio.
 OTHER_STAGE = "loop and driver"

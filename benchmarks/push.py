@@ -50,15 +50,17 @@ sys.path.insert(0, str(REPO))
 
 from service import tokens  # noqa: E402
 from service.context import Context, Keys  # noqa: E402
-from service.endpoints import origin  # noqa: E402
 from service.push import Sender  # noqa: E402
 from service.settings import Settings  # noqa: E402
 from service.store import Store, migrations  # noqa: E402
 from service.store.db import EmbeddedPostgres, create_pool  # noqa: E402
 from service.testing import SAMPLE_PAYLOAD as PAYLOAD  # noqa: E402
 from service.testing import CertificateFiles, make_keys, make_test_certificates  # noqa: E402
-from service.vapid import b64url, private_key_to_pem  # noqa: E402
-from service.webpush import VapidSigner, build_headers, encrypt, render_payload  # noqa: E402
+from service.webpush.base64url import b64url  # noqa: E402
+from service.webpush.encryption import encrypt  # noqa: E402
+from service.webpush.endpoints import origin  # noqa: E402
+from service.webpush.message import build_headers, render_payload  # noqa: E402
+from service.webpush.vapid import VapidSigner, private_key_to_pem  # noqa: E402
 
 NODE_DIR = REPO / "benchmarks" / "webpush-node"
 

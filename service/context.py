@@ -8,10 +8,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from service import tokens, vapid
+from service import tokens
 from service.settings import Settings
 from service.store import Store
 from service.store.base import Pool
+from service.webpush import vapid
 
 log = logging.getLogger(__name__)
 

@@ -34,6 +34,7 @@ from service.rules.models import PolicyModel
 from service.store import DATABASE_ERRORS, Store
 from service.store.campaigns import CampaignRow, Caps, FanOutResult, ZoneStep
 from service.vocabulary import Late
+from service.waiting import wait_any
 
 log = logging.getLogger(__name__)
 
@@ -231,10 +232,7 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
                 await retry.pause(exc, stop)
                 continue
             retry.succeeded()
-            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
-            await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in waiters:
-                waiter.cancel()
+            await wait_any(stop, wake, seconds=poll)
     finally:
         listening.cancel()
         with contextlib.suppress(asyncio.CancelledError):

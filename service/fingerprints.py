@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from service import vapid
 from service.errors import ConfigError
 from service.settings import ENV_PREFIX
 from service.store import Store
 from service.vocabulary import DeploymentKey
+from service.webpush.base64url import b64url_decode
 
 # The rows' names (service.vocabulary.DEPLOYMENT_KEYS, the column's CHECK list).
 VAPID: DeploymentKey = "vapid_public_key"
@@ -26,7 +26,7 @@ SETTINGS = {VAPID: f"{ENV_PREFIX}VAPID_PRIVATE_KEY", SECRET: f"{ENV_PREFIX}SECRE
 
 def vapid_fingerprint(public_key_b64: str) -> str:
     """SHA-256 of the public key's 65 bytes (the public key is public; the hash is short)."""
-    return hashlib.sha256(vapid.b64url_decode(public_key_b64)).hexdigest()
+    return hashlib.sha256(b64url_decode(public_key_b64)).hexdigest()
 
 
 def secret_fingerprint(secret_key: bytes) -> str:

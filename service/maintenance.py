@@ -13,7 +13,6 @@ Each pass (one a minute in every process that runs the maintenance component):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,6 +21,7 @@ from service.context import Context
 from service.queue import DatabaseRetry
 from service.rules.engine import history_window
 from service.store import DATABASE_ERRORS
+from service.waiting import wait_any
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,4 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
             log.exception("retention pass failed; retrying")
         else:
             retry.succeeded()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):
-                await stop.wait()
+        await wait_any(stop, seconds=wait)

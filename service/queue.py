@@ -13,12 +13,12 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Protocol
 
 from service.errors import MomentcastError
 from service.metrics import DATABASE_ERRORS_TOTAL
 from service.store.base import DATABASE_ERRORS, Connection
+from service.waiting import wait_any
 
 # A refused or lost connection, or a store without a DSN: logged, then retried.
 _LISTEN_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, MomentcastError)
@@ -91,7 +91,7 @@ class DatabaseRetry:
 
     async def pause(self, exc: BaseException, stop: asyncio.Event) -> None:
         """:meth:`failed`, then wait its pause or until ``stop``."""
-        await _wait_first(stop.wait(), asyncio.sleep(self.failed(exc)))
+        await wait_any(stop, seconds=self.failed(exc))
 
 
 class Notifiable(Protocol):
@@ -173,12 +173,12 @@ class Listener:
             if not stop.is_set():
                 if lost.is_set():
                     log.warning("LISTEN %s: connection lost; reconnecting", self._channel)
-                await _wait_first(stop.wait(), asyncio.sleep(self._retry_s))
+                await wait_any(stop, seconds=self._retry_s)
 
     async def _watch(self, conn: Connection, stop: asyncio.Event, lost: asyncio.Event) -> None:
         """Return at ``stop`` or when the connection is lost; raise when it stops answering."""
         while not stop.is_set() and not lost.is_set():
-            await _wait_first(stop.wait(), lost.wait(), asyncio.sleep(self._check_s))
+            await wait_any(stop, lost, seconds=self._check_s)
             if not stop.is_set() and not lost.is_set():
                 await self._store.check_connection(conn, within=self._check_timeout_s)
 
@@ -197,13 +197,3 @@ async def _drop(conn: Connection, *, graceful: bool) -> None:
         with contextlib.suppress(Exception):
             await conn.close(timeout=2)
     conn.terminate()
-
-
-async def _wait_first(*aws: Coroutine[Any, Any, object]) -> None:
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -23,6 +23,7 @@ from service.errors import ComponentFailed, ConfigError, DatabaseError
 from service.settings import ENV_PREFIX, Settings
 from service.store import Store, migrations
 from service.store.db import EmbeddedPostgres, create_pool, resolve_database
+from service.waiting import wait_any
 
 log = logging.getLogger(__name__)
 
@@ -276,9 +277,7 @@ def _watch_embedded(embedded: EmbeddedPostgres) -> Component:
         while not stop.is_set():
             if not embedded.is_running():
                 raise DatabaseError(f"the embedded PostgreSQL in {embedded.pgdata} stopped")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(EMBEDDED_WATCH_INTERVAL_S):
-                    await stop.wait()
+            await wait_any(stop, seconds=EMBEDDED_WATCH_INTERVAL_S)
 
     return watch
 

@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
+from statistics import NormalDist
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -141,19 +142,6 @@ def required_sample_size(
     return math.ceil(root * root / (delta * delta))
 
 
-def _z_quantile(p: float) -> float:
-    """Inverse standard normal CDF by bisection on erfc: only used for Bonferroni alphas."""
-    lo, hi = 0.0, 40.0
-    target = 1.0 - p
-    for _ in range(200):
-        mid = (lo + hi) / 2.0
-        if 0.5 * math.erfc(-mid / math.sqrt(2.0)) < target:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2.0
-
-
 @dataclass
 class Comparison:
     a: str
@@ -192,7 +180,8 @@ def compare(a: Funnel, b: Funnel, alpha: float = ALPHA) -> Comparison:
             None,
             "no sends yet for one of the variants",
         )
-    z_alpha = Z_ALPHA_2 if alpha == ALPHA else _z_quantile(alpha / 2.0)
+    # Bonferroni alphas: the upper alpha/2 quantile of the standard normal distribution.
+    z_alpha = Z_ALPHA_2 if alpha == ALPHA else NormalDist().inv_cdf(1.0 - alpha / 2.0)
     required = required_sample_size(rate_a, rate_b, z_alpha=z_alpha)
     significant = test.p_value < alpha
     smallest = min(a.sent, b.sent)

@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 
 from service.files import read_or_create_secret
-from service.vapid import b64url
+from service.webpush.base64url import b64url
 
 ADMIN_TOKEN_FILE = "admin_token"  # noqa: S105 - a file name, not a secret
 SECRET_KEY_FILE = "secret_key"  # noqa: S105

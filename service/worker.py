@@ -53,6 +53,7 @@ from service.vocabulary import (
     SHADOW_SENT_COUNTER,
     SILENT_COUNTER_PREFIX,
 )
+from service.waiting import wait_any
 
 log = logging.getLogger(__name__)
 
@@ -430,7 +431,7 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
             if result.signals or result.skipped_subscribers:
                 continue
             wake.clear()
-            await _wait_any(stop, wake, poll)
+            await wait_any(stop, wake, seconds=poll)
 
     try:
         await asyncio.gather(*(loop() for _ in range(max(1, ctx.settings.workers))))
@@ -439,12 +440,3 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
         listening.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listening
-
-
-async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
-    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in waiters:
-            task.cancel()

@@ -11,7 +11,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from service import fingerprints, vapid
+from service import fingerprints
+from service.webpush import vapid
 from tests.conftest import PgServer
 from tests.processes import REPO, start
 

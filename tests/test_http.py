@@ -80,7 +80,7 @@ async def test_openapi_is_3_1_and_lists_routes(api: LiveApi) -> None:
 
 
 async def test_vapid_public_key_is_a_p256_point(api: LiveApi) -> None:
-    from service.vapid import b64url_decode
+    from service.webpush.base64url import b64url_decode
 
     async with api.http.get(api.url + "/v1/vapid-public-key") as resp:
         key = (await resp.json())["public_key"]

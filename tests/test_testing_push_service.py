@@ -15,9 +15,11 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from service import vapid
 from service.testing import SAMPLE_PAYLOAD
-from service.webpush import VapidSigner, build_headers, encrypt
+from service.webpush import vapid
+from service.webpush.encryption import encrypt
+from service.webpush.message import build_headers
+from service.webpush.vapid import VapidSigner
 
 SUBJECT = "mailto:dev@momentcast.example.com"
 

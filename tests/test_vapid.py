@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from service import vapid
 from service.errors import ConfigError
+from service.webpush import vapid
+from service.webpush.base64url import b64url_decode
 
 
 def test_generated_once_and_reused(tmp_path: Path) -> None:
@@ -58,7 +59,7 @@ def test_cli_prints_the_same_key_until_regenerated(tmp_path: Path) -> None:
     first = _cli(tmp_path)
     assert first.returncode == 0, first.stderr
     public = first.stdout.strip()
-    assert len(vapid.b64url_decode(public)) == 65
+    assert len(b64url_decode(public)) == 65
     assert _cli(tmp_path).stdout.strip() == public
     regenerated = _cli(tmp_path, "--generate")
     assert regenerated.returncode == 0, regenerated.stderr

@@ -7,6 +7,7 @@ from aiohttp import web
 from service import __version__
 from service.api import campaigns, health, pages, rules, signals, subscriptions
 from service.api import events as events_api
+from service.api import stats as stats_api
 from service.api.common import CONTEXT, json_response
 from service.api.cors import cors_middleware
 from service.api.openapi import Op, build_spec, document
@@ -38,6 +39,7 @@ def create_app(ctx: Context) -> web.Application:
     app.add_routes(subscriptions.routes)
     app.add_routes(signals.routes)
     app.add_routes(events_api.routes)
+    app.add_routes(stats_api.routes)
     app.add_routes(campaigns.routes)
     app.add_routes(pages.routes)
     app.cleanup_ctx.append(signals.signal_ingest)

@@ -1,5 +1,5 @@
-"""POST /v1/events (engagement reported by service workers and pages), GET /c/... (the click
-links of declarative pushes) and GET /v1/stats."""
+"""POST /v1/events (engagement reported by service workers and pages) and GET /c/... (the
+click links of declarative pushes)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from service import tokens
-from service.api.common import CONTEXT, json_response, read_model, require_admin
+from service.api.common import CONTEXT, json_response, read_model
 from service.api.models import Strict
 from service.api.openapi import Op, Param, document
 from service.errors import Forbidden, NotFound, Unprocessable
 from service.metrics import EVENTS_REJECTED
-from service.stats import Stats, stats
-from service.webpush import ACTION_PATTERN, OPEN_ACTION
+from service.webpush.message import ACTION_PATTERN, OPEN_ACTION
 
 routes = web.RouteTableDef()
 
@@ -165,20 +164,3 @@ async def click(request: web.Request) -> web.Response:
     return web.Response(
         body=_OPENED_PAGE, content_type="text/html", charset="utf-8", headers=headers
     )
-
-
-@document(
-    Op(
-        "get",
-        "/v1/stats",
-        "Per rule and variant: matches, suppressions by reason, the delivery funnel, "
-        "click-through, and A/B significance",
-        response=Stats,
-        auth="admin",
-        tags=["events"],
-    )
-)
-@routes.get("/v1/stats")
-async def get_stats(request: web.Request) -> web.Response:
-    require_admin(request)
-    return json_response(stats(await request.app[CONTEXT].store.engagement_counts()))

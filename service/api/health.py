@@ -1,4 +1,4 @@
-"""Liveness, readiness, metrics and the VAPID public key."""
+"""Liveness, readiness and metrics."""
 
 from __future__ import annotations
 
@@ -91,17 +91,3 @@ async def metrics_with_admin_token(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """METRICS_PORT: no token (bind it to an internal interface; scrapers carry none)."""
     return _metrics_text()
-
-
-@document(
-    Op(
-        "get",
-        "/v1/vapid-public-key",
-        "The VAPID public key for applicationServerKey",
-        tags=["subscriptions"],
-        database=False,
-    )
-)
-@routes.get("/v1/vapid-public-key")
-async def vapid_public_key(request: web.Request) -> web.Response:
-    return json_response({"public_key": request.app[CONTEXT].keys.vapid_public_b64})

@@ -37,8 +37,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from service.vapid import b64url_decode
 from service.vocabulary import Moment, SubscriptionStatus
+from service.webpush.base64url import b64url_decode
 
 MAX_BATCH = 500
 MAX_TOPICS = 32

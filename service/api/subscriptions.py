@@ -1,4 +1,5 @@
-"""POST /v1/subscriptions and GET|PATCH|DELETE /v1/subscriptions/{id}."""
+"""GET /v1/vapid-public-key (what a browser subscribes with), POST /v1/subscriptions and
+GET|PATCH|DELETE /v1/subscriptions/{id} (and its export)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
-from service import tokens, webpush
+from service import tokens
 from service.api.common import (
     CONTEXT,
     bearer_token,
@@ -27,7 +28,6 @@ from service.api.models import (
     SubscriptionProfile,
 )
 from service.api.openapi import Op, Param, document
-from service.endpoints import check_endpoint
 from service.errors import (
     EndpointRefused,
     EndpointRegistered,
@@ -42,6 +42,8 @@ from service.store.subscriptions import (
     ProfileRow,
     Registration,
 )
+from service.webpush.encryption import encrypt
+from service.webpush.endpoints import check_endpoint
 
 routes = web.RouteTableDef()
 
@@ -66,7 +68,7 @@ def prove_keys_usable(keys_p256dh: str, keys_auth: str) -> None:
     """
     try:
         # The sender's own encryption, so what passes here is what pushes will use.
-        webpush.encrypt(_PROBE, keys_p256dh, keys_auth)
+        encrypt(_PROBE, keys_p256dh, keys_auth)
     except Exception as exc:
         raise Unprocessable(
             "subscription.keys: the keys cannot encrypt a push message",
@@ -150,6 +152,20 @@ async def own_subscription(request: web.Request, *, admin_ok: bool = False) -> u
     if wanted is None or wanted != caller.subscription_id:
         raise Forbidden("this device token does not open that subscription")
     return wanted
+
+
+@document(
+    Op(
+        "get",
+        "/v1/vapid-public-key",
+        "The VAPID public key for applicationServerKey",
+        tags=["subscriptions"],
+        database=False,
+    )
+)
+@routes.get("/v1/vapid-public-key")
+async def vapid_public_key(request: web.Request) -> web.Response:
+    return json_response({"public_key": request.app[CONTEXT].keys.vapid_public_b64})
 
 
 @document(

@@ -9,9 +9,10 @@ import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from service import runtime, vapid
+from service import runtime
 from service.errors import ConfigError
 from service.settings import Settings
+from service.webpush import vapid
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey

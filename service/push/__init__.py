@@ -6,8 +6,8 @@
 - :mod:`service.push.failures`: one log line per origin and failure class a minute;
 - :mod:`service.push.metrics`: the push metrics.
 
-The endpoint guard (the SSRF policy and the resolver) is :mod:`service.endpoints`, shared with
-registration; the crypto (RFC 8291 and RFC 8292) is :mod:`service.webpush`.
+The message, its encryption (RFC 8291), VAPID (RFC 8292) and the endpoint guard (the SSRF
+policy and the resolver, shared with registration) are in :mod:`service.webpush`.
 """
 
 from __future__ import annotations

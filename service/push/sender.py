@@ -6,7 +6,8 @@ out. Within a process a few "lanes" each claim a batch, send it concurrently thr
 shared aiohttp session and record all outcomes in one statement; several lanes keep one slow
 push service from stalling everybody behind a single batch. What an answer means and how
 long to wait is :mod:`service.push.retry`'s; which endpoints may be reached is
-:mod:`service.endpoints`'; how failures are logged and counted is :mod:`service.push.failures`'.
+:mod:`service.webpush.endpoints`'; how failures are logged and counted is
+:mod:`service.push.failures`'.
 
 Stopping (SIGTERM) stops claiming and finishes what is in flight: rows not yet being sent are
 released at once, sends under way get their answer and their outcome is recorded.
@@ -41,7 +42,6 @@ import aiohttp
 
 from service import tokens
 from service.context import Context
-from service.endpoints import GuardedResolver, check_endpoint
 from service.errors import AddressRefused, EndpointRefused, PushPayloadTooLarge
 from service.push.failures import Failure, FailureLog
 from service.push.metrics import (
@@ -58,14 +58,11 @@ from service.push.retry import Action, OriginBackoff, RetryPolicy, classify
 from service.queue import DELIVERIES_CHANNEL, Listener
 from service.store import DATABASE_ERRORS
 from service.store.deliveries import ClaimedDelivery, DeliveryOutcome, OriginPause
-from service.webpush import (
-    VapidSigner,
-    build_headers,
-    delivery_tag,
-    encrypt,
-    render_payload,
-    ttl_seconds,
-)
+from service.waiting import wait_any
+from service.webpush.encryption import encrypt
+from service.webpush.endpoints import GuardedResolver, check_endpoint
+from service.webpush.message import build_headers, delivery_tag, render_payload, ttl_seconds
+from service.webpush.vapid import VapidSigner
 
 log = logging.getLogger(__name__)
 
@@ -242,13 +239,7 @@ class Sender:
             # rates). A full batch hands the turn on at once: more may be due.
             async with self._turn:
                 if not self._wake.is_set():
-                    waiters = [
-                        asyncio.create_task(stop.wait()),
-                        asyncio.create_task(self._wake.wait()),
-                    ]
-                    await asyncio.wait(waiters, timeout=poll, return_when=asyncio.FIRST_COMPLETED)
-                    for waiter in waiters:
-                        waiter.cancel()
+                    await wait_any(stop, self._wake, seconds=poll)
                     if stop.is_set():
                         return
                 self._wake.clear()

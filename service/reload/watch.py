@@ -12,6 +12,7 @@ from service.context import Context
 from service.errors import ConfigError
 from service.metrics import RULES_LOAD_ERRORS, RULES_LOADED
 from service.settings import ENV_PREFIX
+from service.waiting import wait_any
 
 if TYPE_CHECKING:
     from service.reload.holder import RulesHolder
@@ -113,10 +114,7 @@ async def watch(ctx: Context, stop: asyncio.Event) -> None:
     interval = ctx.settings.rules_poll_interval.total_seconds()
     try:
         while not stop.is_set():
-            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(hup.wait())]
-            await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
-            for task in waiters:
-                task.cancel()
+            await wait_any(stop, hup, seconds=interval)
             if stop.is_set():
                 break
             try:

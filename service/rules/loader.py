@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.errors import PlaceError, RuleLoadError, SourceError, TemplateError
 from service.vocabulary import MAX_PAYLOAD_BYTES
-from service.webpush import rendered_size_bound
+from service.webpush.message import rendered_size_bound
 
 from .conditions import Condition
 from .models import (

@@ -88,6 +88,19 @@ def database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, DATABASE_ERRORS)
 
 
+class Row:
+    """Base of the row dataclasses whose fields are their query's columns, named alike: one
+    ``from_row`` for them all. Rows that convert a column (a UUID to text, NULL to "") keep
+    their own."""
+
+    # Empty, so that the subclasses' slots=True still gives instances no __dict__.
+    __slots__ = ()
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Self:
+        return cls(**dict(row))
+
+
 class StoreBase:
     """Bound to the pool (each call takes a connection) or, inside :meth:`transaction`, to the
     one connection of that transaction. Area modules add their queries as methods that take
@@ -114,6 +127,10 @@ class StoreBase:
         if self.dsn is None:
             raise DatabaseError("this store was made without a DSN; it cannot open connections")
         return await connect(self.dsn, db_timeout=self.timeout)
+
+    async def ping(self) -> None:
+        """Raises one of ``DATABASE_ERRORS`` unless the database answers."""
+        await self._fetchval("ping")
 
     async def check_connection(self, conn: asyncpg.Connection, *, within: float) -> None:
         """One round trip on a dedicated connection; raises one of DATABASE_ERRORS unless the

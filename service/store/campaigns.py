@@ -6,11 +6,9 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Self
+from typing import Any
 
-import asyncpg
-
-from service.store.base import StoreBase
+from service.store.base import Row, StoreBase
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +31,7 @@ class NewCampaign:
 
 
 @dataclass(frozen=True, slots=True)
-class CampaignRow:
+class CampaignRow(Row):
     id: str
     description: str
     status: str
@@ -54,10 +52,6 @@ class CampaignRow:
     fanned_out_at: datetime | None
     cancelled_at: datetime | None
     finished_at: datetime | None
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +88,7 @@ class Cancelled:
 
 
 @dataclass(frozen=True, slots=True)
-class CampaignDeliveryCounts:
+class CampaignDeliveryCounts(Row):
     campaign_id: str
     variant: str
     queued: int
@@ -104,33 +98,21 @@ class CampaignDeliveryCounts:
     expired: int
     cancelled: int
 
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
-
 
 @dataclass(frozen=True, slots=True)
-class CampaignEventCount:
+class CampaignEventCount(Row):
     campaign_id: str
     variant: str
     type: str
     n: int
 
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
-
 
 @dataclass(frozen=True, slots=True)
-class CampaignSuppressionCount:
+class CampaignSuppressionCount(Row):
     campaign_id: str
     variant: str
     reason: str
     n: int
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
 
 
 @dataclass(frozen=True, slots=True)

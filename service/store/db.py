@@ -39,7 +39,10 @@ _QUERY_NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 @cache
 def queries() -> dict[str, str]:
-    """Every named query of ``service/sql/*.sql`` (``-- name: foo`` starts query ``foo``)."""
+    """Every named query of ``service/store/sql/*.sql`` (``-- name: foo`` starts query ``foo``).
+
+    One file per store module, named after it (``store/signals.py`` runs ``sql/signals.sql``);
+    the names are one namespace across the files, so a name defined twice is an error."""
     named: dict[str, str] = {}
     sql_dir = resources.files("service.store").joinpath("sql")
     for entry in sorted(sql_dir.iterdir(), key=lambda e: e.name):

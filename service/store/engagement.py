@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Self
 
 import asyncpg
 
-from service.store.base import StoreBase
+from service.store.base import Row, StoreBase
 from service.store.campaigns import CampaignCounts, read_campaign_counts
 
 
 @dataclass(frozen=True, slots=True)
-class DeliveryCounts:
+class DeliveryCounts(Row):
     """Deliveries of one rule variant by final status."""
 
     rule_id: str
@@ -23,13 +22,9 @@ class DeliveryCounts:
     gone: int
     expired: int
 
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
-
 
 @dataclass(frozen=True, slots=True)
-class EventCount:
+class EventCount(Row):
     """How many deliveries of one rule variant got one event type."""
 
     rule_id: str
@@ -37,23 +32,15 @@ class EventCount:
     type: str
     n: int
 
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
-
 
 @dataclass(frozen=True, slots=True)
-class ActionCount:
+class ActionCount(Row):
     """How many deliveries of one rule variant were first clicked on one action button."""
 
     rule_id: str
     variant: str
     action: str
     n: int
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +62,7 @@ class Click:
 
 
 @dataclass(frozen=True, slots=True)
-class RuleCounter:
+class RuleCounter(Row):
     """One of the engine's counters of a rule variant (``matched``, ``suppressed:<reason>``)."""
 
     rule_id: str
@@ -83,13 +70,9 @@ class RuleCounter:
     counter: str
     n: int
 
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
-
 
 @dataclass(frozen=True, slots=True)
-class SignalCounts:
+class SignalCounts(Row):
     """The ``signals`` of /v1/stats: running totals (signal_totals) and the quarantine now."""
 
     stored: int = 0
@@ -97,23 +80,15 @@ class SignalCounts:
     duplicates: int = 0
     quarantined: int = 0
 
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
-
 
 @dataclass(frozen=True, slots=True)
-class SubscriberCounts:
+class SubscriberCounts(Row):
     """The ``subscribers`` of /v1/stats: the subscriptions held now, by state."""
 
     active: int = 0
     paused: int = 0
     gone: int = 0
     location_consent: int = 0
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,20 +105,16 @@ class EngagementCounts:
 
 
 @dataclass(frozen=True, slots=True)
-class HourlyDecisions:
+class HourlyDecisions(Row):
     """Deliveries a rule decided in one local hour at the signal's location."""
 
     rule_id: str
     local_hour: int
     n: int
 
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
-
 
 @dataclass(frozen=True, slots=True)
-class PlaceCounts:
+class PlaceCounts(Row):
     """Deliveries one rule decided at one place in a period, and what became of them."""
 
     rule_id: str
@@ -156,10 +127,6 @@ class PlaceCounts:
     shown: int
     clicked: int
     converted: int
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
 
 
 class EngagementQueries(StoreBase):

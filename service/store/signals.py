@@ -322,7 +322,3 @@ class SignalQueries(StoreBase):
         """Delete processed signals older than ``older_than``; return how many went."""
         status = await self._execute("purge_signals", older_than)
         return int(status.split()[-1])
-
-    async def ping(self) -> None:
-        """Raises one of ``DATABASE_ERRORS`` unless the database answers."""
-        await self._fetchval("ping")

@@ -11,7 +11,7 @@ from typing import Any, Self
 
 import asyncpg
 
-from service.store.base import StoreBase
+from service.store.base import Row, StoreBase
 
 
 class Keep(enum.Enum):
@@ -73,7 +73,7 @@ class DeviceToken:
 
 
 @dataclass(frozen=True, slots=True)
-class ProfileRow:
+class ProfileRow(Row):
     """What a subscription holds besides its keys and token."""
 
     id: uuid.UUID
@@ -86,10 +86,6 @@ class ProfileRow:
     status: str
     created_at: datetime
     updated_at: datetime
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +102,7 @@ class SubscriptionExport:
 
 
 @dataclass(frozen=True, slots=True)
-class RecentSubscription:
+class RecentSubscription(Row):
     """A test recipient the dashboard offers: nothing that reaches or locates the device."""
 
     id: uuid.UUID
@@ -117,23 +113,15 @@ class RecentSubscription:
     topics: list[str]
     location_consent: bool
 
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
-
 
 @dataclass(frozen=True, slots=True)
-class SubscriberTotals:
+class SubscriberTotals(Row):
     """The subscriptions held now, by state (``sharing_location``: of ``active``)."""
 
     active: int
     paused: int
     gone: int
     sharing_location: int
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> Self:
-        return cls(**dict(row))
 
 
 class SubscriptionQueries(StoreBase):

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from service.errors import ConfigError
 from service.testing.pushservice import BrowserSubscription, PushService, Received
-from service.vapid import b64url_decode
+from service.webpush.base64url import b64url_decode
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from service.vapid import b64url, b64url_decode
+from service.webpush.base64url import b64url, b64url_decode
 
 MAX_BODY = 4096
 MAX_EXP_AHEAD = 24 * 3600

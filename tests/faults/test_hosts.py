@@ -12,8 +12,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from service import vapid
 from service.testing import BrowserSubscription, PushService
+from service.webpush import vapid
 from tests.conftest import ADMIN_TOKEN
 from tests.faults.conftest import Proc, Stack
 from tests.processes import start

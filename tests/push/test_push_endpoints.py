@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.endpoints import GuardedResolver, check_endpoint, is_public_address, origin
 from service.errors import AddressRefused, EndpointRefused
 from service.settings import DEFAULT_PUSH_HOSTS
+from service.webpush.endpoints import GuardedResolver, check_endpoint, is_public_address, origin
 
 PUBLIC = list(DEFAULT_PUSH_HOSTS)
 LOCAL = [*PUBLIC, "http://127.0.0.1:8089", "http://localhost"]

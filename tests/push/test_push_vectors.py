@@ -7,9 +7,9 @@ import pytest
 from aiohttp import ClientSession
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from service import webpush
 from service.testing import PushService, VapidError, verify_vapid
-from service.vapid import b64url, b64url_decode
+from service.webpush.base64url import b64url, b64url_decode
+from service.webpush.encryption import encrypt
 
 PLAINTEXT = b"When I grow up, I want to be a watermelon"
 AS_PRIVATE = "yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw"
@@ -51,7 +51,7 @@ def test_rfc8291_appendix_a_byte_for_byte(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(
         http_ece.os, "urandom", lambda n: b64url_decode(SALT) if n == 16 else real_urandom(n)
     )
-    body = webpush.encrypt(PLAINTEXT, UA_PUBLIC, AUTH)
+    body = encrypt(PLAINTEXT, UA_PUBLIC, AUTH)
     expected = b64url_decode(BODY)
     assert len(body) == 144
     assert body[:86] == expected[:86], "header (salt, rs, key id) differs"
@@ -59,8 +59,8 @@ def test_rfc8291_appendix_a_byte_for_byte(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_encryption_uses_a_fresh_key_and_salt_each_time() -> None:
-    first = webpush.encrypt(PLAINTEXT, UA_PUBLIC, AUTH)
-    second = webpush.encrypt(PLAINTEXT, UA_PUBLIC, AUTH)
+    first = encrypt(PLAINTEXT, UA_PUBLIC, AUTH)
+    second = encrypt(PLAINTEXT, UA_PUBLIC, AUTH)
     assert first[:16] != second[:16]  # salt
     assert first[21:86] != second[21:86]  # sender public key
     for body in (first, second):
@@ -111,7 +111,7 @@ async def test_rfc8292_token_over_http() -> None:
                     "Content-Encoding": "aes128gcm",
                     "Authorization": f"vapid t={token}, k={VAPID_K}",
                 }
-                body = webpush.encrypt(b'{"title":"hi"}', sub.p256dh, sub.auth)
+                body = encrypt(b'{"title":"hi"}', sub.p256dh, sub.auth)
                 async with http.post(sub.endpoint, data=body, headers=headers) as resp:
                     statuses.append(resp.status)
         assert statuses == [201, 403]

@@ -14,18 +14,17 @@ from service import tokens
 from service.errors import PushPayloadTooLarge
 from service.push.retry import MAX_RETRY_AFTER, parse_retry_after
 from service.testing import MAX_BODY, make_keys, verify_vapid
-from service.vapid import b64url_decode, public_key_b64url
-from service.webpush import (
+from service.webpush.base64url import b64url_decode
+from service.webpush.encryption import MAX_PLAINTEXT, encrypt
+from service.webpush.message import (
     BASE_URL_BUDGET,
-    MAX_PLAINTEXT,
-    VapidSigner,
     build_headers,
-    encrypt,
     render_payload,
     rendered_size_bound,
     topic_header,
     ttl_seconds,
 )
+from service.webpush.vapid import VapidSigner, public_key_b64url
 
 SUBJECT = "mailto:ops@momentcast.example.com"
 

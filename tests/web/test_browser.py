@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 from service import tokens
-from service.webpush import render_payload
+from service.webpush.message import render_payload
 from tests.api.conftest import register
 from tests.conftest import LiveApi
 

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from service import tokens
 from service.settings import Settings
-from service.webpush import render_payload
+from service.webpush.message import render_payload
 from tests.conftest import LiveApi, make_settings
 from tests.web.conftest import write_rules
 from tests.web.test_browser import (

@@ -301,9 +301,3 @@ FROM (
     WHERE $1::text IS NULL OR campaign_id = $1
 ) t
 GROUP BY campaign_id, variant, reason
-
--- name: export_campaign_suppressions
--- A data-subject access request: the campaigns that sent the subscriber nothing, and why
--- (their pushes are among the export's deliveries).
-SELECT campaign_id, variant, reason, at FROM campaign_suppressions
-WHERE subscription_id = $1 ORDER BY at, campaign_id

@@ -1,4 +1,5 @@
--- Named queries of the subscriptions routes (run by service/store/subscriptions.py).
+-- Named queries of subscriptions (run by service/store/subscriptions.py): registration,
+-- device authentication, patch, erasure and the data-subject export.
 
 -- name: subscription_insert
 -- A new endpoint; nothing (no row) when it is already registered, even by a registration
@@ -128,3 +129,9 @@ SELECT count(*) FILTER (WHERE status = 'active' AND NOT paused) AS active,
        count(*) FILTER (WHERE status = 'active' AND NOT paused AND consent_at IS NOT NULL)
            AS sharing_location
 FROM subscriptions
+
+-- name: export_campaign_suppressions
+-- A data-subject access request: the campaigns that sent the subscriber nothing, and why
+-- (their pushes are among the export's deliveries).
+SELECT campaign_id, variant, reason, at FROM campaign_suppressions
+WHERE subscription_id = $1 ORDER BY at, campaign_id

@@ -1,4 +1,5 @@
--- Named queries of the push sender (service/store/deliveries.py runs them).
+-- Named queries of the outbox's deliveries (run by service/store/deliveries.py): the push
+-- sender's claims and outcomes, gone subscriptions and the origins' shared 429 pause.
 
 -- name: push_claim
 -- Due pending deliveries, oldest first, leased to this sender until $2 seconds from now.

@@ -1,9 +1,9 @@
-"""Web Push message building: RFC 8291 encryption, RFC 8292 VAPID and RFC 8030 headers.
+"""The push message of one delivery: its Declarative Web Push payload and its RFC 8030 headers.
 
-The crypto primitives come from http-ece and cryptography; this module only decides what goes
-in: a fresh sender key and salt for every message, one record, and one VAPID token per
-push-service origin reused until it is half-way to expiry (signing per message would cost
-more CPU than the encryption and buys nothing).
+The payload is the JSON the browser shows (or hands to sw.js); the headers tell the push
+service how long to keep it (TTL), how urgent it is and which older message it replaces
+(Topic). Encryption and the VAPID Authorization value come from :mod:`.encryption` and
+:mod:`.vapid`.
 """
 
 from __future__ import annotations
@@ -11,52 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-import http_ece
-from cryptography.hazmat.primitives.asymmetric import ec
-from py_vapid import jwt as vapid_jwt
-
-from service.errors import PushPayloadTooLarge
-from service.vapid import b64url, b64url_decode, public_key_b64url
-from service.vocabulary import MAX_PAYLOAD_BYTES, PUSH_RECORD_BYTES, PUSH_TOPIC, URGENCIES
-
-# The push service's limit (vocabulary explains the arithmetic).
-MAX_PLAINTEXT = MAX_PAYLOAD_BYTES
-RECORD_SIZE = PUSH_RECORD_BYTES
-
-# Apple rejects tokens more than a day ahead; 12 h leaves room for clock skew between us and
-# them, and re-signing at half-life means a cached token never gets near its expiry.
-VAPID_LIFETIME = 12 * 3600
-VAPID_REFRESH_AFTER = 6 * 3600
-
-
-def encrypt(plaintext: bytes, p256dh: str | bytes, auth: str | bytes) -> bytes:
-    """The aes128gcm body for one subscriber: fresh ECDH key and salt, a single record."""
-    if len(plaintext) > MAX_PLAINTEXT:
-        raise PushPayloadTooLarge(
-            f"payload is {len(plaintext)} bytes; the limit is {MAX_PLAINTEXT}"
-        )
-    ua_public = b64url_decode(p256dh) if isinstance(p256dh, str) else p256dh
-    auth_secret = b64url_decode(auth) if isinstance(auth, str) else auth
-    # A new key per message is what makes the ciphertexts of one subscriber unlinkable.
-    sender_key = ec.generate_private_key(ec.SECP256R1())
-    body: bytes = http_ece.encrypt(
-        plaintext,
-        private_key=sender_key,
-        dh=ua_public,
-        auth_secret=auth_secret,
-        version="aes128gcm",
-        rs=RECORD_SIZE,
-    )
-    return body
-
+from service.vocabulary import PUSH_TOPIC, URGENCIES
+from service.webpush.base64url import b64url
 
 # Declarative Web Push (W3C Push API, "declarative push message"): a push whose JSON says
 # ``"web_push": 8030`` is shown by the browser itself where it supports the format (Safari
@@ -140,7 +100,8 @@ def declarative_message(
 def render_payload(payload: dict[str, Any], data: dict[str, Any], *, base_url: str) -> bytes:
     """The plaintext of one push: :func:`declarative_message` as compact UTF-8 JSON.
 
-    The size limit (MAX_PLAINTEXT) is :func:`encrypt`'s: it raises PushPayloadTooLarge.
+    The size limit (MAX_PLAINTEXT) is :func:`service.webpush.encryption.encrypt`'s: it raises
+    PushPayloadTooLarge.
     """
     message = declarative_message(payload, data, base_url=base_url)
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -197,62 +158,3 @@ def build_headers(
     if topic_value is not None:
         headers["Topic"] = topic_value
     return headers
-
-
-@dataclass
-class _Token:
-    header: str
-    signed_at: float
-    expires_at: int
-
-
-class VapidSigner:
-    """Signs one ES256 JWT per push-service origin and hands out the cached header."""
-
-    def __init__(
-        self,
-        private_key: ec.EllipticCurvePrivateKey,
-        subject: str,
-        *,
-        lifetime: int = VAPID_LIFETIME,
-        refresh_after: int = VAPID_REFRESH_AFTER,
-        clock: Callable[[], float] = time.time,
-        on_sign: Callable[[str], None] | None = None,
-    ) -> None:
-        if refresh_after >= lifetime:
-            raise ValueError("refresh_after must be shorter than the token lifetime")
-        self._key = private_key
-        self._subject = subject
-        self._lifetime = lifetime
-        self._refresh_after = refresh_after
-        self._clock = clock
-        self._on_sign = on_sign
-        self.public_key = public_key_b64url(private_key)
-        self._tokens: dict[str, _Token] = {}
-        # The benchmark and tests may sign from threads; the cache must not sign twice.
-        self._lock = threading.Lock()
-        self.signatures = 0
-
-    def authorization(self, origin: str) -> str:
-        """``vapid t=<jwt>, k=<public key>`` for requests to ``origin``."""
-        now = self._clock()
-        token = self._tokens.get(origin)
-        if token is not None and now - token.signed_at < self._refresh_after:
-            return token.header
-        with self._lock:
-            token = self._tokens.get(origin)
-            if token is None or now - token.signed_at >= self._refresh_after:
-                token = self._sign(origin, now)
-                self._tokens[origin] = token
-            return token.header
-
-    def _sign(self, origin: str, now: float) -> _Token:
-        expires_at = int(now) + self._lifetime
-        # py_vapid assembles and signs the ES256 JWT (raw r||s, as JWS wants). Its Vapid class
-        # would also re-check the claims on every call; the subject is checked once, at
-        # start-up (settings), and the audience is the endpoint's origin, so its jwt.sign.
-        jwt = vapid_jwt.sign({"aud": origin, "exp": expires_at, "sub": self._subject}, self._key)
-        self.signatures += 1
-        if self._on_sign is not None:
-            self._on_sign(origin)
-        return _Token(f"vapid t={jwt}, k={self.public_key}", now, expires_at)

@@ -1,4 +1,5 @@
--- Queries of engagement events, /v1/stats and the dashboard (service/store/engagement.py).
+-- Named queries of engagement events, the statistics and the dashboard (run by
+-- service/store/engagement.py).
 -- The statistics read the rows still stored plus the daily counts the roll-up keeps of older
 -- ones (migrations/0013_rollups.sql, service/store/sql/retention.sql), so their totals stay the
 -- same when rows are rolled up. The roll-up counts and deletes in one transaction, so a

@@ -1,0 +1,26 @@
+"""Waiting on events with a time limit: the one "until stop, a wake-up or the next poll" wait.
+
+Every loop of the long-running components sleeps this way between passes (the worker, the
+fan-out, the sender's lanes, the rules watcher, retention, the listener and its retries), so
+that ``stop`` ends the sleep at once and a NOTIFY or a SIGHUP starts the next pass early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+async def wait_any(*events: asyncio.Event, seconds: float | None = None) -> None:
+    """Return as soon as one of ``events`` is set, or after ``seconds`` (None: no
+    limit). Always yields to the event loop once, even when an event is already set, so a
+    loop that waits on a set event still lets the other tasks run."""
+    if not events:
+        raise ValueError("wait_any needs at least one event")
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        # Collected here, so that no cancelled waiter outlives the call (or warns at exit).
+        await asyncio.gather(*waiters, return_exceptions=True)
