@@ -34,8 +34,7 @@ from tests.api.conftest import push_subscription
 from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.processes import ServiceProcess, start
 from tests.security.logscan import leaks, log_privacy
-from tests.worker.conftest import write_rules
-from tests.worker.test_processes import POLICY
+from tests.worker.conftest import ANY_TIME_POLICY, write_rules
 
 __all__ = ["log_privacy"]
 
@@ -127,7 +126,7 @@ def short_tmp() -> Iterator[Path]:
 
 
 async def _stack(tmp: Path, dsn: str) -> Stack:
-    rules = write_rules(tmp / "rules", policy=POLICY)
+    rules = write_rules(tmp / "rules", policy=ANY_TIME_POLICY)
     settings = make_settings(tmp / "data", dsn, rules_dir=rules)
     (tmp / "data").mkdir(exist_ok=True)
     return Stack(tmp, dsn, rules, settings, Keys.load(settings))

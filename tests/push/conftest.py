@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from service.context import Context
+from service.metrics import REGISTRY
 from service.push import Sender
 from service.settings import Settings
 from service.testing import SAMPLE_PAYLOAD as PAYLOAD
@@ -110,3 +111,7 @@ async def delivery(pool: asyncpg.Pool, delivery_id: int) -> asyncpg.Record:
 async def make_due(pool: asyncpg.Pool) -> None:
     """Skip the wait of scheduled retries (what the clock would do, minus the sleeping)."""
     await pool.execute("UPDATE deliveries SET not_before = now() WHERE status = 'pending'")
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0

@@ -17,8 +17,7 @@ from service.push.failures import Failure
 from service.settings import load_settings
 from service.testing import CertificateFiles, PushService, make_test_certificates
 from tests.conftest import make_settings
-from tests.push.conftest import delivery, insert_delivery, insert_subscription
-from tests.push.test_push_sender import metric
+from tests.push.conftest import delivery, insert_delivery, insert_subscription, metric
 
 
 @pytest.fixture

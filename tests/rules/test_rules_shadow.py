@@ -11,8 +11,7 @@ from pathlib import Path
 from service.rules import Profile, Ruleset, Signal, simulate
 from service.rules.cli import main, replay
 from service.rules.engine import SubscriberState
-from tests.rules.rulekit import POLICY, north_of, write_dir
-from tests.rules.test_rules_engine import LAT, LON, PLACES, T0, rule, walk
+from tests.rules.rulekit import LAT, LON, PLACES, POLICY, T0, north_of, rule, walk, write_dir
 
 HOUR = timedelta(hours=1)
 SHADOW = "mode: shadow\n"

@@ -11,39 +11,11 @@ import asyncpg
 import pytest
 
 from tests.conftest import LiveApi
+from tests.web.conftest import delivery
 
 DAY1 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 DAY2 = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
 DAY3 = datetime(2026, 11, 4, 12, 0, tzinfo=UTC)
-
-
-async def delivery(
-    pool: asyncpg.Pool,
-    subscription_id: int,
-    *,
-    place: str,
-    at: datetime,
-    status: str = "sent",
-    events: tuple[str, ...] = (),
-    test: bool = False,
-    rule: str = "promo",
-) -> None:
-    delivery_id = await pool.fetchval(
-        "INSERT INTO deliveries (subscription_id, rule_id, variant, payload, ttl_s, urgency,"
-        " topic, expires_at, place_id, status, created_at, test) VALUES ($1, $2, 'a', '{}',"
-        " 1200, 'normal', 'coffee', $3::timestamptz + interval '20 minutes', $4, $5, $3, $6)"
-        " RETURNING id",
-        subscription_id,
-        rule,
-        at,
-        place,
-        status,
-        test,
-    )
-    for kind in events:
-        await pool.execute(
-            "INSERT INTO events (delivery_id, type) VALUES ($1, $2)", delivery_id, kind
-        )
 
 
 @pytest.fixture

@@ -140,3 +140,34 @@ def offset(point: tuple[float, float], metres_east: float) -> tuple[float, float
 
 def walk(start: datetime, points: Sequence[tuple[float, float]], step: timedelta) -> list[Fix]:
     return [Fix(start + i * step, lat, lon) for i, (lat, lon) in enumerate(points)]
+
+
+# Unlike POLICY: no daypart and a day before a signal goes stale, so that a stream of signals
+# from hours ago is decided the same at any hour the test runs.
+ANY_TIME_POLICY = (
+    "limits: {per_subscriber: 3/day, min_gap: 2m}\nstale_after: 1d\nhysteresis_m: 30\n"
+)
+
+
+async def reset_processing(pool: asyncpg.Pool) -> None:
+    await pool.execute("TRUNCATE deliveries, presence, rule_counters RESTART IDENTITY CASCADE")
+    await pool.execute("UPDATE signals SET processed_at = NULL, claimed_until = NULL")
+    await pool.execute("UPDATE subscriptions SET last_signal_at = NULL")
+
+
+Outcome = tuple[set[tuple[str, ...]], dict[tuple[str, str, str], int]]
+
+
+async def outcome(pool: asyncpg.Pool) -> Outcome:
+    rows = await pool.fetch(
+        "SELECT subscription_id::text AS s, rule_id, place_id, variant, dedupe_key FROM deliveries"
+    )
+    decisions: set[tuple[str, ...]] = {
+        (r["s"], r["rule_id"], r["place_id"], r["variant"], r["dedupe_key"]) for r in rows
+    }
+    assert len(decisions) == len(rows), "a decision was stored twice"
+    counts: dict[tuple[str, str, str], int] = {
+        (r["rule_id"], r["variant"], r["counter"]): r["n"]
+        for r in await pool.fetch("SELECT * FROM rule_counters")
+    }
+    return decisions, counts

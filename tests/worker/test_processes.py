@@ -22,24 +22,28 @@ from service.worker import Worker
 from tests.conftest import make_settings
 from tests.processes import ServiceProcess, start
 from tests.worker.conftest import (
+    ANY_TIME_POLICY,
     CAFE_A,
     CAFE_B,
     COFFEE,
     FAR,
     STAMP,
+    Outcome,
     context_for,
     offset,
+    outcome,
+    reset_processing,
     write_rules,
 )
-
-POLICY = "limits: {per_subscriber: 3/day, min_gap: 2m}\nstale_after: 1d\nhysteresis_m: 30\n"
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def any_time_rules(tmp_path: Path) -> Path:
-    return write_rules(tmp_path / "rules", policy=POLICY, rules={"coffee": COFFEE, "stamp": STAMP})
+    return write_rules(
+        tmp_path / "rules", policy=ANY_TIME_POLICY, rules={"coffee": COFFEE, "stamp": STAMP}
+    )
 
 
 async def make_stream(pool: asyncpg.Pool, subscribers: int, per_sub: int, seed: int) -> None:
@@ -64,30 +68,6 @@ async def make_stream(pool: asyncpg.Pool, subscribers: int, per_sub: int, seed: 
     await pool.copy_records_to_table(
         "signals", records=sig_rows, columns=["subscription_id", "at", "lat", "lon", "accuracy_m"]
     )
-
-
-async def reset_processing(pool: asyncpg.Pool) -> None:
-    await pool.execute("TRUNCATE deliveries, presence, rule_counters RESTART IDENTITY CASCADE")
-    await pool.execute("UPDATE signals SET processed_at = NULL, claimed_until = NULL")
-    await pool.execute("UPDATE subscriptions SET last_signal_at = NULL")
-
-
-Outcome = tuple[set[tuple[str, ...]], dict[tuple[str, str, str], int]]
-
-
-async def outcome(pool: asyncpg.Pool) -> Outcome:
-    rows = await pool.fetch(
-        "SELECT subscription_id::text AS s, rule_id, place_id, variant, dedupe_key FROM deliveries"
-    )
-    decisions: set[tuple[str, ...]] = {
-        (r["s"], r["rule_id"], r["place_id"], r["variant"], r["dedupe_key"]) for r in rows
-    }
-    assert len(decisions) == len(rows), "a decision was stored twice"
-    counts: dict[tuple[str, str, str], int] = {
-        (r["rule_id"], r["variant"], r["counter"]): r["n"]
-        for r in await pool.fetch("SELECT * FROM rule_counters")
-    }
-    return decisions, counts
 
 
 async def wait_processed(pool: asyncpg.Pool, procs: list[ServiceProcess], timeout: float) -> None:

@@ -3,78 +3,22 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import pytest
 
-from service.api import create_app
 from service.context import Context
 from service.push import Sender
-from service.reloader import load
-from service.store import Store
 from service.testing import BrowserSubscription, PushService
 from service.worker import Worker
-from tests.conftest import LiveApi, make_settings, start_app
+from tests.api.conftest import CAFE, serve, write_rules
+from tests.conftest import LiveApi
 
 REPO = Path(__file__).resolve().parents[2]
-CAFE = (52.5219, 13.4132)
-
-PROMO = """
-priority: 10
-trigger: enter
-where: {places: places/cafes.geojson, radius_m: 60}
-message:
-  title: "Coffee at {place.name}"
-  body: "{attributes.tier} members: {place.name} is {distance_m} m away"
-  url: "https://example.com/coffee/{place.id}"
-  locales: {de: {title: "Kaffee im {place.name}"}}
-  ttl: 20m
-"""
-
-FREE = """
-priority: 1
-who: {context: {page: {exists: true}}}
-message: {title: "About {context.page}", body: "Read on"}
-"""
-
-
-def write_rules(root: Path, policy: str) -> Path:
-    features = [
-        {
-            "type": "Feature",
-            "properties": {"id": pid, "name": pid.replace("-", " ").title()},
-            "geometry": {"type": "Point", "coordinates": [lon, lat]},
-        }
-        for pid, (lat, lon) in {"cafe-a": CAFE, "cafe-b": (CAFE[0], CAFE[1] + 0.003)}.items()
-    ]
-    (root / "places").mkdir(parents=True)
-    (root / "places" / "cafes.geojson").write_text(
-        json.dumps({"type": "FeatureCollection", "features": features})
-    )
-    (root / "policy.yaml").write_text(policy)
-    (root / "promo.yaml").write_text(PROMO)
-    (root / "free.yaml").write_text(FREE)
-    return root
-
-
-@contextlib.asynccontextmanager
-async def serve(ctx: Context, rules: Path) -> AsyncIterator[LiveApi]:
-    settings = make_settings(ctx.settings.data_dir, ctx.settings.database_url, rules_dir=rules)
-    context = Context(settings=settings, store=Store(ctx.pool, dsn=ctx.store.dsn), keys=ctx.keys)
-    load(context)
-    runner, url = await start_app(create_app(context))
-    try:
-        async with aiohttp.ClientSession() as http:
-            yield LiveApi(url, http, context)
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

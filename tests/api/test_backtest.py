@@ -19,7 +19,7 @@ from service.context import Context
 from service.rules import load_ruleset
 from service.rules.cli import replay
 from service.rules.trace import read_trace
-from tests.api_admin.test_marketer_api import serve, write_rules
+from tests.api.conftest import serve, write_rules
 from tests.conftest import LiveApi
 from tests.processes import start
 
