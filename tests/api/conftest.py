@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from service.reloader import load
 from service.store import Store
 from service.tokens import event_token
 from tests.conftest import LiveApi, make_settings, start_app
+from tests.factories import place, subscribe, write_rule_folder
 
 
 def b64url(raw: bytes) -> str:
@@ -54,14 +54,9 @@ class Device:
 
 async def register(api: LiveApi, **profile: Any) -> Device:
     """A registered device; it consents to location use unless ``location_consent`` says no."""
-    profile.setdefault("location_consent", True)
     sub = push_subscription()
-    async with api.http.post(
-        api.url + "/v1/subscriptions", json={"subscription": sub, **profile}
-    ) as resp:
-        assert resp.status == 201, await resp.text()
-        body = await resp.json()
-    return Device(body["id"], body["token"], sub)
+    registered = await subscribe(api, sub, **profile)
+    return Device(registered.id, registered.token, sub)
 
 
 @pytest.fixture
@@ -176,22 +171,16 @@ message: {title: "About {context.page}", body: "Read on"}
 
 
 def write_rules(root: Path, policy: str) -> Path:
-    features = [
-        {
-            "type": "Feature",
-            "properties": {"id": pid, "name": pid.replace("-", " ").title()},
-            "geometry": {"type": "Point", "coordinates": [lon, lat]},
-        }
+    cafes = [
+        place(pid, lat, lon, name=pid.replace("-", " ").title())
         for pid, (lat, lon) in {"cafe-a": CAFE, "cafe-b": (CAFE[0], CAFE[1] + 0.003)}.items()
     ]
-    (root / "places").mkdir(parents=True)
-    (root / "places" / "cafes.geojson").write_text(
-        json.dumps({"type": "FeatureCollection", "features": features})
+    return write_rule_folder(
+        root,
+        policy=policy,
+        rules={"promo.yaml": PROMO, "free.yaml": FREE},
+        places={"cafes": cafes},
     )
-    (root / "policy.yaml").write_text(policy)
-    (root / "promo.yaml").write_text(PROMO)
-    (root / "free.yaml").write_text(FREE)
-    return root
 
 
 @contextlib.asynccontextmanager

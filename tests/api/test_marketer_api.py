@@ -17,6 +17,7 @@ from service.testing import BrowserSubscription, PushService
 from service.worker import Worker
 from tests.api.conftest import CAFE, serve, write_rules
 from tests.conftest import LiveApi
+from tests.factories import subscribe
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,11 +92,8 @@ async def test_simulate_renders_the_locale_and_the_actions(live: LiveApi) -> Non
 
 
 async def register(api: LiveApi, sub: BrowserSubscription, **profile: Any) -> tuple[str, str]:
-    body = {"subscription": sub.to_json(), "location_consent": True, **profile}
-    async with api.http.post(f"{api.url}/v1/subscriptions", json=body) as r:
-        assert r.status == 201, await r.text()
-        answer = await r.json()
-    return answer["id"], answer["token"]
+    registered = await subscribe(api, sub, **profile)
+    return registered.id, registered.token
 
 
 async def send_test(

@@ -32,6 +32,7 @@ from service.store.db import EmbeddedPostgres, create_pool
 from service.testing import BrowserSubscription, PushService
 from tests.api.conftest import push_subscription
 from tests.conftest import ADMIN_TOKEN, make_settings
+from tests.factories import insert_subscription
 from tests.processes import ServiceProcess, start
 from tests.security.logscan import leaks, log_privacy
 from tests.worker.conftest import ANY_TIME_POLICY, write_rules
@@ -196,15 +197,8 @@ async def add_browser_subscriptions(
     subs = []
     for _ in range(n):
         sub = push.subscribe()
-        sid: uuid.UUID = await pool.fetchval(
-            # As the API stores a device that consented to location use.
-            "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash, consent_at)"
-            " VALUES ($1, $2, $3, $4, now()) RETURNING id",
-            sub.endpoint,
-            sub.p256dh,
-            sub.auth,
-            secrets.token_bytes(32),
-        )
+        # As the API stores a device that consented to location use.
+        sid = await insert_subscription(pool, sub, consented=True)
         subs.append((sid, sub))
     return subs
 

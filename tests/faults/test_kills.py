@@ -16,8 +16,8 @@ import pytest
 
 from service.testing import Fault, PushService, Received
 from service.worker import Worker
+from tests.factories import insert_delivery
 from tests.faults.conftest import Stack, add_browser_subscriptions
-from tests.push.conftest import insert_delivery
 from tests.security.logscan import Watch
 from tests.worker.conftest import (
     CAFE_A,

@@ -15,7 +15,8 @@ from service.push import Sender
 from service.store import Store
 from service.testing import SAMPLE_PAYLOAD as PAYLOAD
 from service.testing import Fault, PushService
-from tests.push.conftest import delivery, insert_delivery, insert_subscription, make_due, metric
+from tests.factories import insert_delivery, insert_subscription
+from tests.push.conftest import delivery, make_due, metric
 
 
 async def drain(sender: Sender, *, rounds: int = 50) -> None:

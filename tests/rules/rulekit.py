@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
 import textwrap
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from service.rules import Profile, Ruleset, Signal
 from service.rules.engine import Outcome, SubscriberState, decide
+from tests.factories import place, write_rule_folder
 
 M_PER_DEG_LAT = 6_371_008.8 * math.pi / 180.0
 
@@ -22,12 +23,8 @@ hysteresis_m: 30
 """
 
 
-def point(pid: str, lat: float, lon: float, **props: object) -> dict[str, object]:
-    return {
-        "type": "Feature",
-        "properties": {"id": pid, "name": pid.title(), **props},
-        "geometry": {"type": "Point", "coordinates": [lon, lat]},
-    }
+def point(pid: str, lat: float, lon: float, **props: Any) -> dict[str, object]:
+    return place(pid, lat, lon, **props)
 
 
 def square(pid: str, lat: float, lon: float, half_m: float, **props: object) -> dict[str, object]:
@@ -71,17 +68,12 @@ def write_dir(
     policy: str = POLICY,
     places: dict[str, list[dict[str, object]]] | None = None,
 ) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "places").mkdir(exist_ok=True)
-    (root / "policy.yaml").write_text(policy)
-    for name, feats in (places or {"spots": DEFAULT_PLACES}).items():
-        body = ",\n".join(json.dumps(f) for f in feats)
-        (root / "places" / f"{name}.geojson").write_text(
-            '{"type": "FeatureCollection", "features": [\n' + body + "\n]}\n"
-        )
-    for name, text in rules.items():
-        (root / name).write_text(textwrap.dedent(text))
-    return root
+    return write_rule_folder(
+        root,
+        policy=policy,
+        rules={name: textwrap.dedent(text) for name, text in rules.items()},
+        places=places or {"spots": DEFAULT_PLACES},
+    )
 
 
 LAT, LON = 52.52, 13.405  # place "spot", radius 100 m, hysteresis 30 m

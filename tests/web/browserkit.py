@@ -8,13 +8,15 @@ tests themselves skip when there is no Chromium binary (see their ``pytestmark``
 from __future__ import annotations
 
 import asyncio
-import secrets
 import shutil
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
+
+from tests import factories
+from tests.factories import insert_subscription
 
 async_api = pytest.importorskip(
     "playwright.async_api", reason="the playwright package is not installed (test extra)"
@@ -52,20 +54,12 @@ MESSAGE: dict[str, Any] = {
 
 async def insert_delivery(pool: asyncpg.Pool, message: dict[str, Any]) -> int:
     """A subscription and a sent delivery, as the worker and the sender would leave them."""
-    subscription_id = await pool.fetchval(
-        "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash) "
-        "VALUES ($1, 'BAAA', 'AAAA', $2) RETURNING id",
-        "http://127.0.0.1:9/push/browser-test",
-        secrets.token_bytes(32),
+    subscription_id = await insert_subscription(
+        pool, endpoint="http://127.0.0.1:9/push/browser-test"
     )
-    delivery_id: int = await pool.fetchval(
-        "INSERT INTO deliveries (subscription_id, rule_id, variant, payload, ttl_s, urgency,"
-        " topic, expires_at) VALUES ($1, 'promo', 'b', $2, 1200, 'normal', 'coffee',"
-        " now() + interval '20 minutes') RETURNING id",
-        subscription_id,
-        message,
+    return await factories.insert_delivery(
+        pool, subscription_id, payload=message, rule_id="promo", variant="b", topic="coffee"
     )
-    return delivery_id
 
 
 async def wait_for_event(pool: asyncpg.Pool, delivery_id: int, kind: str) -> None:

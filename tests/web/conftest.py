@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +17,7 @@ from service.settings import Settings
 from service.testing import BrowserSubscription, Fault, PushService
 from service.worker import Worker
 from tests.conftest import LiveApi, make_settings
+from tests.factories import insert_delivery, place, subscribe, write_rule_folder
 
 # Three cafés about 200 m apart along a street near Berlin's Alexanderplatz.
 CAFES = {
@@ -48,21 +49,13 @@ variants:
 
 
 def write_rules(root: Path) -> Path:
-    features = [
-        {
-            "type": "Feature",
-            "properties": {"id": pid, "name": pid.replace("-", " ").title()},
-            "geometry": {"type": "Point", "coordinates": [lon, lat]},
-        }
+    cafes = [
+        place(pid, lat, lon, name=pid.replace("-", " ").title())
         for pid, (lat, lon) in CAFES.items()
     ]
-    (root / "places").mkdir(parents=True)
-    (root / "places" / "cafes.geojson").write_text(
-        json.dumps({"type": "FeatureCollection", "features": features})
+    return write_rule_folder(
+        root, policy=POLICY, rules={"promo.yaml": PROMO}, places={"cafes": cafes}
     )
-    (root / "policy.yaml").write_text(POLICY)
-    (root / "promo.yaml").write_text(PROMO)
-    return root
 
 
 @pytest.fixture
@@ -82,12 +75,13 @@ def notification(message: dict[str, Any]) -> dict[str, Any]:
     return message.get("notification", message)
 
 
-async def subscriber(api: LiveApi, push: PushService, **profile: Any) -> tuple[Any, str]:
+async def subscriber(
+    api: LiveApi, push: PushService, location_consent: bool | None = None, **profile: Any
+) -> tuple[Any, str]:
+    """A subscriber in Berlin that, unless told, has not answered the location question."""
     sub = push.subscribe()
-    body = {"subscription": sub.to_json(), "timezone": "Europe/Berlin", **profile}
-    async with api.http.post(f"{api.url}/v1/subscriptions", json=body) as r:
-        assert r.status == 201, await r.text()
-        return sub, (await r.json())["token"]
+    fields = {"timezone": "Europe/Berlin", **profile}
+    return sub, (await subscribe(api, sub, location_consent=location_consent, **fields)).token
 
 
 async def send(api: LiveApi, token: str, signal: dict[str, Any]) -> None:
@@ -106,7 +100,7 @@ async def deliver(api: LiveApi) -> None:
 
 async def delivery(
     pool: asyncpg.Pool,
-    subscription_id: int,
+    subscription_id: uuid.UUID,
     *,
     place: str,
     at: datetime,
@@ -115,32 +109,25 @@ async def delivery(
     test: bool = False,
     rule: str = "promo",
 ) -> None:
-    delivery_id = await pool.fetchval(
-        "INSERT INTO deliveries (subscription_id, rule_id, variant, payload, ttl_s, urgency,"
-        " topic, expires_at, place_id, status, created_at, test) VALUES ($1, $2, 'a', '{}',"
-        " 1200, 'normal', 'coffee', $3::timestamptz + interval '20 minutes', $4, $5, $3, $6)"
-        " RETURNING id",
+    """A delivery of ``rule`` at ``place`` made at ``at``, and the events reported for it."""
+    await insert_delivery(
+        pool,
         subscription_id,
-        rule,
-        at,
-        place,
-        status,
-        test,
+        rule_id=rule,
+        payload={},
+        topic="coffee",
+        place_id=place,
+        status=status,
+        created_at=at,
+        expires_at=at + timedelta(minutes=20),
+        test=test,
+        events=events,
     )
-    for kind in events:
-        await pool.execute(
-            "INSERT INTO events (delivery_id, type) VALUES ($1, $2)", delivery_id, kind
-        )
 
 
 async def register(api: LiveApi, sub: BrowserSubscription) -> tuple[str, str]:
-    async with api.http.post(
-        f"{api.url}/v1/subscriptions",
-        json={"subscription": sub.to_json(), "location_consent": True},
-    ) as r:
-        assert r.status == 201, await r.text()
-        body = await r.json()
-    return body["id"], body["token"]
+    registered = await subscribe(api, sub)
+    return registered.id, registered.token
 
 
 async def signal(api: LiveApi, token: str, place: str, at: datetime) -> None:

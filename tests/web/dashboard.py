@@ -3,11 +3,11 @@ records console lines, uncaught errors and CSP violations."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from tests.factories import place, write_rule_folder
 from tests.web.browserkit import CHROMIUM, CHROMIUM_ARGS, async_api
 from tests.web.conftest import POLICY
 
@@ -32,24 +32,23 @@ CITIES = {
 
 
 def write_rules(root: Path) -> Path:
-    (root / "places").mkdir(parents=True)
-    (root / "policy.yaml").write_text(POLICY)
-    for priority, (rule, (city, places)) in enumerate(CITIES.items(), start=1):
-        features = [
-            {
-                "type": "Feature",
-                "properties": {"id": f"{city}-{pid}", "name": f"{city.title()} {pid.title()}"},
-                "geometry": {"type": "Point", "coordinates": [lon, lat]},
-            }
-            for pid, lat, lon in places
-        ]
-        (root / "places" / f"{city}.geojson").write_text(
-            json.dumps({"type": "FeatureCollection", "features": features})
-        )
-        (root / f"{rule}.yaml").write_text(
-            RULE.format(description=f"{city.title()} places", priority=priority, file=city)
-        )
-    return root
+    return write_rule_folder(
+        root,
+        policy=POLICY,
+        rules={
+            f"{rule}.yaml": RULE.format(
+                description=f"{city.title()} places", priority=priority, file=city
+            )
+            for priority, (rule, (city, _)) in enumerate(CITIES.items(), start=1)
+        },
+        places={
+            city: [
+                place(f"{city}-{pid}", lat, lon, name=f"{city.title()} {pid.title()}")
+                for pid, lat, lon in places
+            ]
+            for city, places in CITIES.values()
+        },
+    )
 
 
 # Registered before the page's own scripts: every CSP violation the page causes.

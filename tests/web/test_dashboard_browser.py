@@ -9,7 +9,6 @@ of docs/dashboard.md.
 from __future__ import annotations
 
 import os
-import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 
 from service.settings import Settings
 from tests.conftest import ADMIN_TOKEN, LiveApi, make_settings
+from tests.factories import insert_subscription
 from tests.web.browserkit import CHROMIUM
 from tests.web.conftest import delivery
 from tests.web.dashboard import CITIES, dashboard_browser, write_rules
@@ -60,11 +60,7 @@ def spread(markers: list[dict[str, Any]]) -> float:
 
 async def some_traffic(pool: asyncpg.Pool) -> None:
     """Deliveries of berlin-coffee in the last hour; munich-lunch has none."""
-    sub = await pool.fetchval(
-        "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash) "
-        "VALUES ('http://127.0.0.1:9/push/x', 'BAAA', 'AAAA', $1) RETURNING id",
-        secrets.token_bytes(32),
-    )
+    sub = await insert_subscription(pool, endpoint="http://127.0.0.1:9/push/x")
     at = datetime.now(UTC) - timedelta(hours=1)
     for place, events in [
         ("berlin-alex", ("shown", "clicked")),

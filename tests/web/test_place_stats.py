@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-import secrets
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from tests.conftest import LiveApi
+from tests.factories import insert_subscription
 from tests.web.conftest import delivery
 
 DAY1 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
@@ -20,11 +20,7 @@ DAY3 = datetime(2026, 11, 4, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 async def deliveries(clean_db: asyncpg.Pool) -> None:
-    sub = await clean_db.fetchval(
-        "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash) "
-        "VALUES ('http://127.0.0.1:9/push/x', 'BAAA', 'AAAA', $1) RETURNING id",
-        secrets.token_bytes(32),
-    )
+    sub = await insert_subscription(clean_db, endpoint="http://127.0.0.1:9/push/x")
     await delivery(clean_db, sub, place="cafe-a", at=DAY1, events=("shown", "clicked"))
     await delivery(clean_db, sub, place="cafe-a", at=DAY2, events=("shown",))
     await delivery(clean_db, sub, place="cafe-a", at=DAY2, status="failed")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from service.rules import RulesHolder
 from service.settings import Settings
 from service.store import Store
 from tests.conftest import LiveApi, make_settings, start_app
+from tests.factories import insert_subscription, write_rule_folder
 
 # Two cafés 200 m apart near Berlin's Alexanderplatz, and a point far from both.
 CAFE_A = (52.5219, 13.4132)
@@ -33,7 +33,7 @@ stale_after: 10m
 hysteresis_m: 30
 """
 
-PLACES = {
+PLACES: dict[str, Any] = {
     "type": "FeatureCollection",
     "features": [
         {
@@ -67,12 +67,12 @@ message: {title: "Stamp card at {place.name}", ttl: 1h}
 
 
 def write_rules(root: Path, *, policy: str = POLICY, rules: dict[str, str] | None = None) -> Path:
-    (root / "places").mkdir(parents=True, exist_ok=True)
-    (root / "places" / "cafes.geojson").write_text(json.dumps(PLACES))
-    (root / "policy.yaml").write_text(policy)
-    for name, text in (rules if rules is not None else {"coffee": COFFEE}).items():
-        (root / f"{name}.yaml").write_text(text)
-    return root
+    return write_rule_folder(
+        root,
+        policy=policy,
+        rules={f"{name}.yaml": text for name, text in (rules or {"coffee": COFFEE}).items()},
+        places={"cafes": PLACES["features"]},
+    )
 
 
 @pytest.fixture
@@ -103,14 +103,12 @@ async def wapi(wctx: Context) -> AsyncIterator[LiveApi]:
 
 async def add_subscription(pool: asyncpg.Pool, **profile: Any) -> str:
     sid = uuid.uuid4()
-    await pool.execute(
-        "INSERT INTO subscriptions (id, endpoint, p256dh, auth, token_hash, topics, paused)"
-        " VALUES ($1, $2, 'k', 'a', $3, $4, $5)",
-        sid,
-        f"https://fcm.googleapis.com/fcm/send/{sid}",
-        sid.bytes,
-        profile.get("topics", []),
-        profile.get("paused", False),
+    await insert_subscription(
+        pool,
+        id=sid,
+        endpoint=f"https://fcm.googleapis.com/fcm/send/{sid}",
+        topics=profile.get("topics", []),
+        paused=profile.get("paused", False),
     )
     return str(sid)
 

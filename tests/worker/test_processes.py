@@ -20,6 +20,7 @@ import pytest
 from service.context import Context
 from service.worker import Worker
 from tests.conftest import make_settings
+from tests.factories import insert_subscription
 from tests.processes import ServiceProcess, start
 from tests.worker.conftest import (
     ANY_TIME_POLICY,
@@ -49,21 +50,18 @@ def any_time_rules(tmp_path: Path) -> Path:
 async def make_stream(pool: asyncpg.Pool, subscribers: int, per_sub: int, seed: int) -> None:
     rng = random.Random(seed)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
-    sub_rows, sig_rows = [], []
+    sig_rows = []
     for _ in range(subscribers):
         sid = uuid.UUID(int=rng.getrandbits(128))
-        sub_rows.append((sid, f"https://fcm.googleapis.com/fcm/send/{sid}", sid.bytes))
+        await insert_subscription(
+            pool, id=sid, endpoint=f"https://fcm.googleapis.com/fcm/send/{sid}"
+        )
         spot = rng.choice([CAFE_A, CAFE_B])
         for i in range(per_sub):
             base = spot if rng.random() < 0.6 else FAR
             lat, lon = offset(base, rng.uniform(-90, 90))
             at = start + timedelta(seconds=30 * i + rng.randint(0, 20))
             sig_rows.append((sid, at, lat, lon, rng.choice([5.0, 20.0, 50.0])))
-    await pool.executemany(
-        "INSERT INTO subscriptions (id, endpoint, p256dh, auth, token_hash)"
-        " VALUES ($1, $2, 'k', 'a', $3)",
-        sub_rows,
-    )
     rng.shuffle(sig_rows)  # arrival order is not time order
     await pool.copy_records_to_table(
         "signals", records=sig_rows, columns=["subscription_id", "at", "lat", "lon", "accuracy_m"]
