@@ -26,7 +26,9 @@ CAFE_A = (52.5219, 13.4132)
 CAFE_B = (52.5219, 13.4162)
 FAR = (52.5000, 13.3000)
 
-POLICY = """
+# The worker tests' default: a lunch daypart for the rules that name it, and signals that go
+# stale after 10 minutes.
+LUNCH_POLICY = """
 dayparts: {lunch: "11:30-14:00"}
 limits: {per_subscriber: 3/day, min_gap: 10m}
 stale_after: 10m
@@ -66,7 +68,9 @@ message: {title: "Stamp card at {place.name}", ttl: 1h}
 """
 
 
-def write_rules(root: Path, *, policy: str = POLICY, rules: dict[str, str] | None = None) -> Path:
+def write_rules(
+    root: Path, *, policy: str = LUNCH_POLICY, rules: dict[str, str] | None = None
+) -> Path:
     return write_rule_folder(
         root,
         policy=policy,
@@ -140,7 +144,7 @@ def walk(start: datetime, points: Sequence[tuple[float, float]], step: timedelta
     return [Fix(start + i * step, lat, lon) for i, (lat, lon) in enumerate(points)]
 
 
-# Unlike POLICY: no daypart and a day before a signal goes stale, so that a stream of signals
+# Unlike LUNCH_POLICY: no daypart and a day before a signal goes stale, so that a stream of signals
 # from hours ago is decided the same at any hour the test runs.
 ANY_TIME_POLICY = (
     "limits: {per_subscriber: 3/day, min_gap: 2m}\nstale_after: 1d\nhysteresis_m: 30\n"
