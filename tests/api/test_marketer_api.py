@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,7 +18,7 @@ from service.testing import BrowserSubscription, PushService
 from service.worker import Worker
 from tests.api.conftest import CAFE, serve, write_rules
 from tests.conftest import LiveApi
-from tests.factories import subscribe
+from tests.factories import insert_delivery, subscribe
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -132,11 +133,18 @@ async def test_a_test_push_arrives_past_caps_and_quiet_hours_and_stays_out_of_st
     async with serve(ctx, write_rules(tmp_path / "rules", policy)) as api:
         sub = push_service.subscribe()
         sid, _ = await register(api, sub, locale="de-AT", attributes={"tier": "gold"})
-        await api.ctx.pool.execute(
-            "INSERT INTO deliveries (subscription_id, rule_id, variant, dedupe_key, payload, ttl_s,"
-            " expires_at, decided_at, status) VALUES ($1::uuid, 'promo', 'default', 'earlier',"
-            " '{}'::jsonb, 60, now() + interval '1 hour', now() - interval '1 hour', 'sent')",
-            sid,
+        await insert_delivery(
+            api.ctx.pool,
+            uuid.UUID(sid),
+            rule_id="promo",
+            variant="default",
+            dedupe_key="earlier",
+            payload={},
+            ttl_s=60,
+            expires_in=3600,
+            topic=None,
+            decided_at=datetime.now(UTC) - timedelta(hours=1),
+            status="sent",
         )
         status, body = await send_test(api, "promo", {"subscription_id": sid, "place_id": "cafe-b"})
         assert status == 202, body
