@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,3 +72,47 @@ def start(
         text=True,
     )
     return ServiceProcess(proc)
+
+
+def run_benchmark(
+    script: str, *args: str, database_url: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """``benchmarks/<script>`` run as a user runs it, with none of this session's MOMENTCAST_
+    settings but MOMENTCAST_BENCH_DATABASE_URL; it must exit 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTCAST_")}
+    env["MOMENTCAST_BENCH_DATABASE_URL"] = database_url
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def http_get(url: str, token: str | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def wait_ready(url: str, timeout: float = 60) -> str:
+    """Poll /readyz until it answers 200 (a slow machine gets the whole timeout)."""
+    deadline = time.monotonic() + timeout
+    status, body = 0, ""
+    while time.monotonic() < deadline:
+        status, body = http_get(url + "/readyz")
+        if status == 200:
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"/readyz never answered 200: {status} {body}")

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from tests.test_benchmarks import run_benchmark
+from tests.processes import run_benchmark
 
 
 @pytest.mark.slow

@@ -6,34 +6,12 @@ Nothing here is timed: the figures' values depend on the machine and are not ass
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
 from tests.conftest import PgServer
-from tests.processes import REPO
-
-
-def run_benchmark(
-    script: str, *args: str, database_url: str, timeout: float
-) -> subprocess.CompletedProcess[str]:
-    """``benchmarks/<script>`` run as a user runs it, with none of this session's MOMENTCAST_
-    settings but MOMENTCAST_BENCH_DATABASE_URL; it must exit 0."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MOMENTCAST_")}
-    env["MOMENTCAST_BENCH_DATABASE_URL"] = database_url
-    done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / script), *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done
+from tests.processes import run_benchmark
 
 
 @pytest.mark.slow

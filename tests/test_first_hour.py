@@ -7,8 +7,6 @@ import io
 import logging
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,34 +20,9 @@ from service.reload.holder import RulesHolder
 from service.rules.engine import decide
 from service.rules.signals import Profile, Signal
 from tests.conftest import ADMIN_TOKEN
-from tests.processes import REPO, ServiceProcess, start
+from tests.processes import REPO, ServiceProcess, http_get, start, wait_ready
 
 README = REPO / "README.md"
-
-
-def _get(url: str, token: str | None = None) -> tuple[int, str]:
-    request = urllib.request.Request(url)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError as exc:
-        return 0, str(exc)
-
-
-def wait_ready(url: str, timeout: float = 60) -> str:
-    """Poll /readyz until it answers 200 (a slow machine gets the whole timeout)."""
-    deadline = time.monotonic() + timeout
-    status, body = 0, ""
-    while time.monotonic() < deadline:
-        status, body = _get(url + "/readyz")
-        if status == 200:
-            return body
-        time.sleep(0.2)
-    raise AssertionError(f"/readyz never answered 200: {status} {body}")
 
 
 def _env(tmp_path: Path, database_url: str, **extra: str) -> dict[str, str]:
@@ -115,7 +88,7 @@ def test_a_configured_rules_dir_that_is_missing_or_empty_starts_empty_and_names_
         # What the warning says to do, with the service running: the poll loads the set.
         assert rules_cli.main(["init", str(rules)], io.StringIO(), io.StringIO()) == 0
         deadline = time.monotonic() + 60
-        while "momentcast_rules_loaded 1.0" not in _get(url + "/metrics", ADMIN_TOKEN)[1]:
+        while "momentcast_rules_loaded 1.0" not in http_get(url + "/metrics", ADMIN_TOKEN)[1]:
             assert time.monotonic() < deadline, "the starter set was never loaded"
             time.sleep(0.2)
 

@@ -1,10 +1,13 @@
-"""The layers as a process sees them: importing the producer side loads nothing of the engine."""
+"""The layers as a process sees them: importing the producer side loads nothing of the engine;
+and the tests' own layering: no test module imports another."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,3 +24,35 @@ def test_importing_the_producer_side_loads_no_engine(module: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert json.loads(out.stdout) == [], f"importing {module} loaded {out.stdout.strip()}"
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _test_module_imports(path: Path) -> list[str]:
+    """The ``test_*`` modules of the tests package that ``path`` imports, anywhere in it."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            # ``from tests.web import test_browser`` names the module in the alias.
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        elif isinstance(node, ast.ImportFrom):
+            names = [f"{'.' * node.level}{node.module or ''}"]
+            names += [f"{names[0]}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            last = name.rsplit(".", 1)[-1]
+            if last.startswith("test_") and (name.startswith("tests.") or name.startswith(".")):
+                found.append(f"{path.relative_to(TESTS.parent)}:{node.lineno}: imports {name}")
+    return found
+
+
+def test_no_test_module_imports_another() -> None:
+    # Shared helpers live in tests/factories.py, the conftests and helper modules (rulekit,
+    # logscan, browserkit...): a test module imported by another runs its module-level
+    # fixtures and pytestmark in the importer and ties the two files' edits together.
+    found = [hit for path in sorted(TESTS.rglob("*.py")) for hit in _test_module_imports(path)]
+    assert found == [], "\n".join(found)

@@ -219,7 +219,7 @@ async def test_the_installed_wheel_serves_with_no_rules_and_inits_a_starter_set(
 ) -> None:
     # A first start from an empty folder: no rules ship with the package, yet serve is ready,
     # with one warning that names the command writing a starter set.
-    from tests.test_first_hour import wait_ready
+    from tests.processes import wait_ready
 
     cwd = tmp_path / "fresh"
     cwd.mkdir()

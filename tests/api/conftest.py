@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -19,9 +20,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from service.api import create_app
 from service.context import Context, Keys
+from service.reload.watch import load
 from service.store import Store
 from service.tokens import event_token
 from tests.conftest import LiveApi, make_settings, start_app
+from tests.factories import place, subscribe, write_rule_folder
 
 
 def b64url(raw: bytes) -> str:
@@ -51,14 +54,9 @@ class Device:
 
 async def register(api: LiveApi, **profile: Any) -> Device:
     """A registered device; it consents to location use unless ``location_consent`` says no."""
-    profile.setdefault("location_consent", True)
     sub = push_subscription()
-    async with api.http.post(
-        api.url + "/v1/subscriptions", json={"subscription": sub, **profile}
-    ) as resp:
-        assert resp.status == 201, await resp.text()
-        body = await resp.json()
-    return Device(body["id"], body["token"], sub)
+    registered = await subscribe(api, sub, **profile)
+    return Device(registered.id, registered.token, sub)
 
 
 @pytest.fixture
@@ -147,3 +145,52 @@ async def real_ids(api: LiveApi) -> RealIds:
         delivery_id = (await r.json())["delivery_id"]
     token = event_token(api.ctx.keys.secret_key, delivery_id)
     return RealIds(device, campaign_id, rule_id, delivery_id, token)
+
+
+# The marketer routes' rule set: a promotion at two cafés and a location-free rule; the
+# policy is the test's own.
+CAFE = (52.5219, 13.4132)
+
+PROMO = """
+priority: 10
+trigger: enter
+where: {places: places/cafes.geojson, radius_m: 60}
+message:
+  title: "Coffee at {place.name}"
+  body: "{attributes.tier} members: {place.name} is {distance_m} m away"
+  url: "https://example.com/coffee/{place.id}"
+  locales: {de: {title: "Kaffee im {place.name}"}}
+  ttl: 20m
+"""
+
+FREE = """
+priority: 1
+who: {context: {page: {exists: true}}}
+message: {title: "About {context.page}", body: "Read on"}
+"""
+
+
+def write_rules(root: Path, policy: str) -> Path:
+    cafes = [
+        place(pid, lat, lon, name=pid.replace("-", " ").title())
+        for pid, (lat, lon) in {"cafe-a": CAFE, "cafe-b": (CAFE[0], CAFE[1] + 0.003)}.items()
+    ]
+    return write_rule_folder(
+        root,
+        policy=policy,
+        rules={"promo.yaml": PROMO, "free.yaml": FREE},
+        places={"cafes": cafes},
+    )
+
+
+@contextlib.asynccontextmanager
+async def serve(ctx: Context, rules: Path) -> AsyncIterator[LiveApi]:
+    settings = make_settings(ctx.settings.data_dir, ctx.settings.database_url, rules_dir=rules)
+    context = Context(settings=settings, store=Store(ctx.pool, dsn=ctx.store.dsn), keys=ctx.keys)
+    load(context)
+    runner, url = await start_app(create_app(context))
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield LiveApi(url, http, context)
+    finally:
+        await runner.cleanup()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,7 @@ from service.api.middleware import AccessLogger
 from service.context import Context
 from tests.api.conftest import register
 from tests.conftest import LiveApi
+from tests.factories import insert_delivery
 
 # Distinctive values: any of them in a log line means a coordinate leaked.
 LAT, LON, ACCURACY = 48.858370123, 2.294481456, 7.654321
@@ -147,13 +149,17 @@ async def test_export_returns_everything_stored_but_the_keys(api: LiveApi) -> No
         " VALUES ($1, 'lunch', 'rest-01', true, now())",
         device.id,
     )
-    delivery_id = await pool.fetchval(
-        "INSERT INTO deliveries (subscription_id, rule_id, place_id, payload, ttl_s, expires_at)"
-        " VALUES ($1, 'lunch', 'rest-01', $2, 60, now() + interval '1 minute') RETURNING id",
-        device.id,
-        {"title": "Lunch?", "body": "2-for-1"},
+    await insert_delivery(
+        pool,
+        uuid.UUID(device.id),
+        rule_id="lunch",
+        variant="",
+        place_id="rest-01",
+        payload={"title": "Lunch?", "body": "2-for-1"},
+        ttl_s=60,
+        topic=None,
+        events=["shown"],
     )
-    await pool.execute("INSERT INTO events (delivery_id, type) VALUES ($1, 'shown')", delivery_id)
 
     url = api.url + f"/v1/subscriptions/{device.id}/export"
     async with api.http.get(url, headers=api.admin()) as r:

@@ -19,6 +19,7 @@ from service.fanout import FanOut
 from service.push import Sender
 from service.settings import Settings
 from service.testing import BrowserSubscription, PushService
+from tests import factories
 from tests.conftest import LiveApi, make_settings
 from tests.worker.conftest import write_rules
 
@@ -58,13 +59,8 @@ class Member:
 
 async def subscribe(api: LiveApi, push: PushService, **profile: Any) -> Member:
     browser = push.subscribe()
-    async with api.http.post(
-        api.url + "/v1/subscriptions",
-        json={"subscription": browser.to_json(), "location_consent": True, **profile},
-    ) as resp:
-        assert resp.status == 201, await resp.text()
-        body = await resp.json()
-    return Member(body["id"], body["token"], browser)
+    registered = await factories.subscribe(api, browser, **profile)
+    return Member(registered.id, registered.token, browser)
 
 
 def body(campaign_id: str = "lunch", **fields: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
+from tests.factories import insert_subscription
 from tests.processes import REPO, start
 
 SOON = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%dT11:45")
@@ -43,13 +44,12 @@ async def test_send_list_show_cancel(
     tmp_path: Path, database_url: str, clean_db: asyncpg.Pool
 ) -> None:
     for n, (locale, visits) in enumerate([("de-DE", 3), ("en", 5), ("en", 1)]):
-        await clean_db.execute(
-            "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash, locale, topics,"
-            " attributes) VALUES ($1, 'k', 'a', $2, $3, '{food}', $4)",
-            f"https://push.example/{n}",
-            bytes([n]) * 32,
-            locale,
-            {"name": f"N{n}", "visits": visits},
+        await insert_subscription(
+            clean_db,
+            endpoint=f"https://push.example/{n}",
+            locale=locale,
+            topics=["food"],
+            attributes={"name": f"N{n}", "visits": visits},
         )
     file = tmp_path / "lunch.yaml"
     file.write_text(CAMPAIGN)

@@ -15,6 +15,7 @@ from service.campaigns.body import parse_campaign, render, sql_argument, variant
 from service.rules.conditions import Condition, holds
 from service.rules.templates import attribute_value
 from service.vocabulary import OPERATORS
+from tests.factories import insert_subscription
 
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 VALUES: list[Any] = [
@@ -199,13 +200,8 @@ async def test_audience_topics_and_locales(pool: asyncpg.Pool) -> None:
         (["food"], None),
     ]
     for n, (topics, locale) in enumerate(rows):
-        await pool.execute(
-            "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash, topics, locale)"
-            " VALUES ($1, 'k', 'a', $2, $3, $4)",
-            f"https://push.example/{n}",
-            bytes([n]) * 32,
-            topics,
-            locale,
+        await insert_subscription(
+            pool, endpoint=f"https://push.example/{n}", topics=topics, locale=locale
         )
     audience = {"topics": ["food", "deals"], "locales": ["de", "fr-ca"], "conditions": []}
     # de matches de-AT and DE; fr-ca only Canadian French; dee is no German.

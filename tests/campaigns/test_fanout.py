@@ -4,6 +4,7 @@ with rules, and a tick that dies half-way."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from service.testing import PushService
 from tests.campaigns.conftest import Clock, Member, body, create, statuses, subscribe
 from tests.conftest import LiveApi
+from tests.factories import insert_delivery
 
 DAY = datetime(2026, 11, 24, tzinfo=UTC)  # a Tuesday
 NOON = {"local": "2026-11-24T12:00"}
@@ -204,18 +206,24 @@ async def test_campaign_pushes_count_toward_the_caps_and_obey_them(
     fresh, recent, busy = [await subscribe(api, push_service, topics=["food"]) for _ in range(3)]
     at = DAY + timedelta(hours=12)
     pool = api.ctx.pool
-    await pool.execute(
-        "INSERT INTO deliveries (subscription_id, rule_id, payload, ttl_s, status, decided_at,"
-        " expires_at) SELECT s::uuid, 'coffee', '{}', 60, 'sent', d, d + interval '1 minute'"
-        " FROM unnest($1::text[], $2::timestamptz[]) AS t(s, d)",
-        [recent.id, busy.id, busy.id, busy.id],
-        [
-            at - timedelta(minutes=30),
-            at - timedelta(hours=5),
-            at - timedelta(hours=4),
-            at - timedelta(hours=3),
-        ],
-    )
+    for member, decided in [
+        (recent, at - timedelta(minutes=30)),
+        (busy, at - timedelta(hours=5)),
+        (busy, at - timedelta(hours=4)),
+        (busy, at - timedelta(hours=3)),
+    ]:
+        await insert_delivery(
+            pool,
+            uuid.UUID(member.id),
+            rule_id="coffee",
+            variant="",
+            payload={},
+            ttl_s=60,
+            topic=None,
+            status="sent",
+            decided_at=decided,
+            expires_at=decided + timedelta(minutes=1),
+        )
     await create(api.ctx, body(send_at=at.isoformat()), at)
     await Clock(api.ctx, at).at(at)
     state = await statuses(pool, "lunch")

@@ -32,10 +32,10 @@ from service.store.db import EmbeddedPostgres, create_pool
 from service.testing import BrowserSubscription, PushService
 from tests.api.conftest import push_subscription
 from tests.conftest import ADMIN_TOKEN, make_settings
+from tests.factories import insert_subscription
 from tests.processes import ServiceProcess, start
 from tests.security.logscan import leaks, log_privacy
-from tests.worker.conftest import write_rules
-from tests.worker.test_processes import POLICY
+from tests.worker.conftest import ANY_TIME_POLICY, write_rules
 
 __all__ = ["log_privacy"]
 
@@ -127,7 +127,7 @@ def short_tmp() -> Iterator[Path]:
 
 
 async def _stack(tmp: Path, dsn: str) -> Stack:
-    rules = write_rules(tmp / "rules", policy=POLICY)
+    rules = write_rules(tmp / "rules", policy=ANY_TIME_POLICY)
     settings = make_settings(tmp / "data", dsn, rules_dir=rules)
     (tmp / "data").mkdir(exist_ok=True)
     return Stack(tmp, dsn, rules, settings, Keys.load(settings))
@@ -197,15 +197,8 @@ async def add_browser_subscriptions(
     subs = []
     for _ in range(n):
         sub = push.subscribe()
-        sid: uuid.UUID = await pool.fetchval(
-            # As the API stores a device that consented to location use.
-            "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash, consent_at)"
-            " VALUES ($1, $2, $3, $4, now()) RETURNING id",
-            sub.endpoint,
-            sub.p256dh,
-            sub.auth,
-            secrets.token_bytes(32),
-        )
+        # As the API stores a device that consented to location use.
+        sid = await insert_subscription(pool, sub, consented=True)
         subs.append((sid, sub))
     return subs
 

@@ -18,6 +18,7 @@ import aiohttp
 import asyncpg
 
 from service.testing import PushService
+from tests.factories import register_subscription
 from tests.faults.conftest import Proc, Stack
 from tests.worker.conftest import CAFE_A, CAFE_B, FAR, offset, write_rules
 
@@ -230,13 +231,7 @@ class Traffic:
 
 async def register(http: aiohttp.ClientSession, api: str, push: PushService, n: int) -> list[str]:
     """``n`` devices of the push service, registered through the API; their tokens."""
-    tokens = []
-    for _ in range(n):
-        body = {"subscription": push.subscribe().to_json(), "location_consent": True}
-        async with http.post(api + "/v1/subscriptions", json=body) as r:
-            assert r.status == 201, await r.text()
-            tokens.append((await r.json())["token"])
-    return tokens
+    return [(await register_subscription(http, api, push.subscribe())).token for _ in range(n)]
 
 
 async def wait_settled(conn: asyncpg.Connection, procs: list[Proc], timeout: float) -> None:

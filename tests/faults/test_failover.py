@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 
 from service.testing import BrowserSubscription, PushService
+from tests.factories import register_subscription
 from tests.faults.conftest import Proc, Replicated, _stack
 from tests.security.logscan import Watch
 from tests.worker.conftest import CAFE_A
@@ -77,11 +78,8 @@ async def _register(
     async def one() -> None:
         while queue:
             i, sub = queue.pop()
-            body = {"subscription": sub.to_json(), "location_consent": True}
-            async with http.post(url + "/v1/subscriptions", json=body) as r:
-                assert r.status == 201, await r.text()
-                tokens[i] = (await r.json())["token"]
-                watch.remember(tokens[i])
+            tokens[i] = (await register_subscription(http, url, sub)).token
+            watch.remember(tokens[i])
 
     await asyncio.gather(*(one() for _ in range(CLIENTS)))
     return tokens

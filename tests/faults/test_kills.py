@@ -16,11 +16,18 @@ import pytest
 
 from service.testing import Fault, PushService, Received
 from service.worker import Worker
+from tests.factories import insert_delivery
 from tests.faults.conftest import Stack, add_browser_subscriptions
-from tests.push.conftest import insert_delivery
 from tests.security.logscan import Watch
-from tests.worker.conftest import CAFE_A, CAFE_B, FAR, context_for, offset
-from tests.worker.test_processes import outcome, reset_processing
+from tests.worker.conftest import (
+    CAFE_A,
+    CAFE_B,
+    FAR,
+    context_for,
+    offset,
+    outcome,
+    reset_processing,
+)
 
 pytestmark = pytest.mark.slow
 

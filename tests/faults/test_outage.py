@@ -15,8 +15,15 @@ from service.context import Context
 from service.worker import Worker
 from tests.faults.conftest import Outage, Stack, pool_for, registration_body
 from tests.security.logscan import Watch
-from tests.worker.conftest import CAFE_A, CAFE_B, FAR, context_for, offset
-from tests.worker.test_processes import outcome, reset_processing
+from tests.worker.conftest import (
+    CAFE_A,
+    CAFE_B,
+    FAR,
+    context_for,
+    offset,
+    outcome,
+    reset_processing,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from service.testing import Fault, PushService
+from tests.factories import insert_delivery
 from tests.faults.conftest import Outage, Stack, add_browser_subscriptions, pool_for
-from tests.push.conftest import insert_delivery
 from tests.security.logscan import Watch
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 
 from service.testing import Fault, PushService
+from tests.factories import insert_delivery
 from tests.faults.conftest import Stack, add_browser_subscriptions
-from tests.push.conftest import insert_delivery
 from tests.security.logscan import Watch
 
 pytestmark = pytest.mark.slow

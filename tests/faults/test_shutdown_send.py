@@ -14,9 +14,9 @@ import asyncpg
 import pytest
 
 from service.testing import SAMPLE_PAYLOAD, BrowserSubscription, Fault, PushService
+from tests.factories import insert_delivery
 from tests.faults.conftest import Proc, Stack, add_browser_subscriptions
 from tests.processes import start
-from tests.push.conftest import insert_delivery
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,8 @@ from service.context import Context
 from service.push import Sender
 from service.store import DATABASE_ERRORS
 from service.testing import Fault, PushService
-from tests.push.conftest import delivery, insert_delivery, insert_subscription
+from tests.factories import insert_delivery, insert_subscription
+from tests.push.conftest import delivery
 
 
 def _lose_the_first_record(

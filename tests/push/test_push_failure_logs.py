@@ -14,8 +14,8 @@ from service.push import sender as sender_module
 from service.push.failures import Failure, FailureLog
 from service.store import Store
 from service.testing import Fault, PushService
-from tests.push.conftest import delivery, insert_delivery, insert_subscription
-from tests.push.test_push_sender import metric
+from tests.factories import insert_delivery, insert_subscription
+from tests.push.conftest import delivery, metric
 
 
 def _lines(caplog: pytest.LogCaptureFixture, failure: Failure) -> list[logging.LogRecord]:

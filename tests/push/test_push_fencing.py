@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from service.context import Context
 from service.store.deliveries import DeliveryOutcome
-from tests.push.conftest import delivery, insert_delivery, insert_subscription
+from tests.factories import insert_delivery, insert_subscription
+from tests.push.conftest import delivery
 
 
 async def _lease_runs_out(ctx: Context, delivery_id: int) -> None:

@@ -11,16 +11,12 @@ import pytest
 from service import push as sender_module
 from service import tokens
 from service.context import Context
-from service.metrics import REGISTRY
 from service.push import Sender
 from service.store import Store
 from service.testing import SAMPLE_PAYLOAD as PAYLOAD
 from service.testing import Fault, PushService
-from tests.push.conftest import delivery, insert_delivery, insert_subscription, make_due
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+from tests.factories import insert_delivery, insert_subscription
+from tests.push.conftest import delivery, make_due, metric
 
 
 async def drain(sender: Sender, *, rounds: int = 50) -> None:

@@ -7,7 +7,8 @@ from service.context import Context
 from service.push import Sender
 from service.store.deliveries import OriginPause
 from service.testing import Fault, PushService
-from tests.push.conftest import delivery, insert_delivery, insert_subscription, make_due
+from tests.factories import insert_delivery, insert_subscription
+from tests.push.conftest import delivery, make_due
 
 
 async def _wait(ctx: Context, delivery_id: int) -> float:

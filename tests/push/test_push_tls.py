@@ -17,8 +17,8 @@ from service.push.failures import Failure
 from service.settings import load_settings
 from service.testing import CertificateFiles, PushService, make_test_certificates
 from tests.conftest import make_settings
-from tests.push.conftest import delivery, insert_delivery, insert_subscription
-from tests.push.test_push_sender import metric
+from tests.factories import insert_delivery, insert_subscription
+from tests.push.conftest import delivery, metric
 
 
 @pytest.fixture

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
 import textwrap
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+from service.rules import Profile, Ruleset, Signal
+from service.rules.engine import Outcome, SubscriberState, decide
+from tests.factories import place, write_rule_folder
 
 M_PER_DEG_LAT = 6_371_008.8 * math.pi / 180.0
 
@@ -17,12 +23,8 @@ hysteresis_m: 30
 """
 
 
-def point(pid: str, lat: float, lon: float, **props: object) -> dict[str, object]:
-    return {
-        "type": "Feature",
-        "properties": {"id": pid, "name": pid.title(), **props},
-        "geometry": {"type": "Point", "coordinates": [lon, lat]},
-    }
+def point(pid: str, lat: float, lon: float, **props: Any) -> dict[str, object]:
+    return place(pid, lat, lon, **props)
 
 
 def square(pid: str, lat: float, lon: float, half_m: float, **props: object) -> dict[str, object]:
@@ -66,14 +68,52 @@ def write_dir(
     policy: str = POLICY,
     places: dict[str, list[dict[str, object]]] | None = None,
 ) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "places").mkdir(exist_ok=True)
-    (root / "policy.yaml").write_text(policy)
-    for name, feats in (places or {"spots": DEFAULT_PLACES}).items():
-        body = ",\n".join(json.dumps(f) for f in feats)
-        (root / "places" / f"{name}.geojson").write_text(
-            '{"type": "FeatureCollection", "features": [\n' + body + "\n]}\n"
-        )
-    for name, text in rules.items():
-        (root / name).write_text(textwrap.dedent(text))
-    return root
+    return write_rule_folder(
+        root,
+        policy=policy,
+        rules={name: textwrap.dedent(text) for name, text in rules.items()},
+        places=places or {"spots": DEFAULT_PLACES},
+    )
+
+
+LAT, LON = 52.52, 13.405  # place "spot", radius 100 m, hysteresis 30 m
+
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # Monday 11:00 in Berlin
+
+
+PLACES = {"spots": [point("spot", LAT, LON), point("far", north_of(LAT, 5000), LON)]}
+
+
+def rule(
+    trigger: str = "enter",
+    priority: int = 1,
+    extra: str = "",
+    places: str = "spots",
+    radius: int = 100,
+) -> str:
+    dwell = "dwell: 3m\n" if trigger == "dwell" else ""
+    return (
+        f"priority: {priority}\ntrigger: {trigger}\n{dwell}"
+        f"where: {{places: places/{places}.geojson, radius_m: {radius}}}\n"
+        f'message: {{title: "At {{place.name}}", ttl: 1h}}\n{extra}'
+    )
+
+
+def walk(
+    rs: Ruleset,
+    steps: Sequence[tuple[float, float | None]],
+    profile: Profile | None = None,
+    start: datetime = T0,
+    gap: timedelta = timedelta(minutes=1),
+    state: dict[str, SubscriberState] | None = None,
+) -> list[Outcome]:
+    """Signals `metres north of the place` (with accuracy) one per `gap`."""
+    prof = profile or Profile("s")
+    sigs = [
+        Signal(prof.id, north_of(LAT, m), LON, start + i * gap, accuracy_m=acc)
+        for i, (m, acc) in enumerate(steps)
+    ]
+    return decide(
+        rs, sigs, {prof.id: prof}, state if state is not None else {}, now=None, arrival_order=True
+    )

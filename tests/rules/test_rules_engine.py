@@ -3,50 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
 
 from service.rules import Profile, Ruleset, Signal
 from service.rules.engine import Outcome, SubscriberState, decide, rule_variant
-from tests.rules.rulekit import POLICY, north_of, point
-
-LAT, LON = 52.52, 13.405  # place "spot", radius 100 m, hysteresis 30 m
-T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # Monday 11:00 in Berlin
-PLACES = {"spots": [point("spot", LAT, LON), point("far", north_of(LAT, 5000), LON)]}
-
-
-def rule(
-    trigger: str = "enter",
-    priority: int = 1,
-    extra: str = "",
-    places: str = "spots",
-    radius: int = 100,
-) -> str:
-    dwell = "dwell: 3m\n" if trigger == "dwell" else ""
-    return (
-        f"priority: {priority}\ntrigger: {trigger}\n{dwell}"
-        f"where: {{places: places/{places}.geojson, radius_m: {radius}}}\n"
-        f'message: {{title: "At {{place.name}}", ttl: 1h}}\n{extra}'
-    )
-
-
-def walk(
-    rs: Ruleset,
-    steps: Sequence[tuple[float, float | None]],
-    profile: Profile | None = None,
-    start: datetime = T0,
-    gap: timedelta = timedelta(minutes=1),
-    state: dict[str, SubscriberState] | None = None,
-) -> list[Outcome]:
-    """Signals `metres north of the place` (with accuracy) one per `gap`."""
-    prof = profile or Profile("s")
-    sigs = [
-        Signal(prof.id, north_of(LAT, m), LON, start + i * gap, accuracy_m=acc)
-        for i, (m, acc) in enumerate(steps)
-    ]
-    return decide(
-        rs, sigs, {prof.id: prof}, state if state is not None else {}, now=None, arrival_order=True
-    )
+from tests.rules.rulekit import LAT, LON, PLACES, POLICY, T0, north_of, point, rule, walk
 
 
 def sent(outcomes: list[Outcome]) -> list[int]:

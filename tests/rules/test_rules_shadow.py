@@ -12,8 +12,7 @@ from service.cli.rules import main
 from service.rules import Profile, Ruleset, Signal, simulate
 from service.rules.engine import SubscriberState
 from service.rules.replay import replay
-from tests.rules.rulekit import POLICY, north_of, write_dir
-from tests.rules.test_rules_engine import LAT, LON, PLACES, T0, rule, walk
+from tests.rules.rulekit import LAT, LON, PLACES, POLICY, T0, north_of, rule, walk, write_dir
 
 HOUR = timedelta(hours=1)
 SHADOW = "mode: shadow\n"

@@ -14,6 +14,7 @@ import pytest
 
 from tests.api.conftest import Device, register
 from tests.conftest import LiveApi
+from tests.factories import insert_delivery
 
 PUBLIC = "public"
 DEVICE = "device"  # the path's own device only
@@ -201,14 +202,16 @@ async def test_auth_matrix(api: LiveApi, method: str, path: str, who: str) -> No
 
 
 async def _delivery(api: LiveApi, device: Device) -> int:
-    return int(
-        await api.ctx.pool.fetchval(
-            "INSERT INTO deliveries (subscription_id, rule_id, variant, dedupe_key, payload, ttl_s,"
-            " expires_at, status) VALUES ($1::uuid, 'r', 'a', $2, '{}'::jsonb, 60,"
-            " now() + interval '1 hour', 'sent') RETURNING id",
-            device.id,
-            uuid.uuid4().hex,
-        )
+    return await insert_delivery(
+        api.ctx.pool,
+        uuid.UUID(device.id),
+        rule_id="r",
+        dedupe_key=uuid.uuid4().hex,
+        payload={},
+        ttl_s=60,
+        expires_in=3600,
+        topic=None,
+        status="sent",
     )
 
 

@@ -26,7 +26,7 @@ from service.store import Store
 from service.testing import Fault, PushService
 from tests.api.conftest import push_subscription
 from tests.conftest import LiveApi, make_settings, start_app
-from tests.push.conftest import insert_delivery, insert_subscription
+from tests.factories import insert_delivery, insert_subscription
 
 INTERNAL_LITERALS = [
     "127.0.0.1",

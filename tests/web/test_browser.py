@@ -10,9 +10,6 @@ real event token and click links).
 from __future__ import annotations
 
 import asyncio
-import secrets
-import shutil
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -22,84 +19,22 @@ from service import tokens
 from service.webpush.message import render_payload
 from tests.api.conftest import register
 from tests.conftest import LiveApi
-
-async_api = pytest.importorskip(
-    "playwright.async_api", reason="the playwright package is not installed (test extra)"
+from tests.web.browserkit import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    GET_NOTIFICATIONS,
+    MESSAGE,
+    TIMEOUT_S,
+    async_api,
+    insert_delivery,
+    wait_for_event,
 )
-
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
-    found = shutil.which("chromium")
-    CHROMIUM = Path(found) if found else CHROMIUM
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="no system Chromium (Debian package `chromium`; .ci/run installs it)",
 )
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-TIMEOUT_S = 10.0
-
-MESSAGE: dict[str, Any] = {
-    "title": "Coffee at Cafe A",
-    "body": "Cafe A is 40 m away",
-    "tag": "coffee",
-    "lang": "en",
-    "actions": [
-        {"action": "menu", "title": "Menu", "url": "https://example.com/menu"},
-        {"action": "later", "title": "Later", "url": "https://example.com/later"},
-    ],
-}
-
-
-async def insert_delivery(pool: asyncpg.Pool, message: dict[str, Any]) -> int:
-    """A subscription and a sent delivery, as the worker and the sender would leave them."""
-    subscription_id = await pool.fetchval(
-        "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash) "
-        "VALUES ($1, 'BAAA', 'AAAA', $2) RETURNING id",
-        "http://127.0.0.1:9/push/browser-test",
-        secrets.token_bytes(32),
-    )
-    delivery_id: int = await pool.fetchval(
-        "INSERT INTO deliveries (subscription_id, rule_id, variant, payload, ttl_s, urgency,"
-        " topic, expires_at) VALUES ($1, 'promo', 'b', $2, 1200, 'normal', 'coffee',"
-        " now() + interval '20 minutes') RETURNING id",
-        subscription_id,
-        message,
-    )
-    return delivery_id
-
-
-async def wait_for_event(pool: asyncpg.Pool, delivery_id: int, kind: str) -> None:
-    deadline = asyncio.get_running_loop().time() + TIMEOUT_S
-    while True:
-        found = await pool.fetchval(
-            "SELECT count(*) FROM events WHERE delivery_id = $1 AND type = $2", delivery_id, kind
-        )
-        if found:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            rows = await pool.fetch("SELECT * FROM events")
-            pytest.fail(
-                f"no {kind!r} event for delivery {delivery_id} reached the server "
-                f"within {TIMEOUT_S} s; events: {[dict(r) for r in rows]}"
-            )
-        await asyncio.sleep(0.05)
-
-
-GET_NOTIFICATIONS = """async () => {
-  const registration = await navigator.serviceWorker.ready;
-  const shown = await registration.getNotifications();
-  return shown.map((n) => ({ title: n.title, body: n.body, tag: n.tag, lang: n.lang,
-    actions: n.actions.map((a) => a.title), data: n.data }));
-}"""
 
 # notificationclick cannot be produced headless (no notification UI, and DevTools has no
 # "click notification" command), so the worker dispatches one itself for the notification it

@@ -8,14 +8,15 @@ message), so each case controls its payload exactly.
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 
 import asyncpg
 import pytest
 
 from service import tokens
+from tests import factories
 from tests.conftest import LiveApi
+from tests.factories import insert_subscription
 
 MESSAGE: dict[str, Any] = {
     "title": "Coffee at Cafe A",
@@ -32,21 +33,16 @@ MESSAGE: dict[str, Any] = {
 async def insert_delivery(
     pool: asyncpg.Pool, payload: dict[str, Any] | None = None, variant: str = "b"
 ) -> int:
-    subscription_id = await pool.fetchval(
-        "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash) "
-        "VALUES ($1, 'BAAA', 'AAAA', $2) RETURNING id",
-        f"http://127.0.0.1:9/push/{secrets.token_hex(8)}",
-        secrets.token_bytes(32),
-    )
-    delivery_id: int = await pool.fetchval(
-        "INSERT INTO deliveries (subscription_id, rule_id, variant, payload, ttl_s, urgency,"
-        " topic, expires_at, status) VALUES ($1, 'promo', $2, $3, 1200, 'normal', 'coffee',"
-        " now() + interval '20 minutes', 'sent') RETURNING id",
+    subscription_id = await insert_subscription(pool)
+    return await factories.insert_delivery(
+        pool,
         subscription_id,
-        variant,
-        MESSAGE if payload is None else payload,
+        payload=MESSAGE if payload is None else payload,
+        rule_id="promo",
+        variant=variant,
+        topic="coffee",
+        status="sent",
     )
-    return delivery_id
 
 
 def token_of(api: LiveApi, delivery_id: int) -> str:

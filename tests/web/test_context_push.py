@@ -4,16 +4,13 @@ which decrypts each push as the browser would."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from service.push import Sender
 from service.settings import Settings
 from service.testing import PushService
-from service.worker import Worker
 from tests.conftest import LiveApi, make_settings
-from tests.web.conftest import CAFES, write_rules
+from tests.web.conftest import CAFES, deliver, notification, send, subscriber, write_rules
 
 # No window, so the test passes at any hour; quiet hours and caps out of the way.
 PAGE = """
@@ -35,39 +32,12 @@ message:
 """
 
 
-def notification(message: dict[str, Any]) -> dict[str, Any]:
-    """The shown notification, whether the push is declarative or the older flat form."""
-    return message.get("notification", message)
-
-
 @pytest.fixture
 def settings(data_dir: Path, database_url: str, tmp_path: Path) -> Settings:
     root = write_rules(tmp_path / "rules")
     (root / "page.yaml").write_text(PAGE)
     (root / "policy.yaml").write_text("limits: {}\nstale_after: 10m\nhysteresis_m: 30\n")
     return make_settings(data_dir, database_url, rules_dir=root)
-
-
-async def subscriber(api: LiveApi, push: PushService, **profile: Any) -> tuple[Any, str]:
-    sub = push.subscribe()
-    body = {"subscription": sub.to_json(), "timezone": "Europe/Berlin", **profile}
-    async with api.http.post(f"{api.url}/v1/subscriptions", json=body) as r:
-        assert r.status == 201, await r.text()
-        return sub, (await r.json())["token"]
-
-
-async def send(api: LiveApi, token: str, signal: dict[str, Any]) -> None:
-    async with api.http.post(
-        f"{api.url}/v1/signals", json=signal, headers={"Authorization": f"Bearer {token}"}
-    ) as r:
-        assert r.status == 202, await r.text()
-
-
-async def deliver(api: LiveApi) -> None:
-    await Worker(api.ctx).drain()
-    async with Sender(api.ctx) as sender:
-        while await sender.run_once():
-            pass
 
 
 PAGE_VIEW = {"moment": "know", "context": {"page_category": "hiking-boots", "trail": "GR20"}}

@@ -12,7 +12,7 @@ import pytest
 from service.settings import Settings
 from service.testing import PushService
 from tests.conftest import LiveApi, make_settings
-from tests.web.test_context_push import deliver, notification, send, subscriber
+from tests.web.conftest import deliver, notification, send, subscriber
 
 SHOPS = """\
 id,name,lat,lon,radius_m,neighborhood

@@ -8,11 +8,7 @@ of docs/dashboard.md.
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,90 +18,20 @@ import pytest
 
 from service.settings import Settings
 from tests.conftest import ADMIN_TOKEN, LiveApi, make_settings
-from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, async_api
-from tests.web.test_place_stats import delivery
+from tests.factories import insert_subscription
+from tests.web.browserkit import CHROMIUM
+from tests.web.conftest import delivery
+from tests.web.dashboard import CITIES, dashboard_browser, write_rules
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="no system Chromium (Debian package `chromium`; .ci/run installs it)",
 )
 
-POLICY = """
-limits: {per_subscriber: 5/day, min_gap: 1h}
-stale_after: 10m
-hysteresis_m: 30
-"""
-
-RULE = """
-description: {description}
-priority: {priority}
-trigger: enter
-where: {{places: places/{file}.geojson, radius_m: 80}}
-message:
-  title: "Hello from {{place.name}}"
-  body: "{{place.name}} is {{distance_m}} m away"
-  url: "https://example.com/{{place.id}}"
-  ttl: 20m
-"""
-
-# Two cities 500 km apart, two places each, about 1 km apart within a city.
-CITIES = {
-    "berlin-coffee": ("berlin", [("alex", 52.5219, 13.4132), ("hacke", 52.5246, 13.4020)]),
-    "munich-lunch": ("munich", [("marien", 48.1374, 11.5755), ("viktu", 48.1351, 11.5762)]),
-}
-
-
-def write_rules(root: Path) -> Path:
-    (root / "places").mkdir(parents=True)
-    (root / "policy.yaml").write_text(POLICY)
-    for priority, (rule, (city, places)) in enumerate(CITIES.items(), start=1):
-        features = [
-            {
-                "type": "Feature",
-                "properties": {"id": f"{city}-{pid}", "name": f"{city.title()} {pid.title()}"},
-                "geometry": {"type": "Point", "coordinates": [lon, lat]},
-            }
-            for pid, lat, lon in places
-        ]
-        (root / "places" / f"{city}.geojson").write_text(
-            json.dumps({"type": "FeatureCollection", "features": features})
-        )
-        (root / f"{rule}.yaml").write_text(
-            RULE.format(description=f"{city.title()} places", priority=priority, file=city)
-        )
-    return root
-
 
 @pytest.fixture
 def settings(data_dir: Path, database_url: str, tmp_path: Path) -> Settings:
     return make_settings(data_dir, database_url, rules_dir=write_rules(tmp_path / "rules"))
-
-
-# Registered before the page's own scripts: every CSP violation the page causes.
-RECORD_VIOLATIONS = """
-window.__violations = [];
-document.addEventListener("securitypolicyviolation", (e) => {
-  window.__violations.push(`${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}`);
-});
-"""
-
-
-@asynccontextmanager
-async def dashboard_browser() -> AsyncIterator[tuple[async_api.Page, list[str], list[str]]]:
-    """A 1280x900 page in the system Chromium that records its console lines, its uncaught
-    errors and (in ``window.__violations``) every CSP violation; the browser is closed after."""
-    async with async_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            console: list[str] = []
-            errors: list[str] = []
-            page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            await page.add_init_script(RECORD_VIOLATIONS)
-            yield page, console, errors
-        finally:
-            await browser.close()
 
 
 # Per rule: the legend swatch's colour, and each marker's fill and its centre on screen.
@@ -134,11 +60,7 @@ def spread(markers: list[dict[str, Any]]) -> float:
 
 async def some_traffic(pool: asyncpg.Pool) -> None:
     """Deliveries of berlin-coffee in the last hour; munich-lunch has none."""
-    sub = await pool.fetchval(
-        "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash) "
-        "VALUES ('http://127.0.0.1:9/push/x', 'BAAA', 'AAAA', $1) RETURNING id",
-        secrets.token_bytes(32),
-    )
+    sub = await insert_subscription(pool, endpoint="http://127.0.0.1:9/push/x")
     at = datetime.now(UTC) - timedelta(hours=1)
     for place, events in [
         ("berlin-alex", ("shown", "clicked")),

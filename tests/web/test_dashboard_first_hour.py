@@ -15,7 +15,7 @@ import pytest
 from service.settings import Settings
 from tests.api.conftest import Device, register
 from tests.conftest import ADMIN_TOKEN, LiveApi, make_settings
-from tests.web.test_dashboard_browser import dashboard_browser, write_rules
+from tests.web.dashboard import dashboard_browser, write_rules
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/bin/chromium").exists(),

@@ -15,8 +15,8 @@ from aiohttp import web
 from service.api.pages import PAGE_CSP, VENDOR, page_csp
 from service.settings import Settings
 from tests.conftest import ADMIN_TOKEN, LiveApi, make_settings, start_app
-from tests.web.test_browser import CHROMIUM
-from tests.web.test_dashboard_browser import dashboard_browser, write_rules
+from tests.web.browserkit import CHROMIUM
+from tests.web.dashboard import dashboard_browser, write_rules
 
 
 def png(width: int = 256, height: int = 256) -> bytes:

@@ -4,36 +4,13 @@ push service that decrypts like a browser; then events reported with the decrypt
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service import tokens
-from service.push import Sender
 from service.rules.engine import rule_variant
-from service.testing import BrowserSubscription, Fault, PushService
-from service.worker import Worker
+from service.testing import PushService
 from tests.conftest import LiveApi
-from tests.web.conftest import CAFES
-
-
-async def register(api: LiveApi, sub: BrowserSubscription) -> tuple[str, str]:
-    async with api.http.post(
-        f"{api.url}/v1/subscriptions",
-        json={"subscription": sub.to_json(), "location_consent": True},
-    ) as r:
-        assert r.status == 201, await r.text()
-        body = await r.json()
-    return body["id"], body["token"]
-
-
-async def signal(api: LiveApi, token: str, place: str, at: datetime) -> None:
-    lat, lon = CAFES[place]
-    async with api.http.post(
-        f"{api.url}/v1/signals",
-        headers={"Authorization": f"Bearer {token}"},
-        json={"lat": lat, "lon": lon, "accuracy_m": 10, "at": at.isoformat()},
-    ) as r:
-        assert r.status == 202, await r.text()
+from tests.web.conftest import pipeline
 
 
 async def post_event(
@@ -46,26 +23,6 @@ async def post_event(
         f"{api.url}/v1/events", data=data, headers={"Content-Type": content_type}
     ) as r:
         return r.status, await r.json()
-
-
-async def pipeline(
-    api: LiveApi, push_service: PushService, n: int, gone: int
-) -> tuple[list[tuple[str, BrowserSubscription]], int]:
-    """n subscribers walk cafe-a then cafe-b; the first ``gone`` have expired endpoints."""
-    subscribers = []
-    for i in range(n):
-        sub = push_service.subscribe(Fault(status=410) if i < gone else None)
-        sid, token = await register(api, sub)
-        subscribers.append((sid, sub))
-        now = datetime.now(UTC)
-        await signal(api, token, "cafe-a", now - timedelta(minutes=2))
-        # Within the policy's 1 h min_gap: matched, then suppressed for min_gap.
-        await signal(api, token, "cafe-b", now - timedelta(minutes=1))
-    processed = await Worker(api.ctx).drain()
-    async with Sender(api.ctx) as sender:
-        while await sender.run_once():
-            pass
-    return subscribers, processed
 
 
 async def test_stats_equal_what_happened(api: LiveApi, push_service: PushService) -> None:

@@ -12,8 +12,7 @@ import pytest
 from service.settings import Settings
 from service.testing import PushService
 from tests.conftest import LiveApi, make_settings
-from tests.web.conftest import CAFES
-from tests.web.test_context_push import deliver, notification, send, subscriber
+from tests.web.conftest import CAFES, deliver, notification, send, subscriber
 
 ANYWHERE = """
 description: Every signal, wherever it comes from

@@ -4,55 +4,23 @@ from __future__ import annotations
 
 import csv
 import io
-import secrets
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from tests.conftest import LiveApi
+from tests.factories import insert_subscription
+from tests.web.conftest import delivery
 
 DAY1 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 DAY2 = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
 DAY3 = datetime(2026, 11, 4, 12, 0, tzinfo=UTC)
 
 
-async def delivery(
-    pool: asyncpg.Pool,
-    subscription_id: int,
-    *,
-    place: str,
-    at: datetime,
-    status: str = "sent",
-    events: tuple[str, ...] = (),
-    test: bool = False,
-    rule: str = "promo",
-) -> None:
-    delivery_id = await pool.fetchval(
-        "INSERT INTO deliveries (subscription_id, rule_id, variant, payload, ttl_s, urgency,"
-        " topic, expires_at, place_id, status, created_at, test) VALUES ($1, $2, 'a', '{}',"
-        " 1200, 'normal', 'coffee', $3::timestamptz + interval '20 minutes', $4, $5, $3, $6)"
-        " RETURNING id",
-        subscription_id,
-        rule,
-        at,
-        place,
-        status,
-        test,
-    )
-    for kind in events:
-        await pool.execute(
-            "INSERT INTO events (delivery_id, type) VALUES ($1, $2)", delivery_id, kind
-        )
-
-
 @pytest.fixture
 async def deliveries(clean_db: asyncpg.Pool) -> None:
-    sub = await clean_db.fetchval(
-        "INSERT INTO subscriptions (endpoint, p256dh, auth, token_hash) "
-        "VALUES ('http://127.0.0.1:9/push/x', 'BAAA', 'AAAA', $1) RETURNING id",
-        secrets.token_bytes(32),
-    )
+    sub = await insert_subscription(clean_db, endpoint="http://127.0.0.1:9/push/x")
     await delivery(clean_db, sub, place="cafe-a", at=DAY1, events=("shown", "clicked"))
     await delivery(clean_db, sub, place="cafe-a", at=DAY2, events=("shown",))
     await delivery(clean_db, sub, place="cafe-a", at=DAY2, status="failed")

@@ -25,8 +25,7 @@ from service import tokens
 from service.settings import Settings
 from service.webpush.message import render_payload
 from tests.conftest import LiveApi, make_settings
-from tests.web.conftest import write_rules
-from tests.web.test_browser import (
+from tests.web.browserkit import (
     CHROMIUM,
     CHROMIUM_ARGS,
     GET_NOTIFICATIONS,
@@ -36,6 +35,7 @@ from tests.web.test_browser import (
     insert_delivery,
     wait_for_event,
 )
+from tests.web.conftest import write_rules
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),

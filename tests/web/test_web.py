@@ -11,7 +11,7 @@ from service.reload.holder import RulesHolder
 from service.testing import PushService
 from service.worker import Worker
 from tests.conftest import REPO, LiveApi
-from tests.web.test_events_stats import pipeline
+from tests.web.conftest import pipeline
 
 
 @pytest.mark.parametrize(

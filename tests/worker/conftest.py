@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -20,20 +19,23 @@ from service.reload.holder import RulesHolder
 from service.settings import Settings
 from service.store import Store
 from tests.conftest import LiveApi, make_settings, start_app
+from tests.factories import insert_subscription, write_rule_folder
 
 # Two cafés 200 m apart near Berlin's Alexanderplatz, and a point far from both.
 CAFE_A = (52.5219, 13.4132)
 CAFE_B = (52.5219, 13.4162)
 FAR = (52.5000, 13.3000)
 
-POLICY = """
+# The worker tests' default: a lunch daypart for the rules that name it, and signals that go
+# stale after 10 minutes.
+LUNCH_POLICY = """
 dayparts: {lunch: "11:30-14:00"}
 limits: {per_subscriber: 3/day, min_gap: 10m}
 stale_after: 10m
 hysteresis_m: 30
 """
 
-PLACES = {
+PLACES: dict[str, Any] = {
     "type": "FeatureCollection",
     "features": [
         {
@@ -66,13 +68,15 @@ message: {title: "Stamp card at {place.name}", ttl: 1h}
 """
 
 
-def write_rules(root: Path, *, policy: str = POLICY, rules: dict[str, str] | None = None) -> Path:
-    (root / "places").mkdir(parents=True, exist_ok=True)
-    (root / "places" / "cafes.geojson").write_text(json.dumps(PLACES))
-    (root / "policy.yaml").write_text(policy)
-    for name, text in (rules if rules is not None else {"coffee": COFFEE}).items():
-        (root / f"{name}.yaml").write_text(text)
-    return root
+def write_rules(
+    root: Path, *, policy: str = LUNCH_POLICY, rules: dict[str, str] | None = None
+) -> Path:
+    return write_rule_folder(
+        root,
+        policy=policy,
+        rules={f"{name}.yaml": text for name, text in (rules or {"coffee": COFFEE}).items()},
+        places={"cafes": PLACES["features"]},
+    )
 
 
 @pytest.fixture
@@ -103,14 +107,12 @@ async def wapi(wctx: Context) -> AsyncIterator[LiveApi]:
 
 async def add_subscription(pool: asyncpg.Pool, **profile: Any) -> str:
     sid = uuid.uuid4()
-    await pool.execute(
-        "INSERT INTO subscriptions (id, endpoint, p256dh, auth, token_hash, topics, paused)"
-        " VALUES ($1, $2, 'k', 'a', $3, $4, $5)",
-        sid,
-        f"https://fcm.googleapis.com/fcm/send/{sid}",
-        sid.bytes,
-        profile.get("topics", []),
-        profile.get("paused", False),
+    await insert_subscription(
+        pool,
+        id=sid,
+        endpoint=f"https://fcm.googleapis.com/fcm/send/{sid}",
+        topics=profile.get("topics", []),
+        paused=profile.get("paused", False),
     )
     return str(sid)
 
@@ -140,3 +142,34 @@ def offset(point: tuple[float, float], metres_east: float) -> tuple[float, float
 
 def walk(start: datetime, points: Sequence[tuple[float, float]], step: timedelta) -> list[Fix]:
     return [Fix(start + i * step, lat, lon) for i, (lat, lon) in enumerate(points)]
+
+
+# Unlike LUNCH_POLICY: no daypart and a day before a signal goes stale, so that a stream of signals
+# from hours ago is decided the same at any hour the test runs.
+ANY_TIME_POLICY = (
+    "limits: {per_subscriber: 3/day, min_gap: 2m}\nstale_after: 1d\nhysteresis_m: 30\n"
+)
+
+
+async def reset_processing(pool: asyncpg.Pool) -> None:
+    await pool.execute("TRUNCATE deliveries, presence, rule_counters RESTART IDENTITY CASCADE")
+    await pool.execute("UPDATE signals SET processed_at = NULL, claimed_until = NULL")
+    await pool.execute("UPDATE subscriptions SET last_signal_at = NULL")
+
+
+Outcome = tuple[set[tuple[str, ...]], dict[tuple[str, str, str], int]]
+
+
+async def outcome(pool: asyncpg.Pool) -> Outcome:
+    rows = await pool.fetch(
+        "SELECT subscription_id::text AS s, rule_id, place_id, variant, dedupe_key FROM deliveries"
+    )
+    decisions: set[tuple[str, ...]] = {
+        (r["s"], r["rule_id"], r["place_id"], r["variant"], r["dedupe_key"]) for r in rows
+    }
+    assert len(decisions) == len(rows), "a decision was stored twice"
+    counts: dict[tuple[str, str, str], int] = {
+        (r["rule_id"], r["variant"], r["counter"]): r["n"]
+        for r in await pool.fetch("SELECT * FROM rule_counters")
+    }
+    return decisions, counts

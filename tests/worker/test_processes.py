@@ -20,74 +20,52 @@ import pytest
 from service.context import Context
 from service.worker import Worker
 from tests.conftest import make_settings
+from tests.factories import insert_subscription
 from tests.processes import ServiceProcess, start
 from tests.worker.conftest import (
+    ANY_TIME_POLICY,
     CAFE_A,
     CAFE_B,
     COFFEE,
     FAR,
     STAMP,
+    Outcome,
     context_for,
     offset,
+    outcome,
+    reset_processing,
     write_rules,
 )
-
-POLICY = "limits: {per_subscriber: 3/day, min_gap: 2m}\nstale_after: 1d\nhysteresis_m: 30\n"
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def any_time_rules(tmp_path: Path) -> Path:
-    return write_rules(tmp_path / "rules", policy=POLICY, rules={"coffee": COFFEE, "stamp": STAMP})
+    return write_rules(
+        tmp_path / "rules", policy=ANY_TIME_POLICY, rules={"coffee": COFFEE, "stamp": STAMP}
+    )
 
 
 async def make_stream(pool: asyncpg.Pool, subscribers: int, per_sub: int, seed: int) -> None:
     rng = random.Random(seed)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
-    sub_rows, sig_rows = [], []
+    sig_rows = []
     for _ in range(subscribers):
         sid = uuid.UUID(int=rng.getrandbits(128))
-        sub_rows.append((sid, f"https://fcm.googleapis.com/fcm/send/{sid}", sid.bytes))
+        await insert_subscription(
+            pool, id=sid, endpoint=f"https://fcm.googleapis.com/fcm/send/{sid}"
+        )
         spot = rng.choice([CAFE_A, CAFE_B])
         for i in range(per_sub):
             base = spot if rng.random() < 0.6 else FAR
             lat, lon = offset(base, rng.uniform(-90, 90))
             at = start + timedelta(seconds=30 * i + rng.randint(0, 20))
             sig_rows.append((sid, at, lat, lon, rng.choice([5.0, 20.0, 50.0])))
-    await pool.executemany(
-        "INSERT INTO subscriptions (id, endpoint, p256dh, auth, token_hash)"
-        " VALUES ($1, $2, 'k', 'a', $3)",
-        sub_rows,
-    )
     rng.shuffle(sig_rows)  # arrival order is not time order
     await pool.copy_records_to_table(
         "signals", records=sig_rows, columns=["subscription_id", "at", "lat", "lon", "accuracy_m"]
     )
-
-
-async def reset_processing(pool: asyncpg.Pool) -> None:
-    await pool.execute("TRUNCATE deliveries, presence, rule_counters RESTART IDENTITY CASCADE")
-    await pool.execute("UPDATE signals SET processed_at = NULL, claimed_until = NULL")
-    await pool.execute("UPDATE subscriptions SET last_signal_at = NULL")
-
-
-Outcome = tuple[set[tuple[str, ...]], dict[tuple[str, str, str], int]]
-
-
-async def outcome(pool: asyncpg.Pool) -> Outcome:
-    rows = await pool.fetch(
-        "SELECT subscription_id::text AS s, rule_id, place_id, variant, dedupe_key FROM deliveries"
-    )
-    decisions: set[tuple[str, ...]] = {
-        (r["s"], r["rule_id"], r["place_id"], r["variant"], r["dedupe_key"]) for r in rows
-    }
-    assert len(decisions) == len(rows), "a decision was stored twice"
-    counts: dict[tuple[str, str, str], int] = {
-        (r["rule_id"], r["variant"], r["counter"]): r["n"]
-        for r in await pool.fetch("SELECT * FROM rule_counters")
-    }
-    return decisions, counts
 
 
 async def wait_processed(pool: asyncpg.Pool, procs: list[ServiceProcess], timeout: float) -> None:

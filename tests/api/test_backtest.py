@@ -19,8 +19,9 @@ from service.reports.backtest import run_backtest
 from service.rules import load_ruleset
 from service.rules.replay import replay
 from service.rules.trace import read_trace
-from tests.api_admin.test_marketer_api import serve, write_rules
+from tests.api.conftest import serve, write_rules
 from tests.conftest import LiveApi
+from tests.factories import insert_delivery, insert_subscription
 from tests.processes import start
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,18 +30,12 @@ TABLES = ("subscriptions", "signals", "presence", "deliveries", "rule_counters",
 
 
 async def add_subscriber(pool: asyncpg.Pool, profile: dict[str, Any]) -> uuid.UUID:
-    sid = uuid.uuid4()
-    await pool.execute(
-        "INSERT INTO subscriptions (id, endpoint, p256dh, auth, token_hash, timezone, topics,"
-        " attributes) VALUES ($1, $2, 'k', 'a', $3, $4, $5, $6)",
-        sid,
-        f"https://fcm.googleapis.com/fcm/send/{sid}",
-        sid.bytes,
-        profile.get("timezone"),
-        profile.get("topics", []),
-        profile.get("attributes", {}),
+    return await insert_subscription(
+        pool,
+        timezone=profile.get("timezone"),
+        topics=profile.get("topics", []),
+        attributes=profile.get("attributes", {}),
     )
-    return sid
 
 
 async def add_trace(pool: asyncpg.Pool, sid: uuid.UUID, trace: Path, shift: timedelta) -> None:
@@ -58,16 +53,18 @@ async def add_trace(pool: asyncpg.Pool, sid: uuid.UUID, trace: Path, shift: time
 async def add_delivery(
     pool: asyncpg.Pool, sid: uuid.UUID, rule: str, at: datetime, status: str, test: bool = False
 ) -> None:
-    await pool.execute(
-        "INSERT INTO deliveries (subscription_id, rule_id, variant, dedupe_key, payload, ttl_s,"
-        " expires_at, decided_at, status, test) VALUES ($1, $2, 'a', $3, '{}'::jsonb, 60,"
-        " $4::timestamptz + interval '1 hour', $4, $5, $6)",
+    await insert_delivery(
+        pool,
         sid,
-        rule,
-        uuid.uuid4().hex,
-        at,
-        status,
-        test,
+        rule_id=rule,
+        dedupe_key=uuid.uuid4().hex,
+        payload={},
+        ttl_s=60,
+        topic=None,
+        expires_at=at + timedelta(hours=1),
+        decided_at=at,
+        status=status,
+        test=test,
     )
 
 

@@ -3,78 +3,24 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
+import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import pytest
 
-from service.api import create_app
 from service.context import Context
 from service.push import Sender
-from service.reload.watch import load
-from service.store import Store
 from service.testing import BrowserSubscription, PushService
 from service.worker import Worker
-from tests.conftest import LiveApi, make_settings, start_app
+from tests.api.conftest import CAFE, serve, write_rules
+from tests.conftest import LiveApi
+from tests.factories import insert_delivery, subscribe
 
 REPO = Path(__file__).resolve().parents[2]
-CAFE = (52.5219, 13.4132)
-
-PROMO = """
-priority: 10
-trigger: enter
-where: {places: places/cafes.geojson, radius_m: 60}
-message:
-  title: "Coffee at {place.name}"
-  body: "{attributes.tier} members: {place.name} is {distance_m} m away"
-  url: "https://example.com/coffee/{place.id}"
-  locales: {de: {title: "Kaffee im {place.name}"}}
-  ttl: 20m
-"""
-
-FREE = """
-priority: 1
-who: {context: {page: {exists: true}}}
-message: {title: "About {context.page}", body: "Read on"}
-"""
-
-
-def write_rules(root: Path, policy: str) -> Path:
-    features = [
-        {
-            "type": "Feature",
-            "properties": {"id": pid, "name": pid.replace("-", " ").title()},
-            "geometry": {"type": "Point", "coordinates": [lon, lat]},
-        }
-        for pid, (lat, lon) in {"cafe-a": CAFE, "cafe-b": (CAFE[0], CAFE[1] + 0.003)}.items()
-    ]
-    (root / "places").mkdir(parents=True)
-    (root / "places" / "cafes.geojson").write_text(
-        json.dumps({"type": "FeatureCollection", "features": features})
-    )
-    (root / "policy.yaml").write_text(policy)
-    (root / "promo.yaml").write_text(PROMO)
-    (root / "free.yaml").write_text(FREE)
-    return root
-
-
-@contextlib.asynccontextmanager
-async def serve(ctx: Context, rules: Path) -> AsyncIterator[LiveApi]:
-    settings = make_settings(ctx.settings.data_dir, ctx.settings.database_url, rules_dir=rules)
-    context = Context(settings=settings, store=Store(ctx.pool, dsn=ctx.store.dsn), keys=ctx.keys)
-    load(context)
-    runner, url = await start_app(create_app(context))
-    try:
-        async with aiohttp.ClientSession() as http:
-            yield LiveApi(url, http, context)
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
@@ -147,11 +93,8 @@ async def test_simulate_renders_the_locale_and_the_actions(live: LiveApi) -> Non
 
 
 async def register(api: LiveApi, sub: BrowserSubscription, **profile: Any) -> tuple[str, str]:
-    body = {"subscription": sub.to_json(), "location_consent": True, **profile}
-    async with api.http.post(f"{api.url}/v1/subscriptions", json=body) as r:
-        assert r.status == 201, await r.text()
-        answer = await r.json()
-    return answer["id"], answer["token"]
+    registered = await subscribe(api, sub, **profile)
+    return registered.id, registered.token
 
 
 async def send_test(
@@ -190,11 +133,18 @@ async def test_a_test_push_arrives_past_caps_and_quiet_hours_and_stays_out_of_st
     async with serve(ctx, write_rules(tmp_path / "rules", policy)) as api:
         sub = push_service.subscribe()
         sid, _ = await register(api, sub, locale="de-AT", attributes={"tier": "gold"})
-        await api.ctx.pool.execute(
-            "INSERT INTO deliveries (subscription_id, rule_id, variant, dedupe_key, payload, ttl_s,"
-            " expires_at, decided_at, status) VALUES ($1::uuid, 'promo', 'default', 'earlier',"
-            " '{}'::jsonb, 60, now() + interval '1 hour', now() - interval '1 hour', 'sent')",
-            sid,
+        await insert_delivery(
+            api.ctx.pool,
+            uuid.UUID(sid),
+            rule_id="promo",
+            variant="default",
+            dedupe_key="earlier",
+            payload={},
+            ttl_s=60,
+            expires_in=3600,
+            topic=None,
+            decided_at=datetime.now(UTC) - timedelta(hours=1),
+            status="sent",
         )
         status, body = await send_test(api, "promo", {"subscription_id": sid, "place_id": "cafe-b"})
         assert status == 202, body
