@@ -14,7 +14,9 @@ import pytest
 HEAVY = ("shapely", "numpy", "tzfpy", "service.rules.engine", "service.rules.loader")
 
 
-@pytest.mark.parametrize("module", ["service.ingest", "service.api"])
+# service.cli: the parser tree of every command; `momentcast --version`, `vapid` or `serve`
+# must not pay for the engine (rules commands import it when they run).
+@pytest.mark.parametrize("module", ["service.ingest", "service.api", "service.cli"])
 def test_importing_the_producer_side_loads_no_engine(module: str) -> None:
     code = (
         f"import json, sys, {module}\n"

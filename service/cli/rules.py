@@ -17,18 +17,18 @@ from collections.abc import Callable
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from service.durations import parse_duration
 from service.errors import RuleLoadError, TraceError
-from service.rules.loader import load_ruleset
-from service.rules.models import json_schema, policy_json_schema
-from service.rules.preview import folder_of, preview
-from service.rules.replay import replay
-from service.rules.ruleset import Ruleset
+
+# The rules (and with them numpy, shapely and the time-zone finder) are imported by the
+# commands that use them, not when the parser tree is built: `momentcast --version`, `vapid`
+# or `serve` pay nothing for them here.
+if TYPE_CHECKING:
+    from service.rules.ruleset import Ruleset
 
 # What `rules init` writes: policy, one location rule, its places (shipped in the wheel).
-STARTER = Path(str(resources.files("service.rules") / "starter"))
 
 _LOCATED = re.compile(r"^(?P<file>.*?):(?P<line>\d+): (?P<message>.*)$", re.S)
 
@@ -118,7 +118,7 @@ def add_commands(ap: argparse.ArgumentParser) -> None:
 
 # Runs a backtest of a rule set over a period on the stored signals (service/reports/backtest.py,
 # on the configured database); `momentcast rules backtest` hands one in.
-Backtester = Callable[[Ruleset, timedelta], dict[str, Any]]
+Backtester = Callable[["Ruleset", timedelta], dict[str, Any]]
 
 
 def main(
@@ -143,6 +143,8 @@ def run(
     backtest: Backtester | None = None,
 ) -> int:
     """One parsed `rules` command."""
+    from service.rules.models import json_schema, policy_json_schema
+
     stdout = out or sys.stdout
     stderr = err or sys.stderr
     command = args.command
@@ -163,6 +165,7 @@ def run(
 
 def _init(target: Path, stdout: TextIO, stderr: TextIO) -> int:
     """Copy the starter set into a new or empty folder; never over a marketer's files."""
+    starter = Path(str(resources.files("service.rules") / "starter"))
     if target.exists() and not target.is_dir():
         stderr.write(f"momentcast rules init: {target} is not a folder; name a new one\n")
         return 1
@@ -175,7 +178,7 @@ def _init(target: Path, stdout: TextIO, stderr: TextIO) -> int:
     try:
         # shutil.copy, not copy2: fresh mtimes, so a running service's poll sees new files.
         shutil.copytree(
-            STARTER,
+            starter,
             target,
             dirs_exist_ok=True,
             copy_function=shutil.copy,
@@ -202,6 +205,9 @@ def _count(n: int, word: str) -> str:
 
 
 def _check(target: str, as_json: bool, strict: bool, out: TextIO, err: TextIO) -> int:
+    from service.rules.loader import load_ruleset
+    from service.rules.preview import folder_of
+
     directory, only = folder_of(target)
     rs: Ruleset | None = None
     try:
@@ -285,6 +291,8 @@ def _write_report(
 
 
 def _replay(args: argparse.Namespace, default_dir: str, out: TextIO, err: TextIO) -> int:
+    from service.rules.replay import replay
+
     try:
         report = replay(args.rules or default_dir, args.trace, args.profile)
     except RuleLoadError as exc:
@@ -342,6 +350,8 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def _preview(args: argparse.Namespace, default_dir: str, out: TextIO, err: TextIO) -> int:
+    from service.rules.preview import preview
+
     try:
         report = preview(
             args.rules or default_dir, args.rule, args.place, args.profile, args.locale
@@ -381,6 +391,8 @@ def _backtest(
     out: TextIO,
     err: TextIO,
 ) -> int:
+    from service.rules.loader import load_ruleset
+
     if backtester is None:
         err.write("the backtest reads the database: run it as momentcast rules backtest\n")
         return 2
