@@ -165,19 +165,22 @@ def _carried_in(
     moved = order.end_fix > order.first_fix
     touched = [c for c in np.flatnonzero(moved).tolist() if carried[c]]
     subscribers: list[int] = []
-    out = _CarriedIn(touched, np.empty(0, dtype=np.intp), [], [], [], [])
+    fences: list[int] = []
+    entered_us: list[int] = []
+    dwell_fired: list[bool] = []
+    entries: list[Presence] = []
     for c in touched:
         for key, presence in carried[c].items():
             fence = rs.fence_by_ids.get(key)
             if fence is None:
                 continue  # rule or place gone after a reload: dropped
             subscribers.append(c)
-            out.fence.append(fence)
-            out.entered_us.append(microseconds(presence.entered_at))
-            out.dwell_fired.append(presence.dwell_fired)
-            out.entries.append(presence)
-    out.subscriber = np.asarray(subscribers, dtype=np.intp)
-    return out
+            fences.append(fence)
+            entered_us.append(microseconds(presence.entered_at))
+            dwell_fired.append(presence.dwell_fired)
+            entries.append(presence)
+    subscriber = np.asarray(subscribers, dtype=np.intp)
+    return _CarriedIn(touched, subscriber, fences, entered_us, dwell_fired, entries)
 
 
 @dataclass(slots=True)
