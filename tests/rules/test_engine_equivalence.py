@@ -1,5 +1,5 @@
-"""The engine's `decide` against a straightforward reference: the per-signal engine as it was
-before it was vectorised, kept here (and only here) as the statement of what `decide` means.
+"""The engine's `decide` against its executable specification, `service.rules.reference`: the
+per-signal engine as it was before it was vectorised, the statement of what `decide` means.
 
 Seeded random rule sets (enter, dwell, inside and signal triggers, shadow rules, rule and
 place limits, policy caps, gaps and quiet hours, dayparts, topics, context conditions,
@@ -16,198 +16,15 @@ import copy
 import math
 import random
 from collections import Counter
-from collections.abc import Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from service.rules import Profile, Ruleset, Signal, load_ruleset
-from service.rules.core import Evaluation, Match, collector_paused, evaluate
-
-# _suppressed and _render (caps, gaps, quiet hours, the decision) are the engine's per-signal
-# code, which the whole-batch work left as it was: the reference shares them and checks what
-# did change.
-from service.rules.engine import (
-    Outcome,
-    Presence,
-    Sent,
-    SubscriberState,
-    Suppression,
-    _render,
-    _suppressed,
-    decide,
-    history_window,
-)
-from service.rules.signals import SignalBatch
-from service.rules.whynot import not_matched_counts
+from service.rules.engine import Presence, Sent, SubscriberState, decide
+from service.rules.reference import EXPIRED, reference_decide
 from tests.rules.rulekit import north_of, point, square, write_dir
-
-# ---------------------------------------------------------------------------------------------
-# The reference: the per-signal engine, one Python step per signal and per pair.
-
-# How often the reference let presence expire (presence_timeout): the generator must make it.
-EXPIRED: Counter[str] = Counter()
-
-
-def reference_decide(
-    ruleset: Ruleset,
-    signals: Sequence[Signal],
-    profiles: Mapping[str, Profile],
-    states: MutableMapping[str, SubscriberState],
-    now: datetime | None = None,
-    arrival_order: bool = False,
-    not_matched: Counter[tuple[str, str]] | None = None,
-) -> list[Outcome]:
-    if arrival_order:
-        ordered = list(signals)
-    else:
-        ordered = sorted(signals, key=lambda s: (s.subscription_id, s.at))
-    ev = evaluate(ruleset, SignalBatch.build(ordered, profiles))
-    keep = history_window(ruleset)
-    out: list[Outcome] = []
-    with collector_paused():
-        for i, sig in enumerate(ordered):
-            profile = profiles.get(sig.subscription_id) or Profile(id=sig.subscription_id)
-            state = states.get(sig.subscription_id)
-            if state is None:
-                state = states[sig.subscription_id] = SubscriberState(sig.subscription_id)
-            out.append(_ref_apply(ruleset, ev, i, sig, profile, state, now, keep))
-        if not_matched is not None:
-            not_matched.update(not_matched_counts(ev))
-    return out
-
-
-def _ref_apply(
-    rs: Ruleset,
-    ev: Evaluation,
-    i: int,
-    sig: Signal,
-    profile: Profile,
-    state: SubscriberState,
-    now: datetime | None,
-    keep: timedelta,
-) -> Outcome:
-    if state.last_signal_at is not None and sig.at < state.last_signal_at:
-        return Outcome(signal=sig, applied=False)
-    if (
-        state.last_signal_at is not None
-        and sig.at - state.last_signal_at > rs.policy.presence_timeout
-    ):
-        EXPIRED["presence"] += bool(state.presence)
-        state.presence.clear()  # not seen for that long: outside every place again, silently
-    state.last_signal_at = sig.at
-    if now is not None:
-        stale = now - sig.at > rs.policy.stale_after
-    else:
-        stale = sig.received_at is not None and sig.received_at - sig.at > rs.policy.stale_after
-    outcome = Outcome(signal=sig, applied=True, stale=stale)
-    pairs = ev.pair_range(i)
-    if not pairs and not state.presence:
-        return outcome
-    if pairs:
-        outcome.local_offset_s = float(ev.local_offset[pairs.start])
-    entered: set[int] = set()
-    if sig.located:
-        seen: set[tuple[str, str]] = set()
-        for k in pairs:
-            key = rs.fence_keys[int(ev.fence[k])]
-            if key is None:
-                continue
-            seen.add(key)
-            if not ev.accurate[k] or not ev.inside[k]:
-                continue
-            if key not in state.presence:
-                state.presence[key] = Presence(entered_at=sig.at)
-                entered.add(k)
-                outcome.entered.append(key)
-        for key in [k for k in state.presence if k not in seen]:
-            fence = rs.fence_by_ids.get(key)
-            if fence is None:
-                del state.presence[key]
-                continue
-            if sig.accuracy_m is not None and sig.accuracy_m > rs.fence_gate_list[fence]:
-                continue
-            del state.presence[key]
-            outcome.left.append(key)
-    candidates: list[Match] = []
-    for k in pairs:
-        if not ev.matched[k]:
-            continue
-        m = _ref_match(ev, k)
-        if m.rule.trigger == "enter":
-            fires = k in entered
-            if not fires and not stale:
-                outcome.silent.append((m.rule.id, m.place_id))
-        elif m.rule.trigger == "dwell":
-            pres = state.presence[(m.rule.id, m.place_id)]
-            fires = (
-                not pres.dwell_fired
-                and (sig.at - pres.entered_at).total_seconds() >= m.rule.dwell_s
-            )
-            if fires and not stale:
-                pres.dwell_fired = True
-        else:
-            fires = True
-        if stale:
-            outcome.silent.append((m.rule.id, m.place_id))
-        elif fires:
-            candidates.append(m)
-    outcome.fired = candidates
-    if not candidates:
-        return outcome
-    candidates.sort(
-        key=lambda m: (
-            -m.rule.priority,
-            math.inf if m.distance_m is None else m.distance_m,
-            m.rule.id,
-            m.place_id,
-        )
-    )
-    cutoff = sig.at - keep
-    state.history = [h for h in state.history if h.sent_at > cutoff]
-    if state.shadow_history:
-        state.shadow_history = [h for h in state.shadow_history if h.sent_at > cutoff]
-    for m in candidates:
-        shadow = m.rule.model.mode == "shadow"
-        history = state.history
-        if shadow:
-            history = history + [h for h in state.shadow_history if h.rule_id == m.rule.id]
-        reason = _suppressed(rs, m, sig.at, profile, history, bool(ev.quiet[m.pair]))
-        if reason is not None:
-            outcome.suppressed.append(Suppression(m.rule.id, m.place_id, reason))
-            continue
-        if shadow:
-            outcome.shadow.append(m)
-            state.shadow_history.append(Sent(m.rule.id, m.place_id, sig.at))
-            continue
-        visit = (
-            state.presence[(m.rule.id, m.place_id)].entered_at
-            if m.rule.trigger in ("enter", "dwell")
-            else None
-        )
-        outcome.decision = _render(m, sig, profile, visit)
-        state.history.append(Sent(m.rule.id, m.place_id, sig.at))
-        break
-    return outcome
-
-
-def _ref_match(ev: Evaluation, k: int) -> Match:
-    rs = ev.ruleset
-    f = int(ev.fence[k])
-    p = int(rs.fence_place[f])
-    ttl = float(ev.ttl_left[k])
-    place = rs.places[p] if p >= 0 else None
-    return Match(
-        rule=rs.rules[int(rs.fence_rule[f])],
-        place=place,
-        place_id=place.id if place is not None else "",
-        distance_m=float(ev.distance[k]) if place is not None else None,
-        ttl_left_s=None if np.isnan(ttl) else ttl,
-        pair=k,
-    )
-
 
 # ---------------------------------------------------------------------------------------------
 # Random rule sets and batches.
