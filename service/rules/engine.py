@@ -181,7 +181,26 @@ def _decide(
     states: MutableMapping[str, SubscriberState],
     now: datetime | None,
 ) -> list[Outcome]:
-    n = len(ordered)
+    """The outcomes of a batch of signals in order, the subscribers' states updated."""
+    sub, subs = _subscribers(ordered, states)
+    at = [s.at for s in ordered]
+    us = microseconds_of(at)
+    before = [s.last_signal_at for s in subs]
+    applied = _applied(sub, us, before)
+    stale = _stale(rs, ordered, us, applied, now)
+    _advance_last_signal(subs, sub, applied, at)
+    pres = _presence(rs, ev, subs, sub, us, applied, stale, at, before)
+    out = _outcomes(rs, ev, ordered, applied, stale, pres)
+    firing = _firing_pairs(rs, ev, pres, applied, stale, out)
+    if len(firing):
+        _fire_signals(rs, ev, pres, firing, ordered, profiles, subs, sub, out)
+    return out
+
+
+def _subscribers(
+    ordered: list[Signal], states: MutableMapping[str, SubscriberState]
+) -> tuple[npt.NDArray[np.intp], list[SubscriberState]]:
+    """Each signal's subscriber code, and the state of each subscriber (created if missing)."""
     codes: dict[str, int] = {}
     sub = np.asarray(
         [codes.setdefault(s.subscription_id, len(codes)) for s in ordered], dtype=np.intp
@@ -192,28 +211,56 @@ def _decide(
         if state is None:
             state = states[sid] = SubscriberState(sid)
         subs.append(state)
-    at = [s.at for s in ordered]
-    us = microseconds_of(at)
-    before = [s.last_signal_at for s in subs]
-    applied = _applied(sub, us, before)
+    return sub, subs
+
+
+def _stale(
+    rs: Ruleset,
+    ordered: list[Signal],
+    us: npt.NDArray[np.int64],
+    applied: npt.NDArray[np.bool_],
+    now: datetime | None,
+) -> npt.NDArray[np.bool_]:
+    """Which applied signals are too old to push on (policy stale_after)."""
     stale_us = rs.policy.stale_after // _US
     if now is not None:
-        stale = applied & (microseconds(now) - us > stale_us)
-    else:
-        # Each signal at its own time; a stored one is stale if it reached the server late.
-        stale = np.zeros(n, dtype=bool)
-        known = [(i, s.received_at) for i, s in enumerate(ordered) if s.received_at is not None]
-        if known:
-            late = [i for i, _ in known]
-            stale[late] = microseconds_of([r for _, r in known]) - us[late] > stale_us
-            stale &= applied
-    # The last applied signal of each subscriber is its last_signal_at.
+        return applied & (microseconds(now) - us > stale_us)
+    # Each signal at its own time; a stored one is stale if it reached the server late.
+    stale = np.zeros(len(ordered), dtype=bool)
+    known = [(i, s.received_at) for i, s in enumerate(ordered) if s.received_at is not None]
+    if known:
+        late = [i for i, _ in known]
+        stale[late] = microseconds_of([r for _, r in known]) - us[late] > stale_us
+        stale &= applied
+    return stale
+
+
+def _advance_last_signal(
+    subs: list[SubscriberState],
+    sub: npt.NDArray[np.intp],
+    applied: npt.NDArray[np.bool_],
+    at: list[datetime],
+) -> None:
+    """Set each subscriber's last_signal_at to its last applied signal."""
     last = np.full(len(subs), -1, dtype=np.intp)
     app = np.flatnonzero(applied)
     np.maximum.at(last, sub[app], app)
     for c in np.flatnonzero(last >= 0).tolist():
         subs[c].last_signal_at = at[int(last[c])]
 
+
+def _presence(
+    rs: Ruleset,
+    ev: Evaluation,
+    subs: list[SubscriberState],
+    sub: npt.NDArray[np.intp],
+    us: npt.NDArray[np.int64],
+    applied: npt.NDArray[np.bool_],
+    stale: npt.NDArray[np.bool_],
+    at: list[datetime],
+    before: list[datetime | None],
+) -> BatchPresence:
+    """The batch's entries, exits and dwells; each subscriber keeps its presence after it."""
     # Presence expires (policy presence_timeout): a subscriber's signals are cut into
     # sessions at each gap longer than the timeout, and presence runs per session as if each
     # were a subscriber of its own: the first carries the stored presence in unless a gap
@@ -230,7 +277,18 @@ def _decide(
         if (j + 1 == n_sessions or carries[j + 1][0] != c) and carried[j] is not subs[c].presence:
             subs[c].presence.clear()
             subs[c].presence.update(carried[j])
+    return pres
 
+
+def _outcomes(
+    rs: Ruleset,
+    ev: Evaluation,
+    ordered: list[Signal],
+    applied: npt.NDArray[np.bool_],
+    stale: npt.NDArray[np.bool_],
+    pres: BatchPresence,
+) -> list[Outcome]:
+    """One outcome a signal, with its local offset and the places it entered and left."""
     applied_l = applied.tolist()
     stale_l = stale.tolist()
     out = [Outcome(sig, a, st) for sig, a, st in zip(ordered, applied_l, stale_l, strict=True)]
@@ -246,8 +304,20 @@ def _decide(
         out[i].entered.append(keys[f])
     for i, key in pres.left:
         out[i].left.append(key)
+    return out
 
-    # The pairs that fire: matched, on a fresh applied signal, by the rule's trigger.
+
+def _firing_pairs(
+    rs: Ruleset,
+    ev: Evaluation,
+    pres: BatchPresence,
+    applied: npt.NDArray[np.bool_],
+    stale: npt.NDArray[np.bool_],
+    out: list[Outcome],
+) -> npt.NDArray[np.intp]:
+    """The pairs that fire: matched, on a fresh applied signal, by the rule's trigger; the
+    matched pairs that do not fire are noted as silent on their outcomes."""
+    keys = rs.fence_keys
     trigger = np.asarray([_TRIGGER_CODE[r.trigger] for r in rs.rules], dtype=np.int8)
     trig = trigger[rs.fence_rule[ev.fence]]
     fresh = ev.matched & applied[ev.sig] & ~stale[ev.sig]
@@ -259,9 +329,21 @@ def _decide(
         out[i].silent.append(key if key is not None else (rs.rules[rs.fence_rule[f]].id, ""))
     fires = np.where(trig == 0, pres.entered, np.where(trig == 1, pres.dwell_fires, True))
     fires &= fresh
-    firing = np.flatnonzero(fires)
-    if not len(firing):
-        return out
+    return np.flatnonzero(fires)
+
+
+def _fire_signals(
+    rs: Ruleset,
+    ev: Evaluation,
+    pres: BatchPresence,
+    firing: npt.NDArray[np.intp],
+    ordered: list[Signal],
+    profiles: Mapping[str, Profile],
+    subs: list[SubscriberState],
+    sub: npt.NDArray[np.intp],
+    out: list[Outcome],
+) -> None:
+    """Decide, per signal with firing pairs, the push it makes or why it makes none."""
     matches = ev.matches(firing)
     fsig = ev.sig[firing]
     bounds = [0, *(np.flatnonzero(np.diff(fsig)) + 1).tolist(), len(firing)]
@@ -273,7 +355,6 @@ def _decide(
         sid = ordered[i].subscription_id
         profile = profiles.get(sid) or Profile(id=sid)
         _fire(rs, ev, pres, matches[a:b], out[i], profile, subs[fsub[a]], keep)
-    return out
 
 
 _BY_SUBSCRIPTION_AND_TIME = operator.attrgetter("subscription_id", "at")

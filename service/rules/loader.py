@@ -301,67 +301,22 @@ def load_ruleset(path: str | Path) -> Ruleset:
 
 
 def _load_ruleset(root: Path, load: _Load) -> Ruleset:
+    """Load and check the rules directory ``root``, collecting its problems in ``load``."""
     if not root.is_dir():
         raise RuleLoadError([f"{root}:1: rules directory not found"])
-    policy_file = root / "policy.yaml"
-    policy: PolicyModel | None = None
-    if policy_file.is_file():
-        with load.guard(policy_file):
-            ploc = load.located(policy_file)
-            if ploc is not None:
-                policy = _validate(load, policy_file, ploc, PolicyModel)
-    else:
-        load.err(policy_file, 1, "policy.yaml is missing (dayparts, quiet_hours, limits)")
+    policy = _load_policy(root, load)
     place_files = sorted(p for p in (root / "places").glob("*") if is_places_file(p))
     rule_files = sorted(
         p
         for p in [*root.glob("*.yaml"), *root.glob("*.yml")]
         if p.name not in ("policy.yaml", "policy.yml")
     )
-    parsed: list[tuple[Path, Located, RuleModel]] = []
-    for rf in rule_files:
-        with load.guard(rf):
-            loc = load.located(rf)
-            if loc is None:
-                continue
-            model = _validate(load, rf, loc, RuleModel)
-            if model is None:
-                continue
-            parsed.append((rf, loc, model))
-            for extra in model.where.files if model.where else []:
-                target = (root / extra).resolve()
-                if (
-                    is_places_file(target)
-                    and target.is_file()
-                    and target not in [p.resolve() for p in place_files]
-                ):
-                    place_files.append(root / extra)
-    csv_files = [p for p in place_files if p.suffix.lower() == ".csv"]
-    by_file = _load_places(load, [p for p in place_files if p not in csv_files])
-    # A sheet of shops is data, like GeoJSON: the places limit, not the rule files' 1 MiB.
-    by_file.update(
-        load_csv_places(
-            csv_files, lambda p: load.read(p, MAX_PLACES_BYTES), load.err, load.warn, by_file
-        )
-    )
+    parsed = _parse_rule_files(root, load, rule_files, place_files)
+    by_file = _load_place_files(load, place_files)
     resolved = {p.resolve(): v for p, v in by_file.items()}
     all_places: list[Place] = [p for v in by_file.values() for p in v]
     index_of = {id(p): i for i, p in enumerate(all_places)}
-    rules: list[CompiledRule] = []
-    ids: dict[str, Path] = {}
-    for rf, loc, model in parsed:
-        rule: CompiledRule | None = None
-        with load.guard(rf):
-            rule = _compile_rule(load, root, rf, loc, model, policy, resolved, index_of, len(rules))
-        if rule is None:
-            continue
-        if rule.id in ids:
-            load.err(
-                rf, loc.line_of(("id",)), f"duplicate rule id {rule.id!r} (also {ids[rule.id]})"
-            )
-            continue
-        ids[rule.id] = rf
-        rules.append(rule)
+    rules = _compile_rules(load, root, parsed, policy, resolved, index_of)
     if not rule_files:
         load.warn(root, 1, "no rule files (*.yaml) found")
     _priority_ties(
@@ -390,6 +345,85 @@ def _load_ruleset(root: Path, load: _Load) -> Ruleset:
         warnings=load.warnings,
         loaded_at=datetime.now(UTC),
     )
+
+
+def _load_policy(root: Path, load: _Load) -> PolicyModel | None:
+    """The folder's policy.yaml, or None when it is missing or invalid."""
+    policy_file = root / "policy.yaml"
+    policy: PolicyModel | None = None
+    if policy_file.is_file():
+        with load.guard(policy_file):
+            ploc = load.located(policy_file)
+            if ploc is not None:
+                policy = _validate(load, policy_file, ploc, PolicyModel)
+    else:
+        load.err(policy_file, 1, "policy.yaml is missing (dayparts, quiet_hours, limits)")
+    return policy
+
+
+def _parse_rule_files(
+    root: Path, load: _Load, rule_files: list[Path], place_files: list[Path]
+) -> list[tuple[Path, Located, RuleModel]]:
+    """The valid rule files, parsed; the places files they name join ``place_files``."""
+    parsed: list[tuple[Path, Located, RuleModel]] = []
+    for rf in rule_files:
+        with load.guard(rf):
+            loc = load.located(rf)
+            if loc is None:
+                continue
+            model = _validate(load, rf, loc, RuleModel)
+            if model is None:
+                continue
+            parsed.append((rf, loc, model))
+            for extra in model.where.files if model.where else []:
+                target = (root / extra).resolve()
+                if (
+                    is_places_file(target)
+                    and target.is_file()
+                    and target not in [p.resolve() for p in place_files]
+                ):
+                    place_files.append(root / extra)
+    return parsed
+
+
+def _load_place_files(load: _Load, place_files: list[Path]) -> dict[Path, list[Place]]:
+    """The places of every GeoJSON and CSV places file, by file."""
+    csv_files = [p for p in place_files if p.suffix.lower() == ".csv"]
+    by_file = _load_places(load, [p for p in place_files if p not in csv_files])
+    # A sheet of shops is data, like GeoJSON: the places limit, not the rule files' 1 MiB.
+    by_file.update(
+        load_csv_places(
+            csv_files, lambda p: load.read(p, MAX_PLACES_BYTES), load.err, load.warn, by_file
+        )
+    )
+    return by_file
+
+
+def _compile_rules(
+    load: _Load,
+    root: Path,
+    parsed: list[tuple[Path, Located, RuleModel]],
+    policy: PolicyModel | None,
+    resolved: dict[Path, list[Place]],
+    index_of: dict[int, int],
+) -> list[CompiledRule]:
+    """The compiled rules, in file order, without the ones that fail or repeat an id."""
+    rules: list[CompiledRule] = []
+    ids: dict[str, Path] = {}
+    for rf, loc, model in parsed:
+        rule: CompiledRule | None = None
+        with load.guard(rf):
+            rule = _compile_rule(load, root, rf, loc, model, policy, resolved, index_of, len(rules))
+        if rule is None:
+            continue
+        if rule.id in ids:
+            load.err(
+                rf, loc.line_of(("id",)), f"duplicate rule id {rule.id!r} (also {ids[rule.id]})"
+            )
+            continue
+        ids[rule.id] = rf
+        rules.append(rule)
+    return rules
 
 
 def _compile_rule(

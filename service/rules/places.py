@@ -168,7 +168,11 @@ def _check_lonlat(lon: float, lat: float, where: str) -> None:
         raise PlaceError(f"{where}: latitude {lat} is beyond the supported +-{MAX_ABS_LAT:g}")
 
 
-def _rings(coords: Any, where: str) -> list[list[tuple[float, float]]]:
+# One polygon: its outer ring, then its holes, each a list of (lon, lat).
+_Rings = list[list[tuple[float, float]]]
+
+
+def _rings(coords: Any, where: str) -> _Rings:
     if not isinstance(coords, list) or not coords:
         raise PlaceError(f"{where}: Polygon coordinates must be a list of rings")
     rings = []
@@ -209,21 +213,10 @@ def make_place(file: str, index: int, feature: Any, stem: str) -> Place:
     if not isinstance(geom, dict):
         raise PlaceError(f"{where}: geometry is missing")
     gtype, coords = geom.get("type"), geom.get("coordinates")
-    radius = props.get("radius_m")
-    if radius is not None and (
-        isinstance(radius, bool) or not isinstance(radius, int | float) or radius <= 0
-    ):
-        raise PlaceError(f"{where}: radius_m must be a positive number of metres")
+    radius = _radius(props, where)
     key = f"{file}#{index}"
     if gtype == "Point":
-        if (
-            not isinstance(coords, list)
-            or len(coords) < 2
-            or not all(isinstance(v, int | float) for v in coords[:2])
-        ):
-            raise PlaceError(f"{where}: Point coordinates must be [longitude, latitude]")
-        lon, lat = float(coords[0]), float(coords[1])
-        _check_lonlat(lon, lat, where)
+        lon, lat = _point_lonlat(coords, where)
         return Place(
             key=key,
             id=pid,
@@ -233,53 +226,16 @@ def make_place(file: str, index: int, feature: Any, stem: str) -> Place:
             kind="point",
             lat=lat,
             lon=lon,
-            radius_m=float(radius) if radius else None,
+            radius_m=radius,
             lon0=lon,
             lat0=lat,
             bounds=(lon, lat, lon, lat),
         )
-    if gtype == "Polygon":
-        polys = [_rings(coords, where)]
-    elif gtype == "MultiPolygon":
-        if not isinstance(coords, list) or not coords:
-            raise PlaceError(f"{where}: MultiPolygon coordinates must be a list of polygons")
-        polys = [_rings(p, where) for p in coords]
-    else:
-        raise PlaceError(
-            f"{where}: geometry type {gtype!r} is not supported "
-            "(use Point, Polygon or MultiPolygon)"
-        )
+    polys = _polygon_rings(gtype, coords, where)
+    polys, unwrapped = _unwrap_antimeridian(polys, where)
+    lonlat = _lonlat_shape(polys, unwrapped, where)
     lons = [lon for poly in polys for ring in poly for lon, _ in ring]
-    unwrapped = max(lons) - min(lons) > 180.0
-    if unwrapped:
-        # Parts on both sides of +-180: unwrap the western side by +360.
-        polys = [
-            [[(lon + 360.0 if lon < 0 else lon, lat) for lon, lat in ring] for ring in poly]
-            for poly in polys
-        ]
-        lons = [lon for poly in polys for ring in poly for lon, _ in ring]
-        if max(lons) - min(lons) > 180.0:
-            raise PlaceError(f"{where}: polygon spans more than 180 degrees of longitude")
     lats = [lat for poly in polys for ring in poly for _, lat in ring]
-    parts = [shapely.Polygon(p[0], p[1:]) for p in polys]
-    for part in parts:
-        if not shapely.is_valid(part):
-            raise PlaceError(
-                f"{where}: invalid polygon: {shapely.is_valid_reason(part)} "
-                "(rings must not cross themselves or each other)"
-            )
-    if len(parts) == 1:
-        lonlat: BaseGeometry = parts[0]
-    elif unwrapped:
-        # Parts split at +-180 share that edge; once unwrapped they are one area.
-        lonlat = shapely.union_all(parts)
-    else:
-        lonlat = shapely.MultiPolygon(parts)
-        if not shapely.is_valid(lonlat):
-            raise PlaceError(
-                f"{where}: invalid polygon: {shapely.is_valid_reason(lonlat)} "
-                "(the parts of a MultiPolygon must not overlap)"
-            )
     minx, miny, maxx, maxy = min(lons), min(lats), max(lons), max(lats)
     lon0, lat0 = (minx + maxx) / 2.0, (miny + maxy) / 2.0
     local = _to_local(lonlat, lon0, lat0)
@@ -293,13 +249,88 @@ def make_place(file: str, index: int, feature: Any, stem: str) -> Place:
         kind="polygon",
         lat=float(centroid.y),
         lon=float(wrap_lon(np.asarray([centroid.x]))[0]),
-        radius_m=float(radius) if radius else None,
+        radius_m=radius,
         shape=local,
         lon0=lon0,
         lat0=lat0,
         bounds=(minx, miny, maxx, maxy),
         equivalent_radius_m=float(np.sqrt(local.area / np.pi)),
     )
+
+
+def _radius(props: dict[str, Any], where: str) -> float | None:
+    """The feature's radius_m in metres, or None when it has none."""
+    radius = props.get("radius_m")
+    if radius is not None and (
+        isinstance(radius, bool) or not isinstance(radius, int | float) or radius <= 0
+    ):
+        raise PlaceError(f"{where}: radius_m must be a positive number of metres")
+    return float(radius) if radius else None
+
+
+def _point_lonlat(coords: Any, where: str) -> tuple[float, float]:
+    """The (longitude, latitude) of a Point geometry."""
+    if (
+        not isinstance(coords, list)
+        or len(coords) < 2
+        or not all(isinstance(v, int | float) for v in coords[:2])
+    ):
+        raise PlaceError(f"{where}: Point coordinates must be [longitude, latitude]")
+    lon, lat = float(coords[0]), float(coords[1])
+    _check_lonlat(lon, lat, where)
+    return lon, lat
+
+
+def _polygon_rings(gtype: Any, coords: Any, where: str) -> list[_Rings]:
+    """The rings of each polygon of a Polygon or MultiPolygon geometry."""
+    if gtype == "Polygon":
+        return [_rings(coords, where)]
+    if gtype == "MultiPolygon":
+        if not isinstance(coords, list) or not coords:
+            raise PlaceError(f"{where}: MultiPolygon coordinates must be a list of polygons")
+        return [_rings(p, where) for p in coords]
+    raise PlaceError(
+        f"{where}: geometry type {gtype!r} is not supported (use Point, Polygon or MultiPolygon)"
+    )
+
+
+def _unwrap_antimeridian(polys: list[_Rings], where: str) -> tuple[list[_Rings], bool]:
+    """The polygons made continuous across +-180, and whether that was needed."""
+    lons = [lon for poly in polys for ring in poly for lon, _ in ring]
+    if max(lons) - min(lons) <= 180.0:
+        return polys, False
+    # Parts on both sides of +-180: unwrap the western side by +360.
+    polys = [
+        [[(lon + 360.0 if lon < 0 else lon, lat) for lon, lat in ring] for ring in poly]
+        for poly in polys
+    ]
+    lons = [lon for poly in polys for ring in poly for lon, _ in ring]
+    if max(lons) - min(lons) > 180.0:
+        raise PlaceError(f"{where}: polygon spans more than 180 degrees of longitude")
+    return polys, True
+
+
+def _lonlat_shape(polys: list[_Rings], unwrapped: bool, where: str) -> BaseGeometry:
+    """The valid shapely geometry, in longitude/latitude, of the polygons."""
+    parts = [shapely.Polygon(p[0], p[1:]) for p in polys]
+    for part in parts:
+        if not shapely.is_valid(part):
+            raise PlaceError(
+                f"{where}: invalid polygon: {shapely.is_valid_reason(part)} "
+                "(rings must not cross themselves or each other)"
+            )
+    if len(parts) == 1:
+        return parts[0]
+    if unwrapped:
+        # Parts split at +-180 share that edge; once unwrapped they are one area.
+        return shapely.union_all(parts)
+    multi = shapely.MultiPolygon(parts)
+    if not shapely.is_valid(multi):
+        raise PlaceError(
+            f"{where}: invalid polygon: {shapely.is_valid_reason(multi)} "
+            "(the parts of a MultiPolygon must not overlap)"
+        )
+    return multi
 
 
 def _to_local(geom: BaseGeometry, lon0: float, lat0: float) -> BaseGeometry:
