@@ -20,9 +20,9 @@ from service.api.models import Accepted, SignalBatchBody, SignalBody, parse_sign
 from service.api.openapi import Op, document
 from service.errors import (
     ConsentRequired,
+    DatabaseUnavailable,
     Forbidden,
     IngestUnavailable,
-    ServiceUnavailable,
     TooManyRequests,
     Unauthorized,
 )
@@ -97,7 +97,9 @@ async def post_signals(request: web.Request) -> web.Response:
             SignalRequest(digest, rows, received_at=datetime.now(UTC))
         )
     except IngestUnavailable as exc:
-        raise ServiceUnavailable(str(exc), headers={"Retry-After": "1"}) from None
+        # The batch was not committed (the database is away, or refused the commit): the one
+        # 503 of every route that needs the database, so a client handles a single code.
+        raise DatabaseUnavailable(str(exc), headers={"Retry-After": "1"}) from None
     if not result.known:
         raise Unauthorized("unknown device token", headers={"WWW-Authenticate": "Bearer"})
     if result.consent_refused:

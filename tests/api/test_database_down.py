@@ -187,8 +187,7 @@ async def test_every_route_answers_503_or_works_while_the_database_is_down(
                     text = await resp.text()
                     status, retry_after = resp.status, resp.headers.get("Retry-After")
                 seen = f"{method} {template}: {status} Retry-After={retry_after} {text[:200]}"
-                # POST /v1/signals answers its own 503 (the batch was not committed).
-                code = "unavailable" if template == "/v1/signals" else "database_unavailable"
+                code = "database_unavailable"
                 problems = []
                 if status != call.expect:
                     problems.append(f"expected {call.expect}")

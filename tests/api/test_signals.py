@@ -589,7 +589,7 @@ async def test_failed_commit_answers_503_and_stores_nothing(api_with: Any, break
 
     results = await asyncio.gather(*(post(i) for i in range(50)))
     assert {r[0] for r in results} == {503}
-    assert all(r[1] == "1" and r[2]["error"]["code"] == "unavailable" for r in results)
+    assert all(r[1] == "1" and r[2]["error"]["code"] == "database_unavailable" for r in results)
     assert await pool.fetchval("SELECT count(*) FROM signals") == 0
 
     await pool.execute("DELETE FROM refuse_commit")
