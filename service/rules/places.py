@@ -101,6 +101,36 @@ class Place:
     extra: dict[str, Any] = field(default_factory=dict)
     line: int | None = None  # the CSV line of the row; None for a GeoJSON feature
 
+    @classmethod
+    def point(
+        cls,
+        *,
+        file: str,
+        index: int,
+        id: str,
+        properties: dict[str, Any],
+        lat: float,
+        lon: float,
+        radius_m: float | None,
+        line: int | None = None,
+    ) -> Place:
+        """A point place (a GeoJSON Point or a CSV row): its centre and bounds are the point."""
+        return cls(
+            key=f"{file}#{index}",
+            id=id,
+            file=file,
+            index=index,
+            properties=properties,
+            kind="point",
+            lat=lat,
+            lon=lon,
+            radius_m=radius_m,
+            lon0=lon,
+            lat0=lat,
+            bounds=(lon, lat, lon, lat),
+            line=line,
+        )
+
     @property
     def name(self) -> str:
         return str(self.properties.get("name", self.id))
@@ -217,19 +247,8 @@ def make_place(file: str, index: int, feature: Any, stem: str) -> Place:
     key = f"{file}#{index}"
     if gtype == "Point":
         lon, lat = _point_lonlat(coords, where)
-        return Place(
-            key=key,
-            id=pid,
-            file=file,
-            index=index,
-            properties=props,
-            kind="point",
-            lat=lat,
-            lon=lon,
-            radius_m=radius,
-            lon0=lon,
-            lat0=lat,
-            bounds=(lon, lat, lon, lat),
+        return Place.point(
+            file=file, index=index, id=pid, properties=props, lat=lat, lon=lon, radius_m=radius
         )
     polys = _polygon_rings(gtype, coords, where)
     polys, unwrapped = _unwrap_antimeridian(polys, where)

@@ -205,19 +205,14 @@ def _row(
             properties[column] = row[i].strip()
     if radius is not None:
         properties["radius_m"] = radius
-    place = Place(
-        key=f"{file}#{index}",
-        id=pid,
+    place = Place.point(
         file=file,
         index=index,
+        id=pid,
         properties=properties,
-        kind="point",
         lat=lat,
         lon=lon,
         radius_m=radius,
-        lon0=lon,
-        lat0=lat,
-        bounds=(lon, lat, lon, lat),
         line=line,
     )
     return None, place
