@@ -35,7 +35,7 @@ from .conditions import Column, Condition
 from .conditions import mask as condition_mask
 from .localtime import utc_offsets, zone, zone_name_at
 from .places import FloatArray, IntArray, Place, haversine_m, polygon_distances
-from .ruleset import CompiledRule, Ruleset
+from .ruleset import CompiledRule, CompiledVariant, Ruleset
 from .signals import SignalBatch
 
 # The first failed condition of a pair is a code: 0 passes, c > 0 is the ruleset's
@@ -55,6 +55,9 @@ class Match:
     distance_m: float | None
     ttl_left_s: float | None  # seconds until the firing window ends
     pair: int  # index of the (signal, fence) pair in its Evaluation
+    # Drawn for a rule with allocation: adaptive (adaptive.draw_variants); None: the fixed
+    # variant of the weights (engine.rule_variant).
+    variant: CompiledVariant | None = None
 
 
 @dataclass
