@@ -21,12 +21,13 @@ import numpy as np
 import numpy.typing as npt
 
 from service.engagement.bayes import thompson_pick
+from service.vocabulary import ADAPTIVE_WINDOW_DAYS
 
 from .core import Match
 from .ruleset import CompiledRule, Ruleset
 
 # How far back the interactions per sent push count (DESIGN: the last 30 days).
-WINDOW = timedelta(days=30)
+WINDOW = timedelta(days=ADAPTIVE_WINDOW_DAYS)
 
 
 @dataclass(frozen=True)

@@ -98,13 +98,12 @@ WITH new_presence AS MATERIALIZED (
 SELECT rule_id, (SELECT count(*) FROM notified) AS notified FROM inserted
 
 -- name: variant_counts
--- Per (rule, variant) of the rules $1: the pushes sent that were decided since $2, and how many
--- of them got an interaction (a clicked or converted event; a click link records a click).
--- Adaptive allocation draws from these (the worker reads them at most once per batch, see
--- service/worker.py) and /v1/stats shows share and prob_best from them. DELIVERY_RETENTION
--- may be shorter than the window, so the rolled-up days count too, by whole UTC days of
--- creation: there a push's click and conversion are counted apart, and the larger of the two
--- stands for its interactions (a conversion mostly follows a click of the same push).
+-- Per (rule, variant) of the rules $1: the pushes sent that were created on the UTC day of $2 or
+-- later, and how many of them got an interaction (a clicked or converted event; a click link
+-- records a click). Adaptive allocation draws from these (the worker reads them at most once
+-- per batch, see service/worker.py) and /v1/stats shows share and prob_best from them.
+-- DELIVERY_RETENTION may be shorter than the window, so the rolled-up days count too; whole
+-- UTC days of creation on both sides, so a roll-up changes no count.
 WITH live AS (
     SELECT d.rule_id, d.variant, count(*) AS sent,
            count(*) FILTER (WHERE EXISTS (
@@ -112,11 +111,10 @@ WITH live AS (
                WHERE e.delivery_id = d.id AND e.type IN ('clicked', 'converted'))) AS interacted
     FROM deliveries d
     WHERE d.rule_id = ANY($1::text[]) AND d.status = 'sent' AND NOT d.test
-      AND d.decided_at >= $2
+      AND d.created_at >= date_trunc('day', $2::timestamptz, 'UTC')
     GROUP BY d.rule_id, d.variant
 ), rolled AS (
-    SELECT rule_id, variant, sum(deliveries) AS sent,
-           sum(greatest(clicked, converted)) AS interacted
+    SELECT rule_id, variant, sum(deliveries) AS sent, sum(interacted) AS interacted
     FROM rule_delivery_days
     WHERE rule_id = ANY($1::text[]) AND status = 'sent'
       AND day >= ($2::timestamptz AT TIME ZONE 'UTC')::date
