@@ -12,8 +12,7 @@ give (`rule_variant`): deterministic, and what a rule with no history yet starts
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -23,8 +22,7 @@ import numpy.typing as npt
 from service.engagement.bayes import thompson_pick
 from service.vocabulary import ADAPTIVE_WINDOW_DAYS
 
-from .core import Match
-from .ruleset import CompiledRule, Ruleset
+from .ruleset import CompiledRule, CompiledVariant, Ruleset
 
 # How far back the interactions per sent push count (DESIGN: the last 30 days).
 WINDOW = timedelta(days=ADAPTIVE_WINDOW_DAYS)
@@ -67,15 +65,13 @@ def arm_counts(
 
 
 def draw_variants(
-    ruleset: Ruleset,
-    matches: Sequence[Match],
-    rule_of: npt.NDArray[np.intp],
-    posteriors: Posteriors,
-) -> list[Match]:
-    """``matches`` (``rule_of``: each one's rule index) with a variant drawn for those of
-    adaptive rules: one vectorised draw per adaptive rule for all of its matches in the batch,
-    however many signals they are of."""
-    out = list(matches)
+    ruleset: Ruleset, rule_of: npt.NDArray[np.intp], posteriors: Posteriors
+) -> list[CompiledVariant | None] | None:
+    """For firing pairs whose rules are ``rule_of`` (rule indices), the variant drawn for
+    each pair of an adaptive rule (None for the others), or None when there is none: one
+    vectorised draw per adaptive rule for all of its pairs in the batch, however many signals
+    they are of."""
+    out: list[CompiledVariant | None] | None = None
     for rule in adaptive_rules(ruleset):
         at = np.flatnonzero(rule_of == rule.index)
         if not len(at):
@@ -84,7 +80,9 @@ def draw_variants(
         picks = thompson_pick(
             hits, sent, len(at), min_share=rule.model.min_share, rng=posteriors.rng
         )
+        if out is None:
+            out = [None] * len(rule_of)
         variants = [rule.variants[i] for i in idx]
         for k, p in zip(at.tolist(), picks.tolist(), strict=True):
-            out[k] = dataclasses.replace(out[k], variant=variants[p])
+            out[k] = variants[p]
     return out

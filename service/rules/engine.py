@@ -357,9 +357,10 @@ def _fire_signals(
     posteriors: Posteriors | None = None,
 ) -> None:
     """Decide, per signal with firing pairs, the push it makes or why it makes none."""
-    matches = ev.matches(firing)
+    drawn = None
     if posteriors is not None and adaptive_rules(rs):
-        matches = draw_variants(rs, matches, rs.fence_rule[ev.fence[firing]], posteriors)
+        drawn = draw_variants(rs, rs.fence_rule[ev.fence[firing]], posteriors)
+    matches = ev.matches(firing, drawn)
     fsig = ev.sig[firing]
     bounds = [0, *(np.flatnonzero(np.diff(fsig)) + 1).tolist(), len(firing)]
     keep = history_window(rs)
