@@ -104,8 +104,10 @@ LAG_INTERVAL_S = 5.0
 RETRY_CAP_S = 5.0
 # Failed evaluations after which a signal is quarantined instead of tried again.
 QUARANTINE_AFTER = 3
-# How long a worker draws adaptive rules' variants from the counts it read (see _posteriors).
+# How long a worker draws adaptive rules' variants from the counts it read (see _posteriors),
+# and at most the share of its time the reading may take: a read of 2 s waits 200 s.
 POSTERIOR_REFRESH = timedelta(seconds=30)
+POSTERIOR_READ_SHARE = 0.01
 
 
 def utcnow() -> datetime:
@@ -270,6 +272,7 @@ class _Counts:
     rules: tuple[str, ...]
     read_at: datetime
     counts: dict[tuple[str, str], tuple[int, int]]
+    valid_for: timedelta
 
 
 class Worker:
@@ -307,12 +310,20 @@ class Worker:
         subscribers = await store.claim_signals(limit=self.batch_size, lease=self.lease)
         if not subscribers:
             return BatchResult()
+        # Before the batch's transaction: no subscriber waits for its lock while it is read.
+        posteriors = await self._posteriors(store, ruleset, self.clock())
         async with store.transaction() as tx:
-            result = await self._process(tx, ruleset, subscribers)
+            result = await self._process(tx, ruleset, subscribers, posteriors)
         BATCH_SECONDS.observe(time.perf_counter() - started)
         return result
 
-    async def _process(self, tx: Store, ruleset: Ruleset, subscribers: list[str]) -> BatchResult:
+    async def _process(
+        self,
+        tx: Store,
+        ruleset: Ruleset,
+        subscribers: list[str],
+        posteriors: Posteriors | None = None,
+    ) -> BatchResult:
         now = self.clock()
         # Decisions are timed by their signals, which may lag the wall clock by the queue's
         # backlog (signals are accepted up to 24 h old): look back a day further.
@@ -332,7 +343,6 @@ class Worker:
             else []
         )
         pending = [row for held in locked for row in held.pending]
-        posteriors = await self._posteriors(tx, ruleset, now)
         states = _states(locked, shadow)
         profiles = {held.subscriber.id: profile_of(held.subscriber) for held in locked}
         not_matched: Counter[tuple[str, str]] = Counter()
@@ -367,13 +377,15 @@ class Worker:
         SIGNALS_PROCESSED.inc(len(pending))
         return BatchResult(len(pending), decisions, len(skipped))
 
-    async def _posteriors(self, tx: Store, ruleset: Ruleset, now: datetime) -> Posteriors | None:
+    async def _posteriors(self, store: Store, ruleset: Ruleset, now: datetime) -> Posteriors | None:
         """The adaptive rules' sent and interacted counts of the last 30 days, for the whole
-        batch: read once per batch at most, and again only after ``posterior_refresh`` or when
-        the rule set's adaptive rules changed. A batch can come every few milliseconds, and
-        the count walks 30 days of pushes: the draws of a batch, or of 30 s of batches, from
-        one reading is batched Thompson sampling, which loses nothing measurable over a
-        30-day window. None when no rule is adaptive (nothing is read)."""
+        batch: read once per batch at most, and again only after ``posterior_refresh`` (or
+        100 times as long as the last read took, if longer) or when the rule set's adaptive
+        rules changed. A batch can come every few milliseconds, and the count walks 30 days
+        of pushes (0.5 s for 150000): drawing a batch's, or many batches', variants from one
+        reading is batched Thompson sampling, which loses nothing measurable over a 30-day
+        window. ``posterior_refresh`` 0 reads for every batch (tests). None when no rule is
+        adaptive: nothing is read."""
         rules = tuple(r.id for r in adaptive_rules(ruleset))
         if not rules:
             return None
@@ -381,11 +393,16 @@ class Worker:
         if (
             cached is None
             or cached.rules != rules
-            or not (timedelta(0) <= now - cached.read_at < self.posterior_refresh)
+            or not (timedelta(0) <= now - cached.read_at < cached.valid_for)
         ):
-            rows = await tx.variant_counts(rule_ids=rules, since=now - WINDOW)
+            started = time.perf_counter()
+            rows = await store.variant_counts(rule_ids=rules, since=now - WINDOW)
+            took = timedelta(seconds=time.perf_counter() - started)
+            wait = self.posterior_refresh
+            if wait > timedelta(0):
+                wait = max(wait, took / POSTERIOR_READ_SHARE)
             counts = {(r.rule_id, r.variant): (r.sent, r.interacted) for r in rows}
-            cached = self._counts = _Counts(rules, now, counts)
+            cached = self._counts = _Counts(rules, now, counts, wait)
         return Posteriors(cached.counts, self.rng)
 
     async def _record_failures(self, tx: Store, failures: list[_Failure]) -> set[str]:

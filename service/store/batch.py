@@ -138,5 +138,8 @@ class BatchQueries(SignalQueries):
     ) -> list[VariantCount]:
         """Per (rule, variant) of ``rule_ids``: the pushes sent since ``since`` and those of
         them with an interaction, rolled-up days included (by whole UTC days)."""
-        rows = await self._fetch("variant_counts", list(rule_ids), since)
+        # Its own read-only transaction, for SET LOCAL: no lock of a batch is held meanwhile.
+        async with self.transaction(readonly=True) as tx:
+            await tx._execute("variant_counts_without_jit")
+            rows = await tx._fetch("variant_counts", list(rule_ids), since)
         return [VariantCount.from_row(r) for r in rows]

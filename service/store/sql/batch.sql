@@ -97,6 +97,12 @@ WITH new_presence AS MATERIALIZED (
 )
 SELECT rule_id, (SELECT count(*) FROM notified) AS notified FROM inserted
 
+-- name: variant_counts_without_jit
+-- Before variant_counts, in its transaction: the planner's estimate of its per-push EXISTS puts
+-- it over jit_above_cost, and compiling it took 0.9 s of a 1.6 s count of 150000 pushes
+-- (docs/performance.md); the count itself is index lookups, which JIT does not speed up.
+SET LOCAL jit = off
+
 -- name: variant_counts
 -- Per (rule, variant) of the rules $1: the pushes sent that were created on the UTC day of $2 or
 -- later, and how many of them got an interaction (a clicked or converted event; a click link
