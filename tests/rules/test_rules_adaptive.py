@@ -55,6 +55,8 @@ def test_adaptive_allocation_shifts_to_the_clicked_variant_and_keeps_min_share(
     make_rules: Callable[..., Ruleset],
 ) -> None:
     rs = make_rules({"offer.yaml": offer("allocation: adaptive\nmin_share: 0.15\n")})
+    # rules check names the allocation in its summary line.
+    assert rs.rules[0].summary(rs.places).endswith("variants a/b (adaptive, min_share 0.15)")
     sent = variants_sent(rs, signals(4000), Posteriors(CLICKED_B, np.random.default_rng(7)))
     shares = Counter(sent.values())
     assert len(sent) == 4000
