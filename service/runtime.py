@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, TextIO
 
 from aiohttp import web
@@ -152,10 +152,18 @@ async def run(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     embedded: EmbeddedPostgres | None = None,
+    migrate: bool = True,
+    reuse_port: bool = False,
+    extra: Mapping[str, Component] | None = None,
 ) -> None:
-    """Run ``components`` until SIGINT/SIGTERM (or ``stop``), then shut down in order."""
+    """Run ``components`` until SIGINT/SIGTERM (or ``stop``), then shut down in order.
+
+    The children of ``serve --processes`` (service/supervisor.py) pass ``migrate=False`` (their
+    parent migrated), ``reuse_port`` (they share PORT through SO_REUSEPORT) and ``extra``
+    components (the watch on their parent)."""
     names = set(components)
-    await migrations.migrate(dsn, settings.migrations_dir)
+    if migrate:
+        await migrations.migrate(dsn, settings.migrations_dir)
     db_timeout = settings.db_timeout.total_seconds()
     pool = await create_pool(
         dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max, db_timeout=db_timeout
@@ -196,7 +204,7 @@ async def run(
                 shutdown_timeout=settings.shutdown_grace.total_seconds(),
             )
             await runner.setup()
-            site = web.TCPSite(runner, settings.host, settings.port)
+            site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port)
             await _start_site(site, settings.host, settings.port, "PORT")
             listening = "http://" + _address(settings.host, bound_port(runner))
         metrics = None
@@ -212,6 +220,7 @@ async def run(
         background = background_components(names)
         if embedded is not None:
             background[EMBEDDED_WATCH] = _watch_embedded(embedded)
+        background.update(extra or {})
         for name, component in background.items():
             tasks.append(asyncio.create_task(component(ctx, stop), name=name))
         _banner(ctx, out, listening, metrics)
