@@ -246,7 +246,7 @@ class Group:
                         child.index,
                         child.proc.pid,
                         child.ended(),
-                        extra={"process": child.index, "exit_code": child.proc.returncode},
+                        extra={"child": child.index, "exit_code": child.proc.returncode},
                     )
                     # A configuration error while starting (rules with errors) stays exit 2.
                     return 2 if not announced and child.proc.returncode == 2 else 1
