@@ -63,6 +63,9 @@ PARENT_WATCH_S = 1.0
 # the parent kills it.
 STOP_MARGIN_S = runtime.POOL_CLOSE_TIMEOUT_S + 5.0
 BANNER_END = "admin token:"
+# The connections a child opens beside its pool: LISTEN for the worker, the sender and (in
+# child 0) the fan-out.
+LISTEN_CONNECTIONS = 3
 
 
 @dataclass
@@ -143,16 +146,34 @@ def reserve_port(host: str, port: int) -> Iterator[int]:
         sock.close()
 
 
-async def prepare(settings: Settings, dsn: str) -> None:
+async def prepare(settings: Settings, dsn: str, count: int) -> None:
     """What every child would otherwise race on at its first start: the migrations, the
-    keys DATA_DIR generates, and the deployment's fingerprints of them."""
+    keys DATA_DIR generates, and the deployment's fingerprints of them. Warns when the
+    children may open more connections than the server allows."""
     await migrations.migrate(dsn, settings.migrations_dir)
     keys = Keys.load(settings)
     store = await open_store(dsn, max_size=1)
     try:
         await fingerprints.check(store, keys.vapid_public_b64, keys.secret_key)
+        room = await store.connection_room()
     finally:
         await store.close()
+    each = settings.db_pool_max + LISTEN_CONNECTIONS
+    if count * each > room:
+        # A warning, not an error: the pools seldom fill, and other clients share the server.
+        log.warning(
+            "%d processes may open %d database connections (%sDB_POOL_MAX %d + %d for LISTEN "
+            "each) and the server allows %d: lower %sPROCESSES or %sDB_POOL_MAX, or raise "
+            "max_connections (docs/operations.md, Every core of a host)",
+            count,
+            count * each,
+            ENV_PREFIX,
+            settings.db_pool_max,
+            LISTEN_CONNECTIONS,
+            room,
+            ENV_PREFIX,
+            ENV_PREFIX,
+        )
 
 
 def serve(settings: Settings, components: Sequence[str], count: int) -> int:
@@ -165,7 +186,7 @@ def serve(settings: Settings, components: Sequence[str], count: int) -> int:
     with reserve_port(settings.host, settings.port) as port:
         target = resolve_database(settings)
         try:
-            asyncio.run(prepare(settings, target.dsn))
+            asyncio.run(prepare(settings, target.dsn, count))
             group = Group(settings, list(components), count, target.dsn, port, ports)
             return group.run(target.embedded)
         finally:

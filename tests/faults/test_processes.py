@@ -7,6 +7,7 @@ PostgreSQL; `auto` follows the CPU affinity."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shutil
@@ -22,8 +23,9 @@ import asyncpg
 import psutil
 import pytest
 
+from service import supervisor
 from service.testing import BrowserSubscription, PushService
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.faults.conftest import Proc, Stack
 from tests.processes import REPO, http_get, start, wait_ready
 from tests.security.logscan import Watch
@@ -210,3 +212,18 @@ async def test_auto_starts_one_process_per_usable_core(
     assert any(line.endswith("(2 processes)") for line in serve.sp.stdout_lines)
     assert len(_children(psutil.Process(sp.proc.pid))) == 2
     assert serve.stop(signal.SIGTERM) == 0, serve.stderr()
+
+
+async def test_more_connections_than_the_server_allows_are_warned_of_before_the_start(
+    short_tmp: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(short_tmp / "data", database_url)
+    await supervisor.prepare(settings, database_url, 1)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # The server allows 100 or so: 200 processes of 10 + 3 connections are too many.
+    await supervisor.prepare(settings, database_url, 200)
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning.startswith(
+        "200 processes may open 2600 database connections (MOMENTCAST_DB_POOL_MAX 10 + 3 for "
+        "LISTEN each) and the server allows "
+    ), warning
