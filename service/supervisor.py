@@ -328,7 +328,8 @@ class Group:
                 )
                 child.proc.kill()
                 child.proc.wait()
-            clean = clean and child.proc.returncode == 0
+            # One stopped before it was ready (a stop during the start) ended as asked.
+            clean = clean and (child.proc.returncode == 0 or not child.ready)
         if code is not None:
             return code
         return 0 if clean else 1

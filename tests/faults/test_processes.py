@@ -215,7 +215,7 @@ async def test_auto_starts_one_process_per_usable_core(
 
 
 async def test_more_connections_than_the_server_allows_are_warned_of_before_the_start(
-    short_tmp: Path, database_url: str, caplog: pytest.LogCaptureFixture
+    short_tmp: Path, database_url: str, clean_db: asyncpg.Pool, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = make_settings(short_tmp / "data", database_url)
     await supervisor.prepare(settings, database_url, 1)
