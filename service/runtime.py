@@ -152,17 +152,16 @@ async def run(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     embedded: EmbeddedPostgres | None = None,
-    migrate: bool = True,
-    reuse_port: bool = False,
+    child: int | None = None,
     extra: Mapping[str, Component] | None = None,
 ) -> None:
     """Run ``components`` until SIGINT/SIGTERM (or ``stop``), then shut down in order.
 
-    The children of ``serve --processes`` (service/supervisor.py) pass ``migrate=False`` (their
-    parent migrated), ``reuse_port`` (they share PORT through SO_REUSEPORT) and ``extra``
-    components (the watch on their parent)."""
+    ``child``: this is process ``child`` of ``serve --processes`` (service/supervisor.py),
+    whose parent migrated and warned already, and which shares PORT with its siblings through
+    SO_REUSEPORT. ``extra``: more components (a child's watch on its parent)."""
     names = set(components)
-    if migrate:
+    if child is None:
         await migrations.migrate(dsn, settings.migrations_dir)
     db_timeout = settings.db_timeout.total_seconds()
     pool = await create_pool(
@@ -204,7 +203,7 @@ async def run(
                 shutdown_timeout=settings.shutdown_grace.total_seconds(),
             )
             await runner.setup()
-            site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port)
+            site = web.TCPSite(runner, settings.host, settings.port, reuse_port=child is not None)
             await _start_site(site, settings.host, settings.port, "PORT")
             listening = "http://" + _address(settings.host, bound_port(runner))
         metrics = None
@@ -225,12 +224,15 @@ async def run(
             tasks.append(asyncio.create_task(component(ctx, stop), name=name))
         _banner(ctx, out, listening, metrics)
         subject_warning = settings.vapid_subject_warning() if SENDER in names else None
-        if subject_warning:
+        if subject_warning and not child:  # a group says it once, in process 0
             log.warning("%s", subject_warning)
         database = "embedded" if settings.database_url is None else "external"
+        if child is not None:
+            database = "the supervising parent's"
         log.info(
-            "momentcast %s started: %s; database %s",
+            "momentcast %s %sstarted: %s; database %s",
             __version__,
+            "" if child is None else f"process {child} ",
             ", ".join(sorted(names)),
             database,
             extra={"version": __version__, "components": sorted(names), "database": database},

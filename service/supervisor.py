@@ -347,8 +347,7 @@ def run_child(settings: Settings, components: Sequence[str], index: int) -> None
             settings,
             settings.database_url,
             names,
-            migrate=False,
-            reuse_port=True,
+            child=index,
             extra={PARENT_WATCH: _watch_parent(parent)},
         )
     )
