@@ -57,6 +57,17 @@ def _gone(pid: int, timeout: float = DEADLINE_S) -> bool:
     return False
 
 
+def _logged(proc: Proc, text: str, count: int) -> list[str]:
+    """The lines of ``proc``'s stderr holding ``text``, once ``count`` of them were read (the
+    stream is drained by a thread, which may lag behind the process's exit)."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [line for line in proc.err if text in line]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.1)
+
+
 def _signal_requests(metrics_url: str) -> int:
     status, text = http_get(metrics_url)
     assert status == 200, text
@@ -146,9 +157,8 @@ async def test_a_child_killed_stops_the_group_with_an_error_and_one_line(
     code = serve.sp.proc.wait(DEADLINE_S)
     assert code == 1, serve.stderr()
     assert _gone(first.pid), "the other child outlived its group"
-    lines = [line for line in serve.stderr().splitlines() if "service.supervisor" in line]
-    killed = [line for line in lines if "killed" in line]
-    assert len(killed) == 1, lines
+    killed = _logged(serve, "was killed by", 1)
+    assert len(killed) == 1, serve.stderr()
     assert killed[0].endswith(
         f"process 1 (pid {second.pid}) was killed by SIGKILL; stopping the other processes"
     ), killed
@@ -186,7 +196,7 @@ def test_ctrl_c_stops_every_child_and_the_embedded_postgres(short_tmp: Path) -> 
     assert all(_gone(child.pid) for child in children)
     assert _gone(postmaster), "the embedded PostgreSQL outlived Ctrl-C"
     assert not (data / "pg" / "postmaster.pid").exists()
-    stopping = [line for line in serve.err if line.endswith("momentcast stopping: SIGINT")]
+    stopping = _logged(serve, "momentcast stopping: SIGINT", 3)
     assert len(stopping) == 3, serve.err  # the parent and each child
 
 
@@ -227,3 +237,16 @@ async def test_more_connections_than_the_server_allows_are_warned_of_before_the_
         "200 processes may open 2600 database connections (MOMENTCAST_DB_POOL_MAX 10 + 3 for "
         "LISTEN each) and the server allows "
     ), warning
+
+
+async def test_a_rule_set_with_errors_stops_the_group_with_exit_2(
+    stack: Stack, clean_db: asyncpg.Pool
+) -> None:
+    (stack.rules / "broken.yaml").write_text("priority: [1, 2\n")
+    serve = start(["serve", "--processes", "2"], stack.env())
+    _, err = serve.proc.communicate(timeout=DEADLINE_S)
+    assert serve.proc.returncode == 2, err
+    errors = [line for line in err.splitlines() if "configuration error" in line]
+    assert errors and all("MOMENTCAST_RULES_DIR: " in line for line in errors), err
+    stopped = [line for line in err.splitlines() if "service.supervisor" in line]
+    assert len(stopped) == 1 and "exited with code 2" in stopped[0], err
