@@ -10,6 +10,10 @@ suppression by reason - with the dedupe key ``campaign:<id>:<subscription>``, an
 campaign's next look is stored. A crash rolls the tick back; the next one does the same work
 again, and the dedupe key and the suppressions' unique index keep anything from happening
 twice. The sender then sends what is due, paced by it and by each origin's backoff.
+
+A campaign with an ``experiment`` runs the statement once per group of its audience: the test
+share, and once decided (in the same transaction), the rest with the winner
+(service/campaigns/decide.py).
 """
 
 from __future__ import annotations
