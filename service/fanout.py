@@ -216,7 +216,7 @@ class FanOut:
             )
 
         step = _Statements(tx, row, now, _caps(policy))
-        if "experiment" in row.spec:
+        if row.spec.get("experiment") is not None:
             # A test share first, the rest its winner (service/campaigns/decide.py).
             plans = await decide.tick(tx, row, now=now, plan=plan, fan_out=step.fan_out)
         else:

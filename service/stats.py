@@ -394,7 +394,8 @@ def _campaign_experiment(
     if test is None:
         return out
     if test.decided_at is not None and test.prob_best is not None:
-        prob = {str(k): float(v) for k, v in test.prob_best.items()}
+        stored = test.prob_best  # jsonb keeps no key order: the campaign's order again
+        prob = {f.variant: float(stored[f.variant]) for f in arms if f.variant in stored}
     else:
         successes = [min(getattr(f, test.metric), f.sent) for f in arms]
         prob = prob_best_of(row.id, [f.variant for f in arms], successes, [f.sent for f in arms])

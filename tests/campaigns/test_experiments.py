@@ -37,12 +37,13 @@ SOON = {"send_at": (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0
 
 def experiment(*, campaign: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
     """A campaign of two variants with an experiment of ``fields`` (and ``campaign``'s)."""
-    return body(
+    out = body(
         variants=VARIANTS,
         experiment={"test_share": 0.5, "decide_after": "2h", "metric": "clicked", **fields},
         message={"title": "Lunch", "url": "https://example.com/lunch"},
-        **(campaign or {}),
     )
+    out.update(campaign or {})
+    return out
 
 
 async def members(api: LiveApi, push: PushService, n: int, **profile: Any) -> list[Member]:
@@ -172,6 +173,33 @@ async def test_the_rest_follows_its_own_local_moment_after_the_decision_and_late
     assert all(variant_of(m) == "a" for m in berlin_rest)
     assert {variant_of(m) for m in berlin_test} <= {"a", "b"}
     assert all(len(m.campaign_pushes()) <= 1 for m in tokyo)
+
+
+async def test_a_null_experiment_is_a_plain_campaign(
+    api: LiveApi, push_service: PushService
+) -> None:
+    group = await members(api, push_service, 6)
+    await create(api.ctx, experiment(campaign={"experiment": None}), T - timedelta(hours=1))
+    await Clock(api.ctx, T).at(T)
+    assert all(len(m.campaign_pushes()) == 1 for m in group)
+    assert (await result(api))["experiment"]["phase"] is None
+
+
+async def test_the_decided_prob_best_lists_the_variants_in_the_campaigns_order(
+    api: LiveApi, push_service: PushService
+) -> None:
+    # Stored as jsonb, which orders keys by length, then bytes: {"a", "bb"} whatever the
+    # campaign's order.
+    await members(api, push_service, 6)
+    variants = [{**VARIANTS[1], "name": "bb"}, VARIANTS[0]]
+    await create(api.ctx, experiment(campaign={"variants": variants}), T - timedelta(hours=1))
+    clock = Clock(api.ctx, T)
+    await clock.at(T)
+    assert list((await result(api))["experiment"]["prob_best"]) == ["bb", "a"]
+    await clock.at(T + timedelta(hours=2))
+    shown = (await result(api))["experiment"]
+    assert shown["phase"] == "decided"
+    assert list(shown["prob_best"]) == ["bb", "a"]
 
 
 async def test_bad_experiments_are_refused_naming_the_field_and_store_nothing(
