@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -94,6 +94,30 @@ def _caps(policy: PolicyModel) -> Caps:
     )
 
 
+def _plan(
+    row: CampaignRow,
+    zones: Sequence[str],
+    now: datetime,
+    policy: PolicyModel,
+    *,
+    created_at: datetime,
+) -> tuple[Tick, list[ZoneStep]]:
+    """What this tick does per time zone of the audience still to handle; moments that had
+    passed at ``created_at`` (the campaign's creation, or for an experiment's rest the
+    decision) follow ``late``."""
+    late: Late = "send" if row.late == "send" else "skip"
+    send_at = SendAt(instant=row.send_at, local=row.send_local, late=late)
+    plan = plan_tick(
+        send_at,
+        created_at=created_at,
+        ttl=timedelta(seconds=row.ttl_s),
+        zones=zones,
+        now=now,
+        quiet=policy.quiet_hours,
+    )
+    return plan, [ZoneStep(z.zone, z.action, z.expires_at) for z in plan.zones]
+
+
 class _Statements:
     """The fan-out statements of one tick (one, or an experiment's one per group of the
     audience): their results added up, and with a rate the next free send slot."""
@@ -103,16 +127,16 @@ class _Statements:
         self.next_slot = row.next_slot
         self.result = FanOutResult(due=0, locked=0, queued=0, expired=0)
 
-    async def fan_out(self, plan: Tick, group: ExperimentGroup | None) -> int:
-        """Queue what ``plan`` says is due (of ``group`` only); answer how many were queued."""
-        if all(z.action == "wait" for z in plan.zones):
+    async def fan_out(self, steps: Sequence[ZoneStep], group: ExperimentGroup | None) -> int:
+        """Queue what ``steps`` say is due (of ``group`` only); answer how many were queued."""
+        if all(z.action == "wait" for z in steps):
             return 0
         now = self.now
         start = max(now, self.next_slot) if self.next_slot is not None else now
         done = await self.tx.fan_out(
             campaign=self.row,
             now=now,
-            zones=[ZoneStep(z.zone, z.action, z.expires_at) for z in plan.zones],
+            zones=steps,
             caps=self.caps,
             first_delay_s=(start - now).total_seconds(),
             group=group,
@@ -201,27 +225,19 @@ class FanOut:
     async def _tick(
         self, tx: Store, row: CampaignRow, now: datetime, policy: PolicyModel
     ) -> FanOutResult:
-        late: Late = "send" if row.late == "send" else "skip"
-        send_at = SendAt(instant=row.send_at, local=row.send_local, late=late)
         zones = await tx.campaign_zones(campaign=row)
 
-        def plan(created_at: datetime) -> Tick:
-            return plan_tick(
-                send_at,
-                created_at=created_at,
-                ttl=timedelta(seconds=row.ttl_s),
-                zones=zones,
-                now=now,
-                quiet=policy.quiet_hours,
-            )
+        async def plan(created_at: datetime) -> tuple[Tick, list[ZoneStep]]:
+            return _plan(row, zones, now, policy, created_at=created_at)
 
         step = _Statements(tx, row, now, _caps(policy))
         if row.spec.get("experiment") is not None:
             # A test share first, the rest its winner (service/campaigns/decide.py).
             plans = await decide.tick(tx, row, now=now, plan=plan, fan_out=step.fan_out)
         else:
-            plans = [plan(row.created_at)]
-            await step.fan_out(plans[0], None)
+            first, steps = await plan(row.created_at)
+            await step.fan_out(steps, None)
+            plans = [first]
         result = step.result
         complete = all(p.complete for p in plans)
         checks = [p.next_check for p in plans if p.next_check is not None]

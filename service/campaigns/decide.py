@@ -5,25 +5,25 @@ an experiment, and the decision commits with the rest's first pushes or not at a
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from service.campaigns.experiment import share_threshold
 from service.stats import best_variant, campaign_results
-from service.store.campaigns import CampaignRow, read_campaign_counts
+from service.store.campaigns import CampaignRow, ZoneStep, read_campaign_counts
 from service.store.experiments import ExperimentGroup, ExperimentRow
 
 if TYPE_CHECKING:
     from service.campaigns.plan import Tick
     from service.store import Store
 
-# Plans the audience's zones as if the campaign had been created at the given time (the rest
-# of an experiment's audience: when the winner was decided).
-PlanFrom = Callable[[datetime], "Tick"]
-# Fans one planned group of the audience out; answers how many pushes it queued.
-FanOutGroup = Callable[["Tick", ExperimentGroup], Awaitable[int]]
+# Plans this tick as if the campaign had been created at the given time (the rest of an
+# experiment's audience: when the winner was decided): the plan and its steps.
+PlanFrom = Callable[[datetime], Awaitable[tuple["Tick", list[ZoneStep]]]]
+# Fans the steps out to one group of the audience; answers how many pushes it queued.
+FanOutGroup = Callable[[Sequence[ZoneStep], ExperimentGroup], Awaitable[int]]
 
 
 async def tick(
@@ -37,8 +37,8 @@ async def tick(
         raise RuntimeError(f"campaign {row.id} has no stored experiment")
     exp = found
     threshold = share_threshold(exp.test_share)
-    test = plan(row.created_at)
-    queued = await fan_out(test, ExperimentGroup(threshold, test=True))
+    test, steps = await plan(row.created_at)
+    queued = await fan_out(steps, ExperimentGroup(threshold, test=True))
     if exp.started_at is None and (queued or test.complete):
         exp = await tx.start_experiment(campaign_id=row.id, at=now)
     if exp.decided_at is None and exp.decide_at is not None and now >= exp.decide_at:
@@ -46,9 +46,9 @@ async def tick(
     if exp.decided_at is None or exp.winner is None:
         # The rest waits: this campaign is not complete, and looked at again by the decision.
         return [test, replace(test, zones=[], next_check=exp.decide_at, complete=False)]
-    rest = plan(exp.decided_at)
+    rest, steps = await plan(exp.decided_at)
     winner = [str(v) for v in row.programs["variants"]].index(exp.winner) + 1
-    await fan_out(rest, ExperimentGroup(threshold, test=False, winner=winner))
+    await fan_out(steps, ExperimentGroup(threshold, test=False, winner=winner))
     return [test, rest]
 
 
