@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from service.stats import CampaignResult, CampaignVariantResult
+from service.stats import CampaignExperiment, CampaignResult, CampaignVariantResult
 
 
 class CampaignCreated(BaseModel):
@@ -48,6 +48,7 @@ __all__ = [
     "CampaignCancelled",
     "CampaignCreated",
     "CampaignDryRun",
+    "CampaignExperiment",
     "CampaignList",
     "CampaignResult",
     "CampaignSample",

@@ -65,7 +65,16 @@ async def create(store: Store, raw: bytes | str, *, now: datetime) -> CampaignRo
     """Check, store (audience counted in the same statement) and wake the fan-out; nothing is
     stored for a bad body or a taken id (CampaignExists)."""
     campaign = parse(raw, now)
-    row = await store.create_campaign(campaign=_new(campaign, now))
+    async with store.transaction() as tx:
+        row = await tx.create_campaign(campaign=_new(campaign, now))
+        if row is not None and campaign.experiment is not None:
+            test = campaign.experiment
+            await tx.create_experiment(
+                campaign_id=row.id,
+                test_share=test.test_share,
+                decide_after=test.decide_after,
+                metric=test.metric,
+            )
     if row is None:
         raise CampaignExists(
             f"campaign {campaign.id!r} exists; a campaign is not changed once created "
