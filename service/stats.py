@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from itertools import combinations
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -282,19 +282,98 @@ def collect_funnels(counts: EngagementCounts) -> list[Funnel]:
     return [funnels[k] for k in sorted(funnels)]
 
 
-def stats(counts: EngagementCounts) -> dict[str, Any]:
-    """The body of /v1/stats (see :class:`Stats`)."""
+@dataclass(frozen=True)
+class VariantPlan:
+    """How a loaded rule allocates its variants, as the statistics need it (the caller maps the
+    rule set onto these: this module imports no rules)."""
+
+    rule: str
+    variants: tuple[str, ...]
+    weights: tuple[int, ...]
+    adaptive: bool
+    min_share: float
+
+
+# prob_best is Monte Carlo: a fixed seed gives the same figures on every look at unchanged counts.
+_STATS_SEED = 0
+
+
+def allocation_stats(
+    plans: Iterable[VariantPlan], counts: Mapping[tuple[str, str], tuple[int, int]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (rule, variant): ``allocation``, ``share`` and ``prob_best``; the last two for rules
+    with two variants or more, from ``counts`` ((sent, interacted) of the last 30 days).
+
+    ``share`` is the expected share of the rule's next pushes: the weight's for fixed
+    allocation; for adaptive, ``thompson_shares`` of the arms (weight over 0), the share
+    Thompson sampling gives them on the same counts the worker draws from. ``prob_best``: the
+    probability that the variant has the highest interaction rate, for fixed rules too."""
+    # numpy only here: importing the API (which imports this module) loads no numpy.
+    import numpy as np
+
+    from service.engagement.bayes import prob_best, thompson_shares
+
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for plan in plans:
+        allocation = "adaptive" if plan.adaptive else "fixed"
+        n = len(plan.variants)
+        if n < 2:
+            for v in plan.variants:
+                out[(plan.rule, v)] = {"allocation": allocation, "share": None, "prob_best": None}
+            continue
+        pairs = [counts.get((plan.rule, v), (0, 0)) for v in plan.variants]
+        sent = np.asarray([max(t, 0) for t, _ in pairs], dtype=np.int64)
+        hits = np.minimum(np.asarray([max(k, 0) for _, k in pairs], dtype=np.int64), sent)
+        best = prob_best(hits, sent, rng=np.random.default_rng(_STATS_SEED))
+        weights = np.asarray(plan.weights, dtype=np.float64)
+        share = weights / weights.sum()
+        on = np.flatnonzero(weights > 0)
+        if plan.adaptive and len(on) >= 2:
+            share = np.zeros(n)
+            share[on] = thompson_shares(
+                hits[on],
+                sent[on],
+                min_share=plan.min_share,
+                rng=np.random.default_rng(_STATS_SEED),
+            )
+        for i, v in enumerate(plan.variants):
+            out[(plan.rule, v)] = {
+                "allocation": allocation,
+                "share": round(float(share[i]), 4),
+                "prob_best": round(float(best[i]), 4),
+            }
+    return out
+
+
+def stats(
+    counts: EngagementCounts,
+    plans: Sequence[VariantPlan] = (),
+    variant_counts: Mapping[tuple[str, str], tuple[int, int]] | None = None,
+) -> dict[str, Any]:
+    """The body of /v1/stats (see :class:`Stats`). With the loaded rules' ``plans`` (and their
+    ``variant_counts`` of the last 30 days), every variant of a loaded rule has a row, with its
+    allocation, share and prob_best."""
     funnels = collect_funnels(counts)
+    known = {(f.rule, f.variant) for f in funnels}
+    missing = [(p.rule, v) for p in plans for v in p.variants if (p.rule, v) not in known]
+    if missing:  # a variant with no traffic yet: a row of zeros, its share and prob_best
+        funnels = sorted([*funnels, *(Funnel(r, v) for r, v in missing)], key=_funnel_key)
+    extra = allocation_stats(plans, variant_counts or {})
+    none = {"allocation": None, "share": None, "prob_best": None}
     # A variant named "" holds what belongs to a rule, not to a variant (not_matched), and
     # suppressions of rules that no longer exist; it is no arm of an A/B test.
     arms = [f for f in funnels if f.variant]
     return {
-        "rules": [f.as_dict() for f in funnels],
+        "rules": [f.as_dict() | extra.get((f.rule, f.variant), none) for f in funnels],
         "experiments": experiments(arms),
         "campaigns": campaign_results(counts.campaigns) if counts.campaigns else [],
         "signals": asdict(counts.signals),
         "subscribers": asdict(counts.subscribers),
     }
+
+
+def _funnel_key(f: Funnel) -> tuple[str, str]:
+    return (f.rule, f.variant)
 
 
 # Campaigns: the same funnel per variant, and the same A/B statistics, as rules.
@@ -476,6 +555,21 @@ class RuleStats(BaseModel):
     converted: int
     ctr: float | None = Field(description="clicked / sent")
     conversion_rate: float | None = Field(description="converted / sent")
+    allocation: Literal["fixed", "adaptive"] | None = Field(
+        None, description="the loaded rule's allocation (null: not a loaded rule's variant)"
+    )
+    share: float | None = Field(
+        None,
+        description="the expected share of the rule's next pushes that go to this variant: "
+        "its weight's for fixed allocation; for adaptive, what Thompson sampling with the "
+        "min_share floor gives on the last 30 days' counts. Null for a rule with one variant",
+    )
+    prob_best: float | None = Field(
+        None,
+        description="the probability that this variant has the highest interaction rate "
+        "(clicked or converted per sent push, last 30 days; Beta posteriors), for every rule "
+        "with two variants or more",
+    )
 
 
 class VariantComparison(BaseModel):

@@ -31,6 +31,14 @@ PLACE_TRIGGERS: Final[tuple[Trigger, ...]] = ("enter", "dwell", "inside")
 RuleMode = Literal["live", "shadow"]
 RULE_MODES: Final[tuple[RuleMode, ...]] = get_args(RuleMode)
 
+# How a rule with variants picks each push's variant: by the weights, the same for a subscriber
+# every time (fixed), or by Thompson sampling over the last 30 days' interactions (adaptive).
+Allocation = Literal["fixed", "adaptive"]
+ALLOCATIONS: Final[tuple[Allocation, ...]] = get_args(Allocation)
+# How far back adaptive allocation (and /v1/stats' share and prob_best) counts interactions
+# per sent push.
+ADAPTIVE_WINDOW_DAYS: Final = 30
+
 # Operators of `who.attributes` and `who.context` conditions; a plain value means eq.
 Operator = Literal["eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists"]
 OPERATORS: Final[tuple[Operator, ...]] = get_args(Operator)
