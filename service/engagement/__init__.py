@@ -1,0 +1,1 @@
+"""Engagement that keeps permission: pure arithmetic over interaction histories (no I/O)."""
