@@ -6,13 +6,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import numpy as np
-from numpy.typing import NDArray
-
 from service.store.base import Row, StoreBase
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +216,8 @@ class CampaignQueries(StoreBase):
         statement (campaign_interaction_hours); members without one are left out."""
         row = await self._fetchrow("campaign_interaction_hours", *audience_args(audience), since)
         assert row is not None
+        import numpy as np  # here: the API and ingest import this module and need no numpy
+
         ids: list[UUID] = list(row["ids"])
         # One vectorised pass from (member, hour, n) triples to the (member, 24) histogram.
         counts = np.zeros((len(ids), 24), dtype=np.int64)

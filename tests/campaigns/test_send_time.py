@@ -21,9 +21,9 @@ from service.store.campaigns import CampaignRow
 from service.testing import PushService
 from tests.api.conftest import assert_error
 from tests.campaigns.conftest import Clock, Member, body, statuses, subscribe
-from tests.campaigns.test_campaign_cli import run
 from tests.conftest import LiveApi
 from tests.factories import insert_delivery, insert_subscription
+from tests.processes import REPO, start
 
 DAY = datetime(2026, 11, 24, tzinfo=UTC)  # the campaign is created at 00:00 UTC
 SEND_DAY = "2026-11-25"  # and sends on the next day
@@ -289,6 +289,19 @@ async def test_bad_windows_fallbacks_and_days_are_422_naming_the_field_and_store
             fields = {d["field"]: d["message"] for d in error["error"]["details"]}
             assert field in fields and message in fields[field], (send_at, error)
     assert await api.ctx.pool.fetchval("SELECT count(*) FROM campaigns") == 0
+
+
+def run(args: list[str], tmp_path: Path, database_url: str) -> tuple[int, str, str]:
+    """``momentcast campaign ARGS`` as a real process, with the repository's rules (quiet
+    hours 21:00-08:00)."""
+    env = {
+        "MOMENTCAST_DATABASE_URL": database_url,
+        "MOMENTCAST_DATA_DIR": str(tmp_path / "data"),
+        "MOMENTCAST_RULES_DIR": str(REPO / "rules"),
+    }
+    proc = start(["campaign", *args], env, cwd=tmp_path)
+    out, err = proc.proc.communicate(timeout=120)
+    return proc.proc.returncode, out, err
 
 
 async def test_the_cli_shows_the_schedule(
