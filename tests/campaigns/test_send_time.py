@@ -188,9 +188,17 @@ async def test_quiet_hours_move_a_chosen_hour_to_the_nearest_edge_of_the_window(
         "15": 1,
         "20": 1,
     }
+    # Someone who joins the audience after the plan was made goes at the fallback.
+    joiner = await subscribe(api, push_service, timezone="Asia/Tokyo", topics=["food"])
+    await interactions(pool, joiner.id, "Asia/Tokyo", [9, 9, 9, 9])
     clock = Clock(api.ctx, DAY)
     for moment in sorted(
-        [local("Asia/Tokyo", 8), local("Asia/Tokyo", 15), local("Europe/Berlin", 20)]
+        [
+            local("Asia/Tokyo", 8),
+            local("Asia/Tokyo", 12),
+            local("Asia/Tokyo", 15),
+            local("Europe/Berlin", 20),
+        ]
     ):
         await clock.at(moment)
     await clock.at(local("Europe/Berlin", 23), force=True)
@@ -198,6 +206,7 @@ async def test_quiet_hours_move_a_chosen_hour_to_the_nearest_edge_of_the_window(
         lark.id: local("Asia/Tokyo", 8),
         day.id: local("Asia/Tokyo", 15),
         owl.id: local("Europe/Berlin", 20),
+        joiner.id: local("Asia/Tokyo", 12),
     }
     assert len(owl.campaign_pushes()) == len(lark.campaign_pushes()) == 1
 
