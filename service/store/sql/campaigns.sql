@@ -140,9 +140,12 @@ WITH conditions AS (
 ), due AS (
     SELECT s.id, s.locale, s.attributes, z.action, z.expires
     FROM subscriptions s
-    LEFT JOIN campaign_send_hours p ON p.campaign_id = $1::text AND p.subscription_id = s.id
     JOIN zones z ON z.zone = coalesce(s.timezone, '')
-                AND (z.minute IS NULL OR z.minute = coalesce(p.local_hour * 60, $25::int))
+                -- Other campaigns stop at "minute IS NULL": no lookup of a planned hour.
+                AND (z.minute IS NULL
+                     OR z.minute = coalesce((SELECT p.local_hour * 60 FROM campaign_send_hours p
+                                             WHERE p.campaign_id = $1::text
+                                               AND p.subscription_id = s.id), $25::int))
     WHERE s.status = 'active' AND NOT s.paused
   AND ($11::text[] IS NULL OR s.topics && $11::text[])
   AND ($12::text[] IS NULL OR lower(s.locale) LIKE ANY ($12::text[]))
