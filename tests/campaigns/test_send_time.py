@@ -44,6 +44,7 @@ async def interactions(
     *,
     before: datetime = DAY,
     kind: str = "clicked",
+    test: bool = False,
 ) -> None:
     """One sent push a day before ``before``, clicked (or converted) at each local hour."""
     tz = ZoneInfo(zone) if zone else UTC
@@ -54,6 +55,7 @@ async def interactions(
             pool,
             uuid.UUID(subscription),
             status="sent",
+            test=test,
             decided_at=at - timedelta(minutes=5),
             created_at=at - timedelta(minutes=5),
         )
@@ -122,6 +124,8 @@ async def test_each_subscriber_gets_the_push_at_their_own_hour_in_three_time_zon
     nobody = await member(None, [])  # no history, no time zone: the fallback in UTC
     old = await member("Asia/Tokyo", [])  # interactions older than 90 days count for nothing
     await interactions(pool, old.id, "Asia/Tokyo", [18, 18, 18], before=DAY - timedelta(days=91))
+    # Clicks on test pushes (the operator's) count for nothing either.
+    await interactions(pool, old.id, "Asia/Tokyo", [18, 18, 18], test=True)
 
     row = await create(api, optimal(window="08:00-21:00", fallback="14:30"))
     assert row.audience_n == 6

@@ -312,7 +312,8 @@ GROUP BY campaign_id, variant, reason
 
 -- name: campaign_interaction_hours
 -- Send-time optimisation's input for a whole audience ($1..$5), in one statement: each
--- member's interactions (clicked or converted events on their deliveries) since $6, counted
+-- member's interactions (clicked or converted events on their deliveries, test pushes left
+-- out) since $6, counted
 -- per local hour of the event in the member's time zone (UTC without one). One row: the
 -- members' ids in order, and three parallel arrays (member's index, hour, count) from which
 -- the store builds the (member, 24) histogram in one vectorised pass. Members without an
@@ -333,6 +334,7 @@ WITH conditions AS (
     JOIN deliveries d ON d.subscription_id = a.id
     JOIN events e ON e.delivery_id = d.id
     WHERE e.type IN ('clicked', 'converted') AND e.at > $6::timestamptz
+      AND NOT d.test  -- a test push's click is the operator's, not the subscriber's habit
     GROUP BY 1, 2
 ), ranked AS (
     SELECT (dense_rank() OVER (ORDER BY id))::int - 1 AS member, hour, n FROM hits
