@@ -348,3 +348,49 @@ async def test_the_cli_shows_the_schedule(
     file.write_text(file.read_text().replace("09:00-20:00", "22:00-23:00"))
     code, out, err = run(["send", str(file)], tmp_path, database_url)
     assert code == 1 and "send_at.window" in err and "quiet hours" in err, err
+
+
+async def test_an_optimal_experiment_tests_and_decides_at_each_members_own_hour(
+    api: LiveApi, push_service: PushService
+) -> None:
+    # Morning readers (09:00 Berlin, 08:00 UTC) start the test; the decision comes 2 h later,
+    # when the morning rest's hour has passed (late: skip). The evening readers (19:00) are
+    # still to come: their test share gets the variants, their rest the winner.
+    pool = api.ctx.pool
+    morning: list[Member] = []
+    evening: list[Member] = []
+    for hour, group in ((9, morning), (19, evening)):
+        for _ in range(12):
+            m = await subscribe(api, push_service, timezone="Europe/Berlin", topics=["food"])
+            await interactions(pool, m.id, "Europe/Berlin", [hour] * 4)
+            group.append(m)
+    campaign = optimal() | {
+        "variants": [
+            {"name": "a", "weight": 1},
+            {"name": "b", "weight": 1, "message": {"title": "B"}},
+        ],
+        "experiment": {"test_share": 0.5, "decide_after": "2h", "metric": "clicked"},
+    }
+    await create(api, campaign)
+    assert (await show(api, "evening"))["schedule"]["by_local_hour"] == {"09": 12, "19": 12}
+    clock = Clock(api.ctx, DAY)
+    for moment in (
+        local("Europe/Berlin", 9),
+        local("Europe/Berlin", 11),
+        local("Europe/Berlin", 19),
+    ):
+        await clock.at(moment)
+    await clock.at(local("Europe/Berlin", 23), force=True)
+    state = await statuses(pool, "evening")
+    sent_at = await decided(pool, "evening")
+    morning_sent = [m for m in morning if state[m.id] == "sent"]
+    assert morning_sent, "the morning's test share got its pushes"
+    assert {state[m.id] for m in morning if m not in morning_sent} == {
+        "suppressed:missed_local_time"
+    }
+    assert {sent_at[m.id] for m in morning_sent} == {local("Europe/Berlin", 9)}
+    assert all(state[m.id] == "sent" for m in evening)
+    assert {sent_at[m.id] for m in evening} == {local("Europe/Berlin", 19)}
+    assert all(len(m.campaign_pushes()) <= 1 for m in morning + evening)
+    shown = (await show(api, "evening"))["experiment"]
+    assert shown["phase"] == "decided" and shown["winner"] in ("a", "b")
