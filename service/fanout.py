@@ -22,14 +22,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
-from service.campaigns import decide
+from service.campaigns import decide, sendtime
 from service.campaigns.body import SendAt
 from service.campaigns.plan import LOCKED_RETRY, RESCAN, Tick, plan_tick
 from service.context import Context
@@ -116,6 +116,28 @@ def _plan(
         quiet=policy.quiet_hours,
     )
     return plan, [ZoneStep(z.zone, z.action, z.expires_at) for z in plan.zones]
+
+
+async def _planner(
+    tx: Store, row: CampaignRow, now: datetime, policy: PolicyModel
+) -> Callable[[datetime], Awaitable[tuple[Tick, list[ZoneStep]]]]:
+    """Read the audience still to handle (its time zones; for send_at.optimal, its zones and
+    planned local minutes) and answer the tick's plan for a given ``created_at``."""
+    if row.optimal is not None:
+        groups = await sendtime.zone_minutes(tx, row)
+
+        async def optimal(created_at: datetime) -> tuple[Tick, list[ZoneStep]]:
+            return sendtime.plan_steps(
+                row, groups, now=now, quiet=policy.quiet_hours, created_at=created_at
+            )
+
+        return optimal
+    zones = await tx.campaign_zones(campaign=row)
+
+    async def plan(created_at: datetime) -> tuple[Tick, list[ZoneStep]]:
+        return _plan(row, zones, now, policy, created_at=created_at)
+
+    return plan
 
 
 class _Statements:
@@ -225,10 +247,7 @@ class FanOut:
     async def _tick(
         self, tx: Store, row: CampaignRow, now: datetime, policy: PolicyModel
     ) -> FanOutResult:
-        zones = await tx.campaign_zones(campaign=row)
-
-        async def plan(created_at: datetime) -> tuple[Tick, list[ZoneStep]]:
-            return _plan(row, zones, now, policy, created_at=created_at)
+        plan = await _planner(tx, row, now, policy)
 
         step = _Statements(tx, row, now, _caps(policy))
         if row.spec.get("experiment") is not None:
