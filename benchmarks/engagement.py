@@ -1,0 +1,651 @@
+"""Engagement benchmark (issue 23, "Measured, not assumed"): send-time optimisation, experiments
+and adaptive variants, and the fatigue guard, on one synthetic population stored in PostgreSQL.
+
+    .venv/bin/python benchmarks/engagement.py [--subscribers 50000] [--days 30] [--seed 23]
+    .venv/bin/python benchmarks/engagement.py --subscribers 2000 --days 10   # the smoke run
+
+PostgreSQL: MOMENTCAST_BENCH_DATABASE_URL or MOMENTCAST_DATABASE_URL names a server, on which
+a throwaway database is created and dropped afterwards; without either, an embedded
+PostgreSQL in a temporary directory (benchmarks/benchdb.py).
+
+The population (seeded; fixed before any figure was seen, and not tuned to pass):
+- N subscribers spread over the ZONES below (whole, half- and quarter-hour offsets, both
+  hemispheres, and no time zone = UTC), stored as subscriptions rows with their timezone.
+- A hidden daily activity curve per subscriber over LOCAL hours: a floor of 0.05-0.25 plus one
+  peak (half of them) or two (the other half), each a circular Gaussian of 1-2.5 h width,
+  centred on a habit (morning ~8h, lunch ~12:30, evening ~20h) or, for one in ten peaks,
+  anywhere; the curve's maximum is 1.
+- A click propensity: the probability of interacting with a push at the peak hour, Beta(2, 8)
+  (mean 0.2); NEVER_SHARE of the subscribers never engage (propensity 0). A push at local hour
+  h gets an interaction with probability propensity x curve[h].
+- DAYS of history: each subscriber gets Poisson(rate) context pushes a day, rate 0.5-2.5, at
+  uniform local times between 07:00 and 23:00 (rule pushes follow the subscriber, not a
+  schedule). Each is a sent deliveries row (rule `bench-context`) with a `shown` event; an
+  interaction is a `clicked` event 0-30 min later (exponential, mean 5 min) and, for one in
+  five, a `converted` event too. Rows go in with COPY.
+
+What is reported, each figure beside its baseline in the same run and the issue's target:
+1. Send-time optimisation, for a campaign on the day after the history with the window
+   08:00-21:00 and fallback 12:00: the expected interaction rate (from the hidden curves) of
+   the `optimal` plan, of local noon, of a random hour in the window, and of the oracle (each
+   subscriber's true best hour in the window). Target: the plan reaches >= 80 % of the
+   oracle's uplift over noon.
+2. Variants: two variants, B's interaction probability 1.2x A's. Regret = expected
+   interactions lost against always sending B, over the SAME pushes with the SAME click draws
+   (one uniform number per push, compared against each variant's probability):
+   (a) a fixed 50/50 split (deterministic per subscriber, as `allocation: fixed` is),
+   (b) adaptive: service.engagement.bayes.thompson_pick with min_share 0.1, the posterior
+       counts refreshed once per batch (a batch = the pushes of one simulated hour, as a
+       worker reads counts once per batch), over the rule pushes of the history;
+   (c) a campaign experiment over one campaign to the whole audience at local noon:
+       test_share 0.2 split 50/50, then the rest gets the variant with the highest prob_best.
+   Target: adaptive regret <= 0.3x the fixed split's.
+3. Fatigue guard `{after: 5, rest: 14d}` over the history's pushes: pushes to never-engagers
+   and interactions, with the guard against without. Targets: >= 60 % fewer pushes to
+   never-engagers, <= 5 % of interactions lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import asyncpg  # noqa: E402
+
+from benchmarks.benchdb import bench_database  # noqa: E402
+from service.engagement.bayes import prob_best, thompson_pick  # noqa: E402
+from service.engagement.sendtime import choose_hours  # noqa: E402
+from service.store import migrations  # noqa: E402
+from service.store.db import create_pool  # noqa: E402
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+ZONES = [
+    "Pacific/Honolulu",
+    "America/Anchorage",
+    "America/Los_Angeles",
+    "America/Denver",
+    "America/Chicago",
+    "America/New_York",
+    "America/St_Johns",
+    "America/Sao_Paulo",
+    "Atlantic/Azores",
+    "Europe/London",
+    "Europe/Berlin",
+    "Europe/Athens",
+    "Europe/Moscow",
+    "Asia/Tehran",
+    "Asia/Dubai",
+    "Asia/Karachi",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Asia/Dhaka",
+    "Asia/Bangkok",
+    "Asia/Shanghai",
+    "Asia/Tokyo",
+    "Australia/Adelaide",
+    "Australia/Sydney",
+    "Pacific/Noumea",
+    "Pacific/Auckland",
+    "Pacific/Tongatapu",
+    "",  # no time zone: UTC
+]
+HOURS = 24
+NEVER_SHARE = 0.3
+HISTORY_START = date(2026, 11, 6)  # DAYS of history from here; the campaign the day after
+WINDOW = (8, 21)  # 08:00-21:00: a push at the start of hours 8..20
+FALLBACK_HOUR = 12
+LIFT_B = 1.2  # variant B's interaction probability over A's
+MIN_SHARE = 0.1
+TEST_SHARE = 0.2
+FATIGUE_AFTER = 5
+FATIGUE_REST = timedelta(days=14)
+
+
+@dataclass(frozen=True)
+class Population:
+    ids: list[uuid.UUID]
+    zone: IntArray  # index into ZONES
+    curve: FloatArray  # (n, 24) activity by local hour, maximum 1
+    propensity: FloatArray  # interaction probability at the peak; 0 = never engages
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    def p(self, sub: IntArray, hour: IntArray) -> FloatArray:
+        """The probability that a push to ``sub`` at local ``hour`` gets an interaction."""
+        out: FloatArray = self.propensity[sub] * self.curve[sub, hour]
+        return out
+
+
+@dataclass(frozen=True)
+class History:
+    """The pushes of the simulated days, in UTC order, and their interaction draws."""
+
+    sub: IntArray
+    at: npt.NDArray[np.datetime64]  # UTC, microseconds
+    local_hour: IntArray
+    u: FloatArray  # the common random number of each push
+    clicked: BoolArray
+    click_at: npt.NDArray[np.datetime64]  # UTC; meaningful where clicked
+    converted: BoolArray
+
+
+def _peaks(n: int, rng: np.random.Generator) -> FloatArray:
+    """Peak centres in local hours: habits, plus one in ten anywhere in the day."""
+    habit = rng.choice(3, size=n, p=[0.3, 0.25, 0.45])
+    centre = np.choose(
+        habit,
+        [rng.normal(8.0, 1.0, n), rng.normal(12.5, 0.75, n), rng.normal(20.0, 1.5, n)],
+    )
+    anywhere = rng.random(n) < 0.1
+    out: FloatArray = np.where(anywhere, rng.uniform(0, HOURS, n), centre) % HOURS
+    return out
+
+
+def _bump(centre: FloatArray, width: FloatArray) -> FloatArray:
+    """A circular Gaussian per row, evaluated at the middle of each local hour: (n, 24)."""
+    mid = np.arange(HOURS) + 0.5
+    d = np.abs(mid[None, :] - centre[:, None]) % HOURS
+    d = np.minimum(d, HOURS - d)
+    out: FloatArray = np.exp(-0.5 * (d / width[:, None]) ** 2)
+    return out
+
+
+def population(n: int, rng: np.random.Generator) -> Population:
+    two = rng.random(n) < 0.5
+    bump = _bump(_peaks(n, rng), rng.uniform(1.0, 2.5, n))
+    bump += np.where(two, rng.uniform(0.3, 1.0, n), 0.0)[:, None] * _bump(
+        _peaks(n, rng), rng.uniform(1.0, 2.5, n)
+    )
+    bump /= bump.max(axis=1, keepdims=True)
+    floor = rng.uniform(0.05, 0.25, n)[:, None]
+    curve = floor + (1.0 - floor) * bump
+    engaged = rng.random(n) >= NEVER_SHARE
+    propensity = np.where(engaged, rng.beta(2.0, 8.0, n), 0.0)
+    raw = rng.bytes(16 * n)
+    ids = [uuid.UUID(bytes=raw[i * 16 : (i + 1) * 16], version=4) for i in range(n)]
+    return Population(ids, rng.integers(0, len(ZONES), n), curve, propensity)
+
+
+def utc_offsets(days: int) -> IntArray:
+    """Seconds east of UTC of every zone on every day of the history and the campaign's day
+    (read at local noon: no zone here changes its clocks inside the simulated weeks)."""
+    out = np.zeros((len(ZONES), days + 1), dtype=np.int64)
+    for z, name in enumerate(ZONES):
+        tz = ZoneInfo(name) if name else UTC
+        for d in range(days + 1):
+            noon = datetime.combine(HISTORY_START + timedelta(days=d), datetime.min.time())
+            offset = noon.replace(hour=12, tzinfo=tz).utcoffset()
+            out[z, d] = int(offset.total_seconds()) if offset else 0
+    return out
+
+
+def history(pop: Population, days: int, rng: np.random.Generator) -> History:
+    rate = rng.uniform(0.5, 2.5, pop.n)
+    per_day = rng.poisson(np.repeat(rate[:, None], days, axis=1))  # (n, days)
+    total = int(per_day.sum())
+    sub = np.repeat(np.repeat(np.arange(pop.n), days), per_day.ravel())
+    day = np.repeat(np.tile(np.arange(days), pop.n), per_day.ravel())
+    local_s = rng.uniform(7 * 3600, 23 * 3600, total).astype(np.int64)  # seconds into the day
+    local_hour = local_s // 3600
+    offsets = utc_offsets(days)[pop.zone[sub], day]
+    start = np.datetime64(HISTORY_START.isoformat(), "us")
+    at = start + ((day * 86400 + local_s - offsets) * 1_000_000).astype("timedelta64[us]")
+    u = rng.random(total)
+    clicked = u < pop.p(sub, local_hour)
+    delay_s = np.minimum(rng.exponential(300.0, total), 1800.0)
+    click_at = at + (delay_s * 1_000_000).astype("timedelta64[us]")
+    converted = clicked & (rng.random(total) < 0.2)
+    order = np.argsort(at, kind="stable")
+    return History(
+        sub[order],
+        at[order],
+        local_hour[order],
+        u[order],
+        clicked[order],
+        click_at[order],
+        converted[order],
+    )
+
+
+# --- the store ------------------------------------------------------------------------------------
+
+CHUNK = 250_000  # pushes per INSERT ... SELECT FROM unnest: bounded memory for the arrays
+PAYLOAD = '{"title": "Nearby now", "body": "Two for one until 3pm"}'
+
+
+def _epoch_us(at: npt.NDArray[np.datetime64]) -> list[int]:
+    out: list[int] = at.astype("datetime64[us]").astype(np.int64).tolist()
+    return out
+
+
+async def store_history(conn: asyncpg.Connection, pop: Population, hist: History) -> None:
+    """The population as subscriptions rows and its history as deliveries and events rows,
+    set-based: one INSERT ... SELECT FROM unnest per chunk of pushes. A push's dedupe key is
+    its index in the history, which is how its events find the row."""
+    await conn.execute(
+        """
+        INSERT INTO subscriptions (id, endpoint, p256dh, auth, token_hash, timezone, topics)
+        SELECT id, 'https://push.example/bench/' || i, 'k', 'a', sha256(int8send(i)), zone,
+               ARRAY['news']
+        FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS s (id, zone, i)
+        """,
+        pop.ids,
+        [ZONES[z] or None for z in pop.zone.tolist()],
+    )
+    ids = np.array(pop.ids, dtype=object)
+    for lo in range(0, len(hist.sub), CHUNK):
+        part = slice(lo, lo + CHUNK)
+        await conn.execute(
+            """
+            INSERT INTO deliveries (subscription_id, rule_id, variant, dedupe_key, payload,
+                                    local_hour, ttl_s, status, created_at, decided_at,
+                                    not_before, expires_at, finished_at, attempts, last_status)
+            SELECT sub, 'bench-context', '', 'bench:' || k, $5::jsonb, hour, 3600, 'sent',
+                   at, at, at, at + interval '1 hour', at + interval '200 ms', 1, 201
+            FROM (SELECT sub, hour, k,
+                         'epoch'::timestamptz + us * interval '1 microsecond' AS at
+                  FROM unnest($1::uuid[], $2::int8[], $3::int2[], $4::int8[])
+                       AS h (sub, us, hour, k)) AS pushes
+            """,
+            ids[hist.sub[part]].tolist(),
+            _epoch_us(hist.at[part]),
+            hist.local_hour[part].tolist(),
+            list(range(lo, lo + len(hist.sub[part]))),
+            PAYLOAD,
+        )
+    await conn.execute(
+        """
+        INSERT INTO events (delivery_id, type, at)
+        SELECT id, 'shown', created_at + interval '2 seconds' FROM deliveries
+        WHERE rule_id = 'bench-context'
+        """
+    )
+    clicked = np.flatnonzero(hist.clicked)
+    for kind, rows, late in (
+        ("clicked", clicked, 0),
+        ("converted", np.flatnonzero(hist.converted), 60_000_000),
+    ):
+        await conn.execute(
+            """
+            INSERT INTO events (delivery_id, type, at)
+            SELECT d.id, $3, 'epoch'::timestamptz + e.us * interval '1 microsecond'
+            FROM unnest($1::int8[], $2::int8[]) AS e (k, us)
+            JOIN deliveries d ON d.dedupe_key = 'bench:' || e.k
+            """,
+            rows.tolist(),
+            [us + late for us in _epoch_us(hist.click_at[rows])],
+            kind,
+        )
+    await conn.execute("VACUUM ANALYZE subscriptions, deliveries, events")
+
+
+# --- 1. send-time optimisation --------------------------------------------------------------------
+
+
+def allowed_hours() -> BoolArray:
+    allowed = np.zeros(HOURS, dtype=bool)
+    allowed[WINDOW[0] : WINDOW[1]] = True
+    return allowed
+
+
+def local_click_counts(pop: Population, hist: History, days: int) -> IntArray:
+    """Interactions per subscriber and local hour of the interaction: what the plan reads."""
+    rows = np.flatnonzero(hist.clicked)
+    sub = hist.sub[rows]
+    start = np.datetime64(HISTORY_START.isoformat(), "us")
+    utc_s = (hist.click_at[rows] - start).astype("timedelta64[s]").astype(np.int64)
+    day = np.clip(utc_s // 86400, 0, days)
+    local_s = utc_s + utc_offsets(days)[pop.zone[sub], day]
+    hour = (local_s // 3600) % HOURS
+    counts = np.zeros((pop.n, HOURS), dtype=np.int64)
+    np.add.at(counts, (sub, hour), 1)
+    return counts
+
+
+@dataclass(frozen=True)
+class SendTime:
+    oracle: float
+    noon: float
+    random: float
+    plan: float
+    personal: int
+    best_hit: float  # share of personal hours that are the subscriber's true best in the window
+
+    @property
+    def reached(self) -> float:
+        return (self.plan - self.noon) / (self.oracle - self.noon)
+
+
+def sendtime_figures(pop: Population, planned: IntArray) -> SendTime:
+    """Expected interaction rates per push of a campaign sent at ``planned`` local hours (-1:
+    the fallback), from the hidden curves, beside noon, a random window hour and the oracle."""
+    allowed = allowed_hours()
+    q = pop.propensity[:, None] * pop.curve
+    window = np.flatnonzero(allowed)
+    best = window[q[:, window].argmax(axis=1)]
+    hour = np.where(planned < 0, FALLBACK_HOUR, planned)
+    personal = planned >= 0
+    engaged = pop.propensity > 0
+    hit = (hour == best) & personal & engaged
+    return SendTime(
+        oracle=float(q[np.arange(pop.n), best].mean()),
+        noon=float(q[:, FALLBACK_HOUR].mean()),
+        random=float(q[:, window].mean()),
+        plan=float(q[np.arange(pop.n), hour].mean()),
+        personal=int(personal.sum()),
+        best_hit=float(hit.sum() / max(1, (personal & engaged).sum())),
+    )
+
+
+def plan_in_memory(counts: IntArray, **kwargs: float) -> IntArray:
+    """The product's hour choice on the history counted here, the audience profile being the
+    sum of everyone's counts."""
+    return choose_hours(
+        counts,
+        counts.sum(axis=0).astype(np.float64),
+        allowed=allowed_hours(),
+        fallback_hour=FALLBACK_HOUR,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+# --- 2. experiments and adaptive variants ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Regret:
+    pushes: int
+    fixed: float
+    other: float
+    best_interactions: float  # expected interactions if every push had the best variant
+
+    @property
+    def ratio(self) -> float:
+        return self.other / self.fixed if self.fixed else float("nan")
+
+
+def _variant_probs(p: FloatArray) -> FloatArray:
+    """(2, m): A's and B's interaction probability for each push."""
+    return np.stack([p, np.minimum(1.0, p * LIFT_B)])
+
+
+def _regret(pv: FloatArray, chosen: IntArray) -> float:
+    return float((pv[1] - pv[chosen, np.arange(pv.shape[1])]).sum())
+
+
+def adaptive_regret(
+    pop: Population, hist: History, fixed_of: IntArray, rng: np.random.Generator
+) -> Regret:
+    """Fixed 50/50 against Thompson sampling over the history's pushes, one batch per
+    simulated hour, both meeting the same click draws (hist.u)."""
+    pv = _variant_probs(pop.p(hist.sub, hist.local_hour))
+    clicks = hist.u[None, :] < pv  # (2, m): would this push get an interaction with variant v
+    hour = hist.at.astype("datetime64[h]").astype(np.int64)
+    edges = np.flatnonzero(np.diff(hour)) + 1
+    chosen = np.zeros(len(hist.sub), dtype=np.int64)
+    successes = np.zeros(2, dtype=np.int64)
+    trials = np.zeros(2, dtype=np.int64)
+    for batch in np.split(np.arange(len(hist.sub)), edges):
+        if batch.size == 0:
+            continue
+        pick = thompson_pick(successes, trials, batch.size, min_share=MIN_SHARE, rng=rng)
+        chosen[batch] = pick
+        trials += np.bincount(pick, minlength=2)
+        successes += np.bincount(pick, weights=clicks[pick, batch], minlength=2).astype(np.int64)
+    return Regret(
+        pushes=len(hist.sub),
+        fixed=_regret(pv, fixed_of[hist.sub]),
+        other=_regret(pv, chosen),
+        best_interactions=float(pv[1].sum()),
+    )
+
+
+def experiment_regret(
+    pop: Population, fixed_of: IntArray, rng: np.random.Generator
+) -> tuple[Regret, FloatArray]:
+    """One campaign to the whole audience at local noon: fixed 50/50 against an experiment
+    (TEST_SHARE at random split 50/50, the rest the variant with the highest prob_best)."""
+    pv = _variant_probs(pop.propensity * pop.curve[:, FALLBACK_HOUR])
+    u = rng.random(pop.n)
+    test = rng.random(pop.n) < TEST_SHARE
+    test_variant = rng.integers(0, 2, pop.n)
+    clicks = u[None, :] < pv
+    rows = np.flatnonzero(test)
+    got = clicks[test_variant[rows], rows]
+    trials = np.bincount(test_variant[rows], minlength=2)
+    successes = np.bincount(test_variant[rows], weights=got, minlength=2).astype(np.int64)
+    best = prob_best(successes, trials, rng=rng)
+    chosen = np.where(test, test_variant, int(best.argmax()))
+    regret = Regret(pop.n, _regret(pv, fixed_of), _regret(pv, chosen), float(pv[1].sum()))
+    return regret, best
+
+
+# --- 3. fatigue guard -----------------------------------------------------------------------------
+
+
+def fatigue_sent(
+    pop: Population, hist: History, *, after: int = FATIGUE_AFTER, rest: timedelta = FATIGUE_REST
+) -> BoolArray:
+    """Which of the history's pushes the guard lets through.
+
+    DESIGN's semantics, simulated here: a subscriber who got ``after`` pushes in a row
+    without an interaction rests (their pushes are suppressed) until ``rest`` has passed, then
+    the count starts again. A suppressed push is not sent, so it neither counts nor can get an
+    interaction. Vectorised over subscribers, one step per push rank.
+    """
+    by_sub = np.argsort(hist.sub, kind="stable")  # per subscriber, in time order
+    sub_sorted = hist.sub[by_sub]
+    first = np.searchsorted(sub_sorted, np.arange(pop.n))
+    rank = np.arange(len(by_sub)) - first[sub_sorted]
+    at_us = hist.at.astype("datetime64[us]").astype(np.int64)
+    rest_us = int(rest.total_seconds() * 1_000_000)
+    streak = np.zeros(pop.n, dtype=np.int64)
+    rest_until = np.full(pop.n, np.iinfo(np.int64).min, dtype=np.int64)
+    sent = np.zeros(len(hist.sub), dtype=bool)
+    for k in range(int(rank.max()) + 1 if len(rank) else 0):
+        push = by_sub[rank == k]
+        sub = hist.sub[push]
+        t = at_us[push]
+        go = t >= rest_until[sub]
+        sent[push[go]] = True
+        interacted = hist.clicked[push] & go
+        streak[sub] = np.where(go, np.where(interacted, 0, streak[sub] + 1), streak[sub])
+        tired = go & (streak[sub] >= after)
+        rest_until[sub[tired]] = t[tired] + rest_us
+        streak[sub[tired]] = 0
+    return sent
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+Row = tuple[str, str, str, str, str]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def sendtime_rows(st: SendTime, n: int) -> list[Row]:
+    return [
+        ("send time: rate, oracle (ceiling)", _pct(st.oracle), "", "", ""),
+        ("send time: rate, local noon", _pct(st.noon), "", "", ""),
+        ("send time: rate, random window hour", _pct(st.random), "", "", ""),
+        (
+            "send time: rate, optimal plan",
+            _pct(st.plan),
+            f"noon {_pct(st.noon)}",
+            "",
+            "",
+        ),
+        (
+            "send time: share of oracle uplift",
+            f"{100 * st.reached:.1f} %",
+            "noon 0 %, oracle 100 %",
+            ">= 80 %",
+            _verdict(st.reached >= 0.8),
+        ),
+        (
+            "send time: personal hours",
+            f"{st.personal} of {n}",
+            f"best hour hit {100 * st.best_hit:.0f} %",
+            "",
+            "",
+        ),
+    ]
+
+
+def regret_rows(rules: Regret, campaign: Regret, best: FloatArray) -> list[Row]:
+    return [
+        (
+            f"variants: regret, fixed 50/50 ({rules.pushes} rule pushes)",
+            f"{rules.fixed:.0f}",
+            f"of {rules.best_interactions:.0f} best",
+            "",
+            "",
+        ),
+        (
+            "variants: regret, adaptive (Thompson)",
+            f"{rules.other:.0f}",
+            f"fixed {rules.fixed:.0f}",
+            "",
+            "",
+        ),
+        (
+            "variants: adaptive / fixed regret",
+            f"{rules.ratio:.2f}x",
+            "1.00x",
+            "<= 0.30x",
+            _verdict(rules.ratio <= 0.3),
+        ),
+        (
+            f"experiment: regret, fixed 50/50 ({campaign.pushes} campaign pushes)",
+            f"{campaign.fixed:.0f}",
+            f"of {campaign.best_interactions:.0f} best",
+            "",
+            "",
+        ),
+        (
+            "experiment: regret, test 0.2 then winner",
+            f"{campaign.other:.0f}",
+            f"fixed {campaign.fixed:.0f}",
+            "",
+            "",
+        ),
+        (
+            "experiment: experiment / fixed regret",
+            f"{campaign.ratio:.2f}x",
+            f"prob_best B {best[1]:.2f}",
+            "",
+            "",
+        ),
+    ]
+
+
+def fatigue_rows(pop: Population, hist: History, sent: BoolArray) -> list[Row]:
+    never = pop.propensity[hist.sub] == 0
+    before_never = int(never.sum())
+    after_never = int((never & sent).sum())
+    before = int(hist.clicked.sum())
+    after = int((hist.clicked & sent).sum())
+    fewer = 1 - after_never / max(1, before_never)
+    lost = 1 - after / max(1, before)
+    return [
+        (
+            "fatigue: pushes to never-engagers",
+            f"{after_never}",
+            f"no guard {before_never}",
+            "",
+            "",
+        ),
+        (
+            "fatigue: fewer pushes to never-engagers",
+            f"{100 * fewer:.1f} %",
+            "no guard 0 %",
+            ">= 60 %",
+            _verdict(fewer >= 0.6),
+        ),
+        ("fatigue: pushes, all", f"{int(sent.sum())}", f"no guard {len(sent)}", "", ""),
+        ("fatigue: interactions", f"{after}", f"no guard {before}", "", ""),
+        (
+            "fatigue: interactions lost",
+            f"{100 * lost:.1f} %",
+            "no guard 0 %",
+            "<= 5 %",
+            _verdict(lost <= 0.05),
+        ),
+    ]
+
+
+def print_table(rows: list[Row]) -> None:
+    head: Row = ("figure", "value", "baseline (same run)", "target", "verdict")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
+    for r in [head, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+async def main(args: argparse.Namespace) -> int:
+    rng = np.random.default_rng(args.seed)
+    started = time.perf_counter()
+    pop = population(args.subscribers, rng)
+    hist = history(pop, args.days, rng)
+    print(
+        f"{pop.n} subscribers in {len(ZONES)} zones, {int((pop.propensity == 0).sum())} never "
+        f"engage; {args.days} days: {len(hist.sub)} pushes, {int(hist.clicked.sum())} "
+        f"interactions ({time.perf_counter() - started:.1f} s)"
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="mc-bench-engagement-"))
+    async with bench_database(tmp, "momentcast_engagement") as database:
+        await migrations.migrate(database.dsn)
+        pool = await create_pool(database.dsn, min_size=1, max_size=4)
+        try:
+            started = time.perf_counter()
+            async with pool.acquire() as conn:
+                await store_history(conn, pop, hist)
+            print(f"stored through PostgreSQL in {time.perf_counter() - started:.1f} s")
+            planned = plan_in_memory(local_click_counts(pop, hist, args.days))
+        finally:
+            await pool.close()
+    st = sendtime_figures(pop, planned)
+    fixed_of = rng.integers(0, 2, pop.n)  # allocation: fixed, deterministic per subscriber
+    rules = adaptive_regret(pop, hist, fixed_of, rng)
+    campaign, best = experiment_regret(pop, fixed_of, rng)
+    sent = fatigue_sent(pop, hist)
+    print()
+    print_table(
+        sendtime_rows(st, pop.n)
+        + regret_rows(rules, campaign, best)
+        + fatigue_rows(pop, hist, sent)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--subscribers", type=int, default=50_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=23)
+    sys.exit(asyncio.run(main(parser.parse_args())))
