@@ -25,8 +25,9 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
+from service.campaigns import sendtime
 from service.campaigns.body import SendAt
-from service.campaigns.plan import LOCKED_RETRY, plan_tick
+from service.campaigns.plan import LOCKED_RETRY, Tick, plan_tick
 from service.context import Context
 from service.metrics import REGISTRY
 from service.queue import CAMPAIGNS_CHANNEL, DELIVERIES_CHANNEL, DatabaseRetry, Listener
@@ -86,6 +87,26 @@ def _caps(policy: PolicyModel) -> Caps:
         period=per.period if per else None,
         min_gap=limits.min_gap,
     )
+
+
+async def _plan(
+    tx: Store, row: CampaignRow, now: datetime, policy: PolicyModel
+) -> tuple[Tick, list[ZoneStep]]:
+    """What this tick does, per time zone (and for send_at.optimal, per local minute)."""
+    if row.optimal is not None:
+        return await sendtime.tick_steps(tx, row, now=now, quiet=policy.quiet_hours)
+    late: Late = "send" if row.late == "send" else "skip"
+    send_at = SendAt(instant=row.send_at, local=row.send_local, late=late)
+    zones = await tx.campaign_zones(campaign=row)
+    plan = plan_tick(
+        send_at,
+        created_at=row.created_at,
+        ttl=timedelta(seconds=row.ttl_s),
+        zones=zones,
+        now=now,
+        quiet=policy.quiet_hours,
+    )
+    return plan, [ZoneStep(z.zone, z.action, z.expires_at) for z in plan.zones]
 
 
 class FanOut:
@@ -156,25 +177,15 @@ class FanOut:
     async def _tick(
         self, tx: Store, row: CampaignRow, now: datetime, policy: PolicyModel
     ) -> FanOutResult:
-        late: Late = "send" if row.late == "send" else "skip"
-        send_at = SendAt(instant=row.send_at, local=row.send_local, late=late)
-        zones = await tx.campaign_zones(campaign=row)
-        plan = plan_tick(
-            send_at,
-            created_at=row.created_at,
-            ttl=timedelta(seconds=row.ttl_s),
-            zones=zones,
-            now=now,
-            quiet=policy.quiet_hours,
-        )
+        plan, steps = await _plan(tx, row, now, policy)
         result = FanOutResult(due=0, locked=0, queued=0, expired=0)
         next_slot = row.next_slot
-        if any(z.action != "wait" for z in plan.zones):
+        if any(z.action != "wait" for z in steps):
             start = max(now, row.next_slot) if row.next_slot is not None else now
             result = await tx.fan_out(
                 campaign=row,
                 now=now,
-                zones=[ZoneStep(z.zone, z.action, z.expires_at) for z in plan.zones],
+                zones=steps,
                 caps=_caps(policy),
                 first_delay_s=(start - now).total_seconds(),
             )

@@ -300,6 +300,14 @@ _CAMPAIGN_EVENTS = ("shown", "clicked", "dismissed", "converted")
 def _send_at(row: CampaignRow) -> Any:
     if row.send_at is not None:
         return row.send_at.isoformat().replace("+00:00", "Z")
+    if row.optimal is not None:
+        o = row.optimal
+        return {
+            "optimal": o["date"],
+            "window": o["window"],
+            "fallback": o["fallback"],
+            "late": row.late,
+        }
     assert row.send_local is not None
     return {"local": row.send_local.strftime("%Y-%m-%dT%H:%M"), "late": row.late}
 
@@ -372,6 +380,7 @@ def campaign_results(counts: CampaignCounts) -> list[dict[str, Any]]:
                     for f in arms
                 ],
                 "experiment": experiment(row.id, arms) if len(arms) >= 2 else None,
+                "schedule": row.schedule,
             }
         )
     return out
@@ -461,17 +470,32 @@ class CampaignVariantResult(CampaignCountsModel):
     variant: str
 
 
+class Schedule(BaseModel):
+    """An optimal campaign's plan (send_at.optimal), fixed when it was created."""
+
+    personal: int = Field(description="audience members sent at their own best local hour")
+    fallback: int = Field(description="audience members sent at the fallback")
+    by_local_hour: dict[str, int] = Field(
+        description='members per local hour ("HH"), the fallback\'s under its hour',
+        examples=[{"09": 120, "14": 800, "19": 300}],
+    )
+
+
 class CampaignResult(CampaignCountsModel):
     id: str
     description: str
     status: str = Field(description="scheduled, sending, done or cancelled")
     send_at: str | dict[str, str] = Field(
-        description="the RFC 3339 instant, or {local, late} in each subscriber's time zone"
+        description="the RFC 3339 instant, {local, late} in each subscriber's time zone, or "
+        "{optimal, window, fallback, late}"
     )
     created_at: str
     audience: int = Field(description="active, unpaused subscriptions in it at creation")
     variants: list[CampaignVariantResult]
     experiment: Experiment | None = Field(description="with two or more variants, as rules'")
+    schedule: Schedule | None = Field(
+        None, description="send_at.optimal only: the plan made when the campaign was created"
+    )
 
 
 class SignalStats(BaseModel):

@@ -68,6 +68,23 @@ _BODY_SCHEMA: dict[str, Any] = {
                     },
                     "additionalProperties": False,
                 },
+                {
+                    "type": "object",
+                    "description": "send-time optimisation: each subscriber at their own best "
+                    "local hour of the day (docs/campaigns.md)",
+                    "required": ["optimal"],
+                    "properties": {
+                        "optimal": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"},
+                        "window": {
+                            "type": "string",
+                            "pattern": r"^\d{2}:\d{2}-\d{2}:\d{2}$",
+                            "default": "08:00-21:00",
+                        },
+                        "fallback": {"type": "string", "pattern": r"^\d{2}:\d{2}$"},
+                        "late": {"enum": ["skip", "send"]},
+                    },
+                    "additionalProperties": False,
+                },
             ]
         },
         "ttl": {"type": "string", "examples": ["20m", "2h"]},
@@ -124,11 +141,14 @@ async def post_campaign(request: web.Request) -> web.Response:
     require_admin(request)
     require_json(request)
     raw = await request.read()
-    store = request.app[CONTEXT].store
+    ctx = request.app[CONTEXT]
+    store = ctx.store
+    ruleset = ctx.rules.current if ctx.rules is not None else None
+    quiet = ruleset.policy.quiet_hours if ruleset is not None else None
     with _as_http():
         if request.query.get("dry_run", "").lower() in ("1", "true", "yes"):
-            return _json(await usecases.dry_run(store, raw, now=_now()))
-        row = await usecases.create(store, raw, now=_now())
+            return _json(await usecases.dry_run(store, raw, now=_now(), quiet=quiet))
+        row = await usecases.create(store, raw, now=_now(), quiet=quiet)
     return _json(CampaignCreated(id=row.id, status=row.status, audience=row.audience_n), 201)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from service.stats import CampaignResult, CampaignVariantResult
+from service.stats import CampaignResult, CampaignVariantResult, Schedule
 
 
 class CampaignCreated(BaseModel):
@@ -34,6 +34,9 @@ class CampaignDryRun(BaseModel):
     ttl_s: int
     variants: list[dict[str, Any]]
     samples: list[CampaignSample]
+    schedule: Schedule | None = Field(
+        None, description="send_at.optimal only: how the plan would send the audience"
+    )
 
 
 class CampaignList(BaseModel):
@@ -52,4 +55,5 @@ __all__ = [
     "CampaignResult",
     "CampaignSample",
     "CampaignVariantResult",
+    "Schedule",
 ]
