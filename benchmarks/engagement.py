@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -56,6 +57,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -68,9 +70,14 @@ if str(REPO) not in sys.path:
 import asyncpg  # noqa: E402
 
 from benchmarks.benchdb import bench_database  # noqa: E402
+from service.campaigns import usecases as campaigns_api  # noqa: E402
+from service.context import Context, Keys  # noqa: E402
 from service.engagement.bayes import prob_best, thompson_pick  # noqa: E402
 from service.engagement.sendtime import choose_hours  # noqa: E402
-from service.store import migrations  # noqa: E402
+from service.fanout import FanOut  # noqa: E402
+from service.rules.models import PolicyModel  # noqa: E402
+from service.settings import Settings  # noqa: E402
+from service.store import Store, migrations  # noqa: E402
 from service.store.db import create_pool  # noqa: E402
 
 FloatArray = npt.NDArray[np.float64]
@@ -299,6 +306,97 @@ async def store_history(conn: asyncpg.Connection, pop: Population, hist: History
     await conn.execute("VACUUM ANALYZE subscriptions, deliveries, events")
 
 
+# --- campaigns through the product: the optimal plan, and its fan-out against local's ------
+
+POLICY = PolicyModel.model_validate({})  # no caps, no quiet hours: nothing but the plan acts
+MAX_TICKS = 5000
+
+
+def campaign_day(days: int) -> date:
+    """The campaign's day: the day after the history's last."""
+    return HISTORY_START + timedelta(days=days + 1)
+
+
+def campaign_body(case: str, day: date) -> str:
+    body: dict[str, object] = {
+        "id": f"bench-{case}",
+        "audience": {"topics": ["news"]},
+        "message": {"title": "This week's digest", "body": "Five stories picked for you"},
+        "ttl": "2h",
+    }
+    if case == "optimal":
+        body["send_at"] = {
+            "optimal": day.isoformat(),
+            "window": f"{WINDOW[0]:02d}:00-{WINDOW[1]:02d}:00",
+            "fallback": f"{FALLBACK_HOUR:02d}:00",
+            "late": "send",
+        }
+    else:
+        body["send_at"] = {"local": f"{day.isoformat()}T{FALLBACK_HOUR:02d}:00", "late": "send"}
+    return json.dumps(body)
+
+
+@dataclass(frozen=True)
+class CampaignRun:
+    create_s: float  # the create call: for optimal, the plan of the whole audience
+    fan_out_s: float  # the sum of the fan-out's ticks until every member is in the outbox
+    ticks: int
+    queued: int
+
+
+async def run_campaign(ctx: Context, case: str, day: date) -> CampaignRun:
+    """Create the campaign the day before (the use case POST /v1/campaigns runs), then tick the
+    fan-out at each next_check_at it sets, as `momentcast serve` would, until it is done."""
+    created = datetime.combine(day - timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    started = time.perf_counter()
+    await campaigns_api.create(ctx.store, campaign_body(case, day), now=created)
+    create_s = time.perf_counter() - started
+    clock = [created]
+    fanout = FanOut(ctx, clock=lambda: clock[0])
+    spent, ticks, queued = 0.0, 0, 0
+    for _ in range(MAX_TICKS):
+        due = await ctx.pool.fetchval(
+            "SELECT next_check_at FROM campaigns WHERE id = $1", f"bench-{case}"
+        )
+        if due is None:
+            break
+        clock[0] = max(clock[0], due)
+        started = time.perf_counter()
+        result = await fanout.run_once()
+        spent += time.perf_counter() - started
+        ticks += result.campaigns
+        queued += result.queued
+    return CampaignRun(create_s, spent, ticks, queued)
+
+
+async def stored_plan(pool: asyncpg.Pool, pop: Population) -> IntArray:
+    """The optimal campaign's personal hours as stored (-1: the fallback)."""
+    index = {sid: i for i, sid in enumerate(pop.ids)}
+    planned = np.full(pop.n, -1, dtype=np.int64)
+    rows = await pool.fetch(
+        "SELECT subscription_id, local_hour FROM campaign_send_hours WHERE campaign_id = $1",
+        "bench-optimal",
+    )
+    for r in rows:
+        planned[index[r["subscription_id"]]] = r["local_hour"]
+    return planned
+
+
+def bench_context(pool: asyncpg.Pool, dsn: str, tmp: Path) -> Context:
+    settings = Settings(
+        _env_file=None,
+        database_url=dsn,
+        data_dir=tmp / "data",  # type: ignore[call-arg]
+        admin_token="bench-admin-token-" + "x" * 16,
+    )
+    return Context(
+        settings=settings,
+        store=Store(pool, dsn=dsn),
+        keys=Keys.load(settings),
+        rules=SimpleNamespace(current=SimpleNamespace(policy=POLICY)),
+    )
+
+
 # --- 1. send-time optimisation --------------------------------------------------------------------
 
 
@@ -309,11 +407,14 @@ def allowed_hours() -> BoolArray:
 
 
 def local_click_counts(pop: Population, hist: History, days: int) -> IntArray:
-    """Interactions per subscriber and local hour of the interaction: what the plan reads."""
-    rows = np.flatnonzero(hist.clicked)
+    """Interaction events (clicked, and converted a minute later) per subscriber and local
+    hour of the event: what the store's plan counts, here without the store."""
+    rows = np.concatenate([np.flatnonzero(hist.clicked), np.flatnonzero(hist.converted)])
+    late = np.where(np.arange(len(rows)) < int(hist.clicked.sum()), 0, 60_000_000)
     sub = hist.sub[rows]
     start = np.datetime64(HISTORY_START.isoformat(), "us")
-    utc_s = (hist.click_at[rows] - start).astype("timedelta64[s]").astype(np.int64)
+    at = hist.click_at[rows] + late.astype("timedelta64[us]")
+    utc_s = (at - start).astype("timedelta64[s]").astype(np.int64)
     day = np.clip(utc_s // 86400, 0, days)
     local_s = utc_s + utc_offsets(days)[pop.zone[sub], day]
     hour = (local_s // 3600) % HOURS
@@ -607,6 +708,100 @@ def print_table(rows: list[Row]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
+def campaign_rows(optimal: CampaignRun, local: CampaignRun) -> list[Row]:
+    both = optimal.create_s + optimal.fan_out_s
+    base = local.create_s + local.fan_out_s
+    return [
+        (
+            "send time: create (optimal: the plan)",
+            f"{optimal.create_s:.2f} s",
+            f"local {local.create_s:.2f} s",
+            "",
+            "",
+        ),
+        (
+            "send time: fan-out into the outbox",
+            f"{optimal.fan_out_s:.2f} s, {optimal.ticks} ticks, {optimal.queued} queued",
+            f"local {local.fan_out_s:.2f} s, {local.ticks} ticks, {local.queued} queued",
+            "",
+            "",
+        ),
+        ("send time: optimal / local, create + fan-out", f"{both / base:.2f}x", "1.00x", "", ""),
+    ]
+
+
+def why_rows(pop: Population, hist: History, counts: IntArray, planned: IntArray) -> list[Row]:
+    """What bounds the figures: printed beside the table, no targets."""
+    q = pop.propensity[:, None] * pop.curve
+    window = np.flatnonzero(allowed_hours())
+    best = window[q[:, window].argmax(axis=1)]
+    enough = counts.sum(axis=1) >= 3
+    ceiling = sendtime_figures(pop, np.where(enough, best, -1)).reached
+    rows: list[Row] = [
+        (
+            "why: ceiling, oracle hour for >= 3 interactions",
+            f"{100 * ceiling:.1f} %",
+            f"{int(enough.sum())} have >= 3",
+            "",
+            "",
+        )
+    ]
+    for strength in (0.0, 2.0, 10.0, 50.0):
+        share = sendtime_figures(pop, plan_in_memory(counts, prior_strength=strength)).reached
+        rows.append((f"why: plan, prior_strength {strength:g}", f"{100 * share:.1f} %", "", "", ""))
+    engaged = pop.propensity[hist.sub] > 0
+    rate = pop.p(hist.sub, hist.local_hour)
+    per_sub = np.bincount(hist.sub, weights=rate, minlength=pop.n) / np.maximum(
+        1, np.bincount(hist.sub, minlength=pop.n)
+    )
+    median = float(np.median(per_sub[pop.propensity > 0]))
+    rows.append(
+        (
+            "why: engagers' median interaction rate per push",
+            _pct(median),
+            f"5 misses in a row: {100 * (1 - median) ** FATIGUE_AFTER:.0f} %",
+            "",
+            "",
+        )
+    )
+    never = ~engaged
+    for after, rest in ((5, 3), (10, 14), (20, 14), (20, 3)):
+        sent = fatigue_sent(pop, hist, after=after, rest=timedelta(days=rest))
+        fewer = 1 - (never & sent).sum() / max(1, never.sum())
+        lost = 1 - (hist.clicked & sent).sum() / max(1, hist.clicked.sum())
+        rows.append(
+            (
+                f"why: fatigue after {after}, rest {rest}d",
+                f"{100 * fewer:.1f} % fewer",
+                f"{100 * lost:.1f} % lost",
+                "",
+                "",
+            )
+        )
+    return rows
+
+
+async def through_store(
+    pop: Population, hist: History, days: int
+) -> tuple[IntArray, CampaignRun, CampaignRun]:
+    tmp = Path(tempfile.mkdtemp(prefix="mc-bench-engagement-"))
+    async with bench_database(tmp, "momentcast_engagement") as database:
+        await migrations.migrate(database.dsn)
+        pool = await create_pool(database.dsn, min_size=1, max_size=4)
+        try:
+            started = time.perf_counter()
+            async with pool.acquire() as conn:
+                await store_history(conn, pop, hist)
+            print(f"stored through PostgreSQL in {time.perf_counter() - started:.1f} s")
+            ctx = bench_context(pool, database.dsn, tmp)
+            local = await run_campaign(ctx, "local", campaign_day(days))
+            optimal = await run_campaign(ctx, "optimal", campaign_day(days))
+            planned = await stored_plan(pool, pop)
+        finally:
+            await pool.close()
+    return planned, optimal, local
+
+
 async def main(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
@@ -617,18 +812,10 @@ async def main(args: argparse.Namespace) -> int:
         f"engage; {args.days} days: {len(hist.sub)} pushes, {int(hist.clicked.sum())} "
         f"interactions ({time.perf_counter() - started:.1f} s)"
     )
-    tmp = Path(tempfile.mkdtemp(prefix="mc-bench-engagement-"))
-    async with bench_database(tmp, "momentcast_engagement") as database:
-        await migrations.migrate(database.dsn)
-        pool = await create_pool(database.dsn, min_size=1, max_size=4)
-        try:
-            started = time.perf_counter()
-            async with pool.acquire() as conn:
-                await store_history(conn, pop, hist)
-            print(f"stored through PostgreSQL in {time.perf_counter() - started:.1f} s")
-            planned = plan_in_memory(local_click_counts(pop, hist, args.days))
-        finally:
-            await pool.close()
+    planned, optimal, local = await through_store(pop, hist, args.days)
+    counts = local_click_counts(pop, hist, args.days)
+    differ = int((plan_in_memory(counts) != planned).sum())
+    print(f"the stored plan and choose_hours on the history counted here differ for {differ}")
     st = sendtime_figures(pop, planned)
     fixed_of = rng.integers(0, 2, pop.n)  # allocation: fixed, deterministic per subscriber
     rules = adaptive_regret(pop, hist, fixed_of, rng)
@@ -637,9 +824,12 @@ async def main(args: argparse.Namespace) -> int:
     print()
     print_table(
         sendtime_rows(st, pop.n)
+        + campaign_rows(optimal, local)
         + regret_rows(rules, campaign, best)
         + fatigue_rows(pop, hist, sent)
     )
+    print()
+    print_table(why_rows(pop, hist, counts, planned))
     return 0
 
 
