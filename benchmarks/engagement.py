@@ -124,6 +124,7 @@ MIN_SHARE = 0.1
 TEST_SHARE = 0.2
 FATIGUE_AFTER = 5
 FATIGUE_REST = timedelta(days=14)
+EARLIER_DAYS = 60  # the plan reads 90 days; the "why" table adds these to the 30 stored
 
 
 @dataclass(frozen=True)
@@ -193,20 +194,22 @@ def population(n: int, rng: np.random.Generator) -> Population:
     return Population(ids, rng.integers(0, len(ZONES), n), curve, propensity)
 
 
-def utc_offsets(days: int) -> IntArray:
-    """Seconds east of UTC of every zone on every day of the history and the campaign's day
-    (read at local noon: no zone here changes its clocks inside the simulated weeks)."""
+def utc_offsets(days: int, first: date = HISTORY_START) -> IntArray:
+    """Seconds east of UTC of every zone on every day from ``first`` (read at local noon: a
+    push on the day a zone changes its clocks may be an hour off, which changes nothing)."""
     out = np.zeros((len(ZONES), days + 1), dtype=np.int64)
     for z, name in enumerate(ZONES):
         tz = ZoneInfo(name) if name else UTC
         for d in range(days + 1):
-            noon = datetime.combine(HISTORY_START + timedelta(days=d), datetime.min.time())
+            noon = datetime.combine(first + timedelta(days=d), datetime.min.time())
             offset = noon.replace(hour=12, tzinfo=tz).utcoffset()
             out[z, d] = int(offset.total_seconds()) if offset else 0
     return out
 
 
-def history(pop: Population, days: int, rng: np.random.Generator) -> History:
+def history(
+    pop: Population, days: int, rng: np.random.Generator, first: date = HISTORY_START
+) -> History:
     rate = rng.uniform(0.5, 2.5, pop.n)
     per_day = rng.poisson(np.repeat(rate[:, None], days, axis=1))  # (n, days)
     total = int(per_day.sum())
@@ -214,8 +217,8 @@ def history(pop: Population, days: int, rng: np.random.Generator) -> History:
     day = np.repeat(np.tile(np.arange(days), pop.n), per_day.ravel())
     local_s = rng.uniform(7 * 3600, 23 * 3600, total).astype(np.int64)  # seconds into the day
     local_hour = local_s // 3600
-    offsets = utc_offsets(days)[pop.zone[sub], day]
-    start = np.datetime64(HISTORY_START.isoformat(), "us")
+    offsets = utc_offsets(days, first)[pop.zone[sub], day]
+    start = np.datetime64(first.isoformat(), "us")
     at = start + ((day * 86400 + local_s - offsets) * 1_000_000).astype("timedelta64[us]")
     u = rng.random(total)
     clicked = u < pop.p(sub, local_hour)
@@ -406,17 +409,19 @@ def allowed_hours() -> BoolArray:
     return allowed
 
 
-def local_click_counts(pop: Population, hist: History, days: int) -> IntArray:
+def local_click_counts(
+    pop: Population, hist: History, days: int, first: date = HISTORY_START
+) -> IntArray:
     """Interaction events (clicked, and converted a minute later) per subscriber and local
     hour of the event: what the store's plan counts, here without the store."""
     rows = np.concatenate([np.flatnonzero(hist.clicked), np.flatnonzero(hist.converted)])
     late = np.where(np.arange(len(rows)) < int(hist.clicked.sum()), 0, 60_000_000)
     sub = hist.sub[rows]
-    start = np.datetime64(HISTORY_START.isoformat(), "us")
+    start = np.datetime64(first.isoformat(), "us")
     at = hist.click_at[rows] + late.astype("timedelta64[us]")
     utc_s = (at - start).astype("timedelta64[s]").astype(np.int64)
     day = np.clip(utc_s // 86400, 0, days)
-    local_s = utc_s + utc_offsets(days)[pop.zone[sub], day]
+    local_s = utc_s + utc_offsets(days, first)[pop.zone[sub], day]
     hour = (local_s // 3600) % HOURS
     counts = np.zeros((pop.n, HOURS), dtype=np.int64)
     np.add.at(counts, (sub, hour), 1)
@@ -730,25 +735,59 @@ def campaign_rows(optimal: CampaignRun, local: CampaignRun) -> list[Row]:
     ]
 
 
-def why_rows(pop: Population, hist: History, counts: IntArray, planned: IntArray) -> list[Row]:
-    """What bounds the figures: printed beside the table, no targets."""
+def earlier_counts(pop: Population, days: int, rng: np.random.Generator) -> IntArray:
+    """Interaction counts of ``days`` more days before the stored history, made like it (in
+    memory, 30 days at a time): what the product's 90 days would see beyond the 30 stored."""
+    counts = np.zeros((pop.n, HOURS), dtype=np.int64)
+    for lo in range(0, days, 30):
+        span = min(30, days - lo)
+        first = HISTORY_START - timedelta(days=days - lo)
+        counts += local_click_counts(pop, history(pop, span, rng, first), span, first)
+    return counts
+
+
+def why_sendtime(pop: Population, counts: IntArray, earlier: IntArray) -> list[Row]:
+    """What bounds the plan: who has >= 3 interactions, smoothing, the window, more history."""
     q = pop.propensity[:, None] * pop.curve
     window = np.flatnonzero(allowed_hours())
     best = window[q[:, window].argmax(axis=1)]
-    enough = counts.sum(axis=1) >= 3
-    ceiling = sendtime_figures(pop, np.where(enough, best, -1)).reached
-    rows: list[Row] = [
-        (
-            "why: ceiling, oracle hour for >= 3 interactions",
-            f"{100 * ceiling:.1f} %",
-            f"{int(enough.sum())} have >= 3",
-            "",
-            "",
+    rows: list[Row] = []
+    for label, c in (("stored days", counts), (f"+ {EARLIER_DAYS} earlier", counts + earlier)):
+        enough = c.sum(axis=1) >= 3
+        ceiling = sendtime_figures(pop, np.where(enough, best, -1)).reached
+        plan = sendtime_figures(pop, plan_in_memory(c))
+        rows.append(
+            (
+                f"why: {label}: ceiling, true best hour for >= 3",
+                f"{100 * ceiling:.1f} %",
+                f"{int(enough.sum())} have >= 3",
+                "",
+                "",
+            )
         )
-    ]
-    for strength in (0.0, 2.0, 10.0, 50.0):
+        rows.append(
+            (
+                f"why: {label}: the plan (choose_hours)",
+                f"{100 * plan.reached:.1f} %",
+                f"best hour hit {100 * plan.best_hit:.0f} %",
+                "",
+                "",
+            )
+        )
+    for strength in (0.0, 10.0, 50.0):
         share = sendtime_figures(pop, plan_in_memory(counts, prior_strength=strength)).reached
         rows.append((f"why: plan, prior_strength {strength:g}", f"{100 * share:.1f} %", "", "", ""))
+    # The product takes the mode over all 24 hours, then the nearest window hour; this takes
+    # the mode inside the window (the same subscribers get an hour: >= 3 in all hours).
+    inside_mode = plan_in_memory(counts * allowed_hours()[None, :], min_interactions=0)
+    inside = sendtime_figures(pop, np.where(counts.sum(axis=1) >= 3, inside_mode, -1)).reached
+    rows.append(("why: plan, the mode inside the window", f"{100 * inside:.1f} %", "", "", ""))
+    return rows
+
+
+def why_rows(pop: Population, hist: History) -> list[Row]:
+    """What bounds the fatigue figures: printed beside the table, no targets."""
+    rows: list[Row] = []
     engaged = pop.propensity[hist.sub] > 0
     rate = pop.p(hist.sub, hist.local_hour)
     per_sub = np.bincount(hist.sub, weights=rate, minlength=pop.n) / np.maximum(
@@ -829,7 +868,8 @@ async def main(args: argparse.Namespace) -> int:
         + fatigue_rows(pop, hist, sent)
     )
     print()
-    print_table(why_rows(pop, hist, counts, planned))
+    earlier = earlier_counts(pop, EARLIER_DAYS, np.random.default_rng(args.seed + 1))
+    print_table(why_sendtime(pop, counts, earlier) + why_rows(pop, hist))
     return 0
 
 
