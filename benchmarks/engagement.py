@@ -572,9 +572,10 @@ def fatigue_sent(
     Simulated rather than the fatigue branch's pure functions (service/rules/fatigue.py
     after_sent / after_interaction / is_resting): that branch does not merge cleanly with sto's
     (both change the campaign fan-out's SQL), and its merge is the lead's. Checked against
-    them event by event on this population (2,000 subscribers, 10 days, 30,429 pushes): 2
-    pushes differ, where a click arrives after the subscriber's next push (here a push's
-    interaction counts at once; there when its event comes).
+    them event by event on this population: 2 of 30,429 pushes differ at 2,000 subscribers
+    and 10 days, 400 of 2,249,069 at 50,000 and 30 (the figures equal to 0.1 %), where a
+    click arrives after the subscriber's next push (here a push's interaction counts at once;
+    there when its event comes).
     """
     by_sub = np.argsort(hist.sub, kind="stable")  # per subscriber, in time order
     sub_sorted = hist.sub[by_sub]
