@@ -10,9 +10,11 @@ crown noise.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from itertools import combinations
 from statistics import NormalDist
 from typing import Any
@@ -21,10 +23,12 @@ from pydantic import BaseModel, Field
 
 from service.store.campaigns import CampaignCounts, CampaignRow
 from service.store.engagement import EngagementCounts
+from service.store.experiments import ExperimentRow
 from service.vocabulary import (
     NOT_MATCHED_COUNTER_PREFIX,
     SHADOW_SENT_COUNTER,
     SILENT_COUNTER_PREFIX,
+    ExperimentPhase,
 )
 
 # Two-sided alpha 0.05 and power 0.8: the conventional defaults of A/B testing tools.
@@ -353,6 +357,7 @@ def campaign_results(counts: CampaignCounts) -> list[dict[str, Any]]:
     for s in counts.suppressions:
         f = get(s.campaign_id, s.variant)
         f.suppressed[s.reason] = f.suppressed.get(s.reason, 0) + s.n
+    tests = {e.campaign_id: e for e in counts.experiments}
     out = []
     for row in counts.campaigns:
         names = [str(name) for name in row.programs["variants"]]
@@ -379,11 +384,71 @@ def campaign_results(counts: CampaignCounts) -> list[dict[str, Any]]:
                     {"variant": f.variant, **_campaign_counts(f, extra[(row.id, f.variant)])}
                     for f in arms
                 ],
-                "experiment": experiment(row.id, arms) if len(arms) >= 2 else None,
+                "experiment": _campaign_experiment(row, arms, tests.get(row.id)),
                 "schedule": row.schedule,
             }
         )
     return out
+
+
+def _campaign_experiment(
+    row: CampaignRow, arms: Sequence[Funnel], test: ExperimentRow | None
+) -> dict[str, Any] | None:
+    """The A/B comparison of a campaign's variants and, for a campaign with ``experiment``,
+    its phase, winner and every variant's probability of being best (service/campaigns/
+    experiment.py): stored once decided, from the sent pushes so far while testing."""
+    if len(arms) < 2:
+        return None
+    out = experiment(row.id, arms)
+    if test is None:
+        return out
+    if test.decided_at is not None and test.prob_best is not None:
+        stored = test.prob_best  # jsonb keeps no key order: the campaign's order again
+        prob = {f.variant: float(stored[f.variant]) for f in arms if f.variant in stored}
+    else:
+        successes = [min(getattr(f, test.metric), f.sent) for f in arms]
+        prob = prob_best_of(row.id, [f.variant for f in arms], successes, [f.sent for f in arms])
+    return {
+        **out,
+        "metric": test.metric,
+        "winner": test.winner,
+        "phase": "decided" if test.decided_at is not None else "testing",
+        "prob_best": prob,
+        "test_share": test.test_share,
+        "decide_after_s": int(test.decide_after.total_seconds()),
+        "started_at": _iso(test.started_at),
+        "decide_at": _iso(test.decide_at),
+        "decided_at": _iso(test.decided_at),
+    }
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
+
+
+def prob_best_of(
+    campaign_id: str, names: Sequence[str], successes: Sequence[int], sent: Sequence[int]
+) -> dict[str, float]:
+    """Each variant's probability of having the highest rate of successes per sent push under
+    Beta(1 + successes, 1 + sent - successes), to 4 decimals (service.engagement.bayes; its
+    draws seeded by the campaign's id, so the same counts give the same answer in every
+    process). Identical posteriors (no pushes sent yet, or the same counts) are exactly
+    equally likely best."""
+    if len(set(zip(successes, sent, strict=True))) == 1:
+        return {name: round(1 / len(names), 4) for name in names}
+    import numpy as np
+
+    from service.engagement.bayes import prob_best
+
+    seed = int.from_bytes(hashlib.sha256(campaign_id.encode()).digest()[:8], "big")
+    p = prob_best(successes, sent, rng=np.random.default_rng(seed))
+    return {name: round(float(x), 4) for name, x in zip(names, p, strict=True)}
+
+
+def best_variant(prob_best: dict[str, float]) -> str:
+    """The variant most likely best; a tie goes to the first in the campaign's order."""
+    names = list(prob_best)
+    return max(names, key=lambda name: (prob_best[name], -names.index(name)))
 
 
 # The shape of stats() for /openapi.json (GET /v1/stats and GET /v1/dashboard).
@@ -447,6 +512,33 @@ class Experiment(BaseModel):
     winner: str | None = Field(description="declared only when significant and powered")
 
 
+class CampaignExperiment(Experiment):
+    """A campaign's variants compared; with ``experiment`` in its body, the test and its
+    decision too (service/campaigns/experiment.py)."""
+
+    metric: str = Field(
+        description="ctr (the comparisons' click-through); with `experiment`, what the "
+        "winner is chosen on: clicked or converted"
+    )
+    winner: str | None = Field(
+        description="with `experiment`: the decided winner, the rest of the audience gets it "
+        "(null while testing); else as rules': declared only when significant and powered"
+    )
+    phase: ExperimentPhase | None = Field(
+        None, description="with `experiment`: testing, then decided (null without)"
+    )
+    prob_best: dict[str, float] | None = Field(
+        None,
+        description="per variant, the probability that its rate of the metric per sent push "
+        "is the highest (Beta posteriors): as decided, or from the test pushes sent so far",
+    )
+    test_share: float | None = None
+    decide_after_s: int | None = None
+    started_at: str | None = Field(None, description="when the test pushes started going")
+    decide_at: str | None = Field(None, description="when the winner is (or was) due")
+    decided_at: str | None = None
+
+
 class CampaignCountsModel(BaseModel):
     queued: int = Field(description="in the outbox, not sent yet")
     sent: int
@@ -492,7 +584,10 @@ class CampaignResult(CampaignCountsModel):
     created_at: str
     audience: int = Field(description="active, unpaused subscriptions in it at creation")
     variants: list[CampaignVariantResult]
-    experiment: Experiment | None = Field(description="with two or more variants, as rules'")
+    experiment: CampaignExperiment | None = Field(
+        description="with two or more variants: the A/B comparison as rules'; with "
+        "`experiment` also its phase, winner and prob_best"
+    )
     schedule: Schedule | None = Field(
         None, description="send_at.optimal only: the plan made when the campaign was created"
     )

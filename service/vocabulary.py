@@ -93,7 +93,8 @@ CampaignStatus = Literal["scheduled", "sending", "done", "cancelled"]
 CAMPAIGN_STATUSES: Final[tuple[CampaignStatus, ...]] = get_args(CampaignStatus)
 
 # Why an audience member got no push of a campaign: the local moment had passed when the
-# campaign was created (late: skip), or the policy's caps (as for rules).
+# campaign was created (late: skip) - for the rest of an experiment's audience, when its
+# winner was decided -, or the policy's caps (as for rules).
 CampaignSuppressionReason = Literal["missed_local_time", "global_cap", "min_gap"]
 CAMPAIGN_SUPPRESSION_REASONS: Final[tuple[CampaignSuppressionReason, ...]] = get_args(
     CampaignSuppressionReason
@@ -101,6 +102,13 @@ CAMPAIGN_SUPPRESSION_REASONS: Final[tuple[CampaignSuppressionReason, ...]] = get
 # What a campaign does where its local moment had passed when it was created.
 Late = Literal["skip", "send"]
 LATE_CHOICES: Final[tuple[Late, ...]] = get_args(Late)
+# What a campaign experiment's winner is chosen on: sent pushes with a click (a click link
+# counts), or sent pushes with a conversion.
+ExperimentMetric = Literal["clicked", "converted"]
+EXPERIMENT_METRICS: Final[tuple[ExperimentMetric, ...]] = get_args(ExperimentMetric)
+# The phases of a campaign experiment: the test share gets the variants, then the rest the
+# winner.
+ExperimentPhase = Literal["testing", "decided"]
 
 # Names of the per (rule, variant) counters the worker bumps and the statistics read: matches,
 # and suppressions as the prefix followed by the reason.

@@ -91,6 +91,18 @@ _BODY_SCHEMA: dict[str, Any] = {
         "urgency": {"enum": ["very-low", "low", "normal", "high"]},
         "topic": {"type": "string"},
         "rate": {"type": "string", "examples": ["100/s", "5000/min"]},
+        "experiment": {
+            "type": "object",
+            "description": "with two or more variants: the test share gets them by weight, "
+            "after decide_after the rest gets the variant most likely best on the metric",
+            "required": ["test_share", "decide_after"],
+            "properties": {
+                "test_share": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                "decide_after": {"type": "string", "examples": ["30m", "2h"]},
+                "metric": {"enum": ["clicked", "converted"]},
+            },
+            "additionalProperties": False,
+        },
     },
     "additionalProperties": False,
 }
@@ -173,7 +185,8 @@ async def get_campaigns(request: web.Request) -> web.Response:
         "get",
         "/v1/campaigns/{id}",
         "One campaign: status, queued, sent, failed, gone, expired, suppressed by reason, "
-        "shown, clicked, converted, per variant, and the A/B comparison",
+        "shown, clicked, converted, per variant, and the A/B comparison (with `experiment`: "
+        "its phase, winner and prob_best)",
         response=CampaignResult,
         auth="admin",
         errors=[404],

@@ -34,6 +34,7 @@ from pydantic import (
     field_validator,
 )
 
+from service.campaigns.experiment import ExperimentSpec
 from service.campaigns.optimal import Optimal, OptimalMoment
 from service.durations import parse_duration
 from service.errors import CampaignInvalid, RuleLoadError
@@ -207,6 +208,9 @@ class CampaignBody(_Strict):
     urgency: Urgency | None = None
     topic: str | None = Field(None, json_schema_extra={"pattern": PUSH_TOPIC_PATTERN})
     rate: RateText | None = Field(None, description="Spread the sends: 100/s, 5000/min, ...")
+    experiment: ExperimentSpec | None = Field(
+        None, description="A test share gets the variants, then the rest the winner"
+    )
 
     @field_validator("id")
     @classmethod
@@ -317,6 +321,7 @@ class Campaign:
     locales: tuple[str, ...] | None = None  # lower-case
     # The body as given, normalised to JSON (kept with the campaign for GET and the CLI).
     spec: dict[str, Any] = field(default_factory=dict)
+    experiment: ExperimentSpec | None = None
 
     @property
     def audience(self) -> dict[str, Any]:
@@ -466,6 +471,8 @@ def parse_campaign(raw: str | bytes, *, now: datetime) -> Campaign:
     except RuleLoadError as exc:
         errors += [_field_message(e) for e in exc.errors]
         variants = []
+    if body.experiment is not None and len(body.variants or []) < 2:
+        errors.append(("experiment", "needs two or more variants to choose a winner from"))
     if errors:
         raise CampaignInvalid(errors)
     msg = body.message
@@ -485,6 +492,7 @@ def parse_campaign(raw: str | bytes, *, now: datetime) -> Campaign:
         if body.audience.locales
         else None,
         spec=json.loads(raw),
+        experiment=body.experiment,
     )
 
 

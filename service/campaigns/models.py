@@ -8,7 +8,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from service.stats import CampaignResult, CampaignVariantResult, Schedule
+from service.stats import (
+    CampaignExperiment,
+    CampaignResult,
+    CampaignVariantResult,
+    Schedule,
+)
 
 
 class CampaignCreated(BaseModel):
@@ -51,6 +56,7 @@ __all__ = [
     "CampaignCancelled",
     "CampaignCreated",
     "CampaignDryRun",
+    "CampaignExperiment",
     "CampaignList",
     "CampaignResult",
     "CampaignSample",

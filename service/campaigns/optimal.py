@@ -42,7 +42,7 @@ def _window(value: object) -> object:
     if not isinstance(value, str):
         raise ValueError(f"write the window as text HH:MM-HH:MM, e.g. {DEFAULT_WINDOW}")
     window = parse_window(value)
-    if window.crosses_midnight or window.end == 0:
+    if window.crosses_midnight and window.end != 0:  # end 0: up to 24:00, the day's end
         raise ValueError(
             f"{value!r}: the window lies within the day (start before end), e.g. {DEFAULT_WINDOW}"
         )
@@ -94,7 +94,8 @@ class Optimal:
         window = parse_window(spec.window)
         if spec.fallback is None:
             # The window's middle, on the minute.
-            fallback = (window.start + (window.end - window.start) // 2) // 60 * 60
+            end = window.end or DAY_S  # 24:00
+            fallback = (window.start + (end - window.start) // 2) // 60 * 60
         else:
             h, m = spec.fallback.split(":")
             fallback = int(h) * HOUR_S + int(m) * 60

@@ -3,8 +3,8 @@
 The plan: one statement reads the audience's interactions per local hour (the store's
 ``audience_interaction_hours``), the pure ``choose_hours`` (service/engagement/sendtime.py)
 picks every member's hour in one vectorised pass, and one more statement stores the personal
-hours (``campaign_send_hours``) and the summary (``schedule``) - three round trips whatever
-the audience's size, in the transaction that stores the campaign.
+hours (``campaign_send_hours``) and the summary (``schedule``) - a few round trips whatever
+the audience's size, in the transaction that stores the campaign (usecases.create).
 
 A tick: the members not handled yet fall into groups of one time zone and one local minute of
 the campaign's day (their planned hour, or the fallback); each group is a ``local`` campaign
@@ -30,7 +30,7 @@ from service.engagement.sendtime import choose_hours
 from service.errors import CampaignInvalid
 from service.rules.units import Window
 from service.store import Store
-from service.store.campaigns import CampaignRow, NewCampaign, ZoneStep
+from service.store.campaigns import CampaignRow, ZoneStep
 from service.vocabulary import Late
 
 # Interactions this recent count (DESIGN: at least 3 in the last 90 days).
@@ -75,26 +75,22 @@ def _schedule(hours: NDArray[np.int64], audience: int, optimal: Optimal) -> dict
     return schedule(hours, audience, optimal.fallback_hour)
 
 
-async def create(
-    store: Store, campaign: Campaign, new: NewCampaign, *, now: datetime, quiet: Window | None
-) -> CampaignRow | None:
-    """Store an optimal campaign and its plan in one transaction; None if the id is taken."""
+async def store_plan(
+    tx: Store, campaign: Campaign, row: CampaignRow, *, now: datetime, quiet: Window | None
+) -> CampaignRow:
+    """Plan the campaign just stored (``row``, in the caller's transaction) and store the plan:
+    the personal hours and the summary."""
     optimal = campaign.send_at.optimal
     assert optimal is not None
-    check(optimal, quiet)
-    async with store.transaction() as tx:
-        row = await tx.create_campaign(campaign=new)
-        if row is None:
-            return None
-        made = await plan(tx, campaign, audience=row.audience_n, now=now, quiet=quiet)
-        personal = made.hours >= 0
-        return await tx.store_send_plan(
-            campaign_id=row.id,
-            ids=[i for i, keep in zip(made.ids, personal, strict=True) if keep],
-            hours=[int(h) for h in made.hours[personal]],
-            optimal=optimal.as_json(),
-            schedule=made.schedule,
-        )
+    made = await plan(tx, campaign, audience=row.audience_n, now=now, quiet=quiet)
+    personal = made.hours >= 0
+    return await tx.store_send_plan(
+        campaign_id=row.id,
+        ids=[i for i, keep in zip(made.ids, personal, strict=True) if keep],
+        hours=[int(h) for h in made.hours[personal]],
+        optimal=optimal.as_json(),
+        schedule=made.schedule,
+    )
 
 
 @dataclass(frozen=True)
@@ -138,18 +134,29 @@ def plan_optimal_tick(
     return OptimalTick(Tick(zones, next_check, complete, started), minutes)
 
 
-async def tick_steps(
-    tx: Store, row: CampaignRow, *, now: datetime, quiet: Window | None
-) -> tuple[Tick, list[ZoneStep]]:
-    """An optimal campaign's tick plan: its groups read in one statement, planned purely."""
+async def zone_minutes(tx: Store, row: CampaignRow) -> list[tuple[str, int]]:
+    """The (time zone, local minute) groups of the audience still to handle, one statement."""
     assert row.optimal is not None
     optimal = Optimal.from_json(row.optimal)
-    groups = await tx.campaign_zone_minutes(campaign=row, fallback_minute=optimal.fallback_minute)
+    return await tx.campaign_zone_minutes(campaign=row, fallback_minute=optimal.fallback_minute)
+
+
+def plan_steps(
+    row: CampaignRow,
+    groups: Iterable[tuple[str, int]],
+    *,
+    now: datetime,
+    quiet: Window | None,
+    created_at: datetime,
+) -> tuple[Tick, list[ZoneStep]]:
+    """An optimal campaign's tick plan, pure: moments that had passed at ``created_at`` (the
+    creation, or for an experiment's rest its decision) follow ``late``."""
+    assert row.optimal is not None
     late: Late = "send" if row.late == "send" else "skip"
     made = plan_optimal_tick(
-        optimal,
+        Optimal.from_json(row.optimal),
         late,
-        created_at=row.created_at,
+        created_at=created_at,
         ttl=timedelta(seconds=row.ttl_s),
         groups=groups,
         now=now,

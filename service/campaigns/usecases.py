@@ -70,12 +70,23 @@ async def create(
     stored for a bad body or a taken id (CampaignExists). ``quiet``: the policy's quiet hours,
     which an optimal campaign's plan avoids."""
     campaign = parse(raw, now)
-    if campaign.send_at.optimal is not None:
+    optimal = campaign.send_at.optimal
+    if optimal is not None:
         from service.campaigns import sendtime
 
-        row = await sendtime.create(store, campaign, _new(campaign, now), now=now, quiet=quiet)
-    else:
-        row = await store.create_campaign(campaign=_new(campaign, now))
+        sendtime.check(optimal, quiet)
+    async with store.transaction() as tx:
+        row = await tx.create_campaign(campaign=_new(campaign, now))
+        if row is not None and campaign.experiment is not None:
+            test = campaign.experiment
+            await tx.create_experiment(
+                campaign_id=row.id,
+                test_share=test.test_share,
+                decide_after=test.decide_after,
+                metric=test.metric,
+            )
+        if row is not None and optimal is not None:
+            row = await sendtime.store_plan(tx, campaign, row, now=now, quiet=quiet)
     if row is None:
         raise CampaignExists(
             f"campaign {campaign.id!r} exists; a campaign is not changed once created "

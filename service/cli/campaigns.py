@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from service.campaigns.models import (
     CampaignCancelled,
     CampaignDryRun,
+    CampaignExperiment,
     CampaignResult,
     CampaignVariantResult,
     Schedule,
@@ -247,5 +248,21 @@ def _print(command: str, result: BaseModel | list[CampaignResult], out: TextIO) 
         for v in c.variants:
             out.write(f"  variant {v.variant}: {_counts(v)}\n")
         if c.experiment:
+            _print_experiment(c.experiment, out)
             for comparison in c.experiment.comparisons:
                 out.write(f"  {comparison.a} vs {comparison.b}: {comparison.verdict}\n")
+
+
+def _print_experiment(e: CampaignExperiment, out: TextIO) -> None:
+    """A campaign experiment's phase, winner and each variant's probability of being best."""
+    if e.phase is None or e.prob_best is None:
+        return
+    setup = f"test share {e.test_share:g}, metric {e.metric}"
+    if e.phase == "decided":
+        out.write(
+            f"  experiment: decided, winner {e.winner} ({setup}, decided at {e.decided_at})\n"
+        )
+    else:
+        when = f"decides at {e.decide_at}" if e.decide_at else "decides after the test starts"
+        out.write(f"  experiment: testing ({setup}, {when})\n")
+    out.write("  prob_best " + ", ".join(f"{v} {p:g}" for v, p in e.prob_best.items()) + "\n")

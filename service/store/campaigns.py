@@ -6,13 +6,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import numpy as np
-from numpy.typing import NDArray
-
 from service.store.base import Row, StoreBase
+from service.store.experiments import ExperimentGroup, ExperimentRow, read_experiments
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +143,8 @@ class CampaignCounts:
     deliveries: list[CampaignDeliveryCounts]
     events: list[CampaignEventCount]
     suppressions: list[CampaignSuppressionCount]
+    # The campaigns' experiments (service/campaigns/experiment.py), if any.
+    experiments: list[ExperimentRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +219,8 @@ class CampaignQueries(StoreBase):
         statement (campaign_interaction_hours); members without one are left out."""
         row = await self._fetchrow("campaign_interaction_hours", *audience_args(audience), since)
         assert row is not None
+        import numpy as np  # here: the API and ingest import this module and need no numpy
+
         ids: list[UUID] = list(row["ids"])
         # One vectorised pass from (member, hour, n) triples to the (member, 24) histogram.
         counts = np.zeros((len(ids), 24), dtype=np.int64)
@@ -290,8 +296,10 @@ class CampaignQueries(StoreBase):
         zones: Sequence[ZoneStep],
         caps: Caps,
         first_delay_s: float = 0.0,
+        group: ExperimentGroup | None = None,
     ) -> FanOutResult:
-        """One tick of the campaign's fan-out, in one statement (see campaign_fan_out)."""
+        """One tick of the campaign's fan-out, in one statement (see campaign_fan_out); of an
+        experiment, for one ``group`` of its audience."""
         p = campaign.programs
         row = await self._fetchrow(
             "campaign_fan_out",
@@ -314,6 +322,9 @@ class CampaignQueries(StoreBase):
             p["templates"],
             p["tokens"],
             p["names"],
+            None if group is None else group.threshold,
+            None if group is None else group.test,
+            None if group is None else group.winner,
             [z.minute for z in zones],
             _fallback_minute(campaign),
         )
@@ -376,4 +387,5 @@ async def read_campaign_counts(db: StoreBase, campaign_id: str | None) -> Campai
             CampaignSuppressionCount.from_row(r)
             for r in await db._fetch("campaign_stats_suppressions", campaign_id)
         ],
+        experiments=await read_experiments(db, campaign_id),
     )

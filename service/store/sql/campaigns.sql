@@ -128,26 +128,35 @@ WHERE s.status = 'active' AND NOT s.paused
 -- (caps compare them); the outbox's not_before and expires_at are the database's now() plus
 -- the same offsets, so that the sender, which goes by now(), sends them at once. With a rate
 -- ($10 per second) the n-th send waits $9 + n / $10 seconds. $20: the campaign's ttl, urgency
--- and topic as {ttl_s, urgency, topic}. An optimal campaign's zones also carry a local minute
--- of the day ($24, NULL for other campaigns): a member is due in the step of their zone and
--- their planned hour (campaign_send_hours), or the fallback minute $25 without one.
+-- and topic as {ttl_s, urgency, topic}. An experiment's tick (service/campaigns/experiment.py)
+-- runs it once per group of the audience: $25 true for the test share (momentcast_test_point
+-- below $24), false for the rest, which all get variant number $26 (NULL $24: everyone, as
+-- the variants' weights say).
+-- An optimal campaign's zones also carry a local minute of the day ($27, NULL for other
+-- campaigns): a member is due in the step of their zone and their planned hour
+-- (campaign_send_hours), or the fallback minute $28 without one.
 WITH conditions AS (
     SELECT k, o, v::jsonb AS v FROM unnest($13::text[], $14::text[], $15::text[]) AS t(k, o, v)
 ), zones AS (
-    SELECT * FROM unnest($3::text[], $4::text[], $5::timestamptz[], $24::int[])
+    SELECT * FROM unnest($3::text[], $4::text[], $5::timestamptz[], $27::int[])
         AS z(zone, action, expires, minute)
     WHERE action <> 'wait'
 ), due AS (
     SELECT s.id, s.locale, s.attributes, z.action, z.expires
     FROM subscriptions s
-    LEFT JOIN campaign_send_hours p ON p.campaign_id = $1::text AND p.subscription_id = s.id
     JOIN zones z ON z.zone = coalesce(s.timezone, '')
-                AND (z.minute IS NULL OR z.minute = coalesce(p.local_hour * 60, $25::int))
+                -- Other campaigns stop at "minute IS NULL": no lookup of a planned hour.
+                AND (z.minute IS NULL
+                     OR z.minute = coalesce((SELECT p.local_hour * 60 FROM campaign_send_hours p
+                                             WHERE p.campaign_id = $1::text
+                                               AND p.subscription_id = s.id), $28::int))
     WHERE s.status = 'active' AND NOT s.paused
   AND ($11::text[] IS NULL OR s.topics && $11::text[])
   AND ($12::text[] IS NULL OR lower(s.locale) LIKE ANY ($12::text[]))
   AND (cardinality($13::text[]) = 0 OR NOT EXISTS (
         SELECT 1 FROM conditions c WHERE NOT momentcast_holds(s.attributes, c.k, c.o, c.v)))
+      AND ($24::bigint IS NULL
+           OR (momentcast_test_point(s.id, $1::text) < $24::bigint) = $25::boolean)
       AND NOT EXISTS (SELECT 1 FROM deliveries d
                       WHERE d.dedupe_key = 'campaign:' || $1::text || ':' || s.id::text)
       AND NOT EXISTS (SELECT 1 FROM campaign_suppressions x
@@ -169,7 +178,8 @@ WITH conditions AS (
     GROUP BY d.subscription_id
 ), decided AS (
     SELECT due.id, due.locale, due.attributes, due.action, due.expires,
-           CASE WHEN cardinality($16::int[]) = 1 THEN 1
+           CASE WHEN $26::int IS NOT NULL THEN $26::int
+                WHEN cardinality($16::int[]) = 1 THEN 1
                 ELSE width_bucket(momentcast_variant_point(due.id, $1::text, $17::int),
                                   $16::int[]) END AS variant_no,
            CASE WHEN due.action = 'skip' THEN 'missed_local_time'
@@ -309,7 +319,8 @@ GROUP BY campaign_id, variant, reason
 
 -- name: campaign_interaction_hours
 -- Send-time optimisation's input for a whole audience ($1..$5), in one statement: each
--- member's interactions (clicked or converted events on their deliveries) since $6, counted
+-- member's interactions (clicked or converted events on their deliveries, test pushes left
+-- out) since $6, counted
 -- per local hour of the event in the member's time zone (UTC without one). One row: the
 -- members' ids in order, and three parallel arrays (member's index, hour, count) from which
 -- the store builds the (member, 24) histogram in one vectorised pass. Members without an
@@ -330,6 +341,7 @@ WITH conditions AS (
     JOIN deliveries d ON d.subscription_id = a.id
     JOIN events e ON e.delivery_id = d.id
     WHERE e.type IN ('clicked', 'converted') AND e.at > $6::timestamptz
+      AND NOT d.test  -- a test push's click is the operator's, not the subscriber's habit
     GROUP BY 1, 2
 ), ranked AS (
     SELECT (dense_rank() OVER (ORDER BY id))::int - 1 AS member, hour, n FROM hits
