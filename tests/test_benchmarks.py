@@ -56,3 +56,22 @@ async def test_pipeline_small_run_accepts_every_signal_and_decides(pg_server: Pg
     assert worker and engine and worker[1] == engine[1] and int(worker[1]) > 0, out
     assert re.search(r"^end to end: 200/200 signals accepted", out, re.MULTILINE), out
     assert re.search(r"^202 -> delivery row: p50 \d+\.\d ms", out, re.MULTILINE), out
+
+
+@pytest.mark.slow
+def test_engagement_small_run_prints_every_figure_with_its_verdict(pg_server: PgServer) -> None:
+    args = ("--subscribers", "1500", "--days", "7")
+    out = run_benchmark(
+        "engagement.py", *args, database_url=pg_server.admin_dsn, timeout=300
+    ).stdout
+    assert re.search(
+        r"^1500 subscribers in \d+ zones, \d+ never engage; 7 days: \d+ pushes", out, re.M
+    ), out
+    for figure, target in (
+        ("send time: share of oracle uplift", ">= 80 %"),
+        ("variants: adaptive / fixed regret", "<= 0.30x"),
+        ("fatigue: fewer pushes to never-engagers", ">= 60 %"),
+        ("fatigue: interactions lost", "<= 5 %"),
+    ):
+        row = rf"^{re.escape(figure)}\s+-?\d+\.\d+ ?(?:%|x)\s+.*{re.escape(target)}\s+(PASS|MISS)$"
+        assert re.search(row, out, re.MULTILINE), f"no row {figure!r}:\n{out}"
