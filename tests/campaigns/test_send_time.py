@@ -394,3 +394,29 @@ async def test_an_optimal_experiment_tests_and_decides_at_each_members_own_hour(
     assert all(len(m.campaign_pushes()) <= 1 for m in morning + evening)
     shown = (await show(api, "evening"))["experiment"]
     assert shown["phase"] == "decided" and shown["winner"] in ("a", "b")
+
+
+async def test_a_click_that_converts_is_one_interaction_not_two(
+    api: LiveApi, push_service: PushService
+) -> None:
+    """Two pushes, each clicked and then converted, are two answers: under the 3 a personal
+    hour needs (four events would have made one)."""
+    pool = api.ctx.pool
+    both = await subscribe(api, push_service, timezone="Asia/Tokyo", topics=["food"])
+    await interactions(pool, both.id, "Asia/Tokyo", [9, 9])
+    for delivery in await pool.fetch(
+        "SELECT delivery_id FROM events WHERE delivery_id IN "
+        "(SELECT id FROM deliveries WHERE subscription_id = $1)",
+        uuid.UUID(both.id),
+    ):
+        await pool.execute(
+            "INSERT INTO events (delivery_id, type, at) "
+            "SELECT delivery_id, 'converted', at + interval '1 minute' FROM events "
+            "WHERE delivery_id = $1",
+            delivery["delivery_id"],
+        )
+    three = await subscribe(api, push_service, timezone="Asia/Tokyo", topics=["food"])
+    await interactions(pool, three.id, "Asia/Tokyo", [9, 9, 9])
+
+    await create(api, optimal(window="08:00-21:00", fallback="14:30"))
+    assert await planned(pool, "evening") == {three.id: 9}

@@ -319,8 +319,8 @@ GROUP BY campaign_id, variant, reason
 
 -- name: campaign_interaction_hours
 -- Send-time optimisation's input for a whole audience ($1..$5), in one statement: each
--- member's interactions (clicked or converted events on their deliveries, test pushes left
--- out) since $6, counted
+-- member's interactions (pushes with a clicked or converted event, test pushes left out)
+-- since $6, counted
 -- per local hour of the event in the member's time zone (UTC without one). One row: the
 -- members' ids in order, and three parallel arrays (member's index, hour, count) from which
 -- the store builds the (member, 24) histogram in one vectorised pass. Members without an
@@ -335,13 +335,19 @@ WITH conditions AS (
   AND ($2::text[] IS NULL OR lower(s.locale) LIKE ANY ($2::text[]))
   AND (cardinality($3::text[]) = 0 OR NOT EXISTS (
         SELECT 1 FROM conditions c WHERE NOT momentcast_holds(s.attributes, c.k, c.o, c.v)))
-), hits AS (
-    SELECT a.id, extract(hour FROM e.at AT TIME ZONE a.tz)::int AS hour, count(*)::int AS n
+), pushes AS (
+    -- One interaction per push, at its first click or conversion: a click that then converts
+    -- is one answer to one push (as health and the fatigue guard count), not two.
+    SELECT a.id, a.tz, min(e.at) AS at
     FROM audience a
     JOIN deliveries d ON d.subscription_id = a.id
     JOIN events e ON e.delivery_id = d.id
     WHERE e.type IN ('clicked', 'converted') AND e.at > $6::timestamptz
       AND NOT d.test  -- a test push's click is the operator's, not the subscriber's habit
+    GROUP BY a.id, a.tz, d.id
+), hits AS (
+    SELECT id, extract(hour FROM at AT TIME ZONE tz)::int AS hour, count(*)::int AS n
+    FROM pushes
     GROUP BY 1, 2
 ), ranked AS (
     SELECT (dense_rank() OVER (ORDER BY id))::int - 1 AS member, hour, n FROM hits
