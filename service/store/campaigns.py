@@ -70,6 +70,8 @@ class Caps:
     per_subscriber: int | None = None
     period: timedelta | None = None
     min_gap: timedelta | None = None
+    # The fatigue guard is on: subscribers resting now are suppressed `fatigued`.
+    fatigue: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +246,7 @@ class CampaignQueries(StoreBase):
             p["templates"],
             p["tokens"],
             p["names"],
+            caps.fatigue,
         )
         assert row is not None
         return FanOutResult(

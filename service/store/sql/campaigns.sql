@@ -128,7 +128,8 @@ WHERE s.status = 'active' AND NOT s.paused
 -- (caps compare them); the outbox's not_before and expires_at are the database's now() plus
 -- the same offsets, so that the sender, which goes by now(), sends them at once. With a rate
 -- ($10 per second) the n-th send waits $9 + n / $10 seconds. $20: the campaign's ttl, urgency
--- and topic as {ttl_s, urgency, topic}.
+-- and topic as {ttl_s, urgency, topic}. $24: the fatigue guard is on; a subscriber resting
+-- at $2 (push_fatigue, migrations/0019_fatigue.sql) is suppressed `fatigued`.
 WITH conditions AS (
     SELECT k, o, v::jsonb AS v FROM unnest($13::text[], $14::text[], $15::text[]) AS t(k, o, v)
 ), zones AS (
@@ -169,6 +170,8 @@ WITH conditions AS (
                                   $16::int[]) END AS variant_no,
            CASE WHEN due.action = 'skip' THEN 'missed_local_time'
                 WHEN due.action = 'expire' THEN NULL
+                WHEN $24::bool AND f.resting_since <= $2::timestamptz
+                     AND f.resting_until > $2::timestamptz THEN 'fatigued'
                 WHEN $6::int IS NOT NULL AND h.recent >= $6::int THEN 'global_cap'
                 WHEN $8::interval IS NOT NULL AND h.last > $2::timestamptz - $8::interval
                     THEN 'min_gap'
@@ -176,6 +179,7 @@ WITH conditions AS (
     FROM due
     JOIN locked USING (id)
     LEFT JOIN history h ON h.subscription_id = due.id
+    LEFT JOIN push_fatigue f ON f.subscription_id = due.id
 ), sup AS (
     INSERT INTO campaign_suppressions (campaign_id, subscription_id, variant, reason, at)
     SELECT $1, id, ($18::text[])[variant_no], reason, $2::timestamptz
