@@ -5,6 +5,7 @@ are suppressed `fatigued` until the rest has passed, then the count starts again
 
 from __future__ import annotations
 
+import io
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,8 +13,12 @@ from typing import Any
 
 import pytest
 
+from service.cli.rules import main as rules_cli
 from service.context import Context
+from service.errors import TraceError
+from service.reports.backtest import run_backtest
 from service.rules.fatigue import Streak, after_interaction, after_sent, is_resting
+from service.rules.replay import replay
 from service.settings import Settings
 from service.testing import PushService
 from service.worker import Worker
@@ -282,3 +287,94 @@ def test_the_pure_rule() -> None:
     ended = after_interaction(s, began + timedelta(days=2))
     assert ended == Streak(0, began, began + timedelta(days=2))
     assert not is_resting(ended.resting_since, ended.resting_until, began + timedelta(days=3))
+
+
+# --- the reports: simulate, replay, backtest, rules check ----------------------------------------
+
+
+async def test_simulate_names_fatigued_when_the_profile_rests(api: LiveApi) -> None:
+    at = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    sim: dict[str, Any] = {
+        "signal": {"lat": 52.5, "lon": 13.4, "at": at.isoformat()},
+        "profile": {"topics": ["food"], "resting_until": (at + timedelta(days=1)).isoformat()},
+    }
+    async with api.http.post(api.url + "/v1/simulate", json=sim, headers=api.admin()) as r:
+        assert r.status == 200, await r.text()
+        rested = await r.json()
+    assert rested["decision"] is None
+    assert rested["rules"] == [{"rule": "hello", "matched": True, "reason": "fatigued"}]
+    sim["profile"]["resting_until"] = at.isoformat()  # the rest is over at the signal
+    async with api.http.post(api.url + "/v1/simulate", json=sim, headers=api.admin()) as r:
+        assert (await r.json())["decision"]["rule"] == "hello"
+    sim["profile"]["resting_until"] = "2026-12-08T12:00:00"  # no offset
+    async with api.http.post(api.url + "/v1/simulate", json=sim, headers=api.admin()) as r:
+        assert r.status == 422
+        assert "profile.resting_until" in await r.text()
+
+
+def test_replay_names_fatigued_until_the_profiles_rest_ends(
+    settings: Settings, tmp_path: Path
+) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_text(
+        "lat,lon,time\n"
+        "52.5,13.4,2026-12-07T12:00:00Z\n"
+        "52.5,13.4,2026-12-07T13:00:00Z\n"
+        "52.5,13.4,2026-12-07T15:00:00Z\n"
+    )
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("topics: [food]\nresting_until: 2026-12-07T14:00:00Z\n")
+    report = replay(str(settings.rules_dir), str(trace), str(profile))
+    assert [r["decision"] is not None for r in report["rows"]] == [False, False, True]
+    assert report["rows"][0]["suppressed"] == [{"rule": "hello", "place": "", "reason": "fatigued"}]
+    assert report["summary"]["suppressed"] == {"fatigued": 2}
+    profile.write_text("resting_until: 2026-12-07T14:00:00\n")
+    with pytest.raises(TraceError, match="resting_until must be a time with its offset"):
+        replay(str(settings.rules_dir), str(trace), str(profile))
+
+
+async def test_backtest_names_fatigued_inside_the_stored_rest(
+    api: LiveApi, push_service: PushService
+) -> None:
+    member = await subscribe(api, push_service, topics=["food"])
+    end = datetime.now(UTC).replace(microsecond=0)
+    fixes = [Fix(end - timedelta(hours=h), 52.5, 13.4) for h in (5, 4, 3, 2, 1)]
+    await add_signals(api.ctx.pool, member.id, fixes)
+    # Rested from 3.5 h to 1.5 h before the end: the signals 3 h and 2 h before it.
+    await api.ctx.pool.execute(
+        "INSERT INTO push_fatigue (subscription_id, unanswered, resting_since, resting_until) "
+        "VALUES ($1, 0, $2, $3)",
+        uuid.UUID(member.id),
+        end - timedelta(hours=3.5),
+        end - timedelta(hours=1.5),
+    )
+    ruleset = api.ctx.rules.current
+    report = await run_backtest(api.ctx.store, ruleset, timedelta(hours=6), until=end)
+    [hello] = report["rules"]
+    assert hello["would_send"] == 3
+    assert hello["suppressed"] == {"fatigued": 2}
+
+
+@pytest.mark.parametrize(
+    ("fatigue", "message"),
+    [
+        ("{after: 0, rest: 14d}", "2: fatigue.after: Input should be greater than or equal to 1"),
+        ("{after: 2.5, rest: 14d}", "2: fatigue.after: Input should be a valid integer"),
+        ("{after: '5', rest: 14d}", "2: fatigue.after: Input should be a valid integer"),
+        ("{after: 5, rest: soon}", "2: fatigue.rest: bad duration 'soon'"),
+        ("{after: 5}", "2: fatigue: missing required key 'rest'"),
+        ("{after: 5, rest: 14d, for: all}", "2: fatigue: unknown key 'for'"),
+    ],
+)
+def test_rules_check_names_a_bad_fatigue_guard_by_file_and_line(
+    tmp_path: Path, fatigue: str, message: str
+) -> None:
+    root = write_rule_folder(
+        tmp_path / "rules",
+        policy=f"limits: {{}}\nfatigue: {fatigue}\n",
+        rules={"hello.yaml": HELLO},
+    )
+    out, err = io.StringIO(), io.StringIO()
+    assert rules_cli(["check", str(root)], out=out, err=err) == 1
+    errors = (out.getvalue() + err.getvalue()).splitlines()
+    assert any(line.startswith(f"{root}/policy.yaml:{message}") for line in errors), errors
