@@ -5,6 +5,7 @@ are suppressed `fatigued` until the rest has passed, then the count starts again
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -378,3 +379,20 @@ def test_rules_check_names_a_bad_fatigue_guard_by_file_and_line(
     assert rules_cli(["check", str(root)], out=out, err=err) == 1
     errors = (out.getvalue() + err.getvalue()).splitlines()
     assert any(line.startswith(f"{root}/policy.yaml:{message}") for line in errors), errors
+
+
+async def test_a_send_to_a_subscriber_being_erased_neither_waits_nor_counts(
+    api: LiveApi, push_service: PushService
+) -> None:
+    """An erasure holds the subscription FOR UPDATE and then waits for its deliveries' rows:
+    the sender's record must not wait for that lock while it holds those rows (deadlock)."""
+    member = await subscribe(api, push_service, topics=["food"])
+    await insert_delivery(api.ctx.pool, uuid.UUID(member.id), rule_id="hello")
+    async with api.ctx.pool.acquire() as erasing, erasing.transaction():
+        await erasing.execute(
+            "SELECT true FROM subscriptions WHERE id = $1 FOR UPDATE", uuid.UUID(member.id)
+        )
+        async with asyncio.timeout(30):  # it would wait forever for the lock
+            await send_all(api.ctx)
+    assert len(member.browser.messages()) == 1
+    assert await streak(api.ctx, member) is None
