@@ -14,8 +14,10 @@ from pydantic import BaseModel, Field
 
 from service.api.common import CONTEXT, json_response, require_admin
 from service.api.openapi import Op, Param, document
+from service.context import Context
 from service.errors import Unprocessable
-from service.stats import Stats, stats
+from service.stats import HEALTH_WINDOW, Stats, stats
+from service.store.engagement import EngagementCounts
 
 routes = web.RouteTableDef()
 
@@ -34,7 +36,15 @@ routes = web.RouteTableDef()
 @routes.get("/v1/stats")
 async def get_stats(request: web.Request) -> web.Response:
     require_admin(request)
-    return json_response(stats(await request.app[CONTEXT].store.engagement_counts()))
+    return json_response(stats(await engagement_counts(request.app[CONTEXT])))
+
+
+async def engagement_counts(ctx: Context) -> EngagementCounts:
+    """The counts of /v1/stats (and the dashboard's), with the health of the last week;
+    resting subscribers are counted while the loaded policy has the fatigue guard."""
+    ruleset = ctx.rules.current if ctx.rules is not None else None
+    guard = ruleset is not None and ruleset.policy.fatigue is not None
+    return await ctx.store.engagement_counts(health_window=HEALTH_WINDOW, fatigue=guard)
 
 
 # ---- Statistics per place over a period (the dashboard's "Per place", and its CSV export).

@@ -141,6 +141,14 @@ async def test_after_n_unanswered_pushes_rule_and_campaign_pushes_rest_then_flow
         stats = await r.json()
     [hello] = [row for row in stats["rules"] if row["rule"] == "hello"]
     assert hello["suppressed"] == {"fatigued": 1}
+    # The health counts campaigns' pushes ('') beside the rules', and who rests.
+    health = stats["health"]
+    assert {r["rule"]: r["sent"] for r in health["rules"]} == {"": 1, "hello": AFTER + 1}
+    assert (health["sent"], health["interacted"], health["resting_subscribers"]) == (
+        AFTER + 2,
+        0,
+        1,
+    )
 
     # Once the rest has passed, pushes flow again and the count starts again from zero.
     await end_the_rest(api.ctx, tired)

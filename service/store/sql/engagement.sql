@@ -200,3 +200,40 @@ FROM (
 ) t
 GROUP BY rule_id, place_id
 ORDER BY rule_id, place_id
+
+-- name: stats_health
+-- The health of the last $1 (7 days: GET /v1/stats' health, the dashboard's warnings, the
+-- gauge momentcast_interaction_rate): per rule ('' for campaigns' pushes) the pushes sent
+-- (test pushes aside) and, of them, those with an interaction (a clicked or converted event;
+-- a push with both counts once). Stored rows by created_at. Pushes older than
+-- DELIVERY_RETENTION are only daily counts (migrations/0013_rollups.sql): with a retention
+-- shorter than the window they count by whole UTC days from the window's first, and their
+-- interacted is the larger of clicked and converted, since a day's counts do not say which
+-- pushes had both (exact when every conversion followed a click on the same push).
+SELECT rule_id, sum(sent)::bigint AS sent, sum(interacted)::bigint AS interacted
+FROM (
+    SELECT coalesce(d.rule_id, '') AS rule_id, count(*) AS sent,
+           count(*) FILTER (WHERE EXISTS (
+               SELECT 1 FROM events e
+               WHERE e.delivery_id = d.id AND e.type IN ('clicked', 'converted')))
+               AS interacted
+    FROM deliveries d
+    WHERE d.status = 'sent' AND NOT d.test AND d.created_at > now() - $1::interval
+    GROUP BY 1
+    UNION ALL
+    SELECT rule_id, sum(deliveries), sum(greatest(clicked, converted))
+    FROM rule_delivery_days
+    WHERE status = 'sent' AND day >= ((now() - $1::interval) AT TIME ZONE 'UTC')::date
+    GROUP BY rule_id
+    UNION ALL
+    SELECT '', sum(deliveries), sum(greatest(clicked, converted))
+    FROM campaign_delivery_days
+    WHERE status = 'sent' AND day >= ((now() - $1::interval) AT TIME ZONE 'UTC')::date
+) t
+GROUP BY rule_id
+HAVING sum(sent) > 0
+ORDER BY rule_id
+
+-- name: stats_resting
+-- Subscribers the fatigue guard rests now (a partial index of the rows with a rest).
+SELECT count(*) FROM push_fatigue WHERE resting_since <= now() AND resting_until > now()
