@@ -213,6 +213,7 @@ class SubscriptionQueries(StoreBase):
                 "erase_presence",
                 "erase_signals",
                 "erase_deliveries",
+                "erase_fatigue",
                 "erase_subscription",
             ):
                 await tx._execute(name, subscription_id)

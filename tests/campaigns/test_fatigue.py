@@ -389,18 +389,25 @@ def test_rules_check_names_a_bad_fatigue_guard_by_file_and_line(
     assert any(line.startswith(f"{root}/policy.yaml:{message}") for line in errors), errors
 
 
-async def test_a_send_to_a_subscriber_being_erased_neither_waits_nor_counts(
+async def test_a_send_while_an_erasure_holds_the_subscriber_does_not_wait_and_erasure_clears_it(
     api: LiveApi, push_service: PushService
 ) -> None:
-    """An erasure holds the subscription FOR UPDATE and then waits for its deliveries' rows:
-    the sender's record must not wait for that lock while it holds those rows (deadlock)."""
+    """An erasure holds the subscription FOR UPDATE, then waits for its deliveries' rows: the
+    sender's record, which holds those rows, must not wait for the subscription (a deadlock).
+    push_fatigue has no foreign key for that; the erasure deletes its row itself."""
     member = await subscribe(api, push_service, topics=["food"])
     await insert_delivery(api.ctx.pool, uuid.UUID(member.id), rule_id="hello")
     async with api.ctx.pool.acquire() as erasing, erasing.transaction():
         await erasing.execute(
             "SELECT true FROM subscriptions WHERE id = $1 FOR UPDATE", uuid.UUID(member.id)
         )
-        async with asyncio.timeout(30):  # it would wait forever for the lock
+        async with asyncio.timeout(30):  # it would wait for the lock until the end
             await send_all(api.ctx)
     assert len(member.browser.messages()) == 1
+    assert (await streak(api.ctx, member) or {})["unanswered"] == 1
+    async with api.http.delete(
+        f"{api.url}/v1/subscriptions/{member.id}",
+        headers={"Authorization": f"Bearer {member.token}"},
+    ) as r:
+        assert r.status == 204, await r.text()
     assert await streak(api.ctx, member) is None

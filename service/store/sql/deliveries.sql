@@ -69,22 +69,13 @@ RETURNING d.subscription_id, d.status, d.test
     SELECT subscription_id, count(*)::int AS n FROM recorded
     WHERE $8::int IS NOT NULL AND status = 'sent' AND NOT test AND subscription_id IS NOT NULL
     GROUP BY subscription_id
-), held AS (
-    -- The insert's foreign-key check would wait for an erasure that holds the subscription
-    -- (FOR UPDATE) and waits for these deliveries' rows: a deadlock. Taken first and SKIP
-    -- LOCKED, a subscriber being erased is left out (nothing to count for them); a worker's
-    -- FOR NO KEY UPDATE does not conflict with FOR KEY SHARE, so no one else is.
-    SELECT s.id FROM subscriptions s
-    WHERE s.id IN (SELECT subscription_id FROM sent)
-    ORDER BY s.id
-    FOR KEY SHARE SKIP LOCKED
 ), counted AS (
     INSERT INTO push_fatigue AS f (subscription_id, unanswered, resting_since, resting_until)
     SELECT subscription_id,
            CASE WHEN n >= $8::int THEN 0 ELSE n END,
            CASE WHEN n >= $8::int THEN now() END,
            CASE WHEN n >= $8::int THEN now() + make_interval(secs => $9::float8) END
-    FROM sent JOIN held ON held.id = sent.subscription_id
+    FROM sent
     ORDER BY subscription_id
     ON CONFLICT (subscription_id) DO UPDATE
     -- excluded holds this batch's count (its rest, if the batch alone reached $8).

@@ -79,6 +79,11 @@ UPDATE deliveries SET
     status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END
 WHERE subscription_id = $1
 
+-- name: erase_fatigue
+-- After erase_deliveries (which waited for any sender recording this subscriber's pushes):
+-- push_fatigue has no foreign key (migrations/0019_fatigue.sql).
+DELETE FROM push_fatigue WHERE subscription_id = $1
+
 -- name: erase_subscription
 DELETE FROM subscriptions WHERE id = $1
 
