@@ -405,6 +405,12 @@ async def test_a_send_while_an_erasure_holds_the_subscriber_does_not_wait_and_er
             await send_all(api.ctx)
     assert len(member.browser.messages()) == 1
     assert (await streak(api.ctx, member) or {})["unanswered"] == 1
+    # A data-subject access request shows the count, as it is stored.
+    async with api.http.get(
+        f"{api.url}/v1/subscriptions/{member.id}/export", headers=api.admin()
+    ) as r:
+        exported = await r.json()
+    assert exported["fatigue"] == {"unanswered": 1, "resting_since": None, "resting_until": None}
     async with api.http.delete(
         f"{api.url}/v1/subscriptions/{member.id}",
         headers={"Authorization": f"Bearer {member.token}"},
