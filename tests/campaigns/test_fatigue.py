@@ -275,29 +275,6 @@ async def test_the_statements_keep_the_pure_rule(api: LiveApi, push_service: Pus
     assert rule_pushes(member) == 2 * AFTER
 
 
-def test_the_pure_rule() -> None:
-    t0 = datetime(2026, 12, 1, tzinfo=UTC)
-    rest = timedelta(days=14)
-    s = Streak()
-    for i in range(4):
-        s = after_sent(s, 1, t0 + timedelta(hours=i), 5, rest)
-    assert s == Streak(4)
-    s = after_interaction(s, t0 + timedelta(hours=5))
-    assert s == Streak(0)
-    s = after_sent(s, 5, t0 + timedelta(hours=6), 5, rest)  # one batch may reach it
-    began = t0 + timedelta(hours=6)
-    assert s == Streak(0, began, began + rest)
-    assert is_resting(s.resting_since, s.resting_until, began + rest - timedelta(seconds=1))
-    assert not is_resting(s.resting_since, s.resting_until, began + rest)
-    assert not is_resting(s.resting_since, s.resting_until, began - timedelta(seconds=1))
-    assert after_sent(s, 1, began + timedelta(days=1), 5, rest) == s  # queued: not counted
-    after_rest = after_sent(s, 1, began + rest, 5, rest)
-    assert after_rest.unanswered == 1 and after_rest.resting_until == began + rest
-    ended = after_interaction(s, began + timedelta(days=2))
-    assert ended == Streak(0, began, began + timedelta(days=2))
-    assert not is_resting(ended.resting_since, ended.resting_until, began + timedelta(days=3))
-
-
 # --- the reports: simulate, replay, backtest, rules check ----------------------------------------
 
 
