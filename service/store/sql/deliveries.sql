@@ -44,12 +44,7 @@ ORDER BY c.id
 -- not_before says when); the status guard keeps a concurrent cancellation in place, and the
 -- token guard (fencing) ignores an outcome whose claim is no longer this sender's: its lease
 -- ran out and another sender claimed the row, or the outcome was recorded already.
--- With the fatigue guard on ($8 pushes in a row, then a rest of $9 seconds; NULL: off), the
--- same statement advances each subscriber's count by its pushes this batch sent (test pushes
--- are none; service/rules/fatigue.py after_sent is the same rule): a push sent while resting
--- does not count, the $8-th starts a rest and the count again from zero. Subscribers in id
--- order: concurrent senders lock push_fatigue rows in one order (no deadlock). Returns how
--- many outcomes were recorded.
+-- $8, $9: the fatigue guard (below). Returns how many outcomes were recorded.
 WITH recorded AS (
 UPDATE deliveries d
 SET status = u.status,
@@ -66,6 +61,13 @@ FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::int[], $6::text
 WHERE d.id = u.id AND d.claim_token = u.token AND d.status = 'pending'
 RETURNING d.subscription_id, d.status, d.test
 ), sent AS (
+    -- With the fatigue guard on ($8 pushes in a row, then a rest of $9 seconds; NULL: off),
+    -- the same statement advances each subscriber's count by its pushes this batch sent (test
+    -- pushes are none; service/rules/fatigue.py after_sent is the same rule): a push sent
+    -- while resting does not count, the $8-th starts a rest and the count again from zero.
+    -- Subscribers in id order: concurrent senders lock push_fatigue rows in one order (no
+    -- deadlock). These comments stay below the UPDATE: pg_stat_activity shows a query's first
+    -- 1024 bytes, and tests/push find the record waiting for a lock by its unnest.
     SELECT subscription_id, count(*)::int AS n FROM recorded
     WHERE $8::int IS NOT NULL AND status = 'sent' AND NOT test AND subscription_id IS NOT NULL
     GROUP BY subscription_id
