@@ -32,7 +32,7 @@ def test_e2e_quick_prints_the_figures_of_momentcast_and_the_floor(pg_server: PgS
 @pytest.mark.slow
 def test_campaigns_quick_prints_the_fan_out_against_its_baseline(pg_server: PgServer) -> None:
     done = run_benchmark("campaigns.py", "--quick", database_url=pg_server.admin_dsn, timeout=300)
-    for case in ("baseline", "plain", "templated", "local"):
+    for case in ("baseline", "plain", "templated", "local", "experiment"):
         assert re.search(rf"^{case}\s+5000\s+\d+\s+\d+\.\d+", done.stdout, re.MULTILINE), (
             done.stdout
         )

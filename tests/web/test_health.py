@@ -82,16 +82,17 @@ async def traffic(pool: asyncpg.Pool) -> None:
     await pushes(pool, "loud", 30, age=timedelta(days=8), events={"clicked": range(30)})
     # fine: 100 sent, 10 clicked and 5 converted of which 3 were clicked too: 12 interacted.
     await pushes(pool, "fine", 100, events={"clicked": range(10), "converted": range(7, 12)})
-    # Rolled up (a DELIVERY_RETENTION shorter than the window): two days ago counts, with
-    # the larger of clicked and converted; ten days ago does not.
+    # Rolled up (a DELIVERY_RETENTION shorter than the window): two days ago counts, with its
+    # pushes that got an interaction (5: 3 clicked, 5 converted, some both); ten days ago
+    # does not.
     today = datetime.now(UTC).date()
     await pool.executemany(
         "INSERT INTO rule_delivery_days (day, rule_id, variant, place_id, status, deliveries,"
-        " clicked, converted) VALUES ($1, $2, 'a', '', $3, $4, $5, $6)",
+        " clicked, converted, interacted) VALUES ($1, $2, 'a', '', $3, $4, $5, $6, $7)",
         [
-            (today - timedelta(days=2), "fine", "sent", 40, 3, 5),
-            (today - timedelta(days=2), "fine", "failed", 9, 0, 0),
-            (today - timedelta(days=10), "fine", "sent", 70, 0, 0),
+            (today - timedelta(days=2), "fine", "sent", 40, 3, 5, 5),
+            (today - timedelta(days=2), "fine", "failed", 9, 0, 0, 0),
+            (today - timedelta(days=10), "fine", "sent", 70, 0, 0, 0),
         ],
     )
 

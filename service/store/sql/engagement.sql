@@ -207,9 +207,10 @@ ORDER BY rule_id, place_id
 -- (test pushes aside) and, of them, those with an interaction (a clicked or converted event;
 -- a push with both counts once). Stored rows by created_at. Pushes older than
 -- DELIVERY_RETENTION are only daily counts (migrations/0013_rollups.sql): with a retention
--- shorter than the window they count by whole UTC days from the window's first, and their
--- interacted is the larger of clicked and converted, since a day's counts do not say which
--- pushes had both (exact when every conversion followed a click on the same push).
+-- shorter than the window they count by whole UTC days from the window's first; a rule's day
+-- keeps its interacted pushes (migrations/0018_rollup_interactions.sql), a campaign's day only
+-- clicked and converted, of which the larger is the best it tells (exact when every
+-- conversion followed a click on the same push).
 SELECT rule_id, sum(sent)::bigint AS sent, sum(interacted)::bigint AS interacted
 FROM (
     SELECT coalesce(d.rule_id, '') AS rule_id, count(*) AS sent,
@@ -221,7 +222,7 @@ FROM (
     WHERE d.status = 'sent' AND NOT d.test AND d.created_at > now() - $1::interval
     GROUP BY 1
     UNION ALL
-    SELECT rule_id, sum(deliveries), sum(greatest(clicked, converted))
+    SELECT rule_id, sum(deliveries), sum(interacted)
     FROM rule_delivery_days
     WHERE status = 'sent' AND day >= ((now() - $1::interval) AT TIME ZONE 'UTC')::date
     GROUP BY rule_id
