@@ -1,4 +1,4 @@
--- The fatigue guard (rules/policy.yaml `fatigue: {after, rest}`; service/rules/fatigue.py).
+-- The fatigue guard (rules/policy.yaml `fatigue: {after, rest}`; service/engagement/fatigue.py).
 --
 -- One row per subscription that was sent a push while the guard was on: the sent pushes in a
 -- row without an interaction since the count last started, and the latest rest. The sender's

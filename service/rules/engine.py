@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from service.engagement.fatigue import is_resting
 from service.rules.adaptive import Posteriors, adaptive_rules, draw_variants
 from service.rules.core import Evaluation, Match, collector_paused, evaluate
-from service.rules.fatigue import is_resting
 from service.rules.presence import (
     BatchPresence,
     Presence,

@@ -130,7 +130,7 @@ class DeliveryQueries(StoreBase):
         Fenced: an outcome whose ``lease`` is no longer the row's claim token (the lease ran
         out and another sender claimed the row, or it was recorded already) changes nothing.
         ``fatigue`` (after, rest): the policy's fatigue guard, whose counts the same
-        statement advances (service/rules/fatigue.py); None when it is off.
+        statement advances (service/engagement/fatigue.py); None when it is off.
         Returns how many outcomes were recorded."""
         if not outcomes and not pauses:
             return 0

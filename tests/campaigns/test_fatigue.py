@@ -16,9 +16,9 @@ import pytest
 
 from service.cli.rules import main as rules_cli
 from service.context import Context
+from service.engagement.fatigue import Streak, after_interaction, after_sent, is_resting
 from service.errors import TraceError
 from service.reports.backtest import run_backtest
-from service.rules.fatigue import Streak, after_interaction, after_sent, is_resting
 from service.rules.replay import replay
 from service.settings import Settings
 from service.testing import PushService
@@ -250,7 +250,7 @@ async def test_a_push_queued_before_the_rest_is_sent_and_does_not_count(
 
 
 async def test_the_statements_keep_the_pure_rule(api: LiveApi, push_service: PushService) -> None:
-    """service/rules/fatigue.py (what a benchmark simulates) and the statements agree over
+    """service/engagement/fatigue.py (what a benchmark simulates) and the statements agree over
     sends, a rest, an interaction that ends it, and the next run of sends."""
     member = await subscribe(api, push_service, topics=["food"])
     run = Pipeline(api.ctx)

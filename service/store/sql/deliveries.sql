@@ -63,7 +63,7 @@ RETURNING d.subscription_id, d.status, d.test
 ), sent AS (
     -- With the fatigue guard on ($8 pushes in a row, then a rest of $9 seconds; NULL: off),
     -- the same statement advances each subscriber's count by its pushes this batch sent (test
-    -- pushes are none; service/rules/fatigue.py after_sent is the same rule): a push sent
+    -- pushes are none; service/engagement/fatigue.py after_sent is the same rule): a push sent
     -- while resting does not count, the $8-th starts a rest and the count again from zero.
     -- Subscribers in id order: concurrent senders lock push_fatigue rows in one order (no
     -- deadlock). These comments stay below the UPDATE: pg_stat_activity shows a query's first

@@ -11,7 +11,7 @@
 -- first click keeps its action. An action ($3, clicks only) must be one of the delivery's
 -- own buttons, so that clicked_actions counts nothing a client made up. A new interaction
 -- (clicked, converted) on a push other than a test push resets the subscriber's fatigue
--- count and ends a rest under way (service/rules/fatigue.py after_interaction).
+-- count and ends a rest under way (service/engagement/fatigue.py after_interaction).
 WITH d AS (
          SELECT id, subscription_id, test,
                 $3::text IS NULL OR EXISTS (

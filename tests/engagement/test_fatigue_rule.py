@@ -1,4 +1,4 @@
-"""The fatigue guard's pure rule (service/rules/fatigue.py): what the sender's and the events'
+"""The fatigue guard's pure rule (service/engagement/fatigue.py): what the sender's and the events'
 statements do (tests/campaigns/test_fatigue.py holds them equal), and what a benchmark runs."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.rules.fatigue import Streak, after_interaction, after_sent, is_resting
+from service.engagement.fatigue import Streak, after_interaction, after_sent, is_resting
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 REST = timedelta(days=14)
