@@ -91,6 +91,7 @@ def _caps(policy: PolicyModel) -> Caps:
         per_subscriber=per.count if per else None,
         period=per.period if per else None,
         min_gap=limits.min_gap,
+        fatigue=policy.fatigue is not None,
     )
 
 

@@ -14,7 +14,7 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import combinations
 from statistics import NormalDist
 from typing import Any, Literal
@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from service.store.campaigns import CampaignCounts, CampaignRow
-from service.store.engagement import EngagementCounts
+from service.store.engagement import EngagementCounts, Health
 from service.store.experiments import ExperimentRow
 from service.vocabulary import (
     NOT_MATCHED_COUNTER_PREFIX,
@@ -37,6 +37,15 @@ Z_ALPHA_2 = 1.959963984540054  # the standard normal quantile at 1 - 0.05 / 2
 Z_POWER = 0.8416212335729143  # the standard normal quantile at 0.8
 # Below this many sends per variant the normal approximation behind the z-test is poor.
 MIN_SAMPLE = 100
+
+# The health of sending (DESIGN: Engagement that keeps permission): interactions per sent
+# push over the last week. Browsers revoke the permission of senders whose pushes nobody
+# opens, so a rule with at least LOW_ENGAGEMENT_SENT pushes in the window and an interaction
+# rate under LOW_ENGAGEMENT_RATE is flagged (the dashboard warns).
+HEALTH_WINDOW_DAYS = 7
+HEALTH_WINDOW = timedelta(days=HEALTH_WINDOW_DAYS)
+LOW_ENGAGEMENT_SENT = 500
+LOW_ENGAGEMENT_RATE = 0.01
 
 
 @dataclass
@@ -369,6 +378,38 @@ def stats(
         "campaigns": campaign_results(counts.campaigns) if counts.campaigns else [],
         "signals": asdict(counts.signals),
         "subscribers": asdict(counts.subscribers),
+        "health": health(counts.health),
+    }
+
+
+def interaction_rate(interacted: int, sent: int) -> float:
+    """Interactions per sent push, from 0 to 1; 0 when nothing was sent (no push, nothing
+    for a browser to hold against the sender)."""
+    return round(interacted / sent, 4) if sent > 0 else 0.0
+
+
+def health(h: Health) -> dict[str, Any]:
+    """The ``health`` of /v1/stats (see :class:`HealthStats`)."""
+    sent = sum(r.sent for r in h.rules)
+    interacted = sum(r.interacted for r in h.rules)
+    return {
+        "window_days": HEALTH_WINDOW_DAYS,
+        "sent": sent,
+        "interacted": interacted,
+        "interaction_rate": interaction_rate(interacted, sent),
+        "resting_subscribers": h.resting,
+        "rules": [
+            {
+                "rule": r.rule_id,
+                "sent": r.sent,
+                "interacted": r.interacted,
+                "interaction_rate": interaction_rate(r.interacted, r.sent),
+                "low_engagement": r.rule_id != ""
+                and r.sent >= LOW_ENGAGEMENT_SENT
+                and r.interacted < LOW_ENGAGEMENT_RATE * r.sent,
+            }
+            for r in h.rules
+        ],
     }
 
 
@@ -712,9 +753,36 @@ class SubscriberStats(BaseModel):
     )
 
 
+class RuleHealth(BaseModel):
+    rule: str = Field(description="the rule's id; '' for campaigns' pushes")
+    sent: int = Field(description="its pushes sent in the window (test pushes aside)")
+    interacted: int = Field(description="of those, the ones clicked or converted")
+    interaction_rate: float = Field(description="interacted / sent")
+    low_engagement: bool = Field(
+        description=f"a rule with at least {LOW_ENGAGEMENT_SENT} pushes sent and an "
+        f"interaction rate under {LOW_ENGAGEMENT_RATE:.0%}: the dashboard warns"
+    )
+
+
+class HealthStats(BaseModel):
+    window_days: int = Field(description=f"the window: the last {HEALTH_WINDOW_DAYS} days")
+    sent: int = Field(description="pushes sent in the window, rules' and campaigns' (no test)")
+    interacted: int = Field(
+        description="of those, the pushes with an interaction (a clicked or converted event)"
+    )
+    interaction_rate: float = Field(
+        description="interacted / sent, a fraction from 0 to 1; 0 when nothing was sent"
+    )
+    resting_subscribers: int = Field(
+        description="subscribers the fatigue guard rests now (0 while policy.yaml has no fatigue)"
+    )
+    rules: list[RuleHealth] = Field(description="the same per rule, rules with a push sent")
+
+
 class Stats(BaseModel):
     rules: list[RuleStats]
     experiments: list[Experiment]
     campaigns: list[CampaignResult] = Field(default_factory=list)
     signals: SignalStats
     subscribers: SubscriberStats
+    health: HealthStats

@@ -82,11 +82,23 @@ CONTEXT_REASON_PREFIX: Final = "context."
 PlaceReason = Literal["no_place", "accuracy", "no_location"]
 PLACE_REASONS: Final[tuple[PlaceReason, ...]] = get_args(PlaceReason)
 
-# Why a fired match was not sent, in the order the engine checks them.
+# Why a fired match was not sent, in the order the engine checks them. `fatigued`: the
+# subscriber rests after the policy's `fatigue.after` sent pushes in a row without an
+# interaction (rules/policy.yaml `fatigue`; docs/rules.md, Fatigue guard).
 SuppressionReason = Literal[
-    "gone", "paused", "quiet_hours", "global_cap", "min_gap", "rule_cap", "place_cooldown"
+    "gone",
+    "paused",
+    "fatigued",
+    "quiet_hours",
+    "global_cap",
+    "min_gap",
+    "rule_cap",
+    "place_cooldown",
 ]
 SUPPRESSION_REASONS: Final[tuple[SuppressionReason, ...]] = get_args(SuppressionReason)
+FATIGUED: Final[SuppressionReason] = "fatigued"
+# What counts as an interaction with a push (the fatigue guard's reset, the health's rate).
+INTERACTIONS: Final[tuple[EventType, ...]] = ("clicked", "converted")
 
 # What the simulator says about a rule that matched but did not send: a suppression reason, or
 # one of these (the signal was stale, a dwell or enter did not fire, another rule won, or a
@@ -102,8 +114,8 @@ CAMPAIGN_STATUSES: Final[tuple[CampaignStatus, ...]] = get_args(CampaignStatus)
 
 # Why an audience member got no push of a campaign: the local moment had passed when the
 # campaign was created (late: skip) - for the rest of an experiment's audience, when its
-# winner was decided -, or the policy's caps (as for rules).
-CampaignSuppressionReason = Literal["missed_local_time", "global_cap", "min_gap"]
+# winner was decided -, the fatigue guard, or the policy's caps (as for rules).
+CampaignSuppressionReason = Literal["missed_local_time", "fatigued", "global_cap", "min_gap"]
 CAMPAIGN_SUPPRESSION_REASONS: Final[tuple[CampaignSuppressionReason, ...]] = get_args(
     CampaignSuppressionReason
 )

@@ -326,7 +326,7 @@ class Sender:
             # OSError, one of DATABASE_ERRORS).
             async with asyncio.timeout(QUICK_WRITE_TIMEOUT if self._stopping.is_set() else None):
                 recorded = await self.store.record_outcomes(
-                    outcomes, [pause for pause, _ in pauses]
+                    outcomes, [pause for pause, _ in pauses], fatigue=self._fatigue()
                 )
         except BaseException:
             # Whatever cut the write (a lost connection of any class, a cancellation), the
@@ -337,6 +337,14 @@ class Sender:
             raise
         self._published(pauses)
         self._note_fenced(len(outcomes) - recorded)
+
+    def _fatigue(self) -> tuple[int, timedelta] | None:
+        """The rule set's fatigue guard (after, rest), whose counts the record advances;
+        None when it is off or no rules are loaded. Once a batch, not once a push."""
+        holder = self.ctx.rules
+        ruleset = holder.current if holder is not None else None
+        guard = ruleset.policy.fatigue if ruleset is not None else None
+        return (guard.after, guard.rest) if guard is not None else None
 
     async def _record_unrecorded(self) -> None:
         """Record what a lost connection kept from the database, before claiming anything.
@@ -351,7 +359,9 @@ class Sender:
         outcomes = [outcome for batch in held for outcome in batch.outcomes]
         pauses = self._pauses_to_publish()
         try:
-            recorded = await self.store.record_outcomes(outcomes, [pause for pause, _ in pauses])
+            recorded = await self.store.record_outcomes(
+                outcomes, [pause for pause, _ in pauses], fatigue=self._fatigue()
+            )
         except BaseException:
             self._unrecorded[:0] = held
             raise

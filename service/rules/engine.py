@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from service.engagement.fatigue import is_resting
 from service.rules.adaptive import Posteriors, adaptive_rules, draw_variants
 from service.rules.core import Evaluation, Match, collector_paused, evaluate
 from service.rules.presence import (
@@ -37,6 +38,7 @@ from service.rules.ruleset import CompiledRule, CompiledVariant, Ruleset
 from service.rules.signals import Profile, Signal, SignalBatch
 from service.rules.templates import attribute_value, text_value
 from service.rules.whynot import not_matched_counts
+from service.vocabulary import FATIGUED
 
 __all__ = [
     "Decision",
@@ -517,6 +519,12 @@ def _suppressed(
         return "gone"
     if profile.paused:
         return "paused"
+    if (
+        profile.resting_until is not None
+        and rs.policy.fatigue is not None
+        and is_resting(profile.resting_since, profile.resting_until, at)
+    ):
+        return FATIGUED
     if quiet:
         return "quiet_hours"
     lim = rs.policy.limits

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -79,7 +79,11 @@ class BatchQueries(SignalQueries):
             sid = sub.id
             locked.append(
                 LockedSubscriber(
-                    subscriber=sub,
+                    subscriber=replace(
+                        sub,
+                        resting_since=row["resting_since"],
+                        resting_until=row["resting_until"],
+                    ),
                     pending=tuple(
                         PendingSignal(i, sid, at, lat, lon, acc, speed, moment, _context(ctx))
                         for i, at, lat, lon, acc, speed, moment, ctx in row["pending"]

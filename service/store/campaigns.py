@@ -82,6 +82,8 @@ class Caps:
     per_subscriber: int | None = None
     period: timedelta | None = None
     min_gap: timedelta | None = None
+    # The fatigue guard is on: subscribers resting now are suppressed `fatigued`.
+    fatigue: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +329,7 @@ class CampaignQueries(StoreBase):
             None if group is None else group.winner,
             [z.minute for z in zones],
             _fallback_minute(campaign),
+            caps.fatigue,
         )
         assert row is not None
         return FanOutResult(

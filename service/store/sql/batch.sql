@@ -35,11 +35,14 @@ WITH pending AS (
 SELECT sub.id,
        coalesce(pending.rows, '{}') AS pending,
        coalesce(present.rows, '{}') AS presence,
-       coalesce(history.rows, '{}') AS history
+       coalesce(history.rows, '{}') AS history,
+       fatigue.resting_since, fatigue.resting_until
 FROM unnest($1::uuid[]) WITH ORDINALITY AS sub(id, n)
 LEFT JOIN pending ON pending.subscription_id = sub.id
 LEFT JOIN present ON present.subscription_id = sub.id
 LEFT JOIN history ON history.subscription_id = sub.id
+-- The fatigue guard's latest rest (migrations/0019_fatigue.sql): a primary-key lookup.
+LEFT JOIN push_fatigue fatigue ON fatigue.subscription_id = sub.id
 ORDER BY sub.n
 
 -- name: store_batch

@@ -135,6 +135,8 @@ WHERE s.status = 'active' AND NOT s.paused
 -- An optimal campaign's zones also carry a local minute of the day ($27, NULL for other
 -- campaigns): a member is due in the step of their zone and their planned hour
 -- (campaign_send_hours), or the fallback minute $28 without one.
+-- $29: the fatigue guard is on; a subscriber resting at $2 (push_fatigue,
+-- migrations/0019_fatigue.sql) is suppressed `fatigued`.
 WITH conditions AS (
     SELECT k, o, v::jsonb AS v FROM unnest($13::text[], $14::text[], $15::text[]) AS t(k, o, v)
 ), zones AS (
@@ -184,6 +186,8 @@ WITH conditions AS (
                                   $16::int[]) END AS variant_no,
            CASE WHEN due.action = 'skip' THEN 'missed_local_time'
                 WHEN due.action = 'expire' THEN NULL
+                WHEN $29::bool AND f.resting_since <= $2::timestamptz
+                     AND f.resting_until > $2::timestamptz THEN 'fatigued'
                 WHEN $6::int IS NOT NULL AND h.recent >= $6::int THEN 'global_cap'
                 WHEN $8::interval IS NOT NULL AND h.last > $2::timestamptz - $8::interval
                     THEN 'min_gap'
@@ -191,6 +195,7 @@ WITH conditions AS (
     FROM due
     JOIN locked USING (id)
     LEFT JOIN history h ON h.subscription_id = due.id
+    LEFT JOIN push_fatigue f ON f.subscription_id = due.id
 ), sup AS (
     INSERT INTO campaign_suppressions (campaign_id, subscription_id, variant, reason, at)
     SELECT $1, id, ($18::text[])[variant_no], reason, $2::timestamptz
