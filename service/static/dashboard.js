@@ -226,8 +226,12 @@
       "expired", "shown", "clicked", "by action", "converted", "CTR", "funnel"], []);
     // The entry of variant "" holds what belongs to a rule rather than to a variant: its
     // not_matched (drawn in Why not) and suppressions of rules no longer loaded. It is a
-    // funnel row only when it has numbers of a funnel, never a row of zeros.
-    const rows = stats.rules.filter((r) => r.variant || hasFunnel(r));
+    // funnel row only when it has numbers of a funnel, never a row of zeros. /v1/stats lists
+    // every variant of a loaded rule (for its share and prob_best); a variant without numbers
+    // is a row only beside a sibling that has some, so a rule without traffic keeps its one
+    // quiet row below.
+    const active = new Set(stats.rules.filter(hasFunnel).map((r) => r.rule));
+    const rows = stats.rules.filter((r) => hasFunnel(r) || (r.variant && active.has(r.rule)));
     for (const r of rows) {
       const tr = t.insertRow();
       // Clicks on action buttons, by action; the rest of "clicked" is the notification itself.
