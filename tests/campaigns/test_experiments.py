@@ -21,9 +21,8 @@ from service.campaigns.experiment import in_test_share, share_point, share_thres
 from service.stats import best_variant, prob_best_of
 from service.testing import PushService
 from tests.api.conftest import assert_error
-from tests.campaigns.conftest import Clock, Member, body, create, statuses, subscribe
+from tests.campaigns.conftest import Clock, Member, body, campaign_cli, create, statuses, subscribe
 from tests.conftest import LiveApi
-from tests.processes import REPO, start
 
 T = datetime(2026, 11, 24, 11, 45, tzinfo=UTC)  # the campaign's instant (a Tuesday)
 VARIANTS = [
@@ -262,17 +261,6 @@ experiment:
 """
 
 
-def run_cli(args: list[str], tmp_path: Path, database_url: str) -> tuple[int, str, str]:
-    env = {
-        "MOMENTCAST_DATABASE_URL": database_url,
-        "MOMENTCAST_DATA_DIR": str(tmp_path / "data"),
-        "MOMENTCAST_RULES_DIR": str(REPO / "rules"),
-    }
-    proc = start(["campaign", *args], env, cwd=tmp_path)
-    out, err = proc.proc.communicate(timeout=120)
-    return proc.proc.returncode, out, err
-
-
 async def test_the_cli_refuses_a_bad_experiment_at_its_line_and_shows_phase_winner_prob_best(
     api: LiveApi, push_service: PushService, tmp_path: Path, database_url: str
 ) -> None:
@@ -280,7 +268,7 @@ async def test_the_cli_refuses_a_bad_experiment_at_its_line_and_shows_phase_winn
     text = CAMPAIGN_FILE.replace("{at}", at.isoformat())
     bad = tmp_path / "bad.yaml"
     bad.write_text(text.replace("test_share: 0.2", "test_share: 2").replace("2h", "10s"))
-    code, _, err = run_cli(["send", str(bad)], tmp_path, database_url)
+    code, _, err = campaign_cli(["send", str(bad)], tmp_path, database_url)
     assert code == 1
     assert err.strip().splitlines() == [
         f"{bad}:10: experiment.test_share: must be above 0 and below 1 (a share of the "
@@ -292,14 +280,14 @@ async def test_the_cli_refuses_a_bad_experiment_at_its_line_and_shows_phase_winn
     group = await members(api, push_service, 40)
     good = tmp_path / "lunch.yaml"
     good.write_text(text)
-    code, out, err = run_cli(["send", str(good)], tmp_path, database_url)
+    code, out, err = campaign_cli(["send", str(good)], tmp_path, database_url)
     assert code == 0, err
     # The fan-out on a controlled clock from the campaign's moment on.
     clock = Clock(api.ctx, at)
     await clock.at(at)
     test, rest = split(group, 0.2)
     assert test, "someone is in the test share"
-    code, out, err = run_cli(["show", "lunch"], tmp_path, database_url)
+    code, out, err = campaign_cli(["show", "lunch"], tmp_path, database_url)
     assert code == 0, err
     testing = (await result(api))["experiment"]
     assert (
@@ -312,12 +300,12 @@ async def test_the_cli_refuses_a_bad_experiment_at_its_line_and_shows_phase_winn
             await engage(api, m, "clicked")
     await clock.at(at + timedelta(hours=2))
     shown = (await result(api))["experiment"]
-    code, out, err = run_cli(["show", "lunch"], tmp_path, database_url)
+    code, out, err = campaign_cli(["show", "lunch"], tmp_path, database_url)
     assert code == 0, err
     best = ", ".join(f"{v} {p:g}" for v, p in shown["prob_best"].items())
     assert f"experiment: decided, winner {shown['winner']}" in out
     assert f"prob_best {best}" in out
-    code, out, err = run_cli(["list", "--json"], tmp_path, database_url)
+    code, out, err = campaign_cli(["list", "--json"], tmp_path, database_url)
     [listed] = json.loads(out)
     assert listed["experiment"]["phase"] == "decided"
     assert listed["experiment"]["winner"] == shown["winner"]

@@ -20,10 +20,9 @@ from service.rules.units import parse_window
 from service.store.campaigns import CampaignRow
 from service.testing import PushService
 from tests.api.conftest import assert_error
-from tests.campaigns.conftest import Clock, Member, body, statuses, subscribe
+from tests.campaigns.conftest import Clock, Member, body, campaign_cli, statuses, subscribe
 from tests.conftest import LiveApi
 from tests.factories import insert_delivery, insert_subscription
-from tests.processes import REPO, start
 
 DAY = datetime(2026, 11, 24, tzinfo=UTC)  # the campaign is created at 00:00 UTC
 SEND_DAY = "2026-11-25"  # and sends on the next day
@@ -304,19 +303,6 @@ async def test_bad_windows_fallbacks_and_days_are_422_naming_the_field_and_store
     assert await api.ctx.pool.fetchval("SELECT count(*) FROM campaigns") == 0
 
 
-def run(args: list[str], tmp_path: Path, database_url: str) -> tuple[int, str, str]:
-    """``momentcast campaign ARGS`` as a real process, with the repository's rules (quiet
-    hours 21:00-08:00)."""
-    env = {
-        "MOMENTCAST_DATABASE_URL": database_url,
-        "MOMENTCAST_DATA_DIR": str(tmp_path / "data"),
-        "MOMENTCAST_RULES_DIR": str(REPO / "rules"),
-    }
-    proc = start(["campaign", *args], env, cwd=tmp_path)
-    out, err = proc.proc.communicate(timeout=120)
-    return proc.proc.returncode, out, err
-
-
 async def test_the_cli_shows_the_schedule(
     tmp_path: Path, database_url: str, clean_db: asyncpg.Pool
 ) -> None:
@@ -334,19 +320,19 @@ async def test_the_cli_shows_the_schedule(
         "id: evening\naudience: {topics: [food]}\nmessage: {title: Tonight}\n"
         f'send_at: {{optimal: "{send_day}", window: "09:00-20:00"}}\n'
     )
-    code, out, err = run(["send", str(file), "--dry-run"], tmp_path, database_url)
+    code, out, err = campaign_cli(["send", str(file), "--dry-run"], tmp_path, database_url)
     assert code == 0, err
     assert "schedule: 1 personal, 1 fallback; by local hour: 10:00 1, 14:00 1" in out, out
-    code, out, err = run(["send", str(file)], tmp_path, database_url)
+    code, out, err = campaign_cli(["send", str(file)], tmp_path, database_url)
     assert code == 0, err
-    code, out, err = run(["show", "evening"], tmp_path, database_url)
+    code, out, err = campaign_cli(["show", "evening"], tmp_path, database_url)
     assert code == 0, err
     assert f"each subscriber's best local hour of {send_day} within 09:00-20:00, else 14:30" in out
     assert "schedule: 1 personal, 1 fallback; by local hour: 10:00 1, 14:00 1" in out
-    code, out, err = run(["show", "evening", "--json"], tmp_path, database_url)
+    code, out, err = campaign_cli(["show", "evening", "--json"], tmp_path, database_url)
     assert json.loads(out)["schedule"]["by_local_hour"] == {"10": 1, "14": 1}
     file.write_text(file.read_text().replace("09:00-20:00", "22:00-23:00"))
-    code, out, err = run(["send", str(file)], tmp_path, database_url)
+    code, out, err = campaign_cli(["send", str(file)], tmp_path, database_url)
     assert code == 1 and "send_at.window" in err and "quiet hours" in err, err
 
 
