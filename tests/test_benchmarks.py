@@ -56,3 +56,18 @@ async def test_pipeline_small_run_accepts_every_signal_and_decides(pg_server: Pg
     assert worker and engine and worker[1] == engine[1] and int(worker[1]) > 0, out
     assert re.search(r"^end to end: 200/200 signals accepted", out, re.MULTILINE), out
     assert re.search(r"^202 -> delivery row: p50 \d+\.\d ms", out, re.MULTILINE), out
+
+
+@pytest.mark.slow
+def test_campaign_delivery_quick_prints_serve_and_the_floor(pg_server: PgServer) -> None:
+    # The session's server: the benchmark creates its own database there and drops it.
+    done = run_benchmark(
+        "campaign_delivery.py", "--quick", database_url=pg_server.admin_dsn, timeout=600
+    )
+    out = done.stdout
+    for case in ("serve, 1 process", "floor (no database)"):
+        assert re.search(rf"^{re.escape(case)}\s+2000\s+\d+\.\d+\s+\d+\s+\d+$", out, re.M), out
+    # Two processes: measured where serve has --processes, else said to be skipped.
+    assert re.search(r"^serve, 2 processes(\s+2000\s|: skipped)", out, re.MULTILINE), out
+    assert "serve, 1 process / floor: pushes/s x" in out, out
+    assert "every push received: yes" in out, out
