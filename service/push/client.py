@@ -42,7 +42,7 @@ from typing import cast
 
 import httptools
 
-from service.errors import PushConnectionError, PushTLSError
+from service.errors import AddressRefused, PushConnectionError, PushTLSError
 from service.webpush.endpoints import EndpointTarget, GuardedResolver
 
 # An idle connection unused for this long is closed rather than reused (aiohttp's default;
@@ -233,7 +233,12 @@ class _Pool:
 
     def release(self, conn: _Connection) -> None:
         """Back to the pool after a whole answer: to a waiting request, or idle."""
-        if not conn.reusable or conn.transport is None or conn.transport.is_closing():
+        if (
+            not conn.reusable
+            or conn.transport is None
+            or conn.transport.is_closing()
+            or self.client.closed
+        ):
             conn.discard()
             return  # forget() (connection_lost) gives its place to a waiter
         now = self.loop.time()
@@ -270,7 +275,12 @@ class _Pool:
         if self.ip is not None:
             addresses = [self.ip.compressed]  # a literal the endpoint policy accepted
         else:
-            addresses = await self.client.resolve(self.host, self.port)
+            try:
+                addresses = await self.client.resolve(self.host, self.port)
+            except AddressRefused:
+                raise  # the guard's verdict: no request, not a failure to retry
+            except OSError as exc:  # the name does not resolve (now)
+                raise PushConnectionError(f"cannot resolve {self.host}: {exc}") from exc
         last: Exception | None = None
         for address in addresses:
             try:
@@ -311,6 +321,7 @@ class PushClient:
         self.read_timeout = read_timeout
         self.per_origin = max(1, per_origin)
         self._pools: dict[str, _Pool] = {}
+        self.closed = False
         self._dns: dict[tuple[str, int], tuple[float, list[str]]] = {}
 
     async def post(self, target: EndpointTarget, headers: dict[str, str], body: bytes) -> Answer:
@@ -344,6 +355,8 @@ class PushClient:
         return addresses
 
     async def close(self) -> None:
+        """Close the idle connections; those in use are closed as their answers come."""
+        self.closed = True
         pools, self._pools = self._pools, {}
         for pool in pools.values():
             for waiter in pool.waiters:

@@ -259,3 +259,14 @@ def test_the_client_runs_on_uvloop_as_serve_and_worker_do() -> None:
             listening.close()
 
     assert uvloop.run(scenario()) == [201, 201]
+
+
+async def test_a_name_that_does_not_resolve_is_a_connection_error() -> None:
+    # ".invalid" never resolves (RFC 2606): a connection error to retry, not an internal one.
+    hosts = ["http://nonexistent.invalid"]
+    client = make_client(hosts)
+    try:
+        with pytest.raises(PushConnectionError, match=r"cannot resolve nonexistent\.invalid"):
+            await client.post(check_endpoint("http://nonexistent.invalid/p", hosts), HEADERS, b"x")
+    finally:
+        await client.close()
