@@ -143,9 +143,13 @@ class _Connection(asyncio.Protocol):
         self.status, self.retry_after, self.headers_done = 0, None, False
         self.body.clear()
         self.reusable = False
-        self.waiter = self.pool.loop.create_future()
-        self.transport.write(request)
-        return self.waiter
+        waiter = self.waiter = self.pool.loop.create_future()
+        if self.transport.is_closing():
+            # The peer closed it while it was handed over: nothing was sent.
+            self._fail(PushConnectionError("connection closed before the request"))
+        else:
+            self.transport.write(request)
+        return waiter
 
     def timed_out(self) -> None:
         self._fail(TimeoutError())
