@@ -187,8 +187,9 @@ class Serve:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"serve exited: {self.stderr_path.read_text()[-3000:]}")
             for line in self.stdout_path.read_text().splitlines():
+                # "momentcast listening on URL" (a group adds "(N processes)")
                 if line.startswith("momentcast listening on "):
-                    url = line.split()[-1]
+                    url = line.split()[3]
             if url:
                 try:
                     async with http.get(f"{url}/v1/campaigns", headers=_admin()) as resp:
