@@ -7,6 +7,7 @@ Every error momentcast raises on purpose derives from :class:`MomentcastError`::
     ├── DatabaseError            PostgreSQL cannot be reached or set up
     │   └── MigrationError       a migration file is malformed or failed to apply
     ├── ComponentFailed          a component of a running process died (exit 1)
+    ├── SupervisorGone           the parent of a ``serve --processes`` child died (exit 1)
     ├── IngestUnavailable        a signal batch was not committed (the API answers 503)
     ├── RulesError               rule files, places and traces
     │   ├── RuleLoadError        a rule set with errors; ``errors`` holds ``file:line: message``
@@ -68,6 +69,10 @@ class ComponentFailed(MomentcastError):
     def __init__(self, component: str, reason: str) -> None:
         super().__init__(f"component {component} {reason}")
         self.component = component
+
+
+class SupervisorGone(MomentcastError):
+    """A child of ``serve --processes`` lost its parent (killed): it stops, unsupervised."""
 
 
 class IngestUnavailable(MomentcastError):

@@ -32,7 +32,7 @@ def test_e2e_quick_prints_the_figures_of_momentcast_and_the_floor(pg_server: PgS
 @pytest.mark.slow
 def test_campaigns_quick_prints_the_fan_out_against_its_baseline(pg_server: PgServer) -> None:
     done = run_benchmark("campaigns.py", "--quick", database_url=pg_server.admin_dsn, timeout=300)
-    for case in ("baseline", "plain", "templated", "local"):
+    for case in ("baseline", "plain", "templated", "local", "experiment"):
         assert re.search(rf"^{case}\s+5000\s+\d+\s+\d+\.\d+", done.stdout, re.MULTILINE), (
             done.stdout
         )
@@ -92,3 +92,22 @@ async def test_push_baseline_tree_measures_another_checkout_in_the_same_run(
     assert re.search(round_line, out, re.MULTILINE), out
     assert re.search(r"^mean: .* pushes/s x\d+\.\d\d, CPU/push x\d+\.\d\d$", out, re.M), out
     assert re.search(r"^CPU per push of this process: \(a\) \d+ us, \(b\) \d+ us$", out, re.M)
+
+
+@pytest.mark.slow
+def test_engagement_small_run_prints_every_figure_with_its_verdict(pg_server: PgServer) -> None:
+    args = ("--subscribers", "1500", "--days", "7")
+    out = run_benchmark(
+        "engagement.py", *args, database_url=pg_server.admin_dsn, timeout=300
+    ).stdout
+    assert re.search(
+        r"^1500 subscribers in \d+ zones, \d+ never engage; 7 days: \d+ pushes", out, re.M
+    ), out
+    for figure, target in (
+        ("send time: share of oracle uplift", ">= 80 %"),
+        ("variants: adaptive / fixed regret", "<= 0.30x"),
+        ("fatigue: fewer pushes to never-engagers", ">= 60 %"),
+        ("fatigue: interactions lost", "<= 5 %"),
+    ):
+        row = rf"^{re.escape(figure)}\s+-?\d+\.\d+ ?(?:%|x)\s+.*{re.escape(target)}\s+(PASS|MISS)$"
+        assert re.search(row, out, re.MULTILINE), f"no row {figure!r}:\n{out}"

@@ -18,6 +18,7 @@ from service.vocabulary import (
     PLACE_TRIGGERS,
     PUSH_TOPIC,
     PUSH_TOPIC_PATTERN,
+    Allocation,
     Day,
     Moment,
     Operator,
@@ -270,6 +271,19 @@ class RuleModel(_Strict):
     who: Who | None = None
     message: Message
     variants: list[Variant] | None = None
+    allocation: Allocation = Field(
+        "fixed",
+        description="How each push's variant is picked: fixed (by weight, the same variant for "
+        "a subscriber every time) or adaptive (Thompson sampling over the last 30 days' "
+        "interactions per sent push; weights unused, but weight 0 still turns a variant off)",
+    )
+    min_share: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="allocation: adaptive only: the least share of pushes every variant keeps "
+        "(min_share x variants must be at most 1)",
+    )
     limits: Limits | None = None
     mode: RuleMode = Field(
         "live",
