@@ -1,6 +1,10 @@
 # momentcast: `docker build -t momentcast . && docker run -p 8080:8080 momentcast`
 # Point it at PostgreSQL with MOMENTCAST_DATABASE_URL (see compose.yaml); without it the
 # embedded PostgreSQL keeps its data under /data/pg, so mount a volume there.
+# MOMENTCAST_PROCESSES=N (or auto: one per core of the container's cpuset) runs N processes
+# sharing the port under one supervising parent, which stays PID 1: SIGTERM reaches it and it
+# stops them all within MOMENTCAST_SHUTDOWN_GRACE; one that dies stops the container with
+# exit 1 (docs/operations.md, "Every core of a host").
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -10,6 +14,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MOMENTCAST_HOST=0.0.0.0 \
     MOMENTCAST_PORT=8080 \
     MOMENTCAST_DATA_DIR=/data \
+    MOMENTCAST_PROCESSES=1 \
     MOMENTCAST_RULES_DIR=/app/rules
 
 WORKDIR /app

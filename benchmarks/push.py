@@ -6,9 +6,11 @@ makes it a WAN-like push service: https with a certificate from a CA made at run
 through MOMENTCAST_PUSH_CA_FILE, NODE_EXTRA_CA_CERTS and REQUESTS_CA_BUNDLE), 50 ms before each
 answer, keep-alive HTTP/1.1, any number of requests in flight. The same N messages are pushed:
 
-  (a) the sender: claim from PostgreSQL, encrypt, POST, record outcomes (service.push);
-  (b) the floor: the same N messages encrypted and POSTed by a minimal loop with one shared
-      aiohttp session and a cached VAPID header, no database at all;
+  (a) the sender: claim from PostgreSQL, encrypt, POST, record outcomes (service.push), and
+      its CPU per push (this process's CPU time while it sends: the receiver and PostgreSQL
+      run in processes of their own);
+  (b) the floor: the same N messages encrypted and POSTed by a minimal loop through the
+      sender's HTTP client (service.push.client) with a cached VAPID header, no database;
   (c) the naive way: pywebpush.webpush() per message, in a loop as its users call it (new
       VAPID signature and a blocking requests call, one connection each), on a subsample,
       scaled to pushes/s;
@@ -18,6 +20,12 @@ answer, keep-alive HTTP/1.1, any number of requests in flight. The same N messag
 
     .venv/bin/python benchmarks/push.py [--messages 20000] [--naive 300] [--concurrency 128]
     .venv/bin/python benchmarks/push.py --tls --latency 0.05 --concurrency 512 --naive 40
+    .venv/bin/python benchmarks/push.py --tls --latency 0.05 --concurrency 512 --naive 40 \
+        --baseline-tree ../main --rounds 3
+
+``--baseline-tree DIR`` also measures the sender of another checkout (e.g. a git worktree of
+main) in the same run: case (a) of each tree in a child process of its own, alternated
+``--rounds`` times against the same receiver and database, and prints both with the ratios.
 
 Uses MOMENTCAST_BENCH_DATABASE_URL when set, else an embedded PostgreSQL in a temp dir.
 Targets (one process): a >= 5000/s; at once on loopback a/b >= 0.8, a/c >= 10.
@@ -42,11 +50,13 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+# The checkout whose service package is measured: this one, or the baseline's (set by
+# --baseline-tree for the child process that measures it).
+TREE = Path(os.environ.get("MOMENTCAST_BENCH_TREE") or REPO)
+sys.path.insert(0, str(TREE))
 
 from service import tokens  # noqa: E402
 from service.context import Context, Keys  # noqa: E402
@@ -58,7 +68,6 @@ from service.testing import SAMPLE_PAYLOAD as PAYLOAD  # noqa: E402
 from service.testing import CertificateFiles, make_keys, make_test_certificates  # noqa: E402
 from service.webpush.base64url import b64url  # noqa: E402
 from service.webpush.encryption import encrypt  # noqa: E402
-from service.webpush.endpoints import origin  # noqa: E402
 from service.webpush.message import build_headers, render_payload  # noqa: E402
 from service.webpush.vapid import VapidSigner, private_key_to_pem  # noqa: E402
 
@@ -69,7 +78,7 @@ RESPONSE = (
 )
 
 
-class _Receiver(asyncio.Protocol):
+class Receiver(asyncio.Protocol):
     """Minimal HTTP/1.1: read headers and Content-Length bytes, answer 201 after ``latency``
     seconds (without blocking: every connection may have a request waiting), keep alive."""
 
@@ -112,7 +121,7 @@ def _serve(sock: socket.socket, latency: float, tls: CertificateFiles | None) ->
         loop = asyncio.get_running_loop()
         context = tls.server_context() if tls is not None else None
         server = await loop.create_server(
-            lambda: _Receiver(latency), sock=sock, ssl=context, backlog=4096
+            lambda: Receiver(latency), sock=sock, ssl=context, backlog=4096
         )
         await server.serve_forever()
 
@@ -158,19 +167,20 @@ async def insert_rows(pool: asyncpg.Pool, base: str, subscribers: int, n: int) -
     return subs
 
 
-async def bench_sender(ctx: Context, n: int, lanes: int) -> float:
+async def bench_sender(ctx: Context, n: int, lanes: int) -> tuple[float, float]:
+    """Pushes/s and this process's CPU per push in microseconds."""
     async with Sender(ctx, batch_size=ctx.settings.sender_concurrency * 2) as sender:
 
         async def lane() -> None:
             while await sender.run_once():
                 pass
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(lane() for _ in range(lanes)))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     sent = await ctx.pool.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'")
     assert sent == n, f"only {sent} of {n} sent"
-    return n / elapsed
+    return n / elapsed, cpu / n * 1e6
 
 
 async def bench_floor(
@@ -178,26 +188,38 @@ async def bench_floor(
     messages: list[tuple[str, str, str, bytes]],
     conc: int,
     tls: CertificateFiles | None,
-) -> float:
+) -> tuple[float, float]:
+    """Pushes/s and CPU per push (us) of encrypt + POST through the sender's client."""
+    from service.push.client import PushClient
+    from service.webpush.endpoints import GuardedResolver, check_endpoint
+
     signer = VapidSigner(ctx.keys.vapid_private, ctx.settings.vapid_subject)
-    client_tls: ssl.SSLContext | bool = tls.client_context() if tls is not None else True
-    connector = aiohttp.TCPConnector(limit=conc, ssl=client_tls)
+    client = PushClient(
+        tls=tls.client_context() if tls is not None else ssl.create_default_context(),
+        resolver=GuardedResolver(ctx.settings.push_hosts),
+        connect_timeout=10.0,
+        read_timeout=30.0,
+        per_origin=conc,
+    )
     gate = asyncio.Semaphore(conc)
-    async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def push(endpoint: str, p256dh: str, auth: str, plaintext: bytes) -> None:
-            async with gate:
-                headers = build_headers(
-                    authorization=signer.authorization(origin(endpoint)), ttl=1200, topic="lunch"
-                )
-                body = encrypt(plaintext, p256dh, auth)
-                async with session.post(endpoint, data=body, headers=headers) as resp:
-                    await resp.read()
-                    assert resp.status == 201
+    async def push(endpoint: str, p256dh: str, auth: str, plaintext: bytes) -> None:
+        async with gate:
+            target = check_endpoint(endpoint, ctx.settings.push_hosts)
+            headers = build_headers(
+                authorization=signer.authorization(target.origin), ttl=1200, topic="lunch"
+            )
+            body = encrypt(plaintext, p256dh, auth)
+            answer = await client.post(target, headers, body)
+            assert answer.status == 201, answer
 
-        started = time.perf_counter()
+    try:
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(push(*m) for m in messages))
-        return len(messages) / (time.perf_counter() - started)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        await client.close()
+    return len(messages) / elapsed, cpu / len(messages) * 1e6
 
 
 def bench_naive(
@@ -275,6 +297,105 @@ def bench_node(
     return float(result["per_second"])
 
 
+def bench_settings(dsn: str, data_dir: Path, ca_file: Path | None, concurrency: int) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        data_dir=data_dir,
+        database_url=dsn,
+        # The explicit entry a local receiver needs, as in the tests (https included).
+        push_hosts=["http://127.0.0.1"],
+        push_ca_file=ca_file,
+        sender_concurrency=concurrency,
+        public_url="https://momentcast.example.com",
+    )
+
+
+async def sender_only(dsn: str, args: argparse.Namespace) -> None:
+    """The child of --baseline-tree: case (a) of TREE's sender, its figures as JSON."""
+    ca_file = Path(args.ca_file) if args.ca_file else None
+    settings = bench_settings(dsn, Path(args.data_dir), ca_file, args.concurrency)
+    pool = await create_pool(dsn, min_size=2, max_size=10)
+    try:
+        ctx = Context(settings=settings, store=Store(pool), keys=Keys.load(settings))
+        await insert_rows(pool, args.sender_only, args.subscribers, args.messages)
+        per_second, cpu_us = await bench_sender(ctx, args.messages, args.lanes)
+    finally:
+        await pool.close()
+    print(json.dumps({"per_second": per_second, "cpu_us": cpu_us}))
+
+
+def sender_in_child(
+    tree: Path, dsn: str, base: str, data_dir: Path, tls: CertificateFiles | None, args: Any
+) -> tuple[float, float]:
+    """Case (a) with the service package of ``tree``, in a process of its own."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--sender-only", base]
+    command += ["--data-dir", str(data_dir), "--loop", args.loop]
+    command += ["--messages", str(args.messages), "--subscribers", str(args.subscribers)]
+    command += ["--concurrency", str(args.concurrency), "--lanes", str(args.lanes)]
+    if tls is not None:
+        command += ["--ca-file", str(tls.ca_file)]
+    env = {**os.environ, "MOMENTCAST_BENCH_TREE": str(tree), "MOMENTCAST_BENCH_DATABASE_URL": dsn}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise SystemExit(f"the sender of {tree} failed:\n{done.stderr}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(result["per_second"]), float(result["cpu_us"])
+
+
+def compare_trees(
+    dsn: str, base: str, data_dir: Path, tls: CertificateFiles | None, args: argparse.Namespace
+) -> None:
+    """(a) of this tree and of --baseline-tree, alternated, same receiver and database."""
+    baseline = Path(args.baseline_tree).resolve()
+    ours: list[tuple[float, float]] = []
+    theirs: list[tuple[float, float]] = []
+    for _ in range(args.rounds):
+        theirs.append(sender_in_child(baseline, dsn, base, data_dir, tls, args))
+        ours.append(sender_in_child(REPO, dsn, base, data_dir, tls, args))
+    print(f"sender of this tree vs {baseline}, alternated, {args.rounds} rounds:")
+    for n, ((a, a_cpu), (z, z_cpu)) in enumerate(zip(ours, theirs, strict=True), 1):
+        print(
+            f"  round {n}: this {a:7.0f} pushes/s {a_cpu:5.0f} us CPU/push | baseline"
+            f" {z:7.0f} pushes/s {z_cpu:5.0f} us CPU/push | pushes/s x{a / z:.2f},"
+            f" CPU/push x{a_cpu / z_cpu:.2f}"
+        )
+    a = sum(r for r, _ in ours) / len(ours)
+    z = sum(r for r, _ in theirs) / len(theirs)
+    a_cpu = sum(c for _, c in ours) / len(ours)
+    z_cpu = sum(c for _, c in theirs) / len(theirs)
+    print(
+        f"mean: this {a:.0f} pushes/s at {a_cpu:.0f} us CPU/push, baseline {z:.0f} pushes/s"
+        f" at {z_cpu:.0f} us CPU/push: pushes/s x{a / z:.2f}, CPU/push x{a_cpu / z_cpu:.2f}"
+    )
+    print(f"CPU per push <= 250 us: {'yes' if a_cpu <= 250 else 'no'}")
+    print(f"pushes/s >= 1.3x the baseline's: {'yes' if a >= 1.3 * z else 'no'}")
+
+
+def rendered(ctx: Context, rows: list[Any]) -> list[tuple[str, str, str, bytes]]:
+    """What the sender pushed for ``rows``: same subscribers, same rendered payloads."""
+    base_url = ctx.settings.base_url
+    events_url = base_url + "/v1/events"
+    return [
+        (
+            r["endpoint"],
+            r["p256dh"],
+            r["auth"],
+            render_payload(
+                PAYLOAD,
+                {
+                    "delivery_id": r["id"],
+                    "rule": "lunch-nearby",
+                    "variant": "a",
+                    "events_url": events_url,
+                    "event_token": tokens.event_token(ctx.keys.secret_key, r["id"]),
+                },
+                base_url=base_url,
+            ),
+        )
+        for r in rows
+    ]
+
+
 async def run(dsn: str, data_dir: Path, args: argparse.Namespace) -> None:
     await migrations.migrate(dsn)
     tls = make_test_certificates(data_dir / "tls") if args.tls else None
@@ -282,49 +403,32 @@ async def run(dsn: str, data_dir: Path, args: argparse.Namespace) -> None:
         node_modules()
     receiver, port = start_receiver(args.latency, tls)
     base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    where = "https (run-time CA)" if tls else "plain http"
+    print(
+        f"messages: {args.messages} to {args.subscribers} subscribers, cpus: {os.cpu_count()}, "
+        f"receiver: {where}, {args.latency * 1000:.0f} ms per answer, "
+        f"concurrency {args.concurrency}, loop {args.loop}",
+        flush=True,
+    )
     pool = await create_pool(dsn, min_size=2, max_size=10)
     try:
-        settings = Settings(  # type: ignore[call-arg]
-            _env_file=None,
-            data_dir=data_dir,
-            database_url=dsn,
-            # The explicit entry a local receiver needs, as in the tests (https included).
-            push_hosts=["http://127.0.0.1"],
-            push_ca_file=tls.ca_file if tls is not None else None,
-            sender_concurrency=args.concurrency,
-            public_url="https://momentcast.example.com",
+        if args.baseline_tree:
+            await asyncio.to_thread(compare_trees, dsn, base, data_dir, tls, args)
+        settings = bench_settings(
+            dsn, data_dir, tls.ca_file if tls is not None else None, args.concurrency
         )
         ctx = Context(settings=settings, store=Store(pool), keys=Keys.load(settings))
         subs = await insert_rows(pool, base, args.subscribers, args.messages)
 
-        a = await bench_sender(ctx, args.messages, args.lanes)
+        a, a_cpu = await bench_sender(ctx, args.messages, args.lanes)
 
         # The floor pushes what the sender pushed: same subscribers, same rendered payloads.
         rows = await pool.fetch(
             "SELECT d.id, s.endpoint, s.p256dh, s.auth FROM deliveries d"
             " JOIN subscriptions s ON s.id = d.subscription_id ORDER BY d.id"
         )
-        events_url = settings.base_url + "/v1/events"
-        messages = [
-            (
-                r["endpoint"],
-                r["p256dh"],
-                r["auth"],
-                render_payload(
-                    PAYLOAD,
-                    {
-                        "delivery_id": r["id"],
-                        "rule": "lunch-nearby",
-                        "variant": "a",
-                        "events_url": events_url,
-                        "event_token": tokens.event_token(ctx.keys.secret_key, r["id"]),
-                    },
-                    base_url=settings.base_url,
-                ),
-            )
-            for r in rows
-        ]
-        b = await bench_floor(ctx, messages, args.concurrency, tls)
+        messages = rendered(ctx, list(rows))
+        b, b_cpu = await bench_floor(ctx, messages, args.concurrency, tls)
         c = await asyncio.to_thread(bench_naive, ctx, messages[: args.naive], tls)
         d = None
         if args.node:
@@ -334,14 +438,8 @@ async def run(dsn: str, data_dir: Path, args: argparse.Namespace) -> None:
         await pool.close()
         receiver.kill()
 
-    where = "https (run-time CA)" if tls else "plain http"
-    print(
-        f"messages: {args.messages} to {args.subscribers} subscribers, cpus: {os.cpu_count()}, "
-        f"receiver: {where}, {args.latency * 1000:.0f} ms per answer, "
-        f"concurrency {args.concurrency}"
-    )
     print(f"(a) sender (PostgreSQL claim + encrypt + POST + record): {a:9.0f} pushes/s")
-    print(f"(b) floor (encrypt + POST, shared session, cached VAPID): {b:9.0f} pushes/s")
+    print(f"(b) floor (encrypt + POST, the sender's client, cached VAPID): {b:9.0f} pushes/s")
     print(f"(c) pywebpush webpush() in a loop ({args.naive} sampled):   {c:9.1f} pushes/s")
     if d is not None:
         print(
@@ -352,30 +450,14 @@ async def run(dsn: str, data_dir: Path, args: argparse.Namespace) -> None:
     print(f"a/c = {a / c:.1f}")
     if d is not None:
         print(f"a/d = {a / d:.2f}")
+    print(f"CPU per push of this process: (a) {a_cpu:.0f} us, (b) {b_cpu:.0f} us")
     print(f"a >= 5000/s: {'yes' if a >= 5000 else 'no'}")
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--messages", type=int, default=20000)
-    parser.add_argument("--subscribers", type=int, default=500)
-    parser.add_argument("--naive", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=128)
-    parser.add_argument("--lanes", type=int, default=4)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
-    parser.add_argument("--tls", action="store_true", help="https with a run-time CA")
-    parser.add_argument(
-        "--node",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="baseline (d), npm web-push (default: with --tls)",
-    )
-    parser.add_argument("--node-concurrency", type=int, default=None, help="default --concurrency")
-    args = parser.parse_args()
-    if args.node is None:
-        args.node = args.tls
-    if args.node_concurrency is None:
-        args.node_concurrency = args.concurrency
+async def main(args: argparse.Namespace) -> None:
+    if args.sender_only:
+        await sender_only(os.environ["MOMENTCAST_BENCH_DATABASE_URL"], args)
+        return
     with tempfile.TemporaryDirectory(prefix="mc-bench-push-") as tmp:
         root = Path(tmp)
         (root / "data").mkdir()
@@ -391,5 +473,49 @@ async def main() -> None:
                 embedded.stop()
 
 
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=20000)
+    parser.add_argument("--subscribers", type=int, default=500)
+    parser.add_argument("--naive", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=128)
+    parser.add_argument("--lanes", type=int, default=4)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--tls", action="store_true", help="https with a run-time CA")
+    parser.add_argument(
+        "--node",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="baseline (d), npm web-push (default: with --tls)",
+    )
+    parser.add_argument("--node-concurrency", type=int, default=None, help="default --concurrency")
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="the event loop of the sender and the floor (serve and worker run uvloop)",
+    )
+    parser.add_argument(
+        "--baseline-tree", help="also measure the sender of this checkout (e.g. main's)"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="alternations for --baseline-tree")
+    # The child process of --baseline-tree: the receiver's base URL, and where things are.
+    parser.add_argument("--sender-only", metavar="BASE_URL", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--ca-file", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.node is None:
+        args.node = args.tls
+    if args.node_concurrency is None:
+        args.node_concurrency = args.concurrency
+    return args
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    arguments = parse_args()
+    if arguments.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main(arguments))
+    else:
+        asyncio.run(main(arguments))

@@ -7,6 +7,7 @@ Every error momentcast raises on purpose derives from :class:`MomentcastError`::
     ├── DatabaseError            PostgreSQL cannot be reached or set up
     │   └── MigrationError       a migration file is malformed or failed to apply
     ├── ComponentFailed          a component of a running process died (exit 1)
+    ├── SupervisorGone           the parent of a ``serve --processes`` child died (exit 1)
     ├── IngestUnavailable        a signal batch was not committed (the API answers 503)
     ├── RulesError               rule files, places and traces
     │   ├── RuleLoadError        a rule set with errors; ``errors`` holds ``file:line: message``
@@ -19,6 +20,8 @@ Every error momentcast raises on purpose derives from :class:`MomentcastError`::
     ├── PushError                sending to push services
     │   ├── EndpointRefused      an endpoint the SSRF policy refuses (a 422 at registration)
     │   ├── AddressRefused       a push host that resolves only to non-public addresses
+    │   ├── PushConnectionError  a push request got no answer: cannot connect, cut, garbled
+    │   │   └── PushTLSError     the TLS handshake failed (an untrusted certificate)
     │   └── PushPayloadTooLarge  a rendered payload over one 4096-byte record
     └── ApiError                 answered to an HTTP client as ``{"error": {...}}``
         ├── BadRequest              400 bad_request
@@ -36,7 +39,7 @@ Every error momentcast raises on purpose derives from :class:`MomentcastError`::
             └── DatabaseUnavailable 503 database_unavailable
 
 Rule-file errors are also ``ValueError`` and the address refusal an ``OSError``, as the
-libraries that raise through them (PyYAML, aiohttp's resolver) expect.
+libraries that raise through them (PyYAML, the event loop's connect path) expect.
 """
 
 from __future__ import annotations
@@ -66,6 +69,10 @@ class ComponentFailed(MomentcastError):
     def __init__(self, component: str, reason: str) -> None:
         super().__init__(f"component {component} {reason}")
         self.component = component
+
+
+class SupervisorGone(MomentcastError):
+    """A child of ``serve --processes`` lost its parent (killed): it stops, unsupervised."""
 
 
 class IngestUnavailable(MomentcastError):
@@ -147,6 +154,21 @@ class EndpointRefused(PushError, ValueError):
 
 class AddressRefused(PushError, OSError):
     """A push host resolved only to addresses we must not connect to."""
+
+
+class PushConnectionError(PushError):
+    """A push request got no answer: the connection could not be made, was cut before the
+    answer, or the answer was not HTTP/1.1 (the request may or may not have arrived)."""
+
+
+class PushTLSError(PushConnectionError):
+    """The TLS handshake with a push service failed; ``cause`` is the ssl module's error."""
+
+    def __init__(self, host: str, port: int, cause: BaseException) -> None:
+        super().__init__(f"{host}:{port}: {cause}")
+        self.host = host
+        self.port = port
+        self.cause = cause
 
 
 class PushPayloadTooLarge(PushError, ValueError):

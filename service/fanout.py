@@ -10,6 +10,10 @@ suppression by reason - with the dedupe key ``campaign:<id>:<subscription>``, an
 campaign's next look is stored. A crash rolls the tick back; the next one does the same work
 again, and the dedupe key and the suppressions' unique index keep anything from happening
 twice. The sender then sends what is due, paced by it and by each origin's backoff.
+
+A campaign with an ``experiment`` runs the statement once per group of its audience: the test
+share, and once decided (in the same transaction), the rest with the winner
+(service/campaigns/decide.py).
 """
 
 from __future__ import annotations
@@ -18,21 +22,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
+from service.campaigns import decide, sendtime
 from service.campaigns.body import SendAt
-from service.campaigns.plan import LOCKED_RETRY, plan_tick
+from service.campaigns.plan import LOCKED_RETRY, RESCAN, Tick, plan_tick
 from service.context import Context
 from service.metrics import REGISTRY
 from service.queue import CAMPAIGNS_CHANNEL, DELIVERIES_CHANNEL, DatabaseRetry, Listener
 from service.rules.models import PolicyModel
 from service.store import DATABASE_ERRORS, Store
 from service.store.campaigns import CampaignRow, Caps, FanOutResult, ZoneStep
+from service.store.experiments import ExperimentGroup
 from service.vocabulary import Late
 from service.waiting import wait_any
 
@@ -85,7 +91,93 @@ def _caps(policy: PolicyModel) -> Caps:
         per_subscriber=per.count if per else None,
         period=per.period if per else None,
         min_gap=limits.min_gap,
+        fatigue=policy.fatigue is not None,
     )
+
+
+def _plan(
+    row: CampaignRow,
+    zones: Sequence[str],
+    now: datetime,
+    policy: PolicyModel,
+    *,
+    created_at: datetime,
+) -> tuple[Tick, list[ZoneStep]]:
+    """What this tick does per time zone of the audience still to handle; moments that had
+    passed at ``created_at`` (the campaign's creation, or for an experiment's rest the
+    decision) follow ``late``."""
+    late: Late = "send" if row.late == "send" else "skip"
+    send_at = SendAt(instant=row.send_at, local=row.send_local, late=late)
+    plan = plan_tick(
+        send_at,
+        created_at=created_at,
+        ttl=timedelta(seconds=row.ttl_s),
+        zones=zones,
+        now=now,
+        quiet=policy.quiet_hours,
+    )
+    return plan, [ZoneStep(z.zone, z.action, z.expires_at) for z in plan.zones]
+
+
+async def _planner(
+    tx: Store, row: CampaignRow, now: datetime, policy: PolicyModel
+) -> Callable[[datetime], Awaitable[tuple[Tick, list[ZoneStep]]]]:
+    """Read the audience still to handle (its time zones; for send_at.optimal, its zones and
+    planned local minutes) and answer the tick's plan for a given ``created_at``."""
+    if row.optimal is not None:
+        groups = await sendtime.zone_minutes(tx, row)
+
+        async def optimal(created_at: datetime) -> tuple[Tick, list[ZoneStep]]:
+            return sendtime.plan_steps(
+                row, groups, now=now, quiet=policy.quiet_hours, created_at=created_at
+            )
+
+        return optimal
+    zones = await tx.campaign_zones(campaign=row)
+
+    async def plan(created_at: datetime) -> tuple[Tick, list[ZoneStep]]:
+        return _plan(row, zones, now, policy, created_at=created_at)
+
+    return plan
+
+
+class _Statements:
+    """The fan-out statements of one tick (one, or an experiment's one per group of the
+    audience): their results added up, and with a rate the next free send slot."""
+
+    def __init__(self, tx: Store, row: CampaignRow, now: datetime, caps: Caps) -> None:
+        self.tx, self.row, self.now, self.caps = tx, row, now, caps
+        self.next_slot = row.next_slot
+        self.result = FanOutResult(due=0, locked=0, queued=0, expired=0)
+
+    async def fan_out(self, steps: Sequence[ZoneStep], group: ExperimentGroup | None) -> int:
+        """Queue what ``steps`` say is due (of ``group`` only); answer how many were queued."""
+        if all(z.action == "wait" for z in steps):
+            return 0
+        now = self.now
+        start = max(now, self.next_slot) if self.next_slot is not None else now
+        done = await self.tx.fan_out(
+            campaign=self.row,
+            now=now,
+            zones=steps,
+            caps=self.caps,
+            first_delay_s=(start - now).total_seconds(),
+            group=group,
+        )
+        if self.row.rate_per_s and done.queued:
+            self.next_slot = start + timedelta(seconds=done.queued / self.row.rate_per_s)
+        r = self.result
+        suppressed = dict(r.suppressed)
+        for reason, n in done.suppressed.items():
+            suppressed[reason] = suppressed.get(reason, 0) + n
+        self.result = FanOutResult(
+            due=r.due + done.due,
+            locked=r.locked + done.locked,
+            queued=r.queued + done.queued,
+            expired=r.expired + done.expired,
+            suppressed=suppressed,
+        )
+        return done.queued
 
 
 class FanOut:
@@ -156,42 +248,31 @@ class FanOut:
     async def _tick(
         self, tx: Store, row: CampaignRow, now: datetime, policy: PolicyModel
     ) -> FanOutResult:
-        late: Late = "send" if row.late == "send" else "skip"
-        send_at = SendAt(instant=row.send_at, local=row.send_local, late=late)
-        zones = await tx.campaign_zones(campaign=row)
-        plan = plan_tick(
-            send_at,
-            created_at=row.created_at,
-            ttl=timedelta(seconds=row.ttl_s),
-            zones=zones,
-            now=now,
-            quiet=policy.quiet_hours,
-        )
-        result = FanOutResult(due=0, locked=0, queued=0, expired=0)
-        next_slot = row.next_slot
-        if any(z.action != "wait" for z in plan.zones):
-            start = max(now, row.next_slot) if row.next_slot is not None else now
-            result = await tx.fan_out(
-                campaign=row,
-                now=now,
-                zones=[ZoneStep(z.zone, z.action, z.expires_at) for z in plan.zones],
-                caps=_caps(policy),
-                first_delay_s=(start - now).total_seconds(),
-            )
-            if row.rate_per_s and result.queued:
-                next_slot = start + timedelta(seconds=result.queued / row.rate_per_s)
-        complete, next_check = plan.complete, plan.next_check
+        plan = await _planner(tx, row, now, policy)
+
+        step = _Statements(tx, row, now, _caps(policy))
+        if row.spec.get("experiment") is not None:
+            # A test share first, the rest its winner (service/campaigns/decide.py).
+            plans = await decide.tick(tx, row, now=now, plan=plan, fan_out=step.fan_out)
+        else:
+            first, steps = await plan(row.created_at)
+            await step.fan_out(steps, None)
+            plans = [first]
+        result = step.result
+        complete = all(p.complete for p in plans)
+        checks = [p.next_check for p in plans if p.next_check is not None]
+        next_check = None if complete else min(checks, default=now + RESCAN)
         if result.locked < result.due:
             # Subscribers another transaction held (the worker deciding their signals): soon.
             complete = False
             retry = now + LOCKED_RETRY
             next_check = retry if next_check is None else min(next_check, retry)
-        started = plan.started or row.status == "sending"
+        started = any(p.started for p in plans) or row.status == "sending"
         await tx.campaign_progress(
             campaign_id=row.id,
             status="sending" if started else "scheduled",
             next_check_at=None if complete else next_check,
-            next_slot=next_slot,
+            next_slot=step.next_slot,
             fanned_out=complete,
         )
         if complete:

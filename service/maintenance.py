@@ -8,24 +8,33 @@ Each pass (one a minute in every process that runs the maintenance component):
   rolled up into daily counts and deleted (service/store/sql/retention.sql), a bounded number
   of batches per pass, one transaction each. Any number of processes may run it at once: one
   rolls up at a time, and each row is counted in the same transaction that deletes it.
+
+Every HEALTH_INTERVAL_S it also refreshes the gauges of the last week's interaction rate
+(momentcast_interaction_rate): one read of a week of sent pushes, so not on every scrape and
+not every pass; a rate over 7 days moves slowly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 from service.context import Context
+from service.metrics import INTERACTION_RATE, INTERACTION_SENT
 from service.queue import DatabaseRetry
 from service.rules.engine import history_window
+from service.stats import HEALTH_WINDOW, interaction_rate
 from service.store import DATABASE_ERRORS
 from service.waiting import wait_any
 
 log = logging.getLogger(__name__)
 
 RETENTION_INTERVAL_S = 60.0
+HEALTH_INTERVAL_S = 300.0
 # Per pass at most ROLLUP_BATCHES transactions of ROLLUP_BATCH deliveries (and as many
 # suppressions) each: a backlog (the first pass after an upgrade) is worked off over several
 # minutes, never in one long transaction.
@@ -119,13 +128,28 @@ async def run_once(ctx: Context) -> Pass:
     return Pass(signals, shadow, rollup)
 
 
+async def refresh_health(ctx: Context) -> float:
+    """Set momentcast_interaction_rate (and the pushes it is over) from the last week's
+    sent pushes; returns the rate."""
+    h = await ctx.store.health(HEALTH_WINDOW, fatigue=False)
+    sent = sum(r.sent for r in h.rules)
+    rate = interaction_rate(sum(r.interacted for r in h.rules), sent)
+    INTERACTION_SENT.set(sent)
+    INTERACTION_RATE.set(rate)
+    return rate
+
+
 async def run(ctx: Context, stop: asyncio.Event) -> None:
     # A database that is away is one warning line and a sooner retry, not a traceback a pass.
     retry = DatabaseRetry("maintenance", log, first_s=5.0, cap_s=RETENTION_INTERVAL_S)
+    health_at = -math.inf
     while not stop.is_set():
         wait = RETENTION_INTERVAL_S
         try:
             await run_once(ctx)
+            if time.monotonic() - health_at >= HEALTH_INTERVAL_S:
+                await refresh_health(ctx)
+                health_at = time.monotonic()
         except DATABASE_ERRORS as exc:
             wait = retry.failed(exc)
         except Exception:

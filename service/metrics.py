@@ -49,3 +49,18 @@ SIGNALS_DUPLICATE = Counter(
     "Signals not stored because their client-chosen id was already stored (retries)",
     registry=REGISTRY,
 )
+# The health of sending (GET /v1/stats' health): set by the maintenance pass every
+# HEALTH_INTERVAL_S (service/maintenance.py), not on scrape, so a scrape never runs the query.
+INTERACTION_RATE = Gauge(
+    "momentcast_interaction_rate",
+    "Pushes with an interaction (clicked or converted) per push sent over the last 7 days, "
+    "from 0 to 1 (0 when none was sent); browsers revoke the permission of senders whose "
+    "pushes nobody opens",
+    registry=REGISTRY,
+)
+INTERACTION_SENT = Gauge(
+    "momentcast_interaction_sent_pushes",
+    "Pushes sent over the last 7 days (rules' and campaigns', test pushes aside): the "
+    "denominator of momentcast_interaction_rate",
+    registry=REGISTRY,
+)

@@ -31,4 +31,6 @@ def profile_of(sub: Subscriber) -> Profile:
         attributes=sub.attributes,
         paused=sub.paused,
         gone=sub.gone,
+        resting_since=sub.resting_since,
+        resting_until=sub.resting_until,
     )

@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, TextIO
 
 from aiohttp import web
@@ -152,10 +152,17 @@ async def run(
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     embedded: EmbeddedPostgres | None = None,
+    child: int | None = None,
+    extra: Mapping[str, Component] | None = None,
 ) -> None:
-    """Run ``components`` until SIGINT/SIGTERM (or ``stop``), then shut down in order."""
+    """Run ``components`` until SIGINT/SIGTERM (or ``stop``), then shut down in order.
+
+    ``child``: this is process ``child`` of ``serve --processes`` (service/supervisor.py),
+    whose parent migrated and warned already, and which shares PORT with its siblings through
+    SO_REUSEPORT. ``extra``: more components (a child's watch on its parent)."""
     names = set(components)
-    await migrations.migrate(dsn, settings.migrations_dir)
+    if child is None:
+        await migrations.migrate(dsn, settings.migrations_dir)
     db_timeout = settings.db_timeout.total_seconds()
     pool = await create_pool(
         dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max, db_timeout=db_timeout
@@ -196,7 +203,7 @@ async def run(
                 shutdown_timeout=settings.shutdown_grace.total_seconds(),
             )
             await runner.setup()
-            site = web.TCPSite(runner, settings.host, settings.port)
+            site = web.TCPSite(runner, settings.host, settings.port, reuse_port=child is not None)
             await _start_site(site, settings.host, settings.port, "PORT")
             listening = "http://" + _address(settings.host, bound_port(runner))
         metrics = None
@@ -212,16 +219,20 @@ async def run(
         background = background_components(names)
         if embedded is not None:
             background[EMBEDDED_WATCH] = _watch_embedded(embedded)
+        background.update(extra or {})
         for name, component in background.items():
             tasks.append(asyncio.create_task(component(ctx, stop), name=name))
         _banner(ctx, out, listening, metrics)
         subject_warning = settings.vapid_subject_warning() if SENDER in names else None
-        if subject_warning:
+        if subject_warning and not child:  # a group says it once, in process 0
             log.warning("%s", subject_warning)
         database = "embedded" if settings.database_url is None else "external"
+        if child is not None:
+            database = "the supervising parent's"
         log.info(
-            "momentcast %s started: %s; database %s",
+            "momentcast %s %sstarted: %s; database %s",
             __version__,
+            "" if child is None else f"process {child} ",
             ", ".join(sorted(names)),
             database,
             extra={"version": __version__, "components": sorted(names), "database": database},

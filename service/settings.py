@@ -70,6 +70,38 @@ PositiveDuration = Annotated[
 ]
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
+# `serve --processes`: more children than this is a typo, not a host.
+MAX_PROCESSES = 1024
+AUTO: Literal["auto"] = "auto"
+
+
+def parse_processes(value: Any) -> int | Literal["auto"]:
+    """PROCESSES (or `serve --processes`): a whole number from 1 to MAX_PROCESSES, or
+    ``auto`` (one per usable core, see :func:`usable_cores`); ValueError says what is wrong."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        text = str(value).strip().lower()
+        if text == AUTO:
+            return AUTO
+        if text == "":  # MOMENTCAST_PROCESSES= (compose's unset ${VAR}): the default
+            return 1
+        try:
+            number = int(text)
+        except ValueError:
+            number = 0
+    if not 1 <= number <= MAX_PROCESSES:
+        raise ValueError(f"must be a whole number from 1 to {MAX_PROCESSES} or auto, not {value!r}")
+    return number
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity: a container's cpuset, taskset),
+    which ``auto`` starts one process for; a CPU quota (docker's --cpus) is not counted."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # pragma: no cover - macOS, Windows
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -105,6 +137,8 @@ class Settings(BaseSettings):
     # fails (the connection is dropped, the work retried): a half-open connection is noticed.
     db_timeout: PositiveDuration = timedelta(seconds=20)
     workers: int = Field(default=1, ge=0, le=64)
+    # `serve` only: children that each run the API, a worker and a sender (service/supervisor).
+    processes: Annotated[int | Literal["auto"], BeforeValidator(parse_processes)] = 1
     worker_batch_size: int = Field(default=500, ge=1, le=100_000)
     worker_poll_interval: PositiveDuration = timedelta(seconds=1)
     worker_lease: PositiveDuration = timedelta(seconds=60)
@@ -292,6 +326,11 @@ class Settings(BaseSettings):
         if host in ("0.0.0.0", "[::]"):  # noqa: S104 - formatting, not binding
             host = "localhost"
         return f"http://{host}:{self.port}"
+
+    @property
+    def process_count(self) -> int:
+        """PROCESSES as a number: ``auto`` is :func:`usable_cores`."""
+        return usable_cores() if self.processes == AUTO else int(self.processes)
 
     @property
     def pg_dir(self) -> Path:

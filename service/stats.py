@@ -10,21 +10,25 @@ crown noise.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from itertools import combinations
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from service.store.campaigns import CampaignCounts, CampaignRow
-from service.store.engagement import EngagementCounts
+from service.store.engagement import EngagementCounts, Health
+from service.store.experiments import ExperimentRow
 from service.vocabulary import (
     NOT_MATCHED_COUNTER_PREFIX,
     SHADOW_SENT_COUNTER,
     SILENT_COUNTER_PREFIX,
+    ExperimentPhase,
 )
 
 # Two-sided alpha 0.05 and power 0.8: the conventional defaults of A/B testing tools.
@@ -33,6 +37,15 @@ Z_ALPHA_2 = 1.959963984540054  # the standard normal quantile at 1 - 0.05 / 2
 Z_POWER = 0.8416212335729143  # the standard normal quantile at 0.8
 # Below this many sends per variant the normal approximation behind the z-test is poor.
 MIN_SAMPLE = 100
+
+# The health of sending (DESIGN: Engagement that keeps permission): interactions per sent
+# push over the last week. Browsers revoke the permission of senders whose pushes nobody
+# opens, so a rule with at least LOW_ENGAGEMENT_SENT pushes in the window and an interaction
+# rate under LOW_ENGAGEMENT_RATE is flagged (the dashboard warns).
+HEALTH_WINDOW_DAYS = 7
+HEALTH_WINDOW = timedelta(days=HEALTH_WINDOW_DAYS)
+LOW_ENGAGEMENT_SENT = 500
+LOW_ENGAGEMENT_RATE = 0.01
 
 
 @dataclass
@@ -278,19 +291,130 @@ def collect_funnels(counts: EngagementCounts) -> list[Funnel]:
     return [funnels[k] for k in sorted(funnels)]
 
 
-def stats(counts: EngagementCounts) -> dict[str, Any]:
-    """The body of /v1/stats (see :class:`Stats`)."""
+@dataclass(frozen=True)
+class VariantPlan:
+    """How a loaded rule allocates its variants, as the statistics need it (the caller maps the
+    rule set onto these: this module imports no rules)."""
+
+    rule: str
+    variants: tuple[str, ...]
+    weights: tuple[int, ...]
+    adaptive: bool
+    min_share: float
+
+
+# prob_best is Monte Carlo: a fixed seed gives the same figures on every look at unchanged counts.
+_STATS_SEED = 0
+
+
+def allocation_stats(
+    plans: Iterable[VariantPlan], counts: Mapping[tuple[str, str], tuple[int, int]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (rule, variant): ``allocation``, ``share`` and ``prob_best``; the last two for rules
+    with two variants or more, from ``counts`` ((sent, interacted) of the last 30 days).
+
+    ``share`` is the expected share of the rule's next pushes: the weight's for fixed
+    allocation; for adaptive, ``thompson_shares`` of the arms (weight over 0), the share
+    Thompson sampling gives them on the same counts the worker draws from. ``prob_best``: the
+    probability that the variant has the highest interaction rate, for fixed rules too."""
+    # numpy only here: importing the API (which imports this module) loads no numpy.
+    import numpy as np
+
+    from service.engagement.bayes import prob_best, thompson_shares
+
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for plan in plans:
+        allocation = "adaptive" if plan.adaptive else "fixed"
+        n = len(plan.variants)
+        if n < 2:
+            for v in plan.variants:
+                out[(plan.rule, v)] = {"allocation": allocation, "share": None, "prob_best": None}
+            continue
+        pairs = [counts.get((plan.rule, v), (0, 0)) for v in plan.variants]
+        sent = np.asarray([max(t, 0) for t, _ in pairs], dtype=np.int64)
+        hits = np.minimum(np.asarray([max(k, 0) for _, k in pairs], dtype=np.int64), sent)
+        best = prob_best(hits, sent, rng=np.random.default_rng(_STATS_SEED))
+        weights = np.asarray(plan.weights, dtype=np.float64)
+        share = weights / weights.sum()
+        on = np.flatnonzero(weights > 0)
+        if plan.adaptive and len(on) >= 2:
+            share = np.zeros(n)
+            share[on] = thompson_shares(
+                hits[on],
+                sent[on],
+                min_share=plan.min_share,
+                rng=np.random.default_rng(_STATS_SEED),
+            )
+        for i, v in enumerate(plan.variants):
+            out[(plan.rule, v)] = {
+                "allocation": allocation,
+                "share": round(float(share[i]), 4),
+                "prob_best": round(float(best[i]), 4),
+            }
+    return out
+
+
+def stats(
+    counts: EngagementCounts,
+    plans: Sequence[VariantPlan] = (),
+    variant_counts: Mapping[tuple[str, str], tuple[int, int]] | None = None,
+) -> dict[str, Any]:
+    """The body of /v1/stats (see :class:`Stats`). With the loaded rules' ``plans`` (and their
+    ``variant_counts`` of the last 30 days), every variant of a loaded rule has a row, with its
+    allocation, share and prob_best."""
     funnels = collect_funnels(counts)
+    known = {(f.rule, f.variant) for f in funnels}
+    missing = [(p.rule, v) for p in plans for v in p.variants if (p.rule, v) not in known]
+    if missing:  # a variant with no traffic yet: a row of zeros, its share and prob_best
+        funnels = sorted([*funnels, *(Funnel(r, v) for r, v in missing)], key=_funnel_key)
+    extra = allocation_stats(plans, variant_counts or {})
+    none = {"allocation": None, "share": None, "prob_best": None}
     # A variant named "" holds what belongs to a rule, not to a variant (not_matched), and
     # suppressions of rules that no longer exist; it is no arm of an A/B test.
     arms = [f for f in funnels if f.variant]
     return {
-        "rules": [f.as_dict() for f in funnels],
+        "rules": [f.as_dict() | extra.get((f.rule, f.variant), none) for f in funnels],
         "experiments": experiments(arms),
         "campaigns": campaign_results(counts.campaigns) if counts.campaigns else [],
         "signals": asdict(counts.signals),
         "subscribers": asdict(counts.subscribers),
+        "health": health(counts.health),
     }
+
+
+def interaction_rate(interacted: int, sent: int) -> float:
+    """Interactions per sent push, from 0 to 1; 0 when nothing was sent (no push, nothing
+    for a browser to hold against the sender)."""
+    return round(interacted / sent, 4) if sent > 0 else 0.0
+
+
+def health(h: Health) -> dict[str, Any]:
+    """The ``health`` of /v1/stats (see :class:`HealthStats`)."""
+    sent = sum(r.sent for r in h.rules)
+    interacted = sum(r.interacted for r in h.rules)
+    return {
+        "window_days": HEALTH_WINDOW_DAYS,
+        "sent": sent,
+        "interacted": interacted,
+        "interaction_rate": interaction_rate(interacted, sent),
+        "resting_subscribers": h.resting,
+        "rules": [
+            {
+                "rule": r.rule_id,
+                "sent": r.sent,
+                "interacted": r.interacted,
+                "interaction_rate": interaction_rate(r.interacted, r.sent),
+                "low_engagement": r.rule_id != ""
+                and r.sent >= LOW_ENGAGEMENT_SENT
+                and r.interacted < LOW_ENGAGEMENT_RATE * r.sent,
+            }
+            for r in h.rules
+        ],
+    }
+
+
+def _funnel_key(f: Funnel) -> tuple[str, str]:
+    return (f.rule, f.variant)
 
 
 # Campaigns: the same funnel per variant, and the same A/B statistics, as rules.
@@ -300,6 +424,14 @@ _CAMPAIGN_EVENTS = ("shown", "clicked", "dismissed", "converted")
 def _send_at(row: CampaignRow) -> Any:
     if row.send_at is not None:
         return row.send_at.isoformat().replace("+00:00", "Z")
+    if row.optimal is not None:
+        o = row.optimal
+        return {
+            "optimal": o["date"],
+            "window": o["window"],
+            "fallback": o["fallback"],
+            "late": row.late,
+        }
     assert row.send_local is not None
     return {"local": row.send_local.strftime("%Y-%m-%dT%H:%M"), "late": row.late}
 
@@ -345,6 +477,7 @@ def campaign_results(counts: CampaignCounts) -> list[dict[str, Any]]:
     for s in counts.suppressions:
         f = get(s.campaign_id, s.variant)
         f.suppressed[s.reason] = f.suppressed.get(s.reason, 0) + s.n
+    tests = {e.campaign_id: e for e in counts.experiments}
     out = []
     for row in counts.campaigns:
         names = [str(name) for name in row.programs["variants"]]
@@ -371,10 +504,71 @@ def campaign_results(counts: CampaignCounts) -> list[dict[str, Any]]:
                     {"variant": f.variant, **_campaign_counts(f, extra[(row.id, f.variant)])}
                     for f in arms
                 ],
-                "experiment": experiment(row.id, arms) if len(arms) >= 2 else None,
+                "experiment": _campaign_experiment(row, arms, tests.get(row.id)),
+                "schedule": row.schedule,
             }
         )
     return out
+
+
+def _campaign_experiment(
+    row: CampaignRow, arms: Sequence[Funnel], test: ExperimentRow | None
+) -> dict[str, Any] | None:
+    """The A/B comparison of a campaign's variants and, for a campaign with ``experiment``,
+    its phase, winner and every variant's probability of being best (service/campaigns/
+    experiment.py): stored once decided, from the sent pushes so far while testing."""
+    if len(arms) < 2:
+        return None
+    out = experiment(row.id, arms)
+    if test is None:
+        return out
+    if test.decided_at is not None and test.prob_best is not None:
+        stored = test.prob_best  # jsonb keeps no key order: the campaign's order again
+        prob = {f.variant: float(stored[f.variant]) for f in arms if f.variant in stored}
+    else:
+        successes = [min(getattr(f, test.metric), f.sent) for f in arms]
+        prob = prob_best_of(row.id, [f.variant for f in arms], successes, [f.sent for f in arms])
+    return {
+        **out,
+        "metric": test.metric,
+        "winner": test.winner,
+        "phase": "decided" if test.decided_at is not None else "testing",
+        "prob_best": prob,
+        "test_share": test.test_share,
+        "decide_after_s": int(test.decide_after.total_seconds()),
+        "started_at": _iso(test.started_at),
+        "decide_at": _iso(test.decide_at),
+        "decided_at": _iso(test.decided_at),
+    }
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
+
+
+def prob_best_of(
+    campaign_id: str, names: Sequence[str], successes: Sequence[int], sent: Sequence[int]
+) -> dict[str, float]:
+    """Each variant's probability of having the highest rate of successes per sent push under
+    Beta(1 + successes, 1 + sent - successes), to 4 decimals (service.engagement.bayes; its
+    draws seeded by the campaign's id, so the same counts give the same answer in every
+    process). Identical posteriors (no pushes sent yet, or the same counts) are exactly
+    equally likely best."""
+    if len(set(zip(successes, sent, strict=True))) == 1:
+        return {name: round(1 / len(names), 4) for name in names}
+    import numpy as np
+
+    from service.engagement.bayes import prob_best
+
+    seed = int.from_bytes(hashlib.sha256(campaign_id.encode()).digest()[:8], "big")
+    p = prob_best(successes, sent, rng=np.random.default_rng(seed))
+    return {name: round(float(x), 4) for name, x in zip(names, p, strict=True)}
+
+
+def best_variant(prob_best: dict[str, float]) -> str:
+    """The variant most likely best; a tie goes to the first in the campaign's order."""
+    names = list(prob_best)
+    return max(names, key=lambda name: (prob_best[name], -names.index(name)))
 
 
 # The shape of stats() for /openapi.json (GET /v1/stats and GET /v1/dashboard).
@@ -411,6 +605,21 @@ class RuleStats(BaseModel):
     converted: int
     ctr: float | None = Field(description="clicked / sent")
     conversion_rate: float | None = Field(description="converted / sent")
+    allocation: Literal["fixed", "adaptive"] | None = Field(
+        None, description="the loaded rule's allocation (null: not a loaded rule's variant)"
+    )
+    share: float | None = Field(
+        None,
+        description="the expected share of the rule's next pushes that go to this variant: "
+        "its weight's for fixed allocation; for adaptive, what Thompson sampling with the "
+        "min_share floor gives on the last 30 days' counts. Null for a rule with one variant",
+    )
+    prob_best: float | None = Field(
+        None,
+        description="the probability that this variant has the highest interaction rate "
+        "(clicked or converted per sent push, last 30 days; Beta posteriors), for every rule "
+        "with two variants or more",
+    )
 
 
 class VariantComparison(BaseModel):
@@ -438,6 +647,33 @@ class Experiment(BaseModel):
     winner: str | None = Field(description="declared only when significant and powered")
 
 
+class CampaignExperiment(Experiment):
+    """A campaign's variants compared; with ``experiment`` in its body, the test and its
+    decision too (service/campaigns/experiment.py)."""
+
+    metric: str = Field(
+        description="ctr (the comparisons' click-through); with `experiment`, what the "
+        "winner is chosen on: clicked or converted"
+    )
+    winner: str | None = Field(
+        description="with `experiment`: the decided winner, the rest of the audience gets it "
+        "(null while testing); else as rules': declared only when significant and powered"
+    )
+    phase: ExperimentPhase | None = Field(
+        None, description="with `experiment`: testing, then decided (null without)"
+    )
+    prob_best: dict[str, float] | None = Field(
+        None,
+        description="per variant, the probability that its rate of the metric per sent push "
+        "is the highest (Beta posteriors): as decided, or from the test pushes sent so far",
+    )
+    test_share: float | None = None
+    decide_after_s: int | None = None
+    started_at: str | None = Field(None, description="when the test pushes started going")
+    decide_at: str | None = Field(None, description="when the winner is (or was) due")
+    decided_at: str | None = None
+
+
 class CampaignCountsModel(BaseModel):
     queued: int = Field(description="in the outbox, not sent yet")
     sent: int
@@ -461,17 +697,35 @@ class CampaignVariantResult(CampaignCountsModel):
     variant: str
 
 
+class Schedule(BaseModel):
+    """An optimal campaign's plan (send_at.optimal), fixed when it was created."""
+
+    personal: int = Field(description="audience members sent at their own best local hour")
+    fallback: int = Field(description="audience members sent at the fallback")
+    by_local_hour: dict[str, int] = Field(
+        description='members per local hour ("HH"), the fallback\'s under its hour',
+        examples=[{"09": 120, "14": 800, "19": 300}],
+    )
+
+
 class CampaignResult(CampaignCountsModel):
     id: str
     description: str
     status: str = Field(description="scheduled, sending, done or cancelled")
     send_at: str | dict[str, str] = Field(
-        description="the RFC 3339 instant, or {local, late} in each subscriber's time zone"
+        description="the RFC 3339 instant, {local, late} in each subscriber's time zone, or "
+        "{optimal, window, fallback, late}"
     )
     created_at: str
     audience: int = Field(description="active, unpaused subscriptions in it at creation")
     variants: list[CampaignVariantResult]
-    experiment: Experiment | None = Field(description="with two or more variants, as rules'")
+    experiment: CampaignExperiment | None = Field(
+        description="with two or more variants: the A/B comparison as rules'; with "
+        "`experiment` also its phase, winner and prob_best"
+    )
+    schedule: Schedule | None = Field(
+        None, description="send_at.optimal only: the plan made when the campaign was created"
+    )
 
 
 class SignalStats(BaseModel):
@@ -499,9 +753,36 @@ class SubscriberStats(BaseModel):
     )
 
 
+class RuleHealth(BaseModel):
+    rule: str = Field(description="the rule's id; '' for campaigns' pushes")
+    sent: int = Field(description="its pushes sent in the window (test pushes aside)")
+    interacted: int = Field(description="of those, the ones clicked or converted")
+    interaction_rate: float = Field(description="interacted / sent")
+    low_engagement: bool = Field(
+        description=f"a rule with at least {LOW_ENGAGEMENT_SENT} pushes sent and an "
+        f"interaction rate under {LOW_ENGAGEMENT_RATE:.0%}: the dashboard warns"
+    )
+
+
+class HealthStats(BaseModel):
+    window_days: int = Field(description=f"the window: the last {HEALTH_WINDOW_DAYS} days")
+    sent: int = Field(description="pushes sent in the window, rules' and campaigns' (no test)")
+    interacted: int = Field(
+        description="of those, the pushes with an interaction (a clicked or converted event)"
+    )
+    interaction_rate: float = Field(
+        description="interacted / sent, a fraction from 0 to 1; 0 when nothing was sent"
+    )
+    resting_subscribers: int = Field(
+        description="subscribers the fatigue guard rests now (0 while policy.yaml has no fatigue)"
+    )
+    rules: list[RuleHealth] = Field(description="the same per rule, rules with a push sent")
+
+
 class Stats(BaseModel):
     rules: list[RuleStats]
     experiments: list[Experiment]
     campaigns: list[CampaignResult] = Field(default_factory=list)
     signals: SignalStats
     subscribers: SubscriberStats
+    health: HealthStats

@@ -31,6 +31,14 @@ PLACE_TRIGGERS: Final[tuple[Trigger, ...]] = ("enter", "dwell", "inside")
 RuleMode = Literal["live", "shadow"]
 RULE_MODES: Final[tuple[RuleMode, ...]] = get_args(RuleMode)
 
+# How a rule with variants picks each push's variant: by the weights, the same for a subscriber
+# every time (fixed), or by Thompson sampling over the last 30 days' interactions (adaptive).
+Allocation = Literal["fixed", "adaptive"]
+ALLOCATIONS: Final[tuple[Allocation, ...]] = get_args(Allocation)
+# How far back adaptive allocation (and /v1/stats' share and prob_best) counts interactions
+# per sent push.
+ADAPTIVE_WINDOW_DAYS: Final = 30
+
 # Operators of `who.attributes` and `who.context` conditions; a plain value means eq.
 Operator = Literal["eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists"]
 OPERATORS: Final[tuple[Operator, ...]] = get_args(Operator)
@@ -74,11 +82,23 @@ CONTEXT_REASON_PREFIX: Final = "context."
 PlaceReason = Literal["no_place", "accuracy", "no_location"]
 PLACE_REASONS: Final[tuple[PlaceReason, ...]] = get_args(PlaceReason)
 
-# Why a fired match was not sent, in the order the engine checks them.
+# Why a fired match was not sent, in the order the engine checks them. `fatigued`: the
+# subscriber rests after the policy's `fatigue.after` sent pushes in a row without an
+# interaction (rules/policy.yaml `fatigue`; docs/rules.md, Fatigue guard).
 SuppressionReason = Literal[
-    "gone", "paused", "quiet_hours", "global_cap", "min_gap", "rule_cap", "place_cooldown"
+    "gone",
+    "paused",
+    "fatigued",
+    "quiet_hours",
+    "global_cap",
+    "min_gap",
+    "rule_cap",
+    "place_cooldown",
 ]
 SUPPRESSION_REASONS: Final[tuple[SuppressionReason, ...]] = get_args(SuppressionReason)
+FATIGUED: Final[SuppressionReason] = "fatigued"
+# What counts as an interaction with a push (the fatigue guard's reset, the health's rate).
+INTERACTIONS: Final[tuple[EventType, ...]] = ("clicked", "converted")
 
 # What the simulator says about a rule that matched but did not send: a suppression reason, or
 # one of these (the signal was stale, a dwell or enter did not fire, another rule won, or a
@@ -93,14 +113,22 @@ CampaignStatus = Literal["scheduled", "sending", "done", "cancelled"]
 CAMPAIGN_STATUSES: Final[tuple[CampaignStatus, ...]] = get_args(CampaignStatus)
 
 # Why an audience member got no push of a campaign: the local moment had passed when the
-# campaign was created (late: skip), or the policy's caps (as for rules).
-CampaignSuppressionReason = Literal["missed_local_time", "global_cap", "min_gap"]
+# campaign was created (late: skip) - for the rest of an experiment's audience, when its
+# winner was decided -, the fatigue guard, or the policy's caps (as for rules).
+CampaignSuppressionReason = Literal["missed_local_time", "fatigued", "global_cap", "min_gap"]
 CAMPAIGN_SUPPRESSION_REASONS: Final[tuple[CampaignSuppressionReason, ...]] = get_args(
     CampaignSuppressionReason
 )
 # What a campaign does where its local moment had passed when it was created.
 Late = Literal["skip", "send"]
 LATE_CHOICES: Final[tuple[Late, ...]] = get_args(Late)
+# What a campaign experiment's winner is chosen on: sent pushes with a click (a click link
+# counts), or sent pushes with a conversion.
+ExperimentMetric = Literal["clicked", "converted"]
+EXPERIMENT_METRICS: Final[tuple[ExperimentMetric, ...]] = get_args(ExperimentMetric)
+# The phases of a campaign experiment: the test share gets the variants, then the rest the
+# winner.
+ExperimentPhase = Literal["testing", "decided"]
 
 # Names of the per (rule, variant) counters the worker bumps and the statistics read: matches,
 # and suppressions as the prefix followed by the reason.

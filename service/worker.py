@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge, Histogram
 
@@ -27,12 +28,14 @@ from service.context import Context
 from service.metrics import REGISTRY, SIGNALS_STALE
 from service.queue import DELIVERIES_CHANNEL, SIGNALS_CHANNEL, DatabaseRetry, Listener
 from service.rows import profile_of, signal_of
+from service.rules.adaptive import WINDOW, Posteriors, adaptive_rules
 from service.rules.engine import (
     Outcome,
     Presence,
     Profile,
     Sent,
     SubscriberState,
+    chosen_variant,
     decide,
     history_window,
     rule_variant,
@@ -101,6 +104,10 @@ LAG_INTERVAL_S = 5.0
 RETRY_CAP_S = 5.0
 # Failed evaluations after which a signal is quarantined instead of tried again.
 QUARANTINE_AFTER = 3
+# How long a worker draws adaptive rules' variants from the counts it read (see _posteriors),
+# and at most the share of its time the reading may take: a read of 2 s waits 200 s.
+POSTERIOR_REFRESH = timedelta(seconds=30)
+POSTERIOR_READ_SHARE = 0.01
 
 
 def utcnow() -> datetime:
@@ -127,6 +134,7 @@ def _isolate(
     profiles: Mapping[str, Profile],
     states: dict[str, SubscriberState],
     now: datetime,
+    posteriors: Posteriors | None = None,
 ) -> tuple[list[Outcome], list[_Failure]]:
     """Decide ``pending`` one signal at a time, in order, so that a signal the engine cannot
     evaluate is found and skipped; each subscriber's state moves on only with its signals
@@ -137,7 +145,9 @@ def _isolate(
         sid = row.subscription_id
         trial = {sid: copy.deepcopy(states[sid])}
         try:
-            outcomes += decide(ruleset, [signal_of(row)], profiles, trial, now)
+            outcomes += decide(
+                ruleset, [signal_of(row)], profiles, trial, now, posteriors=posteriors
+            )
         except Exception as exc:
             failures.append(_Failure(row.id, sid, f"{type(exc).__name__}: {exc}"[:500]))
             continue
@@ -233,15 +243,19 @@ def _counter_rows(
         counts[(rule_id, "", NOT_MATCHED_COUNTER_PREFIX + reason)] += n
     for outcome in outcomes:
         sub = outcome.signal.subscription_id
+        # Each match's variant: an adaptive rule's was drawn for it, and its suppression
+        # counts against the same one.
+        picked = {(m.rule.id, m.place_id): chosen_variant(sub, m).name for m in outcome.fired}
         for match in outcome.fired:
-            variant = rule_variant(sub, match.rule).name
-            counts[(match.rule.id, variant, "matched")] += 1
+            counts[(match.rule.id, picked[(match.rule.id, match.place_id)], "matched")] += 1
         for match in outcome.shadow:  # a shadow rule's would-be send: counted, never sent
-            variant = rule_variant(sub, match.rule).name
+            variant = chosen_variant(sub, match).name
             counts[(match.rule.id, variant, SHADOW_SENT_COUNTER)] += 1
         for s in outcome.suppressed:
             rule = ruleset.rule_by_id.get(s.rule_id)
-            variant = rule_variant(sub, rule).name if rule else ""
+            variant = picked.get((s.rule_id, s.place_id)) or (
+                rule_variant(sub, rule).name if rule else ""
+            )
             counts[(s.rule_id, variant, "suppressed:" + s.reason)] += 1
         # Matched and silent: per rule, like not_matched (no variant was shown).
         silent = SILENT_COUNTER_PREFIX + ("stale" if outcome.stale else "not_triggered")
@@ -251,14 +265,36 @@ def _counter_rows(
     return [CounterRow(r, v, c, n) for (r, v, c), n in sorted(counts.items())]
 
 
-class Worker:
-    """One worker loop. ``clock`` is injectable so tests control staleness without sleeping."""
+@dataclass(frozen=True)
+class _Counts:
+    """The adaptive rules' counts a worker read, for which rules and when."""
 
-    def __init__(self, ctx: Context, *, clock: Clock = utcnow) -> None:
+    rules: tuple[str, ...]
+    read_at: datetime
+    counts: dict[tuple[str, str], tuple[int, int]]
+    valid_for: timedelta
+
+
+class Worker:
+    """One worker loop. ``clock`` is injectable so tests control staleness without sleeping;
+    ``rng`` draws adaptive rules' variants (a seeded one makes them reproducible), from counts
+    read at most once per batch and ``posterior_refresh``."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        clock: Clock = utcnow,
+        rng: np.random.Generator | None = None,
+        posterior_refresh: timedelta = POSTERIOR_REFRESH,
+    ) -> None:
         self.ctx = ctx
         self.clock = clock
         self.batch_size = ctx.settings.worker_batch_size
         self.lease = ctx.settings.worker_lease
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.posterior_refresh = posterior_refresh
+        self._counts: _Counts | None = None
 
     def _ruleset(self) -> Ruleset | None:
         holder = self.ctx.rules
@@ -274,12 +310,20 @@ class Worker:
         subscribers = await store.claim_signals(limit=self.batch_size, lease=self.lease)
         if not subscribers:
             return BatchResult()
+        # Before the batch's transaction: no subscriber waits for its lock while it is read.
+        posteriors = await self._posteriors(store, ruleset, self.clock())
         async with store.transaction() as tx:
-            result = await self._process(tx, ruleset, subscribers)
+            result = await self._process(tx, ruleset, subscribers, posteriors)
         BATCH_SECONDS.observe(time.perf_counter() - started)
         return result
 
-    async def _process(self, tx: Store, ruleset: Ruleset, subscribers: list[str]) -> BatchResult:
+    async def _process(
+        self,
+        tx: Store,
+        ruleset: Ruleset,
+        subscribers: list[str],
+        posteriors: Posteriors | None = None,
+    ) -> BatchResult:
         now = self.clock()
         # Decisions are timed by their signals, which may lag the wall clock by the queue's
         # backlog (signals are accepted up to 24 h old): look back a day further.
@@ -310,6 +354,7 @@ class Worker:
                 states,
                 now,
                 not_matched=not_matched,
+                posteriors=posteriors,
             )
         except Exception as exc:
             # One signal the engine cannot evaluate must neither stop the others of its batch
@@ -317,7 +362,7 @@ class Worker:
             log.warning("worker: a batch's evaluation raised %s; isolating", type(exc).__name__)
             states = _states(locked, shadow)  # decide changed them
             not_matched.clear()  # such a batch counts no not_matched: it is rare
-            outcomes, failures = _isolate(ruleset, pending, profiles, states, now)
+            outcomes, failures = _isolate(ruleset, pending, profiles, states, now, posteriors)
             held = await self._record_failures(tx, failures)
             if held:
                 # A failure not yet quarantined: its subscriber waits for the next try, so
@@ -331,6 +376,34 @@ class Worker:
         decisions = await self._store(tx, ruleset, ids, states, outcomes, pending, not_matched)
         SIGNALS_PROCESSED.inc(len(pending))
         return BatchResult(len(pending), decisions, len(skipped))
+
+    async def _posteriors(self, store: Store, ruleset: Ruleset, now: datetime) -> Posteriors | None:
+        """The adaptive rules' sent and interacted counts of the last 30 days, for the whole
+        batch: read once per batch at most, and again only after ``posterior_refresh`` (or
+        100 times as long as the last read took, if longer) or when the rule set's adaptive
+        rules changed. A batch can come every few milliseconds, and the count walks 30 days
+        of pushes (0.5 s for 150000): drawing a batch's, or many batches', variants from one
+        reading is batched Thompson sampling, which loses nothing measurable over a 30-day
+        window. ``posterior_refresh`` 0 reads for every batch (tests). None when no rule is
+        adaptive: nothing is read."""
+        rules = tuple(r.id for r in adaptive_rules(ruleset))
+        if not rules:
+            return None
+        cached = self._counts
+        if (
+            cached is None
+            or cached.rules != rules
+            or not (timedelta(0) <= now - cached.read_at < cached.valid_for)
+        ):
+            started = time.perf_counter()
+            rows = await store.variant_counts(rule_ids=rules, since=now - WINDOW)
+            took = timedelta(seconds=time.perf_counter() - started)
+            wait = self.posterior_refresh
+            if wait > timedelta(0):
+                wait = max(wait, took / POSTERIOR_READ_SHARE)
+            counts = {(r.rule_id, r.variant): (r.sent, r.interacted) for r in rows}
+            cached = self._counts = _Counts(rules, now, counts, wait)
+        return Posteriors(cached.counts, self.rng)
 
     async def _record_failures(self, tx: Store, failures: list[_Failure]) -> set[str]:
         """Count the failures; return the subscribers held back by one not yet quarantined."""

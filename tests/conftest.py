@@ -52,6 +52,7 @@ TABLES = (
     # with keys of its own (tests/test_deployment_keys.py).
     "deployment_keys",
     "signal_totals",
+    "push_fatigue",
 )
 ADMIN_TOKEN = "test-admin-token-" + "x" * 16
 

@@ -77,3 +77,33 @@ def test_migrate_command_is_idempotent(tmp_path: Path, database_url: str) -> Non
     out, err = proc.proc.communicate(timeout=60)
     assert proc.proc.returncode == 0, err
     assert out.strip() == "database is up to date"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (
+            ["--processes", "0"],
+            {},
+            "--processes: must be a whole number from 1 to 1024 or auto, not '0'",
+        ),
+        (
+            ["--processes", "lots"],
+            {},
+            "--processes: must be a whole number from 1 to 1024 or auto, not 'lots'",
+        ),
+        (
+            [],
+            {"MOMENTCAST_PROCESSES": "-3"},
+            "MOMENTCAST_PROCESSES: must be a whole number from 1 to 1024 or auto, not '-3'",
+        ),
+    ],
+)
+def test_a_bad_processes_value_stops_with_one_line_naming_it(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    proc = start(["serve", *args], {"MOMENTCAST_DATA_DIR": str(tmp_path / "d"), **env})
+    out, err = proc.proc.communicate(timeout=60)
+    assert proc.proc.returncode == 2, err
+    assert err.splitlines() == [f"momentcast: configuration error: {message}"], err
+    assert out == ""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import ConfigError
-from service.settings import DEFAULT_PUSH_HOSTS, load_settings, unknown_settings
+from service.settings import DEFAULT_PUSH_HOSTS, load_settings, unknown_settings, usable_cores
 
 
 @pytest.fixture(autouse=True)
@@ -271,3 +271,32 @@ def test_every_setting_is_documented_with_its_default() -> None:
     doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
     for name in Settings.model_fields:
         assert f"`MOMENTCAST_{name.upper()}`" in doc, name
+
+
+def test_processes_is_a_number_or_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().processes == 1
+    for value, expected in (("4", 4), (" AUTO ", "auto"), ("", 1), ("1024", 1024)):
+        monkeypatch.setenv("MOMENTCAST_PROCESSES", value)
+        assert load_settings().processes == expected, value
+    monkeypatch.setenv("MOMENTCAST_PROCESSES", "auto")
+    assert load_settings().process_count == usable_cores() >= 1
+    for bad in ("0", "1025", "2.5", "many"):
+        monkeypatch.setenv("MOMENTCAST_PROCESSES", bad)
+        with pytest.raises(ConfigError, match=r"^MOMENTCAST_PROCESSES: must be a whole number"):
+            load_settings()
+
+
+def test_each_child_has_its_own_metrics_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.supervisor import metrics_ports
+
+    assert metrics_ports(load_settings(), 3) is None
+    monkeypatch.setenv("MOMENTCAST_METRICS_PORT", "9101")
+    assert metrics_ports(load_settings(), 3) == [9101, 9102, 9103]
+    monkeypatch.setenv("MOMENTCAST_METRICS_PORT", "0")
+    assert metrics_ports(load_settings(), 2) == [0, 0]
+    monkeypatch.setenv("MOMENTCAST_METRICS_PORT", "8079")
+    with pytest.raises(ConfigError, match=r"^MOMENTCAST_METRICS_PORT: .* holds MOMENTCAST_PORT"):
+        metrics_ports(load_settings(), 2)
+    monkeypatch.setenv("MOMENTCAST_METRICS_PORT", "65535")
+    with pytest.raises(ConfigError, match=r"beyond 65535"):
+        metrics_ports(load_settings(), 2)

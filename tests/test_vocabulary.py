@@ -24,6 +24,7 @@ EXPECTED_CHECK_LISTS: dict[tuple[str, str], tuple[str, ...]] = {
     ("campaigns", "late"): v.LATE_CHOICES,
     ("campaigns", "urgency"): v.URGENCIES,
     ("campaign_suppressions", "reason"): v.CAMPAIGN_SUPPRESSION_REASONS,
+    ("campaign_experiments", "metric"): v.EXPERIMENT_METRICS,
     ("deployment_keys", "name"): v.DEPLOYMENT_KEYS,
 }
 # pg_get_constraintdef spells `x IN ('a', 'b')` as `(x = ANY (ARRAY['a'::text, 'b'::text]))`.

@@ -68,12 +68,41 @@ _BODY_SCHEMA: dict[str, Any] = {
                     },
                     "additionalProperties": False,
                 },
+                {
+                    "type": "object",
+                    "description": "send-time optimisation: each subscriber at their own best "
+                    "local hour of the day (docs/campaigns.md)",
+                    "required": ["optimal"],
+                    "properties": {
+                        "optimal": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$"},
+                        "window": {
+                            "type": "string",
+                            "pattern": r"^\d{2}:\d{2}-\d{2}:\d{2}$",
+                            "default": "08:00-21:00",
+                        },
+                        "fallback": {"type": "string", "pattern": r"^\d{2}:\d{2}$"},
+                        "late": {"enum": ["skip", "send"]},
+                    },
+                    "additionalProperties": False,
+                },
             ]
         },
         "ttl": {"type": "string", "examples": ["20m", "2h"]},
         "urgency": {"enum": ["very-low", "low", "normal", "high"]},
         "topic": {"type": "string"},
         "rate": {"type": "string", "examples": ["100/s", "5000/min"]},
+        "experiment": {
+            "type": "object",
+            "description": "with two or more variants: the test share gets them by weight, "
+            "after decide_after the rest gets the variant most likely best on the metric",
+            "required": ["test_share", "decide_after"],
+            "properties": {
+                "test_share": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                "decide_after": {"type": "string", "examples": ["30m", "2h"]},
+                "metric": {"enum": ["clicked", "converted"]},
+            },
+            "additionalProperties": False,
+        },
     },
     "additionalProperties": False,
 }
@@ -124,11 +153,14 @@ async def post_campaign(request: web.Request) -> web.Response:
     require_admin(request)
     require_json(request)
     raw = await request.read()
-    store = request.app[CONTEXT].store
+    ctx = request.app[CONTEXT]
+    store = ctx.store
+    ruleset = ctx.rules.current if ctx.rules is not None else None
+    quiet = ruleset.policy.quiet_hours if ruleset is not None else None
     with _as_http():
         if request.query.get("dry_run", "").lower() in ("1", "true", "yes"):
-            return _json(await usecases.dry_run(store, raw, now=_now()))
-        row = await usecases.create(store, raw, now=_now())
+            return _json(await usecases.dry_run(store, raw, now=_now(), quiet=quiet))
+        row = await usecases.create(store, raw, now=_now(), quiet=quiet)
     return _json(CampaignCreated(id=row.id, status=row.status, audience=row.audience_n), 201)
 
 
@@ -153,7 +185,8 @@ async def get_campaigns(request: web.Request) -> web.Response:
         "get",
         "/v1/campaigns/{id}",
         "One campaign: status, queued, sent, failed, gone, expired, suppressed by reason, "
-        "shown, clicked, converted, per variant, and the A/B comparison",
+        "shown, clicked, converted, per variant, and the A/B comparison (with `experiment`: "
+        "its phase, winner and prob_best)",
         response=CampaignResult,
         auth="admin",
         errors=[404],

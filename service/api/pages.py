@@ -13,9 +13,10 @@ from pydantic import BaseModel, Field
 
 from service.api.common import CONTEXT, json_response, require_admin
 from service.api.openapi import Op, document
+from service.api.stats import stats_body
 from service.errors import NotFound
 from service.settings import tile_source
-from service.stats import Stats, stats
+from service.stats import Stats
 from service.vocabulary import RuleMode
 
 routes = web.RouteTableDef()
@@ -266,7 +267,7 @@ async def dashboard_data(request: web.Request) -> web.Response:
             "errors": list(holder.last_errors) if holder is not None else [],
             "warnings": list(holder.last_warnings) if holder is not None else [],
             "rules": rules,
-            "stats": stats(await ctx.store.engagement_counts()),
+            "stats": await stats_body(ctx),
             "subscribers": await _subscribers(request),
             "map_tiles": ctx.settings.map_tiles,
         }

@@ -60,6 +60,11 @@ class SimulatedProfile(Strict):
     topics: Topics = Field(default_factory=list)
     attributes: Attributes = Field(default_factory=dict)
     paused: bool = False
+    resting_until: AwareDatetime | None = Field(
+        default=None,
+        description="The subscriber rests under the fatigue guard until then: with the "
+        "policy's `fatigue`, a push decided before it is suppressed `fatigued`",
+    )
 
 
 class SimulateRequest(Strict):
@@ -230,6 +235,7 @@ async def post_simulate(request: web.Request) -> web.Response:
         topics=frozenset(p.topics),
         attributes=p.attributes,
         paused=p.paused,
+        resting_until=p.resting_until,
     )
     # Judged at the signal's own time, so a simulated lunchtime is not "stale".
     return json_response(simulate(ruleset, signal, profile, signal.at))

@@ -14,8 +14,11 @@ from pydantic import BaseModel, Field
 
 from service.api.common import CONTEXT, json_response, require_admin
 from service.api.openapi import Op, Param, document
+from service.context import Context
 from service.errors import Unprocessable
-from service.stats import Stats, stats
+from service.stats import HEALTH_WINDOW, Stats, VariantPlan, stats
+from service.store.engagement import EngagementCounts
+from service.vocabulary import ADAPTIVE_WINDOW_DAYS
 
 routes = web.RouteTableDef()
 
@@ -34,7 +37,40 @@ routes = web.RouteTableDef()
 @routes.get("/v1/stats")
 async def get_stats(request: web.Request) -> web.Response:
     require_admin(request)
-    return json_response(stats(await request.app[CONTEXT].store.engagement_counts()))
+    return json_response(await stats_body(request.app[CONTEXT]))
+
+
+async def stats_body(ctx: Context) -> dict[str, Any]:
+    """/v1/stats (and the dashboard's copy of it): the counts, and per variant of each loaded
+    rule its allocation, share and prob_best from the last 30 days' sent and interacted
+    pushes (the counts adaptive allocation draws from)."""
+    counts = await engagement_counts(ctx)
+    ruleset = ctx.rules.current if ctx.rules is not None else None
+    plans = [
+        VariantPlan(
+            rule.id,
+            tuple(v.name for v in rule.variants),
+            tuple(v.weight for v in rule.variants),
+            rule.model.allocation == "adaptive",
+            rule.model.min_share,
+        )
+        for rule in (ruleset.rules if ruleset is not None else [])
+    ]
+    compared = [p.rule for p in plans if len(p.variants) >= 2]
+    variant_counts = {}
+    if compared:
+        since = datetime.now(UTC) - timedelta(days=ADAPTIVE_WINDOW_DAYS)
+        rows = await ctx.store.variant_counts(rule_ids=compared, since=since)
+        variant_counts = {(r.rule_id, r.variant): (r.sent, r.interacted) for r in rows}
+    return stats(counts, plans, variant_counts)
+
+
+async def engagement_counts(ctx: Context) -> EngagementCounts:
+    """The counts of /v1/stats (and the dashboard's), with the health of the last week;
+    resting subscribers are counted while the loaded policy has the fatigue guard."""
+    ruleset = ctx.rules.current if ctx.rules is not None else None
+    guard = ruleset is not None and ruleset.policy.fatigue is not None
+    return await ctx.store.engagement_counts(health_window=HEALTH_WINDOW, fatigue=guard)
 
 
 # ---- Statistics per place over a period (the dashboard's "Per place", and its CSV export).

@@ -316,6 +316,7 @@ async def export_subscription(request: web.Request) -> web.Response:
             "deliveries": found.deliveries,
             "shadow_sends": found.shadow_sends,
             "campaign_suppressions": found.campaign_suppressions,
+            "fatigue": found.fatigue,
         }
     )
 

@@ -34,6 +34,8 @@ from pydantic import (
     field_validator,
 )
 
+from service.campaigns.experiment import ExperimentSpec
+from service.campaigns.optimal import Optimal, OptimalMoment
 from service.durations import parse_duration
 from service.errors import CampaignInvalid, RuleLoadError
 from service.rules.conditions import Condition, kind
@@ -171,12 +173,15 @@ class LocalMoment(_Strict):
 
 
 def _send_at_shape(value: Any) -> str:
-    return "local" if isinstance(value, dict) else "instant"
+    if isinstance(value, dict):
+        return "optimal" if "optimal" in value else "local"
+    return "instant"
 
 
 SendAtSpec = Annotated[
     Annotated[Annotated[AwareDatetime, Field(strict=True)], Tag("instant")]
-    | Annotated[LocalMoment, Tag("local")],
+    | Annotated[LocalMoment, Tag("local")]
+    | Annotated[OptimalMoment, Tag("optimal")],
     Discriminator(_send_at_shape),
 ]
 
@@ -196,12 +201,16 @@ class CampaignBody(_Strict):
     message: Message
     variants: list[Variant] | None = Field(None, min_length=1, max_length=16)
     send_at: SendAtSpec = Field(
-        description="An RFC 3339 instant, or {local, late} in each subscriber's time zone"
+        description="An RFC 3339 instant, {local, late} in each subscriber's time zone, or "
+        "{optimal, window, fallback, late}: each subscriber's best local hour of that day"
     )
     ttl: Duration | None = Field(None, description="Default: the message's ttl (1h)")
     urgency: Urgency | None = None
     topic: str | None = Field(None, json_schema_extra={"pattern": PUSH_TOPIC_PATTERN})
     rate: RateText | None = Field(None, description="Spread the sends: 100/s, 5000/min, ...")
+    experiment: ExperimentSpec | None = Field(
+        None, description="A test share gets the variants, then the rest the winner"
+    )
 
     @field_validator("id")
     @classmethod
@@ -243,6 +252,9 @@ class SendAt:
     instant: datetime | None = None
     local: datetime | None = None  # naive: a wall-clock time
     late: Late = "skip"
+    # send_at.optimal: ``local`` is then the fallback moment; each subscriber's own hour is
+    # planned at creation (service/campaigns/sendtime.py).
+    optimal: Optimal | None = None
 
     def moment_in(self, zone_name: str) -> datetime:
         """The campaign's moment for subscribers in ``zone_name`` ('' or unknown: UTC). A
@@ -256,6 +268,8 @@ class SendAt:
     def earliest(self) -> datetime:
         if self.instant is not None:
             return self.instant
+        if self.optimal is not None:
+            return self.optimal.first_utc - EARLIEST_OFFSET
         assert self.local is not None
         return self.local.replace(tzinfo=UTC) - EARLIEST_OFFSET
 
@@ -264,12 +278,22 @@ class SendAt:
         """When the moment has come in every time zone."""
         if self.instant is not None:
             return self.instant
+        if self.optimal is not None:
+            return self.optimal.first_utc + timedelta(hours=23) + LATEST_OFFSET
         assert self.local is not None
         return self.local.replace(tzinfo=UTC) + LATEST_OFFSET
 
     def as_json(self) -> Any:
         if self.instant is not None:
             return self.instant.isoformat().replace("+00:00", "Z")
+        if self.optimal is not None:
+            o = self.optimal
+            return {
+                "optimal": o.day.isoformat(),
+                "window": o.window.text,
+                "fallback": o.clock,
+                "late": self.late,
+            }
         assert self.local is not None
         return {"local": self.local.strftime("%Y-%m-%dT%H:%M"), "late": self.late}
 
@@ -297,6 +321,7 @@ class Campaign:
     locales: tuple[str, ...] | None = None  # lower-case
     # The body as given, normalised to JSON (kept with the campaign for GET and the CLI).
     spec: dict[str, Any] = field(default_factory=dict)
+    experiment: ExperimentSpec | None = None
 
     @property
     def audience(self) -> dict[str, Any]:
@@ -418,7 +443,14 @@ def parse_campaign(raw: str | bytes, *, now: datetime) -> Campaign:
         if why is not None:
             errors.append((f"audience.attributes.{key}", f"this condition can never hold: {why}"))
         conditions.append(cond)
-    if isinstance(body.send_at, LocalMoment):
+    if isinstance(body.send_at, OptimalMoment):
+        optimal = Optimal.of(body.send_at)
+        late: Late = body.send_at.late
+        send_at = SendAt(local=optimal.fallback_moment, late=late, optimal=optimal)
+        errors += optimal.errors(None)
+        if send_at.latest < now:
+            errors.append(("send_at.optimal", f"{optimal.day} has passed in every time zone"))
+    elif isinstance(body.send_at, LocalMoment):
         send_at = SendAt(local=body.send_at.local, late=body.send_at.late)
         if send_at.latest < now:
             errors.append(
@@ -439,6 +471,8 @@ def parse_campaign(raw: str | bytes, *, now: datetime) -> Campaign:
     except RuleLoadError as exc:
         errors += [_field_message(e) for e in exc.errors]
         variants = []
+    if body.experiment is not None and len(body.variants or []) < 2:
+        errors.append(("experiment", "needs two or more variants to choose a winner from"))
     if errors:
         raise CampaignInvalid(errors)
     msg = body.message
@@ -458,6 +492,7 @@ def parse_campaign(raw: str | bytes, *, now: datetime) -> Campaign:
         if body.audience.locales
         else None,
         spec=json.loads(raw),
+        experiment=body.experiment,
     )
 
 

@@ -8,7 +8,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from service.stats import CampaignResult, CampaignVariantResult
+from service.stats import (
+    CampaignExperiment,
+    CampaignResult,
+    CampaignVariantResult,
+    Schedule,
+)
 
 
 class CampaignCreated(BaseModel):
@@ -34,6 +39,9 @@ class CampaignDryRun(BaseModel):
     ttl_s: int
     variants: list[dict[str, Any]]
     samples: list[CampaignSample]
+    schedule: Schedule | None = Field(
+        None, description="send_at.optimal only: how the plan would send the audience"
+    )
 
 
 class CampaignList(BaseModel):
@@ -48,8 +56,10 @@ __all__ = [
     "CampaignCancelled",
     "CampaignCreated",
     "CampaignDryRun",
+    "CampaignExperiment",
     "CampaignList",
     "CampaignResult",
     "CampaignSample",
     "CampaignVariantResult",
+    "Schedule",
 ]

@@ -19,6 +19,7 @@ from service.campaigns.models import (
     CampaignDryRun,
     CampaignResult,
     CampaignSample,
+    Schedule,
 )
 from service.errors import CampaignExists, CampaignMalformed, CampaignNotFound
 from service.queue import CAMPAIGNS_CHANNEL
@@ -28,6 +29,7 @@ from service.store.campaigns import CampaignRow, NewCampaign
 
 if TYPE_CHECKING:
     from service.campaigns.body import Campaign
+    from service.rules.units import Window
 
 
 def parse(raw: bytes | str, now: datetime) -> Campaign:
@@ -61,11 +63,30 @@ def _new(campaign: Campaign, created_at: datetime) -> NewCampaign:
     )
 
 
-async def create(store: Store, raw: bytes | str, *, now: datetime) -> CampaignRow:
+async def create(
+    store: Store, raw: bytes | str, *, now: datetime, quiet: Window | None = None
+) -> CampaignRow:
     """Check, store (audience counted in the same statement) and wake the fan-out; nothing is
-    stored for a bad body or a taken id (CampaignExists)."""
+    stored for a bad body or a taken id (CampaignExists). ``quiet``: the policy's quiet hours,
+    which an optimal campaign's plan avoids."""
     campaign = parse(raw, now)
-    row = await store.create_campaign(campaign=_new(campaign, now))
+    optimal = campaign.send_at.optimal
+    if optimal is not None:
+        from service.campaigns import sendtime
+
+        sendtime.check(optimal, quiet)
+    async with store.transaction() as tx:
+        row = await tx.create_campaign(campaign=_new(campaign, now))
+        if row is not None and campaign.experiment is not None:
+            test = campaign.experiment
+            await tx.create_experiment(
+                campaign_id=row.id,
+                test_share=test.test_share,
+                decide_after=test.decide_after,
+                metric=test.metric,
+            )
+        if row is not None and optimal is not None:
+            row = await sendtime.store_plan(tx, campaign, row, now=now, quiet=quiet)
     if row is None:
         raise CampaignExists(
             f"campaign {campaign.id!r} exists; a campaign is not changed once created "
@@ -75,14 +96,24 @@ async def create(store: Store, raw: bytes | str, *, now: datetime) -> CampaignRo
     return row
 
 
-async def dry_run(store: Store, raw: bytes | str, *, now: datetime) -> CampaignDryRun:
+async def dry_run(
+    store: Store, raw: bytes | str, *, now: datetime, quiet: Window | None = None
+) -> CampaignDryRun:
     """What ``create`` would send, stored nowhere: the audience size and, per variant and
-    message locale, the notification as an audience member of that locale would see it."""
+    message locale, the notification as an audience member of that locale would see it (and
+    for send_at.optimal, the plan's ``schedule``)."""
     from service.campaigns.body import render
     from service.rules.engine import notification
 
     campaign = parse(raw, now)
     audience = await store.audience_size(audience=campaign.audience)
+    schedule = None
+    if campaign.send_at.optimal is not None:
+        from service.campaigns import sendtime
+
+        sendtime.check(campaign.send_at.optimal, quiet)
+        made = await sendtime.plan(store, campaign, audience=audience, now=now, quiet=quiet)
+        schedule = Schedule.model_validate(made.schedule)
     tags = sorted({tag for v in campaign.variants for tag in v.messages})
     samples = {
         s.locale: s.attributes
@@ -104,6 +135,7 @@ async def dry_run(store: Store, raw: bytes | str, *, now: datetime) -> CampaignD
             for v in campaign.variants
             for tag, message in sorted(v.messages.items())
         ],
+        schedule=schedule,
     )
 
 

@@ -85,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         logs.configure(settings.log_level, settings.log_format)
         warned = True
-        for warning in unknown_settings():
+        # The children of `serve --processes` read what their parent warned of already.
+        for warning in unknown_settings() if getattr(args, "child", None) is None else []:
             logging.getLogger("service.settings").warning("%s", warning)
         if args.program == "rules":
             return rules.run(

@@ -18,18 +18,23 @@ import json
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import BaseModel
 
 from service.campaigns.models import (
     CampaignCancelled,
     CampaignDryRun,
+    CampaignExperiment,
     CampaignResult,
     CampaignVariantResult,
+    Schedule,
 )
-from service.errors import CampaignError, CampaignInvalid, SourceError
+from service.errors import CampaignError, CampaignInvalid, RuleLoadError, SourceError
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.rules.units import Window
 
 DESCRIPTION = "Send, list, show and cancel campaigns (on the configured database)."
 
@@ -135,18 +140,34 @@ async def _run(
     from service.campaigns import usecases
     from service.cli.database import configured_store
 
+    quiet = _quiet(settings, raw) if command == "send" else None
     async with configured_store(settings, migrate=True) as store:
         now = datetime.now(UTC)
         if command == "send" and args.dry_run:
-            return await usecases.dry_run(store, raw, now=now)
+            return await usecases.dry_run(store, raw, now=now, quiet=quiet)
         if command == "send":
-            row = await usecases.create(store, raw, now=now)
+            row = await usecases.create(store, raw, now=now, quiet=quiet)
             return await usecases.result(store, row.id)
         if command == "list":
             return await usecases.results(store)
         if command == "show":
             return await usecases.result(store, args.id)
         return await usecases.cancel(store, args.id)
+
+
+def _quiet(settings: Settings, raw: str) -> Window | None:
+    """For send_at.optimal, the quiet hours of the policy in the rules folder (MOMENTCAST_
+    RULES_DIR, as the server reads it), which the plan avoids; None when it does not load
+    (the fan-out still holds pushes through the running server's quiet hours)."""
+    send_at = json.loads(raw).get("send_at") if raw else None
+    if not isinstance(send_at, dict) or "optimal" not in send_at:
+        return None
+    from service.rules.loader import load_ruleset
+
+    try:
+        return load_ruleset(settings.rules_dir).policy.quiet_hours
+    except (RuleLoadError, OSError):
+        return None
 
 
 def _counts(c: CampaignResult | CampaignVariantResult) -> str:
@@ -166,9 +187,24 @@ def _counts(c: CampaignResult | CampaignVariantResult) -> str:
 
 
 def _when(send_at: str | dict[str, str]) -> str:
+    if isinstance(send_at, dict) and "optimal" in send_at:
+        return (
+            f"each subscriber's best local hour of {send_at['optimal']} within "
+            f"{send_at['window']}, else {send_at['fallback']} (late: {send_at['late']})"
+        )
     if isinstance(send_at, dict):
         return f"{send_at['local']} in each subscriber's time zone (late: {send_at['late']})"
     return str(send_at)
+
+
+def _schedule(s: Schedule | None, out: TextIO) -> None:
+    if s is None:
+        return
+    hours = ", ".join(f"{h}:00 {n}" for h, n in sorted(s.by_local_hour.items()))
+    out.write(
+        f"  schedule: {s.personal} personal, {s.fallback} fallback; "
+        f"by local hour: {hours or 'none'}\n"
+    )
 
 
 def _print_dry_run(d: CampaignDryRun, out: TextIO) -> None:
@@ -183,6 +219,7 @@ def _print_dry_run(d: CampaignDryRun, out: TextIO) -> None:
             f"  variant {s.variant}, locale {s.locale or 'default'} ({who}): "
             f"{n['title']!r}" + (f" / {n['body']!r}" if n.get("body") else "") + "\n"
         )
+    _schedule(d.schedule, out)
 
 
 def _print(command: str, result: BaseModel | list[CampaignResult], out: TextIO) -> None:
@@ -206,9 +243,26 @@ def _print(command: str, result: BaseModel | list[CampaignResult], out: TextIO) 
     else:
         out.write(f"campaign {c.id}: {c.status}, audience {c.audience}\n")
     out.write(f"  at {_when(c.send_at)}\n  {_counts(c)}\n")
+    _schedule(c.schedule, out)
     if len(c.variants) > 1:
         for v in c.variants:
             out.write(f"  variant {v.variant}: {_counts(v)}\n")
         if c.experiment:
+            _print_experiment(c.experiment, out)
             for comparison in c.experiment.comparisons:
                 out.write(f"  {comparison.a} vs {comparison.b}: {comparison.verdict}\n")
+
+
+def _print_experiment(e: CampaignExperiment, out: TextIO) -> None:
+    """A campaign experiment's phase, winner and each variant's probability of being best."""
+    if e.phase is None or e.prob_best is None:
+        return
+    setup = f"test share {e.test_share:g}, metric {e.metric}"
+    if e.phase == "decided":
+        out.write(
+            f"  experiment: decided, winner {e.winner} ({setup}, decided at {e.decided_at})\n"
+        )
+    else:
+        when = f"decides at {e.decide_at}" if e.decide_at else "decides after the test starts"
+        out.write(f"  experiment: testing ({setup}, {when})\n")
+    out.write("  prob_best " + ", ".join(f"{v} {p:g}" for v, p in e.prob_best.items()) + "\n")

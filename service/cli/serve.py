@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from service import runtime
 from service.errors import ConfigError
-from service.settings import Settings
+from service.settings import Settings, parse_processes
 from service.webpush import vapid
 
 if TYPE_CHECKING:
@@ -35,7 +35,19 @@ COMPONENTS = {
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    sub.add_parser("serve", help="run the API, the worker and the sender in one process")
+    serve = sub.add_parser(
+        "serve",
+        help="run the API, the worker and the sender in one process (or N with --processes)",
+    )
+    serve.add_argument(
+        "--processes",
+        metavar="N|auto",
+        help="run N processes sharing the port, each with the API, a worker and a sender, "
+        "under one supervising parent; auto: one per usable core (default: "
+        "MOMENTCAST_PROCESSES, else 1)",
+    )
+    # The children of --processes: started by the parent, never by hand.
+    serve.add_argument("--child", type=int, metavar="INDEX", help=argparse.SUPPRESS)
     sub.add_parser("api", help="run the HTTP API only")
     worker = sub.add_parser("worker", help="run the worker and the sender (no HTTP)")
     worker.add_argument(
@@ -64,8 +76,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     components = list(COMPONENTS[args.program])
     if getattr(args, "no_sender", False):
         components.remove(runtime.SENDER)
+    if args.program == "serve":
+        return _serve(args, settings, components)
     runtime.run_blocking(settings, components)
     return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings, components: list[str]) -> int:
+    """One process, or a supervised group of them (service/supervisor.py)."""
+    from service import supervisor
+
+    if args.child is not None:
+        supervisor.run_child(settings, components, args.child)
+        return 0
+    if args.processes is not None:
+        try:
+            processes = parse_processes(args.processes)
+        except ValueError as exc:
+            raise ConfigError(f"--processes: {exc}") from None
+        settings = settings.model_copy(update={"processes": processes})
+    count = settings.process_count
+    if count == 1:
+        runtime.run_blocking(settings, components)
+        return 0
+    return supervisor.serve(settings, components, count)
 
 
 def migrate(settings: Settings) -> int:

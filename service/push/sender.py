@@ -3,9 +3,10 @@
 Any number of sender processes may run: rows are claimed with ``FOR UPDATE SKIP LOCKED`` and
 leased through ``claimed_until``, so a sender that dies hands its rows on when the lease runs
 out. Within a process a few "lanes" each claim a batch, send it concurrently through one
-shared aiohttp session and record all outcomes in one statement; several lanes keep one slow
-push service from stalling everybody behind a single batch. What an answer means and how
-long to wait is :mod:`service.push.retry`'s; which endpoints may be reached is
+shared client (:mod:`service.push.client`: keep-alive connections pooled per origin) and
+record all outcomes in one statement; several lanes keep one slow push service from stalling
+everybody behind a single batch. What an answer means and how long to wait is
+:mod:`service.push.retry`'s; which endpoints may be reached is
 :mod:`service.webpush.endpoints`'; how failures are logged and counted is
 :mod:`service.push.failures`'.
 
@@ -38,11 +39,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiohttp
-
 from service import tokens
 from service.context import Context
-from service.errors import AddressRefused, EndpointRefused, PushPayloadTooLarge
+from service.errors import (
+    AddressRefused,
+    EndpointRefused,
+    PushConnectionError,
+    PushPayloadTooLarge,
+    PushTLSError,
+)
+from service.push.client import PushClient
 from service.push.failures import Failure, FailureLog
 from service.push.metrics import (
     NO_ORIGIN,
@@ -60,7 +66,7 @@ from service.store import DATABASE_ERRORS
 from service.store.deliveries import ClaimedDelivery, DeliveryOutcome, OriginPause
 from service.waiting import linger_until, wait_any
 from service.webpush.encryption import encrypt
-from service.webpush.endpoints import GuardedResolver, check_endpoint
+from service.webpush.endpoints import EndpointTarget, GuardedResolver, check_endpoint
 from service.webpush.message import build_headers, delivery_tag, render_payload, ttl_seconds
 from service.webpush.vapid import VapidSigner
 
@@ -137,7 +143,7 @@ class Sender:
         self._unrecorded: list[_Unrecorded] = []
         self._db_down_since: float | None = None
         self.failures = FailureLog(log)
-        self._session: aiohttp.ClientSession | None = None
+        self._client: PushClient | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._turn = asyncio.Lock()
@@ -161,35 +167,27 @@ class Sender:
                 "certificates issued by the CAs in %s (a test or staging setting)",
                 settings.push_ca_file,
             )
-        connector = aiohttp.TCPConnector(
-            limit=concurrency,
-            ssl=push_tls_context(settings.push_ca_file),
-            # One slow push service may hold most connections but never all of them.
-            limit_per_host=max(1, concurrency * 3 // 4),
+        self._client = PushClient(
+            tls=push_tls_context(settings.push_ca_file),
             resolver=GuardedResolver(settings.push_hosts),
-            ttl_dns_cache=60,
-        )
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=self._connect_timeout,
-            sock_connect=self._connect_timeout,
-            sock_read=self._read_timeout,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False
+            connect_timeout=self._connect_timeout,
+            read_timeout=self._read_timeout,
+            # One slow push service may hold most connections but never all of them (the
+            # sends in flight are at most SENDER_CONCURRENCY: self._slots).
+            per_origin=concurrency * 3 // 4,
         )
 
     async def close(self) -> None:
         self.failures.flush()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def client(self) -> PushClient:
+        if self._client is None:
             raise RuntimeError("Sender.start() has not been called")
-        return self._session
+        return self._client
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -337,7 +335,7 @@ class Sender:
             # OSError, one of DATABASE_ERRORS).
             async with asyncio.timeout(QUICK_WRITE_TIMEOUT if self._stopping.is_set() else None):
                 recorded = await self.store.record_outcomes(
-                    outcomes, [pause for pause, _ in pauses]
+                    outcomes, [pause for pause, _ in pauses], fatigue=self._fatigue()
                 )
         except BaseException:
             # Whatever cut the write (a lost connection of any class, a cancellation), the
@@ -348,6 +346,14 @@ class Sender:
             raise
         self._published(pauses)
         self._note_fenced(len(outcomes) - recorded)
+
+    def _fatigue(self) -> tuple[int, timedelta] | None:
+        """The rule set's fatigue guard (after, rest), whose counts the record advances;
+        None when it is off or no rules are loaded. Once a batch, not once a push."""
+        holder = self.ctx.rules
+        ruleset = holder.current if holder is not None else None
+        guard = ruleset.policy.fatigue if ruleset is not None else None
+        return (guard.after, guard.rest) if guard is not None else None
 
     async def _record_unrecorded(self) -> None:
         """Record what a lost connection kept from the database, before claiming anything.
@@ -362,7 +368,9 @@ class Sender:
         outcomes = [outcome for batch in held for outcome in batch.outcomes]
         pauses = self._pauses_to_publish()
         try:
-            recorded = await self.store.record_outcomes(outcomes, [pause for pause, _ in pauses])
+            recorded = await self.store.record_outcomes(
+                outcomes, [pause for pause, _ in pauses], fatigue=self._fatigue()
+            )
         except BaseException:
             self._unrecorded[:0] = held
             raise
@@ -543,61 +551,44 @@ class Sender:
                 topic=row.topic or delivery_tag(row.id),
             )
             posted.add(row.id)
-            outcome = await self._post(row, row.endpoint, origin, headers, body)
+            outcome = await self._post(row, target, headers, body)
             if origin in self._unpublished:
                 await self._publish_pauses()
             return outcome
 
     async def _post(
-        self,
-        row: ClaimedDelivery,
-        endpoint: str,
-        origin: str,
-        headers: dict[str, str],
-        body: bytes,
+        self, row: ClaimedDelivery, target: EndpointTarget, headers: dict[str, str], body: bytes
     ) -> DeliveryOutcome:
+        origin = target.origin
         started = time.monotonic()
         try:
-            async with (
-                asyncio.timeout(self.send_budget),
-                self.session.post(
-                    endpoint, data=body, headers=headers, allow_redirects=False
-                ) as resp,
-            ):
-                status = resp.status
-                text = (await resp.read())[:200].decode("utf-8", "replace")
-                retry_after = resp.headers.get("Retry-After")
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, AddressRefused):
-                # The resolver refused every address: no connection, so no request either.
-                self.failures.note(origin, Failure.REFUSED, str(exc.os_error))
-                return self._count(
-                    DeliveryOutcome(row.id, "failed", error=f"endpoint refused: {exc.os_error}"),
-                    origin,
-                    "refused",
-                )
-            child(PUSH_REQUESTS, origin, "connection_error").inc()
-            if isinstance(exc, aiohttp.ClientSSLError):
-                # The certificate error itself: the exception's text repeats the SSL context.
-                cause = getattr(exc, "certificate_error", None) or exc.os_error
-                detail = f"{exc.host}:{exc.port}: {cause}"
-                self.failures.note(origin, Failure.TLS, detail)
-                return self._retry(row, origin, None, f"TLS error: {detail}")
-            self.failures.note(origin, Failure.CONNECTION, str(exc))
-            return self._retry(row, origin, None, f"connection error: {exc}")
+            answer = await self.client.post(target, headers, body)
+        except AddressRefused as exc:
+            # The resolver refused every address: no connection, so no request either.
+            self.failures.note(origin, Failure.REFUSED, str(exc))
+            return self._count(
+                DeliveryOutcome(row.id, "failed", error=f"endpoint refused: {exc}"),
+                origin,
+                "refused",
+            )
         except TimeoutError:
             child(PUSH_REQUESTS, origin, "timeout").inc()
             detail = f"no answer within {time.monotonic() - started:.1f} s"
             self.failures.note(origin, Failure.TIMEOUT, detail)
             return self._retry(row, origin, None, "timeout")
-        except aiohttp.ClientError as exc:
+        except PushTLSError as exc:
+            # The certificate error itself, after host:port (never the endpoint's path).
             child(PUSH_REQUESTS, origin, "connection_error").inc()
-            # The class only: some aiohttp errors carry the URL, which holds the endpoint.
-            self.failures.note(origin, Failure.CONNECTION, type(exc).__name__)
-            return self._retry(row, origin, None, f"connection error: {exc!r}")
+            self.failures.note(origin, Failure.TLS, str(exc))
+            return self._retry(row, origin, None, f"TLS error: {exc}")
+        except PushConnectionError as exc:
+            child(PUSH_REQUESTS, origin, "connection_error").inc()
+            self.failures.note(origin, Failure.CONNECTION, str(exc))
+            return self._retry(row, origin, None, f"connection error: {exc}")
         child(PUSH_LATENCY, origin).observe(time.monotonic() - started)
-        child(PUSH_REQUESTS, origin, str(status)).inc()
-        return self._interpret(row, origin, status, text, retry_after)
+        child(PUSH_REQUESTS, origin, str(answer.status)).inc()
+        text = answer.body[:200].decode("utf-8", "replace")
+        return self._interpret(row, origin, answer.status, text, answer.retry_after)
 
     def _interpret(
         self, row: ClaimedDelivery, origin: str, status: int, text: str, retry_after: str | None

@@ -19,7 +19,8 @@ Nothing here reads state or clocks; the engine applies presence and caps.
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -35,7 +36,7 @@ from .conditions import Column, Condition
 from .conditions import mask as condition_mask
 from .localtime import utc_offsets, zone, zone_name_at
 from .places import FloatArray, IntArray, Place, haversine_m, polygon_distances
-from .ruleset import CompiledRule, Ruleset
+from .ruleset import CompiledRule, CompiledVariant, Ruleset
 from .signals import SignalBatch
 
 # The first failed condition of a pair is a code: 0 passes, c > 0 is the ruleset's
@@ -55,6 +56,9 @@ class Match:
     distance_m: float | None
     ttl_left_s: float | None  # seconds until the firing window ends
     pair: int  # index of the (signal, fence) pair in its Evaluation
+    # Drawn for a rule with allocation: adaptive (adaptive.draw_variants); None: the fixed
+    # variant of the weights (engine.rule_variant).
+    variant: CompiledVariant | None = None
 
 
 @dataclass
@@ -84,18 +88,22 @@ class Evaluation:
     def pair_range(self, i: int) -> range:
         return range(int(self.start[i]), int(self.start[i + 1]))
 
-    def matches(self, ks: IntArray) -> list[Match]:
-        """The matches of pairs ``ks``, read out of the arrays in one go."""
+    def matches(
+        self, ks: IntArray, variants: Sequence[CompiledVariant | None] | None = None
+    ) -> list[Match]:
+        """The matches of pairs ``ks``, read out of the arrays in one go; ``variants``: the one
+        drawn for each (adaptive.draw_variants), None for the fixed one."""
         rs = self.ruleset
         fence = self.fence[ks]
         rules, places = rs.rules, rs.places
         out = []
-        for k, r, p, d, ttl in zip(
+        for k, r, p, d, ttl, v in zip(
             ks.tolist(),
             rs.fence_rule[fence].tolist(),
             rs.fence_place[fence].tolist(),
             self.distance[ks].tolist(),
             self.ttl_left[ks].tolist(),
+            variants if variants is not None else itertools.repeat(None, len(ks)),
             strict=True,
         ):
             place = places[p] if p >= 0 else None
@@ -107,6 +115,7 @@ class Evaluation:
                     distance_m=d if place is not None else None,
                     ttl_left_s=None if ttl != ttl else ttl,  # NaN: no window
                     pair=k,
+                    variant=v,
                 )
             )
         return out

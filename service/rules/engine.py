@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from service.engagement.fatigue import is_resting
+from service.rules.adaptive import Posteriors, adaptive_rules, draw_variants
 from service.rules.core import Evaluation, Match, collector_paused, evaluate
 from service.rules.presence import (
     BatchPresence,
@@ -36,16 +38,19 @@ from service.rules.ruleset import CompiledRule, CompiledVariant, Ruleset
 from service.rules.signals import Profile, Signal, SignalBatch
 from service.rules.templates import attribute_value, text_value
 from service.rules.whynot import not_matched_counts
+from service.vocabulary import FATIGUED
 
 __all__ = [
     "Decision",
     "Outcome",
+    "Posteriors",
     "Presence",
     "Profile",
     "Sent",
     "Signal",
     "SubscriberState",
     "Suppression",
+    "chosen_variant",
     "decide",
     "render_payload",
     "rule_variant",
@@ -129,6 +134,12 @@ def rule_variant(subscription_id: str, rule: CompiledRule) -> CompiledVariant:
     return rule.variants[-1]
 
 
+def chosen_variant(subscription_id: str, m: Match) -> CompiledVariant:
+    """The variant a match pushes: the one drawn for it (allocation: adaptive, when the caller
+    passed counts), else the subscriber's fixed one."""
+    return m.variant if m.variant is not None else rule_variant(subscription_id, m.rule)
+
+
 def history_window(ruleset: Ruleset) -> timedelta:
     """How far back decisions matter for caps, gaps and cooldowns."""
     spans = [timedelta(0)]
@@ -150,6 +161,7 @@ def decide(
     now: datetime | None = None,
     arrival_order: bool = False,
     not_matched: Counter[tuple[str, str]] | None = None,
+    posteriors: Posteriors | None = None,
 ) -> list[Outcome]:
     """Apply a batch of signals; one Outcome per signal, in `at` order per
     subscription. `states` is updated in place (missing ones are created).
@@ -158,7 +170,8 @@ def decide(
     `arrival_order=True` applies signals exactly as given, so a late one is
     seen as out of order (replay of a recorded stream). `not_matched`, when
     given, gets the batch's (rule id, reason) counts of rules within reach
-    that did not match (`whynot.not_matched_counts`).
+    that did not match (`whynot.not_matched_counts`). `posteriors`, when given, draws the
+    variants of adaptive rules (`adaptive.draw_variants`); without it they take the fixed one.
 
     The whole batch at once: which signals apply (none older than its subscriber's last),
     which are stale, presence (`presence.batch_presence`) and which pairs fire are numpy
@@ -167,7 +180,7 @@ def decide(
     ordered = list(signals) if arrival_order else sorted(signals, key=_BY_SUBSCRIPTION_AND_TIME)
     with collector_paused():  # an outcome a signal: allocation-heavy, no cycles
         ev = evaluate(ruleset, SignalBatch.build(ordered, profiles))
-        out = _decide(ruleset, ev, ordered, profiles, states, now)
+        out = _decide(ruleset, ev, ordered, profiles, states, now, posteriors)
         if not_matched is not None:  # at the end: a batch that raised counts nothing
             not_matched.update(not_matched_counts(ev))
     return out
@@ -180,6 +193,7 @@ def _decide(
     profiles: Mapping[str, Profile],
     states: MutableMapping[str, SubscriberState],
     now: datetime | None,
+    posteriors: Posteriors | None = None,
 ) -> list[Outcome]:
     """The outcomes of a batch of signals in order, the subscribers' states updated."""
     sub, subs = _subscribers(ordered, states)
@@ -193,7 +207,7 @@ def _decide(
     out = _outcomes(rs, ev, ordered, applied, stale, pres)
     firing = _firing_pairs(rs, ev, pres, applied, stale, out)
     if len(firing):
-        _fire_signals(rs, ev, pres, firing, ordered, profiles, subs, sub, out)
+        _fire_signals(rs, ev, pres, firing, ordered, profiles, subs, sub, out, posteriors)
     return out
 
 
@@ -342,9 +356,13 @@ def _fire_signals(
     subs: list[SubscriberState],
     sub: npt.NDArray[np.intp],
     out: list[Outcome],
+    posteriors: Posteriors | None = None,
 ) -> None:
     """Decide, per signal with firing pairs, the push it makes or why it makes none."""
-    matches = ev.matches(firing)
+    drawn = None
+    if posteriors is not None and adaptive_rules(rs):
+        drawn = draw_variants(rs, rs.fence_rule[ev.fence[firing]], posteriors)
+    matches = ev.matches(firing, drawn)
     fsig = ev.sig[firing]
     bounds = [0, *(np.flatnonzero(np.diff(fsig)) + 1).tolist(), len(firing)]
     keep = history_window(rs)
@@ -501,6 +519,12 @@ def _suppressed(
         return "gone"
     if profile.paused:
         return "paused"
+    if (
+        profile.resting_until is not None
+        and rs.policy.fatigue is not None
+        and is_resting(profile.resting_since, profile.resting_until, at)
+    ):
+        return FATIGUED
     if quiet:
         return "quiet_hours"
     lim = rs.policy.limits
@@ -526,7 +550,7 @@ def _suppressed(
 
 def _render(m: Match, sig: Signal, profile: Profile, visit: datetime | None) -> Decision:
     rule = m.rule
-    variant = rule_variant(sig.subscription_id, rule)
+    variant = chosen_variant(sig.subscription_id, m)
     payload = render_payload(m, variant, profile, sig.context)
     msg = rule.model.message
     ttl = msg.ttl.total_seconds()

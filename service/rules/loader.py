@@ -448,6 +448,7 @@ def _compile_rule(
         )
     matched = _rule_places(load, root, rf, loc, model, places_by_file)
     conditions = _conditions(load, rf, loc, model)
+    _allocation(load, rf, loc, model)
     # Time windows.
     windows = list(model.when.windows) if model.when else []
     if model.when and model.when.dayparts:
@@ -486,6 +487,35 @@ def _compile_rule(
         variants=variants,
         conditions=conditions,
     )
+
+
+def _allocation(load: _Load, rf: Path, loc: Located, model: RuleModel) -> None:
+    """allocation and min_share together: adaptive needs two variants that can be sent (weight
+    over 0), and every one of them keeping min_share must fit in the whole traffic."""
+    given = "min_share" in model.model_fields_set
+    if model.allocation != "adaptive":
+        if given:
+            load.err(
+                rf,
+                loc.line_of(("min_share",)),
+                "min_share: only used with allocation: adaptive (fixed allocation follows the "
+                "weights)",
+            )
+        return
+    active = sum(1 for v in model.variants or [] if v.weight > 0)
+    if active < 2:
+        load.err(
+            rf,
+            loc.line_of(("allocation",)),
+            f"allocation: adaptive needs at least 2 variants with a weight over 0 (has {active})",
+        )
+    elif model.min_share * active > 1.0 + 1e-9:
+        load.err(
+            rf,
+            loc.line_of(("min_share",) if given else ("allocation",)),
+            f"min_share: {model.min_share:g} for each of {active} variants is "
+            f"{model.min_share * active:g} of the pushes, over 1: lower min_share",
+        )
 
 
 def _conditions(load: _Load, rf: Path, loc: Located, model: RuleModel) -> tuple[Condition, ...]:

@@ -10,7 +10,14 @@ import re
 from datetime import date, timedelta
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 from service.durations import DURATION_PATTERN, parse_duration
 from service.vocabulary import (
@@ -18,6 +25,7 @@ from service.vocabulary import (
     PLACE_TRIGGERS,
     PUSH_TOPIC,
     PUSH_TOPIC_PATTERN,
+    Allocation,
     Day,
     Moment,
     Operator,
@@ -270,6 +278,19 @@ class RuleModel(_Strict):
     who: Who | None = None
     message: Message
     variants: list[Variant] | None = None
+    allocation: Allocation = Field(
+        "fixed",
+        description="How each push's variant is picked: fixed (by weight, the same variant for "
+        "a subscriber every time) or adaptive (Thompson sampling over the last 30 days' "
+        "interactions per sent push; weights unused, but weight 0 still turns a variant off)",
+    )
+    min_share: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="allocation: adaptive only: the least share of pushes every variant keeps "
+        "(min_share x variants must be at most 1)",
+    )
     limits: Limits | None = None
     mode: RuleMode = Field(
         "live",
@@ -317,6 +338,20 @@ class PolicyLimits(_Strict):
     min_gap: Duration | None = Field(None, description="Minimum time between two pushes, e.g. 1h")
 
 
+class FatiguePolicy(_Strict):
+    """Rest a subscriber who got `after` sent pushes in a row without an interaction."""
+
+    after: int = Field(
+        ...,
+        ge=1,
+        strict=True,
+        description="Sent pushes in a row without a click or conversion before a rest, e.g. 5",
+    )
+    rest: Duration = Field(
+        ..., description="How long rule and campaign pushes to them are suppressed, e.g. 14d"
+    )
+
+
 class PolicyModel(_Strict):
     dayparts: dict[str, WindowText] = Field(default_factory=dict)
     quiet_hours: WindowText | None = None
@@ -330,6 +365,9 @@ class PolicyModel(_Strict):
         description="A subscriber not seen for this long is outside every place again",
     )
     hysteresis_m: float = Field(30.0, ge=0, le=5000)
+    fatigue: FatiguePolicy | None = Field(
+        None, description="The fatigue guard, e.g. {after: 5, rest: 14d}; off when absent"
+    )
 
 
 def json_schema() -> dict[str, Any]:

@@ -5,7 +5,7 @@ replay and preview read."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ def load_profile(path: str | None) -> Profile:
         raise TraceError(f"{path}: cannot read the profile: {exc}") from None
     if not isinstance(data, dict):
         raise TraceError(f"{path}: a profile is a mapping (timezone, topics, attributes, paused)")
-    allowed = {"id", "timezone", "locale", "topics", "attributes", "paused"}
+    allowed = {"id", "timezone", "locale", "topics", "attributes", "paused", "resting_until"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise TraceError(f"{path}: unknown profile keys {unknown}; allowed: {sorted(allowed)}")
@@ -42,7 +42,24 @@ def load_profile(path: str | None) -> Profile:
         topics=frozenset(data.get("topics") or []),
         attributes=dict(data.get("attributes") or {}),
         paused=bool(data.get("paused", False)),
+        resting_until=_resting_until(path, data.get("resting_until")),
     )
+
+
+def _resting_until(path: str, value: Any) -> datetime | None:
+    """The profile's `resting_until` (the fatigue guard's rest, e.g. 2026-12-20T00:00:00Z):
+    signals before it are suppressed `fatigued` while the policy has `fatigue`."""
+    if value is None:
+        return None
+    try:
+        at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None:
+        raise TraceError(
+            f"{path}: resting_until must be a time with its offset, e.g. 2026-12-20T00:00:00Z"
+        ) from None
+    return at
 
 
 def replay_rows(

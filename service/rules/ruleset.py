@@ -153,6 +153,8 @@ class CompiledRule:
         kinds = {places[i].kind for i in self.place_idx}
         trig = f"dwell {int(self.dwell_s)}s" if m.trigger == "dwell" else m.trigger
         variants = "/".join(v.name for v in self.variants)
+        if m.allocation == "adaptive":
+            variants += f" (adaptive, min_share {m.min_share:g})"
         where = (
             "no places"
             if self.location_free

@@ -53,6 +53,10 @@ class Profile:
     attributes: Mapping[str, AttrValue] = field(default_factory=dict)
     paused: bool = False
     gone: bool = False  # the push service answered 404/410: never send again
+    # The fatigue guard's latest rest [since, until) (service/engagement/fatigue.py): pushes
+    # decided inside it are suppressed `fatigued` while the policy has `fatigue`.
+    resting_since: datetime | None = None
+    resting_until: datetime | None = None
 
 
 @dataclass(frozen=True)

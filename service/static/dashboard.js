@@ -144,6 +144,32 @@
     }
   }
 
+  // GET /v1/stats' health: the last week's pushes with an interaction (a click or a
+  // conversion) per push sent. Browsers revoke the permission of senders whose pushes nobody
+  // opens; a rule with at least 500 pushes sent and under 1 % is warned about
+  // (low_engagement, decided by the server), campaigns ("") are listed, never warned about.
+  function renderHealth(stats) {
+    const h = stats.health;
+    const box = $("health");
+    box.textContent = "";
+    if (!h) return;
+    box.append(el("p", {}, `${h.sent} pushes sent in the last ${h.window_days} days, `
+      + `${h.interacted} clicked or converted: interaction rate ${pct(h.interaction_rate)}`
+      + ` · ${plural(h.resting_subscribers, "subscriber")} resting (fatigue guard)`));
+    for (const r of h.rules.filter((x) => x.low_engagement)) {
+      box.append(el("p", { class: "error low-engagement", "data-rule": r.rule },
+        `Warning: ${r.rule} sent ${r.sent} pushes in ${h.window_days} days and only `
+        + `${r.interacted} were clicked or converted (${pct(r.interaction_rate)}, under 1 %): `
+        + "browsers take the permission of senders like this back. Narrow its audience or "
+        + "moments, or add a fatigue guard to policy.yaml."));
+    }
+    if (h.rules.length) {
+      box.append(table(["rule", "sent", "clicked or converted", "interaction rate"],
+        h.rules.map((r) => [r.rule || "(campaigns)", r.sent, r.interacted,
+          pct(r.interaction_rate)])));
+    }
+  }
+
   // What to do next on a fresh deployment: a rule, a campaign, subscribers.
   function renderNextSteps(data) {
     const list = $("next-steps-list");
@@ -200,8 +226,12 @@
       "expired", "shown", "clicked", "by action", "converted", "CTR", "funnel"], []);
     // The entry of variant "" holds what belongs to a rule rather than to a variant: its
     // not_matched (drawn in Why not) and suppressions of rules no longer loaded. It is a
-    // funnel row only when it has numbers of a funnel, never a row of zeros.
-    const rows = stats.rules.filter((r) => r.variant || hasFunnel(r));
+    // funnel row only when it has numbers of a funnel, never a row of zeros. /v1/stats lists
+    // every variant of a loaded rule (for its share and prob_best); a variant without numbers
+    // is a row only beside a sibling that has some, so a rule without traffic keeps its one
+    // quiet row below.
+    const active = new Set(stats.rules.filter(hasFunnel).map((r) => r.rule));
+    const rows = stats.rules.filter((r) => hasFunnel(r) || (r.variant && active.has(r.rule)));
     for (const r of rows) {
       const tr = t.insertRow();
       // Clicks on action buttons, by action; the rest of "clicked" is the notification itself.
@@ -677,6 +707,7 @@
     if (!response.ok) throw new Error(data.error ? data.error.message : `HTTP ${response.status}`);
     renderNextSteps(data);
     renderCounts(data);
+    renderHealth(data.stats);
     renderStatus(data);
     renderFunnel(data);
     renderExperiments(data.stats);

@@ -12,6 +12,7 @@ from service.store.campaigns import CampaignQueries
 from service.store.db import create_pool
 from service.store.deliveries import DeliveryQueries
 from service.store.engagement import EngagementQueries
+from service.store.experiments import ExperimentQueries
 from service.store.keys import KeyQueries
 from service.store.retention import RetentionQueries
 from service.store.rules import RuleQueries
@@ -27,6 +28,7 @@ class Store(
     DeliveryQueries,
     RuleQueries,
     CampaignQueries,
+    ExperimentQueries,
     RetentionQueries,
     KeyQueries,
     StoreBase,

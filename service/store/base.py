@@ -132,6 +132,11 @@ class StoreBase:
         """Raises one of ``DATABASE_ERRORS`` unless the database answers."""
         await self._fetchval("ping")
 
+    async def connection_room(self) -> int:
+        """How many connections the server allows (max_connections less the reserved ones)."""
+        room: int = await self._fetchval("connection_room")
+        return room
+
     async def check_connection(self, conn: asyncpg.Connection, *, within: float) -> None:
         """One round trip on a dedicated connection; raises one of DATABASE_ERRORS unless the
         server answers within ``within`` seconds (a half-open connection never does)."""

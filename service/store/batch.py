@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from service.store.base import Row
 from service.store.signals import (
     CounterRow,
     DeliveryRow,
@@ -47,6 +48,17 @@ class BatchWrites:
     stale: int = 0  # signals judged stale: added to the running totals of /v1/stats
 
 
+@dataclass(frozen=True, slots=True)
+class VariantCount(Row):
+    """A rule variant's pushes sent since a time, and how many of them got an interaction (a
+    clicked or converted event): what adaptive allocation and prob_best decide from."""
+
+    rule_id: str
+    variant: str
+    sent: int
+    interacted: int
+
+
 def _context(text: str | None) -> dict[str, Any]:
     return json.loads(text) if text else {}
 
@@ -67,7 +79,11 @@ class BatchQueries(SignalQueries):
             sid = sub.id
             locked.append(
                 LockedSubscriber(
-                    subscriber=sub,
+                    subscriber=replace(
+                        sub,
+                        resting_since=row["resting_since"],
+                        resting_until=row["resting_until"],
+                    ),
                     pending=tuple(
                         PendingSignal(i, sid, at, lat, lon, acc, speed, moment, _context(ctx))
                         for i, at, lat, lon, acc, speed, moment, ctx in row["pending"]
@@ -120,3 +136,14 @@ class BatchQueries(SignalQueries):
             writes.stale,
         )
         return [row["rule_id"] for row in rows]
+
+    async def variant_counts(
+        self, *, rule_ids: Sequence[str], since: datetime
+    ) -> list[VariantCount]:
+        """Per (rule, variant) of ``rule_ids``: the pushes sent since ``since`` and those of
+        them with an interaction, rolled-up days included (by whole UTC days)."""
+        # Its own read-only transaction, for SET LOCAL: no lock of a batch is held meanwhile.
+        async with self.transaction(readonly=True) as tx:
+            await tx._execute("variant_counts_without_jit")
+            rows = await tx._fetch("variant_counts", list(rule_ids), since)
+        return [VariantCount.from_row(r) for r in rows]

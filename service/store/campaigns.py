@@ -6,9 +6,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from service.store.base import Row, StoreBase
+from service.store.experiments import ExperimentGroup, ExperimentRow, read_experiments
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +58,10 @@ class CampaignRow(Row):
     fanned_out_at: datetime | None
     cancelled_at: datetime | None
     finished_at: datetime | None
+    # send_at.optimal (migrations/0016_send_time.sql): its day, window and fallback, and the
+    # plan's summary; None for other campaigns.
+    optimal: dict[str, Any] | None = None
+    schedule: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +71,8 @@ class ZoneStep:
     zone: str
     action: str  # send | expire | skip | wait
     expires_at: datetime  # the fan-out's clock
+    # An optimal campaign's step is one zone's members at one local minute of the day.
+    minute: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +82,8 @@ class Caps:
     per_subscriber: int | None = None
     period: timedelta | None = None
     min_gap: timedelta | None = None
+    # The fatigue guard is on: subscribers resting now are suppressed `fatigued`.
+    fatigue: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +93,14 @@ class FanOutResult:
     queued: int
     expired: int
     suppressed: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class InteractionHours:
+    """An audience's interactions per local hour: ``counts[i, h]`` for member ``ids[i]``."""
+
+    ids: list[UUID]
+    counts: NDArray[np.int64]  # (len(ids), 24)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +145,8 @@ class CampaignCounts:
     deliveries: list[CampaignDeliveryCounts]
     events: list[CampaignEventCount]
     suppressions: list[CampaignSuppressionCount]
+    # The campaigns' experiments (service/campaigns/experiment.py), if any.
+    experiments: list[ExperimentRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +170,13 @@ def audience_args(audience: Mapping[str, Any]) -> tuple[Any, ...]:
         [c["op"] for c in conditions],
         [json.dumps(c["value"]) for c in conditions],
     )
+
+
+def _fallback_minute(campaign: CampaignRow) -> int | None:
+    """An optimal campaign's fallback in minutes after local midnight (its send_local's)."""
+    if campaign.optimal is None or campaign.send_local is None:
+        return None
+    return campaign.send_local.hour * 60 + campaign.send_local.minute
 
 
 class CampaignQueries(StoreBase):
@@ -183,6 +214,41 @@ class CampaignQueries(StoreBase):
         rows = await self._fetch("campaign_samples", *audience_args(audience), list(locales))
         return [AudienceSample(r["key"], r["attributes"] or {}) for r in rows]
 
+    async def audience_interaction_hours(
+        self, *, audience: Mapping[str, Any], since: datetime
+    ) -> InteractionHours:
+        """Every audience member's interactions since ``since`` per local hour, in one
+        statement (campaign_interaction_hours); members without one are left out."""
+        row = await self._fetchrow("campaign_interaction_hours", *audience_args(audience), since)
+        assert row is not None
+        import numpy as np  # here: the API and ingest import this module and need no numpy
+
+        ids: list[UUID] = list(row["ids"])
+        # One vectorised pass from (member, hour, n) triples to the (member, 24) histogram.
+        counts = np.zeros((len(ids), 24), dtype=np.int64)
+        np.add.at(
+            counts,
+            (np.asarray(row["members"], dtype=np.int64), np.asarray(row["hours"], dtype=np.int64)),
+            np.asarray(row["counts"], dtype=np.int64),
+        )
+        return InteractionHours(ids, counts)
+
+    async def store_send_plan(
+        self,
+        *,
+        campaign_id: str,
+        ids: Sequence[UUID],
+        hours: Sequence[int],
+        optimal: Mapping[str, Any],
+        schedule: Mapping[str, Any],
+    ) -> CampaignRow:
+        """An optimal campaign's plan: the personal hours and the summary, one statement."""
+        row = await self._fetchrow(
+            "campaign_send_plan", campaign_id, list(ids), list(hours), optimal, schedule
+        )
+        assert row is not None
+        return CampaignRow.from_row(row)
+
     async def campaign(self, *, campaign_id: str) -> CampaignRow | None:
         row = await self._fetchrow("campaign_get", campaign_id)
         return None if row is None else CampaignRow.from_row(row)
@@ -212,6 +278,18 @@ class CampaignQueries(StoreBase):
         rows = await self._fetch("campaign_zones", campaign.id, *audience_args(campaign.audience))
         return [r["zone"] for r in rows]
 
+    async def campaign_zone_minutes(
+        self, *, campaign: CampaignRow, fallback_minute: int
+    ) -> list[tuple[str, int]]:
+        """An optimal campaign's not yet handled audience as (time zone, local minute) pairs."""
+        rows = await self._fetch(
+            "campaign_zone_minutes",
+            campaign.id,
+            *audience_args(campaign.audience),
+            fallback_minute,
+        )
+        return [(r["zone"], r["minute"]) for r in rows]
+
     async def fan_out(
         self,
         *,
@@ -220,8 +298,10 @@ class CampaignQueries(StoreBase):
         zones: Sequence[ZoneStep],
         caps: Caps,
         first_delay_s: float = 0.0,
+        group: ExperimentGroup | None = None,
     ) -> FanOutResult:
-        """One tick of the campaign's fan-out, in one statement (see campaign_fan_out)."""
+        """One tick of the campaign's fan-out, in one statement (see campaign_fan_out); of an
+        experiment, for one ``group`` of its audience."""
         p = campaign.programs
         row = await self._fetchrow(
             "campaign_fan_out",
@@ -244,6 +324,12 @@ class CampaignQueries(StoreBase):
             p["templates"],
             p["tokens"],
             p["names"],
+            None if group is None else group.threshold,
+            None if group is None else group.test,
+            None if group is None else group.winner,
+            [z.minute for z in zones],
+            _fallback_minute(campaign),
+            caps.fatigue,
         )
         assert row is not None
         return FanOutResult(
@@ -304,4 +390,5 @@ async def read_campaign_counts(db: StoreBase, campaign_id: str | None) -> Campai
             CampaignSuppressionCount.from_row(r)
             for r in await db._fetch("campaign_stats_suppressions", campaign_id)
         ],
+        experiments=await read_experiments(db, campaign_id),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Self
 
 import asyncpg
@@ -117,7 +117,11 @@ class DeliveryQueries(StoreBase):
         return Claim([ClaimedDelivery.from_row(row) for row in rows], pauses)
 
     async def record_outcomes(
-        self, outcomes: Sequence[DeliveryOutcome], pauses: Sequence[OriginPause] = ()
+        self,
+        outcomes: Sequence[DeliveryOutcome],
+        pauses: Sequence[OriginPause] = (),
+        *,
+        fatigue: tuple[int, timedelta] | None = None,
     ) -> int:
         """Record a batch of outcomes in one transaction; a 404/410 retires its subscription
         and cancels what else was pending for it. ``pauses`` are written in the same
@@ -125,6 +129,8 @@ class DeliveryQueries(StoreBase):
 
         Fenced: an outcome whose ``lease`` is no longer the row's claim token (the lease ran
         out and another sender claimed the row, or it was recorded already) changes nothing.
+        ``fatigue`` (after, rest): the policy's fatigue guard, whose counts the same
+        statement advances (service/engagement/fatigue.py); None when it is off.
         Returns how many outcomes were recorded."""
         if not outcomes and not pauses:
             return 0
@@ -132,20 +138,22 @@ class DeliveryQueries(StoreBase):
         if not pauses and not gone:
             # The common batch: one statement is atomic by itself, and BEGIN and COMMIT would
             # be two more round trips per batch (a batch of one push at low rates).
-            return await self._record(outcomes)
+            return await self._record(outcomes, fatigue)
         async with self.transaction() as tx:
             if pauses:
                 await tx.pause_origins(pauses)
             if not outcomes:
                 return 0
-            recorded = await tx._record(outcomes)
+            recorded = await tx._record(outcomes, fatigue)
             if gone:
                 await tx._execute("push_mark_gone", gone)
                 await tx._execute("push_cancel_for_gone", gone)
             return recorded
 
-    async def _record(self, outcomes: Sequence[DeliveryOutcome]) -> int:
-        status = await self._execute(
+    async def _record(
+        self, outcomes: Sequence[DeliveryOutcome], fatigue: tuple[int, timedelta] | None
+    ) -> int:
+        recorded = await self._fetchval(
             "push_record",
             [o.id for o in outcomes],
             [o.lease for o in outcomes],
@@ -154,8 +162,10 @@ class DeliveryQueries(StoreBase):
             [o.http_status for o in outcomes],
             [o.error for o in outcomes],
             [o.delay for o in outcomes],
+            fatigue[0] if fatigue else None,
+            fatigue[1].total_seconds() if fatigue else None,
         )
-        return int(status.rsplit(" ", 1)[-1])
+        return int(recorded)
 
     async def pause_origins(self, pauses: Sequence[OriginPause]) -> None:
         """Share origins' 429 pauses with every sender: a running pause is only ever made

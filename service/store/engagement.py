@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
@@ -92,6 +92,24 @@ class SubscriberCounts(Row):
 
 
 @dataclass(frozen=True, slots=True)
+class HealthCount(Row):
+    """One rule's pushes sent in the health window ('' for campaigns'), and of them those
+    with an interaction (clicked or converted)."""
+
+    rule_id: str
+    sent: int
+    interacted: int
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """The ``health`` of /v1/stats: the window's pushes by rule, and who rests now."""
+
+    rules: list[HealthCount] = field(default_factory=list)
+    resting: int = 0  # subscribers the fatigue guard rests now (0 while it is off)
+
+
+@dataclass(frozen=True, slots=True)
 class EngagementCounts:
     """Every count of the funnels, read in one snapshot so the stages agree."""
 
@@ -102,6 +120,7 @@ class EngagementCounts:
     campaigns: CampaignCounts | None = None
     signals: SignalCounts = field(default_factory=SignalCounts)
     subscribers: SubscriberCounts = field(default_factory=SubscriberCounts)
+    health: Health = field(default_factory=Health)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +173,11 @@ class EngagementQueries(StoreBase):
         assert row is not None
         return Click(known=row["known"], url=row["url"], inserted=row["inserted"])
 
-    async def engagement_counts(self) -> EngagementCounts:
+    async def engagement_counts(
+        self, *, health_window: timedelta | None = None, fatigue: bool = False
+    ) -> EngagementCounts:
+        """Every count of /v1/stats; with ``health_window``, its health too (``fatigue``:
+        the guard is on, so resting subscribers are counted)."""
         async with self.transaction(isolation="repeatable_read", readonly=True) as tx:
             return EngagementCounts(
                 deliveries=[
@@ -166,7 +189,17 @@ class EngagementQueries(StoreBase):
                 campaigns=await read_campaign_counts(tx, None),
                 signals=SignalCounts.from_row((await tx._fetch("stats_signals"))[0]),
                 subscribers=SubscriberCounts.from_row((await tx._fetch("stats_subscribers"))[0]),
+                health=await tx.health(health_window, fatigue=fatigue)
+                if health_window is not None
+                else Health(),
             )
+
+    async def health(self, window: timedelta, *, fatigue: bool) -> Health:
+        """The pushes sent in the last ``window`` by rule with their interactions, and the
+        subscribers resting now when the fatigue guard is on."""
+        rules = [HealthCount.from_row(r) for r in await self._fetch("stats_health", window)]
+        resting = int(await self._fetchval("stats_resting")) if fatigue else 0
+        return Health(rules, resting)
 
     async def decisions_by_hour(self) -> list[HourlyDecisions]:
         return [HourlyDecisions.from_row(r) for r in await self._fetch("decisions_by_hour")]

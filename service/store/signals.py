@@ -71,6 +71,9 @@ class Subscriber:
     paused: bool
     gone: bool
     last_signal_at: datetime | None
+    # The fatigue guard's latest rest (push_fatigue), where the query reads it.
+    resting_since: datetime | None = None
+    resting_until: datetime | None = None
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Self:
@@ -83,6 +86,8 @@ class Subscriber:
             paused=row["paused"],
             gone=row["status"] == "gone",
             last_signal_at=row["last_signal_at"],
+            resting_since=row.get("resting_since"),
+            resting_until=row.get("resting_until"),
         )
 
 

@@ -99,6 +99,7 @@ class SubscriptionExport:
     deliveries: list[dict[str, Any]]
     shadow_sends: list[dict[str, Any]]
     campaign_suppressions: list[dict[str, Any]] = field(default_factory=list)
+    fatigue: dict[str, Any] | None = None  # the fatigue guard's count and latest rest
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +201,7 @@ class SubscriptionQueries(StoreBase):
                     dict(r)
                     for r in await tx._fetch("export_campaign_suppressions", subscription_id)
                 ],
+                fatigue=_dict_or_none(await tx._fetchrow("export_fatigue", subscription_id)),
             )
 
     async def erase_subscription(self, *, subscription_id: uuid.UUID) -> bool:
@@ -213,10 +215,15 @@ class SubscriptionQueries(StoreBase):
                 "erase_presence",
                 "erase_signals",
                 "erase_deliveries",
+                "erase_fatigue",
                 "erase_subscription",
             ):
                 await tx._execute(name, subscription_id)
         return True
+
+
+def _dict_or_none(row: asyncpg.Record | None) -> dict[str, Any] | None:
+    return dict(row) if row is not None else None
 
 
 def _proves_ownership(registration: Registration, auth: str, token_hash: bytes) -> bool:

@@ -8,20 +8,21 @@ entry in ``PUSH_HOSTS`` (that is how tests and demos point at a local push recei
 
 Registration calls :func:`check_endpoint` without resolving names (it must stay fast and must
 not let clients make us query DNS at will); the sender calls it again for every send, and its
-connections resolve through :class:`GuardedResolver`, which drops non-public addresses.
+connections resolve through :class:`GuardedResolver`, which drops non-public addresses, and
+connect to an address it returned (never to the name, which a second lookup could answer
+differently).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 import socket
 from dataclasses import dataclass
 from functools import lru_cache
-from urllib.parse import urlsplit
-
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
+from typing import TypedDict
+from urllib.parse import quote, urlsplit
 
 from service.errors import AddressRefused, EndpointRefused
 
@@ -42,6 +43,8 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 # WHATWG URL parsing (and inet_aton) read a host whose last label is numeric as IPv4:
 # 2130706433, 0177.0.0.1, 0x7f.1 and 127.1 all mean 127.0.0.1 to some client somewhere.
 _NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
+# What a request target may carry as it is (RFC 3986 pchar, "/", "?" and "%" escapes).
+_PATH_SAFE = "/?%:@!$&'()*+,;=-._~"
 _UNSAFE_CHARS = re.compile(r"[\x00-\x20\x7f\\]|\s")
 
 
@@ -54,6 +57,8 @@ class EndpointTarget:
     host: str
     port: int
     origin: str
+    # The request target of the POST: the path and query, as given.
+    path: str
     # Listed through an ``http://`` entry: plain http, IP literals and private addresses are
     # then allowed because the operator asked for exactly this host.
     explicit: bool
@@ -238,6 +243,8 @@ def _check_cached(url: str, push_hosts: tuple[str, ...]) -> EndpointTarget:
         host=host,
         port=port,
         origin=origin(url),
+        # Non-ASCII characters percent-encoded (as a browser would); the rest as given.
+        path=quote((parts.path or "/") + (f"?{parts.query}" if parts.query else ""), _PATH_SAFE),
         explicit=explicit,
         ip=ip,
     )
@@ -254,22 +261,48 @@ def host_is_explicit(host: str, port: int, push_hosts: list[str]) -> bool:
     )
 
 
-class GuardedResolver(AbstractResolver):
-    """Resolves like aiohttp's default but drops non-public addresses.
+class ResolveResult(TypedDict):
+    """One address a host name resolved to (the fields of aiohttp's resolver results)."""
+
+    hostname: str
+    host: str
+    port: int
+    family: int
+    proto: int
+    flags: int
+
+
+class GuardedResolver:
+    """Resolves a host name (``getaddrinfo`` in the loop's thread pool) and drops non-public
+    addresses.
 
     The check runs at connect time, after DNS, so an endpoint accepted at registration
-    cannot later be pointed at an internal address by changing its DNS records. Hosts named
-    by an ``http://`` entry of PUSH_HOSTS are exempt: the operator asked for them.
+    cannot later be pointed at an internal address by changing its DNS records; the sender's
+    client connects to one of the addresses returned here, never to the name again. Hosts
+    named by an ``http://`` entry of PUSH_HOSTS are exempt: the operator asked for them.
     """
 
-    def __init__(self, push_hosts: list[str], inner: AbstractResolver | None = None) -> None:
+    def __init__(self, push_hosts: list[str]) -> None:
         self._push_hosts = list(push_hosts)
-        self._inner = inner or DefaultResolver()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        results = await self._inner.resolve(host, port, family)
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, family=family, flags=socket.AI_ADDRCONFIG
+        )
+        results = [
+            ResolveResult(
+                hostname=host,
+                host=str(address[0]),
+                port=int(address[1]),
+                family=fam,
+                proto=proto,
+                flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            )
+            for fam, _, proto, _, address in infos
+            if fam in (socket.AF_INET, socket.AF_INET6)
+        ]
         if host_is_explicit(host, port, self._push_hosts):
             return results
         public = [r for r in results if is_public_address(r["host"])]
@@ -278,4 +311,4 @@ class GuardedResolver(AbstractResolver):
         return public
 
     async def close(self) -> None:
-        await self._inner.close()
+        """Nothing to release (the lookups run in the loop's default executor)."""

@@ -21,6 +21,7 @@ from service.settings import Settings
 from service.testing import BrowserSubscription, PushService
 from tests import factories
 from tests.conftest import LiveApi, make_settings
+from tests.processes import REPO, start
 from tests.worker.conftest import write_rules
 
 POLICY = """
@@ -117,3 +118,16 @@ async def statuses(pool: asyncpg.Pool, campaign_id: str) -> dict[str, str]:
         campaign_id,
     )
     return {r["s"]: r["status"] for r in rows}
+
+
+def campaign_cli(args: list[str], tmp_path: Path, database_url: str) -> tuple[int, str, str]:
+    """``momentcast campaign ARGS`` as a real process, with the repository's rules (quiet
+    hours 21:00-08:00): its exit code, stdout and stderr."""
+    env = {
+        "MOMENTCAST_DATABASE_URL": database_url,
+        "MOMENTCAST_DATA_DIR": str(tmp_path / "data"),
+        "MOMENTCAST_RULES_DIR": str(REPO / "rules"),
+    }
+    proc = start(["campaign", *args], env, cwd=tmp_path)
+    out, err = proc.proc.communicate(timeout=120)
+    return proc.proc.returncode, out, err

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import asyncpg
 
+from tests.campaigns.conftest import campaign_cli
 from tests.factories import insert_subscription
-from tests.processes import REPO, start
 
 SOON = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%dT11:45")
 CAMPAIGN = f"""
@@ -29,17 +29,6 @@ ttl: 1h
 """
 
 
-def run(args: list[str], tmp_path: Path, database_url: str) -> tuple[int, str, str]:
-    env = {
-        "MOMENTCAST_DATABASE_URL": database_url,
-        "MOMENTCAST_DATA_DIR": str(tmp_path / "data"),
-        "MOMENTCAST_RULES_DIR": str(REPO / "rules"),
-    }
-    proc = start(["campaign", *args], env, cwd=tmp_path)
-    out, err = proc.proc.communicate(timeout=120)
-    return proc.proc.returncode, out, err
-
-
 async def test_send_list_show_cancel(
     tmp_path: Path, database_url: str, clean_db: asyncpg.Pool
 ) -> None:
@@ -53,29 +42,29 @@ async def test_send_list_show_cancel(
         )
     file = tmp_path / "lunch.yaml"
     file.write_text(CAMPAIGN)
-    code, out, err = run(["send", str(file), "--dry-run"], tmp_path, database_url)
+    code, out, err = campaign_cli(["send", str(file), "--dry-run"], tmp_path, database_url)
     assert code == 0, err
     assert "campaign lunch (dry run, nothing stored): audience 2" in out
     assert "locale de (an audience member): 'Mittag, N0?'" in out
     assert "locale default (an audience member): 'Lunch, N1?'" in out
     assert await clean_db.fetchval("SELECT count(*) FROM campaigns") == 0
 
-    code, out, err = run(["send", str(file)], tmp_path, database_url)
+    code, out, err = campaign_cli(["send", str(file)], tmp_path, database_url)
     assert code == 0, err
     assert out.startswith("campaign lunch scheduled: audience 2\n")
-    code, out, err = run(["send", str(file)], tmp_path, database_url)
+    code, out, err = campaign_cli(["send", str(file)], tmp_path, database_url)
     assert code == 1 and "'lunch' exists" in err
 
-    code, out, err = run(["list", "--json"], tmp_path, database_url)
+    code, out, err = campaign_cli(["list", "--json"], tmp_path, database_url)
     assert code == 0, err
     [listed] = json.loads(out)
     assert (listed["id"], listed["status"], listed["audience"]) == ("lunch", "scheduled", 2)
     assert listed["send_at"] == {"local": SOON, "late": "skip"}
-    code, out, err = run(["show", "lunch"], tmp_path, database_url)
+    code, out, err = campaign_cli(["show", "lunch"], tmp_path, database_url)
     assert code == 0 and "0 queued; 0 sent" in out, (out, err)
-    code, out, err = run(["cancel", "lunch"], tmp_path, database_url)
+    code, out, err = campaign_cli(["cancel", "lunch"], tmp_path, database_url)
     assert code == 0 and "campaign lunch cancelled: 0 queued pushes cancelled" in out, err
-    code, out, err = run(["show", "nope"], tmp_path, database_url)
+    code, out, err = campaign_cli(["show", "nope"], tmp_path, database_url)
     assert code == 1 and "no campaign 'nope'" in err
 
 
@@ -86,7 +75,7 @@ def test_errors_name_the_file_line_and_field(tmp_path: Path, database_url: str) 
             "ttl: 1h", "ttl: 40d"
         )
     )
-    code, _, err = run(["send", str(file)], tmp_path, database_url)
+    code, _, err = campaign_cli(["send", str(file)], tmp_path, database_url)
     assert code == 1
     lines = err.strip().splitlines()
     assert lines[0].startswith(f"{file}:7: audience.attributes.visits: a condition is one")

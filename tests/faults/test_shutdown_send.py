@@ -26,11 +26,11 @@ SLOW_ANSWER_S = 11.0
 UNTAGGED = {k: v for k, v in SAMPLE_PAYLOAD.items() if k != "tag"}
 
 
-async def _serve(stack: Stack, **settings: str) -> Proc:
+async def _serve(stack: Stack, *args: str, **settings: str) -> Proc:
     """`momentcast serve` with the stack's environment, SHUTDOWN_GRACE left at its default."""
     env = stack.env(**settings)
     del env["MOMENTCAST_SHUTDOWN_GRACE"]
-    proc = Proc(start(["serve"], env))
+    proc = Proc(start(["serve", *args], env))
     stack.procs.append(proc)
     # In a thread: the push service answering the sends runs on this event loop.
     await asyncio.to_thread(proc.sp.wait_banner)
@@ -62,8 +62,10 @@ async def _insert(pool: asyncpg.Pool, sid: uuid.UUID, topic: str | None) -> int:
     return await insert_delivery(pool, sid, payload=UNTAGGED, topic=topic)
 
 
+# A group of two passes SIGTERM on to each process, which stops the same way.
+@pytest.mark.parametrize("args", [[], ["--processes", "2"]], ids=["one", "group"])
 async def test_sigterm_mid_send_waits_for_the_answers_and_sends_each_push_once(
-    stack: Stack, clean_db: asyncpg.Pool
+    stack: Stack, clean_db: asyncpg.Pool, args: list[str]
 ) -> None:
     pool = clean_db
     push = await PushService(stack.keys.vapid_public_b64).start()
@@ -71,7 +73,7 @@ async def test_sigterm_mid_send_waits_for_the_answers_and_sends_each_push_once(
     timeouts = {"MOMENTCAST_PUSH_CONNECT_TIMEOUT": "1", "MOMENTCAST_PUSH_READ_TIMEOUT": "14"}
     try:
         pushes = await _slow_pushes(pool, push, 5, SLOW_ANSWER_S)
-        serve = await _serve(stack, **timeouts)
+        serve = await _serve(stack, *args, **timeouts)
         await _until(
             "all 5 POSTs arrive", lambda: all(s.request_times for _, s in pushes), 30, serve
         )
@@ -86,7 +88,7 @@ async def test_sigterm_mid_send_waits_for_the_answers_and_sends_each_push_once(
             serve.err[-20:],
         )
 
-        again = await _serve(stack, **timeouts)
+        again = await _serve(stack, *args, **timeouts)
         # Three polls of the restarted sender: nothing is due, nothing goes out again.
         await asyncio.sleep(3.5)
         assert again.alive(), again.stderr()

@@ -27,11 +27,11 @@ def _lose_the_first_record(
     real = ctx.store.record_outcomes
     calls: list[int] = []
 
-    async def flaky(outcomes: Sequence[object], *args: object) -> int:
+    async def flaky(outcomes: Sequence[object], *args: object, **kwargs: object) -> int:
         calls.append(len(outcomes))
         if len(calls) == 1:
             raise error or asyncpg.ConnectionDoesNotExistError("connection was closed")
-        return await real(outcomes, *args)  # type: ignore[arg-type]
+        return await real(outcomes, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ctx.store, "record_outcomes", flaky)
     return calls

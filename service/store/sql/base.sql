@@ -7,3 +7,8 @@
 -- name: ping
 -- /readyz: the database answers.
 SELECT 1
+
+-- name: connection_room
+-- serve --processes: the connections the server gives to ordinary roles.
+SELECT current_setting('max_connections')::int
+    - current_setting('superuser_reserved_connections')::int

@@ -35,11 +35,14 @@ WITH pending AS (
 SELECT sub.id,
        coalesce(pending.rows, '{}') AS pending,
        coalesce(present.rows, '{}') AS presence,
-       coalesce(history.rows, '{}') AS history
+       coalesce(history.rows, '{}') AS history,
+       fatigue.resting_since, fatigue.resting_until
 FROM unnest($1::uuid[]) WITH ORDINALITY AS sub(id, n)
 LEFT JOIN pending ON pending.subscription_id = sub.id
 LEFT JOIN present ON present.subscription_id = sub.id
 LEFT JOIN history ON history.subscription_id = sub.id
+-- The fatigue guard's latest rest (migrations/0019_fatigue.sql): a primary-key lookup.
+LEFT JOIN push_fatigue fatigue ON fatigue.subscription_id = sub.id
 ORDER BY sub.n
 
 -- name: store_batch
@@ -96,3 +99,37 @@ WITH new_presence AS MATERIALIZED (
     SELECT pg_notify($27, '') FROM (SELECT 1 FROM inserted LIMIT 1) AS any_new
 )
 SELECT rule_id, (SELECT count(*) FROM notified) AS notified FROM inserted
+
+-- name: variant_counts_without_jit
+-- Before variant_counts, in its transaction: the planner's estimate of its per-push EXISTS puts
+-- it over jit_above_cost, and compiling it took 0.9 s of a 1.6 s count of 150000 pushes
+-- (docs/performance.md); the count itself is index lookups, which JIT does not speed up.
+SET LOCAL jit = off
+
+-- name: variant_counts
+-- Per (rule, variant) of the rules $1: the pushes sent that were created on the UTC day of $2 or
+-- later, and how many of them got an interaction (a clicked or converted event; a click link
+-- records a click). Adaptive allocation draws from these (the worker reads them at most once
+-- per batch, see service/worker.py) and /v1/stats shows share and prob_best from them.
+-- DELIVERY_RETENTION may be shorter than the window, so the rolled-up days count too; whole
+-- UTC days of creation on both sides, so a roll-up changes no count.
+WITH live AS (
+    SELECT d.rule_id, d.variant, count(*) AS sent,
+           count(*) FILTER (WHERE EXISTS (
+               SELECT 1 FROM events e
+               WHERE e.delivery_id = d.id AND e.type IN ('clicked', 'converted'))) AS interacted
+    FROM deliveries d
+    WHERE d.rule_id = ANY($1::text[]) AND d.status = 'sent' AND NOT d.test
+      AND d.created_at >= date_trunc('day', $2::timestamptz, 'UTC')
+    GROUP BY d.rule_id, d.variant
+), rolled AS (
+    SELECT rule_id, variant, sum(deliveries) AS sent, sum(interacted) AS interacted
+    FROM rule_delivery_days
+    WHERE rule_id = ANY($1::text[]) AND status = 'sent'
+      AND day >= ($2::timestamptz AT TIME ZONE 'UTC')::date
+    GROUP BY rule_id, variant
+)
+SELECT rule_id, variant, sum(sent)::bigint AS sent, sum(interacted)::bigint AS interacted
+FROM (SELECT * FROM live UNION ALL SELECT * FROM rolled) AS counted
+GROUP BY rule_id, variant
+ORDER BY rule_id, variant

@@ -128,21 +128,37 @@ WHERE s.status = 'active' AND NOT s.paused
 -- (caps compare them); the outbox's not_before and expires_at are the database's now() plus
 -- the same offsets, so that the sender, which goes by now(), sends them at once. With a rate
 -- ($10 per second) the n-th send waits $9 + n / $10 seconds. $20: the campaign's ttl, urgency
--- and topic as {ttl_s, urgency, topic}.
+-- and topic as {ttl_s, urgency, topic}. An experiment's tick (service/campaigns/experiment.py)
+-- runs it once per group of the audience: $25 true for the test share (momentcast_test_point
+-- below $24), false for the rest, which all get variant number $26 (NULL $24: everyone, as
+-- the variants' weights say).
+-- An optimal campaign's zones also carry a local minute of the day ($27, NULL for other
+-- campaigns): a member is due in the step of their zone and their planned hour
+-- (campaign_send_hours), or the fallback minute $28 without one.
+-- $29: the fatigue guard is on; a subscriber resting at $2 (push_fatigue,
+-- migrations/0019_fatigue.sql) is suppressed `fatigued`.
 WITH conditions AS (
     SELECT k, o, v::jsonb AS v FROM unnest($13::text[], $14::text[], $15::text[]) AS t(k, o, v)
 ), zones AS (
-    SELECT * FROM unnest($3::text[], $4::text[], $5::timestamptz[]) AS z(zone, action, expires)
+    SELECT * FROM unnest($3::text[], $4::text[], $5::timestamptz[], $27::int[])
+        AS z(zone, action, expires, minute)
     WHERE action <> 'wait'
 ), due AS (
     SELECT s.id, s.locale, s.attributes, z.action, z.expires
     FROM subscriptions s
     JOIN zones z ON z.zone = coalesce(s.timezone, '')
+                -- Other campaigns stop at "minute IS NULL": no lookup of a planned hour.
+                AND (z.minute IS NULL
+                     OR z.minute = coalesce((SELECT p.local_hour * 60 FROM campaign_send_hours p
+                                             WHERE p.campaign_id = $1::text
+                                               AND p.subscription_id = s.id), $28::int))
     WHERE s.status = 'active' AND NOT s.paused
   AND ($11::text[] IS NULL OR s.topics && $11::text[])
   AND ($12::text[] IS NULL OR lower(s.locale) LIKE ANY ($12::text[]))
   AND (cardinality($13::text[]) = 0 OR NOT EXISTS (
         SELECT 1 FROM conditions c WHERE NOT momentcast_holds(s.attributes, c.k, c.o, c.v)))
+      AND ($24::bigint IS NULL
+           OR (momentcast_test_point(s.id, $1::text) < $24::bigint) = $25::boolean)
       AND NOT EXISTS (SELECT 1 FROM deliveries d
                       WHERE d.dedupe_key = 'campaign:' || $1::text || ':' || s.id::text)
       AND NOT EXISTS (SELECT 1 FROM campaign_suppressions x
@@ -164,11 +180,14 @@ WITH conditions AS (
     GROUP BY d.subscription_id
 ), decided AS (
     SELECT due.id, due.locale, due.attributes, due.action, due.expires,
-           CASE WHEN cardinality($16::int[]) = 1 THEN 1
+           CASE WHEN $26::int IS NOT NULL THEN $26::int
+                WHEN cardinality($16::int[]) = 1 THEN 1
                 ELSE width_bucket(momentcast_variant_point(due.id, $1::text, $17::int),
                                   $16::int[]) END AS variant_no,
            CASE WHEN due.action = 'skip' THEN 'missed_local_time'
                 WHEN due.action = 'expire' THEN NULL
+                WHEN $29::bool AND f.resting_since <= $2::timestamptz
+                     AND f.resting_until > $2::timestamptz THEN 'fatigued'
                 WHEN $6::int IS NOT NULL AND h.recent >= $6::int THEN 'global_cap'
                 WHEN $8::interval IS NOT NULL AND h.last > $2::timestamptz - $8::interval
                     THEN 'min_gap'
@@ -176,6 +195,7 @@ WITH conditions AS (
     FROM due
     JOIN locked USING (id)
     LEFT JOIN history h ON h.subscription_id = due.id
+    LEFT JOIN push_fatigue f ON f.subscription_id = due.id
 ), sup AS (
     INSERT INTO campaign_suppressions (campaign_id, subscription_id, variant, reason, at)
     SELECT $1, id, ($18::text[])[variant_no], reason, $2::timestamptz
@@ -301,3 +321,75 @@ FROM (
     WHERE $1::text IS NULL OR campaign_id = $1
 ) t
 GROUP BY campaign_id, variant, reason
+
+-- name: campaign_interaction_hours
+-- Send-time optimisation's input for a whole audience ($1..$5), in one statement: each
+-- member's interactions (pushes with a clicked or converted event, test pushes left out)
+-- since $6, counted
+-- per local hour of the event in the member's time zone (UTC without one). One row: the
+-- members' ids in order, and three parallel arrays (member's index, hour, count) from which
+-- the store builds the (member, 24) histogram in one vectorised pass. Members without an
+-- interaction are absent.
+WITH conditions AS (
+    SELECT k, o, v::jsonb AS v FROM unnest($3::text[], $4::text[], $5::text[]) AS t(k, o, v)
+), audience AS (
+    SELECT s.id, coalesce(s.timezone, 'UTC') AS tz
+    FROM subscriptions s
+    WHERE s.status = 'active' AND NOT s.paused
+  AND ($1::text[] IS NULL OR s.topics && $1::text[])
+  AND ($2::text[] IS NULL OR lower(s.locale) LIKE ANY ($2::text[]))
+  AND (cardinality($3::text[]) = 0 OR NOT EXISTS (
+        SELECT 1 FROM conditions c WHERE NOT momentcast_holds(s.attributes, c.k, c.o, c.v)))
+), pushes AS (
+    -- One interaction per push, at its first click or conversion: a click that then converts
+    -- is one answer to one push (as health and the fatigue guard count), not two.
+    SELECT a.id, a.tz, min(e.at) AS at
+    FROM audience a
+    JOIN deliveries d ON d.subscription_id = a.id
+    JOIN events e ON e.delivery_id = d.id
+    WHERE e.type IN ('clicked', 'converted') AND e.at > $6::timestamptz
+      AND NOT d.test  -- a test push's click is the operator's, not the subscriber's habit
+    GROUP BY a.id, a.tz, d.id
+), hits AS (
+    SELECT id, extract(hour FROM at AT TIME ZONE tz)::int AS hour, count(*)::int AS n
+    FROM pushes
+    GROUP BY 1, 2
+), ranked AS (
+    SELECT (dense_rank() OVER (ORDER BY id))::int - 1 AS member, hour, n FROM hits
+)
+SELECT coalesce((SELECT array_agg(DISTINCT id ORDER BY id) FROM hits), '{}') AS ids,
+       coalesce(array_agg(member), '{}') AS members, coalesce(array_agg(hour), '{}') AS hours,
+       coalesce(array_agg(n), '{}') AS counts
+FROM ranked
+
+-- name: campaign_send_plan
+-- Stores an optimal campaign's plan: the personal local hour of each member who has one ($2,
+-- $3), what send_at.optimal says ($4) and the plan's summary ($5).
+WITH plan AS (
+    INSERT INTO campaign_send_hours (campaign_id, subscription_id, local_hour)
+    SELECT $1, id, hour FROM unnest($2::uuid[], $3::smallint[]) AS t(id, hour)
+    RETURNING 1
+)
+UPDATE campaigns SET optimal = $4, schedule = $5
+WHERE id = $1
+RETURNING *
+
+-- name: campaign_zone_minutes
+-- An optimal campaign's campaign_zones: the (time zone, local minute of the day) pairs of the
+-- audience ($2..$6) it has not handled yet; the minute is the planned hour's, or the fallback
+-- $7 (minutes after midnight) for members without one.
+WITH conditions AS (
+    SELECT k, o, v::jsonb AS v FROM unnest($4::text[], $5::text[], $6::text[]) AS t(k, o, v)
+)
+SELECT DISTINCT coalesce(s.timezone, '') AS zone, coalesce(p.local_hour * 60, $7::int) AS minute
+FROM subscriptions s
+LEFT JOIN campaign_send_hours p ON p.campaign_id = $1::text AND p.subscription_id = s.id
+WHERE s.status = 'active' AND NOT s.paused
+  AND ($2::text[] IS NULL OR s.topics && $2::text[])
+  AND ($3::text[] IS NULL OR lower(s.locale) LIKE ANY ($3::text[]))
+  AND (cardinality($4::text[]) = 0 OR NOT EXISTS (
+        SELECT 1 FROM conditions c WHERE NOT momentcast_holds(s.attributes, c.k, c.o, c.v)))
+  AND NOT EXISTS (SELECT 1 FROM deliveries d
+                  WHERE d.dedupe_key = 'campaign:' || $1::text || ':' || s.id::text)
+  AND NOT EXISTS (SELECT 1 FROM campaign_suppressions x
+                  WHERE x.campaign_id = $1::text AND x.subscription_id = s.id)

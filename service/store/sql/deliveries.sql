@@ -44,6 +44,8 @@ ORDER BY c.id
 -- not_before says when); the status guard keeps a concurrent cancellation in place, and the
 -- token guard (fencing) ignores an outcome whose claim is no longer this sender's: its lease
 -- ran out and another sender claimed the row, or the outcome was recorded already.
+-- $8, $9: the fatigue guard (below). Returns how many outcomes were recorded.
+WITH recorded AS (
 UPDATE deliveries d
 SET status = u.status,
     attempts = d.attempts + u.attempted,
@@ -57,6 +59,46 @@ FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::int[], $6::text
             $7::float8[])
      AS u(id, token, status, attempted, http_status, error, delay_s)
 WHERE d.id = u.id AND d.claim_token = u.token AND d.status = 'pending'
+RETURNING d.subscription_id, d.status, d.test
+), sent AS (
+    -- With the fatigue guard on ($8 pushes in a row, then a rest of $9 seconds; NULL: off),
+    -- the same statement advances each subscriber's count by its pushes this batch sent (test
+    -- pushes are none; service/engagement/fatigue.py after_sent is the same rule): a push sent
+    -- while resting does not count, the $8-th starts a rest and the count again from zero.
+    -- Subscribers in id order: concurrent senders lock push_fatigue rows in one order (no
+    -- deadlock). These comments stay below the UPDATE: pg_stat_activity shows a query's first
+    -- 1024 bytes, and tests/push find the record waiting for a lock by its unnest.
+    SELECT subscription_id, count(*)::int AS n FROM recorded
+    WHERE $8::int IS NOT NULL AND status = 'sent' AND NOT test AND subscription_id IS NOT NULL
+    GROUP BY subscription_id
+), counted AS (
+    INSERT INTO push_fatigue AS f (subscription_id, unanswered, resting_since, resting_until)
+    SELECT subscription_id,
+           CASE WHEN n >= $8::int THEN 0 ELSE n END,
+           CASE WHEN n >= $8::int THEN now() END,
+           CASE WHEN n >= $8::int THEN now() + make_interval(secs => $9::float8) END
+    FROM sent
+    ORDER BY subscription_id
+    ON CONFLICT (subscription_id) DO UPDATE
+    -- excluded holds this batch's count (its rest, if the batch alone reached $8).
+    SET unanswered = CASE
+            WHEN f.resting_since <= now() AND f.resting_until > now() THEN f.unanswered
+            WHEN excluded.resting_until IS NOT NULL
+                 OR f.unanswered + excluded.unanswered >= $8::int THEN 0
+            ELSE f.unanswered + excluded.unanswered END,
+        resting_since = CASE
+            WHEN f.resting_since <= now() AND f.resting_until > now() THEN f.resting_since
+            WHEN excluded.resting_until IS NOT NULL
+                 OR f.unanswered + excluded.unanswered >= $8::int THEN now()
+            ELSE f.resting_since END,
+        resting_until = CASE
+            WHEN f.resting_since <= now() AND f.resting_until > now() THEN f.resting_until
+            WHEN excluded.resting_until IS NOT NULL
+                 OR f.unanswered + excluded.unanswered >= $8::int
+                THEN now() + make_interval(secs => $9::float8)
+            ELSE f.resting_until END
+)
+SELECT count(*) FROM recorded
 
 -- name: push_mark_gone
 -- The push service said the endpoint no longer exists: stop using it.

@@ -9,9 +9,11 @@
 -- Accepted whatever the delivery's status: a browser may show a push before the sender has
 -- recorded the push service's answer. The primary key makes a replay count once, and the
 -- first click keeps its action. An action ($3, clicks only) must be one of the delivery's
--- own buttons, so that clicked_actions counts nothing a client made up.
+-- own buttons, so that clicked_actions counts nothing a client made up. A new interaction
+-- (clicked, converted) on a push other than a test push resets the subscriber's fatigue
+-- count and ends a rest under way (service/engagement/fatigue.py after_interaction).
 WITH d AS (
-         SELECT id,
+         SELECT id, subscription_id, test,
                 $3::text IS NULL OR EXISTS (
                     SELECT 1 FROM jsonb_array_elements(
                         CASE jsonb_typeof(payload -> 'actions')
@@ -25,6 +27,13 @@ WITH d AS (
          SELECT id, $2, $3 FROM d WHERE known
          ON CONFLICT (delivery_id, type) DO NOTHING
          RETURNING 1
+     ),
+     answered AS (
+         UPDATE push_fatigue f
+         SET unanswered = 0, resting_until = least(f.resting_until, now())
+         FROM d
+         WHERE f.subscription_id = d.subscription_id AND NOT d.test
+           AND $2::text IN ('clicked', 'converted') AND EXISTS (SELECT 1 FROM ins)
      )
 SELECT EXISTS (SELECT 1 FROM d) AS found,
        COALESCE((SELECT known FROM d), false) AS known,
@@ -34,9 +43,10 @@ SELECT EXISTS (SELECT 1 FROM d) AS found,
 -- GET /c/{delivery_id}/{action}: the target of a click and the click recorded, in one
 -- statement. $2 is the action button, NULL for the notification itself. The target comes
 -- from the stored payload only (its url, or the button's url); an erased payload has none,
--- and neither has a button the payload does not hold, and then nothing is recorded.
+-- and neither has a button the payload does not hold, and then nothing is recorded. A new
+-- click is an interaction: it resets the fatigue count as in event_record.
 WITH d AS (
-         SELECT id,
+         SELECT id, subscription_id, test,
                 CASE WHEN $2::text IS NULL THEN jsonb_build_object('url', payload -> 'url')
                      ELSE (SELECT a FROM jsonb_array_elements(
                                CASE jsonb_typeof(payload -> 'actions')
@@ -51,6 +61,13 @@ WITH d AS (
          SELECT id, 'clicked', $2 FROM d WHERE target IS NOT NULL
          ON CONFLICT (delivery_id, type) DO NOTHING
          RETURNING 1
+     ),
+     answered AS (
+         UPDATE push_fatigue f
+         SET unanswered = 0, resting_until = least(f.resting_until, now())
+         FROM d
+         WHERE f.subscription_id = d.subscription_id AND NOT d.test
+           AND EXISTS (SELECT 1 FROM ins)
      )
 SELECT COALESCE((SELECT target IS NOT NULL FROM d), false) AS known,
        (SELECT target ->> 'url' FROM d) AS url,
@@ -183,3 +200,41 @@ FROM (
 ) t
 GROUP BY rule_id, place_id
 ORDER BY rule_id, place_id
+
+-- name: stats_health
+-- The health of the last $1 (7 days: GET /v1/stats' health, the dashboard's warnings, the
+-- gauge momentcast_interaction_rate): per rule ('' for campaigns' pushes) the pushes sent
+-- (test pushes aside) and, of them, those with an interaction (a clicked or converted event;
+-- a push with both counts once). Stored rows by created_at. Pushes older than
+-- DELIVERY_RETENTION are only daily counts (migrations/0013_rollups.sql): with a retention
+-- shorter than the window they count by whole UTC days from the window's first; a rule's day
+-- keeps its interacted pushes (migrations/0018_rollup_interactions.sql), a campaign's day only
+-- clicked and converted, of which the larger is the best it tells (exact when every
+-- conversion followed a click on the same push).
+SELECT rule_id, sum(sent)::bigint AS sent, sum(interacted)::bigint AS interacted
+FROM (
+    SELECT coalesce(d.rule_id, '') AS rule_id, count(*) AS sent,
+           count(*) FILTER (WHERE EXISTS (
+               SELECT 1 FROM events e
+               WHERE e.delivery_id = d.id AND e.type IN ('clicked', 'converted')))
+               AS interacted
+    FROM deliveries d
+    WHERE d.status = 'sent' AND NOT d.test AND d.created_at > now() - $1::interval
+    GROUP BY 1
+    UNION ALL
+    SELECT rule_id, sum(deliveries), sum(interacted)
+    FROM rule_delivery_days
+    WHERE status = 'sent' AND day >= ((now() - $1::interval) AT TIME ZONE 'UTC')::date
+    GROUP BY rule_id
+    UNION ALL
+    SELECT '', sum(deliveries), sum(greatest(clicked, converted))
+    FROM campaign_delivery_days
+    WHERE status = 'sent' AND day >= ((now() - $1::interval) AT TIME ZONE 'UTC')::date
+) t
+GROUP BY rule_id
+HAVING sum(sent) > 0
+ORDER BY rule_id
+
+-- name: stats_resting
+-- Subscribers the fatigue guard rests now (a partial index of the rows with a rest).
+SELECT count(*) FROM push_fatigue WHERE resting_since <= now() AND resting_until > now()

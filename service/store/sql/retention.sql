@@ -48,25 +48,30 @@ WITH gone_events AS (
 ), fates AS (
     SELECT g.*,
            coalesce(e.shown, 0) AS shown, coalesce(e.clicked, 0) AS clicked,
-           coalesce(e.dismissed, 0) AS dismissed, coalesce(e.converted, 0) AS converted
+           coalesce(e.dismissed, 0) AS dismissed, coalesce(e.converted, 0) AS converted,
+           coalesce(e.interacted, 0) AS interacted
     FROM gone g
     LEFT JOIN (SELECT delivery_id,
                       count(*) FILTER (WHERE type = 'shown') AS shown,
                       count(*) FILTER (WHERE type = 'clicked') AS clicked,
                       count(*) FILTER (WHERE type = 'dismissed') AS dismissed,
-                      count(*) FILTER (WHERE type = 'converted') AS converted
+                      count(*) FILTER (WHERE type = 'converted') AS converted,
+                      -- a push clicked or converted (adaptive allocation's interaction): once
+                      (count(*) FILTER (WHERE type IN ('clicked', 'converted')) > 0)::int
+                          AS interacted
                FROM gone_events GROUP BY delivery_id) e ON e.delivery_id = g.id
 ), rule_days AS (
     INSERT INTO rule_delivery_days AS r (day, rule_id, variant, place_id, status, deliveries,
-                                         shown, clicked, dismissed, converted)
+                                         shown, clicked, dismissed, converted, interacted)
     SELECT day, rule_id, variant, place_id, status, count(*),
-           sum(shown), sum(clicked), sum(dismissed), sum(converted)
+           sum(shown), sum(clicked), sum(dismissed), sum(converted), sum(interacted)
     FROM fates WHERE rule_id IS NOT NULL AND NOT test
     GROUP BY day, rule_id, variant, place_id, status
     ON CONFLICT (day, rule_id, variant, place_id, status) DO UPDATE
     SET deliveries = r.deliveries + excluded.deliveries, shown = r.shown + excluded.shown,
         clicked = r.clicked + excluded.clicked, dismissed = r.dismissed + excluded.dismissed,
-        converted = r.converted + excluded.converted
+        converted = r.converted + excluded.converted,
+        interacted = r.interacted + excluded.interacted
     RETURNING 1
 ), hour_days AS (
     INSERT INTO rule_hour_days AS r (day, rule_id, local_hour, deliveries)

@@ -56,9 +56,12 @@ WHERE subscription_id = ANY($1::uuid[]) AND at >= $2 AND at < $3 AND quarantined
 ORDER BY subscription_id, at, id
 
 -- name: backtest_profiles
-SELECT id, timezone, locale, topics, attributes, paused, status, last_signal_at
-FROM subscriptions
-WHERE id = ANY($1::uuid[])
+-- With the fatigue guard's latest rest: the signals of the period inside it are `fatigued`.
+SELECT s.id, s.timezone, s.locale, s.topics, s.attributes, s.paused, s.status,
+       s.last_signal_at, f.resting_since, f.resting_until
+FROM subscriptions s
+LEFT JOIN push_fatigue f ON f.subscription_id = s.id
+WHERE s.id = ANY($1::uuid[])
 
 -- name: backtest_live
 -- What the live rules decided in [$1, $2) (by decision time), and how many were sent; test

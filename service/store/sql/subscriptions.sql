@@ -79,6 +79,15 @@ UPDATE deliveries SET
     status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END
 WHERE subscription_id = $1
 
+-- name: export_fatigue
+-- The fatigue guard's count and latest rest (migrations/0019_fatigue.sql), if any.
+SELECT unanswered, resting_since, resting_until FROM push_fatigue WHERE subscription_id = $1
+
+-- name: erase_fatigue
+-- After erase_deliveries (which waited for any sender recording this subscriber's pushes):
+-- push_fatigue has no foreign key (migrations/0019_fatigue.sql).
+DELETE FROM push_fatigue WHERE subscription_id = $1
+
 -- name: erase_subscription
 DELETE FROM subscriptions WHERE id = $1
 
