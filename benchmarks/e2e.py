@@ -403,6 +403,10 @@ class Phase:
     xacts: float = math.nan
     # With --profile: py-spy's samples of the target by pipeline stage (see stage_of).
     stages: Counter[str] = field(default_factory=Counter)
+    # momentcast: the worker's batches (one processed_at each) and the sender's records (one
+    # finished_at each) that the phase's pushes went through: how well wake-ups coalesce.
+    worker_batches: int = 0
+    sender_batches: int = 0
 
     def p(self, q: float) -> float:
         return _percentile(self.latencies_ms, self.posted, q)
@@ -663,11 +667,15 @@ class Bench:
         if target == "momentcast":
             ids = [r[0] for r in received if isinstance(r[0], int)]
             rows = await self.db.fetch(
-                "SELECT d.id, s.context->>'seq' AS seq FROM deliveries d"
-                " JOIN signals s ON s.id = d.signal_id WHERE d.id = ANY($1::bigint[])",
+                "SELECT d.id, s.context->>'seq' AS seq, s.processed_at, d.finished_at"
+                " FROM deliveries d JOIN signals s ON s.id = d.signal_id"
+                " WHERE d.id = ANY($1::bigint[])",
                 ids,
             )
             seq_of = {r["id"]: r["seq"] for r in rows}
+            # now() is one per transaction: each batch stamps its rows with one value.
+            result.worker_batches = len({r["processed_at"] for r in rows})
+            result.sender_batches = len({r["finished_at"] for r in rows})
             arrivals = [(seq_of.get(r[0]), r[1]) for r in received if isinstance(r[0], int)]
         else:
             arrivals = [
@@ -950,7 +958,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                             phases.append(ph)
                             print(
                                 f"  {target} at {rate}/s: {ph.pushes}/{ph.posted} pushes,"
-                                f" p99 {_ms(ph.p(99))} ms",
+                                f" p99 {_ms(ph.p(99))} ms{_coalescing(ph)}",
                                 flush=True,
                             )
                 finally:
@@ -1023,6 +1031,15 @@ async def main() -> None:
             args.profile.mkdir(parents=True, exist_ok=True)
         await run(args, Path(tmp))
     print(f"load average at the end: {_load()}")
+
+
+def _coalescing(ph: Phase) -> str:
+    if not ph.worker_batches or not ph.sender_batches:
+        return ""
+    return (
+        f", {ph.pushes / ph.worker_batches:.1f} signals per worker batch,"
+        f" {ph.pushes / ph.sender_batches:.1f} pushes per sender batch"
+    )
 
 
 def _load() -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,8 +62,10 @@ class _Pending:
 class SignalWriter:
     """The single writer task of a process; start it before and stop it after serving."""
 
-    def __init__(self, store: SignalQueries) -> None:
+    def __init__(self, store: SignalQueries, *, linger_s: float = 0.0) -> None:
         self._store = store
+        self._linger_s = linger_s
+        self._next_commit = 0.0
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -110,7 +113,13 @@ class SignalWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            delay = self._next_commit - time.monotonic()
+            if delay > 0 and self._queue and not self._closing:
+                # Coalescing (INGEST_LINGER_MS): a commit starts no sooner than this after the
+                # last one began, so that requests coming a few ms apart share one.
+                await asyncio.sleep(delay)
             while self._queue and len(in_flight) < MAX_IN_FLIGHT:
+                self._next_commit = time.monotonic() + self._linger_s
                 task = asyncio.create_task(self._commit(self._take()))
                 in_flight.add(task)
                 task.add_done_callback(self._finished(in_flight))

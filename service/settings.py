@@ -142,6 +142,12 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(default=500, ge=1, le=100_000)
     worker_poll_interval: PositiveDuration = timedelta(seconds=1)
     worker_lease: PositiveDuration = timedelta(seconds=60)
+    # After a claim that did not fill its batch, the worker and the sender wait until this
+    # long after it began before they claim again, so that what arrives meanwhile shares one
+    # batch (docs/performance.md, Coalescing). 0: claim on every wake-up.
+    batch_linger_ms: int = Field(default=20, ge=0, le=1000)
+    # The same for the group commit of signals: every 202 waits for its commit.
+    ingest_linger_ms: int = Field(default=5, ge=0, le=1000)
     sender_concurrency: int = Field(default=64, ge=1, le=10_000)
     sender_max_attempts: int = Field(default=8, ge=1, le=100)
     push_connect_timeout: PositiveDuration = timedelta(seconds=5)

@@ -8,6 +8,7 @@ that ``stop`` ends the sleep at once and a NOTIFY or a SIGHUP starts the next pa
 from __future__ import annotations
 
 import asyncio
+import time
 
 
 async def wait_any(*events: asyncio.Event, seconds: float | None = None) -> None:
@@ -24,3 +25,13 @@ async def wait_any(*events: asyncio.Event, seconds: float | None = None) -> None
             waiter.cancel()
         # Collected here, so that no cancelled waiter outlives the call (or warns at exit).
         await asyncio.gather(*waiters, return_exceptions=True)
+
+
+async def linger_until(deadline: float, stop: asyncio.Event) -> bool:
+    """Wait until ``time.monotonic()`` reaches ``deadline`` (at once if it has) or ``stop``
+    is set; return whether ``stop`` is set. The coalescing pause of the worker's and the
+    sender's claims (BATCH_LINGER_MS): ``stop`` ends it at once."""
+    delay = deadline - time.monotonic()
+    if delay > 0 and not stop.is_set():
+        await wait_any(stop, seconds=delay)
+    return stop.is_set()

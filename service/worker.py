@@ -56,7 +56,7 @@ from service.vocabulary import (
     SHADOW_SENT_COUNTER,
     SILENT_COUNTER_PREFIX,
 )
-from service.waiting import wait_any
+from service.waiting import linger_until, wait_any
 
 log = logging.getLogger(__name__)
 
@@ -482,17 +482,29 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
         Listener(ctx.store, SIGNALS_CHANNEL, wake).run(stop), name="worker-listen"
     )
     poll = ctx.settings.worker_poll_interval.total_seconds()
+    linger = ctx.settings.batch_linger_ms / 1000
     retry = DatabaseRetry("worker", log, cap_s=max(RETRY_CAP_S, poll))
 
     async def loop() -> None:
         worker = Worker(ctx)
         lag_checked = 0.0
+        next_claim = 0.0
         while not stop.is_set():
+            # Coalescing: after a batch that was not full, the next claim waits until
+            # BATCH_LINGER_MS after the last one began, so the signals committed meanwhile
+            # (one NOTIFY each at moderate rates) share one batch: a batch's round trips and
+            # wake-ups are paid per batch, not per signal. A full batch claims again at once.
+            if await linger_until(next_claim, stop):
+                return
             try:
                 if time.monotonic() - lag_checked > LAG_INTERVAL_S:
                     # Measured under load too: a backlog is exactly when the lag matters.
                     lag_checked = time.monotonic()
                     PROCESSING_LAG.set(await ctx.store.processing_lag())
+                # Cleared before the claim, not after an empty one: a NOTIFY that comes while
+                # the claim runs is then not lost, and the wait below returns at once.
+                wake.clear()
+                claimed = time.monotonic()
                 result = await worker.run_once()
             except DATABASE_ERRORS as exc:
                 # The database went away, a connection broke or went silent, or a batch
@@ -501,9 +513,10 @@ async def run(ctx: Context, stop: asyncio.Event) -> None:
                 await retry.pause(exc, stop)
                 continue
             retry.succeeded()
+            if result.signals < worker.batch_size:
+                next_claim = claimed + linger
             if result.signals or result.skipped_subscribers:
                 continue
-            wake.clear()
             await wait_any(stop, wake, seconds=poll)
 
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -80,3 +81,37 @@ async def test_each_request_of_one_group_commit_gets_its_own_counts(api: LiveApi
     assert writer.batches == 1
     assert [(r.accepted, r.duplicates) for r in results] == [(2, 1), (1, 1), (1, 0), (1, 1)]
     assert writer.rows == 5
+
+
+async def test_requests_within_the_linger_share_one_commit(api: LiveApi) -> None:
+    device = await register(api)
+
+    def req() -> SignalRequest:
+        row = SignalRow(datetime.now(UTC), 52.52, 13.4, None, None, None, {})
+        return SignalRequest(tokens.hash_token(device.token), [row])
+
+    linger_s = 3.0  # longer than INGEST_LINGER_MS allows: a slow machine cannot outlast it
+    writer = SignalWriter(api.ctx.store, linger_s=linger_s)
+    await writer.start()
+    try:
+        # After a quiet spell a request is committed at once, without lingering.
+        started = time.monotonic()
+        await writer.submit(req())
+        assert time.monotonic() - started < linger_s
+        assert writer.batches == 1
+        # Five requests 50 ms apart, each a wake-up of the writer: one commit, a linger after
+        # the last one began.
+        waiting = []
+        started = time.monotonic()
+        for _ in range(5):
+            waiting.append(asyncio.create_task(writer.submit(req())))
+            await asyncio.sleep(0.05)
+        arrived_within = time.monotonic() - started
+        async with asyncio.timeout(30):
+            results = await asyncio.gather(*waiting)
+    finally:
+        await writer.stop()
+    assert [r.accepted for r in results] == [1] * 5
+    assert arrived_within < linger_s, "the machine stalled: the requests were too slow"
+    assert writer.batches == 2
+    assert writer.rows == 6

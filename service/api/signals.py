@@ -39,7 +39,7 @@ LIMITER = web.AppKey("signal_limiter", TokenBucketLimiter)
 async def signal_ingest(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the writer lives exactly as long as the app serves requests."""
     ctx = app[CONTEXT]
-    writer = SignalWriter(ctx.store)
+    writer = SignalWriter(ctx.store, linger_s=ctx.settings.ingest_linger_ms / 1000)
     app[WRITER] = writer
     app[LIMITER] = TokenBucketLimiter(
         ctx.settings.signal_rate_burst, ctx.settings.signal_rate_per_second

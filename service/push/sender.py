@@ -64,7 +64,7 @@ from service.push.retry import Action, OriginBackoff, RetryPolicy, classify
 from service.queue import DELIVERIES_CHANNEL, Listener
 from service.store import DATABASE_ERRORS
 from service.store.deliveries import ClaimedDelivery, DeliveryOutcome, OriginPause
-from service.waiting import wait_any
+from service.waiting import linger_until, wait_any
 from service.webpush.encryption import encrypt
 from service.webpush.endpoints import EndpointTarget, GuardedResolver, check_endpoint
 from service.webpush.message import build_headers, delivery_tag, render_payload, ttl_seconds
@@ -147,6 +147,9 @@ class Sender:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._turn = asyncio.Lock()
+        # The lanes' coalescing pause (BATCH_LINGER_MS) and when the next claim may start.
+        self._linger = settings.batch_linger_ms / 1000
+        self._next_claim = 0.0
 
     async def __aenter__(self) -> Sender:
         await self.start()
@@ -240,7 +243,13 @@ class Sender:
                     await wait_any(stop, self._wake, seconds=poll)
                     if stop.is_set():
                         return
+                # Coalescing, as the worker's: after a claim that did not fill its batch the
+                # next one waits until BATCH_LINGER_MS after it began, so that the deliveries
+                # of several NOTIFYs share one claim, one record and one wake-up.
+                if await linger_until(self._next_claim, stop):
+                    return
                 self._wake.clear()
+                claimed = time.monotonic()
                 try:
                     rows = await self._claim(self.batch_size)
                 except DATABASE_ERRORS as exc:
@@ -250,6 +259,8 @@ class Sender:
                 self._database_back()
                 if len(rows) >= self.batch_size:
                     self._wake.set()
+                else:
+                    self._next_claim = claimed + self._linger
             if rows:
                 try:
                     await self._send_claimed(rows)

@@ -582,3 +582,74 @@ async def test_a_notified_push_costs_one_claim_and_a_backlog_is_sent_at_start(
     finally:
         stop.set()
         await task
+
+
+async def test_deliveries_notified_within_the_linger_share_one_claim(
+    ctx: Context, push_service: PushService
+) -> None:
+    from datetime import timedelta
+
+    ctx.settings.worker_poll_interval = timedelta(seconds=30)
+    # Longer than the setting allows (assigned, not validated): a slow machine cannot stretch
+    # the few inserts below past it.
+    linger_s = 3.0
+    ctx.settings.batch_linger_ms = int(linger_s * 1000)
+    claims = 0
+    claim_deliveries = ctx.store.claim_deliveries
+
+    async def counted(**kwargs: float) -> object:
+        nonlocal claims
+        claims += 1
+        return await claim_deliveries(**kwargs)  # type: ignore[arg-type]
+
+    ctx.store.claim_deliveries = counted  # type: ignore[method-assign,assignment]
+    subs = [push_service.subscribe() for _ in range(6)]
+    sub_ids = [await insert_subscription(ctx.pool, sub) for sub in subs]
+    stop = asyncio.Event()
+    task = asyncio.create_task(sender_module.run(ctx, stop))
+    try:
+        # The first claim (at start) finds the outbox empty; the next waits a linger after it.
+        deadline = time.monotonic() + 10
+        while claims < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert claims == 1
+        started = time.monotonic()
+        for sub_id in sub_ids:  # six deliveries, six NOTIFYs, as six worker batches make them
+            await insert_delivery(ctx.pool, sub_id)
+            await ctx.pool.execute("NOTIFY momentcast_deliveries")
+        inserted_within = time.monotonic() - started
+        deadline = time.monotonic() + 30
+        while not all(sub.received for sub in subs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert all(len(sub.received) == 1 for sub in subs)
+        assert inserted_within < linger_s, "the machine stalled: the inserts were too slow"
+        # Without the linger every NOTIFY woke a lane to claim: up to six claims.
+        assert claims == 2
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_stop_during_the_linger_ends_the_sender_at_once(
+    ctx: Context, push_service: PushService
+) -> None:
+    from datetime import timedelta
+
+    ctx.settings.worker_poll_interval = timedelta(seconds=30)
+    ctx.settings.batch_linger_ms = 20_000  # assigned, not validated: far past the grace
+    sub = push_service.subscribe()
+    sub_id = await insert_subscription(ctx.pool, sub)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sender_module.run(ctx, stop))
+    await asyncio.sleep(0.3)  # the start-up claim found nothing; the next one lingers
+    await insert_delivery(ctx.pool, sub_id)
+    await ctx.pool.execute("NOTIFY momentcast_deliveries")
+    await asyncio.sleep(0.3)  # a lane now lingers before its claim
+    started = time.monotonic()
+    stop.set()
+    await asyncio.wait_for(task, timeout=10)
+    assert time.monotonic() - started < 5
+    assert not sub.received
+    # Never claimed: still pending, with no lease, for the next sender.
+    row = await ctx.pool.fetchrow("SELECT status, claimed_until FROM deliveries")
+    assert row is not None and row["status"] == "pending" and row["claimed_until"] is None
