@@ -287,3 +287,38 @@ async def check_exactly_once(
     twice = sorted(d for d, n in received.items() if n > 1)
     assert not twice, f"{len(twice)} pushes were received twice: {twice[:10]}"
     return {r["n"]: r["id"] for r in rows}
+
+
+# The campaign fan-out's statement, found in pg_stat_activity by its leading comment.
+FAN_OUT_STATEMENT = "-- One tick of campaign $1, set-based%"
+
+
+async def wait_true(pool: asyncpg.Pool, sql: str, timeout: float, *args: object) -> None:
+    """Poll ``sql`` (one boolean) until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await pool.fetchval(sql, *args):
+        assert time.monotonic() < deadline, f"not true after {timeout}s: {sql}"
+        await asyncio.sleep(0.05)
+
+
+async def wait_blocked(pool: asyncpg.Pool, statement: str, timeout: float) -> None:
+    """Until a session runs ``statement`` (a LIKE pattern) and waits for a lock."""
+    await wait_true(
+        pool,
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE $1"
+        " AND wait_event_type = 'Lock')",
+        timeout,
+        statement,
+    )
+
+
+async def wait_finished(pool: asyncpg.Pool, statement: str, timeout: float) -> None:
+    """Until no session runs ``statement`` any more (a killed client's statement finishes,
+    cannot answer, and rolls back)."""
+    await wait_true(
+        pool,
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE $1"
+        " AND state <> 'idle')",
+        timeout,
+        statement,
+    )

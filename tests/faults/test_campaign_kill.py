@@ -3,10 +3,8 @@ again: each subscriber gets exactly one push."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-import time
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -17,18 +15,11 @@ from service.campaigns import usecases as campaigns_api
 from service.store import Store
 from service.testing import PushService
 from tests.faults.conftest import Stack, add_browser_subscriptions
+from tests.faults.dbfaults import FAN_OUT_STATEMENT, wait_blocked, wait_finished, wait_true
 
 pytestmark = pytest.mark.slow
 
 # The start of campaign_fan_out (pg_stat_activity keeps the first 1 kB of a query).
-FAN_OUT = "-- One tick of campaign $1, set-based%"
-
-
-async def _wait(pool: asyncpg.Pool, sql: str, timeout: float, *args: object) -> None:
-    deadline = time.monotonic() + timeout
-    while not await pool.fetchval(sql, *args):
-        assert time.monotonic() < deadline, f"not true after {timeout}s: {sql}"
-        await asyncio.sleep(0.05)
 
 
 async def test_sigkill_mid_fan_out_then_restart_sends_each_push_once(
@@ -61,30 +52,18 @@ async def test_sigkill_mid_fan_out_then_restart_sends_each_push_once(
                     f"campaign:flash:{browser[-1][0]}",
                 )
                 proc = stack.start("worker", "--no-sender")
-                await _wait(
-                    pool,
-                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE $1"
-                    " AND wait_event_type = 'Lock')",
-                    30,
-                    FAN_OUT,
-                )
+                await wait_blocked(pool, FAN_OUT_STATEMENT, 30)
                 proc.sp.proc.send_signal(signal.SIGKILL)
                 proc.sp.proc.wait(10)
             finally:
                 await tx.rollback()
         # The killed process's statement finishes, cannot answer, and rolls back.
-        await _wait(
-            pool,
-            "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE $1"
-            " AND state <> 'idle')",
-            30,
-            FAN_OUT,
-        )
+        await wait_finished(pool, FAN_OUT_STATEMENT, 30)
         assert await pool.fetchval("SELECT count(*) FROM deliveries") == 0
         assert await pool.fetchval("SELECT status FROM campaigns") == "scheduled"
 
         proc = stack.start("worker")
-        await _wait(pool, "SELECT count(*) = 150 FROM deliveries WHERE status = 'sent'", 60)
+        await wait_true(pool, "SELECT count(*) = 150 FROM deliveries WHERE status = 'sent'", 60)
         assert proc.stop() == 0
     finally:
         await push.close()

@@ -6,10 +6,8 @@ winner the clicks chose."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-import time
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -22,20 +20,13 @@ from service.campaigns.experiment import in_test_share
 from service.store import Store
 from service.testing import BrowserSubscription, PushService
 from tests.faults.conftest import Proc, Stack, add_browser_subscriptions
+from tests.faults.dbfaults import FAN_OUT_STATEMENT, wait_blocked, wait_finished, wait_true
 
 pytestmark = pytest.mark.slow
 
 # The start of campaign_fan_out (pg_stat_activity keeps the first 1 kB of a query).
-FAN_OUT = "-- One tick of campaign $1, set-based%"
 AUDIENCE = 120
 SHARE = 0.3
-
-
-async def _wait(pool: asyncpg.Pool, sql: str, timeout: float, *args: object) -> None:
-    deadline = time.monotonic() + timeout
-    while not await pool.fetchval(sql, *args):
-        assert time.monotonic() < deadline, f"not true after {timeout}s: {sql}"
-        await asyncio.sleep(0.1)
 
 
 async def _click(proc: Proc, sub: BrowserSubscription) -> None:
@@ -87,7 +78,7 @@ async def test_sigkill_between_and_during_the_phases_sends_each_member_one_push(
 
         # The test phase: the test share's pushes go out; half of b's get clicked.
         first = stack.start("serve")
-        await _wait(
+        await wait_true(
             pool,
             "SELECT count(*) = $1 FROM deliveries WHERE status = 'sent'",
             60,
@@ -119,13 +110,7 @@ async def test_sigkill_between_and_during_the_phases_sends_each_member_one_push(
                     f"campaign:flash:{blocked}",
                 )
                 second = stack.start("serve")
-                await _wait(
-                    pool,
-                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE $1"
-                    " AND wait_event_type = 'Lock')",
-                    120,
-                    FAN_OUT,
-                )
+                await wait_blocked(pool, FAN_OUT_STATEMENT, 120)
                 # Deciding: the decision is written, not committed.
                 assert (await _decision(pool))["decided_at"] is None
                 second.sp.proc.send_signal(signal.SIGKILL)
@@ -134,18 +119,12 @@ async def test_sigkill_between_and_during_the_phases_sends_each_member_one_push(
                 await tx.rollback()
         # The killed process's statement finishes, cannot answer, and rolls back: neither the
         # decision nor any of the rest's pushes was stored.
-        await _wait(
-            pool,
-            "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE $1"
-            " AND state <> 'idle')",
-            30,
-            FAN_OUT,
-        )
+        await wait_finished(pool, FAN_OUT_STATEMENT, 30)
         assert (await _decision(pool))["decided_at"] is None
         assert await pool.fetchval("SELECT count(*) FROM deliveries") == len(test)
 
         third = stack.start("serve")
-        await _wait(
+        await wait_true(
             pool,
             "SELECT count(*) = $1 FROM deliveries WHERE status = 'sent'",
             60,
