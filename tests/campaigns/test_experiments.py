@@ -264,7 +264,10 @@ experiment:
 async def test_the_cli_refuses_a_bad_experiment_at_its_line_and_shows_phase_winner_prob_best(
     api: LiveApi, push_service: PushService, tmp_path: Path, database_url: str
 ) -> None:
-    at = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+    # Tomorrow 10:00 UTC: the decision (2 h later) falls outside the quiet hours (21:00-08:00,
+    # UTC for these members) whatever the time the test runs; from 19:00 on, "now + 1 day"
+    # put it inside them and the rest's pushes expired held (failed in CI at 19:31 UTC).
+    at = (datetime.now(UTC) + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
     text = CAMPAIGN_FILE.replace("{at}", at.isoformat())
     bad = tmp_path / "bad.yaml"
     bad.write_text(text.replace("test_share: 0.2", "test_share: 2").replace("2h", "10s"))
@@ -309,7 +312,8 @@ async def test_the_cli_refuses_a_bad_experiment_at_its_line_and_shows_phase_winn
     [listed] = json.loads(out)
     assert listed["experiment"]["phase"] == "decided"
     assert listed["experiment"]["winner"] == shown["winner"]
-    assert all(len(m.campaign_pushes()) == 1 for m in group)
+    counts = {m.id: len(m.campaign_pushes()) for m in group}
+    assert set(counts.values()) == {1}, (counts, await statuses(api.ctx.pool, "lunch"))
     assert {variant_of(m) for m in rest} <= {shown["winner"]}
 
 
